@@ -1,0 +1,121 @@
+/**
+ * The call log: which business owns which call, how calls relate (parent/child legs), and what the
+ * recording cache has learned about each call's recording.
+ *
+ * One interface, one file per backend beside it (`sqlite.ts`, `postgres.ts`). Code outside this folder
+ * names only {@link CallLog}. `test/call-log/contract.ts` is the suite every backend must pass.
+ */
+import type { CallSid, RecordingSid } from '../sid.js';
+
+/** What the recording resolver has found out about a call's recording. */
+export type RecordingState =
+  /** Nothing looked up yet. */
+  | 'unknown'
+  /** A completed recording exists; `recordingSid` and `recordingOwnerCallSid` say which and where. */
+  | 'available'
+  /** Twilio lists a recording that is still processing. */
+  | 'processing'
+  /** Neither the call nor its parent has a recording. */
+  | 'absent'
+  /** The recording was deleted upstream; terminal. */
+  | 'deleted';
+
+export interface CallRecord {
+  businessId: string;
+  callSid: CallSid;
+  parentCallSid: CallSid | null;
+  /** The recording to play for this call, once known (it may belong to the parent call). */
+  recordingSid: RecordingSid | null;
+  /** The call that owns `recordingSid`: this call or its parent. Names the file `{owner}.mp3`. */
+  recordingOwnerCallSid: CallSid | null;
+  recordingState: RecordingState;
+  /** Recording size in bytes, once a download has told us. */
+  recordingSize: number | null;
+  /** Recording duration in seconds, if known. */
+  recordingDurationS: number | null;
+  direction: string | null;
+  from: string | null;
+  to: string | null;
+  /** ISO 8601 timestamp of the call's start. */
+  startedAt: string | null;
+  /** Call duration in seconds. */
+  durationS: number | null;
+  /** ISO 8601, set by the backend. */
+  createdAt: string;
+  /** ISO 8601, set by the backend. */
+  updatedAt: string;
+}
+
+/** Fields accepted when registering or updating a call. Omitted fields keep their stored value. */
+export interface CallUpsert {
+  businessId: string;
+  callSid: CallSid;
+  parentCallSid?: CallSid | null;
+  recordingSid?: RecordingSid | null;
+  direction?: string | null;
+  from?: string | null;
+  to?: string | null;
+  startedAt?: string | null;
+  durationS?: number | null;
+}
+
+/** What the resolver stores after looking a recording up. */
+export interface RecordingResolution {
+  recordingState: RecordingState;
+  recordingSid?: RecordingSid | null;
+  recordingOwnerCallSid?: CallSid | null;
+  recordingSize?: number | null;
+  recordingDurationS?: number | null;
+}
+
+export interface ListOptions {
+  /** Page size, 1..200. */
+  limit: number;
+  /** Opaque cursor from a previous page's `nextCursor`. */
+  cursor?: string | undefined;
+}
+
+export interface CallPage {
+  calls: CallRecord[];
+  /** Pass as `cursor` to get the next page; `null` on the last page. */
+  nextCursor: string | null;
+}
+
+export interface CallLog {
+  /**
+   * Creates the schema or brings it to the latest version. Idempotent; safe to run from several
+   * processes at once (backends serialise migrations).
+   */
+  migrate(): Promise<void>;
+
+  /** The call, whoever owns it, or `undefined`. For internal lookups (parent fallback, webhooks). */
+  get(callSid: CallSid): Promise<CallRecord | undefined>;
+
+  /**
+   * The call if, and only if, it belongs to `businessId`; otherwise `undefined`, exactly as for an
+   * unknown call, so that callers cannot tell another tenant's call from a missing one.
+   */
+  getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined>;
+
+  /**
+   * Registers a call or updates it. Fields left out keep their stored values. Changing `recordingSid`
+   * resets the stored resolution to `unknown` (or `available` for an explicit SID, owned by this call).
+   * Throws RECGATE_FORBIDDEN if the call exists under another business.
+   */
+  upsert(input: CallUpsert): Promise<CallRecord>;
+
+  /** Stores what the resolver found. A no-op for an unknown call. */
+  setResolution(callSid: CallSid, resolution: RecordingResolution): Promise<void>;
+
+  /** Marks every call whose recording is `recordingSid` with the given resolution (webhooks, deletions). */
+  setResolutionByRecording(recordingSid: RecordingSid, resolution: RecordingResolution): Promise<void>;
+
+  /** The business's calls, newest first (by `startedAt`, then `createdAt`, then SID), cursor-paged. */
+  list(businessId: string, options: ListOptions): Promise<CallPage>;
+
+  /** Whether the backend answers; used by `/readyz`. */
+  ping(): Promise<boolean>;
+
+  /** Releases connections and file handles. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,51 @@
+/**
+ * The recording cache as the HTTP layer sees it: hand it a resolved recording, get back a byte source that
+ * serves from disk, or from the one download in flight for that recording, whichever process runs it.
+ */
+import type { Logger } from 'pino';
+import type { ByteSource } from '../serving/source.js';
+import type { CallSid, RecordingSid } from '../sid.js';
+
+export interface RecordingRef {
+  /** The call that owns the recording; the file is `{ownerCallSid}.mp3`. */
+  ownerCallSid: CallSid;
+  recordingSid: RecordingSid;
+}
+
+/** How a request was served: from a finished file, by starting the download, or by joining one. */
+export type CacheOutcome = 'hit' | 'miss' | 'wait';
+
+export interface CachedRecording extends ByteSource {
+  readonly outcome: CacheOutcome;
+  /** Whether every byte is already on disk under the final name. */
+  readonly complete: boolean;
+}
+
+export type CacheState =
+  | { state: 'cached'; size: number }
+  | { state: 'downloading'; size: number | null; received: number }
+  | { state: 'absent' };
+
+export interface OpenOptions {
+  /** Aborts the wait for the size or the lock (not a download other requests share). */
+  signal?: AbortSignal | undefined;
+  /** Request-scoped logger for the cache's events. */
+  log?: Logger | undefined;
+}
+
+export interface RecordingCache {
+  /**
+   * Resolves once the recording's size is known: at once for a cached file, or when the upstream's headers
+   * for the single download arrive. Starts that download if no process on the host (or, with a shared
+   * lock backend, on any host) is running it. Throws RecgateError for upstream failures
+   * (RECGATE_RECORDING_GONE, RECGATE_RECORDING_NOT_READY, RECGATE_UPSTREAM_*), storage failures
+   * (RECGATE_STORAGE_FULL, RECGATE_STORAGE_ERROR) and lock timeouts (RECGATE_LOCK_TIMEOUT).
+   */
+  open(ref: RecordingRef, options?: OpenOptions): Promise<CachedRecording>;
+
+  /** What is on disk for the recording now, for the UI's "cached / downloading n% / not yet fetched". */
+  state(ref: RecordingRef): Promise<CacheState>;
+
+  /** Aborts downloads this process runs (their temporary files stay for a takeover) and frees handles. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,75 @@
+/**
+ * What recgate needs from the recording provider (Twilio). `twilio-client.ts` implements it with undici
+ * against Twilio's REST API (or `recgate emulator`). Code outside this folder names only {@link Upstream}.
+ */
+import type { Readable } from 'node:stream';
+import type { CallSid, RecordingSid } from '../sid.js';
+
+export interface UpstreamCall {
+  sid: CallSid;
+  parentCallSid: CallSid | null;
+  direction: string | null;
+  from: string | null;
+  to: string | null;
+  startTime: string | null;
+  durationS: number | null;
+  status: string | null;
+}
+
+export interface UpstreamRecording {
+  sid: RecordingSid;
+  callSid: CallSid;
+  /** Twilio's status: `in-progress`, `paused`, `stopped`, `processing`, `completed`, `absent`, `deleted`, `failed`. */
+  status: string;
+  durationS: number | null;
+  dateCreated: string | null;
+}
+
+export interface MediaRequest {
+  /** Aborts the request and its body. */
+  signal?: AbortSignal | undefined;
+  /** First byte wanted (inclusive). With `end`, asks the upstream for a Range. */
+  start?: number | undefined;
+  /** Last byte wanted (inclusive); omitted means to the end. */
+  end?: number | undefined;
+  /** `If-Range` validator to send with a Range request (an ETag or HTTP date). */
+  ifRange?: string | undefined;
+}
+
+export interface MediaResponse {
+  /** 200 for the whole file, 206 when the upstream honoured the Range. */
+  status: 200 | 206;
+  /** Bytes the body will carry (Content-Length), if the upstream said. */
+  contentLength: number | null;
+  /** First byte the body carries: 0 for a 200, the Content-Range start for a 206. */
+  start: number;
+  /** Size of the whole recording: Content-Length of a 200, or the Content-Range total of a 206. */
+  totalSize: number | null;
+  etag: string | null;
+  lastModified: string | null;
+  /** Whether the upstream advertised `Accept-Ranges: bytes` or answered 206. */
+  acceptsRanges: boolean;
+  /** The body. It errors (never ends early without an error) if the connection breaks or stays idle too long. */
+  body: Readable;
+}
+
+export interface Upstream {
+  /** The call, or `undefined` if the upstream does not know it (404). */
+  getCall(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamCall | undefined>;
+
+  /** All recordings of a call, following Twilio's paging. */
+  listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]>;
+
+  /** The recording's metadata, or `undefined` when it is gone (404 / 20404). */
+  getRecording(recordingSid: RecordingSid, signal?: AbortSignal): Promise<UpstreamRecording | undefined>;
+
+  /**
+   * Starts a media download (MP3). Retries transient failures (not-ready 404s, 429 with Retry-After, 5xx,
+   * resets) with backoff and jitter, bounded in attempts and total time, until response headers arrive.
+   * Throws RecgateError: RECGATE_RECORDING_GONE when the recording is deleted upstream,
+   * RECGATE_RECORDING_NOT_READY when it stays unavailable, RECGATE_UPSTREAM_UNAVAILABLE / _TIMEOUT / _AUTH.
+   */
+  fetchMedia(recordingSid: RecordingSid, request?: MediaRequest): Promise<MediaResponse>;
+
+  close(): Promise<void>;
+}
