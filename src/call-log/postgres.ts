@@ -1,0 +1,322 @@
+/**
+ * The call log in PostgreSQL, through a `pg` connection pool. Every connection starts with `search_path`
+ * set to the configured schema, so one database can hold several independent call logs (tests give each
+ * run its own schema). Times are `timestamptz`, written and read at millisecond precision.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { createError } from '../errors.js';
+import type { CallSid, RecordingSid } from '../sid.js';
+import type {
+  CallLog,
+  CallPage,
+  CallRecord,
+  CallUpsert,
+  ListOptions,
+  RecordingResolution,
+} from './call-log.js';
+import {
+  type CallRow,
+  databaseError,
+  decodeCursor,
+  normalizeResolution,
+  normalizeUpsert,
+  parseLimit,
+  requireBusinessId,
+  requireCallSid,
+  requireRecordingSid,
+  resolutionForNewRecording,
+  rowToRecord,
+  toPage,
+} from './common.js';
+import type { Migration } from './migrations/migration.js';
+import { POSTGRES_MIGRATIONS } from './migrations/postgres-migrations.js';
+
+export interface PostgresCallLogOptions {
+  /** A `postgres://` or `postgresql://` URL. Required. */
+  connectionString: string;
+  /**
+   * Schema holding the tables; created by {@link PostgresCallLog.migrate} if missing. Lower-case letters,
+   * digits and `_`, starting with a letter or `_`, at most 63 characters.
+   * @default the server's default search_path (normally `public`)
+   */
+  schema?: string;
+  /** Most connections the pool opens. @default 10 */
+  poolSize?: number;
+  /** How long to wait for a new connection before failing, in milliseconds. @default 10000 */
+  connectionTimeoutMs?: number;
+  /**
+   * Told about errors on idle pooled connections (for example the server restarting). Such a connection
+   * is dropped and replaced on next use, so this is for logging only.
+   * @default ignore them
+   */
+  onIdleError?: (err: Error) => void;
+  /** Migrations to apply; tests pass their own list. @default POSTGRES_MIGRATIONS */
+  migrations?: readonly Migration[];
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT $2';
+const AFTER_CREATED = '(created_at < $3::timestamptz OR (created_at = $3::timestamptz AND call_sid < $4))';
+
+const RESOLUTION_SET = `
+  recording_state = $2,
+  recording_sid = CASE WHEN $3::boolean THEN $4::text ELSE recording_sid END,
+  recording_owner_call_sid = CASE WHEN $5::boolean THEN $6::text ELSE recording_owner_call_sid END,
+  recording_size = CASE WHEN $7::boolean THEN $8::bigint ELSE recording_size END,
+  recording_duration_s = CASE WHEN $9::boolean THEN $10::double precision ELSE recording_duration_s END,
+  updated_at = $11::timestamptz`;
+
+/**
+ * One statement, so that a concurrent writer cannot slip in between a read and a write. Omitted fields
+ * arrive with their flag off and keep the stored value; SET expressions see the old row. The recording
+ * resolution resets only when `recordingSid` is given and differs (NULL-safe) from the stored one.
+ */
+const RECORDING_CHANGED = '($13::boolean AND calls.recording_sid IS DISTINCT FROM EXCLUDED.recording_sid)';
+
+const SQL = {
+  get: 'SELECT * FROM calls WHERE call_sid = $1',
+  getForBusiness: 'SELECT * FROM calls WHERE call_sid = $1 AND business_id = $2',
+  upsert: `
+    INSERT INTO calls (call_sid, business_id, parent_call_sid, recording_sid, recording_owner_call_sid,
+      recording_state, direction, from_number, to_number, started_at, duration_s, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::timestamptz, $11::double precision, $12::timestamptz,
+      $12::timestamptz)
+    ON CONFLICT (call_sid) DO UPDATE SET
+      parent_call_sid = CASE WHEN $14::boolean THEN EXCLUDED.parent_call_sid ELSE calls.parent_call_sid END,
+      direction = CASE WHEN $15::boolean THEN EXCLUDED.direction ELSE calls.direction END,
+      from_number = CASE WHEN $16::boolean THEN EXCLUDED.from_number ELSE calls.from_number END,
+      to_number = CASE WHEN $17::boolean THEN EXCLUDED.to_number ELSE calls.to_number END,
+      started_at = CASE WHEN $18::boolean THEN EXCLUDED.started_at ELSE calls.started_at END,
+      duration_s = CASE WHEN $19::boolean THEN EXCLUDED.duration_s ELSE calls.duration_s END,
+      recording_sid = CASE WHEN ${RECORDING_CHANGED} THEN EXCLUDED.recording_sid ELSE calls.recording_sid END,
+      recording_owner_call_sid = CASE WHEN ${RECORDING_CHANGED}
+        THEN EXCLUDED.recording_owner_call_sid ELSE calls.recording_owner_call_sid END,
+      recording_state = CASE WHEN ${RECORDING_CHANGED}
+        THEN EXCLUDED.recording_state ELSE calls.recording_state END,
+      recording_size = CASE WHEN ${RECORDING_CHANGED} THEN NULL ELSE calls.recording_size END,
+      recording_duration_s = CASE WHEN ${RECORDING_CHANGED} THEN NULL ELSE calls.recording_duration_s END,
+      updated_at = EXCLUDED.updated_at
+    WHERE calls.business_id = EXCLUDED.business_id
+    RETURNING *`,
+  setResolution: `UPDATE calls SET ${RESOLUTION_SET} WHERE call_sid = $1`,
+  setResolutionByRecording: `UPDATE calls SET ${RESOLUTION_SET} WHERE recording_sid = $1`,
+  firstPage: `SELECT * FROM calls WHERE business_id = $1 ${ORDER}`,
+  afterStarted: `
+    SELECT * FROM calls WHERE business_id = $1 AND (
+      started_at < $5::timestamptz OR started_at IS NULL
+      OR (started_at = $5::timestamptz AND ${AFTER_CREATED})
+    ) ${ORDER}`,
+  afterUnstarted: `
+    SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL AND ${AFTER_CREATED} ${ORDER}`,
+} as const;
+
+function invalidOption(message: string): never {
+  throw createError('RECGATE_INVALID_REQUEST', { message });
+}
+
+export class PostgresCallLog implements CallLog {
+  readonly #pool: pg.Pool;
+  readonly #schema: string | undefined;
+  readonly #migrations: readonly Migration[];
+  #closed = false;
+
+  /** Validates the options and creates the pool; no connection is opened until the first query. */
+  constructor(options: PostgresCallLogOptions) {
+    if (typeof options !== 'object' || options === null) invalidOption('options must be an object');
+    const { connectionString, schema, poolSize = 10, connectionTimeoutMs = 10_000 } = options;
+    if (typeof connectionString !== 'string' || !/^postgres(?:ql)?:\/\//.test(connectionString)) {
+      invalidOption('options.connectionString must be a postgres:// or postgresql:// URL');
+    }
+    if (schema !== undefined && (typeof schema !== 'string' || !SCHEMA_NAME.test(schema))) {
+      invalidOption('options.schema must match ^[a-z_][a-z0-9_]{0,62}$');
+    }
+    if (!Number.isSafeInteger(poolSize) || poolSize < 1 || poolSize > 1000) {
+      invalidOption('options.poolSize must be an integer from 1 to 1000');
+    }
+    if (!Number.isSafeInteger(connectionTimeoutMs) || connectionTimeoutMs < 1) {
+      invalidOption('options.connectionTimeoutMs must be a positive integer');
+    }
+    this.#schema = schema;
+    this.#migrations = options.migrations ?? POSTGRES_MIGRATIONS;
+    this.#pool = new pg.Pool({
+      connectionString,
+      max: poolSize,
+      connectionTimeoutMillis: connectionTimeoutMs,
+      // A startup parameter rather than a SET after connecting: it is in force before any query runs.
+      // The schema name was checked against SCHEMA_NAME, so it needs no quoting.
+      ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+    });
+    const onIdleError = options.onIdleError;
+    // Without a listener an idle connection's error would be an unhandled 'error' event and crash the process.
+    this.#pool.on('error', (err) => onIdleError?.(err));
+  }
+
+  async #query(sql: string, params: unknown[]): Promise<CallRow[]> {
+    if (this.#closed) throw databaseError(new Error('the call log is closed'));
+    try {
+      const result = await this.#pool.query<CallRow>(sql, params);
+      return result.rows;
+    } catch (err) {
+      throw databaseError(err);
+    }
+  }
+
+  /**
+   * Applies the migrations not yet recorded in `schema_migrations`, in one transaction holding a
+   * transaction-level advisory lock keyed by the schema name: a second process migrating the same schema
+   * waits for the first to commit, then finds every version recorded and does nothing. The schema itself
+   * is created under the same lock, since concurrent `CREATE SCHEMA IF NOT EXISTS` can fail.
+   */
+  async migrate(): Promise<void> {
+    if (this.#closed) throw databaseError(new Error('the call log is closed'));
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw databaseError(err);
+    }
+    let failed: unknown;
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [migrationLockKey(this.#schema)]);
+      if (this.#schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.#schema}`);
+      await client.query(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)',
+      );
+      const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
+      const applied = new Set(rows.map((row) => Number(row.version)));
+      for (const migration of this.#migrations) {
+        if (applied.has(migration.version)) continue;
+        await client.query(migration.sql);
+        await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())', [
+          migration.version,
+        ]);
+      }
+      await client.query('COMMIT');
+    } catch (err) {
+      failed = err;
+      await client.query('ROLLBACK').catch(() => {});
+      throw databaseError(err);
+    } finally {
+      // A connection whose rollback may have failed is discarded rather than returned to the pool.
+      client.release(failed === undefined ? undefined : true);
+    }
+  }
+
+  async get(callSid: CallSid): Promise<CallRecord | undefined> {
+    const [row] = await this.#query(SQL.get, [requireCallSid(callSid)]);
+    return row && rowToRecord(row);
+  }
+
+  async getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined> {
+    const [row] = await this.#query(SQL.getForBusiness, [
+      requireCallSid(callSid),
+      requireBusinessId(businessId),
+    ]);
+    return row && rowToRecord(row);
+  }
+
+  async upsert(input: CallUpsert): Promise<CallRecord> {
+    const call = normalizeUpsert(input);
+    const fresh = resolutionForNewRecording(call.callSid, call.recordingSid.value);
+    const [row] = await this.#query(SQL.upsert, [
+      call.callSid,
+      call.businessId,
+      call.parentCallSid.value,
+      call.recordingSid.value,
+      fresh.owner,
+      fresh.state,
+      call.direction.value,
+      call.from.value,
+      call.to.value,
+      call.startedAt.value,
+      call.durationS.value,
+      new Date().toISOString(),
+      call.recordingSid.set,
+      call.parentCallSid.set,
+      call.direction.set,
+      call.from.set,
+      call.to.set,
+      call.startedAt.set,
+      call.durationS.set,
+    ]);
+    // No row back means the conflict's WHERE failed: the call exists under another business.
+    if (!row) throw createError('RECGATE_FORBIDDEN', { message: 'The call belongs to another business' });
+    return rowToRecord(row);
+  }
+
+  async setResolution(callSid: CallSid, resolution: RecordingResolution): Promise<void> {
+    await this.#query(SQL.setResolution, [requireCallSid(callSid), ...resolutionParams(resolution)]);
+  }
+
+  async setResolutionByRecording(recordingSid: RecordingSid, resolution: RecordingResolution): Promise<void> {
+    await this.#query(SQL.setResolutionByRecording, [
+      requireRecordingSid(recordingSid),
+      ...resolutionParams(resolution),
+    ]);
+  }
+
+  async list(businessId: string, options: ListOptions): Promise<CallPage> {
+    const business = requireBusinessId(businessId);
+    const limit = parseLimit(options?.limit);
+    const cursor = options?.cursor == null ? undefined : decodeCursor(options.cursor);
+    let rows: CallRow[];
+    if (cursor === undefined) {
+      rows = await this.#query(SQL.firstPage, [business, limit + 1]);
+    } else {
+      const after = [business, limit + 1, cursor.createdAt, cursor.callSid];
+      rows =
+        cursor.startedAt === null
+          ? await this.#query(SQL.afterUnstarted, after)
+          : await this.#query(SQL.afterStarted, [...after, cursor.startedAt]);
+    }
+    return toPage(rows, limit);
+  }
+
+  async ping(): Promise<boolean> {
+    if (this.#closed) return false;
+    try {
+      await this.#pool.query('SELECT 1');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Ends the pool after running queries finish; idempotent. Later calls reject with RECGATE_DATABASE_ERROR. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.#pool.end();
+    } catch (err) {
+      throw databaseError(err);
+    }
+  }
+}
+
+function resolutionParams(resolution: RecordingResolution): unknown[] {
+  const r = normalizeResolution(resolution);
+  return [
+    r.recordingState,
+    r.recordingSid.set,
+    r.recordingSid.value,
+    r.recordingOwnerCallSid.set,
+    r.recordingOwnerCallSid.value,
+    r.recordingSize.set,
+    r.recordingSize.value,
+    r.recordingDurationS.set,
+    r.recordingDurationS.value,
+    new Date().toISOString(),
+  ];
+}
+
+/** A stable 64-bit advisory lock key per schema, so that migrations of different schemas do not queue. */
+function migrationLockKey(schema: string | undefined): string {
+  const digest = createHash('sha256')
+    .update(`recgate:call-log:migrate:${schema ?? ''}`)
+    .digest();
+  return digest.readBigInt64BE(0).toString();
+}

@@ -1,0 +1,317 @@
+/**
+ * The call log in a SQLite file, through better-sqlite3. The driver is synchronous; each method runs its
+ * statement inline and returns a settled promise, which is fast for the small indexed queries used here.
+ * Several worker processes may open the same file: WAL mode lets readers run beside the one writer, and
+ * `busy_timeout` makes a writer wait for the lock instead of failing at once.
+ */
+import Database from 'better-sqlite3';
+import { createError } from '../errors.js';
+import type { CallSid, RecordingSid } from '../sid.js';
+import type {
+  CallLog,
+  CallPage,
+  CallRecord,
+  CallUpsert,
+  ListOptions,
+  RecordingResolution,
+} from './call-log.js';
+import {
+  type CallRow,
+  databaseError,
+  decodeCursor,
+  normalizeResolution,
+  normalizeUpsert,
+  parseLimit,
+  requireBusinessId,
+  requireCallSid,
+  requireRecordingSid,
+  resolutionForNewRecording,
+  rowToRecord,
+  toPage,
+} from './common.js';
+import type { Migration } from './migrations/migration.js';
+import { SQLITE_MIGRATIONS } from './migrations/sqlite-migrations.js';
+
+export interface SqliteCallLogOptions {
+  /**
+   * How long a write waits for another process's write lock before failing, in milliseconds.
+   * @default 5000
+   */
+  busyTimeoutMs?: number;
+  /** Migrations to apply; tests pass their own list. @default SQLITE_MIGRATIONS */
+  migrations?: readonly Migration[];
+}
+
+const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT @limit';
+const AFTER_CREATED = '(created_at < @createdAt OR (created_at = @createdAt AND call_sid < @callSid))';
+
+const SQL = {
+  get: 'SELECT * FROM calls WHERE call_sid = ?',
+  getForBusiness: 'SELECT * FROM calls WHERE call_sid = ? AND business_id = ?',
+  // One statement, so that a concurrent writer cannot slip in between a read and a write. Omitted fields
+  // arrive with their `has*` flag off and keep the stored value; SET expressions see the old row.
+  upsert: `
+    INSERT INTO calls (call_sid, business_id, parent_call_sid, recording_sid, recording_owner_call_sid,
+      recording_state, direction, from_number, to_number, started_at, duration_s, created_at, updated_at)
+    VALUES (@callSid, @businessId, @parentCallSid, @recordingSid, @owner, @state, @direction, @from, @to,
+      @startedAt, @durationS, @now, @now)
+    ON CONFLICT (call_sid) DO UPDATE SET
+      parent_call_sid = iif(@hasParent, excluded.parent_call_sid, calls.parent_call_sid),
+      direction = iif(@hasDirection, excluded.direction, calls.direction),
+      from_number = iif(@hasFrom, excluded.from_number, calls.from_number),
+      to_number = iif(@hasTo, excluded.to_number, calls.to_number),
+      started_at = iif(@hasStartedAt, excluded.started_at, calls.started_at),
+      duration_s = iif(@hasDurationS, excluded.duration_s, calls.duration_s),
+      recording_sid = iif(@recordingChanged, excluded.recording_sid, calls.recording_sid),
+      recording_owner_call_sid =
+        iif(@recordingChanged, excluded.recording_owner_call_sid, calls.recording_owner_call_sid),
+      recording_state = iif(@recordingChanged, excluded.recording_state, calls.recording_state),
+      recording_size = iif(@recordingChanged, NULL, calls.recording_size),
+      recording_duration_s = iif(@recordingChanged, NULL, calls.recording_duration_s),
+      updated_at = excluded.updated_at
+    WHERE calls.business_id = excluded.business_id
+    RETURNING *`,
+  resolutionSet: `
+    recording_state = @state,
+    recording_sid = iif(@hasSid, @sid, recording_sid),
+    recording_owner_call_sid = iif(@hasOwner, @owner, recording_owner_call_sid),
+    recording_size = iif(@hasSize, @size, recording_size),
+    recording_duration_s = iif(@hasDuration, @duration, recording_duration_s),
+    updated_at = @now`,
+  firstPage: `SELECT * FROM calls WHERE business_id = @businessId ${ORDER}`,
+  afterStarted: `
+    SELECT * FROM calls WHERE business_id = @businessId AND (
+      started_at < @startedAt OR started_at IS NULL OR (started_at = @startedAt AND ${AFTER_CREATED})
+    ) ${ORDER}`,
+  afterUnstarted: `
+    SELECT * FROM calls WHERE business_id = @businessId AND started_at IS NULL AND ${AFTER_CREATED} ${ORDER}`,
+} as const;
+
+/**
+ * `recordingChanged` is computed inside the upsert: SQLite's `IS NOT` is the NULL-safe inequality, so a
+ * repeated `recordingSid` keeps the stored resolution while a new one (or null) resets it.
+ */
+const UPSERT = SQL.upsert.replaceAll(
+  '@recordingChanged',
+  '(@hasRecording AND calls.recording_sid IS NOT excluded.recording_sid)',
+);
+
+export class SqliteCallLog implements CallLog {
+  readonly #db: Database.Database;
+  readonly #migrations: readonly Migration[];
+  readonly #statements = new Map<string, Database.Statement>();
+  #closed = false;
+
+  /**
+   * Opens (creating if needed) the database at `path`; `:memory:` gives a private in-memory database.
+   * The directory must exist. Call {@link migrate} before use. Throws RECGATE_DATABASE_ERROR if the file
+   * cannot be opened.
+   */
+  constructor(path: string, options: SqliteCallLogOptions = {}) {
+    if (typeof path !== 'string' || path.length === 0) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: 'path must be a non-empty string' });
+    }
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+      throw createError('RECGATE_INVALID_REQUEST', {
+        message: 'options.busyTimeoutMs must be a non-negative integer',
+      });
+    }
+    this.#migrations = options.migrations ?? SQLITE_MIGRATIONS;
+    try {
+      this.#db = new Database(path, { timeout: busyTimeoutMs });
+    } catch (err) {
+      throw databaseError(err);
+    }
+    try {
+      this.#db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+      this.#db.pragma('journal_mode = WAL');
+      // NORMAL is durable across process crashes in WAL mode; only a power loss can drop the last commits.
+      this.#db.pragma('synchronous = NORMAL');
+      this.#db.pragma('foreign_keys = ON');
+    } catch (err) {
+      this.#db.close();
+      throw databaseError(err);
+    }
+  }
+
+  /** Prepared statements are cached; they can only be prepared once `calls` exists, hence lazily. */
+  #stmt(sql: string): Database.Statement {
+    let stmt = this.#statements.get(sql);
+    if (!stmt) {
+      stmt = this.#db.prepare(sql);
+      this.#statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  #run<T>(fn: () => T): Promise<T> {
+    try {
+      if (this.#closed) throw new Error('the call log is closed');
+      return Promise.resolve(fn());
+    } catch (err) {
+      return Promise.reject(databaseError(err));
+    }
+  }
+
+  /**
+   * Applies the migrations not yet recorded in `schema_migrations`, all in one `BEGIN IMMEDIATE`
+   * transaction: a second process migrating at the same time waits for the write lock (up to the busy
+   * timeout), then finds every version recorded and does nothing.
+   */
+  migrate(): Promise<void> {
+    return this.#run(() => {
+      const db = this.#db;
+      db.transaction(() => {
+        db.exec(
+          'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)',
+        );
+        const applied = new Set(
+          db
+            .prepare('SELECT version FROM schema_migrations')
+            .pluck()
+            .all()
+            .map((v) => Number(v)),
+        );
+        const record = db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)');
+        for (const migration of this.#migrations) {
+          if (applied.has(migration.version)) continue;
+          db.exec(migration.sql);
+          record.run(migration.version, new Date().toISOString());
+        }
+      }).immediate();
+    });
+  }
+
+  get(callSid: CallSid): Promise<CallRecord | undefined> {
+    return this.#run(() => {
+      const row = this.#stmt(SQL.get).get(requireCallSid(callSid)) as CallRow | undefined;
+      return row && rowToRecord(row);
+    });
+  }
+
+  getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined> {
+    return this.#run(() => {
+      const row = this.#stmt(SQL.getForBusiness).get(
+        requireCallSid(callSid),
+        requireBusinessId(businessId),
+      ) as CallRow | undefined;
+      return row && rowToRecord(row);
+    });
+  }
+
+  upsert(input: CallUpsert): Promise<CallRecord> {
+    return this.#run(() => {
+      const call = normalizeUpsert(input);
+      const fresh = resolutionForNewRecording(call.callSid, call.recordingSid.value);
+      const row = this.#stmt(UPSERT).get({
+        callSid: call.callSid,
+        businessId: call.businessId,
+        parentCallSid: call.parentCallSid.value,
+        recordingSid: call.recordingSid.value,
+        owner: fresh.owner,
+        state: fresh.state,
+        direction: call.direction.value,
+        from: call.from.value,
+        to: call.to.value,
+        startedAt: call.startedAt.value,
+        durationS: call.durationS.value,
+        now: new Date().toISOString(),
+        hasParent: flag(call.parentCallSid.set),
+        hasRecording: flag(call.recordingSid.set),
+        hasDirection: flag(call.direction.set),
+        hasFrom: flag(call.from.set),
+        hasTo: flag(call.to.set),
+        hasStartedAt: flag(call.startedAt.set),
+        hasDurationS: flag(call.durationS.set),
+      }) as CallRow | undefined;
+      // No row back means the conflict's WHERE failed: the call exists under another business.
+      if (!row) throw createError('RECGATE_FORBIDDEN', { message: 'The call belongs to another business' });
+      return rowToRecord(row);
+    });
+  }
+
+  setResolution(callSid: CallSid, resolution: RecordingResolution): Promise<void> {
+    return this.#run(() => {
+      const sid = requireCallSid(callSid);
+      this.#stmt(`UPDATE calls SET ${SQL.resolutionSet} WHERE call_sid = @key`).run({
+        ...resolutionParams(resolution),
+        key: sid,
+      });
+    });
+  }
+
+  setResolutionByRecording(recordingSid: RecordingSid, resolution: RecordingResolution): Promise<void> {
+    return this.#run(() => {
+      const key = requireRecordingSid(recordingSid);
+      this.#stmt(`UPDATE calls SET ${SQL.resolutionSet} WHERE recording_sid = @key`).run({
+        ...resolutionParams(resolution),
+        key,
+      });
+    });
+  }
+
+  list(businessId: string, options: ListOptions): Promise<CallPage> {
+    return this.#run(() => {
+      const business = requireBusinessId(businessId);
+      const limit = parseLimit(options?.limit);
+      const cursor = options?.cursor == null ? undefined : decodeCursor(options.cursor);
+      const params = { businessId: business, limit: limit + 1 };
+      let rows: CallRow[];
+      if (cursor === undefined) {
+        rows = this.#stmt(SQL.firstPage).all(params) as CallRow[];
+      } else {
+        const after = { ...params, createdAt: cursor.createdAt, callSid: cursor.callSid };
+        rows = (
+          cursor.startedAt === null
+            ? this.#stmt(SQL.afterUnstarted).all(after)
+            : this.#stmt(SQL.afterStarted).all({ ...after, startedAt: cursor.startedAt })
+        ) as CallRow[];
+      }
+      return toPage(rows, limit);
+    });
+  }
+
+  ping(): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    try {
+      this.#stmt('SELECT 1').get();
+      return Promise.resolve(true);
+    } catch {
+      return Promise.resolve(false);
+    }
+  }
+
+  /** Closes the database; idempotent. Later calls reject with RECGATE_DATABASE_ERROR. */
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    try {
+      this.#db.close();
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(databaseError(err));
+    }
+  }
+}
+
+/** better-sqlite3 binds numbers, strings, bigints, buffers and null; booleans go in as 0/1. */
+function flag(value: boolean): 0 | 1 {
+  return value ? 1 : 0;
+}
+
+function resolutionParams(resolution: RecordingResolution) {
+  const r = normalizeResolution(resolution);
+  return {
+    state: r.recordingState,
+    hasSid: flag(r.recordingSid.set),
+    sid: r.recordingSid.value,
+    hasOwner: flag(r.recordingOwnerCallSid.set),
+    owner: r.recordingOwnerCallSid.value,
+    hasSize: flag(r.recordingSize.set),
+    size: r.recordingSize.value,
+    hasDuration: flag(r.recordingDurationS.set),
+    duration: r.recordingDurationS.value,
+    now: new Date().toISOString(),
+  };
+}

@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import pg from 'pg';
+import { openCallLog, PostgresCallLog, parseDatabaseUrl, SqliteCallLog } from '../../src/call-log/index.js';
+import { isRecgateError } from '../../src/errors.js';
+import { newCallSid } from './contract.js';
+
+const root = await mkdtemp(join(tmpdir(), 'recgate-open-'));
+after(() => rm(root, { recursive: true, force: true }));
+
+describe('parseDatabaseUrl', () => {
+  test('no URL means the SQLite file in the data dir', () => {
+    assert.deepEqual(parseDatabaseUrl(undefined, '/data'), { kind: 'sqlite', path: '/data/recgate.db' });
+    assert.deepEqual(parseDatabaseUrl('  ', 'data'), { kind: 'sqlite', path: resolve('data/recgate.db') });
+  });
+
+  test('postgres:// and postgresql:// select PostgreSQL; ?schema= names the schema', () => {
+    assert.deepEqual(parseDatabaseUrl('postgres://u:p@h:5432/db', '/d'), {
+      kind: 'postgres',
+      connectionString: 'postgres://u:p@h:5432/db',
+    });
+    assert.deepEqual(parseDatabaseUrl('postgresql://h/db?sslmode=disable', '/d'), {
+      kind: 'postgres',
+      connectionString: 'postgresql://h/db?sslmode=disable',
+    });
+    assert.deepEqual(parseDatabaseUrl('postgres://h/db?schema=recgate', '/d'), {
+      kind: 'postgres',
+      connectionString: 'postgres://h/db',
+      schema: 'recgate',
+    });
+    assert.deepEqual(parseDatabaseUrl('postgres://h/db?a=1&schema=rg&b=2', '/d'), {
+      kind: 'postgres',
+      connectionString: 'postgres://h/db?a=1&b=2',
+      schema: 'rg',
+    });
+  });
+
+  test('sqlite: and file: select SQLite', () => {
+    assert.deepEqual(parseDatabaseUrl('sqlite:/var/x.db', '/d'), { kind: 'sqlite', path: '/var/x.db' });
+    assert.deepEqual(parseDatabaseUrl('sqlite:///var/x.db', '/d'), { kind: 'sqlite', path: '/var/x.db' });
+    assert.deepEqual(parseDatabaseUrl('sqlite:rel/x.db', '/d'), {
+      kind: 'sqlite',
+      path: resolve('rel/x.db'),
+    });
+    assert.deepEqual(parseDatabaseUrl('sqlite::memory:', '/d'), { kind: 'sqlite', path: ':memory:' });
+    assert.deepEqual(parseDatabaseUrl('file:///var/x.db', '/d'), { kind: 'sqlite', path: '/var/x.db' });
+    assert.deepEqual(parseDatabaseUrl('file:rel.db', '/d'), { kind: 'sqlite', path: resolve('rel.db') });
+  });
+
+  test('anything else is rejected naming --database, without echoing the URL', () => {
+    for (const url of ['mysql://root:hunter2@h/db', 'hunter2', 'sqlite:', 'file:', 'http://x']) {
+      assert.throws(
+        () => parseDatabaseUrl(url, '/d'),
+        (err: unknown) => {
+          assert.ok(isRecgateError(err));
+          assert.equal(err.code, 'RECGATE_INVALID_REQUEST');
+          assert.match(err.message, /--database/);
+          assert.doesNotMatch(err.message, /hunter2/);
+          return true;
+        },
+      );
+    }
+  });
+});
+
+describe('openCallLog', () => {
+  test('defaults to a migrated SQLite file in the data dir, creating the dir', async () => {
+    const dataDir = join(root, 'new', 'data');
+    const log = await openCallLog(undefined, dataDir);
+    try {
+      assert.ok(log instanceof SqliteCallLog);
+      assert.ok((await stat(join(dataDir, 'recgate.db'))).isFile());
+      const callSid = newCallSid();
+      await log.upsert({ businessId: 'b', callSid });
+      assert.equal((await log.get(callSid))?.businessId, 'b');
+    } finally {
+      await log.close();
+    }
+  });
+
+  test('opens a file: URL', async () => {
+    const path = join(root, 'via-url', 'calls.db');
+    const log = await openCallLog(pathToFileURL(path).href, root);
+    try {
+      assert.equal(await log.ping(), true);
+      assert.ok((await stat(path)).isFile());
+    } finally {
+      await log.close();
+    }
+  });
+
+  test('rejects an unsupported URL', async () => {
+    await assert.rejects(openCallLog('redis://x', root), /--database/);
+  });
+
+  test('opens PostgreSQL in the schema named by the URL', async (t) => {
+    const base = 'postgres://postgres@127.0.0.1:5432/test';
+    const probe = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
+    try {
+      await probe.connect();
+    } catch (err) {
+      t.skip(`PostgreSQL is not reachable at 127.0.0.1:5432 (${(err as Error).message})`);
+      return;
+    }
+    const schema = `recgate_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+    t.after(async () => {
+      await probe.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await probe.end();
+    });
+    const log = await openCallLog(`${base}?schema=${schema}`, root);
+    try {
+      assert.ok(log instanceof PostgresCallLog);
+      const callSid = newCallSid();
+      await log.upsert({ businessId: 'b', callSid });
+      const rows = await probe.query(`SELECT business_id FROM ${schema}.calls WHERE call_sid = $1`, [
+        callSid,
+      ]);
+      assert.equal(rows.rows[0]?.business_id, 'b');
+    } finally {
+      await log.close();
+    }
+  });
+});

@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { POSTGRES_MIGRATIONS } from '../../src/call-log/migrations/postgres-migrations.js';
+import { PostgresCallLog } from '../../src/call-log/postgres.js';
+import { isRecgateError } from '../../src/errors.js';
+import { callLogContract, newCallSid } from './contract.js';
+
+/**
+ * Finds a PostgreSQL to test against: RECGATE_TEST_POSTGRES_URL if set, otherwise 127.0.0.1:5432, database
+ * `test`, as `postgres` then `root`. Returns the URL that answered, or the reason none did.
+ */
+async function findPostgres(): Promise<{ url: string } | { reason: string }> {
+  const candidates = process.env.RECGATE_TEST_POSTGRES_URL
+    ? [process.env.RECGATE_TEST_POSTGRES_URL]
+    : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
+  const reasons: string[] = [];
+  for (const url of candidates) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return { url };
+    } catch (err) {
+      reasons.push((err as Error).message);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  return { reason: reasons.join('; ') };
+}
+
+const found = await findPostgres();
+
+if ('reason' in found) {
+  test('PostgreSQL call log', (t) => {
+    t.skip(`PostgreSQL is not reachable at 127.0.0.1:5432 (${found.reason}); set RECGATE_TEST_POSTGRES_URL`);
+  });
+} else {
+  const url = found.url;
+  const admin = new pg.Pool({ connectionString: url, max: 2 });
+  after(() => admin.end());
+  const run = `recgate_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  let counter = 0;
+  const newSchema = () => `${run}_${counter++}`;
+  const dropSchema = async (schema: string) => {
+    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  };
+
+  callLogContract('postgres', async () => {
+    const schema = newSchema();
+    const open = () => new PostgresCallLog({ connectionString: url, schema, poolSize: 4 });
+    return { log: open(), makeSecond: async () => open(), cleanup: () => dropSchema(schema) };
+  });
+
+  describe('PostgreSQL specifics', () => {
+    test('migrate creates the schema, its tables and indexes, and records each version once', async (t) => {
+      const schema = newSchema();
+      const logs = [0, 1, 2].map(() => new PostgresCallLog({ connectionString: url, schema, poolSize: 2 }));
+      t.after(async () => {
+        for (const log of logs) await log.close();
+        await dropSchema(schema);
+      });
+      await Promise.all(logs.map((log) => log.migrate()));
+      const versions = await admin.query(`SELECT version FROM ${schema}.schema_migrations ORDER BY version`);
+      assert.deepEqual(
+        versions.rows.map((r) => r.version),
+        POSTGRES_MIGRATIONS.map((m) => m.version),
+      );
+      const indexes = await admin.query('SELECT indexname FROM pg_indexes WHERE schemaname = $1', [schema]);
+      const names = indexes.rows.map((r) => r.indexname);
+      assert.ok(names.includes('calls_business_order_idx'));
+      assert.ok(names.includes('calls_recording_sid_idx'));
+      const tables = await admin.query('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [
+        schema,
+      ]);
+      assert.deepEqual(
+        tables.rows.map((r) => r.tablename),
+        ['calls', 'schema_migrations'],
+      );
+    });
+
+    test('schemas are isolated from each other', async (t) => {
+      const [s1, s2] = [newSchema(), newSchema()];
+      const a = new PostgresCallLog({ connectionString: url, schema: s1 });
+      const b = new PostgresCallLog({ connectionString: url, schema: s2 });
+      t.after(async () => {
+        await a.close();
+        await b.close();
+        await dropSchema(s1);
+        await dropSchema(s2);
+      });
+      await Promise.all([a.migrate(), b.migrate()]);
+      const callSid = newCallSid();
+      await a.upsert({ businessId: 'biz', callSid });
+      assert.equal(await b.get(callSid), undefined);
+    });
+
+    test('a failing migration rolls back entirely and surfaces RECGATE_DATABASE_ERROR', async (t) => {
+      const schema = newSchema();
+      const broken = [
+        ...POSTGRES_MIGRATIONS,
+        {
+          version: POSTGRES_MIGRATIONS.length + 1,
+          name: 'broken',
+          sql: 'CREATE TABLE extra (x int); SELEC oops',
+        },
+      ];
+      const log = new PostgresCallLog({ connectionString: url, schema, migrations: broken });
+      t.after(async () => {
+        await log.close();
+        await dropSchema(schema);
+      });
+      await assert.rejects(log.migrate(), (err: unknown) => {
+        assert.ok(isRecgateError(err));
+        assert.equal(err.code, 'RECGATE_DATABASE_ERROR');
+        assert.doesNotMatch(err.message, /SELEC|syntax/);
+        return true;
+      });
+      const tables = await admin.query('SELECT tablename FROM pg_tables WHERE schemaname = $1', [schema]);
+      assert.equal(tables.rowCount, 0, 'nothing from the failed run was kept');
+    });
+
+    test('an unreachable server: ping is false and calls fail with RECGATE_DATABASE_ERROR', async (t) => {
+      // Port 1 on localhost refuses connections at once.
+      const log = new PostgresCallLog({
+        connectionString: 'postgres://nobody@127.0.0.1:1/none',
+        schema: 'x',
+      });
+      t.after(() => log.close());
+      assert.equal(await log.ping(), false);
+      await assert.rejects(
+        log.get(newCallSid()),
+        (err: unknown) =>
+          isRecgateError(err) && err.code === 'RECGATE_DATABASE_ERROR' && err.cause !== undefined,
+      );
+      await assert.rejects(
+        log.migrate(),
+        (err: unknown) => isRecgateError(err) && err.code === 'RECGATE_DATABASE_ERROR',
+      );
+    });
+
+    test('options are validated, naming the field', () => {
+      const bad = (options: Record<string, unknown>, field: RegExp) =>
+        assert.throws(
+          () => new PostgresCallLog({ connectionString: url, ...options } as never),
+          (err: unknown) =>
+            isRecgateError(err) && err.code === 'RECGATE_INVALID_REQUEST' && field.test(err.message),
+        );
+      bad({ connectionString: 'mysql://x' }, /connectionString/);
+      bad({ connectionString: undefined }, /connectionString/);
+      bad({ schema: 'Robert"; DROP' }, /schema/);
+      bad({ schema: '' }, /schema/);
+      bad({ poolSize: 0 }, /poolSize/);
+      bad({ poolSize: 2.5 }, /poolSize/);
+      bad({ connectionTimeoutMs: 0 }, /connectionTimeoutMs/);
+    });
+  });
+}
