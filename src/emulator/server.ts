@@ -1,0 +1,427 @@
+/**
+ * The emulator's HTTP surface: Twilio's REST shapes under `/2010-04-01/Accounts/{AccountSid}/` with HTTP
+ * Basic auth, and the unauthenticated control API under `/__emulator/`.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
+import type { Logger } from 'pino';
+import { isRecgateError } from '../errors.js';
+import type { FaultQueue } from './faults.js';
+import { type BodyEnding, evaluateRange, writeBody } from './media.js';
+import type { EmulatorState, RecordingEntry } from './state.js';
+
+export interface Throttle {
+  ttfbMs: number;
+  bandwidth: number;
+  rangeSupport: boolean;
+}
+
+export interface MediaStats {
+  requests: Map<string, number>;
+  bytes: Map<string, number>;
+}
+
+export interface ServerContext {
+  state: EmulatorState;
+  faults: FaultQueue;
+  throttle: Throttle;
+  stats: MediaStats;
+  authToken: string;
+  apiKeys: Record<string, string>;
+  logger: Logger | false;
+  closing: Promise<void>;
+  statsJson(): unknown;
+  reset(): void;
+}
+
+const FILE = /^(RE[0-9a-f]{32})(\.json|\.mp3|\.wav)?$/;
+const CALL_FILE = /^(CA[0-9a-f]{32})\.json$/;
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 1000;
+
+export function buildServer(ctx: ServerContext) {
+  const app = fastify({
+    ...(ctx.logger ? { loggerInstance: ctx.logger } : { logger: false }),
+    logController: new LogController({ disableRequestLogging: true }),
+    // Stalled and throttled media responses must not hold close() hostage.
+    forceCloseConnections: true,
+    exposeHeadRoutes: false,
+  });
+  const log = ctx.logger || undefined;
+  const account = ctx.state.accountPath();
+
+  // Control calls like `curl -X POST -H 'content-type: application/json' .../reset` carry no body at all.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      done(Object.assign(new Error('The body is not valid JSON'), { statusCode: 400 }), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
+    if (isRecgateError(err)) {
+      void reply.code(err.statusCode).send(err.toJSON());
+      return;
+    }
+    const status = err.statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      if (request.url.startsWith('/__emulator/')) {
+        void reply.code(status).send({ error: { code: 'RECGATE_INVALID_REQUEST', message: err.message } });
+      } else {
+        twilioError(reply, status, 20001, err.message);
+      }
+      return;
+    }
+    log?.error({ err }, 'emulator request failed');
+    twilioError(reply, 500, 20500, 'Internal Server Error');
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    twilioError(reply, 404, 20404, notFoundMessage(request.url));
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.url.startsWith('/2010-04-01/')) return;
+    if (!authenticated(request.headers.authorization, ctx)) {
+      void reply.header('WWW-Authenticate', 'Basic realm="Twilio API"');
+      twilioError(reply, 401, 20003, 'Authenticate');
+      return reply;
+    }
+    const accountSid = /^\/2010-04-01\/Accounts\/([^/?]+)/.exec(request.url)?.[1];
+    if (accountSid !== undefined && accountSid !== ctx.state.accountSid) {
+      twilioError(reply, 404, 20404, notFoundMessage(request.url));
+      return reply;
+    }
+    return undefined;
+  });
+
+  type AccountParams = { account: string };
+
+  app.get<{ Params: AccountParams & { file: string } }>(
+    '/2010-04-01/Accounts/:account/Calls/:file',
+    async (request, reply) => {
+      const sid = CALL_FILE.exec(request.params.file)?.[1];
+      const call = sid === undefined ? undefined : ctx.state.calls.get(sid);
+      if (!call) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+      return ctx.state.callJson(call);
+    },
+  );
+
+  app.get<{ Params: AccountParams & { callSid: string; sub: string }; Querystring: Record<string, string> }>(
+    '/2010-04-01/Accounts/:account/Calls/:callSid/:sub',
+    async (request, reply) => {
+      const { callSid, sub } = request.params;
+      if (sub !== 'Recordings.json' || !ctx.state.calls.has(callSid)) {
+        return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+      }
+      const items = ctx.state.listRecordings(callSid).map((r) => ({ key: r.sid, json: r }));
+      return page(
+        reply,
+        request.query,
+        `${account}/Calls/${callSid}/Recordings.json`,
+        {},
+        'recordings',
+        items,
+        (r) => ctx.state.recordingJson(r),
+      );
+    },
+  );
+
+  app.route<{ Params: AccountParams & { callSid: string; file: string } }>({
+    method: ['GET', 'DELETE'],
+    url: '/2010-04-01/Accounts/:account/Calls/:callSid/Recordings/:file',
+    handler: async (request, reply) => {
+      const match = FILE.exec(request.params.file);
+      const recording = match && match[2] === '.json' ? ctx.state.visibleRecording(match[1]!) : undefined;
+      if (!recording || recording.callSid !== request.params.callSid) {
+        return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+      }
+      if (request.method === 'DELETE') {
+        ctx.state.delete(recording.sid);
+        return reply.code(204).send();
+      }
+      return ctx.state.recordingJson(recording);
+    },
+  });
+
+  app.get<{ Params: AccountParams & { collection: string }; Querystring: Record<string, string> }>(
+    '/2010-04-01/Accounts/:account/:collection',
+    async (request, reply) => {
+      const { collection } = request.params;
+      if (collection === 'Recordings.json') {
+        const callSid = request.query.CallSid;
+        const items = ctx.state.listRecordings(callSid).map((r) => ({ key: r.sid, json: r }));
+        const filters: Record<string, string> = callSid === undefined ? {} : { CallSid: callSid };
+        return page(reply, request.query, `${account}/Recordings.json`, filters, 'recordings', items, (r) =>
+          ctx.state.recordingJson(r),
+        );
+      }
+      if (collection === 'Calls.json') {
+        const parent = request.query.ParentCallSid;
+        const items = ctx.state
+          .listCalls()
+          .filter((c) => parent === undefined || c.parentCallSid === parent)
+          .map((c) => ({ key: c.sid, json: c }));
+        const filters: Record<string, string> = parent === undefined ? {} : { ParentCallSid: parent };
+        return page(reply, request.query, `${account}/Calls.json`, filters, 'calls', items, (c) =>
+          ctx.state.callJson(c),
+        );
+      }
+      return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+    },
+  );
+
+  app.route<{ Params: AccountParams & { file: string } }>({
+    method: ['GET', 'HEAD', 'DELETE'],
+    url: '/2010-04-01/Accounts/:account/Recordings/:file',
+    handler: async (request, reply) => {
+      const match = FILE.exec(request.params.file);
+      if (!match) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+      const sid = match[1]!;
+      const extension = match[2];
+      if (request.method === 'DELETE') {
+        if (extension === '.mp3' || extension === '.wav' || !ctx.state.delete(sid)) {
+          return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+        }
+        log?.info({ recordingSid: sid }, 'recording deleted');
+        return reply.code(204).send();
+      }
+      if (extension === '.json') {
+        const recording = ctx.state.visibleRecording(sid);
+        if (!recording) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+        return ctx.state.recordingJson(recording);
+      }
+      await serveMedia(ctx, request, reply, sid, extension === '.wav' ? 'wav' : 'mp3');
+      return reply;
+    },
+  });
+
+  app.post('/__emulator/recordings', async (request, reply) => {
+    const created = ctx.state.create(request.body);
+    log?.info({ created }, 'recording created');
+    return reply.code(201).send(created);
+  });
+
+  app.get('/__emulator/stats', async () => ctx.statsJson());
+
+  app.post('/__emulator/faults', async (request, reply) => {
+    const fault = ctx.faults.add(request.body);
+    log?.info({ fault }, 'fault queued');
+    return reply.code(201).send({ faults: ctx.faults.pending() });
+  });
+
+  app.get('/__emulator/faults', async () => ({ faults: ctx.faults.pending() }));
+
+  app.post('/__emulator/reset', async () => {
+    ctx.reset();
+    return { ok: true };
+  });
+
+  return app;
+}
+
+async function serveMedia(
+  ctx: ServerContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  sid: string,
+  format: 'mp3' | 'wav',
+): Promise<void> {
+  const log = ctx.logger || undefined;
+  const isGet = request.method === 'GET';
+  const fault = isGet ? ctx.faults.take(sid) : undefined;
+  if (isGet) {
+    ctx.stats.requests.set(sid, (ctx.stats.requests.get(sid) ?? 0) + 1);
+  }
+  const throttle = { ...ctx.throttle };
+  if (throttle.ttfbMs > 0) await sleep(throttle.ttfbMs);
+
+  if (fault?.kind === 'http_500') return twilioError(reply, 500, 20500, 'Internal Server Error');
+  if (fault?.kind === 'rate_limit') {
+    void reply.header('Retry-After', String(fault.retryAfterS));
+    return twilioError(reply, 429, 20429, 'Too Many Requests');
+  }
+  const recording = ctx.state.visibleRecording(sid);
+  if (fault?.kind === 'not_ready' || !recording || ctx.state.status(recording) !== 'completed') {
+    return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+  }
+
+  const media = mediaOf(ctx, recording, format);
+  const etag = `"${media.sha256}"`;
+  const lastModified = recording.completedAt.toUTCString();
+  const headers: Record<string, string> = {
+    'Content-Type': format === 'wav' ? 'audio/x-wav' : 'audio/mpeg',
+    ETag: etag,
+    'Last-Modified': lastModified,
+  };
+  if (throttle.rangeSupport) headers['Accept-Ranges'] = 'bytes';
+
+  const ifNoneMatch = request.headers['if-none-match'];
+  if (ifNoneMatch?.split(',').some((t) => weakEquals(t.trim(), etag))) {
+    void reply.code(304).headers(headers).send();
+    return;
+  }
+
+  const size = media.data.length;
+  const outcome = throttle.rangeSupport
+    ? evaluateRange({
+        range: request.headers.range,
+        ifRange: single(request.headers['if-range']),
+        etag,
+        lastModified,
+        size,
+      })
+    : ({ kind: 'full' } as const);
+  if (outcome.kind === 'unsatisfiable') {
+    void reply
+      .code(416)
+      .headers({ ...headers, 'Content-Range': `bytes */${size}` })
+      .send();
+    return;
+  }
+  let status = 200;
+  let body = media.data;
+  if (outcome.kind === 'partial') {
+    status = 206;
+    body = media.data.subarray(outcome.start, outcome.end + 1);
+    headers['Content-Range'] = `bytes ${outcome.start}-${outcome.end}/${size}`;
+  }
+  headers['Content-Length'] = String(body.length);
+
+  reply.hijack();
+  const res: ServerResponse = reply.raw;
+  let ending: BodyEnding = { kind: 'end' };
+  if (fault?.kind === 'reset_mid_body') {
+    ending = { kind: 'reset', afterBytes: fault.afterBytes ?? Math.floor(body.length / 2) };
+  } else if (fault?.kind === 'short_body') {
+    ending = { kind: 'short', afterBytes: fault.afterBytes ?? Math.floor(body.length / 2) };
+  } else if (fault?.kind === 'stall') {
+    ending = { kind: 'stall', afterBytes: fault.afterBytes ?? 0, stallMs: fault.stallMs };
+  }
+  if (ending.kind !== 'end') {
+    log?.debug({ recordingSid: sid, fault: fault?.kind }, 'media fault injected');
+  }
+  res.writeHead(status, headers);
+  if (!isGet) {
+    res.end();
+    return;
+  }
+  if (typeof res.flushHeaders === 'function') res.flushHeaders();
+  await writeBody(res, {
+    body,
+    bandwidth: throttle.bandwidth,
+    ending,
+    closing: ctx.closing,
+    onBytes: (n) => ctx.stats.bytes.set(sid, (ctx.stats.bytes.get(sid) ?? 0) + n),
+  });
+}
+
+function mediaOf(
+  ctx: ServerContext,
+  recording: RecordingEntry,
+  format: 'mp3' | 'wav',
+): { data: Buffer; sha256: string } {
+  return format === 'wav' ? ctx.state.wav(recording) : recording.mp3;
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function weakEquals(a: string, b: string): boolean {
+  if (a === '*') return true;
+  return a.replace(/^W\//, '') === b.replace(/^W\//, '');
+}
+
+function authenticated(header: string | undefined, ctx: ServerContext): boolean {
+  if (header === undefined) return false;
+  const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!match) return false;
+  const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return false;
+  const user = decoded.slice(0, colon);
+  const password = decoded.slice(colon + 1);
+  if (user === ctx.state.accountSid) return safeEquals(password, ctx.authToken);
+  const secret = Object.hasOwn(ctx.apiKeys, user) ? ctx.apiKeys[user] : undefined;
+  return secret !== undefined && safeEquals(password, secret);
+}
+
+function safeEquals(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+function notFoundMessage(url: string): string {
+  return `The requested resource ${url.split('?')[0]} was not found`;
+}
+
+/** Twilio's error body. */
+function twilioError(reply: FastifyReply, status: number, code: number, message: string): FastifyReply {
+  return reply
+    .code(status)
+    .type('application/json')
+    .send({ code, message, more_info: `https://www.twilio.com/docs/errors/${code}`, status });
+}
+
+/**
+ * Twilio's list envelope. `Page` and `PageSize` select a page; `PageToken` (`PA{sid}`: after that item,
+ * `PB{sid}`: before it) keeps paging stable while items come and go, as Twilio's own tokens do.
+ */
+function page<T>(
+  reply: FastifyReply,
+  query: Record<string, string>,
+  path: string,
+  filters: Record<string, string>,
+  key: string,
+  items: Array<{ key: string; json: T }>,
+  render: (item: T) => Record<string, unknown>,
+): unknown {
+  const pageSizeRaw = query.PageSize ?? String(DEFAULT_PAGE_SIZE);
+  const pageSize = Number(pageSizeRaw);
+  if (!/^\d+$/.test(pageSizeRaw) || pageSize < 1 || pageSize > MAX_PAGE_SIZE) {
+    return twilioError(reply, 400, 20001, `PageSize must be an integer from 1 to ${MAX_PAGE_SIZE}`);
+  }
+  const pageRaw = query.Page ?? '0';
+  if (!/^\d+$/.test(pageRaw)) return twilioError(reply, 400, 20001, 'Page must be a non-negative integer');
+  const pageNumber = Number(pageRaw);
+  let start = pageNumber * pageSize;
+  const token = query.PageToken;
+  if (token !== undefined) {
+    const index = items.findIndex((item) => item.key === token.slice(2));
+    if (token.startsWith('PA') && index >= 0) start = index + 1;
+    else if (token.startsWith('PB') && index >= 0) start = Math.max(0, index - pageSize);
+  }
+  const slice = items.slice(start, start + pageSize);
+  const uri = (extra: Record<string, string>) =>
+    `${path}?${new URLSearchParams({ ...filters, PageSize: String(pageSize), ...extra }).toString()}`;
+  const hasNext = start + pageSize < items.length;
+  const hasPrevious = pageNumber > 0 && start > 0;
+  return {
+    [key]: slice.map((item) => render(item.json)),
+    end: slice.length > 0 ? start + slice.length - 1 : start,
+    first_page_uri: uri({ Page: '0' }),
+    next_page_uri: hasNext
+      ? uri({ Page: String(pageNumber + 1), PageToken: `PA${slice[slice.length - 1]!.key}` })
+      : null,
+    page: pageNumber,
+    page_size: pageSize,
+    previous_page_uri:
+      hasPrevious && slice.length > 0
+        ? uri({ Page: String(pageNumber - 1), PageToken: `PB${slice[0]!.key}` })
+        : null,
+    start,
+    uri: uri(
+      token === undefined ? { Page: String(pageNumber) } : { Page: String(pageNumber), PageToken: token },
+    ),
+  };
+}

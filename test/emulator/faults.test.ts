@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+import type { CreatedRecording, Emulator } from '../../src/emulator/index.js';
+import { accountUrl, basic, control, start } from './helpers.js';
+
+const SIZE = 100_000;
+
+describe('emulator media faults', () => {
+  let emulator: Emulator;
+  let recording: CreatedRecording;
+  let other: CreatedRecording;
+  const dispatcher = new Agent({ bodyTimeout: 5_000, headersTimeout: 5_000 });
+  const get = (sid = recording.recording_sid!, signal?: AbortSignal) =>
+    request(accountUrl(emulator, `Recordings/${sid}.mp3`), {
+      dispatcher,
+      headers: { authorization: basic(emulator.accountSid, emulator.authToken) },
+      ...(signal ? { signal } : {}),
+    });
+  const fault = async (body: Record<string, unknown>) => {
+    const res = await control(emulator, 'faults', body);
+    assert.equal(res.status, 201);
+    await res.arrayBuffer();
+  };
+  /** Reads the whole body; resolves to the bytes read and the error that ended it, if any. */
+  const drain = async (body: AsyncIterable<Buffer>) => {
+    let bytes = 0;
+    try {
+      for await (const chunk of body) bytes += chunk.length;
+      return { bytes, error: undefined };
+    } catch (error) {
+      return { bytes, error };
+    }
+  };
+
+  before(async () => {
+    emulator = await start();
+    recording = await emulator.createRecording({ bytes: SIZE });
+    other = await emulator.createRecording({ bytes: SIZE });
+  });
+  after(async () => {
+    await emulator.close();
+    await dispatcher.close();
+  });
+  beforeEach(() => emulator.reset());
+
+  it('http_500: a 500 with Twilio error JSON, once', async () => {
+    await fault({ kind: 'http_500' });
+    const res = await get();
+    assert.equal(res.statusCode, 500);
+    const body = (await res.body.json()) as { code: number; status: number };
+    assert.equal(body.status, 500);
+    assert.equal(body.code, 20500);
+    const next = await get();
+    assert.equal(next.statusCode, 200);
+    await next.body.arrayBuffer();
+  });
+
+  it('rate_limit: 429 with Retry-After (default 1, or retry_after)', async () => {
+    await fault({ kind: 'rate_limit' });
+    await fault({ kind: 'rate_limit', retry_after: 7 });
+    const first = await get();
+    assert.equal(first.statusCode, 429);
+    assert.equal(first.headers['retry-after'], '1');
+    assert.equal(((await first.body.json()) as { code: number }).code, 20429);
+    const second = await get();
+    assert.equal(second.statusCode, 429);
+    assert.equal(second.headers['retry-after'], '7');
+    await second.body.arrayBuffer();
+  });
+
+  it('not_ready: 404 with code 20404 while the metadata still exists', async () => {
+    await fault({ kind: 'not_ready', count: 2 });
+    for (let i = 0; i < 2; i++) {
+      const res = await get();
+      assert.equal(res.statusCode, 404);
+      assert.equal(((await res.body.json()) as { code: number }).code, 20404);
+    }
+    const ok = await get();
+    assert.equal(ok.statusCode, 200);
+    await ok.body.arrayBuffer();
+  });
+
+  it('reset_mid_body: the client sees an error after part of the body', async () => {
+    await fault({ kind: 'reset_mid_body' });
+    const res = await get();
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-length'], String(SIZE));
+    const { bytes, error } = await drain(res.body);
+    assert.ok(error, 'the body errors');
+    assert.ok(bytes < SIZE, `${bytes} bytes`);
+    assert.ok(emulator.stats().media_bytes[recording.recording_sid!]! <= SIZE / 2);
+  });
+
+  it('short_body: fewer bytes than Content-Length, then the connection ends', async () => {
+    await fault({ kind: 'short_body', after_bytes: 1000 });
+    const res = await get();
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-length'], String(SIZE));
+    const { bytes, error } = await drain(res.body);
+    assert.ok(error !== undefined || bytes < SIZE, 'the client notices the short body');
+    assert.ok(bytes <= 1000, `${bytes} bytes`);
+  });
+
+  it('stall: headers, then no bytes until the client gives up', async () => {
+    await fault({ kind: 'stall' });
+    const controller = new AbortController();
+    const res = await get(undefined, controller.signal);
+    assert.equal(res.statusCode, 200);
+    let received = 0;
+    res.body.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    res.body.on('error', () => {});
+    await sleep(300);
+    assert.equal(received, 0);
+    controller.abort();
+  });
+
+  it('stall with stall_ms and after_bytes: some bytes, silence, then the connection dies', async () => {
+    await fault({ kind: 'stall', stall_ms: 200, after_bytes: 500 });
+    const started = performance.now();
+    const res = await get();
+    const { bytes, error } = await drain(res.body);
+    assert.ok(error, 'the body errors');
+    assert.equal(bytes, 500);
+    assert.ok(performance.now() - started >= 150);
+  });
+
+  it('targets one recording when recording_sid is given; counts faulted requests', async () => {
+    await fault({ kind: 'http_500', recording_sid: other.recording_sid });
+    const mine = await get();
+    assert.equal(mine.statusCode, 200);
+    await mine.body.arrayBuffer();
+    const theirs = await get(other.recording_sid!);
+    assert.equal(theirs.statusCode, 500);
+    await theirs.body.arrayBuffer();
+    assert.deepEqual(emulator.stats().media_requests, {
+      [recording.recording_sid!]: 1,
+      [other.recording_sid!]: 1,
+    });
+  });
+
+  it('reset forgets pending faults', async () => {
+    await fault({ kind: 'http_500', count: 5 });
+    const pending = (await (await control(emulator, 'faults')).json()) as { faults: unknown[] };
+    assert.equal(pending.faults.length, 1);
+    await (await fetch(`${emulator.url}/__emulator/reset`, { method: 'POST' })).arrayBuffer();
+    const res = await get();
+    assert.equal(res.statusCode, 200);
+    await res.body.arrayBuffer();
+  });
+
+  it('addFault works programmatically', async () => {
+    emulator.addFault({ kind: 'rate_limit', retry_after: 3 });
+    const res = await get();
+    assert.equal(res.statusCode, 429);
+    assert.equal(res.headers['retry-after'], '3');
+    await res.body.arrayBuffer();
+  });
+});
+
+describe('emulator close', () => {
+  it('does not wait for stalled or throttled responses', async () => {
+    const emulator = await start({ bandwidth: 1000 });
+    const created = await emulator.createRecording({ bytes: 50_000 });
+    emulator.addFault({ kind: 'stall' });
+    const url = accountUrl(emulator, `Recordings/${created.recording_sid}.mp3`);
+    const headers = { authorization: basic(emulator.accountSid, emulator.authToken) };
+    const stalled = await request(url, { headers });
+    const slow = await request(url, { headers });
+    const bodies = [stalled, slow].map((r) => r.body.arrayBuffer().catch((error: unknown) => error));
+    const started = performance.now();
+    await emulator.close();
+    assert.ok(performance.now() - started < 2_000);
+    const outcomes = await Promise.all(bodies);
+    for (const outcome of outcomes) assert.ok(outcome instanceof Error);
+  });
+});
