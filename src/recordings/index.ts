@@ -1,0 +1,129 @@
+/**
+ * Builds the recording cache. The rest of recgate names only {@link RecordingCache} (`cache.ts`); this file
+ * wires the default backends: kernel file locks and a store on the recordings directory.
+ *
+ * On-disk layout of `dir`:
+ * - `{callSid}.mp3`: a finished recording; nothing else is ever written under this name;
+ * - `.{callSid}.mp3.part`: the download in progress, renamed to `{callSid}.mp3` once complete and flushed;
+ * - `.{callSid}.mp3.meta`: JSON sidecar of the partial (upstream size, ETag, Last-Modified, recording SID),
+ *   written before its first byte so waiters in other processes learn the size;
+ * - `.{callSid}.lock`: the per-recording lock file, present while a process holds or waits for the lock.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { createError } from '../errors.js';
+import type { Upstream } from '../upstream/upstream.js';
+import { type CacheEventHandler, LocalCache, type LocalRecordingCache } from './local-cache.js';
+import { FsLocker } from './lock/fs.js';
+import type { Locker } from './lock/lock.js';
+import { FsRecordingStore } from './store/fs.js';
+import type { RecordingStore } from './store/store.js';
+
+export type {
+  CachedRecording,
+  CacheOutcome,
+  CacheState,
+  OpenOptions,
+  RecordingCache,
+  RecordingRef,
+} from './cache.js';
+export type { CacheEventHandler, CacheEventName, LocalRecordingCache, SweepResult } from './local-cache.js';
+export { FsLocker, type FsLockerOptions } from './lock/fs.js';
+export type { Lock, Locker } from './lock/lock.js';
+export { FsRecordingStore } from './store/fs.js';
+export type { RecordingStore } from './store/store.js';
+
+export interface RecordingCacheOptions {
+  /** The recordings directory (`{data-dir}/recordings`); created if missing and checked to be writable. */
+  dir: string;
+  /** Where recordings come from; only `fetchMedia` is used. */
+  upstream: Pick<Upstream, 'fetchMedia'>;
+  /** Logger for events not tied to a request; requests pass their own to `open()`. */
+  logger: Logger;
+  /** Lock backend. @default an {@link FsLocker} on `dir` (processes of one host) */
+  locker?: Locker;
+  /** Store backend. @default an {@link FsRecordingStore} on `dir` */
+  store?: RecordingStore;
+  /**
+   * How long a request may wait on another process's download while nothing moves (no sidecar yet, no new
+   * bytes) before failing with RECGATE_LOCK_TIMEOUT. @default 120000
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Interval for watching another process's download (partial growth, final file) and for retrying its
+   * lock; lower means less latency for cross-process waiters, more `stat` calls. @default 15
+   */
+  pollIntervalMs?: number;
+  /** How often one download retries (resuming with Range when it can) after its body breaks off. @default 3 */
+  maxResumeAttempts?: number;
+  /**
+   * Age after which `sweep()` removes a partial whose lock is free. Partials are never needed for
+   * correctness (a later request restarts the download), only to resume one. @default 3600000 (1 hour)
+   */
+  sweepMaxAgeMs?: number;
+  /** Observer of cache events, for metrics (see {@link CacheEventHandler} for the fields). @default none */
+  onEvent?: CacheEventHandler;
+}
+
+/**
+ * Creates the cache. Throws TypeError naming the bad option, and RECGATE_STORAGE_ERROR naming the directory
+ * when it cannot be created or written (for example a volume mounted with the wrong owner).
+ */
+export function createRecordingCache(options: RecordingCacheOptions): LocalRecordingCache {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  const { dir, upstream, logger } = options;
+  if (typeof dir !== 'string' || dir === '') throw new TypeError('options.dir must be a non-empty string');
+  if (typeof upstream?.fetchMedia !== 'function') {
+    throw new TypeError('options.upstream must implement fetchMedia');
+  }
+  if (typeof logger?.child !== 'function') throw new TypeError('options.logger must be a pino logger');
+  const lockTimeoutMs = integerOption('lockTimeoutMs', options.lockTimeoutMs, 120_000, 1);
+  const pollIntervalMs = integerOption('pollIntervalMs', options.pollIntervalMs, 15, 1);
+  const maxResumeAttempts = integerOption('maxResumeAttempts', options.maxResumeAttempts, 3, 0);
+  const sweepMaxAgeMs = integerOption('sweepMaxAgeMs', options.sweepMaxAgeMs, 3_600_000, 0);
+  if (options.locker !== undefined && typeof options.locker?.newLock !== 'function') {
+    throw new TypeError('options.locker must implement newLock');
+  }
+  if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
+    throw new TypeError('options.onEvent must be a function');
+  }
+  ensureWritableDir(dir);
+  return new LocalCache({
+    store: options.store ?? new FsRecordingStore({ dir }),
+    locker: options.locker ?? new FsLocker({ dir, pollIntervalMs }),
+    upstream,
+    logger,
+    lockTimeoutMs,
+    pollIntervalMs,
+    maxResumeAttempts,
+    sweepMaxAgeMs,
+    onEvent: options.onEvent,
+  });
+}
+
+function integerOption(name: string, value: number | undefined, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new TypeError(`options.${name} must be an integer >= ${min}`);
+  }
+  return value;
+}
+
+function ensureWritableDir(dir: string): void {
+  const probe = `${dir}/.recgate-write-check-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, '');
+    unlinkSync(probe);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+    const uid = process.getuid?.();
+    throw createError('RECGATE_STORAGE_ERROR', {
+      message: `The recordings directory ${dir} is not writable (${code})${
+        uid === undefined ? '' : ` by uid ${uid}`
+      }; check the volume's mount and ownership`,
+      cause: err,
+    });
+  }
+}

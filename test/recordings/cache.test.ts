@@ -1,0 +1,593 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isRecgateError, storageError } from '../../src/errors.js';
+import type { RecordingRef } from '../../src/recordings/cache.js';
+import { createRecordingCache, FsLocker, type RecordingCacheOptions } from '../../src/recordings/index.js';
+import { FsRecordingStore } from '../../src/recordings/store/fs.js';
+import type { PartialWriter } from '../../src/recordings/store/store.js';
+import type { Upstream } from '../../src/upstream/upstream.js';
+import { captureLogger, FakeUpstream, newRef, readAll, tempDir } from './helpers.js';
+
+type T = { after(fn: () => void | Promise<void>): void };
+
+function makeCache(
+  t: T,
+  dir: string,
+  upstream: Pick<Upstream, 'fetchMedia'>,
+  extra: Partial<RecordingCacheOptions> = {},
+) {
+  const capture = captureLogger();
+  const events: Array<[string, Record<string, unknown>]> = [];
+  const cache = createRecordingCache({
+    dir,
+    upstream,
+    logger: capture.logger,
+    pollIntervalMs: 5,
+    lockTimeoutMs: 5000,
+    onEvent: (name, fields) => events.push([name, fields]),
+    ...extra,
+  });
+  t.after(() => cache.close());
+  return { cache, capture, events, names: () => events.map((e) => e[0]) };
+}
+
+function errCode(code: string) {
+  return (err: unknown) => {
+    assert.ok(isRecgateError(err), `expected RecgateError ${code}, got ${String(err)}`);
+    assert.equal(err.code, code);
+    return true;
+  };
+}
+
+async function readRange(
+  cache: ReturnType<typeof makeCache>['cache'],
+  ref: RecordingRef,
+  start?: number,
+  end?: number,
+) {
+  const rec = await cache.open(ref);
+  return readAll(rec.createReadStream(start ?? 0, end ?? rec.size - 1));
+}
+
+/** Waits until the cache has committed the recording and released its lock (the stream ends before that). */
+async function settled(dir: string, ref: RecordingRef): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const names = readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid));
+    if (names.length === 1 && names[0] === `${ref.ownerCallSid}.mp3`) return;
+    await sleep(5);
+  }
+  assert.fail(`recording ${ref.ownerCallSid} never settled: ${readdirSync(dir).join(', ')}`);
+}
+
+async function quiet(dir: string, ref: RecordingRef): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    if (!existsSync(join(dir, `.${ref.ownerCallSid}.lock`))) return;
+    await sleep(5);
+  }
+  assert.fail('the lock was never released');
+}
+
+function leftovers(dir: string): string[] {
+  return readdirSync(dir).filter((n) => n.startsWith('.'));
+}
+
+describe('recording cache', () => {
+  it('validates options and names an unwritable directory', (t) => {
+    const dir = tempDir(t);
+    const upstream = new FakeUpstream({ data: Buffer.alloc(1) });
+    const { logger } = captureLogger();
+    assert.throws(() => createRecordingCache({ dir: '', upstream, logger }), /options\.dir/);
+    assert.throws(() => createRecordingCache({ dir, upstream: {} as Upstream, logger }), /options\.upstream/);
+    assert.throws(
+      () => createRecordingCache({ dir, upstream, logger, lockTimeoutMs: 0 }),
+      /options\.lockTimeoutMs/,
+    );
+    assert.throws(
+      () => createRecordingCache({ dir, upstream, logger, pollIntervalMs: 1.5 }),
+      /options\.pollIntervalMs/,
+    );
+    writeFileSync(join(dir, 'file'), '');
+    const bad = join(dir, 'file', 'recordings');
+    assert.throws(
+      () => createRecordingCache({ dir: bad, upstream, logger }),
+      (err: unknown) =>
+        isRecgateError(err) && err.code === 'RECGATE_STORAGE_ERROR' && err.message.includes(bad),
+    );
+    const nested = join(dir, 'a', 'b');
+    createRecordingCache({ dir: nested, upstream, logger });
+    assert.ok(statSync(nested).isDirectory(), 'creates the directory');
+  });
+
+  it('misses once, then hits; same ETag and Last-Modified in flight and from disk; state follows', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(200_000);
+    const upstream = new FakeUpstream({ data, chunkDelayMs: 5 });
+    const { cache, names } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    assert.deepEqual(await cache.state(ref), { state: 'absent' });
+    const first = await cache.open(ref);
+    assert.equal(first.outcome, 'miss');
+    assert.equal(first.size, data.length);
+    assert.equal(first.complete, false);
+    assert.equal(first.etag, `"${ref.recordingSid}-${data.length}"`);
+    assert.equal(first.lastModified.toUTCString(), 'Tue, 01 Apr 2025 10:00:00 GMT');
+    const during = await cache.state(ref);
+    assert.equal(during.state, 'downloading');
+    assert.deepEqual(await readAll(first.createReadStream(0, data.length - 1)), data);
+    await settled(dir, ref);
+    const second = await cache.open(ref);
+    assert.equal(second.outcome, 'hit');
+    assert.equal(second.complete, true);
+    assert.equal(second.etag, first.etag);
+    assert.equal(second.lastModified.getTime(), first.lastModified.getTime());
+    assert.deepEqual(await readAll(second.createReadStream(100, 199)), data.subarray(100, 200));
+    assert.deepEqual(await cache.state(ref), { state: 'cached', size: data.length });
+    assert.equal(upstream.calls.length, 1);
+    assert.deepEqual(names(), ['cache_miss', 'recording_saved', 'cache_hit']);
+    assert.deepEqual(readdirSync(dir), [`${ref.ownerCallSid}.mp3`]);
+    assert.deepEqual(readFileSync(join(dir, `${ref.ownerCallSid}.mp3`)), data);
+  });
+
+  it('single flight: 200 concurrent opens with full and range reads make exactly one upstream request', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(1024 * 1024 + 17);
+    const upstream = new FakeUpstream({ data, ttfbMs: 30, chunkSize: 32 * 1024, chunkDelayMs: 2 });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    const jobs = Array.from({ length: 200 }, async (_, i) => {
+      const rec = await cache.open(ref);
+      let start = 0;
+      let end = rec.size - 1;
+      if (i % 2 === 1) {
+        start = (i * 7919) % rec.size;
+        end = Math.min(rec.size - 1, start + ((i * 104_729) % 300_000));
+      } else if (i % 4 === 2) {
+        start = rec.size - 500;
+      }
+      const body = await readAll(rec.createReadStream(start, end));
+      assert.ok(body.equals(data.subarray(start, end + 1)), `request ${i} bytes ${start}-${end}`);
+      return rec.outcome;
+    });
+    const outcomes = await Promise.all(jobs);
+    assert.equal(upstream.calls.length, 1);
+    assert.equal(outcomes.filter((o) => o === 'miss').length, 1);
+    assert.ok(outcomes.every((o) => o === 'miss' || o === 'wait'));
+  });
+
+  it('streams while fetching: first bytes long before the download ends', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(16 * 16 * 1024);
+    // 16 chunks, one every 60 ms: about a second for the whole body.
+    const upstream = new FakeUpstream({ data, chunkDelayMs: 60 });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    const started = performance.now();
+    const rec = await cache.open(ref);
+    const stream = rec.createReadStream(0, rec.size - 1);
+    let firstByteMs = -1;
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) {
+      if (firstByteMs < 0) firstByteMs = performance.now() - started;
+      chunks.push(chunk as Buffer);
+    }
+    const totalMs = performance.now() - started;
+    assert.ok(Buffer.concat(chunks).equals(data));
+    assert.ok(totalMs > 800, `download took ${totalMs} ms`);
+    assert.ok(firstByteMs < 400, `first byte after ${firstByteMs} ms`);
+  });
+
+  it('a slow reader buffers at most about one chunk while the download runs ahead', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(2 * 1024 * 1024);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data, chunkSize: 64 * 1024 }));
+    const ref = newRef();
+    const rec = await cache.open(ref);
+    const stream = rec.createReadStream(0, rec.size - 1);
+    // Starts the stream filling its buffer without consuming anything: a client that reads nothing.
+    stream.read(0);
+    await settled(dir, ref);
+    await sleep(20);
+    assert.ok(stream.readableLength > 0, 'the stream did read ahead');
+    assert.ok(stream.readableLength <= 2 * 64 * 1024, `buffered ${stream.readableLength} bytes`);
+    assert.ok((await readAll(stream)).equals(data));
+  });
+
+  it('a second cache instance on the same directory (another worker) waits, streams, and never fetches', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(16 * 16 * 1024);
+    const upstreamA = new FakeUpstream({ data, chunkDelayMs: 50 });
+    const upstreamB = new FakeUpstream({ data });
+    const a = makeCache(t, dir, upstreamA);
+    const b = makeCache(t, dir, upstreamB);
+    const ref = newRef();
+    const recA = await a.cache.open(ref);
+    const started = performance.now();
+    const recB = await b.cache.open(ref);
+    assert.equal(recB.outcome, 'wait');
+    assert.equal(recB.size, data.length);
+    assert.equal(recB.etag, recA.etag);
+    assert.equal(recB.lastModified.getTime(), recA.lastModified.getTime());
+    let firstByteMs = -1;
+    const chunks: Buffer[] = [];
+    for await (const chunk of recB.createReadStream(0, recB.size - 1)) {
+      if (firstByteMs < 0) firstByteMs = performance.now() - started;
+      chunks.push(chunk as Buffer);
+    }
+    const totalMs = performance.now() - started;
+    assert.ok(Buffer.concat(chunks).equals(data));
+    assert.ok(firstByteMs < totalMs / 2, `first byte after ${firstByteMs} of ${totalMs} ms`);
+    assert.equal(upstreamA.calls.length, 1);
+    assert.equal(upstreamB.calls.length, 0);
+    assert.ok(b.names().includes('lock_wait'));
+    await settled(dir, ref);
+    await sleep(50);
+    assert.ok(b.names().includes('available_while_waiting'));
+    assert.equal((await b.cache.open(ref)).outcome, 'hit');
+  });
+
+  it('a holder whose body breaks off resumes with Range and If-Range', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(300_000);
+    const upstream = new FakeUpstream({ data, failAt: 120_000, failCalls: 1 });
+    const { cache, events } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    assert.ok((await readRange(cache, ref)).equals(data));
+    assert.equal(upstream.calls.length, 2);
+    assert.equal(upstream.calls[1]?.start, 120_000);
+    assert.equal(upstream.calls[1]?.ifRange, '"up-1"');
+    assert.deepEqual(events.find((e) => e[0] === 'download_resumed')?.[1].offset, 120_000);
+    await settled(dir, ref);
+  });
+
+  it('without Range support a broken download restarts from 0, and readers still get the right bytes', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(300_000);
+    const upstream = new FakeUpstream({
+      data,
+      failAt: 150_000,
+      failCalls: 1,
+      acceptsRanges: false,
+      chunkDelayMs: 1,
+    });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    const bodies = await Promise.all([readRange(cache, ref), readRange(cache, ref, 1000, 200_000)]);
+    assert.ok(bodies[0].equals(data));
+    assert.ok(bodies[1].equals(data.subarray(1000, 200_001)));
+    assert.equal(upstream.calls.length, 2);
+    assert.equal(upstream.calls[1]?.start, undefined);
+    await settled(dir, ref);
+    assert.ok(readFileSync(join(dir, `${ref.ownerCallSid}.mp3`)).equals(data));
+  });
+
+  it('a failure with no recovery errors the streams (never ends short), leaves no final file; the next open starts afresh', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(200_000);
+    const upstream = new FakeUpstream({ data, failAt: 100_000, chunkDelayMs: 2 });
+    const { cache, events } = makeCache(t, dir, upstream, { maxResumeAttempts: 1 });
+    const ref = newRef();
+    const rec = await cache.open(ref);
+    const recLate = await cache.open(ref);
+    const received: number[] = [0, 0];
+    const drain = async (stream: NodeJS.ReadableStream, i: number) => {
+      for await (const chunk of stream) received[i]! += (chunk as Buffer).length;
+    };
+    await assert.rejects(
+      drain(rec.createReadStream(0, rec.size - 1), 0),
+      errCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+    );
+    await assert.rejects(
+      drain(recLate.createReadStream(150_000, 199_999), 1),
+      errCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+    );
+    assert.equal(received[0], 100_000);
+    assert.equal(received[1], 0);
+    assert.equal(existsSync(join(dir, `${ref.ownerCallSid}.mp3`)), false);
+    assert.equal(upstream.calls.length, 2, 'one retry by resume');
+    assert.equal(events.find((e) => e[0] === 'download_failed')?.[1].code, 'RECGATE_UPSTREAM_UNAVAILABLE');
+    upstream.options = { data };
+    const again = await cache.open(ref);
+    assert.equal(again.outcome, 'miss');
+    assert.ok((await readAll(again.createReadStream(0, again.size - 1))).equals(data));
+    assert.equal(upstream.calls.length, 3);
+    assert.equal(upstream.calls[2]?.start, 100_000, 'the fresh download resumes the bytes already on disk');
+    await settled(dir, ref);
+  });
+
+  it('atomicity: nothing under the final name until complete; a short body is never renamed', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(400_000);
+    const upstream = new FakeUpstream({ data, chunkDelayMs: 3 });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    const finalPath = join(dir, `${ref.ownerCallSid}.mp3`);
+    let checks = 0;
+    let bad = '';
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        if (existsSync(finalPath)) {
+          const size = statSync(finalPath).size;
+          if (size !== data.length) bad = `final name seen with ${size} bytes`;
+        }
+        checks++;
+        await sleep(1);
+      }
+    })();
+    const body = await readRange(cache, ref);
+    await settled(dir, ref);
+    watching = false;
+    await watcher;
+    assert.equal(bad, '');
+    assert.ok(checks > 20, `${checks} checks`);
+    assert.ok(body.equals(data));
+
+    const shortRef = newRef();
+    const shortUpstream = new FakeUpstream({ data, shortAt: 250_000 });
+    const short = makeCache(t, dir, shortUpstream, { maxResumeAttempts: 2 });
+    const rec = await short.cache.open(shortRef);
+    await assert.rejects(
+      readAll(rec.createReadStream(0, rec.size - 1)),
+      errCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+    );
+    assert.equal(existsSync(join(dir, `${shortRef.ownerCallSid}.mp3`)), false);
+    assert.equal(shortUpstream.calls.length, 3);
+  });
+
+  it('a full disk becomes RECGATE_STORAGE_FULL and frees the partial', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(200_000);
+    const enospc = () =>
+      Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    class FullDiskStore extends FsRecordingStore {
+      override async beginPartial(id: string, meta: Parameters<FsRecordingStore['beginPartial']>[1]) {
+        const writer = await super.beginPartial(id, meta);
+        const append = writer.append.bind(writer);
+        let written = 0;
+        (writer as { append: PartialWriter['append'] }).append = async (chunk) => {
+          if (written + chunk.byteLength > 64 * 1024) throw storageError(enospc());
+          written += chunk.byteLength;
+          await append(chunk);
+        };
+        return writer;
+      }
+    }
+    const upstream = new FakeUpstream({ data });
+    const { cache, events } = makeCache(t, dir, upstream, { store: new FullDiskStore({ dir }) });
+    const ref = newRef();
+    const rec = await cache.open(ref);
+    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), errCode('RECGATE_STORAGE_FULL'));
+    assert.equal(events.find((e) => e[0] === 'download_failed')?.[1].code, 'RECGATE_STORAGE_FULL');
+    assert.equal(upstream.calls.length, 1, 'a full disk is not retried');
+    await quiet(dir, ref);
+    assert.deepEqual(readdirSync(dir), []);
+
+    class NoRoomForSidecar extends FsRecordingStore {
+      override async beginPartial(): Promise<PartialWriter> {
+        throw storageError(enospc());
+      }
+    }
+    const second = makeCache(t, dir, new FakeUpstream({ data }), { store: new NoRoomForSidecar({ dir }) });
+    await assert.rejects(second.cache.open(newRef()), errCode('RECGATE_STORAGE_FULL'));
+  });
+
+  it('an aborted open rejects promptly while waiting for the lock', async (t) => {
+    const dir = tempDir(t);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data: randomBytes(1000) }));
+    const ref = newRef();
+    const foreign = new FsLocker({ dir }).newLock(ref.ownerCallSid);
+    assert.equal(await foreign.tryLock(), true);
+    t.after(() => foreign.unlock());
+    const started = performance.now();
+    await assert.rejects(
+      cache.open(ref, { signal: AbortSignal.timeout(100) }),
+      errCode('RECGATE_LOCK_TIMEOUT'),
+    );
+    assert.ok(performance.now() - started < 1000);
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(cache.open(ref, { signal: controller.signal }), errCode('RECGATE_LOCK_TIMEOUT'));
+  });
+
+  it('a wait with no progress from the lock holder times out with RECGATE_LOCK_TIMEOUT', async (t) => {
+    const dir = tempDir(t);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data: randomBytes(1000) }), {
+      lockTimeoutMs: 150,
+    });
+    const ref = newRef();
+    const foreign = new FsLocker({ dir }).newLock(ref.ownerCallSid);
+    assert.equal(await foreign.tryLock(), true);
+    t.after(() => foreign.unlock());
+    await assert.rejects(cache.open(ref), errCode('RECGATE_LOCK_TIMEOUT'));
+  });
+
+  it('one requester going away does not abort the download the others share', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(300_000);
+    const upstream = new FakeUpstream({ data, ttfbMs: 150, chunkDelayMs: 5 });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    const controller = new AbortController();
+    const impatient = cache.open(ref, { signal: controller.signal });
+    const patient = cache.open(ref);
+    setTimeout(() => controller.abort(), 30);
+    const started = performance.now();
+    await assert.rejects(impatient, errCode('RECGATE_LOCK_TIMEOUT'));
+    assert.ok(performance.now() - started < 140, 'rejected before the headers came');
+    const rec = await patient;
+    const dropped = rec.createReadStream(0, rec.size - 1);
+    dropped.once('data', () => dropped.destroy());
+    const body = await readAll(rec.createReadStream(0, rec.size - 1));
+    assert.ok(body.equals(data));
+    assert.equal(upstream.calls.length, 1);
+    await settled(dir, ref);
+    assert.equal((await cache.open(ref)).outcome, 'hit');
+  });
+
+  it('takes over a partial left by a dead holder: resumes it when the upstream still matches, else restarts', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(250_000);
+    const store = new FsRecordingStore({ dir });
+    const ref = newRef();
+    const left = await store.beginPartial(ref.ownerCallSid, {
+      recordingSid: ref.recordingSid,
+      size: data.length,
+      etag: '"up-1"',
+      lastModified: 'Tue, 01 Apr 2025 10:00:00 GMT',
+      acceptsRanges: true,
+      startedAt: new Date().toISOString(),
+    });
+    await left.append(data.subarray(0, 90_000));
+    await left.close();
+    const upstream = new FakeUpstream({ data });
+    const { cache, events } = makeCache(t, dir, upstream);
+    assert.deepEqual(await cache.state(ref), { state: 'downloading', size: data.length, received: 90_000 });
+    assert.ok((await readRange(cache, ref)).equals(data));
+    assert.equal(upstream.calls.length, 1);
+    assert.equal(upstream.calls[0]?.start, 90_000);
+    assert.equal(events.find((e) => e[0] === 'cache_miss')?.[1].leftover, 90_000);
+    await settled(dir, ref);
+    const saved = events.find((e) => e[0] === 'recording_saved')?.[1];
+    assert.equal(saved?.size, data.length);
+    assert.equal(saved?.bytes, data.length - 90_000);
+
+    const changed = randomBytes(260_000);
+    const ref2 = newRef();
+    const stale = await store.beginPartial(ref2.ownerCallSid, {
+      recordingSid: ref2.recordingSid,
+      size: 250_000,
+      etag: '"old"',
+      lastModified: null,
+      acceptsRanges: true,
+      startedAt: new Date().toISOString(),
+    });
+    await stale.append(data.subarray(0, 90_000));
+    await stale.close();
+    const upstream2 = new FakeUpstream({ data: changed, etag: '"new"' });
+    const second = makeCache(t, dir, upstream2);
+    assert.ok((await readRange(second.cache, ref2)).equals(changed));
+    assert.equal(upstream2.calls[0]?.ifRange, '"old"');
+    assert.equal(upstream2.calls.length, 1);
+  });
+
+  it('commits a complete partial left by a holder that died before the rename, without fetching', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(50_000);
+    const store = new FsRecordingStore({ dir });
+    const ref = newRef();
+    const left = await store.beginPartial(ref.ownerCallSid, {
+      recordingSid: ref.recordingSid,
+      size: data.length,
+      etag: '"up-1"',
+      lastModified: null,
+      acceptsRanges: false,
+      startedAt: new Date().toISOString(),
+    });
+    await left.append(data);
+    await left.close();
+    const upstream = new FakeUpstream({ data });
+    const { cache } = makeCache(t, dir, upstream);
+    assert.ok((await readRange(cache, ref)).equals(data));
+    assert.equal(upstream.calls.length, 0);
+    await settled(dir, ref);
+  });
+
+  it('serves an upstream without Content-Length once the download ends', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(70_000);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data, noLength: true }));
+    const ref = newRef();
+    const rec = await cache.open(ref);
+    assert.equal(rec.size, data.length);
+    assert.ok((await readAll(rec.createReadStream(0, rec.size - 1))).equals(data));
+  });
+
+  it('maps upstream failures before the body to open() rejections and drops a gone recording', async (t) => {
+    const dir = tempDir(t);
+    const { createError } = await import('../../src/errors.js');
+    const upstream = new FakeUpstream({
+      data: Buffer.alloc(10),
+      headersError: createError('RECGATE_RECORDING_GONE'),
+    });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    await assert.rejects(cache.open(ref), errCode('RECGATE_RECORDING_GONE'));
+    await assert.rejects(cache.open(ref), errCode('RECGATE_RECORDING_GONE'));
+    assert.equal(upstream.calls.length, 2, 'a failure is not cached');
+    await quiet(dir, ref);
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
+  it('close() aborts downloads this process runs and keeps the partial for a takeover', async (t) => {
+    const dir = tempDir(t);
+    const data = randomBytes(300_000);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data, chunkDelayMs: 20 }));
+    const ref = newRef();
+    const rec = await cache.open(ref);
+    const reading = readAll(rec.createReadStream(0, rec.size - 1)).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await sleep(60);
+    await cache.close();
+    errCode('RECGATE_SHUTTING_DOWN')(await reading);
+    await assert.rejects(cache.open(ref), errCode('RECGATE_SHUTTING_DOWN'));
+    assert.deepEqual(leftovers(dir).sort(), [
+      `.${ref.ownerCallSid}.mp3.meta`,
+      `.${ref.ownerCallSid}.mp3.part`,
+    ]);
+    const next = makeCache(t, dir, new FakeUpstream({ data }));
+    assert.ok((await readRange(next.cache, ref)).equals(data));
+  });
+
+  it('sweep removes only old partials nobody holds', async (t) => {
+    const dir = tempDir(t);
+    const store = new FsRecordingStore({ dir });
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data: Buffer.alloc(10) }), {
+      sweepMaxAgeMs: 60_000,
+    });
+    const make = async () => {
+      const ref = newRef();
+      const w = await store.beginPartial(ref.ownerCallSid, {
+        recordingSid: ref.recordingSid,
+        size: 10,
+        etag: null,
+        lastModified: null,
+        acceptsRanges: true,
+        startedAt: new Date().toISOString(),
+      });
+      await w.append(Buffer.alloc(3));
+      await w.close();
+      return ref;
+    };
+    const age = (ref: RecordingRef) => {
+      const old = new Date(Date.now() - 3_600_000);
+      for (const suffix of ['part', 'meta'])
+        utimesSync(join(dir, `.${ref.ownerCallSid}.mp3.${suffix}`), old, old);
+    };
+    const abandoned = await make();
+    age(abandoned);
+    const fresh = await make();
+    const held = await make();
+    age(held);
+    const holder = new FsLocker({ dir }).newLock(held.ownerCallSid);
+    assert.equal(await holder.tryLock(), true);
+    writeFileSync(join(dir, `.CA${'f'.repeat(32)}.lock`), '');
+    const result = await cache.sweep();
+    assert.deepEqual(result, { partials: 1, locks: 1 });
+    const names = new Set(readdirSync(dir));
+    assert.ok(!names.has(`.${abandoned.ownerCallSid}.mp3.part`));
+    assert.ok(names.has(`.${fresh.ownerCallSid}.mp3.part`));
+    assert.ok(names.has(`.${held.ownerCallSid}.mp3.part`));
+    assert.ok(names.has(`.${held.ownerCallSid}.lock`));
+    await holder.unlock();
+    assert.deepEqual(await cache.sweep({ maxAgeMs: 0 }), { partials: 2, locks: 0 });
+    assert.deepEqual(leftovers(dir), []);
+  });
+});

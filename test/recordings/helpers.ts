@@ -1,0 +1,321 @@
+/**
+ * Test doubles and tools for the recording cache: an in-process fake upstream with exact control over
+ * timing and failures, a tiny HTTP media server (countable across processes) with a minimal `fetchMedia`
+ * adapter for child processes, a log capture, and child-process plumbing.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { type Logger, pino } from 'pino';
+import { request } from 'undici';
+import { createError } from '../../src/errors.js';
+import type { RecordingRef } from '../../src/recordings/cache.js';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
+import type { MediaRequest, MediaResponse, Upstream } from '../../src/upstream/upstream.js';
+
+export const HERE = dirname(fileURLToPath(import.meta.url));
+
+export function hex32(): string {
+  return randomBytes(16).toString('hex');
+}
+
+export function newRef(): RecordingRef {
+  return { ownerCallSid: `CA${hex32()}` as CallSid, recordingSid: `RE${hex32()}` as RecordingSid };
+}
+
+export function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'recgate-rec-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A pino logger whose lines the test can read back. */
+export function captureLogger(): {
+  logger: Logger;
+  lines: Array<Record<string, unknown>>;
+  events(): string[];
+} {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line));
+      cb();
+    },
+  });
+  const logger = pino({ level: 'debug' }, sink);
+  return {
+    logger,
+    lines,
+    events: () => lines.map((l) => l.event).filter((e): e is string => typeof e === 'string'),
+  };
+}
+
+export interface FakeUpstreamOptions {
+  data: Buffer;
+  /** Delay before fetchMedia resolves. */
+  ttfbMs?: number;
+  chunkSize?: number;
+  /** Delay before each chunk. */
+  chunkDelayMs?: number;
+  acceptsRanges?: boolean;
+  etag?: string | null;
+  lastModified?: string | null;
+  /** The body errors once it reaches this absolute offset, for the first `failCalls` calls. */
+  failAt?: number;
+  failCalls?: number;
+  /** The body ends quietly at this absolute offset (a short body), on every call. */
+  shortAt?: number;
+  /** fetchMedia itself rejects with this. */
+  headersError?: Error;
+  /** Omit Content-Length (size unknown until the end). */
+  noLength?: boolean;
+}
+
+/** An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. */
+export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
+  readonly calls: MediaRequest[] = [];
+  options: FakeUpstreamOptions;
+  /** Bodies whose stream has been created, ended or not. */
+  bodiesStarted = 0;
+
+  constructor(options: FakeUpstreamOptions) {
+    this.options = options;
+  }
+
+  async fetchMedia(_sid: RecordingSid, req: MediaRequest = {}): Promise<MediaResponse> {
+    const o = this.options;
+    const call = this.calls.length;
+    this.calls.push(req);
+    if (o.ttfbMs) await sleep(o.ttfbMs, undefined, { signal: req.signal });
+    if (o.headersError) throw o.headersError;
+    const acceptsRanges = o.acceptsRanges ?? true;
+    const etag = o.etag === undefined ? '"up-1"' : o.etag;
+    const size = o.data.length;
+    let start = 0;
+    let status: 200 | 206 = 200;
+    if (req.start !== undefined && acceptsRanges && (req.ifRange === undefined || req.ifRange === etag)) {
+      start = req.start;
+      status = 206;
+    }
+    const failAt =
+      o.failAt !== undefined && call < (o.failCalls ?? Number.POSITIVE_INFINITY) ? o.failAt : undefined;
+    const chunkSize = o.chunkSize ?? 16 * 1024;
+    const delay = o.chunkDelayMs ?? 0;
+    const data = o.data;
+    const signal = req.signal;
+    this.bodiesStarted++;
+    async function* body(): AsyncGenerator<Buffer> {
+      let pos = start;
+      while (pos < size) {
+        if (delay) await sleep(delay, undefined, { signal });
+        const stop = Math.min(size, pos + chunkSize, failAt ?? size, o.shortAt ?? size);
+        if (stop > pos) yield data.subarray(pos, stop);
+        pos = stop;
+        if (failAt !== undefined && pos >= failAt)
+          throw Object.assign(new Error('socket reset'), { code: 'ECONNRESET' });
+        if (o.shortAt !== undefined && pos >= o.shortAt) return;
+      }
+    }
+    const stream = Readable.from(body(), { objectMode: false });
+    const onAbort = () => stream.destroy(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    stream.once('close', () => signal?.removeEventListener('abort', onAbort));
+    return {
+      status,
+      contentLength: o.noLength ? null : size - start,
+      start,
+      totalSize: o.noLength ? null : size,
+      etag,
+      lastModified: o.lastModified === undefined ? 'Tue, 01 Apr 2025 10:00:00 GMT' : o.lastModified,
+      acceptsRanges,
+      body: stream,
+    };
+  }
+}
+
+export interface MediaServerOptions {
+  data: Buffer;
+  chunkSize?: number;
+  chunkDelayMs?: number;
+  acceptsRanges?: boolean;
+  etag?: string;
+}
+
+export interface MediaServer {
+  url: string;
+  /** The Range header of every request (`null` without one). */
+  ranges: Array<string | null>;
+  /** Body bytes written to sockets so far. */
+  bytesSent(): number;
+  close(): Promise<void>;
+}
+
+/** An HTTP server for one recording's bytes, paced, counting requests: countable from any process. */
+export async function startMediaServer(options: MediaServerOptions): Promise<MediaServer> {
+  const { data } = options;
+  const chunkSize = options.chunkSize ?? 16 * 1024;
+  const delay = options.chunkDelayMs ?? 0;
+  const acceptsRanges = options.acceptsRanges ?? true;
+  const etag = options.etag ?? '"media-1"';
+  const ranges: Array<string | null> = [];
+  let sent = 0;
+  const server: Server = createServer((req, res) => {
+    const range = req.headers.range ?? null;
+    ranges.push(range);
+    let start = 0;
+    const match = range === null ? null : /^bytes=(\d+)-$/.exec(range);
+    const ifRange = req.headers['if-range'];
+    if (acceptsRanges && match && (ifRange === undefined || ifRange === etag)) start = Number(match[1]);
+    const headers: Record<string, string> = {
+      'content-type': 'audio/mpeg',
+      'content-length': String(data.length - start),
+      etag,
+      'last-modified': 'Tue, 01 Apr 2025 10:00:00 GMT',
+    };
+    if (acceptsRanges) headers['accept-ranges'] = 'bytes';
+    if (start > 0) headers['content-range'] = `bytes ${start}-${data.length - 1}/${data.length}`;
+    res.writeHead(start > 0 ? 206 : 200, headers);
+    let pos = start;
+    const pump = () => {
+      if (res.destroyed) return;
+      if (pos >= data.length) {
+        res.end();
+        return;
+      }
+      const stop = Math.min(data.length, pos + chunkSize);
+      const ok = res.write(data.subarray(pos, stop));
+      sent += stop - pos;
+      pos = stop;
+      const next = () => setTimeout(pump, delay);
+      if (ok) next();
+      else res.once('drain', next);
+    };
+    pump();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/media`,
+    ranges,
+    bytesSent: () => sent,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A minimal `fetchMedia` over HTTP for {@link startMediaServer}, as a child process uses it. */
+export function httpUpstream(url: string): Pick<Upstream, 'fetchMedia'> {
+  return {
+    async fetchMedia(_sid: RecordingSid, req: MediaRequest = {}): Promise<MediaResponse> {
+      const headers: Record<string, string> = {};
+      if (req.start !== undefined) {
+        headers.range = `bytes=${req.start}-`;
+        if (req.ifRange !== undefined) headers['if-range'] = req.ifRange;
+      }
+      const res = await request(url, { headers, signal: req.signal });
+      if (res.statusCode !== 200 && res.statusCode !== 206) {
+        throw createError('RECGATE_UPSTREAM_UNAVAILABLE', { cause: new Error(`status ${res.statusCode}`) });
+      }
+      const header = (name: string) => {
+        const v = res.headers[name];
+        return typeof v === 'string' ? v : null;
+      };
+      const contentLength = header('content-length') === null ? null : Number(header('content-length'));
+      const cr = /^bytes (\d+)-\d+\/(\d+)$/.exec(header('content-range') ?? '');
+      return {
+        status: res.statusCode === 206 ? 206 : 200,
+        contentLength,
+        start: cr ? Number(cr[1]) : 0,
+        totalSize: cr ? Number(cr[2]) : contentLength,
+        etag: header('etag'),
+        lastModified: header('last-modified'),
+        acceptsRanges: res.statusCode === 206 || header('accept-ranges') === 'bytes',
+        body: res.body,
+      };
+    },
+  };
+}
+
+/** A child process speaking JSON lines on stdout; `next(type)` waits for a message of that type. */
+export class Child {
+  readonly proc: ChildProcess;
+  readonly messages: Array<Record<string, unknown>> = [];
+  readonly exited: Promise<number | null>;
+  #waiters: Array<() => void> = [];
+  #stderr = '';
+
+  constructor(script: string, config: unknown) {
+    this.proc = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(HERE, 'fixtures', script), JSON.stringify(config)],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    let buffer = '';
+    this.proc.stdout!.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString('utf8');
+      let nl = buffer.indexOf('\n');
+      while (nl >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.startsWith('{')) this.messages.push(JSON.parse(line));
+        nl = buffer.indexOf('\n');
+      }
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    this.proc.stderr!.on('data', (chunk: Buffer) => {
+      this.#stderr += chunk.toString('utf8');
+    });
+    this.exited = new Promise((resolve) => this.proc.once('exit', (code) => resolve(code)));
+    this.exited.then(() => {
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  send(message: unknown): void {
+    this.proc.stdin!.write(`${JSON.stringify(message)}\n`);
+  }
+
+  async next(type: string, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.messages.find((m) => m.type === type);
+      if (found) return found;
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+        throw new Error(`child exited before "${type}": ${this.#stderr}`);
+      }
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for "${type}" from child: ${this.#stderr}`);
+      await Promise.race([new Promise<void>((r) => this.#waiters.push(r)), sleep(100)]);
+    }
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+  }
+}
