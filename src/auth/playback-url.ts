@@ -1,0 +1,63 @@
+/**
+ * Playback URLs: `<audio src>` cannot send an Authorization header, so a short-lived URL carries its own
+ * signature, an HMAC-SHA256 bound to the business, the call and the expiry, checked in constant time.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createError } from '../errors.js';
+import type { CallSid } from '../sid.js';
+import { isBusinessId, type Principal } from './jwt.js';
+
+export interface SignedParams {
+  /** Business the URL was issued to. */
+  bid: string;
+  /** Expiry, Unix seconds. */
+  exp: string;
+  /** base64url HMAC. */
+  sig: string;
+}
+
+export class PlaybackSigner {
+  readonly #key: Buffer;
+
+  constructor(secret: string) {
+    // A key of its own, derived from the JWT secret, so a playback signature can never pass as a JWT's.
+    this.#key = createHmac('sha256', secret).update('recgate playback-url v1').digest();
+  }
+
+  #mac(businessId: string, callSid: string, exp: number): Buffer {
+    return createHmac('sha256', this.#key).update(`${businessId}\n${callSid}\n${exp}`).digest();
+  }
+
+  /** Query parameters that authorize GET/HEAD of one call's download until `expiresAt`. */
+  sign(businessId: string, callSid: CallSid, expiresAt: Date): SignedParams {
+    const exp = Math.floor(expiresAt.getTime() / 1000);
+    return {
+      bid: businessId,
+      exp: String(exp),
+      sig: this.#mac(businessId, callSid, exp).toString('base64url'),
+    };
+  }
+
+  /** Checks the parameters for this call; throws RECGATE_UNAUTHENTICATED when missing, expired or forged. */
+  verify(
+    callSid: CallSid,
+    params: Partial<Record<keyof SignedParams, unknown>>,
+    now = Date.now(),
+  ): Principal {
+    const { bid, exp, sig } = params;
+    if (typeof bid !== 'string' || typeof exp !== 'string' || typeof sig !== 'string' || !isBusinessId(bid)) {
+      throw createError('RECGATE_UNAUTHENTICATED');
+    }
+    if (!/^\d{1,12}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig))
+      throw createError('RECGATE_UNAUTHENTICATED');
+    const expected = this.#mac(bid, callSid, Number(exp));
+    const given = Buffer.from(sig, 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw createError('RECGATE_UNAUTHENTICATED', { message: 'The playback URL signature is invalid' });
+    }
+    if (Number(exp) * 1000 <= now) {
+      throw createError('RECGATE_UNAUTHENTICATED', { message: 'The playback URL has expired' });
+    }
+    return { businessId: bid };
+  }
+}

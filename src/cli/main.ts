@@ -1,0 +1,112 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { JwtAuth, parseTtl } from '../auth/jwt.js';
+import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
+import { runEmulatorCommand } from './emulator.js';
+import { runServe } from './serve.js';
+
+function integer(name: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+    return Number(value);
+  };
+}
+
+export function buildCli(): Command {
+  const program = new Command('recgate')
+    .description(
+      'Serves Twilio call recordings to web apps: fetch once, stream to everyone, Range by the book.',
+    )
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('run the gateway')
+    .option('--host <host>', 'interface to listen on (RECGATE_HOST)')
+    .option('--port <port>', 'TCP port (RECGATE_PORT / PORT)', integer('--port'))
+    .option('--workers <n>', 'worker processes sharing the port (RECGATE_WORKERS)', integer('--workers'))
+    .option('--data-dir <dir>', 'data directory; recordings in DIR/recordings (RECGATE_DATA_DIR)')
+    .option(
+      '--database <url>',
+      'postgres:// URL, or SQLite in the data dir by default (RECGATE_DATABASE_URL)',
+    )
+    .option('--twilio-api-base <url>', 'Twilio REST base URL (TWILIO_API_BASE)')
+    .option(
+      '--public-url <url>',
+      'public base URL for playback URLs and webhook signatures (RECGATE_PUBLIC_URL)',
+    )
+    .option(
+      '--lock-timeout-ms <ms>',
+      'how long a request waits for another download (RECGATE_LOCK_TIMEOUT_MS)',
+      integer('--lock-timeout-ms'),
+    )
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
+    .addOption(
+      new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
+    )
+    .action(async (opts) => {
+      const config = loadConfig({
+        host: opts.host,
+        port: opts.port,
+        workers: opts.workers,
+        dataDir: opts.dataDir,
+        databaseUrl: opts.database,
+        twilioApiBase: opts.twilioApiBase,
+        publicUrl: opts.publicUrl,
+        lockTimeoutMs: opts.lockTimeoutMs,
+        logLevel: opts.logLevel,
+        demo: opts.demo,
+      });
+      await runServe(config);
+    });
+
+  program
+    .command('emulator')
+    .description('run the Twilio-compatible emulator alone (development, demos, benchmarks)')
+    .option('--host <host>', 'interface to listen on', '127.0.0.1')
+    .option('--port <port>', 'TCP port', integer('--port'), 4010)
+    .option('--account-sid <sid>', 'Account SID clients authenticate as')
+    .option('--auth-token <token>', 'auth token clients authenticate with')
+    .option('--ttfb-ms <ms>', 'delay before the first media byte', integer('--ttfb-ms'), 0)
+    .option(
+      '--bandwidth <bytesPerS>',
+      'media throttle in bytes per second (0 = unlimited)',
+      integer('--bandwidth'),
+      0,
+    )
+    .option('--no-range', 'ignore Range on media, as an upstream without Range support would')
+    .option('--demo', 'seed demo calls')
+    .action(async (opts) => {
+      await runEmulatorCommand(opts);
+    });
+
+  program
+    .command('token')
+    .description('print a signed JWT for a business (needs RECGATE_JWT_SECRET)')
+    .requiredOption('--business <id>', 'business id (the business_id claim)')
+    .option('--ttl <ttl>', 'lifetime: 3600, 30s, 15m, 1h, 7d', '1h')
+    .action(async (opts) => {
+      const secret = configFromEnv(process.env).jwtSecret;
+      if (!secret) throw new ConfigError('RECGATE_JWT_SECRET is required to sign a token');
+      const jwt = new JwtAuth(secret);
+      process.stdout.write(`${await jwt.sign(opts.business, parseTtl(opts.ttl))}\n`);
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildCli();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help')
+      return;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      process.exitCode = (err as { exitCode?: number }).exitCode ?? 1;
+      return;
+    }
+    throw err;
+  }
+}

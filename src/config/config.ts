@@ -1,0 +1,145 @@
+/**
+ * Gateway configuration: CLI flags over environment variables over defaults, validated once where it
+ * enters. Every option is documented with its default; the README's configuration table mirrors this file.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+
+const url = (field: string) =>
+  z.string().refine((v) => /^https?:\/\/[^\s]+$/.test(v), { message: `${field} must be an http(s) URL` });
+
+const positiveInt = (field: string) =>
+  z.coerce
+    .number({ message: `${field} must be a number` })
+    .int(`${field} must be an integer`)
+    .positive(`${field} must be positive`);
+
+export const ConfigSchema = z
+  .object({
+    /** Interface to listen on. @default '127.0.0.1' */
+    host: z.string().min(1, 'host must not be empty').default('127.0.0.1'),
+    /** TCP port. @default 8080 */
+    port: z.coerce
+      .number()
+      .int()
+      .min(0, 'port must be 0..65535')
+      .max(65535, 'port must be 0..65535')
+      .default(8080),
+    /** Worker processes sharing the port (node:cluster). @default 1 */
+    workers: positiveInt('workers').max(64, 'workers must be at most 64').default(1),
+    /** Data directory; recordings live in `{dataDir}/recordings`. @default './data' */
+    dataDir: z.string().min(1, 'data-dir must not be empty').default('./data'),
+    /** Call log: undefined = SQLite in the data dir; a postgres:// URL switches to PostgreSQL. */
+    databaseUrl: z.string().min(1).optional(),
+    /** Twilio REST base URL. @default 'https://api.twilio.com' */
+    twilioApiBase: url('twilio-api-base').default('https://api.twilio.com'),
+    twilioAccountSid: z.string().optional(),
+    twilioAuthToken: z.string().optional(),
+    twilioApiKey: z.string().optional(),
+    twilioApiSecret: z.string().optional(),
+    /** HS256 secret for bearer JWTs and playback-URL signatures. Required unless demo. */
+    jwtSecret: z.string().optional(),
+    /** Admin API token; the admin API is disabled when unset. */
+    adminToken: z.string().optional(),
+    /** Runs an in-process emulator with demo data and generated secrets. @default false */
+    demo: z.boolean().default(false),
+    /** Public base URL used in playback URLs; defaults to the request's own origin. */
+    publicUrl: url('public-url').optional(),
+    /** Lifetime of playback URLs, seconds. @default 300 */
+    playbackUrlTtlS: positiveInt('playback-url-ttl')
+      .max(86400, 'playback-url-ttl must be at most 86400')
+      .default(300),
+    /** How long a request waits for another process's download lock, ms. @default 120000 */
+    lockTimeoutMs: positiveInt('lock-timeout-ms').default(120_000),
+    /** Log level. @default 'info' */
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .superRefine((c, ctx) => {
+    if (!c.demo && !c.jwtSecret) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['jwtSecret'],
+        message: 'RECGATE_JWT_SECRET is required (or use --demo)',
+      });
+    }
+    if (c.jwtSecret !== undefined && c.jwtSecret.length < 32) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['jwtSecret'],
+        message: 'RECGATE_JWT_SECRET must be at least 32 characters',
+      });
+    }
+    if (c.databaseUrl && !/^(postgres(ql)?:\/\/|sqlite:|file:)/.test(c.databaseUrl)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['databaseUrl'],
+        message: 'database must be a postgres:// URL or a sqlite:/file: path',
+      });
+    }
+    if ((c.twilioApiKey === undefined) !== (c.twilioApiSecret === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['twilioApiKey'],
+        message: 'TWILIO_API_KEY and TWILIO_API_SECRET go together',
+      });
+    }
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** Reads the environment variables CONTRACT.md names. Flags (already parsed) take precedence. */
+export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
+  const pick = (...names: string[]) => {
+    for (const n of names) {
+      const v = env[n];
+      if (v !== undefined && v !== '') return v;
+    }
+    return undefined;
+  };
+  const flag = (v: string | undefined) =>
+    v === undefined ? undefined : v === '1' || v.toLowerCase() === 'true';
+  return stripUndefined({
+    host: pick('RECGATE_HOST'),
+    port: pick('RECGATE_PORT', 'PORT'),
+    workers: pick('RECGATE_WORKERS'),
+    dataDir: pick('RECGATE_DATA_DIR'),
+    databaseUrl: pick('RECGATE_DATABASE_URL'),
+    twilioApiBase: pick('TWILIO_API_BASE'),
+    twilioAccountSid: pick('TWILIO_ACCOUNT_SID'),
+    twilioAuthToken: pick('TWILIO_AUTH_TOKEN'),
+    twilioApiKey: pick('TWILIO_API_KEY'),
+    twilioApiSecret: pick('TWILIO_API_SECRET'),
+    jwtSecret: pick('RECGATE_JWT_SECRET'),
+    adminToken: pick('RECGATE_ADMIN_TOKEN'),
+    demo: flag(pick('RECGATE_DEMO')),
+    publicUrl: pick('RECGATE_PUBLIC_URL'),
+    playbackUrlTtlS: pick('RECGATE_PLAYBACK_URL_TTL'),
+    lockTimeoutMs: pick('RECGATE_LOCK_TIMEOUT_MS'),
+    logLevel: pick('RECGATE_LOG_LEVEL'),
+  }) as ConfigInput;
+}
+
+function stripUndefined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Merges flags over environment over defaults and validates; throws ConfigError naming each bad field. */
+export function loadConfig(flags: ConfigInput, env: NodeJS.ProcessEnv = process.env): Config {
+  const merged = { ...configFromEnv(env), ...stripUndefined(flags as Record<string, unknown>) };
+  const parsed = ConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}`).join('; '),
+    );
+  }
+  return { ...parsed.data, dataDir: path.resolve(parsed.data.dataDir) };
+}
+
+export function recordingsDir(config: Pick<Config, 'dataDir'>): string {
+  return path.join(config.dataDir, 'recordings');
+}

@@ -1,0 +1,77 @@
+/**
+ * The gateway's HTTP layer. The request path reads top to bottom in `src/`:
+ * http (this folder) → auth → call-log → resolution → recordings (cache) → upstream, with serving/ turning a
+ * cached recording into an RFC 9110 response.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import { createError } from '../errors.js';
+import { redactUrl } from '../observability/logger.js';
+import { getMetrics } from '../observability/metrics.js';
+import type { AppDeps } from './deps.js';
+import { installErrorHandlers, sendError } from './errors.js';
+import { adminRoutes } from './routes/admin.js';
+import { callRoutes } from './routes/calls.js';
+import { downloadRoutes } from './routes/download.js';
+import { healthRoutes, type MetricsSource } from './routes/health.js';
+import { webhookRoutes } from './routes/webhooks.js';
+
+export interface AppOptions {
+  /** Where /metrics reads from; defaults to this process's registry. */
+  metrics?: MetricsSource;
+  /** Extra routes (the web UI) registered after the API. */
+  plugins?: Array<(app: FastifyInstance) => void | Promise<void>>;
+}
+
+export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<FastifyInstance> {
+  const metrics = getMetrics();
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    // One line per request, written in onResponse below with the fields we want (and secrets stripped).
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 64 * 1024,
+    requestIdHeader: 'x-request-id',
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+    },
+    routerOptions: { maxParamLength: 200 },
+    // Malformed URLs (bad percent-encoding and the like) get our error shape, not Fastify's.
+    frameworkErrors: (error, _request, reply) => {
+      sendError(reply, createError('RECGATE_INVALID_REQUEST', { cause: error }));
+    },
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const started = (request as unknown as { startedAt?: bigint }).startedAt;
+    const seconds = started ? Number(process.hrtime.bigint() - started) / 1e9 : 0;
+    metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ route, method: request.method }, seconds);
+    request.log.info(
+      {
+        req: { method: request.method, url: redactUrl(request.url), range: request.headers.range },
+        res: { statusCode: reply.statusCode },
+        ms: Math.round(seconds * 1000),
+      },
+      'request completed',
+    );
+  });
+
+  installErrorHandlers(app);
+  downloadRoutes(app, deps);
+  callRoutes(app, deps);
+  adminRoutes(app, deps);
+  webhookRoutes(app, deps);
+  healthRoutes(
+    app,
+    deps,
+    options.metrics ?? { contentType: metrics.registry.contentType, text: () => metrics.registry.metrics() },
+  );
+  for (const plugin of options.plugins ?? []) await plugin(app);
+  return app;
+}

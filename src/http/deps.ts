@@ -1,0 +1,20 @@
+import type { Logger } from 'pino';
+import type { JwtAuth } from '../auth/jwt.js';
+import type { PlaybackSigner } from '../auth/playback-url.js';
+import type { CallLog } from '../call-log/call-log.js';
+import type { Config } from '../config/config.js';
+import type { RecordingCache } from '../recordings/cache.js';
+import type { RecordingResolver } from '../resolution/resolver.js';
+
+/** Everything the HTTP layer needs, built once per process by `src/server.ts` (or by a test). */
+export interface AppDeps {
+  config: Pick<Config, 'adminToken' | 'publicUrl' | 'playbackUrlTtlS' | 'twilioAuthToken' | 'demo'>;
+  logger: Logger;
+  callLog: CallLog;
+  resolver: RecordingResolver;
+  cache: RecordingCache;
+  jwt: JwtAuth;
+  signer: PlaybackSigner;
+  /** Extra readiness checks (upstream reachability is deliberately not one: a Twilio outage must not take cached playback down). */
+  ready?: () => Promise<boolean>;
+}

@@ -1,0 +1,51 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { createError, isRecgateError, type RecgateError } from '../errors.js';
+
+/** Maps Fastify's own errors (bad JSON, body too large, bad URL) onto the registry. */
+function fromFastify(err: FastifyError): RecgateError {
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return createError('RECGATE_PAYLOAD_TOO_LARGE', { cause: err });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return createError('RECGATE_UNSUPPORTED_MEDIA_TYPE', { cause: err });
+    default:
+      if (err.validation || (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500)) {
+        return createError('RECGATE_INVALID_REQUEST', { cause: err });
+      }
+      return createError('RECGATE_INTERNAL', { cause: err });
+  }
+}
+
+export function sendError(reply: FastifyReply, err: RecgateError): FastifyReply {
+  // Headers meant for a body we no longer send must not describe the error body.
+  reply.removeHeader('content-range');
+  reply.removeHeader('content-disposition');
+  reply.removeHeader('etag');
+  reply.removeHeader('last-modified');
+  reply.removeHeader('accept-ranges');
+  reply.removeHeader('cache-control');
+  return reply
+    .code(err.statusCode)
+    .headers({ ...err.headers, 'cache-control': 'no-store' })
+    .type('application/json; charset=utf-8')
+    .send(err.toJSON());
+}
+
+/** Every error becomes `{"error": {"code": "RECGATE_…", "message": …}}`; internals go to the log only. */
+export function installErrorHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const err = isRecgateError(error)
+      ? error
+      : error instanceof Error && 'code' in error && String((error as FastifyError).code).startsWith('FST_')
+        ? fromFastify(error as FastifyError)
+        : createError('RECGATE_INTERNAL', { cause: error });
+    if (err.statusCode >= 500) request.log.error({ err, code: err.code }, 'request failed');
+    else
+      request.log.info(
+        { code: err.code, reason: err.cause instanceof Error ? err.cause.message : undefined },
+        err.message,
+      );
+    return sendError(reply, err);
+  });
+  app.setNotFoundHandler((_request, reply) => sendError(reply, createError('RECGATE_ROUTE_NOT_FOUND')));
+}

@@ -1,0 +1,89 @@
+import type { FastifyInstance } from 'fastify';
+import type { CallRecord } from '../../call-log/call-log.js';
+import { createError } from '../../errors.js';
+import type { CacheState } from '../../recordings/cache.js';
+import { parseCallSid } from '../../sid.js';
+import { authenticate } from '../auth.js';
+import type { AppDeps } from '../deps.js';
+
+/** The public JSON shape of a call (snake_case, as in CONTRACT.md). */
+export function callJson(call: CallRecord, cache?: CacheState) {
+  return {
+    call_sid: call.callSid,
+    parent_call_sid: call.parentCallSid,
+    direction: call.direction,
+    from: call.from,
+    to: call.to,
+    started_at: call.startedAt,
+    duration_s: call.durationS,
+    recording: {
+      state: call.recordingState,
+      recording_sid: call.recordingSid,
+      owner_call_sid: call.recordingOwnerCallSid,
+      size: call.recordingSize,
+      ...(cache ? { cache: cacheJson(cache) } : {}),
+    },
+  };
+}
+
+function cacheJson(cache: CacheState) {
+  switch (cache.state) {
+    case 'cached':
+      return { state: 'cached', size: cache.size };
+    case 'downloading':
+      return { state: 'downloading', size: cache.size, received: cache.received };
+    default:
+      return { state: 'absent' };
+  }
+}
+
+async function cacheStateOf(deps: AppDeps, call: CallRecord): Promise<CacheState> {
+  if (call.recordingState !== 'available' || !call.recordingSid || !call.recordingOwnerCallSid) {
+    return { state: 'absent' };
+  }
+  return deps.cache.state({ recordingSid: call.recordingSid, ownerCallSid: call.recordingOwnerCallSid });
+}
+
+function parseLimit(value: unknown): number {
+  if (value === undefined) return 50;
+  if (typeof value !== 'string' || !/^\d{1,3}$/.test(value) || Number(value) < 1 || Number(value) > 200) {
+    throw createError('RECGATE_INVALID_REQUEST', { message: 'limit must be an integer from 1 to 200' });
+  }
+  return Number(value);
+}
+
+export function callRoutes(app: FastifyInstance, deps: AppDeps): void {
+  app.get('/api/calls', async (request) => {
+    const { businessId } = await authenticate(deps, request);
+    const query = request.query as Record<string, unknown>;
+    const limit = parseLimit(query.limit);
+    if (query.cursor !== undefined && (typeof query.cursor !== 'string' || query.cursor.length > 512)) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: 'cursor is invalid' });
+    }
+    const page = await deps.callLog.list(businessId, { limit, cursor: query.cursor as string | undefined });
+    const calls = await Promise.all(page.calls.map(async (c) => callJson(c, await cacheStateOf(deps, c))));
+    return { calls, next_cursor: page.nextCursor };
+  });
+
+  app.get('/api/calls/:callSid', async (request) => {
+    const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+    const { businessId } = await authenticate(deps, request);
+    const call = await deps.callLog.getForBusiness(businessId, callSid);
+    if (!call) throw createError('RECGATE_NOT_FOUND');
+    return callJson(call, await cacheStateOf(deps, call));
+  });
+
+  app.post('/api/calls/:callSid/playback-url', async (request) => {
+    const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+    const { businessId } = await authenticate(deps, request);
+    const call = await deps.callLog.getForBusiness(businessId, callSid);
+    if (!call) throw createError('RECGATE_NOT_FOUND');
+    const expiresAt = new Date(Date.now() + deps.config.playbackUrlTtlS * 1000);
+    const params = new URLSearchParams({ ...deps.signer.sign(businessId, callSid, expiresAt) });
+    const base = deps.config.publicUrl ?? `${request.protocol}://${request.host}`;
+    return {
+      url: `${base.replace(/\/+$/, '')}/api/calls/${callSid}/download?${params}`,
+      expires_at: expiresAt.toISOString(),
+    };
+  });
+}

@@ -1,0 +1,74 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { createError, isRecgateError } from '../../errors.js';
+import { getMetrics } from '../../observability/metrics.js';
+import { serve } from '../../serving/serve.js';
+import { parseCallSid } from '../../sid.js';
+import { authenticateDownload } from '../auth.js';
+import type { AppDeps } from '../deps.js';
+
+/** Recordings never change once complete, so browsers may keep them; `private` keeps shared caches out. */
+export const RECORDING_CACHE_CONTROL = 'private, max-age=31536000, immutable';
+
+export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
+  const metrics = getMetrics();
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/api/calls/:callSid/download',
+    exposeHeadRoute: false,
+    handler: async (request, reply) => {
+      const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+      const { businessId } = await authenticateDownload(deps, request, callSid);
+      const call = await deps.callLog.getForBusiness(businessId, callSid);
+      if (!call) throw createError('RECGATE_NOT_FOUND');
+
+      // Aborts our wait (not the shared download) when this client goes away.
+      const abort = new AbortController();
+      const onClose = () => abort.abort();
+      reply.raw.once('close', onClose);
+      try {
+        const log = request.log as Logger;
+        const ref = await deps.resolver.resolve(call, abort.signal, log);
+        let recording: Awaited<ReturnType<typeof deps.cache.open>>;
+        try {
+          recording = await deps.cache.open(ref, { signal: abort.signal, log });
+        } catch (err) {
+          if (isRecgateError(err) && err.code === 'RECGATE_RECORDING_GONE')
+            await deps.resolver.markGone(ref.recordingSid);
+          throw err;
+        }
+        const attachment = (request.query as Record<string, unknown>).download === '1';
+        const result = serve({ method: request.method, headers: request.headers }, recording, {
+          contentType: 'audio/mpeg',
+          cacheControl: RECORDING_CACHE_CONTROL,
+          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${callSid}.mp3"`,
+        });
+        request.log.info(
+          {
+            event: 'serve',
+            callSid,
+            owner: ref.ownerCallSid,
+            outcome: recording.outcome,
+            status: result.statusCode,
+          },
+          'serving recording',
+        );
+        reply.code(result.statusCode).headers(result.headers);
+        if (!result.stream) return reply.send();
+        if (!recording.complete) {
+          // Node holds the status line back until the first body byte; a client waiting on a range the download
+          // has not reached yet should have its 206 and Content-Range now.
+          reply.raw.once('pipe', () => reply.raw.flushHeaders());
+        }
+        const length = Number(result.headers['content-length'] ?? 0);
+        // Counted when the whole body went out; an aborted response counts nothing.
+        reply.raw.once('finish', () =>
+          metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+        );
+        return reply.send(result.stream);
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    },
+  });
+}

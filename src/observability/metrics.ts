@@ -1,0 +1,101 @@
+/**
+ * Prometheus metrics. One set per process, on prom-client's global registry, so that under
+ * `--workers N` the primary can aggregate every worker's figures (prom-client's AggregatorRegistry).
+ */
+import client from 'prom-client';
+
+export interface Metrics {
+  httpRequests: client.Counter<'route' | 'method' | 'status'>;
+  httpDuration: client.Histogram<'route' | 'method'>;
+  cacheEvents: client.Counter<'event'>;
+  upstreamMediaRequests: client.Counter<'kind'>;
+  upstreamBytes: client.Counter<'kind'>;
+  upstreamRetries: client.Counter<'reason'>;
+  bytesServed: client.Counter<'status'>;
+  activeDownloads: client.Gauge;
+  registry: client.Registry;
+}
+
+let metrics: Metrics | undefined;
+
+function getOrCreate<T>(name: string, make: () => T): T {
+  return (client.register.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+export function getMetrics(): Metrics {
+  if (metrics) return metrics;
+  client.collectDefaultMetrics({ prefix: 'recgate_process_' });
+  metrics = {
+    registry: client.register,
+    httpRequests: getOrCreate(
+      'recgate_http_requests_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_http_requests_total',
+          help: 'HTTP requests answered, by route, method and status',
+          labelNames: ['route', 'method', 'status'] as const,
+        }),
+    ),
+    httpDuration: getOrCreate(
+      'recgate_http_request_duration_seconds',
+      () =>
+        new client.Histogram({
+          name: 'recgate_http_request_duration_seconds',
+          help: 'Time until response headers, by route',
+          labelNames: ['route', 'method'] as const,
+          buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        }),
+    ),
+    cacheEvents: getOrCreate(
+      'recgate_cache_events_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_cache_events_total',
+          help: 'Recording cache events (cache_hit, cache_miss, lock_wait, takeover, recording_saved, download_failed, …)',
+          labelNames: ['event'] as const,
+        }),
+    ),
+    upstreamMediaRequests: getOrCreate(
+      'recgate_upstream_media_requests_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_upstream_media_requests_total',
+          help: 'Media requests sent upstream, by kind (full, resume, slice)',
+          labelNames: ['kind'] as const,
+        }),
+    ),
+    upstreamBytes: getOrCreate(
+      'recgate_upstream_bytes_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_upstream_bytes_total',
+          help: 'Media bytes received from upstream, by kind',
+          labelNames: ['kind'] as const,
+        }),
+    ),
+    upstreamRetries: getOrCreate(
+      'recgate_upstream_retries_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_upstream_retries_total',
+          help: 'Upstream requests retried, by reason',
+          labelNames: ['reason'] as const,
+        }),
+    ),
+    bytesServed: getOrCreate(
+      'recgate_bytes_served_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_bytes_served_total',
+          help: 'Recording bytes sent to clients, by status',
+          labelNames: ['status'] as const,
+        }),
+    ),
+    activeDownloads: getOrCreate(
+      'recgate_active_downloads',
+      () =>
+        new client.Gauge({ name: 'recgate_active_downloads', help: 'Downloads this process is running now' }),
+    ),
+  };
+  return metrics;
+}

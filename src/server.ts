@@ -1,0 +1,113 @@
+/**
+ * Composition root: builds one process's gateway from its configuration. `recgate serve` calls it once per
+ * worker; tests call it directly with port 0.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { JwtAuth } from './auth/jwt.js';
+import { PlaybackSigner } from './auth/playback-url.js';
+import type { CallLog } from './call-log/call-log.js';
+import { openCallLog } from './call-log/index.js';
+import { type Config, recordingsDir } from './config/config.js';
+import { buildApp } from './http/app.js';
+import type { MetricsSource } from './http/routes/health.js';
+import { uiRoutes } from './http/ui.js';
+import { createLogger } from './observability/logger.js';
+import { getMetrics } from './observability/metrics.js';
+import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
+import { RecordingResolver } from './resolution/resolver.js';
+import { TwilioClient } from './upstream/twilio-client.js';
+import type { Upstream } from './upstream/upstream.js';
+
+export interface Gateway {
+  app: FastifyInstance;
+  /** `http://host:port` actually bound. */
+  url: string;
+  callLog: CallLog;
+  cache: LocalRecordingCache;
+  upstream: Upstream;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  logger?: Logger;
+  /** Where /metrics reads from; under --workers, the primary's aggregate of every worker. */
+  metrics?: MetricsSource;
+}
+
+export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel });
+  if (!config.jwtSecret) throw new Error('jwtSecret is required');
+  if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is required');
+  if (!config.twilioAuthToken && !config.twilioApiKey) {
+    throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is required');
+  }
+  const metrics = getMetrics();
+  const callLog = await openCallLog(config.databaseUrl, config.dataDir);
+  const upstream = new TwilioClient({
+    baseUrl: config.twilioApiBase,
+    accountSid: config.twilioAccountSid,
+    authToken: config.twilioAuthToken,
+    apiKey: config.twilioApiKey,
+    apiSecret: config.twilioApiSecret,
+    logger,
+    onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
+  });
+  const cache = createRecordingCache({
+    dir: recordingsDir(config),
+    upstream,
+    logger,
+    lockTimeoutMs: config.lockTimeoutMs,
+    onEvent: (event, fields) => {
+      metrics.cacheEvents.inc({ event });
+      // A download starts with a miss or a takeover, and ends saved or failed (a failed *wait* is no download).
+      if (event === 'cache_miss' || event === 'takeover') metrics.activeDownloads.inc();
+      if (event === 'recording_saved' || (event === 'download_failed' && fields.phase === 'download')) {
+        metrics.activeDownloads.dec();
+      }
+      if (event === 'recording_saved' && typeof fields.bytes === 'number') {
+        metrics.upstreamBytes.inc({ kind: 'full' }, fields.bytes);
+      }
+    },
+  });
+  // Partials of downloads that died long ago (lock free, older than an hour) are removed now and hourly.
+  const sweep = () =>
+    cache
+      .sweep()
+      .catch((err: unknown) => logger.warn({ err, event: 'sweep_failed' }, 'sweep of leftovers failed'));
+  void sweep();
+  const sweeper = setInterval(sweep, 3_600_000).unref();
+  const resolver = new RecordingResolver({ callLog, upstream });
+  const app = await buildApp(
+    {
+      config,
+      logger,
+      callLog,
+      resolver,
+      cache,
+      jwt: new JwtAuth(config.jwtSecret),
+      signer: new PlaybackSigner(config.jwtSecret),
+    },
+    { metrics: options.metrics, plugins: [uiRoutes] },
+  );
+  const address = await app.listen({ host: config.host, port: config.port });
+  let closed = false;
+  return {
+    app,
+    url: address.replace('[::1]', 'localhost'),
+    callLog,
+    cache,
+    upstream,
+    logger,
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(sweeper);
+      await app.close();
+      await cache.close();
+      await upstream.close();
+      await callLog.close();
+    },
+  };
+}

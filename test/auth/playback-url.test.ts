@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PlaybackSigner } from '../../src/auth/playback-url.js';
+import { isRecgateError } from '../../src/errors.js';
+import type { CallSid } from '../../src/sid.js';
+
+const A = `CA${'a'.repeat(32)}` as CallSid;
+const B = `CA${'b'.repeat(32)}` as CallSid;
+
+function is401(fn: () => unknown) {
+  assert.throws(fn, (err: unknown) => isRecgateError(err) && err.code === 'RECGATE_UNAUTHENTICATED');
+}
+
+describe('PlaybackSigner', () => {
+  const signer = new PlaybackSigner('s'.repeat(40));
+  const future = new Date(Date.now() + 60_000);
+
+  it('verifies what it signed', () => {
+    const p = signer.sign('acme', A, future);
+    assert.deepEqual(signer.verify(A, p), { businessId: 'acme' });
+  });
+
+  it('is bound to the call', () => {
+    is401(() => signer.verify(B, signer.sign('acme', A, future)));
+  });
+
+  it('is bound to the business', () => {
+    const p = signer.sign('acme', A, future);
+    is401(() => signer.verify(A, { ...p, bid: 'globex' }));
+  });
+
+  it('is bound to the expiry', () => {
+    const p = signer.sign('acme', A, future);
+    is401(() => signer.verify(A, { ...p, exp: String(Number(p.exp) + 3600) }));
+  });
+
+  it('expires', () => {
+    const p = signer.sign('acme', A, future);
+    is401(() => signer.verify(A, p, future.getTime() + 1000));
+  });
+
+  it('rejects another secret', () => {
+    const p = new PlaybackSigner('t'.repeat(40)).sign('acme', A, future);
+    is401(() => signer.verify(A, p));
+  });
+
+  it('rejects missing, malformed and array-valued parameters', () => {
+    const p = signer.sign('acme', A, future);
+    is401(() => signer.verify(A, {}));
+    is401(() => signer.verify(A, { ...p, sig: undefined }));
+    is401(() => signer.verify(A, { ...p, sig: [p.sig, p.sig] }));
+    is401(() => signer.verify(A, { ...p, sig: `${p.sig}A` }));
+    is401(() => signer.verify(A, { ...p, exp: '1e99' }));
+    is401(() => signer.verify(A, { ...p, bid: '../x' }));
+  });
+});

@@ -1,0 +1,115 @@
+/** Runs `recgate serve` from source in a child process (with --workers N) and reads its JSON logs. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import { ADMIN_TOKEN, JWT_SECRET } from './stack.js';
+
+const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export interface ServeProcess {
+  url: string;
+  child: ChildProcess;
+  /** Parsed JSON log lines so far. */
+  logs: Array<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+export async function startServeProcess(options: {
+  workers: number;
+  dataDir: string;
+  emulator: { url: string; accountSid: string; authToken: string };
+  extraArgs?: string[];
+  env?: Record<string, string>;
+}): Promise<ServeProcess> {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      ENTRY,
+      'serve',
+      '--port',
+      String(port),
+      '--workers',
+      String(options.workers),
+      '--data-dir',
+      options.dataDir,
+      '--twilio-api-base',
+      options.emulator.url,
+      ...(options.extraArgs ?? []),
+    ],
+    {
+      env: {
+        ...process.env,
+        RECGATE_JWT_SECRET: JWT_SECRET,
+        RECGATE_ADMIN_TOKEN: ADMIN_TOKEN,
+        TWILIO_ACCOUNT_SID: options.emulator.accountSid,
+        TWILIO_AUTH_TOKEN: options.emulator.authToken,
+        RECGATE_LOG_LEVEL: 'info',
+        ...options.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    let nl = buffered.indexOf('\n');
+    while (nl >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (line.startsWith('{')) logs.push(JSON.parse(line));
+      nl = buffered.indexOf('\n');
+    }
+  });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`recgate serve exited (${child.exitCode}): ${stderr}`);
+    if (Date.now() > deadline) throw new Error(`recgate serve did not come up: ${stderr}`);
+    try {
+      const res = await request(`${url}/readyz`);
+      await res.body.dump();
+      if (res.statusCode === 200 && workersUp(logs) >= options.workers) break;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    child,
+    logs,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await once(child, 'exit');
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Distinct worker pids that logged Fastify's "Server listening" line. */
+function workersUp(logs: Array<Record<string, unknown>>): number {
+  return new Set(
+    logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('Server listening')).map((l) => l.pid),
+  ).size;
+}

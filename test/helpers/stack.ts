@@ -1,0 +1,66 @@
+/** Starts a Twilio emulator and a gateway on port 0 against it, in a fresh temporary data dir. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { JwtAuth } from '../../src/auth/jwt.js';
+import type { CallUpsert } from '../../src/call-log/call-log.js';
+import { type ConfigInput, loadConfig } from '../../src/config/config.js';
+import { type Emulator, type EmulatorOptions, startEmulator } from '../../src/emulator/index.js';
+import { type Gateway, startGateway } from '../../src/server.js';
+
+export const JWT_SECRET = 'test-secret-'.padEnd(48, 'x');
+export const ADMIN_TOKEN = 'admin-token-for-tests';
+
+export interface Stack {
+  emulator: Emulator;
+  gateway: Gateway;
+  url: string;
+  dataDir: string;
+  token(businessId: string, ttlS?: number): Promise<string>;
+  register(call: CallUpsert): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startStack(
+  options: {
+    emulator?: EmulatorOptions;
+    config?: Partial<ConfigInput>;
+    dataDir?: string;
+    logger?: Logger;
+  } = {},
+): Promise<Stack> {
+  const emulator = await startEmulator({ port: 0, logger: false, ...options.emulator });
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'recgate-test-')));
+  const config = loadConfig(
+    {
+      port: 0,
+      dataDir,
+      jwtSecret: JWT_SECRET,
+      adminToken: ADMIN_TOKEN,
+      twilioApiBase: emulator.url,
+      twilioAccountSid: emulator.accountSid,
+      twilioAuthToken: emulator.authToken,
+      logLevel: 'silent',
+      ...options.config,
+    },
+    {},
+  );
+  const gateway = await startGateway(config, options.logger ? { logger: options.logger } : {});
+  const jwt = new JwtAuth(JWT_SECRET);
+  return {
+    emulator,
+    gateway,
+    url: gateway.url,
+    dataDir,
+    token: (businessId, ttlS = 600) => jwt.sign(businessId, ttlS),
+    register: async (call) => {
+      await gateway.callLog.upsert(call);
+    },
+    close: async () => {
+      await gateway.close();
+      await emulator.close();
+      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
