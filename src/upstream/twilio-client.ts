@@ -545,6 +545,9 @@ function guardBody(source: Readable, expected: number | null, ctx: OperationCont
   out.on('close', () => {
     if (!source.destroyed) source.destroy();
   });
+  // The caller may still be opening its file when the connection breaks: an error emitted before anyone
+  // listens must not crash the process. The stream stays errored, so a later reader gets the error at once.
+  out.on('error', () => {});
   source.pipe(out);
   return out;
 }

@@ -360,6 +360,29 @@ describe('gateway HTTP API', () => {
     assert.equal(health.status, 200);
   });
 
+  it('aborts a streaming response when the download fails midway, never ending it short', async () => {
+    const rec = await stack.emulator.createRecording({ bytes: 400_000 });
+    await stack.register({ businessId: 'acme', callSid: rec.call_sid as CallSid });
+    // Every attempt (the first and each resume) breaks off mid-body.
+    stack.emulator.addFault({ recording_sid: rec.recording_sid!, kind: 'reset_mid_body', count: 50 });
+    try {
+      const res = await request(dl(rec.call_sid), { headers: { authorization: `Bearer ${acme}` } });
+      let received = 0;
+      await assert.rejects(async () => {
+        for await (const chunk of res.body) received += (chunk as Buffer).length;
+      });
+      assert.ok(received < rec.size, `received ${received} of ${rec.size}`);
+    } finally {
+      stack.emulator.reset();
+    }
+    const files = await readdir(path.join(stack.dataDir, 'recordings'));
+    assert.ok(!files.includes(`${rec.call_sid}.mp3`), 'no final file for a failed download');
+    // The next play starts a fresh download and succeeds.
+    const again = await get(dl(rec.call_sid), { authorization: `Bearer ${acme}` });
+    assert.equal(again.status, 200);
+    assert.equal(sha256(again.body), rec.sha256);
+  });
+
   it('serves health, readiness and metrics', async () => {
     assert.equal((await get(`${stack.url}/healthz`)).status, 200);
     const ready = await get(`${stack.url}/readyz`);

@@ -214,6 +214,23 @@ describe('TwilioClient against the emulator', () => {
     assert.equal(await mediaRequests(rec), 1);
   });
 
+  test('a body that breaks before anyone reads it neither crashes the process nor hides the error', async (t) => {
+    const rec = await createRecording();
+    await fault(rec, 'reset_mid_body', { after_bytes: 1000 });
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const media = await makeClient(t).fetchMedia(rec.recording_sid);
+      // Nobody reads while the connection breaks (as while the cache still opens its partial file).
+      await new Promise((r) => setTimeout(r, 500));
+      await assert.rejects(readAll(media.body), isCode('RECGATE_UPSTREAM_UNAVAILABLE'));
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    assert.deepEqual(uncaught, []);
+  });
+
   test('short_body errors the body stream instead of ending quietly', async (t) => {
     const rec = await createRecording();
     await fault(rec, 'short_body');
