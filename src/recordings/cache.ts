@@ -31,6 +31,13 @@ export interface OpenOptions {
   signal?: AbortSignal | undefined;
   /** Request-scoped logger for the cache's events. */
   log?: Logger | undefined;
+  /**
+   * The first byte the caller will read, when it knows it before the size (a `Range: bytes=N-…` request).
+   * Optional: reads far ahead get seek-ahead slices anyway once `createReadStream` asks for them; given here,
+   * the first slice of a cold recording goes out together with the download's own request instead of after
+   * its headers, which saves one upstream first-byte time.
+   */
+  readStart?: number | undefined;
 }
 
 export interface RecordingCache {

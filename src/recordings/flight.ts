@@ -1,14 +1,16 @@
 /**
  * One recording as this process sees it while a download runs somewhere: the single-flight state every
  * request in the process shares. A flight knows the recording's size once the download's headers (or, for
- * a download in another process, its sidecar) arrive, tracks the frontier (bytes known to be on disk), and
- * wakes readers when it moves. It never holds bytes in memory: readers read the partial file.
+ * a download in another process, its sidecar) arrive, tracks the frontier (bytes known to be on disk) and the
+ * extents beyond it that seek-ahead slices put on disk, and wakes readers when either grows. It never holds
+ * bytes in memory: readers read the partial file.
  */
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
 import type { CacheOutcome, RecordingRef } from './cache.js';
-import { type FileInfo, READ_CHUNK, type ReadHandle } from './store/store.js';
+import { type FileInfo, type PartialMeta, READ_CHUNK, type ReadHandle } from './store/store.js';
 
 export interface Identity {
   size: number;
@@ -18,6 +20,10 @@ export interface Identity {
 }
 
 export type FlightState = 'running' | 'complete' | 'failed';
+
+/** How long a window of frontier samples the download rate is measured over, and the shortest one trusted. */
+const RATE_WINDOW_MS = 2000;
+const RATE_MIN_SPAN_MS = 500;
 
 export class Flight {
   readonly ref: RecordingRef;
@@ -29,6 +35,15 @@ export class Flight {
   /** Bytes `0..frontier-1` of {@link current} are on disk and final. */
   frontier = 0;
   current: ReadHandle | undefined;
+  /** The sidecar of the partial generation {@link current} reads, once known (what slices are checked against). */
+  meta: PartialMeta | undefined;
+  /**
+   * Called (synchronously, must not throw) when a reader needs byte `position` (of a range ending at `end`)
+   * and it is not readable yet: `first` the first time for that position (the seek-ahead decides there
+   * whether to fetch a slice), then again on every re-check while it stays stalled. Returns whether the
+   * reader should re-check on its own every so often (slices of other processes wake nobody here).
+   */
+  onStall: ((position: number, end: number, first: boolean) => boolean) | undefined;
   /** Open read streams; handles close when the flight is over and this drops to 0. */
   readers = 0;
   /** Cancels the download or the watch; aborted by the cache's `close()`. */
@@ -39,6 +54,10 @@ export class Flight {
 
   readonly #handles = new Set<ReadHandle>();
   readonly #waiters = new Set<() => void>();
+  /** Sorted, disjoint `[start, end)` ranges of {@link current} beyond the frontier that slices put on disk. */
+  #extents: Array<[number, number]> = [];
+  /** `[time, frontier]` samples for {@link rate}. */
+  #samples: Array<[number, number]> = [];
   #resolveReady!: () => void;
   #rejectReady!: (err: RecgateError) => void;
 
@@ -86,14 +105,104 @@ export class Flight {
   /** Switches readers to `handle`, whose first `frontier` bytes are final. */
   adopt(handle: ReadHandle, frontier: number): void {
     this.own(handle);
+    // Extents are bytes of one generation; another file does not have them.
+    if (this.current?.fileId !== handle.fileId) this.#extents = [];
     this.current = handle;
     this.frontier = frontier;
+    this.#samples = [];
     this.#notify();
   }
 
   advance(frontier: number): void {
     if (frontier === this.frontier) return;
     this.frontier = frontier;
+    const now = performance.now();
+    const last = this.#samples.at(-1);
+    // A sample per 50 ms is plenty for a rate over seconds, and keeps the window small at any speed.
+    if (last !== undefined && now - last[0] < 50) last[1] = frontier;
+    else this.#samples.push([now, frontier]);
+    while (this.#samples.length > 2 && now - this.#samples[1]![0] >= RATE_WINDOW_MS) this.#samples.shift();
+    this.#notify();
+  }
+
+  /**
+   * The download's recent rate in bytes per second, or `undefined` until it has been watched long enough
+   * (the first hundreds of milliseconds of a body say little about its steady rate).
+   */
+  rate(): number | undefined {
+    const first = this.#samples[0];
+    const last = this.#samples.at(-1);
+    if (first === undefined || last === undefined) return undefined;
+    const now = performance.now();
+    const span = now - first[0];
+    if (span < RATE_MIN_SPAN_MS) return undefined;
+    // Measured up to now, not to the last sample, so a stalled download reads as slow.
+    return ((last[1] - first[1]) * 1000) / span;
+  }
+
+  /** Records that bytes `[start, end)` of generation `fileId` are on disk beyond the frontier, and wakes readers. */
+  addExtent(fileId: string, start: number, end: number): void {
+    if (this.current?.fileId !== fileId || end <= start || end <= this.frontier) return;
+    const merged: Array<[number, number]> = [];
+    let next: [number, number] = [start, end];
+    for (const extent of this.#extents) {
+      if (extent[1] < next[0] || extent[0] > next[1]) merged.push(extent);
+      else next = [Math.min(extent[0], next[0]), Math.max(extent[1], next[1])];
+    }
+    merged.push(next);
+    merged.sort((a, b) => a[0] - b[0]);
+    this.#extents = merged;
+    this.#notify();
+  }
+
+  /** Forgets every slice extent (their validators did not hold); readers wait for the frontier instead. */
+  clearExtents(): void {
+    this.#extents = [];
+    this.#notify();
+  }
+
+  /** The slice extents now, for tests and decisions. */
+  get extents(): ReadonlyArray<readonly [number, number]> {
+    return this.#extents;
+  }
+
+  /** End (exclusive) of the bytes readable now from `position` on; `position` itself when it is not readable. */
+  readableEnd(position: number): number {
+    if (this.current === undefined) return position;
+    if (this.state === 'complete') return this.identity!.size;
+    let reach = Math.max(position, this.frontier);
+    for (const [start, end] of this.#extents) {
+      if (start <= reach && end > reach) reach = end;
+    }
+    return reach;
+  }
+
+  /**
+   * Resolves at the next change (frontier, extents, state) or when `timeoutMs` (if given) passes; rejects
+   * when `signal` aborts.
+   */
+  async changed(signal: AbortSignal, timeoutMs?: number): Promise<void> {
+    if (signal.aborted) throw signal.reason;
+    await new Promise<void>((resolve, reject) => {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => wake(), timeoutMs);
+      const onAbort = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(wake);
+        reject(signal.reason);
+      };
+      const wake = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(wake);
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      this.#waiters.add(wake);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Wakes readers, for example after the seek-ahead gave up on a slice they waited for. */
+  wake(): void {
     this.#notify();
   }
 
@@ -113,29 +222,6 @@ export class Flight {
     this.error = err;
     this.#rejectReady(err);
     this.#notify();
-  }
-
-  /** Resolves once byte `position` is readable from {@link current}; rejects if the flight fails or `signal` aborts. */
-  async waitFor(position: number, signal: AbortSignal): Promise<void> {
-    for (;;) {
-      if (this.state === 'failed') throw this.error!;
-      if (signal.aborted) throw signal.reason;
-      if (position < this.frontier && this.current !== undefined) return;
-      if (this.state === 'complete') return;
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = () => {
-          this.#waiters.delete(wake);
-          reject(signal.reason);
-        };
-        const wake = () => {
-          this.#waiters.delete(wake);
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        this.#waiters.add(wake);
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
-    }
   }
 
   createReadStream(start: number, end: number): Readable {
@@ -166,6 +252,7 @@ class FlightReadStream extends Readable {
   readonly #end: number;
   readonly #abort = new AbortController();
   #position: number;
+  #stalledAt = -1;
   #released = false;
 
   constructor(flight: Flight, start: number, end: number) {
@@ -197,10 +284,21 @@ class FlightReadStream extends Readable {
         this.push(null);
         return;
       }
-      await flight.waitFor(this.#position, this.#abort.signal);
+      if (flight.state === 'failed') throw flight.error!;
+      const readable = flight.readableEnd(this.#position);
       const handle = flight.current;
-      const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, flight.frontier - this.#position);
-      if (handle === undefined || wanted <= 0) continue;
+      const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, readable - this.#position);
+      if (handle === undefined || wanted <= 0) {
+        let recheck = false;
+        if (flight.state === 'running') {
+          recheck = flight.onStall?.(this.#position, this.#end, this.#stalledAt !== this.#position) ?? false;
+          this.#stalledAt = this.#position;
+        }
+        // Slices of other processes show up only in the block map, so a reader far ahead also looks again
+        // every so often without being woken.
+        await flight.changed(this.#abort.signal, recheck ? STALL_RECHECK_MS : undefined);
+        continue;
+      }
       const buffer = Buffer.allocUnsafe(wanted);
       const read = await handle.read(buffer, 0, wanted, this.#position);
       if (this.destroyed) return;
@@ -215,3 +313,6 @@ class FlightReadStream extends Readable {
     }
   }
 }
+
+/** How often a reader waiting beyond the frontier re-checks without being woken. */
+const STALL_RECHECK_MS = 50;

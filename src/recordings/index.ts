@@ -4,10 +4,22 @@
  *
  * On-disk layout of `dir`:
  * - `{callSid}.mp3`: a finished recording; nothing else is ever written under this name;
- * - `.{callSid}.mp3.part`: the download in progress, renamed to `{callSid}.mp3` once complete and flushed;
+ * - `.{callSid}.mp3.part`: the download in progress, renamed to `{callSid}.mp3` once complete and flushed.
+ *   The lock holder writes it sequentially from byte 0; seek-ahead slices (ranged upstream fetches for far
+ *   seeks, any process) are written at their offsets beyond that, so it may be sparse meanwhile;
  * - `.{callSid}.mp3.meta`: JSON sidecar of the partial (upstream size, ETag, Last-Modified, recording SID),
  *   written before its first byte so waiters in other processes learn the size;
+ * - `.{callSid}.mp3.frontier`: how far the sequential download got, `{fileId} {n} {n}` (16-digit `n`
+ *   twice, so a torn read is noticed), rewritten after every append: the only bytes of the partial readable
+ *   without the block map;
+ * - `.{callSid}.mp3.blocks`: the block map of seek-ahead slices, JSON lines appended atomically: a header
+ *   (partial generation, size, ETag, Last-Modified the slices were checked against), then `claim` (a slice
+ *   about to be fetched, counted against the per-recording budget), `have` (bytes `[start, end)` are on
+ *   disk and checked) and `off` (slices are void: the upstream ignored Range or a validator differed);
  * - `.{callSid}.lock`: the per-recording lock file, present while a process holds or waits for the lock.
+ *
+ * The frontier, block map and sidecar go away with the partial (commit, discard, sweep). A partial from a
+ * previous boot is never resumed, slices included.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -17,6 +29,7 @@ import type { Upstream } from '../upstream/upstream.js';
 import { type CacheEventHandler, LocalCache, type LocalRecordingCache } from './local-cache.js';
 import { FsLocker } from './lock/fs.js';
 import type { Locker } from './lock/lock.js';
+import { type SeekAheadOptions, seekAheadSettings } from './seek-ahead.js';
 import { FsRecordingStore } from './store/fs.js';
 import type { RecordingStore } from './store/store.js';
 
@@ -31,6 +44,7 @@ export type {
 export type { CacheEventHandler, CacheEventName, LocalRecordingCache, SweepResult } from './local-cache.js';
 export { FsLocker, type FsLockerOptions } from './lock/fs.js';
 export type { Lock, Locker } from './lock/lock.js';
+export { SEEK_AHEAD_DEFAULTS, type SeekAheadOptions } from './seek-ahead.js';
 export { FsRecordingStore } from './store/fs.js';
 export type { RecordingStore } from './store/store.js';
 
@@ -64,6 +78,11 @@ export interface RecordingCacheOptions {
   sweepMaxAgeMs?: number;
   /** Observer of cache events, for metrics (see {@link CacheEventHandler} for the fields). @default none */
   onEvent?: CacheEventHandler;
+  /**
+   * Ranged upstream fetches for reads far beyond the download's frontier (see `seek-ahead.ts`); `false`
+   * turns them off. Each field has its own default ({@link SEEK_AHEAD_DEFAULTS}). @default on
+   */
+  seekAhead?: SeekAheadOptions | false;
 }
 
 /**
@@ -88,6 +107,7 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
     throw new TypeError('options.onEvent must be a function');
   }
+  const seekAhead = seekAheadSettings(options.seekAhead);
   ensureWritableDir(dir);
   return new LocalCache({
     store: options.store ?? new FsRecordingStore({ dir }),
@@ -99,6 +119,7 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
     maxResumeAttempts,
     sweepMaxAgeMs,
     onEvent: options.onEvent,
+    seekAhead,
   });
 }
 

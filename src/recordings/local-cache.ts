@@ -8,9 +8,13 @@
  * - got it: the final file may have appeared meanwhile (done); otherwise it downloads into the store's
  *   partial, resuming a partial left by a dead holder when the upstream honours Range, and commits it;
  * - did not: another process downloads. The flight polls the store for the sidecar (to learn the size and
- *   let `open()` resolve), follows the partial's growth so its readers stream while the other process
- *   writes, and waits for the lock at the same time. If the final file appears, it is done; if the lock
- *   comes free without a final file, the holder died or gave up, and this flight takes over the download.
+ *   let `open()` resolve), follows the frontier the holder publishes so its readers stream while the other
+ *   process writes, and waits for the lock at the same time. If the final file appears, it is done; if the
+ *   lock comes free without a final file, the holder died or gave up, and this flight takes over the
+ *   download.
+ *
+ * Either way, a reader that stalls far beyond the frontier may get its bytes from a seek-ahead slice
+ * (`seek-ahead.ts`), fetched by this process or found in the block map another process keeps.
  */
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
@@ -28,6 +32,7 @@ import type {
 } from './cache.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
+import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
 import type { FileInfo, PartialMeta, PartialWriter, RecordingStore } from './store/store.js';
 
 /** Structured events, logged as `{event: name, …}` and passed to the {@link CacheEventHandler}. */
@@ -39,7 +44,9 @@ export type CacheEventName =
   | 'recording_saved'
   | 'download_failed'
   | 'takeover'
-  | 'download_resumed';
+  | 'download_resumed'
+  | 'seek_ahead'
+  | 'seek_ahead_discarded';
 
 /**
  * Observer of cache events, for metrics; called after the event is logged, and exceptions it throws are
@@ -49,7 +56,17 @@ export type CacheEventName =
  *   less than `size` after a resume), `durationMs`, `ttfbMs`;
  * - `download_failed`: `code` (RecgateError code), `phase` (`download`, or `wait` for a wait on another
  *   process that failed, such as a lock timeout);
- * - `download_resumed`: `offset`; `cache_hit`, `available_while_waiting`: `size`; `takeover`: `received`.
+ * - `download_resumed`: `offset`; `cache_hit`, `available_while_waiting`: `size`; `takeover`: `received`;
+ * - `seek_ahead`: one ranged upstream request for a slice ended; `offset` (its first byte), `end` (exclusive
+ *   end of what it put on disk), `bytes` (body bytes received from the upstream), `ttfbMs`, `durationMs`,
+ *   and `error` (a RecgateError code) when it failed midway;
+ * - `seek_ahead_discarded`: a slice request whose body nobody used; `reason`: `no_range` (the upstream
+ *   answered 200 or the download says it serves no ranges) or `validator_mismatch` (ETag, Last-Modified or
+ *   total size differ from the download's), both of which end seek-ahead for the recording; or
+ *   `superseded` (an early slice no longer needed: budget spent, range taken, download over); with
+ *   `offset`, `bytes` (body bytes received, normally 0), and for a mismatch `status`, `etag`,
+ *   `expectedEtag`.
+ * Each `seek_ahead` or `seek_ahead_discarded` stands for exactly one upstream media request of kind "slice".
  */
 export type CacheEventHandler = (event: CacheEventName, fields: Record<string, unknown>) => void;
 
@@ -63,6 +80,7 @@ export interface LocalCacheSettings {
   maxResumeAttempts: number;
   sweepMaxAgeMs: number;
   onEvent: CacheEventHandler | undefined;
+  seekAhead: SeekAheadSettings;
 }
 
 export interface SweepResult {
@@ -87,10 +105,13 @@ type WatchResult = { kind: 'acquired' } | { kind: 'final'; final: FileInfo };
 export class LocalCache implements LocalRecordingCache {
   readonly #s: LocalCacheSettings;
   readonly #flights = new Map<string, Flight>();
+  readonly #seekAheads = new WeakMap<Flight, SeekAhead>();
+  readonly #pool: SeekAheadPool;
   #closed = false;
 
   constructor(settings: LocalCacheSettings) {
     this.#s = settings;
+    this.#pool = new SeekAheadPool(settings.seekAhead);
   }
 
   async open(ref: RecordingRef, options: OpenOptions = {}): Promise<CachedRecording> {
@@ -116,6 +137,10 @@ export class LocalCache implements LocalRecordingCache {
       flight ??= this.#start(ref, log);
     }
     if (joined) log.debug({ event: 'download_joined' }, 'Joining the download in flight');
+    const readStart = options.readStart;
+    if (readStart !== undefined && Number.isSafeInteger(readStart) && readStart >= 0) {
+      this.#seekAheads.get(flight)?.hint(readStart);
+    }
     await raceAbort(flight.ready, signal);
     const identity = flight.identity!;
     let outcome: CacheOutcome = joined ? 'wait' : flight.origin;
@@ -136,7 +161,7 @@ export class LocalCache implements LocalRecordingCache {
       return {
         state: 'downloading',
         size: meta?.fileId === part.fileId ? meta.size : null,
-        received: part.size,
+        received: (await this.#s.store.readFrontier(ref.ownerCallSid, part.fileId)) ?? 0,
       };
     }
     if (flight?.state === 'running') return { state: 'downloading', size: null, received: 0 };
@@ -191,6 +216,18 @@ export class LocalCache implements LocalRecordingCache {
     const previous = this.#flights.get(ref.ownerCallSid);
     const flight = new Flight(ref);
     this.#flights.set(ref.ownerCallSid, flight);
+    const seekAhead = new SeekAhead({
+      flight,
+      store: this.#s.store,
+      upstream: this.#s.upstream,
+      pool: this.#pool,
+      pollIntervalMs: this.#s.pollIntervalMs,
+      log,
+      event: (name, fields, message, level) => this.#event(log, name, ref, fields, message, level),
+    });
+    this.#seekAheads.set(flight, seekAhead);
+    flight.onStall = (position, end, first) =>
+      first ? seekAhead.consider(position, end) : seekAhead.poll(position);
     flight.done = this.#run(flight, log, previous?.done);
     return flight;
   }
@@ -252,6 +289,8 @@ export class LocalCache implements LocalRecordingCache {
         'warn',
       );
     } finally {
+      flight.onStall = undefined;
+      await this.#seekAheads.get(flight)?.stop();
       if (held) await lock.unlock().catch((err: unknown) => log.warn({ err }, 'Unlocking failed'));
       if (this.#flights.get(flight.id) === flight) this.#flights.delete(flight.id);
       await flight.dispose();
@@ -329,13 +368,19 @@ export class LocalCache implements LocalRecordingCache {
       if (handle === undefined) return false;
       flight.own(handle);
       if (handle.fileId !== part.fileId) return false;
+      // The file's length says nothing about the frontier: slices may have been written beyond it.
+      const frontier = await store.readFrontier(flight.id, handle.fileId);
+      if (frontier === undefined) return false;
+      flight.meta = meta;
       flight.setIdentity(identityOf(meta, meta.size));
-      flight.adopt(handle, Math.min(await handle.size(), meta.size));
+      flight.adopt(handle, Math.min(frontier, meta.size));
       return true;
     }
-    const size = Math.min(await flight.current.size(), flight.identity!.size);
-    if (size === flight.frontier) return false;
-    flight.advance(size);
+    const published = await store.readFrontier(flight.id, flight.current.fileId);
+    if (published === undefined) return false;
+    const frontier = Math.min(published, flight.identity!.size);
+    if (frontier <= flight.frontier) return false;
+    flight.advance(frontier);
     return true;
   }
 
@@ -364,11 +409,13 @@ export class LocalCache implements LocalRecordingCache {
     try {
       if (leftComplete) {
         this.#event(log, 'download_resumed', ref, { offset: writer!.length }, 'Found the download complete');
+        flight.meta = writer!.meta;
         flight.setIdentity(identityOf(writer!.meta, writer!.length));
         flight.adopt(writer!, writer!.length);
       }
       while (!leftComplete) {
         const offset = writer !== undefined ? resumeOffset(writer) : 0;
+        this.#seekAheads.get(flight)?.downloadStarting();
         const response: MediaResponse = await upstream.fetchMedia(
           ref.recordingSid,
           offset > 0 ? { signal, start: offset, ifRange: writer!.meta.etag! } : { signal },
@@ -406,6 +453,7 @@ export class LocalCache implements LocalRecordingCache {
               log.info({ event: 'download_restarted', offset }, 'The upstream did not resume; restarting');
           }
           const size = active.meta.size;
+          flight.meta = active.meta;
           if (size !== null) flight.setIdentity(identityOf(active.meta, size));
           flight.adopt(active, active.length);
           try {
@@ -445,6 +493,8 @@ export class LocalCache implements LocalRecordingCache {
       }
       const done = writer!;
       const size = done.length;
+      // Slices of this process stop writing before the rename (those of others are waited for by commit).
+      await this.#seekAheads.get(flight)?.stop();
       if (flight.identity === undefined) flight.setIdentity(identityOf(done.meta, size));
       const final = await done.commit(size, flight.identity!.lastModified);
       flight.complete(final, done);

@@ -539,6 +539,7 @@ describe('recording cache', () => {
     errCode('RECGATE_SHUTTING_DOWN')(await reading);
     await assert.rejects(cache.open(ref), errCode('RECGATE_SHUTTING_DOWN'));
     assert.deepEqual(leftovers(dir).sort(), [
+      `.${ref.ownerCallSid}.mp3.frontier`,
       `.${ref.ownerCallSid}.mp3.meta`,
       `.${ref.ownerCallSid}.mp3.part`,
     ]);
@@ -568,7 +569,7 @@ describe('recording cache', () => {
     };
     const age = (ref: RecordingRef) => {
       const old = new Date(Date.now() - 3_600_000);
-      for (const suffix of ['part', 'meta'])
+      for (const suffix of ['part', 'meta', 'frontier'])
         utimesSync(join(dir, `.${ref.ownerCallSid}.mp3.${suffix}`), old, old);
     };
     const abandoned = await make();

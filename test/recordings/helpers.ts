@@ -86,6 +86,10 @@ export interface FakeUpstreamOptions {
   headersError?: Error;
   /** Omit Content-Length (size unknown until the end). */
   noLength?: boolean;
+  /** Advertise ranges but answer every request with the whole body (200), as a Range-ignoring upstream. */
+  ignoreRange?: boolean;
+  /** Ranged (206) responses carry this ETag instead and ignore If-Range, as a misbehaving cache in between. */
+  rangeEtag?: string;
 }
 
 /** An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. */
@@ -94,6 +98,12 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
   options: FakeUpstreamOptions;
   /** Bodies whose stream has been created, ended or not. */
   bodiesStarted = 0;
+  /** Body bytes handed out, all requests. */
+  bytesSent = 0;
+  /** Bodies being streamed now, and the most at once. */
+  activeBodies = 0;
+  maxActiveRanged = 0;
+  #activeRanged = 0;
 
   constructor(options: FakeUpstreamOptions) {
     this.options = options;
@@ -109,11 +119,15 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
     const etag = o.etag === undefined ? '"up-1"' : o.etag;
     const size = o.data.length;
     let start = 0;
+    let stopAt = size;
     let status: 200 | 206 = 200;
-    if (req.start !== undefined && acceptsRanges && (req.ifRange === undefined || req.ifRange === etag)) {
+    const ifRangeOk = req.ifRange === undefined || req.ifRange === etag || o.rangeEtag !== undefined;
+    if (req.start !== undefined && acceptsRanges && !o.ignoreRange && ifRangeOk) {
       start = req.start;
+      if (req.end !== undefined) stopAt = Math.min(size, req.end + 1);
       status = 206;
     }
+    const ranged = status === 206;
     const failAt =
       o.failAt !== undefined && call < (o.failCalls ?? Number.POSITIVE_INFINITY) ? o.failAt : undefined;
     const chunkSize = o.chunkSize ?? 16 * 1024;
@@ -121,12 +135,21 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
     const data = o.data;
     const signal = req.signal;
     this.bodiesStarted++;
+    const self = this;
+    this.activeBodies++;
+    if (ranged) {
+      this.#activeRanged++;
+      this.maxActiveRanged = Math.max(this.maxActiveRanged, this.#activeRanged);
+    }
     async function* body(): AsyncGenerator<Buffer> {
       let pos = start;
-      while (pos < size) {
+      while (pos < stopAt) {
         if (delay) await sleep(delay, undefined, { signal });
-        const stop = Math.min(size, pos + chunkSize, failAt ?? size, o.shortAt ?? size);
-        if (stop > pos) yield data.subarray(pos, stop);
+        const stop = Math.min(stopAt, pos + chunkSize, failAt ?? size, o.shortAt ?? size);
+        if (stop > pos) {
+          self.bytesSent += stop - pos;
+          yield data.subarray(pos, stop);
+        }
         pos = stop;
         if (failAt !== undefined && pos >= failAt)
           throw Object.assign(new Error('socket reset'), { code: 'ECONNRESET' });
@@ -136,13 +159,17 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
     const stream = Readable.from(body(), { objectMode: false });
     const onAbort = () => stream.destroy(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
-    stream.once('close', () => signal?.removeEventListener('abort', onAbort));
+    stream.once('close', () => {
+      signal?.removeEventListener('abort', onAbort);
+      this.activeBodies--;
+      if (ranged) this.#activeRanged--;
+    });
     return {
       status,
-      contentLength: o.noLength ? null : size - start,
+      contentLength: o.noLength ? null : stopAt - start,
       start,
       totalSize: o.noLength ? null : size,
-      etag,
+      etag: ranged && o.rangeEtag !== undefined ? o.rangeEtag : etag,
       lastModified: o.lastModified === undefined ? 'Tue, 01 Apr 2025 10:00:00 GMT' : o.lastModified,
       acceptsRanges,
       body: stream,
@@ -180,26 +207,32 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
     const range = req.headers.range ?? null;
     ranges.push(range);
     let start = 0;
-    const match = range === null ? null : /^bytes=(\d+)-$/.exec(range);
+    let end = data.length - 1;
+    let ranged = false;
+    const match = range === null ? null : /^bytes=(\d+)-(\d*)$/.exec(range);
     const ifRange = req.headers['if-range'];
-    if (acceptsRanges && match && (ifRange === undefined || ifRange === etag)) start = Number(match[1]);
+    if (acceptsRanges && match && (ifRange === undefined || ifRange === etag)) {
+      ranged = true;
+      start = Number(match[1]);
+      if (match[2] !== '') end = Math.min(end, Number(match[2]));
+    }
     const headers: Record<string, string> = {
       'content-type': 'audio/mpeg',
-      'content-length': String(data.length - start),
+      'content-length': String(end + 1 - start),
       etag,
       'last-modified': 'Tue, 01 Apr 2025 10:00:00 GMT',
     };
     if (acceptsRanges) headers['accept-ranges'] = 'bytes';
-    if (start > 0) headers['content-range'] = `bytes ${start}-${data.length - 1}/${data.length}`;
-    res.writeHead(start > 0 ? 206 : 200, headers);
+    if (ranged) headers['content-range'] = `bytes ${start}-${end}/${data.length}`;
+    res.writeHead(ranged ? 206 : 200, headers);
     let pos = start;
     const pump = () => {
       if (res.destroyed) return;
-      if (pos >= data.length) {
+      if (pos > end) {
         res.end();
         return;
       }
-      const stop = Math.min(data.length, pos + chunkSize);
+      const stop = Math.min(end + 1, pos + chunkSize);
       const ok = res.write(data.subarray(pos, stop));
       sent += stop - pos;
       pos = stop;
@@ -229,7 +262,7 @@ export function httpUpstream(url: string): Pick<Upstream, 'fetchMedia'> {
     async fetchMedia(_sid: RecordingSid, req: MediaRequest = {}): Promise<MediaResponse> {
       const headers: Record<string, string> = {};
       if (req.start !== undefined) {
-        headers.range = `bytes=${req.start}-`;
+        headers.range = `bytes=${req.start}-${req.end ?? ''}`;
         if (req.ifRange !== undefined) headers['if-range'] = req.ifRange;
       }
       const res = await request(url, { headers, signal: req.signal });

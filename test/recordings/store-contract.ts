@@ -54,6 +54,10 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
         'resumePartial',
         'discardPartial',
         'leftovers',
+        'readFrontier',
+        'openSlice',
+        'readBlockMap',
+        'appendBlockMap',
       ] as const) {
         assert.equal(typeof store[method], 'function', method);
       }
@@ -68,6 +72,9 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
       assert.equal(await store.readMeta(id), undefined);
       assert.equal(await store.openPartial(id), undefined);
       assert.equal(await store.resumePartial(id), undefined);
+      assert.equal(await store.readFrontier(id, 'x'), undefined);
+      assert.equal(await store.openSlice(id, 'x'), undefined);
+      assert.equal(await store.readBlockMap(id), undefined);
       await store.discardPartial(id);
       assert.deepEqual(await store.leftovers(), []);
     });
@@ -159,6 +166,61 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
       await a.discardPartial(id);
       assert.equal(await a.statPartial(id), undefined);
       assert.equal(await a.readMeta(id), undefined);
+      assert.deepEqual(await a.leftovers(), []);
+    });
+
+    it('slices: written beyond the frontier by another instance, recorded in the block map, never counted as frontier', async (t) => {
+      const [a, b] = await backend.create(t);
+      const id = `CA${hex32()}`;
+      const data = randomBytes(50_000);
+      const writer = await a.beginPartial(id, meta(data.length));
+      assert.equal(await b.readFrontier(id, writer.fileId), 0);
+      await writer.append(data.subarray(0, 10_000));
+      assert.equal(await b.readFrontier(id, writer.fileId), 10_000);
+      assert.equal(await b.readFrontier(id, 'another'), undefined, 'the frontier of one generation only');
+      assert.equal(await b.openSlice(id, 'another'), undefined);
+      const slice = await b.openSlice(id, writer.fileId);
+      assert.ok(slice);
+      assert.equal(await slice.claim(40_000, 50_000), true);
+      const rival = await a.openSlice(id, writer.fileId);
+      assert.ok(rival);
+      assert.equal(await rival.claim(45_000, 46_000), false, 'overlapping claims exclude each other');
+      assert.equal(await rival.claim(30_000, 40_000), true, 'adjacent ones do not');
+      await rival.close();
+      await slice.write(data.subarray(40_000), 40_000);
+      await slice.close();
+      const header = { fileId: writer.fileId, size: data.length, etag: '"e1"', lastModified: null };
+      assert.equal(
+        await b.appendBlockMap(id, header, [
+          { t: 'claim', token: 't1', start: 40_000, end: 50_000 },
+          { t: 'have', start: 40_000, end: 50_000 },
+        ]),
+        true,
+      );
+      assert.equal(await a.appendBlockMap(id, header, [{ t: 'off', reason: 'validator_mismatch' }]), true);
+      assert.equal(await a.appendBlockMap(id, { ...header, fileId: 'another' }, []), false);
+      assert.deepEqual(await a.readBlockMap(id), {
+        header,
+        records: [
+          { t: 'claim', token: 't1', start: 40_000, end: 50_000 },
+          { t: 'have', start: 40_000, end: 50_000 },
+          { t: 'off', reason: 'validator_mismatch' },
+        ],
+      });
+      assert.equal(await a.readFrontier(id, writer.fileId), 10_000, 'a slice does not move the frontier');
+      await writer.close();
+      const resumed = await b.resumePartial(id);
+      assert.ok(resumed);
+      assert.equal(resumed.length, 10_000, 'a resume starts at the frontier, not at the end of the file');
+      await resumed.append(data.subarray(10_000, 40_000));
+      await resumed.append(data.subarray(40_000));
+      const final = await resumed.commit(data.length, new Date('2025-04-01T10:00:00Z'));
+      assert.equal(final.size, data.length);
+      const handle = await a.openFinal(id);
+      assert.ok(handle);
+      assert.deepEqual(await readHandle(handle, data.length), data);
+      await Promise.all([handle.close(), resumed.close()]);
+      assert.equal(await a.readBlockMap(id), undefined, 'the block map goes with the partial');
       assert.deepEqual(await a.leftovers(), []);
     });
   });

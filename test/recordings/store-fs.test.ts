@@ -35,11 +35,36 @@ it('fs store: does not resume a partial written in another boot, and ignores a t
   assert.equal(await store.resumePartial(id), undefined);
 });
 
-it('fs store: lays files out as {id}.mp3, .{id}.mp3.part, .{id}.mp3.meta and rejects path-like ids', () => {
+it('fs store: lays files out as {id}.mp3, .{id}.mp3.part/.meta/.frontier/.blocks and rejects path-like ids', () => {
   const store = new FsRecordingStore({ dir: '/data/recordings' });
   const id = `CA${'a'.repeat(32)}`;
   assert.equal(store.finalPath(id), `/data/recordings/${id}.mp3`);
   assert.equal(store.partPath(id), `/data/recordings/.${id}.mp3.part`);
   assert.equal(store.metaPath(id), `/data/recordings/.${id}.mp3.meta`);
+  assert.equal(store.frontierPath(id), `/data/recordings/.${id}.mp3.frontier`);
+  assert.equal(store.blocksPath(id), `/data/recordings/.${id}.mp3.blocks`);
   assert.throws(() => store.finalPath('../x'), /recording id/);
+});
+
+it('fs store: a torn frontier line is not trusted; a torn last block-map line is left for the next read', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const writer = await store.beginPartial(id, {
+    recordingSid: `RE${hex32()}`,
+    size: 100,
+    etag: '"e"',
+    lastModified: null,
+    acceptsRanges: true,
+    startedAt: new Date().toISOString(),
+  });
+  await writer.append(Buffer.alloc(20));
+  assert.equal(await store.readFrontier(id, writer.fileId), 20);
+  writeFileSync(store.frontierPath(id), `${writer.fileId} 0000000000000090 0000000000000020\n`);
+  assert.equal(await store.readFrontier(id, writer.fileId), undefined);
+  const header = { fileId: writer.fileId, size: 100, etag: '"e"', lastModified: null };
+  assert.equal(await store.appendBlockMap(id, header, [{ t: 'have', start: 50, end: 60 }]), true);
+  writeFileSync(store.blocksPath(id), `${readFileSync(store.blocksPath(id), 'utf8')}{"t":"have","sta`);
+  assert.deepEqual((await store.readBlockMap(id))?.records, [{ t: 'have', start: 50, end: 60 }]);
+  await writer.close();
 });

@@ -2,11 +2,15 @@
  * Where recordings live on disk, finished and in progress. Code outside this folder names only
  * {@link RecordingStore}; `fs.ts` implements it on a local (or shared) directory.
  *
- * A recording has at most one finished file (read by anyone) and at most one partial file, written only by
- * the holder of the recording's lock (see `../lock/lock.ts`), with a small metadata sidecar written before
- * the partial's first byte so readers in other processes learn the size. Every generation of the partial is
- * a new file with its own `fileId`; a generation is append-only, so bytes below its current size never
- * change. Finishing renames the partial into place, so a handle opened on the partial keeps reading the same
+ * A recording has at most one finished file (read by anyone) and at most one partial file, with a small
+ * metadata sidecar written before the partial's first byte so readers in other processes learn the size.
+ * Every generation of the partial is a new file with its own `fileId`. The holder of the recording's lock
+ * (see `../lock/lock.ts`) writes it sequentially and publishes how far it got (the frontier); bytes below
+ * the frontier never change. Seek-ahead slices (see `../seek-ahead.ts`), fetched by any process, are
+ * written at their own offsets beyond the frontier, with the same bytes the sequential download will write
+ * there later, and recorded in the generation's block map once on disk; so bytes of the partial are
+ * readable only below the frontier or inside a block-map range, never merely because the file is that
+ * long. Finishing renames the partial into place, so a handle opened on the partial keeps reading the same
  * bytes from the finished file. Methods say "miss" with `undefined`, never with an exception; they throw
  * RecgateError (RECGATE_STORAGE_FULL, RECGATE_STORAGE_ERROR) when storage fails.
  */
@@ -60,16 +64,59 @@ export interface ReadHandle {
 /** The lock holder's handle on the partial it writes. */
 export interface PartialWriter extends ReadHandle {
   readonly meta: PartialMeta;
-  /** Bytes in the partial (what was there when resumed plus what was appended). */
+  /** The frontier: bytes written sequentially (the published frontier when resumed, plus what was appended). */
   readonly length: number;
-  /** Appends all of `chunk`. */
+  /** Writes all of `chunk` at the frontier, then publishes the new frontier to other processes. */
   append(chunk: Uint8Array): Promise<void>;
   /**
-   * Makes the partial the finished recording: checks its size is `expectedSize`, sets its mtime, flushes it
-   * to disk, renames it to the final name, flushes the directory and removes the sidecar. Nothing
-   * half-written is ever visible under the final name. The handle stays readable afterwards.
+   * Makes the partial the finished recording: waits a bounded time for slice handles of other processes to
+   * let go of the file (their bytes are the same, but a late write would move the mtime), checks its size is
+   * `expectedSize`, sets its mtime, flushes it to disk, renames it to the final name, flushes the directory
+   * and removes the sidecar, frontier and block map. Nothing half-written is ever visible under the final
+   * name. The handle stays readable afterwards.
    */
   commit(expectedSize: number, mtime: Date): Promise<FileInfo>;
+}
+
+/** Describes the partial generation a block map belongs to, and the validators its slices were checked against. */
+export interface BlockMapHeader {
+  fileId: string;
+  size: number;
+  etag: string;
+  lastModified: string | null;
+}
+
+/**
+ * One record of a block map, in append order:
+ * - `claim`: a process is about to fetch `[start, end)` (counted against the recording's slice budget
+ *   whether or not it succeeds; `token` tells the claimer its own record);
+ * - `have`: bytes `[start, end)` of the generation are on disk and were checked against the header;
+ * - `off`: seek-ahead is over for this generation (`reason`: `no_range`, `validator_mismatch`); every
+ *   `have` is void from then on, and no more claims are made.
+ */
+export type BlockRecord =
+  | { t: 'claim'; token: string; start: number; end: number }
+  | { t: 'have'; start: number; end: number }
+  | { t: 'off'; reason: string };
+
+export interface BlockMap {
+  header: BlockMapHeader;
+  records: BlockRecord[];
+}
+
+/** A handle for writing one seek-ahead slice into a partial generation, from any process. */
+export interface SliceHandle {
+  readonly fileId: string;
+  /**
+   * Claims `[start, end)` against every other slice handle and the committing holder (an advisory byte-range
+   * lock); `false` when another handle holds an overlapping claim or the partial was renamed meanwhile.
+   * Released by `close()`.
+   */
+  claim(start: number, end: number): Promise<boolean>;
+  /** Writes all of `chunk` at `position`. */
+  write(chunk: Uint8Array, position: number): Promise<void>;
+  /** Idempotent. */
+  close(): Promise<void>;
 }
 
 /** A partial or sidecar left in the store, for sweeping. */
@@ -110,8 +157,24 @@ export interface RecordingStore {
    */
   resumePartial(id: string): Promise<PartialWriter | undefined>;
 
-  /** Lock holder only. Removes the partial and its sidecar; a miss is not an error. */
+  /** Lock holder only. Removes the partial, its sidecar, frontier and block map; a miss is not an error. */
   discardPartial(id: string): Promise<void>;
+
+  /** The frontier the holder published for partial generation `fileId`, or `undefined` when unknown now. */
+  readFrontier(id: string, fileId: string): Promise<number | undefined>;
+
+  /** Opens partial generation `fileId` for writing a slice, or `undefined` when it is not the current one. */
+  openSlice(id: string, fileId: string): Promise<SliceHandle | undefined>;
+
+  /** The current block map, or `undefined` when there is none. Records that do not parse are left out. */
+  readBlockMap(id: string): Promise<BlockMap | undefined>;
+
+  /**
+   * Appends `records` in one atomic append to the block map of generation `header.fileId`, creating the map
+   * with `header` when there is none. Resolves `false` (and appends nothing) when the existing map belongs to
+   * another generation. Any process may append; the holder's `beginPartial` starts a generation without one.
+   */
+  appendBlockMap(id: string, header: BlockMapHeader, records: BlockRecord[]): Promise<boolean>;
 
   /** Partials and sidecars present now, by id. */
   leftovers(): Promise<Leftover[]>;

@@ -1,0 +1,636 @@
+/**
+ * Seek-ahead: a reader that asks for bytes far beyond the running download's frontier gets them from a
+ * slice, a ranged upstream request of its own, instead of waiting for the single full download to get there.
+ *
+ * - **When.** A reader stalls at `position`, and the download would need longer than `windowMs` to reach it
+ *   at its measured rate (before a rate is measured, at `assumedBytesPerSecond`), and never for less than
+ *   `minDistanceBytes`. An `open()` that names the start it will read (`OpenOptions.readStart`) lets the
+ *   first slice of a cold recording go out together with the download instead of after its headers.
+ * - **What.** From the block holding `position` (blocks of `blockBytes`) to the end of the reader's range,
+ *   at most `maxSliceBytes`, cut where bytes already on disk or another slice begin.
+ * - **Where to.** Into the partial file at its own offset (the download later writes the same bytes there
+ *   again), while every reader of the process waiting on the region reads it from disk as it lands. The
+ *   ranges go into the generation's block map (`store.appendBlockMap`), from which readers in other
+ *   processes, and a later holder, learn they are present.
+ * - **Bounds.** Every slice first appends a `claim` to the block map; claims are granted in file order while
+ *   their total stays within `maxFraction` of the recording, so every process agrees which claims hold and
+ *   slices of all processes together fetch at most that much. A process runs at most
+ *   `maxConcurrentPerRecording` slices of one recording and `maxConcurrentPerProcess` in all. A reader that
+ *   gets no slice waits for the download, as without seek-ahead.
+ * - **Correctness.** Only an upstream that announced ranges (`acceptsRanges`) with an ETag and a size is
+ *   sliced. A slice must come back `206` from the requested offset with the download's ETag, Last-Modified
+ *   and total size; a `200` (Range ignored) ends seek-ahead for the recording (`no_range`), other mismatches
+ *   end it too (`validator_mismatch`): an `off` record voids the block map in every process and readers go
+ *   back to waiting for the download.
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { isRecgateError } from '../errors.js';
+import type { MediaResponse, Upstream } from '../upstream/upstream.js';
+import type { Flight } from './flight.js';
+import type { BlockMap, BlockMapHeader, PartialMeta, RecordingStore, SliceHandle } from './store/store.js';
+
+export interface SeekAheadOptions {
+  /** Whether far seeks fetch slices at all. @default true */
+  enabled?: boolean;
+  /** Slices start on multiples of this. @default 262144 (256 KiB) */
+  blockBytes?: number;
+  /** A seek is far when the download needs longer than this to reach it at its measured rate. @default 1000 */
+  windowMs?: number;
+  /** A seek closer to the frontier than this never fetches a slice. @default 262144 (256 KiB) */
+  minDistanceBytes?: number;
+  /**
+   * Download rate assumed until one is measured (the first half second of a body says little about it), so
+   * a cold seek further than `windowMs` at this rate fetches a slice at once. @default 4194304 (4 MiB/s)
+   */
+  assumedBytesPerSecond?: number;
+  /** Longest slice. @default 4194304 (4 MiB) */
+  maxSliceBytes?: number;
+  /** Slice bytes of one recording, all processes together, as a fraction of its size. @default 0.1 */
+  maxFraction?: number;
+  /** Slices of one recording this process fetches at once. @default 2 */
+  maxConcurrentPerRecording?: number;
+  /** Slices this cache (one per worker process) fetches at once over all recordings. @default 8 */
+  maxConcurrentPerProcess?: number;
+}
+
+export type SeekAheadSettings = Required<SeekAheadOptions>;
+
+export const SEEK_AHEAD_DEFAULTS: SeekAheadSettings = {
+  enabled: true,
+  blockBytes: 256 * 1024,
+  windowMs: 1000,
+  minDistanceBytes: 256 * 1024,
+  assumedBytesPerSecond: 4 * 1024 * 1024,
+  maxSliceBytes: 4 * 1024 * 1024,
+  maxFraction: 0.1,
+  maxConcurrentPerRecording: 2,
+  maxConcurrentPerProcess: 8,
+};
+
+/** Validates seek-ahead options where they enter; throws TypeError naming the bad field. */
+export function seekAheadSettings(options: SeekAheadOptions | false | undefined): SeekAheadSettings {
+  if (options === false) return { ...SEEK_AHEAD_DEFAULTS, enabled: false };
+  if (options === undefined) return { ...SEEK_AHEAD_DEFAULTS };
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError('options.seekAhead must be an object or false');
+  }
+  const settings = { ...SEEK_AHEAD_DEFAULTS };
+  if (options.enabled !== undefined) {
+    if (typeof options.enabled !== 'boolean')
+      throw new TypeError('options.seekAhead.enabled must be a boolean');
+    settings.enabled = options.enabled;
+  }
+  const integers = [
+    'blockBytes',
+    'windowMs',
+    'minDistanceBytes',
+    'assumedBytesPerSecond',
+    'maxSliceBytes',
+    'maxConcurrentPerRecording',
+    'maxConcurrentPerProcess',
+  ] as const;
+  for (const name of integers) {
+    const value = options[name];
+    if (value === undefined) continue;
+    const min = name === 'windowMs' || name === 'minDistanceBytes' ? 0 : 1;
+    if (!Number.isSafeInteger(value) || value < min) {
+      throw new TypeError(`options.seekAhead.${name} must be an integer >= ${min}`);
+    }
+    settings[name] = value;
+  }
+  if (options.maxFraction !== undefined) {
+    const f = options.maxFraction;
+    if (typeof f !== 'number' || !(f >= 0 && f <= 1)) {
+      throw new TypeError('options.seekAhead.maxFraction must be a number from 0 to 1');
+    }
+    settings.maxFraction = f;
+  }
+  if (settings.maxSliceBytes < settings.blockBytes) {
+    throw new TypeError('options.seekAhead.maxSliceBytes must be at least options.seekAhead.blockBytes');
+  }
+  return settings;
+}
+
+/** What all seek-aheads of one cache share: the settings and the count of slices running. */
+export class SeekAheadPool {
+  readonly settings: SeekAheadSettings;
+  active = 0;
+
+  constructor(settings: SeekAheadSettings) {
+    this.settings = settings;
+  }
+}
+
+export type SeekAheadEventName = 'seek_ahead' | 'seek_ahead_discarded';
+
+export interface SeekAheadDeps {
+  flight: Flight;
+  store: RecordingStore;
+  upstream: Pick<Upstream, 'fetchMedia'>;
+  pool: SeekAheadPool;
+  pollIntervalMs: number;
+  log: Logger;
+  event(
+    name: SeekAheadEventName,
+    fields: Record<string, unknown>,
+    message: string,
+    level?: 'info' | 'warn',
+  ): void;
+}
+
+interface Slice {
+  start: number;
+  /** Exclusive; `Infinity` for an early slice until the size is known. */
+  stop: number;
+  readonly abort: AbortController;
+  done: Promise<void>;
+}
+
+/** The seek-ahead of one flight. */
+export class SeekAhead {
+  readonly #d: SeekAheadDeps;
+  readonly #s: SeekAheadSettings;
+  readonly #slices = new Set<Slice>();
+  /** Block starts another process fetches now (its range lock is held), with when to look again. */
+  readonly #busy = new Map<number, number>();
+  /** Asks that hit a concurrency cap: `[position, end]`. */
+  #deferred: Array<[number, number]> = [];
+  /** The partial generation the state below is about. */
+  #generation: string | undefined;
+  #off: string | undefined;
+  /** Claimed slice bytes per the block map, all processes. */
+  #claimed = 0;
+  #mapReading = false;
+  #mapReadAt = Number.NEGATIVE_INFINITY;
+  #earlyStart: number | undefined;
+  #earlyLaunched = false;
+  #downloadStarted = false;
+  #stopped = false;
+
+  constructor(deps: SeekAheadDeps) {
+    this.#d = deps;
+    this.#s = deps.pool.settings;
+  }
+
+  /**
+   * A reader asks for `position` (of a range ending at `end`) and it is not readable: decide now, from what is
+   * known now, whether a slice fetches it. Asked once per position, so a rate measured later does not turn
+   * a reader that chose to wait into a slice; an ask that only hit a concurrency cap is retried when a slice
+   * ends. Never throws.
+   */
+  consider(position: number, end: number): boolean {
+    if (!this.#eligible(position)) return this.#watching(position);
+    // Another process may have the bytes already, or be fetching them: read its records first.
+    this.#refresh(() => {
+      if (this.#decide(position, end) === 'capped' && this.#deferred.length < MAX_DEFERRED) {
+        this.#deferred.push([position, end]);
+      }
+    });
+    return true;
+  }
+
+  /**
+   * A reader is still stalled at `position`: take in other processes' slices (at most once per poll
+   * interval) and retry asks that hit a cap. Resolves whether the reader should keep looking on its own.
+   */
+  poll(position: number): boolean {
+    if (!this.#watching(position)) return false;
+    this.#refresh(() => this.#retryDeferred());
+    return true;
+  }
+
+  /** Whether slices may still bring `position` before the download does: worth watching the block map. */
+  #watching(position: number): boolean {
+    const flight = this.#d.flight;
+    if (!this.#s.enabled || this.#stopped || flight.state !== 'running') return false;
+    const meta = flight.meta;
+    if (!sliceable(meta) || flight.current?.fileId !== meta.fileId) return false;
+    this.#sync(meta);
+    return this.#off === undefined && position - flight.frontier > this.#s.minDistanceBytes;
+  }
+
+  #refresh(then: () => void): void {
+    const now = performance.now();
+    if (this.#mapReading || now - this.#mapReadAt < this.#d.pollIntervalMs) {
+      then();
+      return;
+    }
+    this.#mapReading = true;
+    this.#mapReadAt = now;
+    this.#readMap()
+      .catch((err: unknown) => this.#d.log.debug({ err }, 'Reading the block map failed'))
+      .finally(() => {
+        this.#mapReading = false;
+        then();
+      });
+  }
+
+  /** Retries asks that hit a cap, now that a slice ended. */
+  #retryDeferred(): void {
+    const asks = this.#deferred.splice(0);
+    for (const [position, end] of asks) {
+      if (!this.#eligible(position)) continue;
+      if (this.#decide(position, end) === 'capped') this.#deferred.push([position, end]);
+    }
+  }
+
+  /** `open()` was told the caller will read from `start`: a far start on a cold recording may go out at once. */
+  hint(start: number): void {
+    const flight = this.#d.flight;
+    if (!this.#s.enabled || this.#stopped || flight.identity !== undefined || this.#earlyStart !== undefined)
+      return;
+    if (start < Math.max(this.#s.minDistanceBytes, this.#coldThreshold())) return;
+    this.#earlyStart = start;
+    if (this.#downloadStarted) this.#launchEarly();
+  }
+
+  /** The download's own request goes out now: an early slice may go with it. */
+  downloadStarting(): void {
+    this.#downloadStarted = true;
+    if (this.#earlyStart !== undefined) this.#launchEarly();
+  }
+
+  /** Stops every slice of this flight and waits for them (before the commit, and when the flight ends). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    const slices = [...this.#slices];
+    for (const slice of slices) slice.abort.abort(new Error('seek-ahead stopped'));
+    await Promise.allSettled(slices.map((s) => s.done));
+  }
+
+  #coldThreshold(): number {
+    return (this.#s.assumedBytesPerSecond * this.#s.windowMs) / 1000;
+  }
+
+  #threshold(): number {
+    const rate = this.#d.flight.rate() ?? this.#s.assumedBytesPerSecond;
+    return Math.max(this.#s.minDistanceBytes, (rate * this.#s.windowMs) / 1000);
+  }
+
+  /** Cheap checks shared by every decision; also resets the state when the flight moved to a new generation. */
+  #eligible(position: number): boolean {
+    const flight = this.#d.flight;
+    if (!this.#s.enabled || this.#stopped || flight.state !== 'running') return false;
+    const meta = flight.meta;
+    if (!sliceable(meta) || flight.identity === undefined || flight.current?.fileId !== meta.fileId)
+      return false;
+    this.#sync(meta);
+    if (this.#off !== undefined) return false;
+    if (position - flight.frontier <= this.#threshold()) return false;
+    if (flight.readableEnd(position) > position) return false;
+    for (const slice of this.#slices) if (slice.start <= position && position < slice.stop) return false;
+    return true;
+  }
+
+  /** Starts over when the flight moved to another partial generation: its block map is another one. */
+  #sync(meta: SliceableMeta): void {
+    if (this.#generation === meta.fileId) return;
+    this.#generation = meta.fileId;
+    this.#off = undefined;
+    this.#claimed = 0;
+    this.#busy.clear();
+  }
+
+  #budget(size: number): number {
+    return Math.floor(size * this.#s.maxFraction);
+  }
+
+  #decide(position: number, end: number): 'started' | 'capped' | 'no' {
+    if (!this.#eligible(position)) return 'no';
+    const flight = this.#d.flight;
+    const size = flight.identity!.size;
+    if (this.#slices.size >= this.#s.maxConcurrentPerRecording) return 'capped';
+    if (this.#d.pool.active >= this.#s.maxConcurrentPerProcess) return 'capped';
+    const block = this.#s.blockBytes;
+    const blockStart = Math.floor(position / block) * block;
+    const retryAt = this.#busy.get(blockStart);
+    if (retryAt !== undefined && performance.now() < retryAt) return 'capped';
+    // Bytes of the first block that are already readable need not come again.
+    const start = flight.readableEnd(Math.max(blockStart, flight.frontier));
+    let stop = Math.min(
+      size,
+      Math.max(Math.ceil((end + 1) / block) * block, blockStart + block),
+      blockStart + this.#s.maxSliceBytes,
+    );
+    for (const [s] of flight.extents) if (s > start && s < stop) stop = s;
+    for (const slice of this.#slices) if (slice.start > start && slice.start < stop) stop = slice.start;
+    stop = Math.min(stop, start + this.#budget(size) - this.#claimed);
+    if (stop <= position || start > position) return 'no';
+    this.#d.log.debug(
+      { event: 'seek_ahead_start', offset: start, end: stop, frontier: flight.frontier, rate: flight.rate() },
+      'Fetching a slice ahead of the download',
+    );
+    this.#launch({ start, stop, abort: new AbortController(), done: Promise.resolve() }, undefined);
+    return 'started';
+  }
+
+  #launchEarly(): void {
+    const start = this.#earlyStart;
+    if (start === undefined || this.#earlyLaunched || this.#stopped) return;
+    if (this.#d.flight.identity !== undefined) return;
+    if (this.#d.pool.active >= this.#s.maxConcurrentPerProcess) return;
+    this.#earlyLaunched = true;
+    const blockStart = Math.floor(start / this.#s.blockBytes) * this.#s.blockBytes;
+    // Until the size is known, one block: small against the budget of any recording this far-seekable.
+    const slice: Slice = {
+      start: blockStart,
+      stop: blockStart + this.#s.blockBytes,
+      abort: new AbortController(),
+      done: Promise.resolve(),
+    };
+    const response = this.#d.upstream.fetchMedia(this.#d.flight.ref.recordingSid, {
+      signal: slice.abort.signal,
+      start: slice.start,
+      end: slice.stop - 1,
+    });
+    response.catch(() => undefined);
+    this.#launch(slice, response);
+  }
+
+  #launch(slice: Slice, early: Promise<MediaResponse> | undefined): void {
+    const flight = this.#d.flight;
+    const onFlightAbort = () => slice.abort.abort(flight.abort.signal.reason);
+    flight.abort.signal.addEventListener('abort', onFlightAbort, { once: true });
+    this.#slices.add(slice);
+    this.#d.pool.active++;
+    slice.done = this.#fetch(slice, early)
+      .catch((err: unknown) => this.#d.log.warn({ err }, 'Seek-ahead slice failed'))
+      .finally(() => {
+        flight.abort.signal.removeEventListener('abort', onFlightAbort);
+        this.#slices.delete(slice);
+        this.#d.pool.active--;
+        // Readers that waited for this slice look again: the download, or another slice, serves them.
+        flight.wake();
+        if (!this.#stopped) this.#retryDeferred();
+      });
+  }
+
+  async #fetch(slice: Slice, early: Promise<MediaResponse> | undefined): Promise<void> {
+    const { flight, store, upstream } = this.#d;
+    const signal = slice.abort.signal;
+    const started = performance.now();
+    let response: MediaResponse | undefined;
+    let handle: SliceHandle | undefined;
+    let received = 0;
+    let ttfbMs: number | undefined;
+    let failure: string | undefined;
+    let rejected = false;
+    /** Why a response that arrived was not used, when no other event says so. */
+    let unused = 'superseded';
+    let streamed = false;
+    let position = slice.start;
+    let meta: SliceableMeta;
+    try {
+      if (early !== undefined) {
+        response = await early;
+        ttfbMs = performance.now() - started;
+        await raceSignal(flight.ready, signal);
+      }
+      const current = flight.meta;
+      if (!sliceable(current) || flight.identity === undefined || flight.state !== 'running') {
+        // An early slice went out before the download said it serves no ranges: nothing more is tried.
+        if (current !== undefined && !current.acceptsRanges) {
+          this.#off = 'no_range';
+          unused = 'no_range';
+        }
+        return;
+      }
+      meta = current;
+      this.#sync(meta);
+      if (this.#off !== undefined) return;
+      const size = meta.size;
+      slice.stop = Math.min(slice.stop, size);
+      if (slice.start >= slice.stop) return;
+      if (response !== undefined && !(await this.#validate(response, slice, meta))) {
+        rejected = true;
+        return;
+      }
+      handle = await store.openSlice(flight.id, meta.fileId);
+      if (handle === undefined) return;
+      if (!(await handle.claim(slice.start, slice.stop))) {
+        // Another process fetches (part of) this range: its block-map records will tell when it is there.
+        this.#busy.set(
+          Math.floor(slice.start / this.#s.blockBytes) * this.#s.blockBytes,
+          performance.now() + 20 * this.#d.pollIntervalMs,
+        );
+        return;
+      }
+      const token = randomBytes(8).toString('hex');
+      const header = headerOf(meta);
+      if (!(await store.appendBlockMap(flight.id, header, [{ t: 'claim', token, ...range(slice) }]))) return;
+      const map = await store.readBlockMap(flight.id);
+      this.#apply(map, meta);
+      if (this.#off !== undefined || !granted(map, token, this.#budget(size))) return;
+      if (response === undefined) {
+        response = await upstream.fetchMedia(flight.ref.recordingSid, {
+          signal,
+          start: slice.start,
+          end: slice.stop - 1,
+          ifRange: meta.etag,
+        });
+        ttfbMs = performance.now() - started;
+        if (!(await this.#validate(response, slice, meta))) {
+          rejected = true;
+          return;
+        }
+      }
+      const body = response.body;
+      // A slice stops as soon as the download catches up with it or the flight ends, even while its body is
+      // silent: the holder's commit waits for slice writers to let go of the file.
+      const watch = setInterval(() => {
+        if (flight.state !== 'running' || flight.frontier >= position || this.#off !== undefined) {
+          slice.abort.abort(new Error('the download caught up'));
+        }
+      }, this.#d.pollIntervalMs);
+      const stopBody = () => body.destroy();
+      signal.addEventListener('abort', stopBody, { once: true });
+      let recorded = slice.start;
+      streamed = true;
+      try {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          received += chunk.byteLength;
+          if (signal.aborted || this.#off !== undefined || flight.state !== 'running') break;
+          if (flight.current?.fileId !== meta.fileId || flight.frontier >= position) break;
+          const piece = chunk.subarray(0, slice.stop - position);
+          await handle.write(piece, position);
+          position += piece.byteLength;
+          flight.addExtent(meta.fileId, slice.start, position);
+          if (position - recorded >= this.#s.blockBytes || position >= slice.stop) {
+            await store.appendBlockMap(flight.id, header, [{ t: 'have', start: slice.start, end: position }]);
+            recorded = position;
+          }
+          if (position >= slice.stop) break;
+        }
+      } finally {
+        clearInterval(watch);
+        signal.removeEventListener('abort', stopBody);
+        // What reached the disk is recorded however the body ended.
+        if (recorded < position && this.#off === undefined) {
+          await store
+            .appendBlockMap(flight.id, header, [{ t: 'have', start: slice.start, end: position }])
+            .catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record a slice'));
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) {
+        failure = isRecgateError(err) ? err.code : 'RECGATE_UPSTREAM_UNAVAILABLE';
+        throw err;
+      }
+    } finally {
+      response?.body.destroy();
+      await handle?.close();
+      if (response !== undefined && !rejected && !streamed) {
+        // Every slice request ends in exactly one event; this one fetched nothing anyone used.
+        this.#d.event(
+          'seek_ahead_discarded',
+          { reason: response.status === 206 ? unused : 'no_range', offset: slice.start, bytes: received },
+          'A slice was not used',
+          'info',
+        );
+      } else if (response !== undefined && !rejected) {
+        const fields: Record<string, unknown> = {
+          offset: slice.start,
+          end: position,
+          bytes: received,
+          ttfbMs: Math.round(ttfbMs ?? 0),
+          durationMs: Math.round(performance.now() - started),
+        };
+        if (failure !== undefined) fields.error = failure;
+        this.#d.event('seek_ahead', fields, 'Fetched a slice ahead of the download');
+      }
+    }
+  }
+
+  /** Checks a slice's response against the download's validators; on a mismatch, ends seek-ahead. */
+  async #validate(response: MediaResponse, slice: Slice, meta: SliceableMeta): Promise<boolean> {
+    let reason: string | undefined;
+    if (response.status !== 206) reason = 'no_range';
+    else if (
+      response.start !== slice.start ||
+      response.totalSize !== meta.size ||
+      response.etag !== meta.etag ||
+      (response.lastModified !== null &&
+        meta.lastModified !== null &&
+        response.lastModified !== meta.lastModified)
+    ) {
+      reason = 'validator_mismatch';
+    }
+    if (reason === undefined) return true;
+    response.body.destroy();
+    await this.#discard(reason, meta, {
+      offset: slice.start,
+      bytes: 0,
+      status: response.status,
+      etag: response.etag,
+      expectedEtag: meta.etag,
+    });
+    return false;
+  }
+
+  /** Ends seek-ahead for this generation, in every process: the block map's slices are void from now on. */
+  async #discard(reason: string, meta: SliceableMeta, fields: Record<string, unknown>): Promise<void> {
+    const first = this.#off === undefined;
+    this.#off = reason;
+    this.#d.flight.clearExtents();
+    for (const slice of this.#slices) slice.abort.abort(new Error(`seek-ahead off: ${reason}`));
+    if (first) {
+      this.#d.event(
+        'seek_ahead_discarded',
+        { reason, ...fields },
+        reason === 'no_range'
+          ? 'The upstream ignored Range; waiting for the download'
+          : 'A slice did not match the download; discarding slices',
+        'warn',
+      );
+    }
+    await this.#d.store
+      .appendBlockMap(this.#d.flight.id, headerOf(meta), [{ t: 'off', reason }])
+      .catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record that seek-ahead is off'));
+  }
+
+  async #readMap(): Promise<void> {
+    const meta = this.#d.flight.meta;
+    if (!sliceable(meta)) return;
+    this.#apply(await this.#d.store.readBlockMap(this.#d.flight.id), meta);
+  }
+
+  /** Takes in what the block map says: slices of every process on disk, the budget spent, or `off`. */
+  #apply(map: BlockMap | undefined, meta: SliceableMeta): void {
+    if (map === undefined || !sameHeader(map.header, headerOf(meta))) return;
+    const flight = this.#d.flight;
+    if (this.#generation !== meta.fileId) return;
+    const off = map.records.find((r) => r.t === 'off');
+    if (off !== undefined) {
+      if (this.#off === undefined) {
+        this.#off = off.reason;
+        flight.clearExtents();
+        for (const slice of this.#slices) slice.abort.abort(new Error(`seek-ahead off: ${off.reason}`));
+      }
+      return;
+    }
+    let claimed = 0;
+    const budget = this.#budget(meta.size);
+    for (const record of map.records) {
+      if (record.t === 'have') flight.addExtent(meta.fileId, record.start, record.end);
+      else if (record.t === 'claim' && claimed + record.end - record.start <= budget) {
+        claimed += record.end - record.start;
+      }
+      if (record.t === 'have') {
+        this.#busy.delete(Math.floor(record.start / this.#s.blockBytes) * this.#s.blockBytes);
+      }
+    }
+    this.#claimed = Math.max(this.#claimed, claimed);
+  }
+}
+
+/** Asks kept for a retry when slices of the flight are all busy; more just wait for the download. */
+const MAX_DEFERRED = 64;
+
+type SliceableMeta = PartialMeta & { etag: string; size: number };
+
+/** Only an upstream that said it serves ranges, with an ETag and a size to check slices against, is sliced. */
+function sliceable(meta: PartialMeta | undefined): meta is SliceableMeta {
+  return meta?.acceptsRanges === true && meta.etag !== null && meta.size !== null;
+}
+
+function headerOf(meta: SliceableMeta): BlockMapHeader {
+  return { fileId: meta.fileId, size: meta.size, etag: meta.etag, lastModified: meta.lastModified };
+}
+
+function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {
+  return a.fileId === b.fileId && a.size === b.size && a.etag === b.etag && a.lastModified === b.lastModified;
+}
+
+function range(slice: Slice): { start: number; end: number } {
+  return { start: slice.start, end: slice.stop };
+}
+
+/** Whether the claim `token` fits the budget, counting claims in the order every process reads them. */
+function granted(map: BlockMap | undefined, token: string, budget: number): boolean {
+  if (map === undefined) return false;
+  let claimed = 0;
+  for (const record of map.records) {
+    if (record.t !== 'claim') continue;
+    const length = record.end - record.start;
+    const fits = claimed + length <= budget;
+    if (fits) claimed += length;
+    if (record.token === token) return fits;
+  }
+  return false;
+}
+
+async function raceSignal(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw signal.reason;
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([promise, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+  }
+}
