@@ -53,6 +53,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     apiSecret: config.twilioApiSecret,
     logger,
     onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
+    onRequest: (event) =>
+      metrics.upstreamRequests.inc({
+        operation: event.operation,
+        status: String(event.status ?? event.errorCode),
+      }),
   });
   const cache = createRecordingCache({
     dir: recordingsDir(config),
@@ -68,6 +73,10 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       }
       if (event === 'recording_saved' && typeof fields.bytes === 'number') {
         metrics.upstreamBytes.inc({ kind: 'full' }, fields.bytes);
+      }
+      if (event === 'seek_ahead' || event === 'seek_ahead_discarded') {
+        metrics.seekAhead.inc({ outcome: event === 'seek_ahead' ? 'fetched' : 'discarded' });
+        if (typeof fields.bytes === 'number') metrics.upstreamBytes.inc({ kind: 'slice' }, fields.bytes);
       }
     },
   });

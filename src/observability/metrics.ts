@@ -8,7 +8,8 @@ export interface Metrics {
   httpRequests: client.Counter<'route' | 'method' | 'status'>;
   httpDuration: client.Histogram<'route' | 'method'>;
   cacheEvents: client.Counter<'event'>;
-  upstreamMediaRequests: client.Counter<'kind'>;
+  upstreamRequests: client.Counter<'operation' | 'status'>;
+  seekAhead: client.Counter<'outcome'>;
   upstreamBytes: client.Counter<'kind'>;
   upstreamRetries: client.Counter<'reason'>;
   bytesServed: client.Counter<'status'>;
@@ -55,13 +56,22 @@ export function getMetrics(): Metrics {
           labelNames: ['event'] as const,
         }),
     ),
-    upstreamMediaRequests: getOrCreate(
-      'recgate_upstream_media_requests_total',
+    upstreamRequests: getOrCreate(
+      'recgate_upstream_requests_total',
       () =>
         new client.Counter({
-          name: 'recgate_upstream_media_requests_total',
-          help: 'Media requests sent upstream, by kind (full, resume, slice)',
-          labelNames: ['kind'] as const,
+          name: 'recgate_upstream_requests_total',
+          help: 'HTTP exchanges with the upstream (redirects included), by operation and status (or error code)',
+          labelNames: ['operation', 'status'] as const,
+        }),
+    ),
+    seekAhead: getOrCreate(
+      'recgate_seek_ahead_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_seek_ahead_total',
+          help: 'Ranged upstream fetches for far seeks, by outcome (fetched, discarded)',
+          labelNames: ['outcome'] as const,
         }),
     ),
     upstreamBytes: getOrCreate(
@@ -69,7 +79,7 @@ export function getMetrics(): Metrics {
       () =>
         new client.Counter({
           name: 'recgate_upstream_bytes_total',
-          help: 'Media bytes received from upstream, by kind',
+          help: 'Media bytes received from upstream, by kind (full download, seek-ahead slice)',
           labelNames: ['kind'] as const,
         }),
     ),

@@ -10,6 +10,16 @@ import type { AppDeps } from '../deps.js';
 /** Recordings never change once complete, so browsers may keep them; `private` keeps shared caches out. */
 export const RECORDING_CACHE_CONTROL = 'private, max-age=31536000, immutable';
 
+/**
+ * The first byte a `Range: bytes=N-…` request wants, before the size is known: lets the cache start a
+ * seek-ahead fetch together with the download instead of one upstream first-byte time later. A hint only;
+ * the Range header is parsed properly by serve() once the size is known.
+ */
+function rangeStartHint(header: string | undefined): number | undefined {
+  const m = header === undefined ? null : /^bytes=(\d{1,15})-/i.exec(header);
+  return m ? Number(m[1]) : undefined;
+}
+
 export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
   const metrics = getMetrics();
   app.route({
@@ -31,7 +41,11 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
         const ref = await deps.resolver.resolve(call, abort.signal, log);
         let recording: Awaited<ReturnType<typeof deps.cache.open>>;
         try {
-          recording = await deps.cache.open(ref, { signal: abort.signal, log });
+          recording = await deps.cache.open(ref, {
+            signal: abort.signal,
+            log,
+            readStart: rangeStartHint(request.headers.range),
+          });
         } catch (err) {
           if (isRecgateError(err) && err.code === 'RECGATE_RECORDING_GONE')
             await deps.resolver.markGone(ref.recordingSid);
