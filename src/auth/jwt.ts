@@ -18,8 +18,13 @@ export interface Principal {
   businessId: string;
 }
 
+/** Verified tokens remembered, so a player's many Range requests cost one signature check, not one each. */
+const VERIFIED_CACHE_SIZE = 10_000;
+
 export class JwtAuth {
   readonly #key: Uint8Array;
+  /** token → who it names and when it stops being accepted (ms); insertion order doubles as age order. */
+  readonly #verified = new Map<string, { principal: Principal; acceptUntilMs: number }>();
 
   constructor(secret: string) {
     if (typeof secret !== 'string' || secret.length < 32) {
@@ -30,6 +35,11 @@ export class JwtAuth {
 
   /** Verifies a compact JWT; throws RECGATE_UNAUTHENTICATED for anything wrong with it. */
   async verify(token: string): Promise<Principal> {
+    const known = this.#verified.get(token);
+    if (known !== undefined) {
+      if (Date.now() < known.acceptUntilMs) return known.principal;
+      this.#verified.delete(token);
+    }
     try {
       const { payload } = await jwtVerify(token, this.#key, {
         algorithms: ['HS256'],
@@ -39,7 +49,9 @@ export class JwtAuth {
       if (!isBusinessId(payload.business_id)) {
         throw createError('RECGATE_UNAUTHENTICATED', { message: 'The token has no valid business_id claim' });
       }
-      return { businessId: payload.business_id };
+      const principal = { businessId: payload.business_id };
+      this.#remember(token, principal, (payload.exp as number) * 1000 + CLOCK_SKEW_S * 1000);
+      return principal;
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) {
         throw createError('RECGATE_UNAUTHENTICATED', { message: 'The token has expired', cause: err });
@@ -47,6 +59,14 @@ export class JwtAuth {
       if (err instanceof Error && err.name === 'RecgateError') throw err;
       throw createError('RECGATE_UNAUTHENTICATED', { message: 'The token is invalid', cause: err });
     }
+  }
+
+  #remember(token: string, principal: Principal, acceptUntilMs: number): void {
+    if (this.#verified.size >= VERIFIED_CACHE_SIZE) {
+      const oldest = this.#verified.keys().next().value;
+      if (oldest !== undefined) this.#verified.delete(oldest);
+    }
+    this.#verified.set(token, { principal, acceptUntilMs });
   }
 
   /** Signs a token for a business, valid for `ttlS` seconds. */

@@ -108,3 +108,26 @@ describe('parseTtl', () => {
     for (const bad of ['', 'h', '1y', '-1h', '0', '1.5h', '999d']) assert.throws(() => parseTtl(bad), /ttl/);
   });
 });
+
+describe('JwtAuth verification cache', () => {
+  it('still rejects a remembered token once it expires', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const auth = new JwtAuth(SECRET);
+    const token = await new SignJWT({ business_id: 'acme' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime(Math.floor(Date.now() / 1000) + 60)
+      .sign(key);
+    assert.deepEqual(await auth.verify(token), { businessId: 'acme' });
+    t.mock.timers.tick(50_000);
+    assert.deepEqual(await auth.verify(token), { businessId: 'acme' }, 'still valid, from the cache');
+    t.mock.timers.tick(60_000 + CLOCK_SKEW_S * 1000);
+    await rejects401(auth.verify(token));
+  });
+
+  it('never remembers a rejected token', async () => {
+    const auth = new JwtAuth(SECRET);
+    const forged = await new JwtAuth('y'.repeat(40)).sign('acme', 60);
+    await rejects401(auth.verify(forged));
+    await rejects401(auth.verify(forged));
+  });
+});
