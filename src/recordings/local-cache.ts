@@ -199,6 +199,7 @@ export class LocalCache implements LocalRecordingCache {
       if (flight.state === 'running') flight.abort.abort(createError('RECGATE_SHUTTING_DOWN'));
     }
     await Promise.allSettled(flights.map((f) => f.done));
+    await this.#s.store.close?.();
   }
 
   #finished(ref: RecordingRef, final: FileInfo, outcome: CacheOutcome): CachedRecording {

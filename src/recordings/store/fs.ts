@@ -25,6 +25,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
+import { FinalFiles } from './final-files.js';
 import {
   type BlockMap,
   type BlockMapHeader,
@@ -47,6 +48,8 @@ const FRONTIER_LINE = /^(\S+) (\d{16}) (\d{16})\n$/;
 export interface FsRecordingStoreOptions {
   /** The recordings directory; it must exist. */
   dir: string;
+  /** Finished recordings whose descriptors stay open for warm requests. @default 256 */
+  maxOpenFiles?: number;
   /**
    * How long `commit` waits for slice writers of other processes to release the partial before renaming it
    * anyway (their bytes are identical; only the mtime could move). @default 2000
@@ -57,6 +60,7 @@ export interface FsRecordingStoreOptions {
 export class FsRecordingStore implements RecordingStore {
   readonly dir: string;
   readonly commitWaitMs: number;
+  readonly #finals: FinalFiles;
 
   constructor(options: FsRecordingStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
@@ -69,6 +73,7 @@ export class FsRecordingStore implements RecordingStore {
     }
     this.dir = options.dir;
     this.commitWaitMs = wait;
+    this.#finals = new FinalFiles(options.maxOpenFiles ?? 256);
   }
 
   finalPath(id: string): string {
@@ -92,11 +97,18 @@ export class FsRecordingStore implements RecordingStore {
   }
 
   async stat(id: string): Promise<FileInfo | undefined> {
-    return statFile(this.finalPath(id));
+    return this.#finals.stat(id, this.finalPath(id));
   }
 
   createReadStream(id: string, start: number, end: number): Readable {
-    return createReadStream(this.finalPath(id), { start, end, highWaterMark: READ_CHUNK });
+    return (
+      this.#finals.createReadStream(id, start, end) ??
+      createReadStream(this.finalPath(id), { start, end, highWaterMark: READ_CHUNK })
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#finals.close();
   }
 
   async openFinal(id: string): Promise<ReadHandle | undefined> {

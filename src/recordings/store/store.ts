@@ -133,6 +133,9 @@ export interface RecordingStore {
   /** Streams bytes `start..end` (inclusive) of the finished recording in constant memory. */
   createReadStream(id: string, start: number, end: number): Readable;
 
+  /** Releases what the store keeps open between requests (descriptors of finished files). */
+  close?(): Promise<void>;
+
   /** A read handle on the finished recording, or `undefined`. */
   openFinal(id: string): Promise<ReadHandle | undefined>;
 

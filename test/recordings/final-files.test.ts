@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { readdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { FinalFiles } from '../../src/recordings/store/final-files.js';
+import { tempDir } from './helpers.js';
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+describe('FinalFiles', () => {
+  it('says undefined for a missing file and remembers nothing', async (t) => {
+    const dir = tempDir(t);
+    const files = new FinalFiles(4);
+    assert.equal(await files.stat('a', join(dir, 'a.mp3')), undefined);
+    assert.equal(files.createReadStream('a', 0, 0), undefined);
+  });
+
+  it('opens a finished file once and serves ranges from that descriptor', async (t) => {
+    const dir = tempDir(t);
+    const body = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
+    writeFileSync(join(dir, 'a.mp3'), body);
+    const files = new FinalFiles(4);
+    t.after(() => files.close());
+    const before = openFds();
+    const info = await files.stat('a', join(dir, 'a.mp3'));
+    assert.equal(info?.size, body.length);
+    await Promise.all([files.stat('a', join(dir, 'a.mp3')), files.stat('a', join(dir, 'a.mp3'))]);
+    assert.equal(openFds(), before + 1, 'one descriptor however often it is asked');
+    assert.deepEqual(await readAll(files.createReadStream('a', 0, body.length - 1)!), body);
+    assert.deepEqual(
+      await readAll(files.createReadStream('a', 70_000, 200_000)!),
+      body.subarray(70_000, 200_001),
+    );
+    assert.deepEqual(await readAll(files.createReadStream('a', 5, 5)!), body.subarray(5, 6));
+    // The descriptor outlives the name: a renamed-over or deleted file keeps being served as it was.
+    unlinkSync(join(dir, 'a.mp3'));
+    assert.deepEqual(await readAll(files.createReadStream('a', 0, 9)!), body.subarray(0, 10));
+  });
+
+  it('evicts the least recently used, closing a descriptor only when its last reader ends', async (t) => {
+    const dir = tempDir(t);
+    for (const name of ['a', 'b', 'c']) writeFileSync(join(dir, `${name}.mp3`), Buffer.alloc(200_000, name));
+    const files = new FinalFiles(2);
+    t.after(() => files.close());
+    const before = openFds();
+    await files.stat('a', join(dir, 'a.mp3'));
+    const reading = files.createReadStream('a', 0, 199_999)!;
+    await files.stat('b', join(dir, 'b.mp3'));
+    await files.stat('c', join(dir, 'c.mp3'));
+    assert.equal(files.createReadStream('a', 0, 0), undefined, 'a was evicted');
+    assert.equal(openFds(), before + 3, "a's descriptor stays open for its reader");
+    assert.deepEqual(await readAll(reading), Buffer.alloc(200_000, 'a'));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(openFds(), before + 2);
+    files.close();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(openFds(), before);
+  });
+
+  it('errors, never ends short, when the file is shorter than promised', async (t) => {
+    const dir = tempDir(t);
+    writeFileSync(join(dir, 'a.mp3'), Buffer.alloc(100_000, 1));
+    const files = new FinalFiles(2);
+    t.after(() => files.close());
+    await files.stat('a', join(dir, 'a.mp3'));
+    truncateSync(join(dir, 'a.mp3'), 50_000);
+    await assert.rejects(readAll(files.createReadStream('a', 0, 99_999)!), { code: 'RECGATE_STORAGE_ERROR' });
+  });
+
+  it('validates its size', () => {
+    assert.throws(() => new FinalFiles(0), /maxOpenFiles/);
+  });
+});
