@@ -1,0 +1,109 @@
+/**
+ * A quick run of the benchmark harness (tiny recordings, a few clients, one-second runs) so that it cannot rot:
+ * every scenario runs end to end against recgate from source and, when installed, nginx and Varnish.
+ * Nothing here asserts speed; it asserts that every peer served correct bytes and every output renders.
+ */
+import assert from 'node:assert/strict';
+import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { findBinary } from '../../bench/lib/peers.js';
+import { renderMarkdown, renderSvg, renderText } from '../../bench/lib/report.js';
+import { runBench } from '../../bench/run.js';
+import type { StampedeRow } from '../../bench/scenarios/cold-stampede.js';
+
+const CI = process.env.CI === 'true';
+const outDir = path.join(tmpdir(), `recgate-bench-smoke-${process.pid}`);
+
+after(async () => {
+  await rm(outDir, { recursive: true, force: true });
+});
+
+test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (t) => {
+  const missing = ['nginx', 'varnishd'].filter((b) => !findBinary(b));
+  const report = await runBench({
+    scenarios: ['cold', 'seek', 'warm', 'memory', 'scaling'],
+    mode: 'smoke',
+    recgateEntry: 'source',
+    outDir,
+    installMissing: false,
+    requirePeers: CI,
+    command: 'smoke test',
+    failFast: true,
+    log: () => {},
+  });
+  assert.deepEqual(
+    report.scenarios.map((s) => s.id),
+    ['cold', 'seek', 'warm', 'memory', 'scaling'],
+  );
+  for (const s of report.scenarios) assert.ok(s.rows.length > 0, `${s.id} has rows`);
+
+  const cold = report.scenarios[0]!.data as { runs: StampedeRow[] };
+  for (const run of cold.runs) {
+    assert.equal(run.load.failed, 0, `${run.peer}: ${run.load.errors.join('; ')}`);
+    assert.equal(run.load.mismatched, 0, `${run.peer} served different bytes`);
+    assert.ok(run.load.verified > 0, `${run.peer}: bodies were checked`);
+    if (run.peer.startsWith('recgate')) assert.equal(run.upstreamRequests, 1, `${run.peer} fetched once`);
+  }
+  const peers = new Set(cold.runs.map((r) => r.peer));
+  assert.ok(peers.has('recgate 1w') && peers.has('recgate 2w'));
+
+  const memory = report.scenarios[3]!.data as {
+    phases: Array<{ load: { failed: number }; peakRss: number }>;
+  };
+  assert.equal(memory.phases.length, 2);
+  for (const phase of memory.phases) {
+    assert.equal(phase.load.failed, 0);
+    assert.ok(phase.peakRss > 0);
+  }
+
+  const json = JSON.parse(await readFile(path.join(outDir, 'latest.json'), 'utf8'));
+  assert.equal(json.scenarios.length, 5);
+  assert.match(
+    await readFile(path.join(outDir, 'latest.svg'), 'utf8'),
+    /^<svg [^>]*>[\s\S]*<rect[\s\S]*<\/svg>\n$/,
+  );
+  assert.match(await readFile(path.join(outDir, 'latest.md'), 'utf8'), /### Cold stampede[\s\S]*\| --- \|/);
+  assert.ok(renderText(report).includes('== Warm throughput =='));
+  assert.ok(renderMarkdown(report).length > 0 && renderSvg(report).length > 0);
+
+  await t.test('nginx and Varnish peers', (st) => {
+    if (missing.length > 0) {
+      st.skip(
+        `${missing.join(' and ')} not installed: apt-get install -y nginx varnish (CI=true requires them)`,
+      );
+      return;
+    }
+    for (const name of ['nginx lock (defaults)', 'nginx lock (long timeouts)', 'nginx slice', 'Varnish']) {
+      assert.ok(peers.has(name), `${name} ran in the cold stampede`);
+    }
+    const warm = report.scenarios[2]!.data as { runs: Array<{ peer: string; sample: { errors: number } }> };
+    assert.ok(warm.runs.some((r) => r.peer === 'nginx static'));
+    for (const r of warm.runs) assert.equal(r.sample.errors, 0, `${r.peer} answered without errors`);
+  });
+});
+
+test('bench harness: warm throughput with the Node load generator (no wrk)', {
+  timeout: 120_000,
+}, async () => {
+  const report = await runBench({
+    scenarios: ['warm'],
+    mode: 'smoke',
+    recgateEntry: 'source',
+    installMissing: false,
+    useWrk: false,
+    command: 'smoke test',
+    failFast: true,
+    log: () => {},
+  });
+  const warm = report.scenarios[0]!.data as {
+    tool: string;
+    runs: Array<{ peer: string; sample: { errors: number; requests: number } }>;
+  };
+  assert.match(warm.tool, /Node load generator/);
+  for (const r of warm.runs) {
+    assert.equal(r.sample.errors, 0, `${r.peer} answered without errors`);
+    assert.ok(r.sample.requests > 0);
+  }
+});
