@@ -25,6 +25,8 @@ export class JwtAuth {
   readonly #key: Uint8Array;
   /** token → who it names and when it stops being accepted (ms); insertion order doubles as age order. */
   readonly #verified = new Map<string, { principal: Principal; acceptUntilMs: number }>();
+  /** Checks in progress: a burst of requests with one new token runs one check. */
+  readonly #checking = new Map<string, Promise<Principal>>();
 
   constructor(secret: string) {
     if (typeof secret !== 'string' || secret.length < 32) {
@@ -40,6 +42,15 @@ export class JwtAuth {
       if (Date.now() < known.acceptUntilMs) return known.principal;
       this.#verified.delete(token);
     }
+    let checking = this.#checking.get(token);
+    if (checking === undefined) {
+      checking = this.#check(token).finally(() => this.#checking.delete(token));
+      this.#checking.set(token, checking);
+    }
+    return checking;
+  }
+
+  async #check(token: string): Promise<Principal> {
     try {
       const { payload } = await jwtVerify(token, this.#key, {
         algorithms: ['HS256'],

@@ -1,7 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { JwtAuth, parseTtl } from '../auth/jwt.js';
 import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
-import { runEmulatorCommand } from './emulator.js';
 import { runServe } from './serve.js';
 
 function integer(name: string) {
@@ -77,6 +76,7 @@ export function buildCli(): Command {
     .option('--no-range', 'ignore Range on media, as an upstream without Range support would')
     .option('--demo', 'seed demo calls')
     .action(async (opts) => {
+      const { runEmulatorCommand } = await import('./emulator.js');
       await runEmulatorCommand(opts);
     });
 

@@ -11,7 +11,7 @@ import client from 'prom-client';
 import { JwtAuth } from '../auth/jwt.js';
 import { openCallLog } from '../call-log/index.js';
 import type { Config } from '../config/config.js';
-import { type Emulator, seedDemo, startEmulator } from '../emulator/index.js';
+import type { Emulator } from '../emulator/index.js';
 import type { MetricsSource } from '../http/routes/health.js';
 import { createLogger } from '../observability/logger.js';
 import { type Gateway, startGateway } from '../server.js';
@@ -57,6 +57,8 @@ async function prepareDemo(config: Config): Promise<{ config: Config; emulator: 
     };
     await writeFile(secretsFile, JSON.stringify(secrets), { mode: 0o600 });
   }
+  // Loaded only for the demo: the emulator and its MP3 encoder have no place in a production gateway's memory.
+  const { seedDemo, startEmulator } = await import('../emulator/index.js');
   const emulator = await startEmulator({ host: '127.0.0.1', port: 0, logger: false });
   const calls = await seedDemo(emulator);
   const demoConfig: Config = {

@@ -6,7 +6,9 @@ import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { openCallLog, PostgresCallLog, parseDatabaseUrl, SqliteCallLog } from '../../src/call-log/index.js';
+import { openCallLog, parseDatabaseUrl } from '../../src/call-log/index.js';
+import { PostgresCallLog } from '../../src/call-log/postgres.js';
+import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { isRecgateError } from '../../src/errors.js';
 import { newCallSid } from './contract.js';
 

@@ -1,6 +1,4 @@
 import type { FastifyInstance } from 'fastify';
-// The webhooks module alone: the SDK's root import loads every REST resource (~100 ms, megabytes).
-import { validateRequest } from 'twilio/lib/webhooks/webhooks.js';
 import { createError } from '../../errors.js';
 import { isCallSid, isRecordingSid } from '../../sid.js';
 import type { AppDeps } from '../deps.js';
@@ -27,6 +25,8 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
       if (typeof params !== 'object') throw createError('RECGATE_INVALID_REQUEST');
       const base = deps.config.publicUrl ?? `${request.protocol}://${request.host}`;
       const url = `${base.replace(/\/+$/, '')}${request.url}`;
+      // The SDK's webhooks module alone (its root loads every REST resource), and only once a webhook comes.
+      const { validateRequest } = await import('twilio/lib/webhooks/webhooks.js');
       if (!validateRequest(token, signature, url, params)) throw createError('RECGATE_WEBHOOK_SIGNATURE');
 
       const { CallSid, RecordingSid, RecordingStatus, RecordingDuration } = params;
