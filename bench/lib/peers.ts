@@ -184,6 +184,8 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
       : ['--import', 'tsx', path.join(ROOT, 'test/helpers/cli-entry.ts')];
   const args = [
     ...(options.nodeFlags ?? []),
+    // For experiments with V8 and Node flags on the measured process, e.g. "--max-semi-space-size=2".
+    ...(process.env.RECGATE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean),
     ...entry,
     'serve',
     '--host',

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
+import { takeChunk } from '../serving/chunks.js';
 import type { CacheOutcome, RecordingRef } from './cache.js';
 import { type FileInfo, type PartialMeta, READ_CHUNK, type ReadHandle } from './store/store.js';
 
@@ -299,7 +300,7 @@ class FlightReadStream extends Readable {
         await flight.changed(this.#abort.signal, recheck ? STALL_RECHECK_MS : undefined);
         continue;
       }
-      const buffer = Buffer.allocUnsafe(wanted);
+      const buffer = takeChunk(wanted);
       const read = await handle.read(buffer, 0, wanted, this.#position);
       if (this.destroyed) return;
       if (read === 0) {

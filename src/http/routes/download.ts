@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createError, isRecgateError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
+import { pumpTo } from '../../serving/chunks.js';
 import { serve } from '../../serving/serve.js';
 import { parseCallSid } from '../../sid.js';
 import { authenticateDownload } from '../auth.js';
@@ -69,17 +70,24 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
         );
         reply.code(result.statusCode).headers(result.headers);
         if (!result.stream) return reply.send();
-        if (!recording.complete) {
-          // Node holds the status line back until the first body byte; a client waiting on a range the download
-          // has not reached yet should have its 206 and Content-Range now.
-          reply.raw.once('pipe', () => reply.raw.flushHeaders());
-        }
         const length = Number(result.headers['content-length'] ?? 0);
         // Counted when the whole body went out; an aborted response counts nothing.
         reply.raw.once('finish', () =>
           metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
         );
-        return reply.send(result.stream);
+        // The body is written by pumpTo rather than Fastify's pipe, so read buffers are reused once flushed
+        // (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
+        reply.hijack();
+        const headers: Record<string, string> = {};
+        for (const [name, value] of Object.entries(reply.getHeaders())) {
+          if (value !== undefined) headers[name] = String(value);
+        }
+        reply.raw.writeHead(result.statusCode, headers);
+        // Node holds the status line back until the first body byte; a client waiting on a range the
+        // download has not reached yet should have its 206 and Content-Range now.
+        if (!recording.complete) reply.raw.flushHeaders();
+        pumpTo(result.stream, reply.raw);
+        return reply;
       } finally {
         reply.raw.off('close', onClose);
       }

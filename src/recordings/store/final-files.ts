@@ -11,6 +11,7 @@ import { close, fstat, open, read } from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
+import { takeChunk } from '../../serving/chunks.js';
 import { type FileInfo, READ_CHUNK } from './store.js';
 
 const openAsync = promisify(open);
@@ -140,7 +141,7 @@ class FdRange extends Readable {
       this.push(null);
       return;
     }
-    const buffer = Buffer.allocUnsafeSlow(length);
+    const buffer = takeChunk(length);
     read(this.#fd, buffer, 0, length, this.#pos, (err, bytesRead) => {
       if (this.destroyed) return;
       if (err) {
