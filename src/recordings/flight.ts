@@ -55,6 +55,9 @@ export class Flight {
 
   readonly #handles = new Set<ReadHandle>();
   readonly #waiters = new Set<() => void>();
+  /** The frontier readers were last woken for, and the timer that wakes them for a smaller advance. */
+  #notifiedFrontier = 0;
+  #batchTimer: NodeJS.Timeout | undefined;
   /** Sorted, disjoint `[start, end)` ranges of {@link current} beyond the frontier that slices put on disk. */
   #extents: Array<[number, number]> = [];
   /** `[time, frontier]` samples for {@link rate}. */
@@ -123,7 +126,11 @@ export class Flight {
     if (last !== undefined && now - last[0] < 50) last[1] = frontier;
     else this.#samples.push([now, frontier]);
     while (this.#samples.length > 2 && now - this.#samples[1]![0] >= RATE_WINDOW_MS) this.#samples.shift();
-    this.#notify();
+    // Waking every reader for every upstream chunk (often 16 KiB) costs hundreds of thousands of wake-ups a
+    // second under a stampede, and the garbage they make. The first bytes go out at once; after that readers
+    // wake for a full read chunk, or within ADVANCE_BATCH_MS, whichever comes first.
+    if (this.#notifiedFrontier === 0 || frontier - this.#notifiedFrontier >= READ_CHUNK) this.#notify();
+    else this.#batchTimer ??= setTimeout(() => this.#notify(), ADVANCE_BATCH_MS).unref();
   }
 
   /**
@@ -239,6 +246,11 @@ export class Flight {
   }
 
   #notify(): void {
+    if (this.#batchTimer !== undefined) {
+      clearTimeout(this.#batchTimer);
+      this.#batchTimer = undefined;
+    }
+    this.#notifiedFrontier = this.frontier;
     for (const wake of [...this.#waiters]) wake();
   }
 }
@@ -314,6 +326,9 @@ class FlightReadStream extends Readable {
     }
   }
 }
+
+/** Longest a reader waits to hear of an advance smaller than a read chunk. */
+const ADVANCE_BATCH_MS = 5;
 
 /** How often a reader waiting beyond the frontier re-checks without being woken. */
 const STALL_RECHECK_MS = 50;
