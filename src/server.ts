@@ -59,9 +59,17 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         status: String(event.status ?? event.errorCode),
       }),
   });
+  const postgresUrl = /^postgres(ql)?:\/\//.test(config.databaseUrl ?? '') ? config.databaseUrl : undefined;
+  const lockBackend = config.lockBackend ?? (postgresUrl ? 'postgres' : 'fs');
+  // Several hosts over shared storage need a lock they all see; the call log's PostgreSQL is one.
+  const locker =
+    lockBackend === 'postgres' && postgresUrl
+      ? new (await import('./recordings/lock/postgres.js')).PostgresLocker({ connectionString: postgresUrl })
+      : undefined;
   const cache = createRecordingCache({
     dir: recordingsDir(config),
     upstream,
+    ...(locker ? { locker } : {}),
     logger,
     lockTimeoutMs: config.lockTimeoutMs,
     onEvent: (event, fields) => {
@@ -116,6 +124,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       await app.close();
       await cache.close();
       await upstream.close();
+      await locker?.close();
       await callLog.close();
     },
   };

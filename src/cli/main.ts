@@ -39,6 +39,10 @@ export function buildCli(): Command {
       'how long a request waits for another download (RECGATE_LOCK_TIMEOUT_MS)',
       integer('--lock-timeout-ms'),
     )
+    .option(
+      '--lock-backend <fs|postgres>',
+      'download lock: fs (one host) or postgres (several hosts) (RECGATE_LOCK_BACKEND)',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
@@ -54,6 +58,7 @@ export function buildCli(): Command {
         publicUrl: opts.publicUrl,
         lockTimeoutMs: opts.lockTimeoutMs,
         logLevel: opts.logLevel,
+        lockBackend: opts.lockBackend,
         demo: opts.demo,
       });
       await runServe(config);

@@ -51,6 +51,12 @@ export const ConfigSchema = z
       .default(300),
     /** How long a request waits for another process's download lock, ms. @default 120000 */
     lockTimeoutMs: positiveInt('lock-timeout-ms').default(120_000),
+    /**
+     * Who guarantees one download per recording across processes: `fs` (kernel file locks, one host) or
+     * `postgres` (advisory locks in the call log's PostgreSQL, several hosts over shared storage).
+     * @default 'postgres' when the call log is PostgreSQL, else 'fs'
+     */
+    lockBackend: z.enum(['fs', 'postgres'], { message: 'lock-backend must be fs or postgres' }).optional(),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -74,6 +80,13 @@ export const ConfigSchema = z
         code: 'custom',
         path: ['databaseUrl'],
         message: 'database must be a postgres:// URL or a sqlite:/file: path',
+      });
+    }
+    if (c.lockBackend === 'postgres' && !/^postgres(ql)?:\/\//.test(c.databaseUrl ?? '')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['lockBackend'],
+        message: 'lock-backend postgres needs a postgres:// --database',
       });
     }
     if ((c.twilioApiKey === undefined) !== (c.twilioApiSecret === undefined)) {
@@ -117,6 +130,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     playbackUrlTtlS: pick('RECGATE_PLAYBACK_URL_TTL'),
     lockTimeoutMs: pick('RECGATE_LOCK_TIMEOUT_MS'),
     logLevel: pick('RECGATE_LOG_LEVEL'),
+    lockBackend: pick('RECGATE_LOCK_BACKEND'),
   }) as ConfigInput;
 }
 

@@ -1,0 +1,127 @@
+/**
+ * Two gateways standing for two hosts: separate `recgate serve --workers 2` processes sharing one
+ * recordings directory (the shared volume) and one PostgreSQL (call log and download locks). A stampede
+ * spread over both still makes exactly one upstream request, and every body is exact.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { Agent, request } from 'undici';
+import { JwtAuth } from '../../src/auth/jwt.js';
+import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
+import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function findPostgres(): Promise<string | undefined> {
+  const candidates = process.env.RECGATE_TEST_POSTGRES_URL
+    ? [process.env.RECGATE_TEST_POSTGRES_URL]
+    : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
+  for (const url of candidates) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+    try {
+      await client.connect();
+      return url;
+    } catch {
+      // try the next
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return undefined;
+}
+
+const base = await findPostgres();
+
+describe('two hosts on shared storage with PostgreSQL locks', () => {
+  if (base === undefined) {
+    it('needs PostgreSQL', (t) => t.skip('PostgreSQL is not reachable at 127.0.0.1:5432'));
+    return;
+  }
+  const schema = `recgate_hosts_${process.pid}_${randomBytes(3).toString('hex')}`;
+  const database = `${base}?schema=${schema}`;
+  let emulator: Emulator;
+  let dataDir: string;
+  const hosts: ServeProcess[] = [];
+  const agent = new Agent({ connections: 200 });
+
+  before(async () => {
+    emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000 });
+    dataDir = await mkdtemp(path.join(tmpdir(), 'recgate-hosts-'));
+    for (let i = 0; i < 2; i++) {
+      hosts.push(
+        await startServeProcess({
+          workers: 2,
+          dataDir,
+          emulator,
+          extraArgs: ['--database', database],
+        }),
+      );
+    }
+  });
+  after(async () => {
+    for (const h of hosts) await h.stop();
+    await emulator?.close();
+    await agent.close();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    const admin = new pg.Client({ connectionString: base });
+    await admin.connect();
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await admin.end();
+  });
+
+  it('downloads once for clients spread over both hosts', async () => {
+    const rec = await emulator.createRecording({ bytes: 1_500_000 });
+    const put = await request(`${hosts[0]!.url}/api/admin/calls/${rec.call_sid}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ business_id: 'acme', recording_sid: rec.recording_sid }),
+    });
+    assert.equal(put.statusCode, 201);
+    await put.body.dump();
+    emulator.reset();
+    const token = await new JwtAuth(JWT_SECRET).sign('acme', 600);
+    // The download lock must be PostgreSQL's (kernel file locks would also work here, on one machine).
+    const watcher = new pg.Client({ connectionString: base });
+    await watcher.connect();
+    let advisoryHeld = 0;
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        const { rows } = await watcher.query<{ n: string }>(
+          `SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'recgate-lock'`,
+        );
+        advisoryHeld = Math.max(advisoryHeld, Number(rows[0]!.n));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const bodies = await Promise.all(
+      Array.from({ length: 100 }, async (_, i) => {
+        const res = await request(`${hosts[i % 2]!.url}/api/calls/${rec.call_sid}/download`, {
+          dispatcher: agent,
+          headers: { authorization: `Bearer ${token}` },
+        });
+        assert.equal(res.statusCode, 200);
+        return Buffer.from(await res.body.arrayBuffer());
+      }),
+    );
+    watching = false;
+    await watch;
+    await watcher.end();
+    assert.ok(advisoryHeld >= 1, 'a gateway held a PostgreSQL advisory lock while downloading');
+    for (const body of bodies) assert.equal(sha(body), rec.sha256);
+    assert.equal(emulator.stats().total_media_requests, 1);
+    const missesByHost = hosts.map((h) => h.logs.filter((l) => l.event === 'cache_miss').length);
+    assert.deepEqual(
+      missesByHost.sort(),
+      [0, 1],
+      'one host downloaded, the other streamed from the shared volume',
+    );
+  });
+});

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import pg from 'pg';
+import { advisoryKey, PostgresLocker } from '../../src/recordings/lock/postgres.js';
+import { lockContractTests } from './lock-contract.js';
+
+/** The PostgreSQL the suite uses: RECGATE_TEST_POSTGRES_URL, else the local one as postgres, then root. */
+async function findPostgres(): Promise<string | undefined> {
+  const candidates = process.env.RECGATE_TEST_POSTGRES_URL
+    ? [process.env.RECGATE_TEST_POSTGRES_URL]
+    : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
+  for (const url of candidates) {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+    try {
+      await client.connect();
+      return url;
+    } catch {
+      // try the next
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return undefined;
+}
+
+const url = await findPostgres();
+
+if (url === undefined) {
+  it('PostgreSQL lock backend', (t) => {
+    t.skip('PostgreSQL is not reachable at 127.0.0.1:5432; set RECGATE_TEST_POSTGRES_URL');
+  });
+} else {
+  lockContractTests('postgres (advisory locks)', {
+    async create(t) {
+      const locker = new PostgresLocker({ connectionString: url, pollIntervalMs: 10 });
+      t.after(() => locker.close());
+      return { locker, childConfig: { backend: 'postgres', url } };
+    },
+  });
+
+  it('postgres locker: holds a server-side advisory lock while held, none after', async (t) => {
+    const locker = new PostgresLocker({ connectionString: url, pollIntervalMs: 10 });
+    t.after(() => locker.close());
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    t.after(() => admin.end());
+    const id = `CA${'e'.repeat(32)}`;
+    const key = BigInt.asUintN(64, BigInt(advisoryKey(id)));
+    const held = async () => {
+      const { rows } = await admin.query<{ n: string }>(
+        `SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted
+           AND ((classid::bigint << 32) | objid::bigint) = $1::numeric`,
+        [key.toString()],
+      );
+      return Number(rows[0]!.n);
+    };
+    const lock = locker.newLock(id);
+    await lock.lock(AbortSignal.timeout(1000));
+    assert.equal(await held(), 1);
+    await lock.unlock();
+    assert.equal(await held(), 0);
+  });
+
+  it('postgres locker: validates options and ids', () => {
+    assert.throws(() => new PostgresLocker({ connectionString: 'mysql://x' }), /options\.connectionString/);
+    assert.throws(() => new PostgresLocker({ connectionString: url, maxConnections: 0 }), /maxConnections/);
+    assert.throws(() => new PostgresLocker({ connectionString: url }).newLock('../x'), /lock id/);
+  });
+}
