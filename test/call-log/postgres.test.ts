@@ -5,31 +5,8 @@ import pg from 'pg';
 import { POSTGRES_MIGRATIONS } from '../../src/call-log/migrations/postgres-migrations.js';
 import { PostgresCallLog } from '../../src/call-log/postgres.js';
 import { isRecgateError } from '../../src/errors.js';
+import { findPostgres } from '../helpers/postgres.js';
 import { callLogContract, newCallSid } from './contract.js';
-
-/**
- * Finds a PostgreSQL to test against: RECGATE_TEST_POSTGRES_URL if set, otherwise 127.0.0.1:5432, database
- * `test`, as `postgres` then `root`. Returns the URL that answered, or the reason none did.
- */
-async function findPostgres(): Promise<{ url: string } | { reason: string }> {
-  const candidates = process.env.RECGATE_TEST_POSTGRES_URL
-    ? [process.env.RECGATE_TEST_POSTGRES_URL]
-    : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
-  const reasons: string[] = [];
-  for (const url of candidates) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-    try {
-      await client.connect();
-      await client.query('SELECT 1');
-      return { url };
-    } catch (err) {
-      reasons.push((err as Error).message);
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
-  return { reason: reasons.join('; ') };
-}
 
 const found = await findPostgres();
 

@@ -13,30 +13,14 @@ import pg from 'pg';
 import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { findPostgres } from '../helpers/postgres.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-async function findPostgres(): Promise<string | undefined> {
-  const candidates = process.env.RECGATE_TEST_POSTGRES_URL
-    ? [process.env.RECGATE_TEST_POSTGRES_URL]
-    : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
-  for (const url of candidates) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-    try {
-      await client.connect();
-      return url;
-    } catch {
-      // try the next
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  }
-  return undefined;
-}
-
-const base = await findPostgres();
+const found = await findPostgres();
+const base = 'url' in found ? found.url : undefined;
 
 describe('two hosts on shared storage with PostgreSQL locks', () => {
   if (base === undefined) {

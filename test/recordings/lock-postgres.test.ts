@@ -2,32 +2,17 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import pg from 'pg';
 import { advisoryKey, PostgresLocker } from '../../src/recordings/lock/postgres.js';
+import { findPostgres } from '../helpers/postgres.js';
 import { lockContractTests } from './lock-contract.js';
 
-/** The PostgreSQL the suite uses: RECGATE_TEST_POSTGRES_URL, else the local one as postgres, then root. */
-async function findPostgres(): Promise<string | undefined> {
-  const candidates = process.env.RECGATE_TEST_POSTGRES_URL
-    ? [process.env.RECGATE_TEST_POSTGRES_URL]
-    : ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
-  for (const url of candidates) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-    try {
-      await client.connect();
-      return url;
-    } catch {
-      // try the next
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  }
-  return undefined;
-}
-
-const url = await findPostgres();
+const found = await findPostgres();
+const url = 'url' in found ? found.url : undefined;
 
 if (url === undefined) {
   it('PostgreSQL lock backend', (t) => {
-    t.skip('PostgreSQL is not reachable at 127.0.0.1:5432; set RECGATE_TEST_POSTGRES_URL');
+    t.skip(
+      `PostgreSQL is not reachable (${'reason' in found ? found.reason : ''}); set RECGATE_TEST_POSTGRES_URL`,
+    );
   });
 } else {
   lockContractTests('postgres (advisory locks)', {

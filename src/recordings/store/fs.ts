@@ -522,14 +522,8 @@ async function writeFrontier(handle: FileHandle, fileId: string, frontier: numbe
 }
 
 function parseBlockHeader(line: string): BlockMapHeader | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const h = value as Record<string, unknown>;
+  const h = parseJsonObject(line);
+  if (h === undefined) return undefined;
   if (
     h.v !== 1 ||
     typeof h.fileId !== 'string' ||
@@ -543,14 +537,8 @@ function parseBlockHeader(line: string): BlockMapHeader | undefined {
 }
 
 function parseBlockRecord(line: string): BlockRecord | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const r = value as Record<string, unknown>;
+  const r = parseJsonObject(line);
+  if (r === undefined) return undefined;
   const range =
     Number.isSafeInteger(r.start) && Number.isSafeInteger(r.end) && (r.start as number) < (r.end as number);
   if (r.t === 'claim' && range && typeof r.token === 'string') {
@@ -603,14 +591,8 @@ async function handleId(handle: FileHandle): Promise<string> {
 }
 
 function parseMeta(text: string): PartialMeta | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const m = value as Record<string, unknown>;
+  const m = parseJsonObject(text);
+  if (m === undefined) return undefined;
   const nullableString = (v: unknown) => v === null || typeof v === 'string';
   if (
     typeof m.recordingSid !== 'string' ||
@@ -637,3 +619,16 @@ function readBootId(): string {
 }
 
 const BOOT_ID = readBootId();
+
+/** A JSON object, or `undefined` for anything else (torn writes and foreign files included). */
+function parseJsonObject(text: string): Record<string, unknown> | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
+}
