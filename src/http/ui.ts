@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parseEntityTagList, weakCompare } from '../serving/conditional.js';
 
 /** The `ui/` folder, found relative to this module: `src/http/ui.ts` under tsx, `dist/http/ui.js` after the build. */
 export const UI_DIR = new URL('../../ui/', import.meta.url);
@@ -39,12 +40,13 @@ interface LoadedAsset {
   etag: string;
 }
 
-/** True when an `If-None-Match` header lists `etag` (weak comparison, as RFC 9110 asks for GET). */
-function matches(ifNoneMatch: string | undefined, etag: string): boolean {
-  if (!ifNoneMatch) return false;
-  if (ifNoneMatch.trim() === '*') return true;
-  const bare = etag.replace(/^W\//, '');
-  return ifNoneMatch.split(',').some((tag) => tag.trim().replace(/^W\//, '') === bare);
+/** If-None-Match (weak comparison, RFC 9110 §13.1.2) with the serving core's entity-tag parser. */
+function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (ifNoneMatch === undefined) return false;
+  const listed = parseEntityTagList(ifNoneMatch);
+  if (listed === '*') return true;
+  const own = parseEntityTagList(etag);
+  return own !== '*' && own.length === 1 && listed.some((tag) => weakCompare(tag, own[0]!));
 }
 
 /**
@@ -77,7 +79,7 @@ export async function uiRoutes(app: FastifyInstance): Promise<void> {
         'cache-control': 'no-cache',
         etag: asset.etag,
       });
-      if (matches(request.headers['if-none-match'], asset.etag)) return reply.code(304).send();
+      if (notModified(request.headers['if-none-match'], asset.etag)) return reply.code(304).send();
       return reply.type(asset.type).send(asset.body);
     });
   }
