@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, execFileSync, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -131,6 +131,13 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'
   clearTimeout(timer);
 }
 
+/** The Node flags on bin/recgate.js's `#!/usr/bin/env -S node …` line. */
+function binNodeFlags(): string[] {
+  const first = readFileSync(path.join(ROOT, 'bin/recgate.js'), 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
+}
+
 function spawnLogged(command: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv) {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   const out = createWriteStream(logFile);
@@ -178,9 +185,10 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
   }
   const dataDir = await scratchDir('recgate');
   const port = await freePort();
+  // The built bin runs as users start it: with the Node flags of its shebang line.
   const entry =
     (options.entry ?? 'dist') === 'dist'
-      ? [path.join(ROOT, 'bin/recgate.js')]
+      ? [...binNodeFlags(), path.join(ROOT, 'bin/recgate.js')]
       : ['--import', 'tsx', path.join(ROOT, 'test/helpers/cli-entry.ts')];
   const args = [
     ...(options.nodeFlags ?? []),
