@@ -131,6 +131,15 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'
   clearTimeout(timer);
 }
 
+/**
+ * Extra Node/V8 flags for the measured recgate process, from RECGATE_BENCH_NODE_FLAGS, placed after the
+ * bin's own so they win: `RECGATE_BENCH_NODE_FLAGS=--max-semi-space-size=16 npm run bench:memory` measures
+ * Node's default young generation.
+ */
+function experimentFlags(): string[] {
+  return (process.env.RECGATE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+}
+
 /** The Node flags on bin/recgate.js's `#!/usr/bin/env -S node …` line. */
 function binNodeFlags(): string[] {
   const first = readFileSync(path.join(ROOT, 'bin/recgate.js'), 'utf8').split('\n', 1)[0] ?? '';
@@ -188,12 +197,10 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
   // The built bin runs as users start it: with the Node flags of its shebang line.
   const entry =
     (options.entry ?? 'dist') === 'dist'
-      ? [...binNodeFlags(), path.join(ROOT, 'bin/recgate.js')]
+      ? [...binNodeFlags(), ...experimentFlags(), path.join(ROOT, 'bin/recgate.js')]
       : ['--import', 'tsx', path.join(ROOT, 'test/helpers/cli-entry.ts')];
   const args = [
     ...(options.nodeFlags ?? []),
-    // For experiments with V8 and Node flags on the measured process, e.g. "--max-semi-space-size=2".
-    ...(process.env.RECGATE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean),
     ...entry,
     'serve',
     '--host',
