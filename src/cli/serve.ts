@@ -15,7 +15,7 @@ import type { Emulator } from '../emulator/index.js';
 import type { MetricsSource } from '../http/routes/health.js';
 import { createLogger } from '../observability/logger.js';
 import { type Gateway, startGateway } from '../server.js';
-import { parseCallSid, parseRecordingSid } from '../sid.js';
+import { registerDemoCalls } from './demo.js';
 
 const WORKER_CONFIG_ENV = 'RECGATE_WORKER_CONFIG';
 const METRICS_REQ = 'recgate:metrics-req';
@@ -73,21 +73,7 @@ async function prepareDemo(config: Config): Promise<{ config: Config; emulator: 
   };
   const callLog = await openCallLog(demoConfig.databaseUrl, demoConfig.dataDir);
   try {
-    for (const c of calls) {
-      await callLog.upsert({
-        businessId: c.businessId,
-        callSid: parseCallSid(c.callSid),
-        parentCallSid: c.parentCallSid === null ? null : parseCallSid(c.parentCallSid),
-        // As a CRM would log it from the recording webhook; a processing recording is found by lookup later.
-        recordingSid:
-          c.recordingSid && c.scenario !== 'processing' ? parseRecordingSid(c.recordingSid) : undefined,
-        direction: c.direction,
-        from: c.from,
-        to: c.to,
-        startedAt: c.startedAt,
-        durationS: c.durationS,
-      });
-    }
+    await registerDemoCalls(callLog, calls);
   } finally {
     await callLog.close();
   }

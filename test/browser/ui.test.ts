@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, test } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import type { CallUpsert } from '../../src/call-log/call-log.js';
+import { registerDemoCalls } from '../../src/cli/demo.js';
 import { type CreateRecordingInput, type DemoCall, seedDemo } from '../../src/emulator/index.js';
 import { parseCallSid, parseRecordingSid } from '../../src/sid.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -39,21 +40,7 @@ before(async () => {
   if (!handle.browser) return;
   stack = await startStack();
   demo = await seedDemo(stack.emulator);
-  for (const c of demo) {
-    await stack.register({
-      businessId: c.businessId,
-      callSid: parseCallSid(c.callSid),
-      parentCallSid: c.parentCallSid === null ? null : parseCallSid(c.parentCallSid),
-      // As a CRM logs it from the recording webhook; a processing recording is found by lookup later.
-      recordingSid:
-        c.recordingSid && c.scenario !== 'processing' ? parseRecordingSid(c.recordingSid) : undefined,
-      direction: c.direction,
-      from: c.from,
-      to: c.to,
-      startedAt: c.startedAt,
-      durationS: c.durationS,
-    });
-  }
+  await registerDemoCalls(stack.gateway.callLog, demo);
 });
 
 after(async () => {
