@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
-import { openCallLog } from './call-log/index.js';
+import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
 import { type Config, recordingsDir } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
@@ -59,12 +59,14 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         status: String(event.status ?? event.errorCode),
       }),
   });
-  const postgresUrl = /^postgres(ql)?:\/\//.test(config.databaseUrl ?? '') ? config.databaseUrl : undefined;
-  const lockBackend = config.lockBackend ?? (postgresUrl ? 'postgres' : 'fs');
+  const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
+  const lockBackend = config.lockBackend ?? (database.kind === 'postgres' ? 'postgres' : 'fs');
   // Several hosts over shared storage need a lock they all see; the call log's PostgreSQL is one.
   const locker =
-    lockBackend === 'postgres' && postgresUrl
-      ? new (await import('./recordings/lock/postgres.js')).PostgresLocker({ connectionString: postgresUrl })
+    lockBackend === 'postgres' && database.kind === 'postgres'
+      ? new (await import('./recordings/lock/postgres.js')).PostgresLocker({
+          connectionString: database.connectionString,
+        })
       : undefined;
   const cache = createRecordingCache({
     dir: recordingsDir(config),
