@@ -120,14 +120,8 @@ export class FsRecordingStore implements RecordingStore {
   }
 
   async readMeta(id: string): Promise<PartialMeta | undefined> {
-    let text: string;
-    try {
-      text = await readFile(this.metaPath(id), 'utf8');
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw storageError(err);
-    }
-    return parseMeta(text);
+    const text = await readTextIfPresent(this.metaPath(id));
+    return text === undefined ? undefined : parseMeta(text);
   }
 
   async openPartial(id: string): Promise<ReadHandle | undefined> {
@@ -223,13 +217,8 @@ export class FsRecordingStore implements RecordingStore {
   }
 
   async readBlockMap(id: string): Promise<BlockMap | undefined> {
-    let text: string;
-    try {
-      text = await readFile(this.blocksPath(id), 'utf8');
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw storageError(err);
-    }
+    const text = await readTextIfPresent(this.blocksPath(id));
+    if (text === undefined) return undefined;
     const lines = text.split('\n');
     const header = parseBlockHeader(lines[0] ?? '');
     if (header === undefined) return undefined;
@@ -557,6 +546,16 @@ function checkId(id: string): string {
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** A small file's text, or `undefined` when it does not exist. */
+async function readTextIfPresent(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw storageError(err);
+  }
 }
 
 async function statFile(path: string): Promise<FileInfo | undefined> {
