@@ -6,34 +6,11 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isRecgateError, storageError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
-import { createRecordingCache, FsLocker, type RecordingCacheOptions } from '../../src/recordings/index.js';
+import { createRecordingCache, FsLocker } from '../../src/recordings/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { PartialWriter } from '../../src/recordings/store/store.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
-import { captureLogger, FakeUpstream, newRef, readAll, tempDir } from './helpers.js';
-
-type T = { after(fn: () => void | Promise<void>): void };
-
-function makeCache(
-  t: T,
-  dir: string,
-  upstream: Pick<Upstream, 'fetchMedia'>,
-  extra: Partial<RecordingCacheOptions> = {},
-) {
-  const capture = captureLogger();
-  const events: Array<[string, Record<string, unknown>]> = [];
-  const cache = createRecordingCache({
-    dir,
-    upstream,
-    logger: capture.logger,
-    pollIntervalMs: 5,
-    lockTimeoutMs: 5000,
-    onEvent: (name, fields) => events.push([name, fields]),
-    ...extra,
-  });
-  t.after(() => cache.close());
-  return { cache, capture, events, names: () => events.map((e) => e[0]) };
-}
+import { captureLogger, FakeUpstream, makeCache, newRef, readAll, tempDir } from './helpers.js';
 
 function errCode(code: string) {
   return (err: unknown) => {

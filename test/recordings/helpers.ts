@@ -17,6 +17,7 @@ import { type Logger, pino } from 'pino';
 import { request } from 'undici';
 import { createError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
+import { createRecordingCache, type RecordingCacheOptions } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import type { MediaRequest, MediaResponse, Upstream } from '../../src/upstream/upstream.js';
 
@@ -351,4 +352,35 @@ export class Child {
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
   }
+}
+
+/**
+ * A cache on `dir` for tests: fast polling, a 5 s lock timeout (override in `extra`), captured logs and a
+ * record of its events; closed after the test.
+ */
+export function makeCache(
+  t: { after(fn: () => void | Promise<void>): void },
+  dir: string,
+  upstream: Pick<Upstream, 'fetchMedia'>,
+  extra: Partial<RecordingCacheOptions> = {},
+) {
+  const capture = captureLogger();
+  const events: Array<[string, Record<string, unknown>]> = [];
+  const cache = createRecordingCache({
+    dir,
+    upstream,
+    logger: capture.logger,
+    pollIntervalMs: 5,
+    lockTimeoutMs: 5000,
+    onEvent: (name, fields) => events.push([name, fields]),
+    ...extra,
+  });
+  t.after(() => cache.close());
+  return {
+    cache,
+    capture,
+    events,
+    names: () => events.map((e) => e[0]),
+    named: (name: string) => events.filter((e) => e[0] === name).map((e) => e[1]),
+  };
 }

@@ -24,6 +24,7 @@ import {
   Child,
   captureLogger,
   FakeUpstream,
+  makeCache as makeTestCache,
   newRef,
   readAll,
   sha256,
@@ -33,27 +34,13 @@ import {
 
 type T = { after(fn: () => void | Promise<void>): void; diagnostic(message: string): void };
 
-function makeCache(
+/** The suite's caches wait up to 10 s on a lock: its throttled downloads run longer than the default 5 s. */
+const makeCache = (
   t: T,
   dir: string,
   upstream: Pick<Upstream, 'fetchMedia'>,
   extra: Partial<RecordingCacheOptions> = {},
-) {
-  const capture = captureLogger();
-  const events: Array<[string, Record<string, unknown>]> = [];
-  const cache = createRecordingCache({
-    dir,
-    upstream,
-    logger: capture.logger,
-    pollIntervalMs: 5,
-    lockTimeoutMs: 10_000,
-    onEvent: (name, fields) => events.push([name, fields]),
-    ...extra,
-  });
-  t.after(() => cache.close());
-  const named = (name: string) => events.filter((e) => e[0] === name).map((e) => e[1]);
-  return { cache, capture, events, named };
-}
+) => makeTestCache(t, dir, upstream, { lockTimeoutMs: 10_000, ...extra });
 
 async function settled(dir: string, ref: RecordingRef, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

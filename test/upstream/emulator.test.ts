@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, beforeEach, describe, type TestContext, test } from 'node:test';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
-import { RecgateError } from '../../src/errors.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import {
   createTwilioClient,
@@ -15,7 +14,7 @@ import {
   type TwilioClient,
   type TwilioClientOptions,
 } from '../../src/upstream/twilio-client.js';
-import { readAll } from './helpers.js';
+import { isCode, readAll } from './helpers.js';
 
 let emulator: Emulator;
 
@@ -74,14 +73,6 @@ function makeClient(t: TestContext, overrides: Partial<TwilioClientOptions> = {}
   });
   t.after(() => client.close());
   return client;
-}
-
-function isCode(code: string) {
-  return (err: unknown) => {
-    assert.ok(err instanceof RecgateError, `expected a RecgateError, got ${String(err)}`);
-    assert.equal(err.code, code);
-    return true;
-  };
 }
 
 function sha256(buf: Buffer): string {

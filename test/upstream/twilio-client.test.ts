@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, type TestContext, test } from 'node:test';
 import { pino } from 'pino';
-import { RecgateError } from '../../src/errors.js';
+import type { RecgateError } from '../../src/errors.js';
 import { REDACT_PATHS } from '../../src/observability/logger.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import {
@@ -18,6 +18,7 @@ import {
   AUTH_TOKEN,
   basicAuth,
   CALL_SID,
+  isCode,
   json,
   mediaBytes,
   RECORDING_SID,
@@ -49,14 +50,6 @@ function makeClient(
   });
   t.after(() => client.close());
   return client;
-}
-
-function isCode(code: string) {
-  return (err: unknown) => {
-    assert.ok(err instanceof RecgateError, `expected a RecgateError, got ${String(err)}`);
-    assert.equal(err.code, code);
-    return true;
-  };
 }
 
 function isAbortError(err: unknown): boolean {
