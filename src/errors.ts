@@ -36,11 +36,19 @@ export const ERRORS = {
     message: 'The recording provider is unavailable; try again later',
   },
   RECGATE_UPSTREAM_TIMEOUT: { status: 504, message: 'The recording provider did not answer in time' },
+  RECGATE_UPSTREAM_BAD_MEDIA: {
+    status: 502,
+    message: 'The recording provider sent something that is not a playable recording',
+  },
   RECGATE_UPSTREAM_AUTH: {
     status: 502,
     message: 'The gateway could not authenticate to the recording provider',
   },
   RECGATE_LOCK_TIMEOUT: { status: 503, message: 'Timed out waiting for another download of this recording' },
+  RECGATE_LOCK_LOST: {
+    status: 503,
+    message: 'The download lost its lock to another process; try again',
+  },
   RECGATE_STORAGE_FULL: { status: 507, message: 'The recording store is out of space' },
   RECGATE_STORAGE_ERROR: { status: 500, message: 'The recording store failed' },
   RECGATE_DATABASE_ERROR: { status: 500, message: 'The call log failed' },
