@@ -6,6 +6,13 @@
  * the call log, or, if the log does not know it, from the upstream's call resource. What is found is
  * remembered in the call log, so later plays cost no upstream lookup. The owner's SID names the file
  * (`{owner}.mp3`): a child's request reads the parent's file and never writes a copy under its own name.
+ *
+ * Tenancy: one Twilio account serves every business, so Twilio's parent links cross businesses. A call is
+ * only ever served a recording owned by itself, by a call nobody registered, or by a call registered to
+ * its own business. A parent (or owner) registered to another business is never followed, whoever names
+ * it, and a stored resolution naming another call as owner is checked again on every play, because that
+ * call may have been registered to another business since. Either way the answer is RECGATE_NOT_FOUND,
+ * exactly as for a call without a recording.
  */
 import type { Logger } from 'pino';
 import type { CallLog, CallRecord, RecordingResolution } from '../call-log/call-log.js';
@@ -52,7 +59,7 @@ export class RecordingResolver {
    * (still processing; carries Retry-After) and the upstream's errors.
    */
   async resolve(call: CallRecord, signal?: AbortSignal, log?: Logger): Promise<RecordingRef> {
-    const known = this.#fromRecord(call);
+    const known = await this.#fromRecord(call, log);
     if (known) return known;
     let pending = this.#inflight.get(call.callSid);
     if (!pending) {
@@ -67,14 +74,18 @@ export class RecordingResolver {
     await this.#log.setResolutionByRecording(recordingSid, { recordingState: 'deleted' });
   }
 
-  #fromRecord(call: CallRecord): RecordingRef | undefined {
+  /** What the stored resolution says, if it is still to be trusted. */
+  async #fromRecord(call: CallRecord, log?: Logger): Promise<RecordingRef | undefined> {
     switch (call.recordingState) {
       case 'available':
         if (call.recordingSid && call.recordingOwnerCallSid) {
+          await this.#requireFollowable(call, call.recordingOwnerCallSid, log);
           return { recordingSid: call.recordingSid, ownerCallSid: call.recordingOwnerCallSid };
         }
         return undefined;
       case 'deleted':
+        // Deletions spread to every call playing the recording, so say "gone" only to the owner's business.
+        if (call.recordingOwnerCallSid) await this.#requireFollowable(call, call.recordingOwnerCallSid, log);
         throw createError('RECGATE_RECORDING_GONE');
       case 'absent':
       case 'processing':
@@ -98,7 +109,9 @@ export class RecordingResolver {
   async #lookup(call: CallRecord, signal?: AbortSignal, log?: Logger): Promise<RecordingRef> {
     if (call.recordingSid) {
       // Set explicitly (admin API); it belongs to this call unless a lookup said otherwise.
-      return this.#remember(call.callSid, call.recordingSid, call.recordingOwnerCallSid ?? call.callSid);
+      const owner = call.recordingOwnerCallSid ?? call.callSid;
+      await this.#requireFollowable(call, owner, log);
+      return this.#remember(call.callSid, call.recordingSid, owner);
     }
     let sawProcessing = false;
     const own = pick(await this.#upstream.listCallRecordings(call.callSid, signal));
@@ -108,19 +121,68 @@ export class RecordingResolver {
     const parentSid =
       call.parentCallSid ?? (await this.#upstream.getCall(call.callSid, signal))?.parentCallSid ?? null;
     if (parentSid) {
-      const parent = await this.#log.get(parentSid);
-      if (parent?.recordingState === 'available' && parent.recordingSid && parent.recordingOwnerCallSid) {
-        return this.#remember(call.callSid, parent.recordingSid, parent.recordingOwnerCallSid);
-      }
-      if (parent?.recordingSid) return this.#remember(call.callSid, parent.recordingSid, parentSid);
-      const theirs = pick(await this.#upstream.listCallRecordings(parentSid, signal));
-      if (theirs.completed) return this.#remember(call.callSid, theirs.completed.sid, parentSid);
-      sawProcessing ||= theirs.processing;
+      const theirs = await this.#fromParent(call, parentSid, signal, log);
+      if (theirs === 'processing') sawProcessing = true;
+      else if (theirs) return this.#remember(call.callSid, theirs.recordingSid, theirs.ownerCallSid);
     }
     const state = sawProcessing ? 'processing' : 'absent';
     log?.info({ event: 'recording_unresolved', callSid: call.callSid, state }, 'no playable recording');
     await this.#log.setResolution(call.callSid, { recordingState: state });
     this.#throwNegative(state);
+  }
+
+  /**
+   * The parent's recording for `call`: from the parent's stored resolution, else from the upstream.
+   * `undefined` when the parent has none, or when the parent or the call owning its recording is registered
+   * to another business; `processing` when the upstream lists one still processing.
+   */
+  async #fromParent(
+    call: CallRecord,
+    parentSid: CallSid,
+    signal?: AbortSignal,
+    log?: Logger,
+  ): Promise<RecordingRef | 'processing' | undefined> {
+    const parent = await this.#log.get(parentSid);
+    if (parent && parent.businessId !== call.businessId) {
+      this.#logRefused(call, parentSid, log);
+      return undefined;
+    }
+    if (parent?.recordingSid) {
+      const owner = parent.recordingOwnerCallSid ?? parentSid;
+      if (owner !== parentSid && !(await this.#mayFollow(call, owner))) {
+        this.#logRefused(call, owner, log);
+        return undefined;
+      }
+      return { recordingSid: parent.recordingSid, ownerCallSid: owner };
+    }
+    const theirs = pick(await this.#upstream.listCallRecordings(parentSid, signal));
+    if (theirs.completed) return { recordingSid: theirs.completed.sid, ownerCallSid: parentSid };
+    return theirs.processing ? 'processing' : undefined;
+  }
+
+  /**
+   * Whether `owner` may serve `call`'s recording: it is the call itself, a call nobody registered (it is in
+   * the same upstream account), or a call of the same business. One indexed call-log lookup, and none for
+   * the call itself.
+   */
+  async #mayFollow(call: CallRecord, owner: CallSid): Promise<boolean> {
+    if (owner === call.callSid) return true;
+    const registered = await this.#log.get(owner);
+    return registered === undefined || registered.businessId === call.businessId;
+  }
+
+  /** Throws RECGATE_NOT_FOUND, as for a call without a recording, unless {@link #mayFollow}. */
+  async #requireFollowable(call: CallRecord, owner: CallSid, log?: Logger): Promise<void> {
+    if (await this.#mayFollow(call, owner)) return;
+    this.#logRefused(call, owner, log);
+    throw createError('RECGATE_NOT_FOUND');
+  }
+
+  #logRefused(call: CallRecord, other: CallSid, log?: Logger): void {
+    log?.warn(
+      { event: 'cross_business_link', callSid: call.callSid, otherCallSid: other },
+      'not following a call registered to another business',
+    );
   }
 
   async #remember(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {

@@ -1,0 +1,251 @@
+/**
+ * RecordingResolver against a real (in-memory SQLite) call log and a fake upstream whose answers, and
+ * whose timing, the test controls.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import type { CallLog, CallRecord, CallUpsert } from '../../src/call-log/call-log.js';
+import { SqliteCallLog } from '../../src/call-log/sqlite.js';
+import { isRecgateError } from '../../src/errors.js';
+import { RecordingResolver } from '../../src/resolution/resolver.js';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
+import type { Upstream, UpstreamCall, UpstreamRecording } from '../../src/upstream/upstream.js';
+
+const callSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
+const recordingSid = () => `RE${randomBytes(16).toString('hex')}` as RecordingSid;
+
+/** The parts of Twilio the resolver asks: a call's recordings and a call's parent. */
+class FakeUpstream implements Upstream {
+  readonly recordings = new Map<CallSid, UpstreamRecording[]>();
+  readonly parents = new Map<CallSid, CallSid>();
+  readonly asked: string[] = [];
+
+  record(owner: CallSid): RecordingSid {
+    const sid = recordingSid();
+    this.recordings.set(owner, [
+      { sid, callSid: owner, status: 'completed', durationS: 10, dateCreated: '2026-01-01T00:00:00Z' },
+    ]);
+    return sid;
+  }
+
+  async getCall(sid: CallSid, signal?: AbortSignal): Promise<UpstreamCall | undefined> {
+    this.asked.push(`getCall ${sid}`);
+    signal?.throwIfAborted();
+    return {
+      sid,
+      parentCallSid: this.parents.get(sid) ?? null,
+      direction: null,
+      from: null,
+      to: null,
+      startTime: null,
+      durationS: null,
+      status: 'completed',
+    };
+  }
+
+  async listCallRecordings(sid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]> {
+    this.asked.push(`listCallRecordings ${sid}`);
+    signal?.throwIfAborted();
+    return this.recordings.get(sid) ?? [];
+  }
+
+  async getRecording(): Promise<UpstreamRecording | undefined> {
+    throw new Error('not used by the resolver');
+  }
+
+  async fetchMedia(): Promise<never> {
+    throw new Error('not used by the resolver');
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function setup(t: { after: (fn: () => Promise<void>) => void }) {
+  const log: CallLog = new SqliteCallLog(':memory:');
+  await log.migrate();
+  t.after(() => log.close());
+  const upstream = new FakeUpstream();
+  const resolver = new RecordingResolver({ callLog: log, upstream });
+  const register = async (call: CallUpsert): Promise<CallRecord> => log.upsert(call);
+  /** The call as the download route hands it over: re-read, as each request does. */
+  const current = async (sid: CallSid): Promise<CallRecord> => {
+    const call = await log.get(sid);
+    assert.ok(call, `${sid} is registered`);
+    return call;
+  };
+  return { log, upstream, resolver, register, current };
+}
+
+function isNotFound(err: unknown): boolean {
+  assert.ok(isRecgateError(err), `expected a RecgateError, got ${String(err)}`);
+  assert.equal(err.code, 'RECGATE_NOT_FOUND');
+  assert.equal(err.statusCode, 404);
+  assert.equal(err.message, 'No such call, or it has no recording', 'the message of an unknown call');
+  return true;
+}
+
+describe('RecordingResolver: the parent fallback stays inside the business', () => {
+  it("plays a same-business parent's recording from the parent's file", async (t) => {
+    const { upstream, resolver, register, current } = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    const rec = upstream.record(parent);
+    await register({ businessId: 'acme', callSid: parent });
+    await register({ businessId: 'acme', callSid: child, parentCallSid: parent });
+
+    const ref = await resolver.resolve(await current(child));
+    assert.deepEqual(ref, { recordingSid: rec, ownerCallSid: parent }, 'the file is {parent}.mp3');
+    const stored = await current(child);
+    assert.equal(stored.recordingState, 'available');
+    assert.equal(stored.recordingOwnerCallSid, parent);
+    // Played again, the stored resolution answers, still naming the parent's file.
+    const asked = upstream.asked.length;
+    assert.deepEqual(await resolver.resolve(stored), ref);
+    assert.equal(upstream.asked.length, asked, 'no upstream lookup for a stored resolution');
+  });
+
+  it('follows a parent that only Twilio names and nobody registered', async (t) => {
+    const { upstream, resolver, register, current } = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    const rec = upstream.record(parent);
+    upstream.parents.set(child, parent);
+    await register({ businessId: 'acme', callSid: child });
+
+    assert.deepEqual(await resolver.resolve(await current(child)), {
+      recordingSid: rec,
+      ownerCallSid: parent,
+    });
+  });
+
+  it('never follows a parent that the call log registers to another business', async (t) => {
+    const { upstream, resolver, register, current } = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    upstream.record(parent);
+    await register({ businessId: 'acme', callSid: parent });
+    await register({ businessId: 'globex', callSid: child, parentCallSid: parent });
+
+    await assert.rejects(resolver.resolve(await current(child)), isNotFound);
+    assert.ok(
+      !upstream.asked.includes(`listCallRecordings ${parent}`),
+      "the parent's recordings are not asked",
+    );
+    const stored = await current(child);
+    assert.equal(stored.recordingState, 'absent');
+    assert.equal(stored.recordingSid, null);
+    assert.equal(stored.recordingOwnerCallSid, null);
+  });
+
+  it("never follows another business's parent through its stored resolution either", async (t) => {
+    const { upstream, resolver, register, current } = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    const rec = upstream.record(parent);
+    // The parent has played for its own business, so its resolution is stored.
+    await register({ businessId: 'acme', callSid: parent, recordingSid: rec });
+    await register({ businessId: 'globex', callSid: child, parentCallSid: parent });
+
+    await assert.rejects(resolver.resolve(await current(child)), isNotFound);
+    assert.equal((await current(child)).recordingSid, null);
+  });
+
+  it('never follows a parent named only by Twilio and registered to another business', async (t) => {
+    const { upstream, resolver, register, current } = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    upstream.record(parent);
+    upstream.parents.set(child, parent);
+    await register({ businessId: 'acme', callSid: parent });
+    await register({ businessId: 'globex', callSid: child });
+
+    await assert.rejects(resolver.resolve(await current(child)), isNotFound);
+    assert.ok(upstream.asked.includes(`getCall ${child}`), 'the parent came from Twilio');
+    assert.ok(!upstream.asked.includes(`listCallRecordings ${parent}`));
+    assert.equal((await current(child)).recordingState, 'absent');
+  });
+
+  it('never follows a same-business parent whose recording lives on another business’s call', async (t) => {
+    const { log, upstream, resolver, register, current } = await setup(t);
+    const grandparent = callSid();
+    const parent = callSid();
+    const child = callSid();
+    const rec = upstream.record(grandparent);
+    await register({ businessId: 'globex', callSid: parent });
+    await register({ businessId: 'globex', callSid: child, parentCallSid: parent });
+    // The parent resolved to the grandparent's recording while nobody had registered the grandparent.
+    await log.setResolution(parent, {
+      recordingState: 'available',
+      recordingSid: rec,
+      recordingOwnerCallSid: grandparent,
+    });
+    await register({ businessId: 'acme', callSid: grandparent });
+
+    await assert.rejects(resolver.resolve(await current(child)), isNotFound);
+    assert.equal((await current(child)).recordingSid, null);
+  });
+});
+
+describe('RecordingResolver: a stored resolution naming another call is checked again', () => {
+  async function playedBeforeTheParentWasRegistered(t: Parameters<typeof setup>[0]) {
+    const s = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    const rec = s.upstream.record(parent);
+    s.upstream.parents.set(child, parent);
+    await s.register({ businessId: 'globex', callSid: child });
+    assert.deepEqual(await s.resolver.resolve(await s.current(child)), {
+      recordingSid: rec,
+      ownerCallSid: parent,
+    });
+    return { ...s, parent, child, rec };
+  }
+
+  it('stops serving a parent later registered to another business', async (t) => {
+    const { resolver, register, current, parent, child } = await playedBeforeTheParentWasRegistered(t);
+    await register({ businessId: 'acme', callSid: parent });
+
+    const stored = await current(child);
+    assert.equal(stored.recordingState, 'available', 'the stale resolution is still stored');
+    await assert.rejects(resolver.resolve(stored), isNotFound);
+    const parentRecord = await current(parent);
+    assert.equal(parentRecord.businessId, 'acme');
+  });
+
+  it('answers a deletion of that recording like a missing one too, not as gone', async (t) => {
+    const { log, resolver, register, current, parent, child, rec } =
+      await playedBeforeTheParentWasRegistered(t);
+    await register({ businessId: 'acme', callSid: parent });
+    await log.setResolutionByRecording(rec, { recordingState: 'deleted' });
+
+    assert.equal((await current(child)).recordingState, 'deleted');
+    await assert.rejects(resolver.resolve(await current(child)), isNotFound);
+  });
+
+  it('keeps serving a parent later registered to the same business', async (t) => {
+    const { resolver, register, current, parent, child, rec } = await playedBeforeTheParentWasRegistered(t);
+    await register({ businessId: 'globex', callSid: parent });
+
+    assert.deepEqual(await resolver.resolve(await current(child)), {
+      recordingSid: rec,
+      ownerCallSid: parent,
+    });
+  });
+
+  it('costs a call that owns its recording no call-log lookup', async (t) => {
+    const { log, upstream, resolver, register, current } = await setup(t);
+    const own = callSid();
+    const rec = upstream.record(own);
+    await register({ businessId: 'acme', callSid: own, recordingSid: rec });
+    const call = await current(own);
+    let lookups = 0;
+    const get = log.get.bind(log);
+    t.mock.method(log, 'get', (sid: CallSid) => {
+      lookups++;
+      return get(sid);
+    });
+    assert.deepEqual(await resolver.resolve(call), { recordingSid: rec, ownerCallSid: own });
+    assert.equal(lookups, 0);
+  });
+});
