@@ -259,6 +259,21 @@ describe('gateway HTTP API', () => {
     const stolen = await put(sid('7'), { business_id: 'globex' });
     assert.equal(stolen.statusCode, 403);
     await stolen.body.dump();
+    // A child may not name another business's call as its parent: it would play that call's recording.
+    const crossParent = await put(sid('8'), { business_id: 'globex', parent_call_sid: sid('1') });
+    assert.equal(crossParent.statusCode, 403);
+    const crossBody = (await crossParent.body.json()) as { error: { code: string; message: string } };
+    assert.equal(crossBody.error.code, 'RECGATE_FORBIDDEN');
+    assert.match(crossBody.error.message, /parent_call_sid .*another business/);
+    assert.equal(await stack.gateway.callLog.get(sid('8')), undefined, 'nothing was registered');
+    const crossUpdate = await put(sid('7'), { business_id: 'acme', parent_call_sid: foreign.call_sid });
+    assert.equal(crossUpdate.statusCode, 403);
+    await crossUpdate.body.dump();
+    assert.equal((await stack.gateway.callLog.get(sid('7')))?.parentCallSid, sid('1'), 'the link is kept');
+    // A parent nobody registered is allowed: it is in the same Twilio account.
+    const unregistered = await put(sid('8'), { business_id: 'globex', parent_call_sid: sid('6') });
+    assert.equal(unregistered.statusCode, 201);
+    await unregistered.body.dump();
     for (const bad of [
       {},
       { business_id: 'acme', parent_call_sid: 'CA1' },
