@@ -81,6 +81,9 @@ export interface CallPage {
   nextCursor: string | null;
 }
 
+/** Most SIDs {@link CallLog.businessesOf} takes at once (a page of 200 calls links to at most 400). */
+export const MAX_BUSINESSES_OF = 1000;
+
 export interface CallLog {
   /**
    * Creates the schema or brings it to the latest version. Idempotent; safe to run from several
@@ -96,6 +99,14 @@ export interface CallLog {
    * unknown call, so that callers cannot tell another tenant's call from a missing one.
    */
   getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined>;
+
+  /**
+   * The business each of `callSids` is registered to; calls nobody registered are left out of the map.
+   * For tenancy checks on the links between calls (parents, recording owners), one query for a whole page.
+   * Takes at most {@link MAX_BUSINESSES_OF} SIDs; throws RECGATE_INVALID_REQUEST for more, and
+   * RECGATE_INVALID_CALL_SID for a malformed one.
+   */
+  businessesOf(callSids: readonly CallSid[]): Promise<Map<CallSid, string>>;
 
   /**
    * Registers a call or updates it. Fields left out keep their stored values. Changing `recordingSid`

@@ -4,7 +4,13 @@
  */
 import { createError, isRecgateError, type RecgateError } from '../errors.js';
 import { type CallSid, isCallSid, isRecordingSid, parseCallSid, type RecordingSid } from '../sid.js';
-import type { CallRecord, CallUpsert, RecordingResolution, RecordingState } from './call-log.js';
+import {
+  type CallRecord,
+  type CallUpsert,
+  MAX_BUSINESSES_OF,
+  type RecordingResolution,
+  type RecordingState,
+} from './call-log.js';
 
 /** Largest page {@link CallLog.list} returns. */
 export const MAX_PAGE_SIZE = 200;
@@ -76,6 +82,12 @@ export interface CallRow {
   updated_at: string | Date;
 }
 
+/** A row of `CallLog.businessesOf`'s query. */
+export interface BusinessRow {
+  call_sid: string;
+  business_id: string;
+}
+
 function invalid(message: string): RecgateError {
   return createError('RECGATE_INVALID_REQUEST', { message });
 }
@@ -95,6 +107,14 @@ export function requireBusinessId(value: unknown, field = 'businessId'): string 
 
 export function requireCallSid(value: unknown): CallSid {
   return parseCallSid(value);
+}
+
+/** Validates a `CallLog.businessesOf` argument and drops repeats. */
+export function requireCallSids(value: unknown): CallSid[] {
+  if (!Array.isArray(value) || value.length > MAX_BUSINESSES_OF) {
+    throw invalid(`callSids must be an array of at most ${MAX_BUSINESSES_OF} call SIDs`);
+  }
+  return [...new Set(value.map(requireCallSid))];
 }
 
 export function requireRecordingSid(value: unknown): RecordingSid {

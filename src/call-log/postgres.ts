@@ -16,6 +16,7 @@ import type {
   RecordingResolution,
 } from './call-log.js';
 import {
+  type BusinessRow,
   type CallRow,
   databaseError,
   decodeCursor,
@@ -24,6 +25,7 @@ import {
   parseLimit,
   requireBusinessId,
   requireCallSid,
+  requireCallSids,
   requireRecordingSid,
   resolutionForNewRecording,
   rowToRecord,
@@ -78,6 +80,7 @@ const RECORDING_CHANGED = '($13::boolean AND calls.recording_sid IS DISTINCT FRO
 const SQL = {
   get: 'SELECT * FROM calls WHERE call_sid = $1',
   getForBusiness: 'SELECT * FROM calls WHERE call_sid = $1 AND business_id = $2',
+  businessesOf: 'SELECT call_sid, business_id FROM calls WHERE call_sid = ANY($1::text[])',
   upsert: `
     INSERT INTO calls (call_sid, business_id, parent_call_sid, recording_sid, recording_owner_call_sid,
       recording_state, direction, from_number, to_number, started_at, duration_s, created_at, updated_at)
@@ -153,10 +156,10 @@ export class PostgresCallLog implements CallLog {
     this.#pool.on('error', (err) => onIdleError?.(err));
   }
 
-  async #query(sql: string, params: unknown[]): Promise<CallRow[]> {
+  async #query<Row extends object = CallRow>(sql: string, params: unknown[]): Promise<Row[]> {
     if (this.#closed) throw databaseError(new Error('the call log is closed'));
     try {
-      const result = await this.#pool.query<CallRow>(sql, params);
+      const result = await this.#pool.query<Row>(sql, params);
       return result.rows;
     } catch (err) {
       throw databaseError(err);
@@ -216,6 +219,13 @@ export class PostgresCallLog implements CallLog {
       requireBusinessId(businessId),
     ]);
     return row && rowToRecord(row);
+  }
+
+  async businessesOf(callSids: readonly CallSid[]): Promise<Map<CallSid, string>> {
+    const sids = requireCallSids(callSids);
+    if (sids.length === 0) return new Map();
+    const rows = await this.#query<BusinessRow>(SQL.businessesOf, [sids]);
+    return new Map(rows.map((row) => [row.call_sid as CallSid, row.business_id]));
   }
 
   async upsert(input: CallUpsert): Promise<CallRecord> {

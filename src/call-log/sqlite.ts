@@ -16,6 +16,7 @@ import type {
   RecordingResolution,
 } from './call-log.js';
 import {
+  type BusinessRow,
   type CallRow,
   databaseError,
   decodeCursor,
@@ -24,6 +25,7 @@ import {
   parseLimit,
   requireBusinessId,
   requireCallSid,
+  requireCallSids,
   requireRecordingSid,
   resolutionForNewRecording,
   rowToRecord,
@@ -48,6 +50,8 @@ const AFTER_CREATED = '(created_at < @createdAt OR (created_at = @createdAt AND 
 const SQL = {
   get: 'SELECT * FROM calls WHERE call_sid = ?',
   getForBusiness: 'SELECT * FROM calls WHERE call_sid = ? AND business_id = ?',
+  // One statement for any number of SIDs, passed as a JSON array; each is a primary-key lookup.
+  businessesOf: 'SELECT call_sid, business_id FROM calls WHERE call_sid IN (SELECT value FROM json_each(?))',
   // One statement, so that a concurrent writer cannot slip in between a read and a write. Omitted fields
   // arrive with their `has*` flag off and keep the stored value; SET expressions see the old row.
   upsert: `
@@ -197,6 +201,15 @@ export class SqliteCallLog implements CallLog {
         requireBusinessId(businessId),
       ) as CallRow | undefined;
       return row && rowToRecord(row);
+    });
+  }
+
+  businessesOf(callSids: readonly CallSid[]): Promise<Map<CallSid, string>> {
+    return this.#run(() => {
+      const sids = requireCallSids(callSids);
+      if (sids.length === 0) return new Map();
+      const rows = this.#stmt(SQL.businessesOf).all(JSON.stringify(sids)) as BusinessRow[];
+      return new Map(rows.map((row) => [row.call_sid as CallSid, row.business_id]));
     });
   }
 

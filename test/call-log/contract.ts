@@ -7,7 +7,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, type TestContext, test } from 'node:test';
 import fc from 'fast-check';
-import type { CallLog, CallRecord, CallUpsert } from '../../src/call-log/call-log.js';
+import {
+  type CallLog,
+  type CallRecord,
+  type CallUpsert,
+  MAX_BUSINESSES_OF,
+} from '../../src/call-log/call-log.js';
 import { ERRORS, type ErrorCode, isRecgateError } from '../../src/errors.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 
@@ -95,6 +100,7 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
         'migrate',
         'get',
         'getForBusiness',
+        'businessesOf',
         'upsert',
         'setResolution',
         'setResolutionByRecording',
@@ -194,6 +200,38 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
       assert.equal((await log.getForBusiness(owner, callSid))?.callSid, callSid);
       assert.equal(await log.getForBusiness(other, callSid), undefined);
       assert.equal((await log.get(callSid))?.businessId, owner, 'get ignores the business');
+    });
+
+    test('businessesOf maps registered calls to their business and leaves out the rest', async (t) => {
+      const { log, second } = await open(t);
+      const acme = newBusiness();
+      const globex = newBusiness();
+      const ours = newCallSid();
+      const theirs = newCallSid();
+      const nobody = newCallSid();
+      await log.upsert({ businessId: acme, callSid: ours });
+      await log.upsert({ businessId: globex, callSid: theirs });
+      assert.deepEqual(
+        await log.businessesOf([ours, theirs, nobody, ours]),
+        new Map([
+          [ours, acme],
+          [theirs, globex],
+        ]),
+      );
+      assert.deepEqual(await log.businessesOf([]), new Map());
+      assert.deepEqual(await log.businessesOf([nobody]), new Map());
+      const many = Array.from({ length: MAX_BUSINESSES_OF - 1 }, newCallSid);
+      assert.deepEqual(await log.businessesOf([...many, theirs]), new Map([[theirs, globex]]));
+      if (second) assert.deepEqual(await (await second()).businessesOf([ours]), new Map([[ours, acme]]));
+
+      await rejectsWith(
+        log.businessesOf([...many, theirs, ours]),
+        'RECGATE_INVALID_REQUEST',
+        new RegExp(`at most ${MAX_BUSINESSES_OF}`),
+      );
+      await rejectsWith(log.businessesOf([ours, 'CA123' as CallSid]), 'RECGATE_INVALID_CALL_SID');
+      await rejectsWith(log.businessesOf([`${ours}' OR '1'='1` as CallSid]), 'RECGATE_INVALID_CALL_SID');
+      await rejectsWith(log.businessesOf('nope' as unknown as CallSid[]), 'RECGATE_INVALID_REQUEST');
     });
 
     test('upsert keeps omitted fields and clears explicit nulls', async (t) => {
