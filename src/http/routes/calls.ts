@@ -2,28 +2,56 @@ import type { FastifyInstance } from 'fastify';
 import type { CallRecord } from '../../call-log/call-log.js';
 import { createError } from '../../errors.js';
 import type { CacheState } from '../../recordings/cache.js';
-import { parseCallSid } from '../../sid.js';
+import { type CallSid, parseCallSid } from '../../sid.js';
 import { authenticate } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 
-/** The public JSON shape of a call (snake_case, as in CONTRACT.md). */
-export function callJson(call: CallRecord, cache?: CacheState) {
+/**
+ * The public JSON shape of a call (snake_case, as in CONTRACT.md). `foreign` holds the calls registered to
+ * another business than the caller's: a parent among them is not shown, and a recording living on one of
+ * them is shown as absent, since the download answers it as missing (see src/resolution/resolver.ts).
+ */
+export function callJson(call: CallRecord, cache?: CacheState, foreign: ReadonlySet<CallSid> = new Set()) {
+  const hidden = call.recordingOwnerCallSid !== null && foreign.has(call.recordingOwnerCallSid);
   return {
     call_sid: call.callSid,
-    parent_call_sid: call.parentCallSid,
+    parent_call_sid:
+      call.parentCallSid !== null && foreign.has(call.parentCallSid) ? null : call.parentCallSid,
     direction: call.direction,
     from: call.from,
     to: call.to,
     started_at: call.startedAt,
     duration_s: call.durationS,
-    recording: {
-      state: call.recordingState,
-      recording_sid: call.recordingSid,
-      owner_call_sid: call.recordingOwnerCallSid,
-      size: call.recordingSize,
-      ...(cache ? { cache: cacheJson(cache) } : {}),
-    },
+    recording: hidden
+      ? { state: 'absent', recording_sid: null, owner_call_sid: null, size: null, cache: { state: 'absent' } }
+      : {
+          state: call.recordingState,
+          recording_sid: call.recordingSid,
+          owner_call_sid: call.recordingOwnerCallSid,
+          size: call.recordingSize,
+          ...(cache ? { cache: cacheJson(cache) } : {}),
+        },
   };
+}
+
+/**
+ * Which of the calls that `calls` link to (parents, and owners of recordings they play) are registered to
+ * another business than `businessId`. One call-log query per page, none when nothing links elsewhere.
+ */
+async function foreignLinks(deps: AppDeps, businessId: string, calls: CallRecord[]): Promise<Set<CallSid>> {
+  const linked = new Set<CallSid>();
+  for (const call of calls) {
+    if (call.parentCallSid !== null) linked.add(call.parentCallSid);
+    if (call.recordingOwnerCallSid !== null && call.recordingOwnerCallSid !== call.callSid) {
+      linked.add(call.recordingOwnerCallSid);
+    }
+  }
+  const foreign = new Set<CallSid>();
+  if (linked.size === 0) return foreign;
+  for (const [sid, owner] of await deps.callLog.businessesOf([...linked])) {
+    if (owner !== businessId) foreign.add(sid);
+  }
+  return foreign;
 }
 
 function cacheJson(cache: CacheState) {
@@ -37,10 +65,11 @@ function cacheJson(cache: CacheState) {
   }
 }
 
-async function cacheStateOf(deps: AppDeps, call: CallRecord): Promise<CacheState> {
+async function cacheStateOf(deps: AppDeps, call: CallRecord, foreign: Set<CallSid>): Promise<CacheState> {
   if (call.recordingState !== 'available' || !call.recordingSid || !call.recordingOwnerCallSid) {
     return { state: 'absent' };
   }
+  if (foreign.has(call.recordingOwnerCallSid)) return { state: 'absent' };
   return deps.cache.state({ recordingSid: call.recordingSid, ownerCallSid: call.recordingOwnerCallSid });
 }
 
@@ -61,7 +90,10 @@ export function callRoutes(app: FastifyInstance, deps: AppDeps): void {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'cursor is invalid' });
     }
     const page = await deps.callLog.list(businessId, { limit, cursor: query.cursor as string | undefined });
-    const calls = await Promise.all(page.calls.map(async (c) => callJson(c, await cacheStateOf(deps, c))));
+    const foreign = await foreignLinks(deps, businessId, page.calls);
+    const calls = await Promise.all(
+      page.calls.map(async (c) => callJson(c, await cacheStateOf(deps, c, foreign), foreign)),
+    );
     return { calls, next_cursor: page.nextCursor };
   });
 
@@ -70,7 +102,8 @@ export function callRoutes(app: FastifyInstance, deps: AppDeps): void {
     const { businessId } = await authenticate(deps, request);
     const call = await deps.callLog.getForBusiness(businessId, callSid);
     if (!call) throw createError('RECGATE_NOT_FOUND');
-    return callJson(call, await cacheStateOf(deps, call));
+    const foreign = await foreignLinks(deps, businessId, [call]);
+    return callJson(call, await cacheStateOf(deps, call, foreign), foreign);
   });
 
   app.post('/api/calls/:callSid/playback-url', async (request) => {
