@@ -35,13 +35,24 @@ export interface ResolverOptions {
 
 const PROCESSING = new Set(['processing', 'in-progress', 'paused', 'stopped']);
 
+/**
+ * One lookup shared by every concurrent request for a call. It runs on its own signal, not on a request's,
+ * so one client going away fails nobody else; it is aborted only when every request waiting on it has left.
+ */
+interface SharedLookup {
+  readonly promise: Promise<RecordingRef>;
+  readonly controller: AbortController;
+  /** Requests waiting on it (those without a signal included: they never leave). */
+  waiting: number;
+}
+
 export class RecordingResolver {
   readonly #log: CallLog;
   readonly #upstream: Upstream;
   readonly #negativeTtlMs: number;
   readonly #retryAfterS: number;
   /** In-flight lookups, so a burst of first plays asks the upstream once. */
-  readonly #inflight = new Map<CallSid, Promise<RecordingRef>>();
+  readonly #inflight = new Map<CallSid, SharedLookup>();
 
   constructor(options: ResolverOptions) {
     this.#log = options.callLog;
@@ -56,17 +67,15 @@ export class RecordingResolver {
   /**
    * The recording to play for a call the caller is allowed to see. Throws RECGATE_NOT_FOUND (no recording
    * on the call or its parent), RECGATE_RECORDING_GONE (deleted upstream), RECGATE_RECORDING_NOT_READY
-   * (still processing; carries Retry-After) and the upstream's errors.
+   * (still processing; carries Retry-After) and the upstream's errors. Concurrent calls for one call share
+   * one lookup; `signal` ends only this caller's wait, which then rejects with the signal's reason.
    */
   async resolve(call: CallRecord, signal?: AbortSignal, log?: Logger): Promise<RecordingRef> {
     const known = await this.#fromRecord(call, log);
     if (known) return known;
-    let pending = this.#inflight.get(call.callSid);
-    if (!pending) {
-      pending = this.#lookup(call, signal, log).finally(() => this.#inflight.delete(call.callSid));
-      this.#inflight.set(call.callSid, pending);
-    }
-    return pending;
+    signal?.throwIfAborted();
+    const shared = this.#inflight.get(call.callSid) ?? this.#startLookup(call, log);
+    return this.#join(call.callSid, shared, signal);
   }
 
   /** Records that a recording is gone upstream, for every call that plays it. */
@@ -95,6 +104,40 @@ export class RecordingResolver {
       default:
         return undefined;
     }
+  }
+
+  #startLookup(call: CallRecord, log?: Logger): SharedLookup {
+    const controller = new AbortController();
+    const shared: SharedLookup = {
+      promise: this.#lookup(call, controller.signal, log),
+      controller,
+      waiting: 0,
+    };
+    this.#inflight.set(call.callSid, shared);
+    const forget = () => this.#forget(call.callSid, shared);
+    shared.promise.then(forget, forget);
+    return shared;
+  }
+
+  /** Waits on a shared lookup until it settles or `signal` fires, whichever comes first. */
+  #join(callSid: CallSid, shared: SharedLookup, signal?: AbortSignal): Promise<RecordingRef> {
+    shared.waiting++;
+    if (!signal) return shared.promise;
+    return new Promise<RecordingRef>((resolve, reject) => {
+      const leave = () => {
+        reject(signal.reason);
+        if (--shared.waiting > 0) return;
+        // Nobody waits any more: a later request starts afresh rather than joining an aborted lookup.
+        this.#forget(callSid, shared);
+        shared.controller.abort();
+      };
+      signal.addEventListener('abort', leave, { once: true });
+      shared.promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', leave));
+    });
+  }
+
+  #forget(callSid: CallSid, shared: SharedLookup): void {
+    if (this.#inflight.get(callSid) === shared) this.#inflight.delete(callSid);
   }
 
   #throwNegative(state: 'absent' | 'processing'): never {

@@ -15,11 +15,28 @@ import type { Upstream, UpstreamCall, UpstreamRecording } from '../../src/upstre
 const callSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 const recordingSid = () => `RE${randomBytes(16).toString('hex')}` as RecordingSid;
 
-/** The parts of Twilio the resolver asks: a call's recordings and a call's parent. */
+/** A promise the test settles by hand. */
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/**
+ * The parts of Twilio the resolver asks: a call's recordings and a call's parent. Like the real client,
+ * a request rejects with its signal's reason once the signal aborts. While `gate` is set, every
+ * `listCallRecordings` waits for it, and `arrived` resolves when one starts waiting.
+ */
 class FakeUpstream implements Upstream {
   readonly recordings = new Map<CallSid, UpstreamRecording[]>();
   readonly parents = new Map<CallSid, CallSid>();
   readonly asked: string[] = [];
+  /** The signal of each `listCallRecordings`. */
+  readonly signals: (AbortSignal | undefined)[] = [];
+  gate: Promise<void> | undefined;
+  arrived = deferred();
 
   record(owner: CallSid): RecordingSid {
     const sid = recordingSid();
@@ -46,6 +63,14 @@ class FakeUpstream implements Upstream {
 
   async listCallRecordings(sid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]> {
     this.asked.push(`listCallRecordings ${sid}`);
+    this.signals.push(signal);
+    if (this.gate) {
+      this.arrived.resolve();
+      const aborted = new Promise<never>((_, reject) => {
+        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+      });
+      await Promise.race([this.gate, aborted]);
+    }
     signal?.throwIfAborted();
     return this.recordings.get(sid) ?? [];
   }
@@ -247,5 +272,65 @@ describe('RecordingResolver: a stored resolution naming another call is checked 
     });
     assert.deepEqual(await resolver.resolve(call), { recordingSid: rec, ownerCallSid: own });
     assert.equal(lookups, 0);
+  });
+});
+
+describe('RecordingResolver: one lookup shared by concurrent callers', () => {
+  /** A child call whose recording sits on its parent, and an upstream held at its first lookup. */
+  async function heldLookup(t: Parameters<typeof setup>[0]) {
+    const s = await setup(t);
+    const parent = callSid();
+    const child = callSid();
+    const rec = s.upstream.record(parent);
+    s.upstream.parents.set(child, parent);
+    const call = await s.register({ businessId: 'acme', callSid: child });
+    const gate = deferred();
+    s.upstream.gate = gate.promise;
+    const lookups = () => s.upstream.asked.filter((a) => a === `listCallRecordings ${child}`).length;
+    return { ...s, call, child, parent, rec, open: gate.resolve, lookups };
+  }
+
+  it('lets a caller leave while the others still get the recording', async (t) => {
+    const { resolver, upstream, call, parent, rec, open, lookups } = await heldLookup(t);
+    const first = new AbortController();
+    const second = new AbortController();
+    const firstResult = resolver.resolve(call, first.signal);
+    const secondResult = resolver.resolve(call, second.signal);
+    await upstream.arrived.promise;
+
+    const gone = new Error('the first client disconnected');
+    first.abort(gone);
+    await assert.rejects(firstResult, (err) => err === gone);
+    assert.equal(upstream.signals[0]?.aborted, false, 'the shared lookup runs on');
+    open();
+    assert.deepEqual(await secondResult, { recordingSid: rec, ownerCallSid: parent });
+    assert.equal(lookups(), 1, 'both callers shared one lookup');
+  });
+
+  it('aborts the shared lookup once every caller has left, and starts afresh for the next', async (t) => {
+    const { resolver, upstream, call, parent, rec, open, lookups } = await heldLookup(t);
+    const callers = [new AbortController(), new AbortController()];
+    const results = callers.map((c) => resolver.resolve(call, c.signal));
+    await upstream.arrived.promise;
+    const shared = upstream.signals[0];
+    assert.ok(shared);
+
+    callers[0]!.abort(new Error('first left'));
+    await assert.rejects(results[0]!, /first left/);
+    assert.equal(shared.aborted, false, 'one caller still waits');
+    callers[1]!.abort(new Error('second left'));
+    await assert.rejects(results[1]!, /second left/);
+    assert.equal(shared.aborted, true, 'nobody waits any more');
+
+    open();
+    assert.deepEqual(await resolver.resolve(call), { recordingSid: rec, ownerCallSid: parent });
+    assert.equal(lookups(), 2, 'the next caller did not join the abandoned lookup');
+  });
+
+  it('rejects a caller whose signal has already fired without starting a lookup', async (t) => {
+    const { resolver, upstream, call } = await heldLookup(t);
+    const reason = new Error('already gone');
+    await assert.rejects(resolver.resolve(call, AbortSignal.abort(reason)), (err) => err === reason);
+    assert.deepEqual(upstream.asked, []);
   });
 });
