@@ -1,0 +1,98 @@
+/**
+ * `recgate serve` start-up failures are clear and final: one line on stderr that names what failed and
+ * why, a non-zero exit, and no hang, in one process and under --workers.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { mountReadOnly } from '../helpers/read-only-mount.js';
+import { JWT_SECRET } from '../helpers/stack.js';
+
+const CLI_ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
+/** Long enough for a slow start on a busy machine; a hang shows as `code: null`. */
+const HANG_MS = 30_000;
+
+const root = await mkdtemp(path.join(tmpdir(), 'recgate-startup-'));
+after(() => rm(root, { recursive: true, force: true }));
+
+interface Run {
+  code: number | null;
+  stderr: string;
+  logs: Array<Record<string, unknown>>;
+  ms: number;
+}
+
+/** Runs `recgate serve` to its end, or stops it (SIGTERM, then SIGKILL) after HANG_MS. */
+async function serve(args: string[], options: { entry?: string; env?: Record<string, string> } = {}) {
+  const started = Date.now();
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      options.entry ?? CLI_ENTRY,
+      'serve',
+      '--twilio-api-base',
+      'http://127.0.0.1:1',
+      ...args,
+    ],
+    {
+      env: {
+        ...process.env,
+        RECGATE_JWT_SECRET: JWT_SECRET,
+        TWILIO_ACCOUNT_SID: `AC${'0'.repeat(32)}`,
+        TWILIO_AUTH_TOKEN: 'token',
+        RECGATE_LOG_LEVEL: 'info',
+        ...options.env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => {
+    stdout += c.toString();
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const hang = setTimeout(() => {
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+  }, HANG_MS);
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+  clearTimeout(hang);
+  const logs = stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { code, stderr, logs, ms: Date.now() - started } satisfies Run;
+}
+
+/** The run ended by itself, with exit code 1 and exactly `line` on stderr. */
+function assertFailedWith(run: Run, line: string | RegExp) {
+  assert.ok(run.ms < HANG_MS, `still running after ${HANG_MS} ms; stderr: ${run.stderr}`);
+  assert.equal(run.code, 1, run.stderr);
+  const lines = run.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${run.stderr}`);
+  if (typeof line === 'string') assert.equal(lines[0], line);
+  else assert.match(lines[0]!, line);
+}
+
+describe('recgate serve start-up failures', () => {
+  for (const workers of [1, 2]) {
+    it(`a read-only data dir (--workers ${workers}): names the call log's file and the cause`, async (t) => {
+      const dataDir = path.join(root, `ro-data-${workers}`);
+      if (!mountReadOnly(t, dataDir)) return;
+      const run = await serve(['--port', '0', '--workers', String(workers), '--data-dir', dataDir]);
+      assertFailedWith(
+        run,
+        `recgate: cannot open the call log ${dataDir}/recgate.db: EROFS: read-only file system`,
+      );
+    });
+  }
+});
