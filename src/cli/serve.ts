@@ -1,7 +1,7 @@
 /**
  * `recgate serve`: one process, or with `--workers N` a node:cluster primary and N workers sharing the port.
  * The workers are correct together because the recording cache's lock is a kernel file lock
- * (see src/recordings/lock/); the primary only forks, restarts, and aggregates /metrics
+ * (see src/recordings/lock/); the primary checks the data dir, forks, restarts and aggregates /metrics
  * (see ./cluster.ts).
  */
 import cluster from 'node:cluster';
@@ -10,9 +10,10 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { JwtAuth } from '../auth/jwt.js';
 import { openCallLog } from '../call-log/index.js';
-import type { Config } from '../config/config.js';
+import { type Config, recordingsDir } from '../config/config.js';
 import type { Emulator } from '../emulator/index.js';
 import { createLogger } from '../observability/logger.js';
+import { ensureWritableDir } from '../recordings/index.js';
 import { type Gateway, startGateway } from '../server.js';
 import { clusterMetricsSource, runPrimary, WORKER_CONFIG_ENV } from './cluster.js';
 import { registerDemoCalls } from './demo.js';
@@ -24,8 +25,7 @@ export async function runServe(config: Config): Promise<void> {
   if (config.demo) {
     ({ config, emulator } = await prepareDemo(config));
   }
-  // Migrate once before any worker opens the call log.
-  await (await openCallLog(config.databaseUrl, config.dataDir)).close();
+  await preflight(config);
 
   if (config.workers === 1) {
     const gateway = await startGateway(config, { logger });
@@ -42,6 +42,16 @@ export async function runServe(config: Config): Promise<void> {
     { onListening: (url) => announce(config, url, logger), onShutdown },
     emulator,
   );
+}
+
+/**
+ * What every worker would check at start, checked once before any is forked, with the same messages: a
+ * broken database or volume then stops the start with one clear line instead of N failing workers.
+ */
+async function preflight(config: Config): Promise<void> {
+  // Also migrates, once, before any worker opens the call log.
+  await (await openCallLog(config.databaseUrl, config.dataDir)).close();
+  ensureWritableDir(recordingsDir(config));
 }
 
 async function prepareDemo(config: Config): Promise<{ config: Config; emulator: Emulator }> {

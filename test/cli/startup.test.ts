@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -20,14 +20,20 @@ const root = await mkdtemp(path.join(tmpdir(), 'recgate-startup-'));
 after(() => rm(root, { recursive: true, force: true }));
 
 interface Run {
+  /** The limit the run was stopped at. */
+  hangMs: number;
   code: number | null;
   stderr: string;
   logs: Array<Record<string, unknown>>;
   ms: number;
 }
 
-/** Runs `recgate serve` to its end, or stops it (SIGTERM, then SIGKILL) after HANG_MS. */
-async function serve(args: string[], options: { entry?: string; env?: Record<string, string> } = {}) {
+/** Runs `recgate serve` to its end, or stops it (SIGTERM, then SIGKILL) after `hangMs`. */
+async function serve(
+  args: string[],
+  options: { entry?: string; env?: Record<string, string>; hangMs?: number } = {},
+) {
+  const hangMs = options.hangMs ?? HANG_MS;
   const started = Date.now();
   const child = spawn(
     process.execPath,
@@ -63,19 +69,19 @@ async function serve(args: string[], options: { entry?: string; env?: Record<str
   const hang = setTimeout(() => {
     child.kill('SIGTERM');
     setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-  }, HANG_MS);
+  }, hangMs);
   const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
   clearTimeout(hang);
   const logs = stdout
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { code, stderr, logs, ms: Date.now() - started } satisfies Run;
+  return { hangMs, code, stderr, logs, ms: Date.now() - started } satisfies Run;
 }
 
 /** The run ended by itself, with exit code 1 and exactly `line` on stderr. */
 function assertFailedWith(run: Run, line: string | RegExp) {
-  assert.ok(run.ms < HANG_MS, `still running after ${HANG_MS} ms; stderr: ${run.stderr}`);
+  assert.ok(run.ms < run.hangMs, `still running after ${run.hangMs} ms; stderr: ${run.stderr}`);
   assert.equal(run.code, 1, run.stderr);
   const lines = run.stderr.trimEnd().split('\n');
   assert.equal(lines.length, 1, `one line on stderr, got:\n${run.stderr}`);
@@ -92,6 +98,26 @@ describe('recgate serve start-up failures', () => {
       assertFailedWith(
         run,
         `recgate: cannot open the call log ${dataDir}/recgate.db: EROFS: read-only file system`,
+      );
+    });
+  }
+
+  for (const workers of [1, 2]) {
+    it(`a read-only recordings dir (--workers ${workers}): the cache's message, before any worker is forked`, async (t) => {
+      const dataDir = path.join(root, `ro-recordings-${workers}`);
+      await mkdir(dataDir, { recursive: true });
+      if (!mountReadOnly(t, path.join(dataDir, 'recordings'))) return;
+      const run = await serve(['--port', '0', '--workers', String(workers), '--data-dir', dataDir]);
+      assertFailedWith(
+        run,
+        new RegExp(
+          `^recgate: The recordings directory ${dataDir}/recordings is not writable \\(EROFS\\) by uid \\d+; check the volume's mount and ownership$`,
+        ),
+      );
+      assert.deepEqual(
+        run.logs.filter((l) => typeof l.event === 'string' && l.event.startsWith('worker_')),
+        [],
+        'no worker was forked',
       );
     });
   }
