@@ -1,7 +1,7 @@
 /**
  * `recgate serve`: one process, or with `--workers N` a node:cluster primary and N workers sharing the port.
  * The workers are correct together because the recording cache's lock is a kernel file lock
- * (see src/recordings/lock/); the primary checks the data dir, forks, restarts and aggregates /metrics
+ * (see src/recordings/lock/); the primary checks the data dir, forks, supervises and aggregates /metrics
  * (see ./cluster.ts).
  */
 import cluster from 'node:cluster';
@@ -15,9 +15,14 @@ import type { Emulator } from '../emulator/index.js';
 import { createLogger } from '../observability/logger.js';
 import { ensureWritableDir } from '../recordings/index.js';
 import { type Gateway, startGateway } from '../server.js';
-import { clusterMetricsSource, runPrimary, WORKER_CONFIG_ENV } from './cluster.js';
+import { clusterMetricsSource, reportStartFailure, runPrimary, WORKER_CONFIG_ENV } from './cluster.js';
 import { registerDemoCalls } from './demo.js';
 
+/**
+ * Runs the gateway. With one worker, resolves once it listens; with several, settles only when the primary
+ * gives up (it rejects with the reason). A start-up failure rejects with a message that names what failed
+ * and why; the CLI prints it and exits 1.
+ */
 export async function runServe(config: Config): Promise<void> {
   if (cluster.isWorker) return runWorker();
   const logger = createLogger({ level: config.logLevel });
@@ -36,12 +41,16 @@ export async function runServe(config: Config): Promise<void> {
     });
     return;
   }
-  await runPrimary(
-    config,
-    logger,
-    { onListening: (url) => announce(config, url, logger), onShutdown },
-    emulator,
-  );
+  const primary = runPrimary(config, { logger, onListening: (url) => announce(config, url, logger) });
+  onShutdown(async () => {
+    await primary.stop();
+    await emulator?.close();
+  });
+  try {
+    await primary.gaveUp;
+  } finally {
+    await emulator?.close();
+  }
 }
 
 /**
@@ -133,6 +142,12 @@ async function runWorker(): Promise<void> {
   const raw = process.env[WORKER_CONFIG_ENV];
   if (!raw) throw new Error(`${WORKER_CONFIG_ENV} is missing in a worker`);
   const config = JSON.parse(raw) as Config;
-  const gateway: Gateway = await startGateway(config, { metrics: clusterMetricsSource() });
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway(config, { metrics: clusterMetricsSource() });
+  } catch (err) {
+    await reportStartFailure(err);
+    throw err;
+  }
   onShutdown(() => gateway.close());
 }

@@ -5,11 +5,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { mountReadOnly } from '../helpers/read-only-mount.js';
+import { freePort } from '../helpers/serve-process.js';
 import { JWT_SECRET } from '../helpers/stack.js';
 
 const CLI_ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
@@ -119,6 +121,23 @@ describe('recgate serve start-up failures', () => {
         [],
         'no worker was forked',
       );
+    });
+  }
+
+  for (const workers of [1, 2]) {
+    it(`a port already taken (--workers ${workers}): the worker's own message, once`, async (t) => {
+      const port = await freePort();
+      const taken = createServer().listen(port, '127.0.0.1');
+      t.after(() => taken.close());
+      const dataDir = path.join(root, `port-taken-${workers}`);
+      const run = await serve(['--port', String(port), '--workers', String(workers), '--data-dir', dataDir]);
+      assertFailedWith(run, new RegExp(`^recgate: .*EADDRINUSE.* 127\\.0\\.0\\.1:${port}$`));
+      if (workers > 1) {
+        // The primary printed what a worker sent over IPC: the workers themselves print nothing.
+        const failed = run.logs.filter((l) => l.event === 'worker_start_failed');
+        assert.equal(failed.length, 1, JSON.stringify(run.logs));
+        assert.equal(`recgate: ${failed[0]!.reason}`, run.stderr.trimEnd());
+      }
     });
   }
 });
