@@ -10,21 +10,22 @@
  * 2. a worker of the first start that exits before it listened makes the whole start fail: the primary
  *    stops the other workers and fails with that worker's message (the same config would fail every
  *    replacement too, and nothing is being served yet);
- * 3. any other exit (a crash after listening, or a replacement that could not start) is restarted; a
- *    crash loop gets a 5 s pause between restarts.
+ * 3. any other exit (a crash after listening, or a replacement that could not start) is restarted under
+ *    a {@link RestartPolicy}: an exponential, capped delay, and giving up on a crash loop.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import client from 'prom-client';
 import type { Config } from '../config/config.js';
 import type { MetricsSource } from '../http/routes/health.js';
+import { RestartPolicy, type RestartPolicyOptions } from './restart-policy.js';
 
 export const WORKER_CONFIG_ENV = 'RECGATE_WORKER_CONFIG';
 const START_FAILED = 'recgate:start-failed';
 const METRICS_REQ = 'recgate:metrics-req';
 const METRICS_RES = 'recgate:metrics-res';
 
-export interface PrimaryOptions {
+export interface PrimaryOptions extends RestartPolicyOptions {
   /** How long stopping waits for a worker to exit after SIGTERM before it sends SIGKILL, in ms. @default 10000 */
   stopTimeoutMs?: number;
 }
@@ -40,7 +41,7 @@ export interface Primary {
   stop(): Promise<void>;
   /**
    * Never resolves. Rejects, once every worker has stopped, with an Error whose message says why the
-   * primary gave up: a first-start worker's own start-up message.
+   * primary gave up: a first-start worker's own start-up message, or the crash loop it saw.
    */
   readonly gaveUp: Promise<never>;
 }
@@ -59,6 +60,7 @@ interface WorkerState {
  * and supervises them as the module comment describes. Throws TypeError for a bad option.
  */
 export function runPrimary(config: Config, hooks: PrimaryHooks, options: PrimaryOptions = {}): Primary {
+  const policy = new RestartPolicy(options);
   const stopTimeoutMs = options.stopTimeoutMs ?? 10_000;
   if (!Number.isSafeInteger(stopTimeoutMs) || stopTimeoutMs < 0) {
     throw new TypeError('options.stopTimeoutMs must be an integer >= 0');
@@ -67,7 +69,6 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
   const aggregator = new client.AggregatorRegistry();
   const env = { [WORKER_CONFIG_ENV]: JSON.stringify(config) };
   const restartTimers = new Set<NodeJS.Timeout>();
-  const restarts: number[] = [];
   let stopping: Promise<void> | undefined;
   let announced = false;
   let giveUp!: (err: Error) => void;
@@ -104,11 +105,16 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
       });
       return;
     }
-    const now = Date.now();
-    restarts.push(now);
-    while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
-    // A crash loop gets a pause, not a tight fork storm.
-    const delayMs = restarts.length > config.workers * 3 ? 5000 : 0;
+    const decision = policy.onExit(state.slot, Date.now());
+    const last = state.startFailure ?? `it ${how}`;
+    if (!decision.restart) {
+      const windowS = policy.options.crashWindowMs / 1000;
+      fail(
+        `giving up: worker ${state.slot} of ${config.workers} exited ${decision.exits} times within ${windowS} s (last: ${last})`,
+        { workerPid: pid, slot: state.slot, code, signal, exits: decision.exits },
+      );
+      return;
+    }
     logger.warn(
       {
         event: 'worker_exit',
@@ -117,14 +123,15 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
         code,
         signal,
         reason: state.startFailure,
-        restartInMs: delayMs,
+        exits: decision.exits,
+        restartInMs: decision.delayMs,
       },
       'worker died; starting another',
     );
     const timer = setTimeout(() => {
       restartTimers.delete(timer);
       if (!stopping) fork(state.slot, false);
-    }, delayMs);
+    }, decision.delayMs);
     restartTimers.add(timer);
   };
 

@@ -15,15 +15,26 @@ import type { Emulator } from '../emulator/index.js';
 import { createLogger } from '../observability/logger.js';
 import { ensureWritableDir } from '../recordings/index.js';
 import { type Gateway, startGateway } from '../server.js';
-import { clusterMetricsSource, reportStartFailure, runPrimary, WORKER_CONFIG_ENV } from './cluster.js';
+import {
+  clusterMetricsSource,
+  type PrimaryOptions,
+  reportStartFailure,
+  runPrimary,
+  WORKER_CONFIG_ENV,
+} from './cluster.js';
 import { registerDemoCalls } from './demo.js';
+
+export interface ServeOptions {
+  /** The `--workers` primary's restart and stop settings; each has its own default. */
+  primary?: PrimaryOptions;
+}
 
 /**
  * Runs the gateway. With one worker, resolves once it listens; with several, settles only when the primary
  * gives up (it rejects with the reason). A start-up failure rejects with a message that names what failed
  * and why; the CLI prints it and exits 1.
  */
-export async function runServe(config: Config): Promise<void> {
+export async function runServe(config: Config, options: ServeOptions = {}): Promise<void> {
   if (cluster.isWorker) return runWorker();
   const logger = createLogger({ level: config.logLevel });
   let emulator: Emulator | undefined;
@@ -41,7 +52,11 @@ export async function runServe(config: Config): Promise<void> {
     });
     return;
   }
-  const primary = runPrimary(config, { logger, onListening: (url) => announce(config, url, logger) });
+  const primary = runPrimary(
+    config,
+    { logger, onListening: (url) => announce(config, url, logger) },
+    options.primary,
+  );
   onShutdown(async () => {
     await primary.stop();
     await emulator?.close();

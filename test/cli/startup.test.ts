@@ -15,8 +15,11 @@ import { freePort } from '../helpers/serve-process.js';
 import { JWT_SECRET } from '../helpers/stack.js';
 
 const CLI_ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
+const SERVE_ENTRY = fileURLToPath(new URL('../helpers/serve-entry.ts', import.meta.url));
 /** Long enough for a slow start on a busy machine; a hang shows as `code: null`. */
 const HANG_MS = 30_000;
+/** The crash-loop run: a dozen worker start-ups, each a few seconds on a busy 2-core machine. */
+const CRASH_LOOP_HANG_MS = 90_000;
 
 const root = await mkdtemp(path.join(tmpdir(), 'recgate-startup-'));
 after(() => rm(root, { recursive: true, force: true }));
@@ -140,4 +143,47 @@ describe('recgate serve start-up failures', () => {
       }
     });
   }
+
+  it('workers that start and then crash are restarted with a growing delay, until the primary gives up', async () => {
+    const dataDir = path.join(root, 'crash-loop');
+    const run = await serve(['--port', String(await freePort()), '--workers', '2', '--data-dir', dataDir], {
+      entry: SERVE_ENTRY,
+      hangMs: CRASH_LOOP_HANG_MS,
+      env: {
+        RECGATE_TEST_WORKER_DIES_AFTER_MS: '200',
+        RECGATE_TEST_PRIMARY_OPTIONS: JSON.stringify({
+          restartDelayMs: 50,
+          maxRestartDelayMs: 80,
+          maxCrashes: 3,
+          crashWindowMs: 60_000,
+        }),
+      },
+    });
+    assertFailedWith(
+      run,
+      /^recgate: giving up: worker [12] of 2 exited 3 times within 60 s \(last: it was killed by SIGKILL\)$/,
+    );
+    const exits = run.logs.filter((l) => l.event === 'worker_exit');
+    for (const slot of [1, 2]) {
+      const delays = exits.filter((l) => l.slot === slot).map((l) => l.restartInMs);
+      // Doubling from 50 ms, capped at 80. The slot that reached 3 exits first ended the run, maybe before
+      // the other slot's second exit.
+      assert.deepEqual(delays, [50, 80].slice(0, delays.length), `slot ${slot}: ${JSON.stringify(exits)}`);
+      assert.ok(delays.length >= 1);
+    }
+    const gaveUp = run.logs.filter((l) => l.event === 'primary_gave_up');
+    assert.equal(gaveUp.length, 1);
+    assert.equal(gaveUp[0]!.exits, 3);
+    // Every exit was of a worker that had started (listened), and restarted workers listened again.
+    const listened = new Set(
+      run.logs.filter((l) => String(l.msg).startsWith('Server listening')).map((l) => l.pid),
+    );
+    for (const l of [...exits, ...gaveUp])
+      assert.ok(listened.has(l.workerPid), `${l.workerPid} never listened`);
+    assert.ok(listened.size > exits.length, `${listened.size} workers listened, ${exits.length} restarts`);
+    // And the primary left none behind.
+    for (const pid of listened) {
+      assert.throws(() => process.kill(Number(pid), 0), { code: 'ESRCH' }, `worker ${pid} still runs`);
+    }
+  });
 });
