@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { JwtAuth, parseTtl } from '../auth/jwt.js';
 import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
-import { runServe } from './serve.js';
+import { runServe, type ServeOptions } from './serve.js';
 
 function integer(name: string) {
   return (value: string): number => {
@@ -10,7 +10,12 @@ function integer(name: string) {
   };
 }
 
-export function buildCli(): Command {
+export interface CliOptions {
+  /** Passed to `recgate serve`'s runServe; tests set the primary's restart delays here. @default {} */
+  serve?: ServeOptions;
+}
+
+export function buildCli(options: CliOptions = {}): Command {
   const program = new Command('recgate')
     .description(
       'Serves Twilio call recordings to web apps: fetch once, stream to everyone, Range by the book.',
@@ -61,7 +66,7 @@ export function buildCli(): Command {
         lockBackend: opts.lockBackend,
         demo: opts.demo,
       });
-      await runServe(config);
+      await runServe(config, options.serve);
     });
 
   program
@@ -100,8 +105,8 @@ export function buildCli(): Command {
   return program;
 }
 
-export async function main(argv: string[]): Promise<void> {
-  const program = buildCli();
+export async function main(argv: string[], options: CliOptions = {}): Promise<void> {
+  const program = buildCli(options);
   try {
     await program.parseAsync(argv);
   } catch (err) {

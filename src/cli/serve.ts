@@ -1,35 +1,47 @@
 /**
  * `recgate serve`: one process, or with `--workers N` a node:cluster primary and N workers sharing the port.
  * The workers are correct together because the recording cache's lock is a kernel file lock
- * (see src/recordings/lock/); the primary only forks, restarts, and aggregates /metrics.
+ * (see src/recordings/lock/); the primary checks the data dir, forks, supervises and aggregates /metrics
+ * (see ./cluster.ts).
  */
-import cluster, { type Worker } from 'node:cluster';
+import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import client from 'prom-client';
 import { JwtAuth } from '../auth/jwt.js';
 import { openCallLog } from '../call-log/index.js';
-import type { Config } from '../config/config.js';
+import { type Config, recordingsDir } from '../config/config.js';
 import type { Emulator } from '../emulator/index.js';
-import type { MetricsSource } from '../http/routes/health.js';
 import { createLogger } from '../observability/logger.js';
+import { ensureWritableDir } from '../recordings/index.js';
 import { type Gateway, startGateway } from '../server.js';
+import {
+  clusterMetricsSource,
+  type PrimaryOptions,
+  reportStartFailure,
+  runPrimary,
+  WORKER_CONFIG_ENV,
+} from './cluster.js';
 import { registerDemoCalls } from './demo.js';
 
-const WORKER_CONFIG_ENV = 'RECGATE_WORKER_CONFIG';
-const METRICS_REQ = 'recgate:metrics-req';
-const METRICS_RES = 'recgate:metrics-res';
+export interface ServeOptions {
+  /** The `--workers` primary's restart and stop settings; each has its own default. */
+  primary?: PrimaryOptions;
+}
 
-export async function runServe(config: Config): Promise<void> {
+/**
+ * Runs the gateway. With one worker, resolves once it listens; with several, settles only when the primary
+ * gives up (it rejects with the reason). A start-up failure rejects with a message that names what failed
+ * and why; the CLI prints it and exits 1.
+ */
+export async function runServe(config: Config, options: ServeOptions = {}): Promise<void> {
   if (cluster.isWorker) return runWorker();
   const logger = createLogger({ level: config.logLevel });
   let emulator: Emulator | undefined;
   if (config.demo) {
     ({ config, emulator } = await prepareDemo(config));
   }
-  // Migrate once before any worker opens the call log.
-  await (await openCallLog(config.databaseUrl, config.dataDir)).close();
+  await preflight(config);
 
   if (config.workers === 1) {
     const gateway = await startGateway(config, { logger });
@@ -40,7 +52,30 @@ export async function runServe(config: Config): Promise<void> {
     });
     return;
   }
-  await runPrimary(config, logger, emulator);
+  const primary = runPrimary(
+    config,
+    { logger, onListening: (url) => announce(config, url, logger) },
+    options.primary,
+  );
+  onShutdown(async () => {
+    await primary.stop();
+    await emulator?.close();
+  });
+  try {
+    await primary.gaveUp;
+  } finally {
+    await emulator?.close();
+  }
+}
+
+/**
+ * What every worker would check at start, checked once before any is forked, with the same messages: a
+ * broken database or volume then stops the start with one clear line instead of N failing workers.
+ */
+async function preflight(config: Config): Promise<void> {
+  // Also migrates, once, before any worker opens the call log.
+  await (await openCallLog(config.databaseUrl, config.dataDir)).close();
+  ensureWritableDir(recordingsDir(config));
 }
 
 async function prepareDemo(config: Config): Promise<{ config: Config; emulator: Emulator }> {
@@ -118,106 +153,16 @@ function onShutdown(fn: () => Promise<void>): void {
   process.once('SIGTERM', handler);
 }
 
-async function runPrimary(config: Config, logger: ReturnType<typeof createLogger>, emulator?: Emulator) {
-  const aggregator = new client.AggregatorRegistry();
-  const env = { [WORKER_CONFIG_ENV]: JSON.stringify(config) };
-  let stopping = false;
-  const restarts: number[] = [];
-  let announced = false;
-
-  const fork = (): Worker => {
-    const worker = cluster.fork(env);
-    worker.on('message', (msg: { type?: string; id?: number }) => {
-      if (msg?.type !== METRICS_REQ) return;
-      aggregator.clusterMetrics().then(
-        (text) => worker.isConnected() && worker.send({ type: METRICS_RES, id: msg.id, text }),
-        (err: Error) =>
-          worker.isConnected() && worker.send({ type: METRICS_RES, id: msg.id, error: err.message }),
-      );
-    });
-    worker.on('listening', (address) => {
-      if (announced) return;
-      announced = true;
-      announce(config, `http://${address.address ?? config.host}:${address.port}`, logger);
-    });
-    return worker;
-  };
-
-  cluster.on('exit', (worker, code, signal) => {
-    if (stopping) return;
-    const now = Date.now();
-    restarts.push(now);
-    while (restarts.length && restarts[0]! < now - 60_000) restarts.shift();
-    logger.warn(
-      { event: 'worker_exit', pid: worker.process.pid, code, signal },
-      'worker died; starting another',
-    );
-    // A crash loop gets a pause, not a tight fork storm.
-    setTimeout(fork, restarts.length > config.workers * 3 ? 5000 : 0);
-  });
-
-  for (let i = 0; i < config.workers; i++) fork();
-
-  onShutdown(async () => {
-    stopping = true;
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
-    await Promise.all(
-      workers.map(
-        (w) =>
-          new Promise<void>((resolve) => {
-            const timer = setTimeout(() => w.kill('SIGKILL'), 10_000);
-            w.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            w.kill('SIGTERM');
-          }),
-      ),
-    );
-    await emulator?.close();
-  });
-}
-
-/** /metrics in a worker asks the primary, which gathers every worker's registry. */
-function clusterMetricsSource(): MetricsSource {
-  let next = 0;
-  const pending = new Map<number, { resolve: (t: string) => void; reject: (e: Error) => void }>();
-  process.on('message', (msg: { type?: string; id?: number; text?: string; error?: string }) => {
-    if (msg?.type !== METRICS_RES || msg.id === undefined) return;
-    const p = pending.get(msg.id);
-    if (!p) return;
-    pending.delete(msg.id);
-    if (msg.error !== undefined) p.reject(new Error(msg.error));
-    else p.resolve(msg.text ?? '');
-  });
-  return {
-    contentType: client.register.contentType,
-    text: () =>
-      new Promise<string>((resolve, reject) => {
-        const id = next++;
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(new Error('metrics aggregation timed out'));
-        }, 5000);
-        pending.set(id, {
-          resolve: (t) => {
-            clearTimeout(timer);
-            resolve(t);
-          },
-          reject: (e) => {
-            clearTimeout(timer);
-            reject(e);
-          },
-        });
-        process.send?.({ type: METRICS_REQ, id });
-      }),
-  };
-}
-
 async function runWorker(): Promise<void> {
   const raw = process.env[WORKER_CONFIG_ENV];
   if (!raw) throw new Error(`${WORKER_CONFIG_ENV} is missing in a worker`);
   const config = JSON.parse(raw) as Config;
-  const gateway: Gateway = await startGateway(config, { metrics: clusterMetricsSource() });
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway(config, { metrics: clusterMetricsSource() });
+  } catch (err) {
+    await reportStartFailure(err);
+    throw err;
+  }
   onShutdown(() => gateway.close());
 }

@@ -131,7 +131,7 @@ function integerOption(name: string, value: number | undefined, fallback: number
   return value;
 }
 
-function ensureWritableDir(dir: string): void {
+export function ensureWritableDir(dir: string): void {
   const probe = `${dir}/.recgate-write-check-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     mkdirSync(dir, { recursive: true });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -10,6 +10,7 @@ import { openCallLog, parseDatabaseUrl } from '../../src/call-log/index.js';
 import { PostgresCallLog } from '../../src/call-log/postgres.js';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { isRecgateError } from '../../src/errors.js';
+import { mountReadOnly } from '../helpers/read-only-mount.js';
 import { newCallSid } from './contract.js';
 
 const root = await mkdtemp(join(tmpdir(), 'recgate-open-'));
@@ -98,6 +99,48 @@ describe('openCallLog', () => {
 
   test('rejects an unsupported URL', async () => {
     await assert.rejects(openCallLog('redis://x', root), /--database/);
+  });
+
+  /** Asserts RECGATE_DATABASE_ERROR with exactly this message. */
+  const openFails = (message: string) => (err: unknown) => {
+    assert.ok(isRecgateError(err), String(err));
+    assert.equal(err.code, 'RECGATE_DATABASE_ERROR');
+    assert.equal(err.message, message);
+    return true;
+  };
+
+  test('a read-only data dir: the error names the file and the cause', async (t) => {
+    const dataDir = join(root, 'read-only');
+    if (!mountReadOnly(t, dataDir)) return;
+    await assert.rejects(
+      openCallLog(undefined, dataDir),
+      openFails(`cannot open the call log ${dataDir}/recgate.db: EROFS: read-only file system`),
+    );
+    // A data dir still to be created below the read-only one: Node's mkdir says ENOENT, the volume is why.
+    await assert.rejects(
+      openCallLog(undefined, join(dataDir, 'a', 'b')),
+      openFails(`cannot open the call log ${dataDir}/a/b/recgate.db: EROFS: read-only file system`),
+    );
+  });
+
+  test('a directory in place of the SQLite file: the error says so', async () => {
+    const dataDir = join(root, 'dir-in-place');
+    await mkdir(join(dataDir, 'recgate.db'), { recursive: true });
+    await assert.rejects(
+      openCallLog(undefined, dataDir),
+      openFails(`cannot open the call log ${dataDir}/recgate.db: it is a directory`),
+    );
+  });
+
+  test('unreachable PostgreSQL: the error names user, host and database, never the password', async () => {
+    // Port 1 on loopback refuses at once; no server is needed.
+    const url = 'postgres://recgate:hunter2@127.0.0.1:1/calls?password=hunter3&schema=rg';
+    await assert.rejects(
+      openCallLog(url, root),
+      openFails(
+        'cannot open the call log postgres://recgate@127.0.0.1:1/calls (schema rg): connect ECONNREFUSED 127.0.0.1:1',
+      ),
+    );
   });
 
   test('opens PostgreSQL in the schema named by the URL', async (t) => {
