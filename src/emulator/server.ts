@@ -19,7 +19,9 @@ export interface Throttle {
 }
 
 export interface MediaStats {
+  /** GET media requests per recording SID. */
   requests: Map<string, number>;
+  /** Body bytes of GET media responses written to the socket per recording SID. */
   bytes: Map<string, number>;
 }
 

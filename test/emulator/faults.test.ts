@@ -90,7 +90,7 @@ describe('emulator media faults', () => {
     const { bytes, error } = await drain(res.body);
     assert.ok(error, 'the body errors');
     assert.ok(bytes < SIZE, `${bytes} bytes`);
-    assert.ok(emulator.stats().media_bytes[recording.recording_sid!]! <= SIZE / 2);
+    assert.equal(emulator.stats().media_bytes[recording.recording_sid!], SIZE / 2, 'the part that was sent');
   });
 
   it('short_body: fewer bytes than Content-Length, then the connection ends', async () => {
@@ -101,6 +101,8 @@ describe('emulator media faults', () => {
     const { bytes, error } = await drain(res.body);
     assert.ok(error !== undefined || bytes < SIZE, 'the client notices the short body');
     assert.ok(bytes <= 1000, `${bytes} bytes`);
+    assert.deepEqual(emulator.stats().media_bytes, { [recording.recording_sid!]: 1000 });
+    assert.equal(emulator.stats().total_media_bytes, 1000);
   });
 
   it('stall: headers, then no bytes until the client gives up', async () => {
@@ -126,6 +128,29 @@ describe('emulator media faults', () => {
     assert.ok(error, 'the body errors');
     assert.equal(bytes, 500);
     assert.ok(performance.now() - started >= 150);
+    assert.equal(emulator.stats().media_bytes[recording.recording_sid!], 500);
+  });
+
+  it('counts only the bytes a client that went away actually got', async () => {
+    emulator.setThrottle({ bandwidth: 100_000 });
+    try {
+      const controller = new AbortController();
+      const res = await get(undefined, controller.signal);
+      res.body.on('error', () => {});
+      let received = 0;
+      for await (const chunk of res.body) {
+        received += (chunk as Buffer).length;
+        if (received >= 10_000) break;
+      }
+      controller.abort();
+      await sleep(200);
+      const sent = emulator.stats().media_bytes[recording.recording_sid!]!;
+      assert.ok(sent >= received && sent < SIZE, `${sent} bytes counted, ${received} received`);
+      await sleep(200);
+      assert.equal(emulator.stats().media_bytes[recording.recording_sid!], sent, 'no more after the close');
+    } finally {
+      emulator.setThrottle({ bandwidth: 0 });
+    }
   });
 
   it('targets one recording when recording_sid is given; counts faulted requests', async () => {
