@@ -19,7 +19,7 @@ export { generateMp3, generateWav, minMp3Bytes } from './audio.js';
 
 export { DEMO_PROCESSING_MS, type DemoCall, type DemoScenario, seedDemo } from './demo.js';
 export type { FaultInput, FaultKind } from './faults.js';
-export { FAULT_KINDS } from './faults.js';
+export { FAULT_KINDS, HTML_FAULT_PAGE } from './faults.js';
 export type { CallDirection, CreatedRecording, CreateRecordingInput, CreateStatus } from './state.js';
 
 /** The account SID an emulator answers to unless told otherwise. */
@@ -57,7 +57,7 @@ export interface EmulatorStats {
   total_media_requests: number;
   /**
    * Body bytes of GET media responses per recording SID, counted as the socket takes them: a partial body
-   * (a fault, or a client that went away) counts what was sent.
+   * (a fault, or a client that went away) counts what was sent, and fault bodies (`html_page`) count too.
    * A recording no body byte was sent for has no entry.
    */
   media_bytes: Record<string, number>;
