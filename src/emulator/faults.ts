@@ -35,6 +35,14 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** Kinds that answer 200 with a body other than the media: `content_type` applies to them. */
 const TYPED_KINDS: ReadonlySet<FaultKind> = new Set(['html_page', 'empty_body']);
+/** Kinds that answer 200 with a body: `omit_content_length` applies to them. */
+const BODY_KINDS: ReadonlySet<FaultKind> = new Set([
+  'reset_mid_body',
+  'short_body',
+  'stall',
+  'html_page',
+  'empty_body',
+]);
 
 /** The body of an `html_page` fault: what a CDN or load balancer in front of Twilio serves when it fails. */
 export const HTML_FAULT_PAGE = `<!DOCTYPE html>
@@ -62,7 +70,7 @@ h1 { font-size: 1.5rem; color: #f22f46; }
 
 /**
  * Body of `POST /__emulator/faults` and argument of `Emulator.addFault`. Unknown fields are refused, and so
- * is `content_type` with kinds it does not apply to.
+ * are `content_type` and `omit_content_length` with kinds they do not apply to.
  */
 export const faultSchema = z
   .strictObject({
@@ -90,10 +98,21 @@ export const faultSchema = z
       .max(200)
       .regex(/^[\x20-\x7e]+$/, 'must be printable ASCII')
       .optional(),
+    /**
+     * Kinds that send a 200 body (`reset_mid_body`, `short_body`, `stall`, `html_page`, `empty_body`): send no
+     * Content-Length and delimit the body by closing the connection, as an HTTP/1.0-style upstream does. A
+     * `short_body` then ends in a clean close the client cannot tell from a whole body (issue 9 item 4);
+     * with `after_bytes` at or above the size it sends the whole media that way. Default false.
+     */
+    omit_content_length: z.boolean().optional(),
   })
   .refine((v) => v.content_type === undefined || TYPED_KINDS.has(v.kind), {
     message: 'applies only to kinds html_page and empty_body',
     path: ['content_type'],
+  })
+  .refine((v) => v.omit_content_length === undefined || BODY_KINDS.has(v.kind), {
+    message: 'applies only to kinds reset_mid_body, short_body, stall, html_page and empty_body',
+    path: ['omit_content_length'],
   });
 
 export type FaultInput = z.input<typeof faultSchema>;
@@ -107,6 +126,7 @@ export interface Fault {
   afterBytes: number | null;
   /** Content-Type override (`html_page`, `empty_body`); `null` for the kind's default. */
   contentType: string | null;
+  omitContentLength: boolean;
 }
 
 export class FaultQueue {
@@ -128,6 +148,7 @@ export class FaultQueue {
       stallMs: input.stall_ms ?? 600_000,
       afterBytes: input.after_bytes ?? null,
       contentType: input.content_type ?? null,
+      omitContentLength: input.omit_content_length ?? false,
     };
     this.faults.push(fault);
     return fault;

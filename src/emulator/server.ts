@@ -262,6 +262,7 @@ async function serveMedia(
       },
       body: html ? HTML_FAULT_BODY : Buffer.alloc(0),
       ending: { kind: 'end' },
+      omitContentLength: fault.omitContentLength,
       bandwidth: throttle.bandwidth,
     });
     return;
@@ -330,15 +331,24 @@ async function serveMedia(
     reply.raw.end();
     return;
   }
-  await sendBody(ctx, reply, sid, { status, headers, body, ending, bandwidth: throttle.bandwidth });
+  await sendBody(ctx, reply, sid, {
+    status,
+    headers,
+    body,
+    ending,
+    omitContentLength: fault?.omitContentLength ?? false,
+    bandwidth: throttle.bandwidth,
+  });
 }
 
 interface BodyResponse {
   status: number;
-  /** Headers but Content-Length, which {@link sendBody} adds. */
+  /** Headers but Content-Length, which {@link sendBody} adds unless the fault omits it. */
   headers: Record<string, string>;
   body: Buffer;
   ending: BodyEnding;
+  /** Close-delimited body: no Content-Length, no chunked encoding, the connection ends after the body. */
+  omitContentLength: boolean;
   bandwidth: number;
 }
 
@@ -353,7 +363,11 @@ async function sendBody(
   const headers = { ...response.headers };
   reply.hijack();
   const res: ServerResponse = reply.raw;
-  headers['Content-Length'] = String(body.length);
+  if (response.omitContentLength) {
+    res.useChunkedEncodingByDefault = false;
+  } else {
+    headers['Content-Length'] = String(body.length);
+  }
   res.writeHead(response.status, headers);
   if (typeof res.flushHeaders === 'function') res.flushHeaders();
   await writeBody(res, {

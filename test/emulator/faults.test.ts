@@ -3,7 +3,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { type CreatedRecording, type Emulator, HTML_FAULT_PAGE } from '../../src/emulator/index.js';
-import { checkContentType, sniffMedia } from '../../src/recordings/media-check.js';
+import { checkContentType, sniffMedia, walkFrames } from '../../src/recordings/media-check.js';
 import { accountUrl, basic, control, start } from './helpers.js';
 
 const SIZE = 100_000;
@@ -203,7 +203,43 @@ describe('emulator media faults', () => {
     assert.equal(emulator.stats().media_requests[recording.recording_sid!], 3);
   });
 
-  it('refuses content_type where it does not apply, and bad values', async () => {
+  it('short_body with omit_content_length: a clean close the client takes for the whole body', async () => {
+    await fault({ kind: 'short_body', after_bytes: 50_050, omit_content_length: true });
+    const res = await get();
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-length'], undefined);
+    assert.equal(res.headers['transfer-encoding'], undefined);
+    assert.equal(res.headers.connection, 'close');
+    const chunks: Buffer[] = [];
+    for await (const chunk of res.body) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    assert.equal(body.length, 50_050, 'no error: the body just ends');
+    assert.equal(walkFrames(body).kind, 'truncated', 'only the framing shows the cut');
+    assert.equal(emulator.stats().media_bytes[recording.recording_sid!], 50_050);
+  });
+
+  it('omit_content_length with after_bytes past the end sends the whole media, close-delimited', async () => {
+    await fault({ kind: 'short_body', after_bytes: 10 * SIZE, omit_content_length: true });
+    const res = await get();
+    assert.equal(res.headers['content-length'], undefined);
+    const body = Buffer.from(await res.body.arrayBuffer());
+    assert.equal(body.length, SIZE);
+    assert.deepEqual(walkFrames(body), { kind: 'complete', format: 'mp3' });
+  });
+
+  it('html_page and empty_body with omit_content_length end by closing the connection', async () => {
+    await fault({ kind: 'html_page', omit_content_length: true });
+    await fault({ kind: 'empty_body', omit_content_length: true });
+    const page = await get();
+    assert.equal(page.headers['content-length'], undefined);
+    assert.equal(await page.body.text(), HTML_FAULT_PAGE);
+    const empty = await get();
+    assert.equal(empty.headers['content-length'], undefined);
+    assert.equal(empty.headers['transfer-encoding'], undefined);
+    assert.equal((await empty.body.arrayBuffer()).byteLength, 0);
+  });
+
+  it('refuses content_type and omit_content_length where they do not apply, and bad values', async () => {
     const wrongKind = await rejected({ kind: 'http_500', content_type: 'audio/mpeg' });
     assert.equal(wrongKind.code, 'RECGATE_INVALID_REQUEST');
     assert.match(wrongKind.message, /^content_type: applies only to kinds html_page and empty_body$/);
@@ -212,10 +248,18 @@ describe('emulator media faults', () => {
       /^content_type: /,
     );
     assert.match(
+      (await rejected({ kind: 'rate_limit', omit_content_length: true })).message,
+      /^omit_content_length: applies only to kinds/,
+    );
+    assert.match(
       (await rejected({ kind: 'html_page', content_type: 'text/html\r\nX-Injected: 1' })).message,
       /^content_type: must be printable ASCII$/,
     );
     assert.match((await rejected({ kind: 'html_page', content_type: '' })).message, /^content_type: /);
+    assert.match(
+      (await rejected({ kind: 'empty_body', omit_content_length: 'yes' })).message,
+      /^omit_content_length: /,
+    );
     assert.match((await rejected({ kind: 'html_page', status: 500 })).message, /status/);
     assert.match((await rejected({ kind: 'html' })).message, /^kind: /);
     assert.deepEqual(
