@@ -445,10 +445,16 @@ export class FrameWalker {
       const byte = chunk[i]!;
       const at = this.#offset + i;
       switch (this.#state) {
-        case 'frames':
-          this.#frameByte(byte, at);
-          i++;
+        case 'frames': {
+          const next = this.#headerLength === 0 ? this.#walkWholeHeaders(chunk, i) : i;
+          if (next === i) {
+            this.#frameByte(byte, at);
+            i++;
+          } else {
+            i = next;
+          }
           break;
+        }
         case 'start':
           if (this.#headLength === 0) {
             if (byte === 0xff) {
@@ -542,6 +548,42 @@ export class FrameWalker {
         }
         return { kind: 'complete', format: 'mp3' };
     }
+  }
+
+  /**
+   * The fast path: jumps from frame to frame while whole headers lie inside `chunk`, starting at a frame
+   * start `i`. Returns where it stopped: at the end of the chunk (with `#skip` set to the rest of the last
+   * frame), at a header split across chunks, or at bytes that are no valid frame header of this stream,
+   * which {@link #frameByte} then judges byte by byte (an ID3v1 tag, or lost sync). Returns `i` itself
+   * when not even the first header passed.
+   */
+  #walkWholeHeaders(chunk: Uint8Array, i: number): number {
+    const n = chunk.length;
+    let key = this.#streamKey;
+    let frames = this.#frames;
+    let start = i;
+    let length = this.#unitLength;
+    while (i + 4 <= n) {
+      const header = ((chunk[i]! << 24) | (chunk[i + 1]! << 16) | (chunk[i + 2]! << 8) | chunk[i + 3]!) >>> 0;
+      const frame = frameLength(header);
+      if (frame === 0 || (key >= 0 && streamKey(header) !== key)) break;
+      key = streamKey(header);
+      frames++;
+      start = i;
+      length = frame;
+      i += frame;
+    }
+    if (frames !== this.#frames) {
+      this.#streamKey = key;
+      this.#frames = frames;
+      this.#unitStart = this.#offset + start;
+      this.#unitLength = length;
+    }
+    if (i > n) {
+      this.#skip = i - n;
+      return n;
+    }
+    return i;
   }
 
   /** One byte where a frame header (or the ID3v1 tag) must start or continue. */
