@@ -2,6 +2,9 @@
  * Injected media faults. Each fault applies to the next `count` GET media requests, for one recording or
  * (without `recording_sid`) for any. A request takes at most one fault: the oldest one aimed at its
  * recording, else the oldest one aimed at any recording. HEAD and metadata requests never take a fault.
+ *
+ * `http_500`, `rate_limit`, `html_page` and `empty_body` answer for an upstream that is broken as a whole:
+ * they apply whether or not the recording exists or is ready.
  */
 import { z } from 'zod';
 import { createError } from '../errors.js';
@@ -19,25 +22,98 @@ export const FAULT_KINDS = [
   'short_body',
   /** Headers and `after_bytes` (default 0) bytes, then silence for `stall_ms` (default 10 min), then a reset. */
   'stall',
+  /**
+   * 200 with {@link HTML_FAULT_PAGE} (a small Twilio-like error page) instead of the media, typed
+   * `text/html; charset=utf-8` unless `content_type` says otherwise (`audio/mpeg` to lie about it).
+   */
+  'html_page',
+  /** 200 with `Content-Length: 0` and no body, typed as the media would be unless `content_type` says otherwise. */
+  'empty_body',
 ] as const;
 
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
-export const faultSchema = z.strictObject({
-  recording_sid: z
-    .string()
-    .regex(/^RE[0-9a-f]{32}$/, 'must match ^RE[0-9a-f]{32}$')
-    .optional(),
-  kind: z.enum(FAULT_KINDS),
-  /** How many upcoming media requests take this fault. Default 1. */
-  count: z.number().int().positive().max(1_000_000).optional(),
-  /** `rate_limit` only: the Retry-After value in seconds. Default 1. */
-  retry_after: z.number().int().nonnegative().max(86_400).optional(),
-  /** `stall` only: how long the connection stays silent before it is reset. Default 600000 (10 min). */
-  stall_ms: z.number().int().nonnegative().max(86_400_000).optional(),
-  /** Body-fault kinds: bytes sent before the fault strikes (defaults: half the body, 0 for `stall`). */
-  after_bytes: z.number().int().nonnegative().optional(),
-});
+/** Kinds that answer 200 with a body other than the media: `content_type` applies to them. */
+const TYPED_KINDS: ReadonlySet<FaultKind> = new Set(['html_page', 'empty_body']);
+/** Kinds that answer 200 with a body: `omit_content_length` applies to them. */
+const BODY_KINDS: ReadonlySet<FaultKind> = new Set([
+  'reset_mid_body',
+  'short_body',
+  'stall',
+  'html_page',
+  'empty_body',
+]);
+
+/** The body of an `html_page` fault: what a CDN or load balancer in front of Twilio serves when it fails. */
+export const HTML_FAULT_PAGE = `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Twilio - Service Temporarily Unavailable</title>
+<style>
+body { margin: 0; font-family: "Inter", Helvetica, Arial, sans-serif; color: #121c2d; background: #f4f4f6; }
+main { max-width: 36rem; margin: 4rem auto; padding: 2rem; background: #fff; border-radius: 8px; }
+h1 { font-size: 1.5rem; color: #f22f46; }
+</style>
+</head>
+<body>
+<main>
+<h1>We're sorry, something went wrong.</h1>
+<p>The service is temporarily unavailable. Please try your request again in a few minutes.</p>
+<p>If the problem persists, contact Twilio Support and quote the error reference below.</p>
+<p><small>Error 503 &middot; Reference RQ5c3f2a1b0e9d8c7b6a5f4e3d2c1b0a9f</small></p>
+</main>
+</body>
+</html>
+`;
+
+/**
+ * Body of `POST /__emulator/faults` and argument of `Emulator.addFault`. Unknown fields are refused, and so
+ * are `content_type` and `omit_content_length` with kinds they do not apply to.
+ */
+export const faultSchema = z
+  .strictObject({
+    recording_sid: z
+      .string()
+      .regex(/^RE[0-9a-f]{32}$/, 'must match ^RE[0-9a-f]{32}$')
+      .optional(),
+    kind: z.enum(FAULT_KINDS),
+    /** How many upcoming media requests take this fault. Default 1. */
+    count: z.number().int().positive().max(1_000_000).optional(),
+    /** `rate_limit` only: the Retry-After value in seconds. Default 1. */
+    retry_after: z.number().int().nonnegative().max(86_400).optional(),
+    /** `stall` only: how long the connection stays silent before it is reset. Default 600000 (10 min). */
+    stall_ms: z.number().int().nonnegative().max(86_400_000).optional(),
+    /** Body-fault kinds: bytes sent before the fault strikes (defaults: half the body, 0 for `stall`). */
+    after_bytes: z.number().int().nonnegative().optional(),
+    /**
+     * `html_page` and `empty_body` only: the Content-Type header to send, any printable ASCII. Defaults:
+     * `text/html; charset=utf-8` for `html_page`, the media's own type (`audio/mpeg`, `audio/x-wav`) for
+     * `empty_body`.
+     */
+    content_type: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[\x20-\x7e]+$/, 'must be printable ASCII')
+      .optional(),
+    /**
+     * Kinds that send a 200 body (`reset_mid_body`, `short_body`, `stall`, `html_page`, `empty_body`): send no
+     * Content-Length and delimit the body by closing the connection, as an HTTP/1.0-style upstream does. A
+     * `short_body` then ends in a clean close the client cannot tell from a whole body (issue 9 item 4);
+     * with `after_bytes` at or above the size it sends the whole media that way. Default false.
+     */
+    omit_content_length: z.boolean().optional(),
+  })
+  .refine((v) => v.content_type === undefined || TYPED_KINDS.has(v.kind), {
+    message: 'applies only to kinds html_page and empty_body',
+    path: ['content_type'],
+  })
+  .refine((v) => v.omit_content_length === undefined || BODY_KINDS.has(v.kind), {
+    message: 'applies only to kinds reset_mid_body, short_body, stall, html_page and empty_body',
+    path: ['omit_content_length'],
+  });
 
 export type FaultInput = z.input<typeof faultSchema>;
 
@@ -48,6 +124,9 @@ export interface Fault {
   retryAfterS: number;
   stallMs: number;
   afterBytes: number | null;
+  /** Content-Type override (`html_page`, `empty_body`); `null` for the kind's default. */
+  contentType: string | null;
+  omitContentLength: boolean;
 }
 
 export class FaultQueue {
@@ -68,6 +147,8 @@ export class FaultQueue {
       retryAfterS: input.retry_after ?? 1,
       stallMs: input.stall_ms ?? 600_000,
       afterBytes: input.after_bytes ?? null,
+      contentType: input.content_type ?? null,
+      omitContentLength: input.omit_content_length ?? false,
     };
     this.faults.push(fault);
     return fault;

@@ -19,7 +19,7 @@ export { generateMp3, generateWav, minMp3Bytes } from './audio.js';
 
 export { DEMO_PROCESSING_MS, type DemoCall, type DemoScenario, seedDemo } from './demo.js';
 export type { FaultInput, FaultKind } from './faults.js';
-export { FAULT_KINDS } from './faults.js';
+export { FAULT_KINDS, HTML_FAULT_PAGE } from './faults.js';
 export type { CallDirection, CreatedRecording, CreateRecordingInput, CreateStatus } from './state.js';
 
 /** The account SID an emulator answers to unless told otherwise. */
@@ -55,8 +55,13 @@ export interface EmulatorStats {
   /** GET media requests per recording SID (any extension), counted on arrival, faulted or failed or not. HEAD is not counted. */
   media_requests: Record<string, number>;
   total_media_requests: number;
-  /** Media body bytes handed to sockets per recording SID. */
+  /**
+   * Body bytes of GET media responses per recording SID, counted as the socket takes them: a partial body
+   * (a fault, or a client that went away) counts what was sent, and fault bodies (`html_page`) count too.
+   * A recording no body byte was sent for has no entry.
+   */
   media_bytes: Record<string, number>;
+  /** Sum of `media_bytes`. */
   total_media_bytes: number;
 }
 
@@ -82,7 +87,7 @@ export interface Emulator {
   createRecording(input?: CreateRecordingInput): Promise<CreatedRecording>;
   /** Queues a fault for upcoming GET media requests, as `POST /__emulator/faults` does. */
   addFault(input: FaultInput): void;
-  /** Media request and byte counters since start or the last {@link reset}. */
+  /** Media request and byte counters since start or the last {@link reset}; `GET /__emulator/stats` answers the same. */
   stats(): EmulatorStats;
   /** Changes the throttle for responses that start from now on. */
   setThrottle(settings: ThrottleSettings): void;

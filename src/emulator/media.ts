@@ -65,7 +65,10 @@ export interface BodyPlan {
   /** Bytes per second; 0 sends as fast as the socket drains. */
   bandwidth: number;
   ending: BodyEnding;
-  /** Called with every chunk handed to the socket. */
+  /**
+   * Called with the size of every chunk once the socket has taken it (Node's write callback, without an
+   * error), so bytes still queued when a client goes away or a fault resets the connection are not counted.
+   */
   onBytes(count: number): void;
   /** Resolves when the emulator closes, to end stalls early. */
   closing: Promise<void>;
@@ -103,9 +106,10 @@ export async function writeBody(res: ServerResponse, plan: BodyPlan): Promise<vo
         }
       }
       const n = Math.min(allowance, limit - sent);
-      const ok = res.write(body.subarray(sent, sent + n));
+      const ok = res.write(body.subarray(sent, sent + n), (err) => {
+        if (!err) plan.onBytes(n);
+      });
       sent += n;
-      plan.onBytes(n);
       if (!ok && !gone) await drained(res);
     }
     if (gone) return;

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
-import type { FaultQueue } from './faults.js';
+import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
 import type { EmulatorState, RecordingEntry } from './state.js';
 
@@ -19,7 +19,9 @@ export interface Throttle {
 }
 
 export interface MediaStats {
+  /** GET media requests per recording SID. */
   requests: Map<string, number>;
+  /** Body bytes of GET media responses written to the socket per recording SID (fault bodies included). */
   bytes: Map<string, number>;
 }
 
@@ -40,6 +42,7 @@ const FILE = /^(RE[0-9a-f]{32})(\.json|\.mp3|\.wav)?$/;
 const CALL_FILE = /^(CA[0-9a-f]{32})\.json$/;
 const DEFAULT_PAGE_SIZE = 50;
 const MAX_PAGE_SIZE = 1000;
+const HTML_FAULT_BODY = Buffer.from(HTML_FAULT_PAGE, 'utf8');
 
 export function buildServer(ctx: ServerContext) {
   const app = fastify({
@@ -249,6 +252,21 @@ async function serveMedia(
     void reply.header('Retry-After', String(fault.retryAfterS));
     return twilioError(reply, 429, 20429, 'Too Many Requests');
   }
+  if (fault?.kind === 'html_page' || fault?.kind === 'empty_body') {
+    const html = fault.kind === 'html_page';
+    log?.debug({ recordingSid: sid, fault: fault.kind }, 'media fault injected');
+    await sendBody(ctx, reply, sid, {
+      status: 200,
+      headers: {
+        'Content-Type': fault.contentType ?? (html ? 'text/html; charset=utf-8' : mediaType(format)),
+      },
+      body: html ? HTML_FAULT_BODY : Buffer.alloc(0),
+      ending: { kind: 'end' },
+      omitContentLength: fault.omitContentLength,
+      bandwidth: throttle.bandwidth,
+    });
+    return;
+  }
   const recording = ctx.state.visibleRecording(sid);
   if (fault?.kind === 'not_ready' || !recording || ctx.state.status(recording) !== 'completed') {
     return twilioError(reply, 404, 20404, notFoundMessage(request.url));
@@ -258,7 +276,7 @@ async function serveMedia(
   const etag = `"${media.sha256}"`;
   const lastModified = recording.completedAt.toUTCString();
   const headers: Record<string, string> = {
-    'Content-Type': format === 'wav' ? 'audio/x-wav' : 'audio/mpeg',
+    'Content-Type': mediaType(format),
     ETag: etag,
     'Last-Modified': lastModified,
   };
@@ -294,10 +312,7 @@ async function serveMedia(
     body = media.data.subarray(outcome.start, outcome.end + 1);
     headers['Content-Range'] = `bytes ${outcome.start}-${outcome.end}/${size}`;
   }
-  headers['Content-Length'] = String(body.length);
 
-  reply.hijack();
-  const res: ServerResponse = reply.raw;
   let ending: BodyEnding = { kind: 'end' };
   if (fault?.kind === 'reset_mid_body') {
     ending = { kind: 'reset', afterBytes: fault.afterBytes ?? Math.floor(body.length / 2) };
@@ -309,19 +324,63 @@ async function serveMedia(
   if (ending.kind !== 'end') {
     log?.debug({ recordingSid: sid, fault: fault?.kind }, 'media fault injected');
   }
-  res.writeHead(status, headers);
   if (!isGet) {
-    res.end();
+    headers['Content-Length'] = String(body.length);
+    reply.hijack();
+    reply.raw.writeHead(status, headers);
+    reply.raw.end();
     return;
   }
+  await sendBody(ctx, reply, sid, {
+    status,
+    headers,
+    body,
+    ending,
+    omitContentLength: fault?.omitContentLength ?? false,
+    bandwidth: throttle.bandwidth,
+  });
+}
+
+interface BodyResponse {
+  status: number;
+  /** Headers but Content-Length, which {@link sendBody} adds unless the fault omits it. */
+  headers: Record<string, string>;
+  body: Buffer;
+  ending: BodyEnding;
+  /** Close-delimited body: no Content-Length, no chunked encoding, the connection ends after the body. */
+  omitContentLength: boolean;
+  bandwidth: number;
+}
+
+/** Writes a GET media response, counting its body bytes in the stats as the socket takes them. */
+async function sendBody(
+  ctx: ServerContext,
+  reply: FastifyReply,
+  sid: string,
+  response: BodyResponse,
+): Promise<void> {
+  const { body } = response;
+  const headers = { ...response.headers };
+  reply.hijack();
+  const res: ServerResponse = reply.raw;
+  if (response.omitContentLength) {
+    res.useChunkedEncodingByDefault = false;
+  } else {
+    headers['Content-Length'] = String(body.length);
+  }
+  res.writeHead(response.status, headers);
   if (typeof res.flushHeaders === 'function') res.flushHeaders();
   await writeBody(res, {
     body,
-    bandwidth: throttle.bandwidth,
-    ending,
+    bandwidth: response.bandwidth,
+    ending: response.ending,
     closing: ctx.closing,
     onBytes: (n) => ctx.stats.bytes.set(sid, (ctx.stats.bytes.get(sid) ?? 0) + n),
   });
+}
+
+function mediaType(format: 'mp3' | 'wav'): string {
+  return format === 'wav' ? 'audio/x-wav' : 'audio/mpeg';
 }
 
 function mediaOf(

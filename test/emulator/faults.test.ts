@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import type { CreatedRecording, Emulator } from '../../src/emulator/index.js';
+import { type CreatedRecording, type Emulator, HTML_FAULT_PAGE } from '../../src/emulator/index.js';
+import { checkContentType, sniffMedia, walkFrames } from '../../src/recordings/media-check.js';
 import { accountUrl, basic, control, start } from './helpers.js';
 
 const SIZE = 100_000;
@@ -12,8 +13,8 @@ describe('emulator media faults', () => {
   let recording: CreatedRecording;
   let other: CreatedRecording;
   const dispatcher = new Agent({ bodyTimeout: 5_000, headersTimeout: 5_000 });
-  const get = (sid = recording.recording_sid!, signal?: AbortSignal) =>
-    request(accountUrl(emulator, `Recordings/${sid}.mp3`), {
+  const get = (sid = recording.recording_sid!, signal?: AbortSignal, extension = '.mp3') =>
+    request(accountUrl(emulator, `Recordings/${sid}${extension}`), {
       dispatcher,
       headers: { authorization: basic(emulator.accountSid, emulator.authToken) },
       ...(signal ? { signal } : {}),
@@ -22,6 +23,11 @@ describe('emulator media faults', () => {
     const res = await control(emulator, 'faults', body);
     assert.equal(res.status, 201);
     await res.arrayBuffer();
+  };
+  const rejected = async (body: Record<string, unknown>) => {
+    const res = await control(emulator, 'faults', body);
+    assert.equal(res.status, 400);
+    return ((await res.json()) as { error: { code: string; message: string } }).error;
   };
   /** Reads the whole body; resolves to the bytes read and the error that ended it, if any. */
   const drain = async (body: AsyncIterable<Buffer>) => {
@@ -90,7 +96,7 @@ describe('emulator media faults', () => {
     const { bytes, error } = await drain(res.body);
     assert.ok(error, 'the body errors');
     assert.ok(bytes < SIZE, `${bytes} bytes`);
-    assert.ok(emulator.stats().media_bytes[recording.recording_sid!]! <= SIZE / 2);
+    assert.equal(emulator.stats().media_bytes[recording.recording_sid!], SIZE / 2, 'the part that was sent');
   });
 
   it('short_body: fewer bytes than Content-Length, then the connection ends', async () => {
@@ -101,6 +107,8 @@ describe('emulator media faults', () => {
     const { bytes, error } = await drain(res.body);
     assert.ok(error !== undefined || bytes < SIZE, 'the client notices the short body');
     assert.ok(bytes <= 1000, `${bytes} bytes`);
+    assert.deepEqual(emulator.stats().media_bytes, { [recording.recording_sid!]: 1000 });
+    assert.equal(emulator.stats().total_media_bytes, 1000);
   });
 
   it('stall: headers, then no bytes until the client gives up', async () => {
@@ -126,6 +134,160 @@ describe('emulator media faults', () => {
     assert.ok(error, 'the body errors');
     assert.equal(bytes, 500);
     assert.ok(performance.now() - started >= 150);
+    assert.equal(emulator.stats().media_bytes[recording.recording_sid!], 500);
+  });
+
+  it('html_page: 200 with a Twilio-like HTML page, typed text/html, once', async () => {
+    await fault({ kind: 'html_page' });
+    const res = await get();
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-type'], 'text/html; charset=utf-8');
+    const page = Buffer.from(HTML_FAULT_PAGE);
+    assert.equal(res.headers['content-length'], String(page.length));
+    assert.equal(res.headers.etag, undefined, 'no validator of the recording');
+    const body = Buffer.from(await res.body.arrayBuffer());
+    assert.ok(body.equals(page));
+    assert.equal(checkContentType(String(res.headers['content-type'])), 'bad');
+    assert.deepEqual(sniffMedia(body), {
+      kind: 'bad',
+      reason: 'an HTML page, not MP3 or WAV audio, titled Twilio - Service Temporarily Unavailable',
+    });
+    assert.deepEqual(emulator.stats().media_bytes, { [recording.recording_sid!]: page.length });
+    const next = await get();
+    assert.equal(next.headers['content-type'], 'audio/mpeg');
+    assert.equal(sniffMedia(Buffer.from(await next.body.arrayBuffer())).kind, 'ok');
+  });
+
+  it('html_page with content_type: the same page, lying about its type; Range is ignored', async () => {
+    await fault({ kind: 'html_page', content_type: 'audio/mpeg' });
+    const res = await request(accountUrl(emulator, `Recordings/${recording.recording_sid}.mp3`), {
+      dispatcher,
+      headers: { authorization: basic(emulator.accountSid, emulator.authToken), range: 'bytes=0-99' },
+    });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-type'], 'audio/mpeg');
+    assert.equal(res.headers['content-range'], undefined);
+    const body = Buffer.from(await res.body.arrayBuffer());
+    assert.equal(body.toString('utf8'), HTML_FAULT_PAGE);
+    assert.equal(sniffMedia(body).kind, 'bad');
+  });
+
+  it('html_page answers even for a recording that is not ready, as a broken upstream would', async () => {
+    const processing = await emulator.createRecording({ bytes: 5000, status: 'processing' });
+    await fault({ kind: 'html_page', recording_sid: processing.recording_sid });
+    const res = await get(processing.recording_sid!);
+    assert.equal(res.statusCode, 200);
+    assert.equal(await res.body.text(), HTML_FAULT_PAGE);
+    const after = await get(processing.recording_sid!);
+    assert.equal(after.statusCode, 404);
+    await after.body.arrayBuffer();
+  });
+
+  it('empty_body: 200 with Content-Length 0, typed as the media (or as content_type says)', async () => {
+    await fault({ kind: 'empty_body', count: 2 });
+    await fault({ kind: 'empty_body', content_type: 'application/octet-stream' });
+    const mp3 = await get();
+    assert.equal(mp3.statusCode, 200);
+    assert.equal(mp3.headers['content-length'], '0');
+    assert.equal(mp3.headers['content-type'], 'audio/mpeg');
+    const body = Buffer.from(await mp3.body.arrayBuffer());
+    assert.equal(body.length, 0);
+    assert.deepEqual(sniffMedia(body), { kind: 'bad', reason: 'an empty body' });
+    const wav = await get(undefined, undefined, '.wav');
+    assert.equal(wav.headers['content-type'], 'audio/x-wav');
+    assert.equal((await wav.body.arrayBuffer()).byteLength, 0);
+    const untyped = await get();
+    assert.equal(untyped.headers['content-type'], 'application/octet-stream');
+    assert.equal((await untyped.body.arrayBuffer()).byteLength, 0);
+    assert.deepEqual(emulator.stats().media_bytes, {}, 'no body bytes, no entry');
+    assert.equal(emulator.stats().media_requests[recording.recording_sid!], 3);
+  });
+
+  it('short_body with omit_content_length: a clean close the client takes for the whole body', async () => {
+    await fault({ kind: 'short_body', after_bytes: 50_050, omit_content_length: true });
+    const res = await get();
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-length'], undefined);
+    assert.equal(res.headers['transfer-encoding'], undefined);
+    assert.equal(res.headers.connection, 'close');
+    const chunks: Buffer[] = [];
+    for await (const chunk of res.body) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    assert.equal(body.length, 50_050, 'no error: the body just ends');
+    assert.equal(walkFrames(body).kind, 'truncated', 'only the framing shows the cut');
+    assert.equal(emulator.stats().media_bytes[recording.recording_sid!], 50_050);
+  });
+
+  it('omit_content_length with after_bytes past the end sends the whole media, close-delimited', async () => {
+    await fault({ kind: 'short_body', after_bytes: 10 * SIZE, omit_content_length: true });
+    const res = await get();
+    assert.equal(res.headers['content-length'], undefined);
+    const body = Buffer.from(await res.body.arrayBuffer());
+    assert.equal(body.length, SIZE);
+    assert.deepEqual(walkFrames(body), { kind: 'complete', format: 'mp3' });
+  });
+
+  it('html_page and empty_body with omit_content_length end by closing the connection', async () => {
+    await fault({ kind: 'html_page', omit_content_length: true });
+    await fault({ kind: 'empty_body', omit_content_length: true });
+    const page = await get();
+    assert.equal(page.headers['content-length'], undefined);
+    assert.equal(await page.body.text(), HTML_FAULT_PAGE);
+    const empty = await get();
+    assert.equal(empty.headers['content-length'], undefined);
+    assert.equal(empty.headers['transfer-encoding'], undefined);
+    assert.equal((await empty.body.arrayBuffer()).byteLength, 0);
+  });
+
+  it('refuses content_type and omit_content_length where they do not apply, and bad values', async () => {
+    const wrongKind = await rejected({ kind: 'http_500', content_type: 'audio/mpeg' });
+    assert.equal(wrongKind.code, 'RECGATE_INVALID_REQUEST');
+    assert.match(wrongKind.message, /^content_type: applies only to kinds html_page and empty_body$/);
+    assert.match(
+      (await rejected({ kind: 'short_body', content_type: 'text/html' })).message,
+      /^content_type: /,
+    );
+    assert.match(
+      (await rejected({ kind: 'rate_limit', omit_content_length: true })).message,
+      /^omit_content_length: applies only to kinds/,
+    );
+    assert.match(
+      (await rejected({ kind: 'html_page', content_type: 'text/html\r\nX-Injected: 1' })).message,
+      /^content_type: must be printable ASCII$/,
+    );
+    assert.match((await rejected({ kind: 'html_page', content_type: '' })).message, /^content_type: /);
+    assert.match(
+      (await rejected({ kind: 'empty_body', omit_content_length: 'yes' })).message,
+      /^omit_content_length: /,
+    );
+    assert.match((await rejected({ kind: 'html_page', status: 500 })).message, /status/);
+    assert.match((await rejected({ kind: 'html' })).message, /^kind: /);
+    assert.deepEqual(
+      ((await (await control(emulator, 'faults')).json()) as { faults: unknown[] }).faults,
+      [],
+    );
+  });
+
+  it('counts only the bytes a client that went away actually got', async () => {
+    emulator.setThrottle({ bandwidth: 100_000 });
+    try {
+      const controller = new AbortController();
+      const res = await get(undefined, controller.signal);
+      res.body.on('error', () => {});
+      let received = 0;
+      for await (const chunk of res.body) {
+        received += (chunk as Buffer).length;
+        if (received >= 10_000) break;
+      }
+      controller.abort();
+      await sleep(200);
+      const sent = emulator.stats().media_bytes[recording.recording_sid!]!;
+      assert.ok(sent >= received && sent < SIZE, `${sent} bytes counted, ${received} received`);
+      await sleep(200);
+      assert.equal(emulator.stats().media_bytes[recording.recording_sid!], sent, 'no more after the close');
+    } finally {
+      emulator.setThrottle({ bandwidth: 0 });
+    }
   });
 
   it('targets one recording when recording_sid is given; counts faulted requests', async () => {

@@ -19,6 +19,8 @@ export interface FrameWalk {
   channelMode: number;
   /** main_data_begin of the first frame. */
   firstMainDataBegin: number;
+  /** Byte offset of every frame, in order. */
+  offsets: number[];
 }
 
 export function walkMp3(data: Buffer): FrameWalk {
@@ -34,6 +36,7 @@ export function walkMp3(data: Buffer): FrameWalk {
   let bitrateKbps = 0;
   let channelMode = 0;
   let firstMainDataBegin = -1;
+  const offsets: number[] = [];
   while (offset < data.length) {
     if (offset + 4 > data.length) throw new Error(`truncated frame header at ${offset}`);
     const header = data.readUInt32BE(offset);
@@ -57,8 +60,9 @@ export function walkMp3(data: Buffer): FrameWalk {
       firstMainDataBegin = version === 3 ? (data[side]! << 1) | (data[side + 1]! >> 7) : data[side]!;
     }
     if (offset + size > data.length) throw new Error(`frame at ${offset} runs past the end`);
+    offsets.push(offset);
     offset += size;
     frames++;
   }
-  return { tagBytes, frames, sampleRate, bitrateKbps, channelMode, firstMainDataBegin };
+  return { tagBytes, frames, sampleRate, bitrateKbps, channelMode, firstMainDataBegin, offsets };
 }
