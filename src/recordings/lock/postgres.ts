@@ -78,7 +78,7 @@ class PostgresLock implements Lock {
   readonly #key: string;
   readonly #pollIntervalMs: number;
   /** The session holding the lock, while held. */
-  #held: pg.PoolClient | undefined;
+  #held: Session | undefined;
 
   constructor(pool: pg.Pool, key: string, pollIntervalMs: number) {
     this.#pool = pool;
@@ -88,13 +88,13 @@ class PostgresLock implements Lock {
 
   async tryLock(): Promise<boolean> {
     if (this.#held) return true;
-    const client = await this.#connect();
+    const session = await Session.open(this.#pool);
     try {
-      if (await this.#try(client)) return true;
-      client.release();
+      if (await this.#try(session)) return true;
+      session.release();
       return false;
     } catch (err) {
-      client.release(asError(err));
+      session.release(asError(err));
       throw err;
     }
   }
@@ -103,56 +103,104 @@ class PostgresLock implements Lock {
     if (this.#held) return;
     const timeout = () => createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason });
     if (signal.aborted) throw timeout();
-    const client = await this.#connect();
+    const session = await Session.open(this.#pool);
     try {
+      const wake = AbortSignal.any([signal, session.failed]);
       for (;;) {
-        if (await this.#try(client)) return;
+        if (await this.#try(session)) return;
         if (signal.aborted) throw timeout();
         const pause = this.#pollIntervalMs + randomInt(Math.floor(this.#pollIntervalMs / 2) + 1);
-        await sleep(pause, undefined, { signal }).catch(() => undefined);
+        await sleep(pause, undefined, { signal: wake }).catch(() => undefined);
         if (signal.aborted) throw timeout();
+        if (session.failed.aborted) {
+          throw createError('RECGATE_STORAGE_ERROR', {
+            message: 'The lock database connection was lost',
+            cause: session.failed.reason,
+          });
+        }
       }
     } catch (err) {
       // A failed query may have left the session in any state: drop it rather than pool it.
-      if (this.#held !== client) client.release(isTimeout(err) ? undefined : asError(err));
+      if (this.#held !== session) session.release(isTimeout(err) ? undefined : asError(err));
       throw err;
     }
   }
 
   async unlock(): Promise<void> {
-    const client = this.#held;
-    if (!client) return;
+    const session = this.#held;
+    if (!session) return;
     this.#held = undefined;
     try {
-      await client.query('SELECT pg_advisory_unlock($1::bigint)', [this.#key]);
-      client.release();
+      await session.client.query('SELECT pg_advisory_unlock($1::bigint)', [this.#key]);
+      session.release();
     } catch (err) {
       // Dropping the session releases the lock just as well.
-      client.release(asError(err));
+      session.release(asError(err));
     }
   }
 
-  async #connect(): Promise<pg.PoolClient> {
+  async #try(session: Session): Promise<boolean> {
+    let ok: boolean;
     try {
-      return await this.#pool.connect();
+      const result = await session.client.query<{ ok: boolean }>(
+        'SELECT pg_try_advisory_lock($1::bigint) AS ok',
+        [this.#key],
+      );
+      ok = result.rows[0]?.ok === true;
+    } catch (err) {
+      throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database failed', cause: err });
+    }
+    if (ok) this.#held = session;
+    return ok;
+  }
+}
+
+/**
+ * A pooled connection checked out by one handle. pg-pool listens for errors only on idle connections, so a
+ * checked-out one whose server session dies (terminated, failover, network drop) would emit an unhandled
+ * 'error' event and crash the process; a session listens from checkout to release and turns the failure
+ * into `failed`, which aborts with the first error.
+ */
+class Session {
+  readonly client: pg.PoolClient;
+  readonly #failed = new AbortController();
+
+  private constructor(client: pg.PoolClient) {
+    this.client = client;
+    client.on('error', this.#onError);
+    client.on('end', this.#onEnd);
+  }
+
+  /** Checks out a connection; rejects with RECGATE_STORAGE_ERROR when the database is unreachable. */
+  static async open(pool: pg.Pool): Promise<Session> {
+    try {
+      return new Session(await pool.connect());
     } catch (err) {
       throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database is unreachable', cause: err });
     }
   }
 
-  async #try(client: pg.PoolClient): Promise<boolean> {
-    let ok: boolean;
-    try {
-      const result = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [
-        this.#key,
-      ]);
-      ok = result.rows[0]?.ok === true;
-    } catch (err) {
-      throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database failed', cause: err });
-    }
-    if (ok) this.#held = client;
-    return ok;
+  /** Aborts, with the error as its reason, when the connection fails or ends while checked out. */
+  get failed(): AbortSignal {
+    return this.#failed.signal;
   }
+
+  /** Returns the connection to the pool, or drops it when `err` is given or the connection failed. */
+  release(err?: Error): void {
+    this.client.off('error', this.#onError);
+    this.client.off('end', this.#onEnd);
+    this.client.release(
+      err ?? (this.#failed.signal.aborted ? asError(this.#failed.signal.reason) : undefined),
+    );
+  }
+
+  readonly #onError = (err: Error): void => {
+    if (!this.#failed.signal.aborted) this.#failed.abort(err);
+  };
+
+  readonly #onEnd = (): void => {
+    this.#onError(new Error('The lock database connection ended'));
+  };
 }
 
 function asError(err: unknown): Error {
