@@ -6,15 +6,13 @@ import pg from 'pg';
 import { POSTGRES_MIGRATIONS } from '../../src/call-log/migrations/postgres-migrations.js';
 import { PostgresCallLog } from '../../src/call-log/postgres.js';
 import { isRecgateError } from '../../src/errors.js';
-import { findPostgres } from '../helpers/postgres.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { callLogContract, newCallSid } from './contract.js';
 
 const found = await findPostgres();
 
 if ('reason' in found) {
-  test('PostgreSQL call log', (t) => {
-    t.skip(`PostgreSQL is not reachable at 127.0.0.1:5432 (${found.reason}); set RECGATE_TEST_POSTGRES_URL`);
-  });
+  test('PostgreSQL call log', (t) => postgresUnavailable(t, found.reason));
 } else {
   const url = found.url;
   const admin = new pg.Pool({ connectionString: url, max: 2 });

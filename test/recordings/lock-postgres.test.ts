@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { isRecgateError } from '../../src/errors.js';
 import { advisoryKey, PostgresLocker } from '../../src/recordings/lock/postgres.js';
-import { findPostgres } from '../helpers/postgres.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { Child, hex32 } from './helpers.js';
 import { lockContractTests } from './lock-contract.js';
 
@@ -12,11 +12,7 @@ const found = await findPostgres();
 const url = 'url' in found ? found.url : undefined;
 
 if (url === undefined) {
-  it('PostgreSQL lock backend', (t) => {
-    t.skip(
-      `PostgreSQL is not reachable (${'reason' in found ? found.reason : ''}); set RECGATE_TEST_POSTGRES_URL`,
-    );
-  });
+  it('PostgreSQL lock backend', (t) => postgresUnavailable(t, 'reason' in found ? found.reason : ''));
 } else {
   lockContractTests('postgres (advisory locks)', {
     async create(t) {
