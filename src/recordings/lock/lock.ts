@@ -1,8 +1,8 @@
 /**
  * The lock that makes one process (and, with a shared backend, one host) the only downloader of a
  * recording. Code outside this folder names only {@link Locker} and {@link Lock}; `fs.ts` implements them
- * with kernel file locks for the processes of one host, and a PostgreSQL advisory-lock backend can
- * implement them for several hosts.
+ * with kernel file locks for the processes of one host, `postgres.ts` with PostgreSQL session-level
+ * advisory locks for several hosts.
  */
 
 /** Creates lock handles. One locker serves the whole process; it holds no lock itself. */
@@ -33,11 +33,10 @@ export interface Lock {
    * Waits until this handle holds the lock. Rejects with RECGATE_LOCK_TIMEOUT (its `cause` is the signal's
    * reason) as soon as `signal` aborts, and then does not hold the lock; if the lock was taken in the same
    * instant the signal aborted, it resolves and the caller holds the lock. Rejects with
-   * RECGATE_STORAGE_ERROR when the backend fails. `onReleaseRequested` is called by backends that can tell
-   * a holder that another handle is waiting; the file backend cannot across processes and never calls it.
-   * Calling `lock` on a handle that already holds the lock resolves at once.
+   * RECGATE_STORAGE_ERROR when the backend fails. Calling `lock` on a handle that already holds the lock
+   * resolves at once.
    */
-  lock(signal: AbortSignal, onReleaseRequested?: () => void): Promise<void>;
+  lock(signal: AbortSignal): Promise<void>;
 
   /** Takes the lock if it is free right now: `true` when this handle holds it afterwards, never waits. */
   tryLock(): Promise<boolean>;

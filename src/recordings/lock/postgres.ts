@@ -99,7 +99,7 @@ class PostgresLock implements Lock {
     }
   }
 
-  async lock(signal: AbortSignal, _onReleaseRequested?: () => void): Promise<void> {
+  async lock(signal: AbortSignal): Promise<void> {
     if (this.#held) return;
     const timeout = () => createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason });
     if (signal.aborted) throw timeout();
