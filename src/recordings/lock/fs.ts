@@ -11,12 +11,15 @@
  * gets the lock on the unlinked inode notices that the path now names another file (or none) and starts
  * over on the file at the path: the lock always means "the lock on the inode the path names".
  *
+ * The directory is created again when it vanished at run time (someone deleted the recordings directory):
+ * otherwise every first request for a recording would fail until a restart.
+ *
  * Whether such locks hold across hosts on a network volume depends on the filesystem (NFSv4 forwards them,
  * many others do not); use a database-backed locker there.
  */
 import { randomInt } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
@@ -24,7 +27,7 @@ import { createError, storageError } from '../../errors.js';
 import type { Lock, Locker } from './lock.js';
 
 export interface FsLockerOptions {
-  /** Directory of the lock files; it must exist. */
+  /** Directory of the lock files; created again (with its parents) if it is missing when a lock is taken. */
   dir: string;
   /**
    * Pause between two tries while waiting, in milliseconds; each pause adds a random jitter of up to half of
@@ -55,7 +58,7 @@ export class FsLocker implements Locker {
 
   newLock(id: string): Lock {
     if (!ID.test(id)) throw new TypeError('lock id must match ^[A-Za-z0-9_-]{1,128}$');
-    return new FsLock(this.lockPath(id), this.pollIntervalMs);
+    return new FsLock(this.dir, this.lockPath(id), this.pollIntervalMs);
   }
 
   /** The lock file of `id`. */
@@ -63,12 +66,13 @@ export class FsLocker implements Locker {
     return join(this.dir, `.${id}.lock`);
   }
 
-  /** Removes lock files nobody holds (left by crashed holders). */
+  /** Removes lock files nobody holds (left by crashed holders); a missing directory holds none. */
   async sweep(): Promise<number> {
     let names: string[];
     try {
       names = await readdir(this.dir);
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
       throw storageError(err);
     }
     let removed = 0;
@@ -86,12 +90,14 @@ export class FsLocker implements Locker {
 }
 
 class FsLock implements Lock {
+  readonly #dir: string;
   readonly #path: string;
   readonly #pollIntervalMs: number;
   #handle: FileHandle | undefined;
   #held = false;
 
-  constructor(path: string, pollIntervalMs: number) {
+  constructor(dir: string, path: string, pollIntervalMs: number) {
+    this.#dir = dir;
     this.#path = path;
     this.#pollIntervalMs = pollIntervalMs;
   }
@@ -143,7 +149,7 @@ class FsLock implements Lock {
   async #attempt(): Promise<boolean> {
     try {
       for (;;) {
-        this.#handle ??= await open(this.#path, 'a+');
+        this.#handle ??= await this.#open();
         if (!osTryLock(this.#handle.fd)) return false;
         const mine = await this.#handle.stat();
         const current = await stat(this.#path).catch(() => undefined);
@@ -157,6 +163,17 @@ class FsLock implements Lock {
     } catch (err) {
       await this.#release();
       throw storageError(err);
+    }
+  }
+
+  /** Opens (creating) the lock file, and the directory too if it vanished since the last look. */
+  async #open(): Promise<FileHandle> {
+    try {
+      return await open(this.#path, 'a+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(this.#dir, { recursive: true });
+      return await open(this.#path, 'a+');
     }
   }
 
