@@ -61,11 +61,13 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   });
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
   const lockBackend = config.lockBackend ?? (database.kind === 'postgres' ? 'postgres' : 'fs');
-  // Several hosts over shared storage need a lock they all see; the call log's PostgreSQL is one.
+  // Several hosts over shared storage need a lock they all see; the call log's PostgreSQL is one. Its
+  // fencing table goes in the call log's schema, which openCallLog has created by now.
   const locker =
     lockBackend === 'postgres' && database.kind === 'postgres'
       ? new (await import('./recordings/lock/postgres.js')).PostgresLocker({
           connectionString: database.connectionString,
+          ...(database.schema === undefined ? {} : { schema: database.schema }),
         })
       : undefined;
   const cache = createRecordingCache({

@@ -181,6 +181,13 @@ export class PostgresCallLog implements CallLog {
       throw databaseError(err);
     }
     let failed: unknown;
+    // pg-pool listens for errors only on idle connections: without this, a session that dies while checked
+    // out (terminated, failover) is an unhandled 'error' event that crashes the process. The query running
+    // then rejects on its own, so the listener only has to keep the event handled.
+    const onError = (err: Error) => {
+      failed ??= err;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [migrationLockKey(this.#schema)]);
@@ -203,6 +210,7 @@ export class PostgresCallLog implements CallLog {
       await client.query('ROLLBACK').catch(() => {});
       throw databaseError(err);
     } finally {
+      client.off('error', onError);
       // A connection whose rollback may have failed is discarded rather than returned to the pool.
       client.release(failed === undefined ? undefined : true);
     }

@@ -10,6 +10,7 @@ import { openCallLog, parseDatabaseUrl } from '../../src/call-log/index.js';
 import { PostgresCallLog } from '../../src/call-log/postgres.js';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { isRecgateError } from '../../src/errors.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { mountReadOnly } from '../helpers/read-only-mount.js';
 import { newCallSid } from './contract.js';
 
@@ -144,20 +145,22 @@ describe('openCallLog', () => {
   });
 
   test('opens PostgreSQL in the schema named by the URL', async (t) => {
-    const base = 'postgres://postgres@127.0.0.1:5432/test';
-    const probe = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-    try {
-      await probe.connect();
-    } catch (err) {
-      t.skip(`PostgreSQL is not reachable at 127.0.0.1:5432 (${(err as Error).message})`);
+    const found = await findPostgres();
+    if ('reason' in found) {
+      postgresUnavailable(t, found.reason);
       return;
     }
+    const base = found.url;
+    const probe = new pg.Client({ connectionString: base });
+    await probe.connect();
     const schema = `recgate_test_${process.pid}_${randomBytes(4).toString('hex')}`;
     t.after(async () => {
       await probe.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await probe.end();
     });
-    const log = await openCallLog(`${base}?schema=${schema}`, root);
+    const url = new URL(base);
+    url.searchParams.set('schema', schema);
+    const log = await openCallLog(url.href, root);
     try {
       assert.ok(log instanceof PostgresCallLog);
       const callSid = newCallSid();

@@ -1,19 +1,18 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { POSTGRES_MIGRATIONS } from '../../src/call-log/migrations/postgres-migrations.js';
 import { PostgresCallLog } from '../../src/call-log/postgres.js';
 import { isRecgateError } from '../../src/errors.js';
-import { findPostgres } from '../helpers/postgres.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { callLogContract, newCallSid } from './contract.js';
 
 const found = await findPostgres();
 
 if ('reason' in found) {
-  test('PostgreSQL call log', (t) => {
-    t.skip(`PostgreSQL is not reachable at 127.0.0.1:5432 (${found.reason}); set RECGATE_TEST_POSTGRES_URL`);
-  });
+  test('PostgreSQL call log', (t) => postgresUnavailable(t, found.reason));
 } else {
   const url = found.url;
   const admin = new pg.Pool({ connectionString: url, max: 2 });
@@ -97,6 +96,39 @@ if ('reason' in found) {
       });
       const tables = await admin.query('SELECT tablename FROM pg_tables WHERE schemaname = $1', [schema]);
       assert.equal(tables.rowCount, 0, 'nothing from the failed run was kept');
+    });
+
+    test('a migration whose session is terminated fails with RECGATE_DATABASE_ERROR, and the process lives', async (t) => {
+      const schema = newSchema();
+      const marker = `recgate_terminated_${randomBytes(4).toString('hex')}`;
+      const slow = [
+        ...POSTGRES_MIGRATIONS,
+        { version: POSTGRES_MIGRATIONS.length + 1, name: 'slow', sql: `SELECT pg_sleep(60) AS ${marker}` },
+      ];
+      const log = new PostgresCallLog({ connectionString: url, schema, migrations: slow });
+      t.after(async () => {
+        await log.close();
+        await dropSchema(schema);
+      });
+      // Checked from the start: the rejection can come before the terminating query returns.
+      const migrating = assert.rejects(
+        log.migrate(),
+        (err: unknown) => isRecgateError(err) && err.code === 'RECGATE_DATABASE_ERROR',
+      );
+      let pid: number | undefined;
+      while (pid === undefined) {
+        const { rows } = await admin.query<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity WHERE query LIKE '%' || $1::text || '%' AND pid <> pg_backend_pid()`,
+          [`AS ${marker}`],
+        );
+        pid = rows[0]?.pid;
+        if (pid === undefined) await sleep(20);
+      }
+      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+      await migrating;
+      // The connection's 'end' comes a tick after the query fails; it must find a listener too.
+      await sleep(50);
+      assert.equal(await log.ping(), true, 'the pool recovers with a new connection');
     });
 
     test('an unreachable server: ping is false and calls fail with RECGATE_DATABASE_ERROR', async (t) => {

@@ -25,3 +25,17 @@ export async function findPostgres(): Promise<{ url: string } | { reason: string
   }
   return { reason: reasons.join('; ') };
 }
+
+/**
+ * What a PostgreSQL test does when {@link findPostgres} found no server: on a developer's machine it skips,
+ * saying why; in CI (`CI` set to anything but "", "0" or "false") it fails, because there a missing server
+ * is a broken setup and a skipped suite would pass unnoticed.
+ */
+export function postgresUnavailable(t: { skip(message: string): void }, reason: string): void {
+  const message = `PostgreSQL is not reachable (${reason}); set RECGATE_TEST_POSTGRES_URL`;
+  const ci = process.env.CI;
+  if (ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false') {
+    throw new Error(`${message}. CI is set, so the PostgreSQL tests must run`);
+  }
+  t.skip(message);
+}

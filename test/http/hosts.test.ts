@@ -13,7 +13,7 @@ import pg from 'pg';
 import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
-import { findPostgres } from '../helpers/postgres.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
 
@@ -24,7 +24,7 @@ const base = 'url' in found ? found.url : undefined;
 
 describe('two hosts on shared storage with PostgreSQL locks', () => {
   if (base === undefined) {
-    it('needs PostgreSQL', (t) => t.skip('PostgreSQL is not reachable at 127.0.0.1:5432'));
+    it('needs PostgreSQL', (t) => postgresUnavailable(t, 'reason' in found ? found.reason : ''));
     return;
   }
   const schema = `recgate_hosts_${process.pid}_${randomBytes(3).toString('hex')}`;

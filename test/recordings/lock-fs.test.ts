@@ -1,15 +1,21 @@
 import assert from 'node:assert/strict';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { it } from 'node:test';
 import { FsLocker } from '../../src/recordings/lock/fs.js';
-import { tempDir } from './helpers.js';
-import { lockContractTests } from './lock-contract.js';
+import { hex32, tempDir } from './helpers.js';
+import { abortedWithin, assertLockLost, lockContractTests } from './lock-contract.js';
 
 lockContractTests('fs (fs-native-extensions)', {
+  orderedTokens: false,
   async create(t) {
     const dir = tempDir(t);
-    return { locker: new FsLocker({ dir, pollIntervalMs: 5 }), childConfig: { backend: 'fs', dir } };
+    const locker = new FsLocker({ dir, pollIntervalMs: 5, heartbeatMs: 20 });
+    return {
+      locker,
+      childConfig: { backend: 'fs', dir },
+      breakHold: async (id) => unlinkSync(locker.lockPath(id)),
+    };
   },
 });
 
@@ -28,8 +34,75 @@ it('fs locker: removes its lock file on unlock, and sweep removes stray ones onl
   assert.deepEqual(readdirSync(dir), []);
 });
 
+it('fs locker: a deleted directory is created again by the next lock, and sweeps as empty', async (t) => {
+  const dir = join(tempDir(t), 'recordings');
+  mkdirSync(dir);
+  const locker = new FsLocker({ dir, pollIntervalMs: 5 });
+  const id = `CA${'2'.repeat(32)}`;
+  rmSync(dir, { recursive: true });
+  assert.equal(await locker.sweep(), 0);
+  const a = locker.newLock(id);
+  await a.lock(AbortSignal.timeout(1000));
+  assert.deepEqual(readdirSync(dir), [`.${id}.lock`]);
+  assert.equal(await locker.newLock(id).tryLock(), false, 'the lock on the new file excludes');
+  await a.unlock();
+  rmSync(dir, { recursive: true });
+  assert.equal(await a.tryLock(), true);
+  await a.unlock();
+});
+
+it('fs locker: removing and recreating the directory under a holder loses the hold', async (t) => {
+  const dir = join(tempDir(t), 'recordings');
+  mkdirSync(dir);
+  const locker = new FsLocker({ dir, pollIntervalMs: 5, heartbeatMs: 20 });
+  const id = `CA${hex32()}`;
+  const a = locker.newLock(id);
+  await a.lock(AbortSignal.timeout(1000));
+  rmSync(dir, { recursive: true });
+  mkdirSync(dir);
+  await abortedWithin(a.lost, 10_000);
+  assertLockLost(a.lost.reason);
+  assert.match(String((a.lost.reason as Error).cause), /was removed/);
+  await assert.rejects(a.verify(), assertLockLost);
+  const b = locker.newLock(id);
+  assert.equal(await b.tryLock(), true, 'the lost lock no longer excludes');
+  await a.unlock();
+  assert.deepEqual(readdirSync(dir), [`.${id}.lock`], "the old holder's unlock left the new file alone");
+  await b.verify();
+  await b.unlock();
+});
+
+it('fs locker: verify() finds a replaced lock file by itself, before any heartbeat', async (t) => {
+  const dir = tempDir(t);
+  const locker = new FsLocker({ dir, pollIntervalMs: 5, heartbeatMs: 600_000 });
+  const id = `CA${hex32()}`;
+  const a = locker.newLock(id);
+  await a.lock(AbortSignal.timeout(1000));
+  const path = locker.lockPath(id);
+  assert.equal(
+    a.token!.split(':')[0],
+    String(statSync(path, { bigint: true }).ino),
+    'the token names the inode',
+  );
+  await a.verify();
+  unlinkSync(path);
+  writeFileSync(path, '');
+  assert.equal(a.lost.aborted, false);
+  await assert.rejects(a.verify(), assertLockLost);
+  assert.equal(a.lost.aborted, true, 'verify aborts lost');
+  assert.match(String((a.lost.reason as Error).cause), /was replaced/);
+  await a.unlock();
+  assert.deepEqual(
+    readdirSync(dir),
+    [`.${id}.lock`],
+    "the file at the path is not the old holder's to remove",
+  );
+});
+
 it('fs locker: validates options and ids', () => {
   assert.throws(() => new FsLocker({ dir: '' }), /options\.dir/);
   assert.throws(() => new FsLocker({ dir: '/tmp', pollIntervalMs: 0 }), /options\.pollIntervalMs/);
+  assert.throws(() => new FsLocker({ dir: '/tmp', heartbeatMs: 0 }), /options\.heartbeatMs/);
+  assert.throws(() => new FsLocker({ dir: '/tmp', heartbeatMs: 2.5 }), /options\.heartbeatMs/);
   assert.throws(() => new FsLocker({ dir: '/tmp' }).newLock('../etc'), /lock id/);
 });

@@ -11,26 +11,42 @@
  * gets the lock on the unlinked inode notices that the path now names another file (or none) and starts
  * over on the file at the path: the lock always means "the lock on the inode the path names".
  *
+ * The lock is lost when the path stops naming the inode the holder locked: someone unlinked the file or
+ * deleted the recordings directory, and the next handle locks a new file at the path. The kernel cannot
+ * tell, so the holder looks: `verify()` and a heartbeat every `heartbeatMs` stat the path and compare its
+ * device and inode with the locked file's. A hold's token is `"<inode>:<16 hex digits>"`, the locked file's
+ * inode number and a random id drawn for the hold: unique per hold, but not ordered.
+ *
+ * The directory is created again when it vanished at run time (someone deleted the recordings directory):
+ * otherwise every first request for a recording would fail until a restart.
+ *
  * Whether such locks hold across hosts on a network volume depends on the filesystem (NFSv4 forwards them,
  * many others do not); use a database-backed locker there.
  */
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
+import { Hold, NEVER_LOST, notHeld } from './hold.js';
 import type { Lock, Locker } from './lock.js';
 
 export interface FsLockerOptions {
-  /** Directory of the lock files; it must exist. */
+  /** Directory of the lock files; created again (with its parents) if it is missing when a lock is taken. */
   dir: string;
   /**
    * Pause between two tries while waiting, in milliseconds; each pause adds a random jitter of up to half of
    * it so waiters do not retry in step. @default 15
    */
   pollIntervalMs?: number;
+  /**
+   * Pause between two checks that a held lock file is still the one at its path, in milliseconds: a lost
+   * lock aborts `lost` within about this long. Each check is one `stat`. @default 1000
+   */
+  heartbeatMs?: number;
 }
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -39,6 +55,7 @@ const LOCK_FILE = /^\.([A-Za-z0-9_-]{1,128})\.lock$/;
 export class FsLocker implements Locker {
   readonly dir: string;
   readonly pollIntervalMs: number;
+  readonly heartbeatMs: number;
 
   constructor(options: FsLockerOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
@@ -49,13 +66,18 @@ export class FsLocker implements Locker {
     if (!Number.isInteger(poll) || poll < 1 || poll > 10_000) {
       throw new TypeError('options.pollIntervalMs must be an integer between 1 and 10000');
     }
+    const heartbeat = options.heartbeatMs ?? 1000;
+    if (!Number.isInteger(heartbeat) || heartbeat < 1 || heartbeat > 600_000) {
+      throw new TypeError('options.heartbeatMs must be an integer between 1 and 600000');
+    }
     this.dir = options.dir;
     this.pollIntervalMs = poll;
+    this.heartbeatMs = heartbeat;
   }
 
   newLock(id: string): Lock {
     if (!ID.test(id)) throw new TypeError('lock id must match ^[A-Za-z0-9_-]{1,128}$');
-    return new FsLock(this.lockPath(id), this.pollIntervalMs);
+    return new FsLock(this.dir, this.lockPath(id), this.pollIntervalMs, this.heartbeatMs);
   }
 
   /** The lock file of `id`. */
@@ -63,12 +85,13 @@ export class FsLocker implements Locker {
     return join(this.dir, `.${id}.lock`);
   }
 
-  /** Removes lock files nobody holds (left by crashed holders). */
+  /** Removes lock files nobody holds (left by crashed holders); a missing directory holds none. */
   async sweep(): Promise<number> {
     let names: string[];
     try {
       names = await readdir(this.dir);
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
       throw storageError(err);
     }
     let removed = 0;
@@ -85,28 +108,54 @@ export class FsLocker implements Locker {
   }
 }
 
+/** Device and inode of a file: what "the same file" means here. */
+interface FileId {
+  dev: bigint;
+  ino: bigint;
+}
+
 class FsLock implements Lock {
+  readonly #dir: string;
   readonly #path: string;
   readonly #pollIntervalMs: number;
+  readonly #heartbeatMs: number;
+  /** The open lock file: between tries while waiting, and while held. */
   #handle: FileHandle | undefined;
-  #held = false;
+  /** The current or last hold, until unlock. */
+  #hold: Hold | undefined;
+  /** The file the current hold locked. */
+  #locked: FileId | undefined;
 
-  constructor(path: string, pollIntervalMs: number) {
+  constructor(dir: string, path: string, pollIntervalMs: number, heartbeatMs: number) {
+    this.#dir = dir;
     this.#path = path;
     this.#pollIntervalMs = pollIntervalMs;
+    this.#heartbeatMs = heartbeatMs;
+  }
+
+  get lost(): AbortSignal {
+    return this.#hold?.lost ?? NEVER_LOST;
+  }
+
+  get token(): string | undefined {
+    return this.#hold?.token;
+  }
+
+  verify(): Promise<void> {
+    return this.#hold?.verify() ?? Promise.reject(notHeld());
   }
 
   async tryLock(): Promise<boolean> {
-    if (this.#held) return true;
+    if (this.#hold?.held) return true;
     try {
       return await this.#attempt();
     } finally {
-      if (!this.#held) await this.#release();
+      if (!this.#hold?.held) await this.#release();
     }
   }
 
-  async lock(signal: AbortSignal, _onReleaseRequested?: () => void): Promise<void> {
-    if (this.#held) return;
+  async lock(signal: AbortSignal): Promise<void> {
+    if (this.#hold?.held) return;
     const timeout = () => createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason });
     if (signal.aborted) throw timeout();
     try {
@@ -121,21 +170,30 @@ class FsLock implements Lock {
         }
       }
     } finally {
-      if (!this.#held) await this.#release();
+      if (!this.#hold?.held) await this.#release();
     }
   }
 
   async unlock(): Promise<void> {
-    if (this.#held) {
-      // Unlinking while still holding the lock is what makes removal safe; see the file comment.
-      await unlink(this.#path).catch(() => undefined);
+    const hold = this.#hold;
+    const locked = this.#locked;
+    this.#hold = undefined;
+    this.#locked = undefined;
+    if (hold?.held && locked !== undefined) {
+      await hold.end();
+      // Unlinking while still holding the lock is what makes removal safe (see the file comment); but only
+      // our own file: if the path names another one now, the lock was lost and that file is its new holder's.
+      if (sameFile(await stat(this.#path, { bigint: true }).catch(() => undefined), locked)) {
+        await unlink(this.#path).catch(() => undefined);
+      }
       try {
         if (this.#handle) osUnlock(this.#handle.fd);
       } catch {
         // Closing the descriptor below releases the lock anyway.
       }
+    } else {
+      await hold?.end();
     }
-    this.#held = false;
     await this.#release();
   }
 
@@ -143,12 +201,12 @@ class FsLock implements Lock {
   async #attempt(): Promise<boolean> {
     try {
       for (;;) {
-        this.#handle ??= await open(this.#path, 'a+');
+        this.#handle ??= await this.#open();
         if (!osTryLock(this.#handle.fd)) return false;
-        const mine = await this.#handle.stat();
-        const current = await stat(this.#path).catch(() => undefined);
-        if (current !== undefined && current.ino === mine.ino && current.dev === mine.dev) {
-          this.#held = true;
+        const mine = await this.#handle.stat({ bigint: true });
+        const current = await stat(this.#path, { bigint: true }).catch(() => undefined);
+        if (sameFile(current, mine)) {
+          this.#begin(mine);
           return true;
         }
         // A previous holder unlinked this inode after we opened it: the lock now lives on the path's new file.
@@ -160,10 +218,43 @@ class FsLock implements Lock {
     }
   }
 
+  #begin(file: BigIntStats): void {
+    const locked: FileId = { dev: file.dev, ino: file.ino };
+    this.#locked = locked;
+    this.#hold = new Hold({
+      token: `${file.ino}:${randomBytes(8).toString('hex')}`,
+      heartbeatMs: this.#heartbeatMs,
+      check: async () => {
+        const current = await stat(this.#path, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+          throw err;
+        });
+        if (current === undefined) throw new Error(`the lock file ${this.#path} was removed`);
+        if (!sameFile(current, locked)) throw new Error(`the lock file ${this.#path} was replaced`);
+      },
+      // The kernel lock on an inode the path no longer names protects nothing; let it go.
+      drop: () => void this.#release(),
+    });
+  }
+
+  /** Opens (creating) the lock file, and the directory too if it vanished since the last look. */
+  async #open(): Promise<FileHandle> {
+    try {
+      return await open(this.#path, 'a+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(this.#dir, { recursive: true });
+      return await open(this.#path, 'a+');
+    }
+  }
+
   async #release(): Promise<void> {
     const handle = this.#handle;
     this.#handle = undefined;
-    this.#held = false;
     await handle?.close().catch(() => undefined);
   }
+}
+
+function sameFile(a: FileId | undefined, b: FileId): boolean {
+  return a !== undefined && a.ino === b.ino && a.dev === b.dev;
 }
