@@ -53,6 +53,12 @@ export interface RecordingCache {
   /** What is on disk for the recording now, for the UI's "cached / downloading n% / not yet fetched". */
   state(ref: RecordingRef): Promise<CacheState>;
 
+  /**
+   * Whether a recording could be stored now (a file can be created in the recordings store); for readiness.
+   * Cached briefly, so probes cost little.
+   */
+  writable(): Promise<boolean>;
+
   /** Aborts downloads this process runs (their temporary files stay for a takeover) and frees handles. */
   close(): Promise<void>;
 }

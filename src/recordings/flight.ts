@@ -22,37 +22,31 @@ export interface Identity {
 
 export type FlightState = 'running' | 'complete' | 'failed';
 
+/** See {@link Flight.onStall}. */
+export type StallHandler = (position: number, end: number, first: boolean) => boolean;
+
 /** How long a window of frontier samples the download rate is measured over, and the shortest one trusted. */
 const RATE_WINDOW_MS = 2000;
 const RATE_MIN_SPAN_MS = 500;
 
 export class Flight {
   readonly ref: RecordingRef;
-  /** How this flight began: it downloads (`miss`), follows another process (`wait`), or found the file. */
-  origin: CacheOutcome = 'miss';
-  state: FlightState = 'running';
-  error: RecgateError | undefined;
-  identity: Identity | undefined;
-  /** Bytes `0..frontier-1` of {@link current} are on disk and final. */
-  frontier = 0;
-  current: ReadHandle | undefined;
-  /** The sidecar of the partial generation {@link current} reads, once known (what slices are checked against). */
-  meta: PartialMeta | undefined;
-  /**
-   * Called (synchronously, must not throw) when a reader needs byte `position` (of a range ending at `end`)
-   * and it is not readable yet: `first` the first time for that position (the seek-ahead decides there
-   * whether to fetch a slice), then again on every re-check while it stays stalled. Returns whether the
-   * reader should re-check on its own every so often (slices of other processes wake nobody here).
-   */
-  onStall: ((position: number, end: number, first: boolean) => boolean) | undefined;
-  /** Open read streams; handles close when the flight is over and this drops to 0. */
-  readers = 0;
-  /** Cancels the download or the watch; aborted by the cache's `close()`. */
-  readonly abort = new AbortController();
+  /** Resolves once the size is known (readers may start), rejects when the flight fails first. */
   readonly ready: Promise<void>;
-  /** The task that runs the flight; settles after the lock is released. */
-  done: Promise<void> = Promise.resolve();
 
+  #origin: CacheOutcome = 'miss';
+  #state: FlightState = 'running';
+  #error: RecgateError | undefined;
+  #identity: Identity | undefined;
+  /** Bytes `0..frontier-1` of {@link current} are on disk and final. */
+  #frontier = 0;
+  #current: ReadHandle | undefined;
+  /** The sidecar of the generation {@link current} reads, once known (what slices are checked against). */
+  #meta: PartialMeta | undefined;
+  #stall: StallHandler | undefined;
+  /** Open read streams; handles close when the flight is over and this drops to 0. */
+  #readers = 0;
+  readonly #abort = new AbortController();
   readonly #handles = new Set<ReadHandle>();
   readonly #waiters = new Set<() => void>();
   /** The frontier readers were last woken for, and the timer that wakes them for a smaller advance. */
@@ -79,11 +73,65 @@ export class Flight {
     return this.ref.ownerCallSid;
   }
 
+  /** How this flight began: it downloads (`miss`), follows another process (`wait`), or found the file. */
+  get origin(): CacheOutcome {
+    return this.#origin;
+  }
+
+  get state(): FlightState {
+    return this.#state;
+  }
+
+  /** Why the flight failed, once it has. */
+  get error(): RecgateError | undefined {
+    return this.#error;
+  }
+
+  get identity(): Identity | undefined {
+    return this.#identity;
+  }
+
+  get frontier(): number {
+    return this.#frontier;
+  }
+
+  /** The handle readers read: the generation being written, or the finished file. */
+  get current(): ReadHandle | undefined {
+    return this.#current;
+  }
+
+  get meta(): PartialMeta | undefined {
+    return this.#meta;
+  }
+
+  /** Aborted when the flight is cancelled (the cache closes); the download and its slices stop. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  setOrigin(origin: CacheOutcome): void {
+    this.#origin = origin;
+  }
+
+  cancel(reason: RecgateError): void {
+    this.#abort.abort(reason);
+  }
+
+  /**
+   * Sets who hears of readers stalled beyond what is readable (the seek-ahead), or nobody. Called
+   * synchronously, must not throw: `first` the first time for that position, then again on every re-check
+   * while it stays stalled. Returns whether the reader should re-check on its own every so often (slices of
+   * other processes wake nobody here).
+   */
+  onStall(handler: StallHandler | undefined): void {
+    this.#stall = handler;
+  }
+
   /** Records the size and dates; throws if a later generation disagrees with what readers were promised. */
   setIdentity(identity: Identity): void {
-    const known = this.identity;
+    const known = this.#identity;
     if (known === undefined) {
-      this.identity = identity;
+      this.#identity = identity;
       this.#resolveReady();
       return;
     }
@@ -106,20 +154,24 @@ export class Flight {
     this.#handles.add(handle);
   }
 
-  /** Switches readers to `handle`, whose first `frontier` bytes are final. */
-  adopt(handle: ReadHandle, frontier: number): void {
+  /**
+   * Switches readers to `handle`, whose first `frontier` bytes are final; `meta` describes its generation
+   * (kept when omitted: the finished file of the same generation).
+   */
+  adopt(handle: ReadHandle, frontier: number, meta?: PartialMeta): void {
     this.own(handle);
     // Extents are bytes of one generation; another file does not have them.
-    if (this.current?.fileId !== handle.fileId) this.#extents = [];
-    this.current = handle;
-    this.frontier = frontier;
+    if (this.#current?.fileId !== handle.fileId) this.#extents = [];
+    this.#current = handle;
+    if (meta !== undefined) this.#meta = meta;
+    this.#frontier = frontier;
     this.#samples = [];
     this.#notify();
   }
 
   advance(frontier: number): void {
-    if (frontier === this.frontier) return;
-    this.frontier = frontier;
+    if (frontier === this.#frontier) return;
+    this.#frontier = frontier;
     const now = performance.now();
     const last = this.#samples.at(-1);
     // A sample per 50 ms is plenty for a rate over seconds, and keeps the window small at any speed.
@@ -150,7 +202,7 @@ export class Flight {
 
   /** Records that bytes `[start, end)` of generation `fileId` are on disk beyond the frontier, and wakes readers. */
   addExtent(fileId: string, start: number, end: number): void {
-    if (this.current?.fileId !== fileId || end <= start || end <= this.frontier) return;
+    if (this.#current?.fileId !== fileId || end <= start || end <= this.#frontier) return;
     const merged: Array<[number, number]> = [];
     let next: [number, number] = [start, end];
     for (const extent of this.#extents) {
@@ -176,9 +228,9 @@ export class Flight {
 
   /** End (exclusive) of the bytes readable now from `position` on; `position` itself when it is not readable. */
   readableEnd(position: number): number {
-    if (this.current === undefined) return position;
-    if (this.state === 'complete') return this.identity!.size;
-    let reach = Math.max(position, this.frontier);
+    if (this.#current === undefined) return position;
+    if (this.#state === 'complete') return this.#identity!.size;
+    let reach = Math.max(position, this.#frontier);
     for (const [start, end] of this.#extents) {
       if (start <= reach && end > reach) reach = end;
     }
@@ -216,18 +268,18 @@ export class Flight {
 
   /** Every byte is under the final name; `handle` reads it (the same file, or the partial it was renamed from). */
   complete(final: FileInfo, handle: ReadHandle): void {
-    if (this.state !== 'running') return;
+    if (this.#state !== 'running') return;
     // Throws if the finished file is not the size readers were promised.
     this.setIdentity({ size: final.size, lastModified: final.mtime, upstreamEtag: null });
     this.adopt(handle, final.size);
-    this.state = 'complete';
+    this.#state = 'complete';
     this.#notify();
   }
 
   fail(err: RecgateError): void {
-    if (this.state !== 'running') return;
-    this.state = 'failed';
-    this.error = err;
+    if (this.#state !== 'running') return;
+    this.#state = 'failed';
+    this.#error = err;
     this.#rejectReady(err);
     this.#notify();
   }
@@ -236,12 +288,28 @@ export class Flight {
     return new FlightReadStream(this, start, end);
   }
 
+  /** A reader is stalled at `position` of a range ending at `end`; see {@link onStall}. */
+  stalled(position: number, end: number, first: boolean): boolean {
+    if (this.#state !== 'running') return false;
+    return this.#stall?.(position, end, first) ?? false;
+  }
+
+  /** Counts a read stream; handles stay open while any reads. */
+  attachReader(): void {
+    this.#readers++;
+  }
+
+  detachReader(): void {
+    this.#readers--;
+    void this.dispose();
+  }
+
   /** Closes the handles once the flight is over and no stream reads them. */
   async dispose(): Promise<void> {
-    if (this.state === 'running' || this.readers > 0) return;
+    if (this.#state === 'running' || this.#readers > 0) return;
     const handles = [...this.#handles];
     this.#handles.clear();
-    this.current = undefined;
+    this.#current = undefined;
     await Promise.all(handles.map((h) => h.close()));
   }
 
@@ -250,7 +318,7 @@ export class Flight {
       clearTimeout(this.#batchTimer);
       this.#batchTimer = undefined;
     }
-    this.#notifiedFrontier = this.frontier;
+    this.#notifiedFrontier = this.#frontier;
     for (const wake of [...this.#waiters]) wake();
   }
 }
@@ -273,7 +341,7 @@ class FlightReadStream extends Readable {
     this.#flight = flight;
     this.#position = start;
     this.#end = end;
-    flight.readers++;
+    flight.attachReader();
   }
 
   override _read(): void {
@@ -281,11 +349,10 @@ class FlightReadStream extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.#abort.abort(createError('RECGATE_SHUTTING_DOWN'));
+    this.#abort.abort(new Error('the read stream was destroyed'));
     if (!this.#released) {
       this.#released = true;
-      this.#flight.readers--;
-      void this.#flight.dispose();
+      this.#flight.detachReader();
     }
     callback(err);
   }
@@ -302,11 +369,8 @@ class FlightReadStream extends Readable {
       const handle = flight.current;
       const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, readable - this.#position);
       if (handle === undefined || wanted <= 0) {
-        let recheck = false;
-        if (flight.state === 'running') {
-          recheck = flight.onStall?.(this.#position, this.#end, this.#stalledAt !== this.#position) ?? false;
-          this.#stalledAt = this.#position;
-        }
+        const recheck = flight.stalled(this.#position, this.#end, this.#stalledAt !== this.#position);
+        this.#stalledAt = this.#position;
         // Slices of other processes show up only in the block map, so a reader far ahead also looks again
         // every so often without being woken.
         await flight.changed(this.#abort.signal, recheck ? STALL_RECHECK_MS : undefined);

@@ -2,24 +2,31 @@
  * Builds the recording cache. The rest of recgate names only {@link RecordingCache} (`cache.ts`); this file
  * wires the default backends: kernel file locks and a store on the recordings directory.
  *
- * On-disk layout of `dir`:
+ * On-disk layout of `dir` (see `store/fs.ts` for the details):
  * - `{callSid}.mp3`: a finished recording; nothing else is ever written under this name;
- * - `.{callSid}.mp3.part`: the download in progress, renamed to `{callSid}.mp3` once complete and flushed.
- *   The lock holder writes it sequentially from byte 0; seek-ahead slices (ranged upstream fetches for far
- *   seeks, any process) are written at their offsets beyond that, so it may be sparse meanwhile;
- * - `.{callSid}.mp3.meta`: JSON sidecar of the partial (upstream size, ETag, Last-Modified, recording SID),
- *   written before its first byte so waiters in other processes learn the size;
- * - `.{callSid}.mp3.frontier`: how far the sequential download got, `{fileId} {n} {n}` (16-digit `n`
+ * - `.{callSid}.mp3.id`: which recording that file holds (recording SID, upstream ETag), bound to the file;
+ *   a file without a matching record is never served, and the next download replaces it;
+ * - `.{callSid}.mp3.{gen}.part`: a download attempt (a generation, `gen` 16 random hex digits), renamed to
+ *   `{callSid}.mp3` once complete, checked and flushed. Every attempt writes a file of its own, so a holder
+ *   that lost its lock can never write into, or publish, another's bytes. The holder writes it sequentially
+ *   from byte 0; seek-ahead slices (ranged upstream fetches for far seeks, any process) are written at their
+ *   offsets beyond that, so it may be sparse meanwhile;
+ * - `.{callSid}.mp3.meta`: the pointer: JSON sidecar of the current generation (its id, upstream size, ETag,
+ *   Last-Modified, recording SID), replaced atomically before the generation's first byte is published, so
+ *   waiters in other processes and hosts find it and learn the size;
+ * - `.{callSid}.mp3.{gen}.frontier`: how far the sequential download got, `{gen} {n} {n}` (16-digit `n`
  *   twice, so a torn read is noticed), rewritten after every append: the only bytes of the partial readable
  *   without the block map;
- * - `.{callSid}.mp3.blocks`: the block map of seek-ahead slices, JSON lines appended atomically: a header
- *   (partial generation, size, ETag, Last-Modified the slices were checked against), then `claim` (a slice
- *   about to be fetched, counted against the per-recording budget), `have` (bytes `[start, end)` are on
- *   disk and checked) and `off` (slices are void: the upstream ignored Range or a validator differed);
- * - `.{callSid}.lock`: the per-recording lock file, present while a process holds or waits for the lock.
+ * - `.{callSid}.mp3.{gen}.blocks`: the block map of seek-ahead slices, JSON lines appended atomically: a
+ *   header (generation, size, ETag, Last-Modified the slices were checked against), then `claim` (a slice
+ *   about to be fetched, counted against the per-recording budget), `have` (bytes `[start, end)` are on disk
+ *   and checked) and `off` (slices are void: the upstream ignored Range or a validator differed);
+ * - `.{callSid}.lock`: the per-recording lock file of the `fs` lock backend, present while a process holds
+ *   or waits for the lock.
  *
- * The frontier, block map and sidecar go away with the partial (commit, discard, sweep). A partial from a
- * previous boot is never resumed, slices included.
+ * A takeover copies the published bytes (and recorded slices) of the previous generation into its own, and
+ * the previous generation's files go. Commits, discards and the sweep remove the rest; a partial from a
+ * previous boot is never resumed.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';

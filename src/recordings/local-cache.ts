@@ -2,26 +2,18 @@
  * The recording cache: one download per recording across requests, worker processes and (with a shared
  * lock backend) hosts, bytes streamed to every waiter while it runs, stored atomically as `{callSid}.mp3`.
  *
- * In a process, a map of {@link Flight}s keyed by owner call SID makes concurrent requests share one flight.
- * Across processes, the flight first takes the recording's {@link Lock}:
- *
- * - got it: the final file may have appeared meanwhile (done); otherwise it downloads into the store's
- *   partial, resuming a partial left by a dead holder when the upstream honours Range, and commits it;
- * - did not: another process downloads. The flight polls the store for the sidecar (to learn the size and
- *   let `open()` resolve), follows the frontier the holder publishes so its readers stream while the other
- *   process writes, and waits for the lock at the same time. If the final file appears, it is done; if the
- *   lock comes free without a final file, the holder died or gave up, and this flight takes over the
- *   download.
- *
- * Either way, a reader that stalls far beyond the frontier may get its bytes from a seek-ahead slice
- * (`seek-ahead.ts`), fetched by this process or found in the block map another process keeps.
+ * In a process, a map of {@link Flight}s keyed by owner call SID makes concurrent requests for the same
+ * recording share one flight; the flight's download runs as the named steps of `download/run.ts` (claim the
+ * lock, or follow the process that holds it; fetch; write; commit). A finished file serves a request only if
+ * its identity record says it holds the recording the resolver chose; any other file under the name is
+ * replaced by a new download. A reader that stalls far beyond the frontier may get its bytes from a
+ * seek-ahead slice (`seek-ahead.ts`), fetched by this process or found in another process's block map.
  */
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { createError, isRecgateError, type RecgateError, storageError } from '../errors.js';
-import type { MediaResponse, Upstream } from '../upstream/upstream.js';
+import { createError } from '../errors.js';
+import type { Upstream } from '../upstream/upstream.js';
 import type {
   CachedRecording,
   CacheOutcome,
@@ -30,10 +22,19 @@ import type {
   RecordingCache,
   RecordingRef,
 } from './cache.js';
+import { type DownloadContext, holds } from './download/context.js';
+import { runDownload } from './download/run.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
-import type { FileInfo, PartialMeta, PartialWriter, RecordingStore } from './store/store.js';
+import type { FinalInfo, RecordingStore } from './store/store.js';
+
+/** How often one flight goes back to following after losing its lock, before it fails. */
+const MAX_LOCK_LOSSES = 3;
+/** Age after which a temporary file (a sidecar written aside, a write probe) is certainly abandoned. */
+const TEMPORARY_MAX_AGE_MS = 60_000;
+/** How long a storage probe's answer is reused by `writable()`. */
+const WRITABLE_TTL_MS = 2000;
 
 /** Structured events, logged as `{event: name, …}` and passed to the {@link CacheEventHandler}. */
 export type CacheEventName =
@@ -84,8 +85,10 @@ export interface LocalCacheSettings {
 }
 
 export interface SweepResult {
-  /** Recordings whose abandoned partial and sidecar were removed. */
+  /** Recordings whose abandoned generations and sidecars were removed. */
   partials: number;
+  /** Temporary files (half-made sidecars, write probes) removed. */
+  temporary: number;
   /** Lock files removed. */
   locks: number;
 }
@@ -93,21 +96,27 @@ export interface SweepResult {
 /** {@link RecordingCache} plus the maintenance a deployment runs on its own schedule. */
 export interface LocalRecordingCache extends RecordingCache {
   /**
-   * Removes partials and sidecars that no live process uses (their lock is free) and that have not changed
-   * for `maxAgeMs` (default: the cache's `sweepMaxAgeMs`), then stray lock files. Partials in use, or
-   * younger than that, stay: a later request resumes them. Safe to run while other processes serve.
+   * Removes what no live process uses (the recording's lock is free): generations that are no longer
+   * current at once, the current one once it has not changed for `maxAgeMs` (default: the cache's
+   * `sweepMaxAgeMs`; until then a later request resumes it), identity records without their recording,
+   * temporary files older than a minute, then stray lock files. Safe to run while other processes serve.
    */
   sweep(options?: { maxAgeMs?: number }): Promise<SweepResult>;
 }
 
-type WatchResult = { kind: 'acquired' } | { kind: 'final'; final: FileInfo };
+interface Entry {
+  flight: Flight;
+  seekAhead: SeekAhead;
+  /** The flight's download; settles (never rejects) once its lock is released. */
+  done: Promise<void>;
+}
 
 export class LocalCache implements LocalRecordingCache {
   readonly #s: LocalCacheSettings;
-  readonly #flights = new Map<string, Flight>();
-  readonly #seekAheads = new WeakMap<Flight, SeekAhead>();
+  readonly #flights = new Map<string, Entry>();
   readonly #pool: SeekAheadPool;
   #closed = false;
+  #writable: { at: number; ok: Promise<boolean> } | undefined;
 
   constructor(settings: LocalCacheSettings) {
     this.#s = settings;
@@ -123,49 +132,66 @@ export class LocalCache implements LocalRecordingCache {
     const signal = options.signal;
     if (signal?.aborted) throw createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason });
 
-    let flight = this.#running(ref.ownerCallSid);
-    let joined = flight !== undefined;
-    if (flight === undefined) {
-      const final = await this.#s.store.stat(ref.ownerCallSid);
+    let entry = this.#running(ref);
+    let joined = entry !== undefined;
+    if (entry === undefined) {
+      const final = await this.#final(ref);
       if (final !== undefined) {
         this.#event(log, 'cache_hit', ref, { size: final.size }, 'Cache hit');
-        return this.#finished(ref, final, 'hit');
+        const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
+        return new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
       }
       // Look again after the await, and start the flight without awaiting: that makes it single.
-      flight = this.#running(ref.ownerCallSid);
-      joined = flight !== undefined;
-      flight ??= this.#start(ref, log);
+      entry = this.#running(ref);
+      joined = entry !== undefined;
+      entry ??= this.#start(ref, log);
     }
+    const { flight } = entry;
     if (joined) log.debug({ event: 'download_joined' }, 'Joining the download in flight');
     const readStart = options.readStart;
     if (readStart !== undefined && Number.isSafeInteger(readStart) && readStart >= 0) {
-      this.#seekAheads.get(flight)?.hint(readStart);
+      entry.seekAhead.hint(readStart);
     }
     await raceAbort(flight.ready, signal);
-    const identity = flight.identity!;
-    let outcome: CacheOutcome = joined ? 'wait' : flight.origin;
-    if (flight.origin === 'hit') outcome = 'hit';
-    return new InflightRecording(ref, identity, outcome, flight, this.#s.store);
+    const outcome: CacheOutcome = flight.origin === 'hit' ? 'hit' : joined ? 'wait' : flight.origin;
+    return new InflightRecording(ref, flight.identity!, outcome, flight, this.#s.store, undefined);
   }
 
   async state(ref: RecordingRef): Promise<CacheState> {
-    const flight = this.#flights.get(ref.ownerCallSid);
-    if (flight?.state === 'running' && flight.identity !== undefined && flight.current !== undefined) {
+    const { store } = this.#s;
+    const flight = this.#running(ref)?.flight;
+    if (flight?.identity !== undefined && flight.current !== undefined) {
       return { state: 'downloading', size: flight.identity.size, received: flight.frontier };
     }
-    const final = await this.#s.store.stat(ref.ownerCallSid);
+    const final = await this.#final(ref);
     if (final !== undefined) return { state: 'cached', size: final.size };
-    const part = await this.#s.store.statPartial(ref.ownerCallSid);
-    if (part !== undefined) {
-      const meta = await this.#s.store.readMeta(ref.ownerCallSid);
-      return {
-        state: 'downloading',
-        size: meta?.fileId === part.fileId ? meta.size : null,
-        received: (await this.#s.store.readFrontier(ref.ownerCallSid, part.fileId)) ?? 0,
+    const meta = await store.readMeta(ref.ownerCallSid);
+    if (meta?.recordingSid === ref.recordingSid) {
+      const received = await store.readFrontier(ref.ownerCallSid, meta.fileId);
+      if (received !== undefined) return { state: 'downloading', size: meta.size, received };
+    }
+    if (flight !== undefined) return { state: 'downloading', size: null, received: 0 };
+    return { state: 'absent' };
+  }
+
+  async writable(): Promise<boolean> {
+    const now = performance.now();
+    if (this.#writable === undefined || now - this.#writable.at > WRITABLE_TTL_MS) {
+      this.#writable = {
+        at: now,
+        ok: this.#s.store.checkWritable().then(
+          () => true,
+          (err: unknown) => {
+            this.#s.logger.warn(
+              { err, event: 'storage_unwritable' },
+              'The recordings directory cannot be written',
+            );
+            return false;
+          },
+        ),
       };
     }
-    if (flight?.state === 'running') return { state: 'downloading', size: null, received: 0 };
-    return { state: 'absent' };
+    return this.#writable.ok;
   }
 
   async sweep(options: { maxAgeMs?: number } = {}): Promise<SweepResult> {
@@ -173,50 +199,62 @@ export class LocalCache implements LocalRecordingCache {
     if (!Number.isInteger(maxAgeMs) || maxAgeMs < 0) {
       throw new TypeError('options.maxAgeMs must be a non-negative integer');
     }
+    const { store, locker } = this.#s;
     const now = Date.now();
     let partials = 0;
-    for (const { id, mtime } of await this.#s.store.leftovers()) {
-      if (this.#flights.has(id) || now - mtime.getTime() < maxAgeMs) continue;
-      const lock = this.#s.locker.newLock(id);
+    for (const { id, mtime, current } of await store.leftovers()) {
+      // A current generation may still be resumed for a while; anything else is no use to anyone.
+      if (this.#flights.has(id) || (current && now - mtime.getTime() < maxAgeMs)) continue;
+      const lock = locker.newLock(id);
       if (!(await lock.tryLock())) continue;
       try {
-        await this.#s.store.discardPartial(id);
+        await store.removeLeftovers(id);
         partials++;
       } finally {
         await lock.unlock();
       }
     }
-    const locks = (await this.#s.locker.sweep?.()) ?? 0;
-    if (partials > 0 || locks > 0)
-      this.#s.logger.info({ event: 'sweep', partials, locks }, 'Swept leftovers');
-    return { partials, locks };
+    const temporary = await store.sweepTemporary(TEMPORARY_MAX_AGE_MS);
+    const locks = (await locker.sweep?.()) ?? 0;
+    if (partials > 0 || locks > 0 || temporary > 0) {
+      this.#s.logger.info({ event: 'sweep', partials, locks, temporary }, 'Swept leftovers');
+    }
+    return { partials, locks, temporary };
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    const flights = [...this.#flights.values()];
-    for (const flight of flights) {
-      if (flight.state === 'running') flight.abort.abort(createError('RECGATE_SHUTTING_DOWN'));
+    const entries = [...this.#flights.values()];
+    for (const { flight } of entries) {
+      if (flight.state === 'running') flight.cancel(createError('RECGATE_SHUTTING_DOWN'));
     }
-    await Promise.allSettled(flights.map((f) => f.done));
+    await Promise.allSettled(entries.map((e) => e.done));
     await this.#s.store.close?.();
   }
 
-  #finished(ref: RecordingRef, final: FileInfo, outcome: CacheOutcome): CachedRecording {
-    const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
-    return new InflightRecording(ref, identity, outcome, undefined, this.#s.store);
+  /** The finished file if it holds this recording, looking at the name again when a remembered one does not. */
+  async #final(ref: RecordingRef): Promise<FinalInfo | undefined> {
+    const { store } = this.#s;
+    let final = await store.stat(ref.ownerCallSid);
+    if (final !== undefined && !holds(final, ref))
+      final = await store.stat(ref.ownerCallSid, { fresh: true });
+    return final !== undefined && holds(final, ref) ? final : undefined;
   }
 
-  /** The flight requests may join: one still running. A finished or failed one is never joined. */
-  #running(id: string): Flight | undefined {
-    const flight = this.#flights.get(id);
-    return flight?.state === 'running' ? flight : undefined;
+  /** The flight requests for `ref` may join: one still running, for the same recording. */
+  #running(ref: RecordingRef): Entry | undefined {
+    const entry = this.#flights.get(ref.ownerCallSid);
+    const flight = entry?.flight;
+    return flight?.state === 'running' && flight.ref.recordingSid === ref.recordingSid ? entry : undefined;
   }
 
-  #start(ref: RecordingRef, log: Logger): Flight {
-    const previous = this.#flights.get(ref.ownerCallSid);
+  #start(ref: RecordingRef, log: Logger): Entry {
+    const id = ref.ownerCallSid;
+    // A flight of this process that is ending (or one for the call's previous recording) finishes first.
+    const previous = this.#flights.get(id);
     const flight = new Flight(ref);
-    this.#flights.set(ref.ownerCallSid, flight);
+    const event: DownloadContext['event'] = (name, fields, message, level) =>
+      this.#event(log, name, ref, fields, message, level);
     const seekAhead = new SeekAhead({
       flight,
       store: this.#s.store,
@@ -224,300 +262,37 @@ export class LocalCache implements LocalRecordingCache {
       pool: this.#pool,
       pollIntervalMs: this.#s.pollIntervalMs,
       log,
-      event: (name, fields, message, level) => this.#event(log, name, ref, fields, message, level),
+      event,
     });
-    this.#seekAheads.set(flight, seekAhead);
-    flight.onStall = (position, end, first) =>
-      first ? seekAhead.consider(position, end) : seekAhead.poll(position);
-    flight.done = this.#run(flight, log, previous?.done);
-    return flight;
-  }
-
-  async #run(flight: Flight, log: Logger, previous: Promise<void> | undefined): Promise<void> {
-    const { store, locker } = this.#s;
-    const lock = locker.newLock(flight.id);
-    let held = false;
-    let phase: 'wait' | 'download' = 'wait';
-    try {
-      // A flight of this process that just ended may still be releasing the lock; let it finish first.
-      await previous;
-      held = await lock.tryLock();
-      let waited = false;
-      if (!held) {
-        waited = true;
-        flight.origin = 'wait';
-        this.#event(log, 'lock_wait', flight.ref, {}, 'Waiting for lock (another worker downloading)');
-        const result = await this.#watch(flight, lock);
-        if (result.kind === 'final') {
-          await this.#completeFromFinal(flight, result.final, log);
-          return;
-        }
-        held = true;
-      }
-      const final = await store.stat(flight.id);
-      if (final !== undefined) {
-        if (waited) {
-          await this.#completeFromFinal(flight, final, log);
-        } else {
-          flight.origin = 'hit';
-          this.#event(log, 'cache_hit', flight.ref, { size: final.size }, 'Cache hit');
-          await this.#completeFromFinal(flight, final, undefined);
-        }
-        return;
-      }
-      if (waited) {
-        this.#event(
-          log,
-          'takeover',
-          flight.ref,
-          { received: flight.frontier },
-          'Taking over an abandoned download',
-        );
-      }
-      phase = 'download';
-      await this.#download(flight, log, waited);
-    } catch (err) {
-      const error = asRecgateError(err, flight.abort.signal);
-      // A failed flight stays in the map until its lock is released, so the next flight can wait for that
-      // (see #start), but it is never joined again (see #running).
-      flight.fail(error);
-      this.#event(
-        log,
-        'download_failed',
-        flight.ref,
-        { code: error.code, phase, err: error.cause ?? error },
-        'Download failed',
-        'warn',
-      );
-    } finally {
-      flight.onStall = undefined;
-      await this.#seekAheads.get(flight)?.stop();
-      if (held) await lock.unlock().catch((err: unknown) => log.warn({ err }, 'Unlocking failed'));
-      if (this.#flights.get(flight.id) === flight) this.#flights.delete(flight.id);
-      await flight.dispose();
-    }
-  }
-
-  async #completeFromFinal(flight: Flight, final: FileInfo, log: Logger | undefined): Promise<void> {
-    const handle = await this.#s.store.openFinal(flight.id);
-    if (handle === undefined) {
-      throw createError('RECGATE_STORAGE_ERROR', { message: 'The recording disappeared from the store' });
-    }
-    flight.own(handle);
-    if (log !== undefined) {
-      this.#event(
-        log,
-        'available_while_waiting',
-        flight.ref,
-        { size: final.size },
-        'File became available while waiting',
-      );
-    }
-    flight.complete(final, handle);
-  }
-
-  /**
-   * Follows a download another process runs until the final file appears or the lock comes free. Fails
-   * with RECGATE_LOCK_TIMEOUT when nothing moves (no sidecar, no growth) for `lockTimeoutMs`.
-   */
-  async #watch(flight: Flight, lock: ReturnType<Locker['newLock']>): Promise<WatchResult> {
-    const { store, pollIntervalMs, lockTimeoutMs } = this.#s;
-    const stopLock = new AbortController();
-    let acquired = false;
-    const locking = lock.lock(stopLock.signal).then(
-      () => {
-        acquired = true;
-      },
-      (err: unknown) => {
-        if (!stopLock.signal.aborted) throw err;
-      },
+    flight.onStall((position, end, first) =>
+      first ? seekAhead.consider(position, end) : seekAhead.poll(position),
     );
-    let keep = false;
-    let lastProgress = performance.now();
-    try {
-      for (;;) {
-        await Promise.race([locking, sleep(pollIntervalMs, undefined, { signal: flight.abort.signal })]);
-        if (acquired) {
-          keep = true;
-          return { kind: 'acquired' };
-        }
-        const final = await store.stat(flight.id);
-        if (final !== undefined) return { kind: 'final', final };
-        if (await this.#follow(flight)) lastProgress = performance.now();
-        else if (performance.now() - lastProgress > lockTimeoutMs) {
-          throw createError('RECGATE_LOCK_TIMEOUT', {
-            cause: new Error(`no progress from the lock holder for ${lockTimeoutMs} ms`),
-          });
-        }
-      }
-    } finally {
-      stopLock.abort();
-      await locking.catch(() => undefined);
-      if (acquired && !keep) await lock.unlock();
-    }
-  }
-
-  /** One look at another process's partial; `true` when the flight learned something new. */
-  async #follow(flight: Flight): Promise<boolean> {
-    const { store } = this.#s;
-    const part = await store.statPartial(flight.id);
-    if (part === undefined) return false;
-    if (flight.current?.fileId !== part.fileId) {
-      const meta = await store.readMeta(flight.id);
-      if (meta === undefined || meta.fileId !== part.fileId || meta.size === null) return false;
-      const handle = await store.openPartial(flight.id);
-      if (handle === undefined) return false;
-      flight.own(handle);
-      if (handle.fileId !== part.fileId) return false;
-      // The file's length says nothing about the frontier: slices may have been written beyond it.
-      const frontier = await store.readFrontier(flight.id, handle.fileId);
-      if (frontier === undefined) return false;
-      flight.meta = meta;
-      flight.setIdentity(identityOf(meta, meta.size));
-      flight.adopt(handle, Math.min(frontier, meta.size));
-      return true;
-    }
-    const published = await store.readFrontier(flight.id, flight.current.fileId);
-    if (published === undefined) return false;
-    const frontier = Math.min(published, flight.identity!.size);
-    if (frontier <= flight.frontier) return false;
-    flight.advance(frontier);
-    return true;
-  }
-
-  async #download(flight: Flight, log: Logger, takeover: boolean): Promise<void> {
-    const { store, upstream, maxResumeAttempts } = this.#s;
-    const { ref } = flight;
-    const signal = flight.abort.signal;
-    const started = performance.now();
-    let ttfbMs: number | undefined;
-    let failures = 0;
-    let fetched = 0;
-    let discard = false;
-    let writer: PartialWriter | undefined = await store.resumePartial(flight.id);
-    if (writer !== undefined) flight.own(writer);
-    // A holder that died after its last byte but before the rename left a complete partial: commit it.
-    const leftComplete = writer !== undefined && writer.length > 0 && writer.length === writer.meta.size;
-    if (!takeover) {
-      this.#event(
-        log,
-        'cache_miss',
-        ref,
-        writer === undefined ? {} : { leftover: writer.length },
-        'Cache miss - downloading from Twilio',
-      );
-    }
-    try {
-      if (leftComplete) {
-        this.#event(log, 'download_resumed', ref, { offset: writer!.length }, 'Found the download complete');
-        flight.meta = writer!.meta;
-        flight.setIdentity(identityOf(writer!.meta, writer!.length));
-        flight.adopt(writer!, writer!.length);
-      }
-      while (!leftComplete) {
-        const offset = writer !== undefined ? resumeOffset(writer) : 0;
-        this.#seekAheads.get(flight)?.downloadStarting();
-        const response: MediaResponse = await upstream.fetchMedia(
-          ref.recordingSid,
-          offset > 0 ? { signal, start: offset, ifRange: writer!.meta.etag! } : { signal },
-        );
-        ttfbMs ??= performance.now() - started;
-        const stopBody = () => response.body.destroy(signal.reason);
-        signal.addEventListener('abort', stopBody, { once: true });
-        try {
-          let active: PartialWriter;
-          if (offset > 0 && isResumption(response, offset, writer!.meta)) {
-            active = writer!;
-            this.#event(log, 'download_resumed', ref, { offset }, 'Resuming the download');
-          } else {
-            if (response.status === 206 && response.start !== 0) {
-              // A range we cannot use (the recording changed, or a wrong offset): fetch it whole instead.
-              writer = undefined;
-              if (++failures > maxResumeAttempts) {
-                throw createError('RECGATE_UPSTREAM_UNAVAILABLE', {
-                  cause: new Error(`unusable 206 from offset ${response.start}`),
-                });
-              }
-              continue;
-            }
-            active = await store.beginPartial(flight.id, {
-              recordingSid: ref.recordingSid,
-              size: response.totalSize,
-              etag: response.etag,
-              lastModified: response.lastModified,
-              acceptsRanges: response.acceptsRanges,
-              startedAt: new Date().toISOString(),
-            });
-            writer = active;
-            flight.own(active);
-            if (offset > 0)
-              log.info({ event: 'download_restarted', offset }, 'The upstream did not resume; restarting');
-          }
-          const size = active.meta.size;
-          flight.meta = active.meta;
-          if (size !== null) flight.setIdentity(identityOf(active.meta, size));
-          flight.adopt(active, active.length);
-          try {
-            for await (const chunk of response.body as AsyncIterable<Buffer>) {
-              if (size !== null && active.length + chunk.byteLength > size) {
-                discard = true;
-                throw createError('RECGATE_UPSTREAM_UNAVAILABLE', {
-                  cause: new Error(`upstream sent more than the ${size} bytes it announced`),
-                });
-              }
-              await active.append(chunk).catch((err: unknown) => {
-                throw storageError(err);
-              });
-              fetched += chunk.byteLength;
-              flight.advance(active.length);
-            }
-            if (size !== null && active.length !== size) {
-              throw createError('RECGATE_UPSTREAM_UNAVAILABLE', {
-                cause: new Error(`upstream body ended at ${active.length} of ${size} bytes`),
-              });
-            }
-            break;
-          } catch (err) {
-            if (signal.aborted || discard || isStorageError(err) || failures >= maxResumeAttempts) throw err;
-            failures++;
-            log.warn(
-              { event: 'download_retry', attempt: failures, received: active.length, err },
-              'Download broke off; retrying',
-            );
-            await sleep(50 * failures, undefined, { signal });
-          }
-        } finally {
-          signal.removeEventListener('abort', stopBody);
-          // Frees the connection whatever ended this attempt; a no-op for a body read to its end.
-          response.body.destroy();
-        }
-      }
-      const done = writer!;
-      const size = done.length;
-      // Slices of this process stop writing before the rename (those of others are waited for by commit).
-      await this.#seekAheads.get(flight)?.stop();
-      if (flight.identity === undefined) flight.setIdentity(identityOf(done.meta, size));
-      const final = await done.commit(size, flight.identity!.lastModified);
-      flight.complete(final, done);
-      this.#event(
-        log,
-        'recording_saved',
-        ref,
-        {
-          size,
-          bytes: fetched,
-          durationMs: Math.round(performance.now() - started),
-          ttfbMs: Math.round(ttfbMs ?? 0),
-        },
-        'Recording saved',
-      );
-    } catch (err) {
-      const code = isRecgateError(err) ? err.code : undefined;
-      if (discard || code === 'RECGATE_RECORDING_GONE' || code === 'RECGATE_STORAGE_FULL') {
-        await store.discardPartial(flight.id).catch(() => undefined);
-      }
-      throw err;
-    }
+    const ctx: DownloadContext = {
+      flight,
+      ref,
+      store: this.#s.store,
+      locker: this.#s.locker,
+      upstream: this.#s.upstream,
+      seekAhead,
+      settings: {
+        lockTimeoutMs: this.#s.lockTimeoutMs,
+        pollIntervalMs: this.#s.pollIntervalMs,
+        maxResumeAttempts: this.#s.maxResumeAttempts,
+        maxLockLosses: MAX_LOCK_LOSSES,
+      },
+      log,
+      event,
+    };
+    const entry: Entry = { flight, seekAhead, done: Promise.resolve() };
+    entry.done = (async () => {
+      await previous?.done;
+      await runDownload(ctx);
+      // A failed flight stays in the map until its lock is released, so the next flight can wait for that,
+      // but it is never joined again (see #running).
+      if (this.#flights.get(id) === entry) this.#flights.delete(id);
+    })();
+    this.#flights.set(id, entry);
+    return entry;
   }
 
   #event(
@@ -549,6 +324,8 @@ class InflightRecording implements CachedRecording {
   readonly #ref: RecordingRef;
   readonly #flight: Flight | undefined;
   readonly #store: RecordingStore;
+  /** The finished file this request found, which its streams must read and no other. */
+  readonly #fileId: string | undefined;
 
   constructor(
     ref: RecordingRef,
@@ -556,6 +333,7 @@ class InflightRecording implements CachedRecording {
     outcome: CacheOutcome,
     flight: Flight | undefined,
     store: RecordingStore,
+    fileId: string | undefined,
   ) {
     this.size = identity.size;
     this.etag = `"${ref.recordingSid}-${identity.size}"`;
@@ -564,6 +342,7 @@ class InflightRecording implements CachedRecording {
     this.#ref = ref;
     this.#flight = flight;
     this.#store = store;
+    this.#fileId = fileId;
   }
 
   get complete(): boolean {
@@ -582,41 +361,8 @@ class InflightRecording implements CachedRecording {
       failed.destroy(flight.error);
       return failed;
     }
-    return this.#store.createReadStream(this.#ref.ownerCallSid, start, end);
+    return this.#store.createReadStream(this.#ref.ownerCallSid, start, end, this.#fileId);
   }
-}
-
-function identityOf(meta: PartialMeta, size: number): Identity {
-  const upstream = meta.lastModified === null ? Number.NaN : Date.parse(meta.lastModified);
-  const when = Number.isNaN(upstream) ? Date.parse(meta.startedAt) : upstream;
-  // HTTP dates have one-second resolution; the final file's mtime is set to the same whole second.
-  return { size, lastModified: new Date(Math.floor(when / 1000) * 1000), upstreamEtag: meta.etag };
-}
-
-/** Where a holder may resume the partial it found, or 0 to fetch the whole recording. */
-function resumeOffset(writer: PartialWriter): number {
-  const { meta, length } = writer;
-  if (!meta.acceptsRanges || meta.etag === null || meta.size === null) return 0;
-  return length > 0 && length < meta.size ? length : 0;
-}
-
-function isResumption(response: MediaResponse, offset: number, meta: PartialMeta): boolean {
-  return (
-    response.status === 206 &&
-    response.start === offset &&
-    response.totalSize === meta.size &&
-    (response.etag === null || response.etag === meta.etag)
-  );
-}
-
-function isStorageError(err: unknown): boolean {
-  return isRecgateError(err) && (err.code === 'RECGATE_STORAGE_FULL' || err.code === 'RECGATE_STORAGE_ERROR');
-}
-
-function asRecgateError(err: unknown, signal: AbortSignal): RecgateError {
-  if (isRecgateError(err)) return err;
-  if (signal.aborted && isRecgateError(signal.reason)) return signal.reason;
-  return createError('RECGATE_UPSTREAM_UNAVAILABLE', { cause: err });
 }
 
 async function raceAbort(promise: Promise<void>, signal: AbortSignal | undefined): Promise<void> {

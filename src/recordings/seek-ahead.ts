@@ -351,14 +351,14 @@ export class SeekAhead {
 
   #launch(slice: Slice, early: Promise<MediaResponse> | undefined): void {
     const flight = this.#d.flight;
-    const onFlightAbort = () => slice.abort.abort(flight.abort.signal.reason);
-    flight.abort.signal.addEventListener('abort', onFlightAbort, { once: true });
+    const onFlightAbort = () => slice.abort.abort(flight.signal.reason);
+    flight.signal.addEventListener('abort', onFlightAbort, { once: true });
     this.#slices.add(slice);
     this.#d.pool.active++;
     slice.done = this.#fetch(slice, early)
       .catch((err: unknown) => this.#d.log.warn({ err }, 'Seek-ahead slice failed'))
       .finally(() => {
-        flight.abort.signal.removeEventListener('abort', onFlightAbort);
+        flight.signal.removeEventListener('abort', onFlightAbort);
         this.#slices.delete(slice);
         this.#d.pool.active--;
         // Readers that waited for this slice look again: the download, or another slice, serves them.
@@ -420,7 +420,7 @@ export class SeekAhead {
       const token = randomBytes(8).toString('hex');
       const header = headerOf(meta);
       if (!(await store.appendBlockMap(flight.id, header, [{ t: 'claim', token, ...range(slice) }]))) return;
-      const map = await store.readBlockMap(flight.id);
+      const map = await store.readBlockMap(flight.id, meta.fileId);
       this.#apply(map, meta);
       if (this.#off !== undefined || !granted(map, token, this.#budget(size))) return;
       if (response === undefined) {
@@ -535,6 +535,10 @@ export class SeekAhead {
     this.#off = reason;
     this.#d.flight.clearExtents();
     for (const slice of this.#slices) slice.abort.abort(new Error(`seek-ahead off: ${reason}`));
+    // Recorded first, so that other processes know by the time anyone hears of it.
+    await this.#d.store
+      .appendBlockMap(this.#d.flight.id, headerOf(meta), [{ t: 'off', reason }])
+      .catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record that seek-ahead is off'));
     if (first) {
       this.#d.event(
         'seek_ahead_discarded',
@@ -545,15 +549,12 @@ export class SeekAhead {
         'warn',
       );
     }
-    await this.#d.store
-      .appendBlockMap(this.#d.flight.id, headerOf(meta), [{ t: 'off', reason }])
-      .catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record that seek-ahead is off'));
   }
 
   async #readMap(): Promise<void> {
     const meta = this.#d.flight.meta;
     if (!sliceable(meta)) return;
-    this.#apply(await this.#d.store.readBlockMap(this.#d.flight.id), meta);
+    this.#apply(await this.#d.store.readBlockMap(this.#d.flight.id, meta.fileId), meta);
   }
 
   /** Takes in what the block map says: slices of every process on disk, the budget spent, or `off`. */

@@ -486,6 +486,7 @@ export class TwilioClient implements Upstream {
       totalSize,
       etag: headerValue(res.headers.etag),
       lastModified: headerValue(res.headers['last-modified']),
+      contentType: headerValue(res.headers['content-type']),
       acceptsRanges: status === 206 || (acceptRanges !== null && /\bbytes\b/i.test(acceptRanges)),
       body: guardBody(res.body, contentLength, ctx),
     };

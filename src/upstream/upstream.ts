@@ -47,6 +47,8 @@ export interface MediaResponse {
   totalSize: number | null;
   etag: string | null;
   lastModified: string | null;
+  /** The response's Content-Type, if it gave one (checked before a byte of the body is kept). */
+  contentType: string | null;
   /** Whether the upstream advertised `Accept-Ranges: bytes` or answered 206. */
   acceptsRanges: boolean;
   /** The body. It errors (never ends early without an error) if the connection breaks or stays idle too long. */

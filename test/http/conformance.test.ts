@@ -3,11 +3,12 @@
  * endpoint: each fixture is a cached recording of a registered call, requested over HTTP with a JWT.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
+import { storeRecording } from '../helpers/recordings.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 import {
   CONFORMANCE_CASES,
@@ -33,9 +34,7 @@ describe('conformance table through GET/HEAD /api/calls/{sid}/download', () => {
     for (const fixture of Object.values(FIXTURES) as ConformanceFixture[]) {
       const callSid = `CA${hex(`call:${fixture.name}`)}` as CallSid;
       const recordingSid = `RE${hex(`rec:${fixture.name}`)}` as RecordingSid;
-      const file = path.join(dir, `${callSid}.mp3`);
-      await writeFile(file, fixture.body);
-      await utimes(file, fixture.lastModified, fixture.lastModified);
+      await storeRecording(dir, callSid, recordingSid, fixture.body, fixture.lastModified);
       await stack.register({ businessId: 'acme', callSid, recordingSid });
       const head = await request(`${stack.url}/api/calls/${callSid}/download`, {
         method: 'HEAD',

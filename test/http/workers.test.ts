@@ -204,7 +204,7 @@ describe('recgate serve --workers 4', () => {
     const onDisk = await readFile(path.join(dataDir, 'recordings', `${rec.call_sid}.mp3`));
     assert.equal(sha(onDisk), rec.sha256);
     const leftovers = (await readdir(path.join(dataDir, 'recordings'))).filter(
-      (f) => f.includes(rec.call_sid) && !f.endsWith('.mp3') && !f.endsWith('.lock'),
+      (f) => f.includes(rec.call_sid) && !/\.mp3(\.id)?$/.test(f) && !f.endsWith('.lock'),
     );
     assert.deepEqual(leftovers, []);
     // The download ran at most twice (the killed one and the takeover), never once per client.

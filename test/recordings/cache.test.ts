@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -10,7 +9,19 @@ import { createRecordingCache, FsLocker } from '../../src/recordings/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { PartialWriter } from '../../src/recordings/store/store.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
-import { captureLogger, FakeUpstream, makeCache, newRef, readAll, tempDir } from './helpers.js';
+import {
+  audioBytes,
+  captureLogger,
+  FakeUpstream,
+  finishedFiles,
+  MP3_FRAME_BYTES,
+  makeCache,
+  newRef,
+  ownFiles,
+  readAll,
+  settled,
+  tempDir,
+} from './helpers.js';
 
 function errCode(code: string) {
   return (err: unknown) => {
@@ -28,17 +39,6 @@ async function readRange(
 ) {
   const rec = await cache.open(ref);
   return readAll(rec.createReadStream(start ?? 0, end ?? rec.size - 1));
-}
-
-/** Waits until the cache has committed the recording and released its lock (the stream ends before that). */
-async function settled(dir: string, ref: RecordingRef): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    const names = readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid));
-    if (names.length === 1 && names[0] === `${ref.ownerCallSid}.mp3`) return;
-    await sleep(5);
-  }
-  assert.fail(`recording ${ref.ownerCallSid} never settled: ${readdirSync(dir).join(', ')}`);
 }
 
 async function quiet(dir: string, ref: RecordingRef): Promise<void> {
@@ -83,7 +83,7 @@ describe('recording cache', () => {
 
   it('misses once, then hits; same ETag and Last-Modified in flight and from disk; state follows', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(200_000);
+    const data = audioBytes(200_000);
     const upstream = new FakeUpstream({ data, chunkDelayMs: 5 });
     const { cache, names } = makeCache(t, dir, upstream);
     const ref = newRef();
@@ -107,13 +107,13 @@ describe('recording cache', () => {
     assert.deepEqual(await cache.state(ref), { state: 'cached', size: data.length });
     assert.equal(upstream.calls.length, 1);
     assert.deepEqual(names(), ['cache_miss', 'recording_saved', 'cache_hit']);
-    assert.deepEqual(readdirSync(dir), [`${ref.ownerCallSid}.mp3`]);
+    assert.deepEqual(readdirSync(dir).sort(), finishedFiles(ref));
     assert.deepEqual(readFileSync(join(dir, `${ref.ownerCallSid}.mp3`)), data);
   });
 
   it('single flight: 200 concurrent opens with full and range reads make exactly one upstream request', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(1024 * 1024 + 17);
+    const data = audioBytes(1024 * 1024 + 17);
     const upstream = new FakeUpstream({ data, ttfbMs: 30, chunkSize: 32 * 1024, chunkDelayMs: 2 });
     const { cache } = makeCache(t, dir, upstream);
     const ref = newRef();
@@ -139,7 +139,7 @@ describe('recording cache', () => {
 
   it('streams while fetching: first bytes long before the download ends', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(16 * 16 * 1024);
+    const data = audioBytes(16 * 16 * 1024);
     // 16 chunks, one every 60 ms: about a second for the whole body.
     const upstream = new FakeUpstream({ data, chunkDelayMs: 60 });
     const { cache } = makeCache(t, dir, upstream);
@@ -161,7 +161,7 @@ describe('recording cache', () => {
 
   it('a slow reader buffers at most about one chunk while the download runs ahead', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(2 * 1024 * 1024);
+    const data = audioBytes(2 * 1024 * 1024);
     const { cache } = makeCache(t, dir, new FakeUpstream({ data, chunkSize: 64 * 1024 }));
     const ref = newRef();
     const rec = await cache.open(ref);
@@ -177,7 +177,7 @@ describe('recording cache', () => {
 
   it('a second cache instance on the same directory (another worker) waits, streams, and never fetches', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(16 * 16 * 1024);
+    const data = audioBytes(16 * 16 * 1024);
     const upstreamA = new FakeUpstream({ data, chunkDelayMs: 50 });
     const upstreamB = new FakeUpstream({ data });
     const a = makeCache(t, dir, upstreamA);
@@ -210,7 +210,7 @@ describe('recording cache', () => {
 
   it('a holder whose body breaks off resumes with Range and If-Range', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(300_000);
+    const data = audioBytes(300_000);
     const upstream = new FakeUpstream({ data, failAt: 120_000, failCalls: 1 });
     const { cache, events } = makeCache(t, dir, upstream);
     const ref = newRef();
@@ -224,7 +224,7 @@ describe('recording cache', () => {
 
   it('without Range support a broken download restarts from 0, and readers still get the right bytes', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(300_000);
+    const data = audioBytes(300_000);
     const upstream = new FakeUpstream({
       data,
       failAt: 150_000,
@@ -245,7 +245,7 @@ describe('recording cache', () => {
 
   it('a failure with no recovery errors the streams (never ends short), leaves no final file; the next open starts afresh', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(200_000);
+    const data = audioBytes(200_000);
     const upstream = new FakeUpstream({ data, failAt: 100_000, chunkDelayMs: 2 });
     const { cache, events } = makeCache(t, dir, upstream, { maxResumeAttempts: 1 });
     const ref = newRef();
@@ -279,7 +279,7 @@ describe('recording cache', () => {
 
   it('atomicity: nothing under the final name until complete; a short body is never renamed', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(400_000);
+    const data = audioBytes(400_000);
     const upstream = new FakeUpstream({ data, chunkDelayMs: 3 });
     const { cache } = makeCache(t, dir, upstream);
     const ref = newRef();
@@ -319,7 +319,7 @@ describe('recording cache', () => {
 
   it('a full disk becomes RECGATE_STORAGE_FULL and frees the partial', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(200_000);
+    const data = audioBytes(200_000);
     const enospc = () =>
       Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     class FullDiskStore extends FsRecordingStore {
@@ -356,7 +356,7 @@ describe('recording cache', () => {
 
   it('an aborted open rejects promptly while waiting for the lock', async (t) => {
     const dir = tempDir(t);
-    const { cache } = makeCache(t, dir, new FakeUpstream({ data: randomBytes(1000) }));
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data: audioBytes(1000) }));
     const ref = newRef();
     const foreign = new FsLocker({ dir }).newLock(ref.ownerCallSid);
     assert.equal(await foreign.tryLock(), true);
@@ -374,7 +374,7 @@ describe('recording cache', () => {
 
   it('a wait with no progress from the lock holder times out with RECGATE_LOCK_TIMEOUT', async (t) => {
     const dir = tempDir(t);
-    const { cache } = makeCache(t, dir, new FakeUpstream({ data: randomBytes(1000) }), {
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data: audioBytes(1000) }), {
       lockTimeoutMs: 150,
     });
     const ref = newRef();
@@ -386,7 +386,7 @@ describe('recording cache', () => {
 
   it('one requester going away does not abort the download the others share', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(300_000);
+    const data = audioBytes(300_000);
     const upstream = new FakeUpstream({ data, ttfbMs: 150, chunkDelayMs: 5 });
     const { cache } = makeCache(t, dir, upstream);
     const ref = newRef();
@@ -409,7 +409,7 @@ describe('recording cache', () => {
 
   it('takes over a partial left by a dead holder: resumes it when the upstream still matches, else restarts', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(250_000);
+    const data = audioBytes(250_000);
     const store = new FsRecordingStore({ dir });
     const ref = newRef();
     const left = await store.beginPartial(ref.ownerCallSid, {
@@ -434,7 +434,7 @@ describe('recording cache', () => {
     assert.equal(saved?.size, data.length);
     assert.equal(saved?.bytes, data.length - 90_000);
 
-    const changed = randomBytes(260_000);
+    const changed = audioBytes(260_000);
     const ref2 = newRef();
     const stale = await store.beginPartial(ref2.ownerCallSid, {
       recordingSid: ref2.recordingSid,
@@ -455,7 +455,7 @@ describe('recording cache', () => {
 
   it('commits a complete partial left by a holder that died before the rename, without fetching', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(50_000);
+    const data = audioBytes(50_000);
     const store = new FsRecordingStore({ dir });
     const ref = newRef();
     const left = await store.beginPartial(ref.ownerCallSid, {
@@ -477,12 +477,48 @@ describe('recording cache', () => {
 
   it('serves an upstream without Content-Length once the download ends', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(70_000);
+    const data = audioBytes(MP3_FRAME_BYTES * 168);
     const { cache } = makeCache(t, dir, new FakeUpstream({ data, noLength: true }));
     const ref = newRef();
     const rec = await cache.open(ref);
     assert.equal(rec.size, data.length);
     assert.ok((await readAll(rec.createReadStream(0, rec.size - 1))).equals(data));
+    await settled(dir, ref);
+  });
+
+  it('without Content-Length, a body that ends inside a frame is never committed as complete', async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(MP3_FRAME_BYTES * 168);
+    // The connection closes cleanly 100 bytes into a frame, on every attempt.
+    const upstream = new FakeUpstream({ data, noLength: true, shortAt: MP3_FRAME_BYTES * 100 + 100 });
+    const { cache, named } = makeCache(t, dir, upstream, { maxResumeAttempts: 2 });
+    const ref = newRef();
+    await assert.rejects(cache.open(ref), errCode('RECGATE_UPSTREAM_UNAVAILABLE'));
+    assert.equal(upstream.calls.length, 3, 'retried, within bounds');
+    assert.match(String((named('download_failed')[0]?.err as Error).message), /cut short/);
+    await quiet(dir, ref);
+    assert.deepEqual(readdirSync(dir), [], 'nothing kept: without a size, nobody could resume it');
+    // The same upstream, whole this time: the next request downloads it.
+    upstream.options = { data, noLength: true };
+    assert.ok((await readRange(cache, ref)).equals(data));
+  });
+
+  it('without Content-Length, a waiter in another process counts a growing file as progress', async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(MP3_FRAME_BYTES * 400);
+    // About 1.2 s of download against a 300 ms lock timeout.
+    const upstream = new FakeUpstream({ data, noLength: true, chunkSize: 4096, chunkDelayMs: 30 });
+    const a = makeCache(t, dir, upstream, { lockTimeoutMs: 300 });
+    const b = makeCache(t, dir, upstream, { lockTimeoutMs: 300 });
+    const ref = newRef();
+    const first = a.cache.open(ref);
+    await sleep(50);
+    const waiter = await b.cache.open(ref);
+    assert.equal(waiter.outcome, 'wait');
+    assert.ok((await readAll(waiter.createReadStream(0, waiter.size - 1))).equals(data));
+    assert.ok((await readRange(a.cache, ref)).equals(data));
+    await first;
+    assert.equal(upstream.calls.length, 1);
   });
 
   it('maps upstream failures before the body to open() rejections and drops a gone recording', async (t) => {
@@ -503,7 +539,7 @@ describe('recording cache', () => {
 
   it('close() aborts downloads this process runs and keeps the partial for a takeover', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(300_000);
+    const data = audioBytes(300_000);
     const { cache } = makeCache(t, dir, new FakeUpstream({ data, chunkDelayMs: 20 }));
     const ref = newRef();
     const rec = await cache.open(ref);
@@ -515,11 +551,11 @@ describe('recording cache', () => {
     await cache.close();
     errCode('RECGATE_SHUTTING_DOWN')(await reading);
     await assert.rejects(cache.open(ref), errCode('RECGATE_SHUTTING_DOWN'));
-    assert.deepEqual(leftovers(dir).sort(), [
-      `.${ref.ownerCallSid}.mp3.frontier`,
-      `.${ref.ownerCallSid}.mp3.meta`,
-      `.${ref.ownerCallSid}.mp3.part`,
-    ]);
+    const kept = leftovers(dir).sort();
+    assert.equal(kept.length, 3, kept.join(', '));
+    assert.match(kept[0]!, new RegExp(`^\\.${ref.ownerCallSid}\\.mp3\\.[0-9a-f]{16}\\.frontier$`));
+    assert.match(kept[1]!, new RegExp(`^\\.${ref.ownerCallSid}\\.mp3\\.[0-9a-f]{16}\\.part$`));
+    assert.equal(kept[2], `.${ref.ownerCallSid}.mp3.meta`);
     const next = makeCache(t, dir, new FakeUpstream({ data }));
     assert.ok((await readRange(next.cache, ref)).equals(data));
   });
@@ -546,8 +582,7 @@ describe('recording cache', () => {
     };
     const age = (ref: RecordingRef) => {
       const old = new Date(Date.now() - 3_600_000);
-      for (const suffix of ['part', 'meta', 'frontier'])
-        utimesSync(join(dir, `.${ref.ownerCallSid}.mp3.${suffix}`), old, old);
+      for (const name of ownFiles(dir, ref)) utimesSync(join(dir, name), old, old);
     };
     const abandoned = await make();
     age(abandoned);
@@ -557,15 +592,20 @@ describe('recording cache', () => {
     const holder = new FsLocker({ dir }).newLock(held.ownerCallSid);
     assert.equal(await holder.tryLock(), true);
     writeFileSync(join(dir, `.CA${'f'.repeat(32)}.lock`), '');
+    // A write probe and a sidecar half-written by a process that died a minute ago.
+    const probe = join(dir, '.recgate-write-check-1-abcd');
+    const aside = join(dir, `.${fresh.ownerCallSid}.mp3.meta.tmp-0a1b2c3d4e5f`);
+    for (const path of [probe, aside]) {
+      writeFileSync(path, '');
+      utimesSync(path, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
+    }
     const result = await cache.sweep();
-    assert.deepEqual(result, { partials: 1, locks: 1 });
-    const names = new Set(readdirSync(dir));
-    assert.ok(!names.has(`.${abandoned.ownerCallSid}.mp3.part`));
-    assert.ok(names.has(`.${fresh.ownerCallSid}.mp3.part`));
-    assert.ok(names.has(`.${held.ownerCallSid}.mp3.part`));
-    assert.ok(names.has(`.${held.ownerCallSid}.lock`));
+    assert.deepEqual(result, { partials: 1, locks: 1, temporary: 2 });
+    assert.deepEqual(ownFiles(dir, abandoned), []);
+    assert.equal(ownFiles(dir, fresh).length, 3, 'a young current generation stays for a resume');
+    assert.equal(ownFiles(dir, held).length, 4, 'a held one stays, with its lock file');
     await holder.unlock();
-    assert.deepEqual(await cache.sweep({ maxAgeMs: 0 }), { partials: 2, locks: 0 });
+    assert.deepEqual(await cache.sweep({ maxAgeMs: 0 }), { partials: 2, locks: 0, temporary: 0 });
     assert.deepEqual(leftovers(dir), []);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,6 +35,58 @@ export function tempDir(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'recgate-rec-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** Bytes of one MPEG-1 Layer III frame at 128 kbit/s and 44.1 kHz, without padding. */
+export const MP3_FRAME_BYTES = 417;
+
+/**
+ * `size` bytes that frame as MP3 (what the cache checks before it keeps a download): 417-byte MPEG-1 Layer
+ * III frames with random payloads, the last one cut short unless `size` is a multiple of
+ * {@link MP3_FRAME_BYTES}.
+ */
+export function audioBytes(size: number): Buffer {
+  const data = randomBytes(size);
+  for (let at = 0; at < size; at += MP3_FRAME_BYTES) {
+    Buffer.from([0xff, 0xfb, 0x90, 0x00]).copy(data, at, 0, Math.min(4, size - at));
+  }
+  return data;
+}
+
+/** What a finished recording leaves in the recordings directory: the file and its identity record. */
+export function finishedFiles(ref: RecordingRef): string[] {
+  return [`.${ref.ownerCallSid}.mp3.id`, `${ref.ownerCallSid}.mp3`];
+}
+
+/**
+ * Waits until the recording is committed and nothing else of it is left (no generation, sidecar or lock
+ * file): the cache released its lock (the streams end before that).
+ */
+export async function settled(dir: string, ref: RecordingRef, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const done = finishedFiles(ref).join(' ');
+  while (Date.now() < deadline) {
+    if (ownFiles(dir, ref).join(' ') === done) return;
+    await sleep(5);
+  }
+  throw new Error(`recording ${ref.ownerCallSid} never settled: ${readdirSync(dir).join(', ')}`);
+}
+
+/** The current generation's file of a recording (per its sidecar), or `undefined` when there is none. */
+export function partPath(dir: string, ref: RecordingRef): string | undefined {
+  try {
+    const meta = JSON.parse(readFileSync(join(dir, `.${ref.ownerCallSid}.mp3.meta`), 'utf8'));
+    return join(dir, `.${ref.ownerCallSid}.mp3.${meta.fileId}.part`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The files of one recording in the directory, sorted. */
+export function ownFiles(dir: string, ref: RecordingRef): string[] {
+  return readdirSync(dir)
+    .filter((n) => n.includes(ref.ownerCallSid))
+    .sort();
 }
 
 export function sha256(data: Uint8Array): string {
@@ -91,6 +143,8 @@ export interface FakeUpstreamOptions {
   ignoreRange?: boolean;
   /** Ranged (206) responses carry this ETag instead and ignore If-Range, as a misbehaving cache in between. */
   rangeEtag?: string;
+  /** The Content-Type answered. @default 'audio/mpeg' */
+  contentType?: string | null;
 }
 
 /** An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. */
@@ -172,6 +226,7 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
       totalSize: o.noLength ? null : size,
       etag: ranged && o.rangeEtag !== undefined ? o.rangeEtag : etag,
       lastModified: o.lastModified === undefined ? 'Tue, 01 Apr 2025 10:00:00 GMT' : o.lastModified,
+      contentType: o.contentType === undefined ? 'audio/mpeg' : o.contentType,
       acceptsRanges,
       body: stream,
     };
@@ -283,6 +338,7 @@ export function httpUpstream(url: string): Pick<Upstream, 'fetchMedia'> {
         totalSize: cr ? Number(cr[2]) : contentLength,
         etag: header('etag'),
         lastModified: header('last-modified'),
+        contentType: header('content-type'),
         acceptsRanges: res.statusCode === 206 || header('accept-ranges') === 'bytes',
         body: res.body,
       };

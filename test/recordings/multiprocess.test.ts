@@ -3,7 +3,6 @@
  * recordings directory, against an upstream that counts requests from every process.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -13,12 +12,16 @@ import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import {
+  audioBytes,
   Child,
   captureLogger,
   FakeUpstream,
+  finishedFiles,
   httpUpstream,
   newRef,
+  partPath,
   readAll,
+  settled,
   sha256,
   startMediaServer,
   tempDir,
@@ -34,29 +37,19 @@ function checkResults(results: Result[], data: Buffer): void {
 }
 
 async function waitForPartial(dir: string, ref: RecordingRef, minBytes: number): Promise<void> {
-  const part = join(dir, `.${ref.ownerCallSid}.mp3.part`);
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    if (existsSync(part) && statSync(part).size >= minBytes) return;
+    const part = partPath(dir, ref);
+    if (part !== undefined && existsSync(part) && statSync(part).size >= minBytes) return;
     await sleep(5);
   }
   assert.fail('the child never wrote the partial');
 }
 
-async function settled(dir: string, ref: RecordingRef): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const names = readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid));
-    if (names.length === 1 && names[0] === `${ref.ownerCallSid}.mp3`) return;
-    await sleep(5);
-  }
-  assert.fail(`never settled: ${readdirSync(dir).join(', ')}`);
-}
-
 describe('recording cache across processes', () => {
   it('streams to a waiter in another process while the download runs there', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(16 * 16 * 1024);
+    const data = audioBytes(16 * 16 * 1024);
     // 16 chunks 70 ms apart: about 1.1 s for the whole body.
     const server = await startMediaServer({ data, chunkDelayMs: 70 });
     t.after(() => server.close());
@@ -147,7 +140,7 @@ describe('recording cache across processes', () => {
   for (const acceptsRanges of [true, false]) {
     it(`takeover after the downloading process is SIGKILLed (${acceptsRanges ? 'resume with Range' : 'no Range: restart'})`, async (t) => {
       const dir = tempDir(t);
-      const data = randomBytes(32 * 16 * 1024);
+      const data = audioBytes(32 * 16 * 1024);
       const server = await startMediaServer({ data, chunkDelayMs: 20, acceptsRanges });
       t.after(() => server.close());
       const ref = newRef();
@@ -176,7 +169,7 @@ describe('recording cache across processes', () => {
       await waitForPartial(dir, ref, 150_000);
       child.kill('SIGKILL');
       await child.exited;
-      const killedAt = statSync(join(dir, `.${ref.ownerCallSid}.mp3.part`)).size;
+      const killedAt = statSync(partPath(dir, ref)!).size;
       assert.ok(killedAt < data.length, 'killed mid-download');
       assert.ok((await reading).equals(data));
       assert.ok((await ranged).equals(data.subarray(100_000, 300_001)));

@@ -4,7 +4,6 @@
  * concurrency; discarded when the upstream ignores Range or a validator differs.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -21,12 +20,15 @@ import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { createTwilioClient } from '../../src/upstream/twilio-client.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
 import {
+  audioBytes,
   Child,
   captureLogger,
   FakeUpstream,
+  finishedFiles,
   makeCache as makeTestCache,
   newRef,
   readAll,
+  settled,
   sha256,
   startMediaServer,
   tempDir,
@@ -41,16 +43,6 @@ const makeCache = (
   upstream: Pick<Upstream, 'fetchMedia'>,
   extra: Partial<RecordingCacheOptions> = {},
 ) => makeTestCache(t, dir, upstream, { lockTimeoutMs: 10_000, ...extra });
-
-async function settled(dir: string, ref: RecordingRef, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const names = readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid));
-    if (names.length === 1 && names[0] === `${ref.ownerCallSid}.mp3`) return;
-    await sleep(10);
-  }
-  assert.fail(`recording ${ref.ownerCallSid} never settled: ${readdirSync(dir).join(', ')}`);
-}
 
 /** Reads a range, noting when its first byte came (ms after `t0`). */
 async function timedRead(stream: NodeJS.ReadableStream, t0: number, onFirst?: () => void) {
@@ -80,7 +72,7 @@ const SMALL: SeekAheadOptions = {
 describe('seek-ahead', () => {
   it('a far seek on a cold, throttled recording gets its bytes long before the download gets there', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(5_000_000);
+    const data = audioBytes(5_000_000);
     // 32 KiB every 32 ms: about 1 MB/s.
     const upstream = new FakeUpstream({ data, ttfbMs: 20, chunkSize: 32 * 1024, chunkDelayMs: 32 });
     const { cache, named } = makeCache(t, dir, upstream);
@@ -99,7 +91,7 @@ describe('seek-ahead', () => {
     assert.ok(read.body.equals(data.subarray(4_900_000)), 'every byte equals the source');
     assert.ok(read.firstByteMs < 1500, `first byte after ${read.firstByteMs} ms`);
     assert.ok(frontierAtFirstByte >= 0 && frontierAtFirstByte < 2_000_000, `frontier ${frontierAtFirstByte}`);
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     assert.ok(readFileSync(join(dir, `${ref.ownerCallSid}.mp3`)).equals(data));
     assert.equal(fullCalls(upstream), 1, 'the full download ran exactly once');
     assert.equal(sliceCalls(upstream), 1);
@@ -115,21 +107,21 @@ describe('seek-ahead', () => {
 
   it('without Range at the upstream the same read is correct, from the download, with no slice', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(1_000_000);
+    const data = audioBytes(1_000_000);
     const upstream = new FakeUpstream({ data, acceptsRanges: false, chunkSize: 32 * 1024, chunkDelayMs: 8 });
     const { cache, named } = makeCache(t, dir, upstream, { seekAhead: SMALL });
     const ref = newRef();
     const rec = await cache.open(ref);
     const body = await readAll(rec.createReadStream(900_000, data.length - 1));
     assert.ok(body.equals(data.subarray(900_000)));
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     assert.equal(upstream.calls.length, 1);
     assert.equal(named('seek_ahead').length, 0);
   });
 
   it('an upstream that advertises ranges but answers 200 ends seek-ahead for the recording at once', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(1_000_000);
+    const data = audioBytes(1_000_000);
     const upstream = new FakeUpstream({ data, ignoreRange: true, chunkSize: 32 * 1024, chunkDelayMs: 8 });
     const { cache, named } = makeCache(t, dir, upstream, { seekAhead: SMALL });
     const ref = newRef();
@@ -139,7 +131,7 @@ describe('seek-ahead', () => {
     const second = readAll(rec.createReadStream(700_000, 799_999));
     assert.ok((await first).equals(data.subarray(900_000)));
     assert.ok((await second).equals(data.subarray(700_000, 800_000)));
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     const discarded = named('seek_ahead_discarded');
     assert.equal(discarded.length, 1);
     assert.equal(discarded[0]!.reason, 'no_range');
@@ -151,7 +143,7 @@ describe('seek-ahead', () => {
 
   it("a slice whose ETag differs from the download's is discarded; bytes come from the download", async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(1_000_000);
+    const data = audioBytes(1_000_000);
     const upstream = new FakeUpstream({ data, rangeEtag: '"other"', chunkSize: 32 * 1024, chunkDelayMs: 8 });
     const { cache, named } = makeCache(t, dir, upstream, { seekAhead: SMALL });
     const ref = newRef();
@@ -161,12 +153,13 @@ describe('seek-ahead', () => {
       while (named('seek_ahead_discarded').length === 0) await sleep(5);
     })();
     await discardedSeen;
-    const blocks = readFileSync(join(dir, `.${ref.ownerCallSid}.mp3.blocks`), 'utf8');
+    const meta = JSON.parse(readFileSync(join(dir, `.${ref.ownerCallSid}.mp3.meta`), 'utf8'));
+    const blocks = readFileSync(join(dir, `.${ref.ownerCallSid}.mp3.${meta.fileId}.blocks`), 'utf8');
     assert.match(blocks, /"t":"off","reason":"validator_mismatch"/);
     const second = readAll(rec.createReadStream(600_000, 699_999));
     assert.ok((await first).equals(data.subarray(900_000)));
     assert.ok((await second).equals(data.subarray(600_000, 700_000)));
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     const discarded = named('seek_ahead_discarded');
     assert.equal(discarded.length, 1);
     assert.equal(discarded[0]!.reason, 'validator_mismatch');
@@ -178,7 +171,7 @@ describe('seek-ahead', () => {
 
   it('caps: many far seeks fetch at most 10% of the recording, two slices at a time', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(4_000_000);
+    const data = audioBytes(4_000_000);
     const upstream = new FakeUpstream({ data, chunkSize: 32 * 1024, chunkDelayMs: 8 });
     const { cache, named } = makeCache(t, dir, upstream, { seekAhead: SMALL });
     const ref = newRef();
@@ -191,7 +184,7 @@ describe('seek-ahead', () => {
       });
     });
     await Promise.all(reads);
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     const sliceBytes = named('seek_ahead').reduce((sum, e) => sum + (e.bytes as number), 0);
     t.diagnostic(`${named('seek_ahead').length} slices, ${sliceBytes} bytes, upstream ${upstream.bytesSent}`);
     assert.ok(named('seek_ahead').length >= 1, 'some seeks were served by slices');
@@ -203,7 +196,7 @@ describe('seek-ahead', () => {
 
   it('caps: slices of all recordings of a process are bounded together', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(3_000_000);
+    const data = audioBytes(3_000_000);
     const upstream = new FakeUpstream({ data, chunkSize: 16 * 1024, chunkDelayMs: 10 });
     const { cache, named } = makeCache(t, dir, upstream, {
       seekAhead: { ...SMALL, maxConcurrentPerRecording: 2, maxConcurrentPerProcess: 2 },
@@ -229,7 +222,7 @@ describe('seek-ahead', () => {
 
   it('a slice fetched in one worker process is read by another from disk, with no new upstream request', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(2_000_000);
+    const data = audioBytes(2_000_000);
     // 16 KiB every 16 ms: about 1 MB/s, 2 s for the whole body.
     const server = await startMediaServer({ data, chunkDelayMs: 16 });
     t.after(() => server.close());
@@ -273,7 +266,7 @@ describe('seek-ahead', () => {
     assert.ok((after.received ?? 0) < 1_800_000, `frontier ${before.received} .. ${after.received}`);
     assert.equal(server.ranges.length, 2, 'no new upstream request');
     assert.equal(named('seek_ahead').length, 0);
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     assert.ok(readFileSync(join(dir, `${ref.ownerCallSid}.mp3`)).equals(data));
     child.send({ cmd: 'exit' });
     await child.exited;
@@ -281,7 +274,7 @@ describe('seek-ahead', () => {
 
   it('takeover with a block map: resumes at the published frontier, reuses slices, never trusts other bytes', async (t) => {
     const dir = tempDir(t);
-    const data = randomBytes(2_000_000);
+    const data = audioBytes(2_000_000);
     const store = new FsRecordingStore({ dir });
     const ref = newRef();
     const id = ref.ownerCallSid;
@@ -315,7 +308,9 @@ describe('seek-ahead', () => {
       true,
     );
     assert.equal(
-      await store.appendBlockMap(id, { ...header, fileId: 'another' }, [{ t: 'have', start: 0, end: 1 }]),
+      await store.appendBlockMap(id, { ...header, fileId: '0123456789abcdef' }, [
+        { t: 'have', start: 0, end: 1 },
+      ]),
       false,
       'a map belongs to one generation',
     );
@@ -336,12 +331,16 @@ describe('seek-ahead', () => {
     );
     const untrusted = await readAll(rec.createReadStream(500_000, 549_999));
     assert.ok(untrusted.equals(data.subarray(500_000, 550_000)), 'unrecorded bytes came from the download');
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     assert.equal(upstream.calls.length, 1);
     assert.equal(upstream.calls[0]!.start, 100_000, 'resumed at the published frontier');
     assert.ok(capture.events().includes('download_resumed'));
     assert.ok(readFileSync(join(dir, `${id}.mp3`)).equals(data));
-    assert.equal(existsSync(join(dir, `.${id}.mp3.blocks`)), false, 'the block map goes with the partial');
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.includes('.blocks')),
+      [],
+      'the block maps go with the partials',
+    );
   });
 
   it('validates its options, naming the bad field', (t) => {
@@ -432,7 +431,7 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
     const t0 = performance.now();
     const rec = await cache.open(ref, { readStart: start });
     const read = await timedRead(rec.createReadStream(start, c.size - 1), t0);
-    await settled(dir, ref);
+    await settled(dir, ref, 30_000);
     const onDisk = readFileSync(join(dir, `${ref.ownerCallSid}.mp3`));
     assert.equal(sha256(onDisk), c.sha256);
     assert.ok(read.body.equals(onDisk.subarray(start)));

@@ -43,21 +43,23 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
   describe(`RecordingStore contract: ${name}`, () => {
     it('matches interface', async (t) => {
       const [store] = await backend.create(t);
+      assert.equal(typeof store.bootId, 'string');
       for (const method of [
         'stat',
         'createReadStream',
         'openFinal',
-        'statPartial',
         'readMeta',
         'openPartial',
-        'beginPartial',
-        'resumePartial',
-        'discardPartial',
-        'leftovers',
         'readFrontier',
+        'beginPartial',
+        'discardPartial',
         'openSlice',
         'readBlockMap',
         'appendBlockMap',
+        'leftovers',
+        'removeLeftovers',
+        'sweepTemporary',
+        'checkWritable',
       ] as const) {
         assert.equal(typeof store[method], 'function', method);
       }
@@ -66,17 +68,20 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
     it('says miss with undefined', async (t) => {
       const [store] = await backend.create(t);
       const id = `CA${hex32()}`;
+      const gen = '0123456789abcdef';
       assert.equal(await store.stat(id), undefined);
+      assert.equal(await store.stat(id, { fresh: true }), undefined);
       assert.equal(await store.openFinal(id), undefined);
-      assert.equal(await store.statPartial(id), undefined);
       assert.equal(await store.readMeta(id), undefined);
-      assert.equal(await store.openPartial(id), undefined);
-      assert.equal(await store.resumePartial(id), undefined);
-      assert.equal(await store.readFrontier(id, 'x'), undefined);
-      assert.equal(await store.openSlice(id, 'x'), undefined);
-      assert.equal(await store.readBlockMap(id), undefined);
+      assert.equal(await store.openPartial(id, gen), undefined);
+      assert.equal(await store.readFrontier(id, gen), undefined);
+      assert.equal(await store.openSlice(id, gen), undefined);
+      assert.equal(await store.readBlockMap(id, gen), undefined);
       await store.discardPartial(id);
+      await store.removeLeftovers(id);
       assert.deepEqual(await store.leftovers(), []);
+      await store.checkWritable();
+      assert.equal(await store.sweepTemporary(0), 0, 'the write check leaves nothing behind');
     });
 
     it('writes the sidecar before the first byte, and a second instance follows the partial as it grows', async (t) => {
@@ -90,83 +95,187 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
       assert.equal(seen.size, data.length);
       assert.equal(seen.recordingSid, input.recordingSid);
       assert.equal(seen.fileId, writer.fileId);
-      assert.equal((await b.statPartial(id))?.fileId, writer.fileId);
-      assert.equal((await b.statPartial(id))?.size, 0);
-      const reader = await b.openPartial(id);
+      assert.equal(seen.bootId, a.bootId);
+      assert.equal(await b.readFrontier(id, writer.fileId), 0);
+      const reader = await b.openPartial(id, writer.fileId);
       assert.ok(reader);
       assert.equal(reader.fileId, writer.fileId);
       await writer.append(data.subarray(0, 40_000));
       assert.equal(writer.length, 40_000);
+      assert.equal(await b.readFrontier(id, writer.fileId), 40_000);
       assert.equal(await reader.size(), 40_000);
       assert.deepEqual(await readHandle(reader, 40_000), data.subarray(0, 40_000));
       await writer.append(data.subarray(40_000));
       assert.equal(await b.stat(id), undefined, 'nothing under the final name before commit');
       const mtime = new Date('2025-04-01T10:00:00Z');
-      const final = await writer.commit(data.length, mtime);
+      let fenced = 0;
+      const final = await writer.commit({
+        expectedSize: data.length,
+        mtime,
+        identity: { recordingSid: input.recordingSid, etag: '"e1"', lastModified: input.lastModified },
+        fence: async () => {
+          fenced++;
+        },
+      });
+      assert.equal(fenced, 1, 'the fence runs once, before the rename');
       assert.equal(final.size, data.length);
-      assert.equal(final.fileId, writer.fileId, 'the rename keeps the file');
+      assert.deepEqual(final.identity, {
+        recordingSid: input.recordingSid,
+        etag: '"e1"',
+        lastModified: input.lastModified,
+        generation: writer.fileId,
+      });
       const stat = await b.stat(id);
       assert.equal(stat?.size, data.length);
       assert.equal(stat?.mtime.getTime(), mtime.getTime());
-      assert.equal(await b.statPartial(id), undefined);
+      assert.deepEqual(stat?.identity, final.identity, 'another instance reads the identity beside the file');
       assert.equal(await b.readMeta(id), undefined);
+      assert.equal(await b.readFrontier(id, writer.fileId), undefined);
       assert.deepEqual(
         await readHandle(reader, data.length),
         data,
         'a handle on the partial reads on after the rename',
       );
       assert.deepEqual(await readAll(b.createReadStream(id, 10, 99_999)), data.subarray(10));
+      assert.deepEqual(await readAll(b.createReadStream(id, 10, 99_999, stat!.fileId)), data.subarray(10));
       const finalHandle = await b.openFinal(id);
       assert.ok(finalHandle);
+      assert.deepEqual(finalHandle.info.identity, final.identity);
       assert.deepEqual(await readHandle(finalHandle, data.length), data);
       await Promise.all([reader.close(), writer.close(), finalHandle.close()]);
       assert.deepEqual(await b.leftovers(), []);
     });
 
+    it('a fence that throws stops the commit: nothing is renamed, the error comes back', async (t) => {
+      const [store] = await backend.create(t);
+      const id = `CA${hex32()}`;
+      const input = meta(10);
+      const writer = await store.beginPartial(id, input);
+      await writer.append(Buffer.alloc(10, 1));
+      const lost = new Error('lock lost');
+      await assert.rejects(
+        writer.commit({
+          expectedSize: 10,
+          mtime: new Date(),
+          identity: { recordingSid: input.recordingSid, etag: null, lastModified: null },
+          fence: async () => {
+            throw lost;
+          },
+        }),
+        (err) => err === lost || (err as Error).cause === lost,
+      );
+      assert.equal(await store.stat(id), undefined);
+      assert.equal((await store.readMeta(id))?.fileId, writer.fileId, 'the generation is still there');
+      await writer.close();
+    });
+
     it('refuses to commit a partial of the wrong size', async (t) => {
       const [store] = await backend.create(t);
       const id = `CA${hex32()}`;
-      const writer = await store.beginPartial(id, meta(10));
+      const input = meta(10);
+      const writer = await store.beginPartial(id, input);
       await writer.append(Buffer.alloc(7));
-      await assert.rejects(writer.commit(10, new Date()), (err) => isRecgateError(err));
+      await assert.rejects(
+        writer.commit({
+          expectedSize: 10,
+          mtime: new Date(),
+          identity: { recordingSid: input.recordingSid, etag: null, lastModified: null },
+          fence: async () => undefined,
+        }),
+        (err) => isRecgateError(err),
+      );
       assert.equal(await store.stat(id), undefined);
       await writer.close();
     });
 
-    it('resumes a partial left by a dead writer, and a new generation gets a new file id', async (t) => {
+    it('every generation has its own file: a new one copies a prefix of the old and never shares its bytes', async (t) => {
       const [a, b] = await backend.create(t);
       const id = `CA${hex32()}`;
       const data = randomBytes(5000);
-      const first = await a.beginPartial(id, meta(data.length));
+      const input = meta(data.length);
+      const first = await a.beginPartial(id, input);
       await first.append(data.subarray(0, 3000));
-      const oldReader = await a.openPartial(id);
-      await first.close();
-      const resumed = await b.resumePartial(id);
-      assert.ok(resumed);
+      const oldReader = await a.openPartial(id, first.fileId);
+      const resumed = await b.beginPartial(id, input, { fileId: first.fileId, length: 3000 });
+      assert.notEqual(resumed.fileId, first.fileId);
       assert.equal(resumed.length, 3000);
-      assert.equal(resumed.fileId, first.fileId);
-      assert.equal(resumed.meta.size, data.length);
-      await resumed.append(data.subarray(3000, 4000));
-      await resumed.close();
-      assert.deepEqual(
-        (await a.leftovers()).map((l) => l.id),
-        [id],
-      );
-      const again = await a.beginPartial(id, meta(data.length));
-      assert.notEqual(again.fileId, first.fileId);
-      assert.equal(again.length, 0);
+      assert.equal(await a.readFrontier(id, resumed.fileId), 3000);
+      assert.equal((await a.readMeta(id))?.fileId, resumed.fileId, 'the pointer names the new generation');
+      assert.equal(await a.readFrontier(id, first.fileId), undefined, 'the old generation is gone');
+      assert.equal(await a.openPartial(id, first.fileId), undefined);
+      // A writer that lost its lock and writes on cannot touch the new generation.
+      await first.append(Buffer.alloc(2000, 0xee));
+      await resumed.append(data.subarray(3000));
+      const reader = await a.openPartial(id, resumed.fileId);
+      assert.ok(reader);
+      assert.deepEqual(await readHandle(reader, data.length), data);
       assert.ok(oldReader);
-      assert.deepEqual(
-        await readHandle(oldReader, 4000),
-        data.subarray(0, 4000),
-        'the old generation is intact',
-      );
-      await again.close();
-      await oldReader.close();
-      await a.discardPartial(id);
-      assert.equal(await a.statPartial(id), undefined);
-      assert.equal(await a.readMeta(id), undefined);
+      assert.deepEqual(await readHandle(oldReader, 3000), data.subarray(0, 3000), 'an open handle reads on');
+      const final = await resumed.commit({
+        expectedSize: data.length,
+        mtime: new Date('2025-04-01T10:00:00Z'),
+        identity: { recordingSid: input.recordingSid, etag: '"e1"', lastModified: null },
+        fence: async () => undefined,
+      });
+      assert.equal(final.identity?.generation, resumed.fileId);
+      await Promise.all([first.close(), resumed.close(), reader.close(), oldReader.close()]);
       assert.deepEqual(await a.leftovers(), []);
+      assert.deepEqual(await readAll(a.createReadStream(id, 0, data.length - 1)), data);
+    });
+
+    it('a copy from a generation that is gone starts empty', async (t) => {
+      const [store] = await backend.create(t);
+      const id = `CA${hex32()}`;
+      const writer = await store.beginPartial(id, meta(100), { fileId: '0123456789abcdef', length: 50 });
+      assert.equal(writer.length, 0);
+      await writer.close();
+      await store.discardPartial(id);
+      assert.deepEqual(await store.leftovers(), []);
+    });
+
+    it('a file replaced under the same name is seen afresh, and a stream pinned to the old one never reads the new', async (t) => {
+      const [a, b] = await backend.create(t);
+      const id = `CA${hex32()}`;
+      const commit = async (store: RecordingStore, fill: number) => {
+        const input = meta(1000);
+        const writer = await store.beginPartial(id, input);
+        await writer.append(Buffer.alloc(1000, fill));
+        const info = await writer.commit({
+          expectedSize: 1000,
+          mtime: new Date('2025-04-01T10:00:00Z'),
+          identity: { recordingSid: input.recordingSid, etag: null, lastModified: null },
+          fence: async () => undefined,
+        });
+        await writer.close();
+        return { info, recordingSid: input.recordingSid };
+      };
+      const first = await commit(a, 1);
+      const seen = await b.stat(id);
+      assert.equal(seen?.identity?.recordingSid, first.recordingSid);
+      const second = await commit(a, 2);
+      assert.equal(
+        (await b.stat(id))?.identity?.recordingSid,
+        first.recordingSid,
+        'a remembered file is answered from memory',
+      );
+      const fresh = await b.stat(id, { fresh: true });
+      assert.equal(fresh?.identity?.recordingSid, second.recordingSid);
+      assert.deepEqual(await readAll(b.createReadStream(id, 0, 9, fresh!.fileId)), Buffer.alloc(10, 2));
+      await assert.rejects(readAll(b.createReadStream(id, 0, 9, seen!.fileId)), (err) => isRecgateError(err));
+    });
+
+    it('sweeping: leftovers say whether a generation is current; removeLeftovers takes all of them', async (t) => {
+      const [store] = await backend.create(t);
+      const id = `CA${hex32()}`;
+      const writer = await store.beginPartial(id, meta(100));
+      await writer.append(Buffer.alloc(10));
+      await writer.close();
+      const [leftover] = await store.leftovers();
+      assert.equal(leftover?.id, id);
+      assert.equal(leftover?.current, true);
+      await store.removeLeftovers(id);
+      assert.deepEqual(await store.leftovers(), []);
+      assert.equal(await store.readMeta(id), undefined);
     });
 
     it('slices: written beyond the frontier by another instance, recorded in the block map, never counted as frontier', async (t) => {
@@ -177,8 +286,12 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
       assert.equal(await b.readFrontier(id, writer.fileId), 0);
       await writer.append(data.subarray(0, 10_000));
       assert.equal(await b.readFrontier(id, writer.fileId), 10_000);
-      assert.equal(await b.readFrontier(id, 'another'), undefined, 'the frontier of one generation only');
-      assert.equal(await b.openSlice(id, 'another'), undefined);
+      assert.equal(
+        await b.readFrontier(id, '0123456789abcdef'),
+        undefined,
+        'the frontier of one generation only',
+      );
+      assert.equal(await b.openSlice(id, '0123456789abcdef'), undefined);
       const slice = await b.openSlice(id, writer.fileId);
       assert.ok(slice);
       assert.equal(await slice.claim(40_000, 50_000), true);
@@ -198,8 +311,9 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
         true,
       );
       assert.equal(await a.appendBlockMap(id, header, [{ t: 'off', reason: 'validator_mismatch' }]), true);
-      assert.equal(await a.appendBlockMap(id, { ...header, fileId: 'another' }, []), false);
-      assert.deepEqual(await a.readBlockMap(id), {
+      assert.equal(await a.appendBlockMap(id, { ...header, fileId: '0123456789abcdef' }, []), false);
+      assert.equal(await a.appendBlockMap(id, { ...header, etag: '"other"' }, []), false);
+      assert.deepEqual(await a.readBlockMap(id, writer.fileId), {
         header,
         records: [
           { t: 'claim', token: 't1', start: 40_000, end: 50_000 },
@@ -208,19 +322,26 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
         ],
       });
       assert.equal(await a.readFrontier(id, writer.fileId), 10_000, 'a slice does not move the frontier');
+      const resumed = await b.beginPartial(id, meta(data.length), { fileId: writer.fileId, length: 10_000 });
+      assert.equal(resumed.length, 10_000, 'a resume copies up to the frontier, not to the end of the file');
       await writer.close();
-      const resumed = await b.resumePartial(id);
-      assert.ok(resumed);
-      assert.equal(resumed.length, 10_000, 'a resume starts at the frontier, not at the end of the file');
-      await resumed.append(data.subarray(10_000, 40_000));
-      await resumed.append(data.subarray(40_000));
-      const final = await resumed.commit(data.length, new Date('2025-04-01T10:00:00Z'));
+      await resumed.append(data.subarray(10_000));
+      const final = await resumed.commit({
+        expectedSize: data.length,
+        mtime: new Date('2025-04-01T10:00:00Z'),
+        identity: { recordingSid: resumed.meta.recordingSid, etag: '"e1"', lastModified: null },
+        fence: async () => undefined,
+      });
       assert.equal(final.size, data.length);
       const handle = await a.openFinal(id);
       assert.ok(handle);
       assert.deepEqual(await readHandle(handle, data.length), data);
       await Promise.all([handle.close(), resumed.close()]);
-      assert.equal(await a.readBlockMap(id), undefined, 'the block map goes with the partial');
+      assert.equal(
+        await a.readBlockMap(id, writer.fileId),
+        undefined,
+        'the block map goes with its generation',
+      );
       assert.deepEqual(await a.leftovers(), []);
     });
   });

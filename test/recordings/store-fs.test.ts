@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { it } from 'node:test';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
+import type { PartialMetaInput } from '../../src/recordings/store/store.js';
 import { hex32, tempDir } from './helpers.js';
 import { storeContractTests } from './store-contract.js';
 
@@ -12,59 +14,144 @@ storeContractTests('fs', {
   },
 });
 
-it('fs store: does not resume a partial written in another boot, and ignores a torn sidecar', async (t) => {
-  const dir = tempDir(t);
-  const store = new FsRecordingStore({ dir });
-  const id = `CA${hex32()}`;
-  const writer = await store.beginPartial(id, {
+function input(size: number | null): PartialMetaInput {
+  return {
     recordingSid: `RE${hex32()}`,
-    size: 10,
-    etag: null,
+    size,
+    etag: '"e"',
     lastModified: null,
     acceptsRanges: true,
     startedAt: new Date().toISOString(),
-  });
+  };
+}
+
+it('fs store: tags partials with this boot, and ignores a torn sidecar', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const writer = await store.beginPartial(id, input(10));
   await writer.append(Buffer.alloc(5));
   await writer.close();
-  const metaPath = store.metaPath(id);
-  const meta = JSON.parse(readFileSync(metaPath, 'utf8'));
-  writeFileSync(metaPath, JSON.stringify({ ...meta, bootId: 'another-boot' }));
-  assert.equal(await store.resumePartial(id), undefined);
-  writeFileSync(metaPath, '{"recordingSid":');
+  assert.equal((await store.readMeta(id))?.bootId, store.bootId);
+  assert.match(store.bootId, /\S/);
+  writeFileSync(store.metaPath(id), '{"recordingSid":');
   assert.equal(await store.readMeta(id), undefined);
-  assert.equal(await store.resumePartial(id), undefined);
+  writeFileSync(store.metaPath(id), JSON.stringify({ ...input(10), fileId: '../../etc', bootId: 'x' }));
+  assert.equal(await store.readMeta(id), undefined, 'a generation id that is not 16 hex digits is refused');
 });
 
-it('fs store: lays files out as {id}.mp3, .{id}.mp3.part/.meta/.frontier/.blocks and rejects path-like ids', () => {
+it('fs store: lays files out as {id}.mp3, .{id}.mp3.id/.meta and .{id}.mp3.{gen}.part/.frontier/.blocks', () => {
   const store = new FsRecordingStore({ dir: '/data/recordings' });
   const id = `CA${'a'.repeat(32)}`;
+  const gen = '0123456789abcdef';
   assert.equal(store.finalPath(id), `/data/recordings/${id}.mp3`);
-  assert.equal(store.partPath(id), `/data/recordings/.${id}.mp3.part`);
+  assert.equal(store.identityPath(id), `/data/recordings/.${id}.mp3.id`);
   assert.equal(store.metaPath(id), `/data/recordings/.${id}.mp3.meta`);
-  assert.equal(store.frontierPath(id), `/data/recordings/.${id}.mp3.frontier`);
-  assert.equal(store.blocksPath(id), `/data/recordings/.${id}.mp3.blocks`);
+  assert.equal(store.generationPath(id, gen, 'part'), `/data/recordings/.${id}.mp3.${gen}.part`);
+  assert.equal(store.generationPath(id, gen, 'frontier'), `/data/recordings/.${id}.mp3.${gen}.frontier`);
+  assert.equal(store.generationPath(id, gen, 'blocks'), `/data/recordings/.${id}.mp3.${gen}.blocks`);
   assert.throws(() => store.finalPath('../x'), /recording id/);
+  assert.throws(() => store.generationPath(id, '../x', 'part'), /generation/);
 });
 
 it('fs store: a torn frontier line is not trusted; a torn last block-map line is left for the next read', async (t) => {
   const dir = tempDir(t);
   const store = new FsRecordingStore({ dir });
   const id = `CA${hex32()}`;
-  const writer = await store.beginPartial(id, {
-    recordingSid: `RE${hex32()}`,
-    size: 100,
-    etag: '"e"',
-    lastModified: null,
-    acceptsRanges: true,
-    startedAt: new Date().toISOString(),
-  });
+  const writer = await store.beginPartial(id, input(100));
   await writer.append(Buffer.alloc(20));
   assert.equal(await store.readFrontier(id, writer.fileId), 20);
-  writeFileSync(store.frontierPath(id), `${writer.fileId} 0000000000000090 0000000000000020\n`);
+  const frontier = store.generationPath(id, writer.fileId, 'frontier');
+  writeFileSync(frontier, `${writer.fileId} 0000000000000090 0000000000000020\n`);
   assert.equal(await store.readFrontier(id, writer.fileId), undefined);
   const header = { fileId: writer.fileId, size: 100, etag: '"e"', lastModified: null };
   assert.equal(await store.appendBlockMap(id, header, [{ t: 'have', start: 50, end: 60 }]), true);
-  writeFileSync(store.blocksPath(id), `${readFileSync(store.blocksPath(id), 'utf8')}{"t":"have","sta`);
-  assert.deepEqual((await store.readBlockMap(id))?.records, [{ t: 'have', start: 50, end: 60 }]);
+  const blocks = store.generationPath(id, writer.fileId, 'blocks');
+  writeFileSync(blocks, `${readFileSync(blocks, 'utf8')}{"t":"have","sta`);
+  assert.deepEqual((await store.readBlockMap(id, writer.fileId))?.records, [
+    { t: 'have', start: 50, end: 60 },
+  ]);
   await writer.close();
+});
+
+it('fs store: an identity record that describes another file (or none) gives the file no identity', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const meta = input(4);
+  const writer = await store.beginPartial(id, meta);
+  await writer.append(Buffer.from([0xff, 0xfb, 0x90, 0x00]));
+  await writer.commit({
+    expectedSize: 4,
+    mtime: new Date('2025-04-01T10:00:00Z'),
+    identity: { recordingSid: meta.recordingSid, etag: '"e"', lastModified: null },
+    fence: async () => undefined,
+  });
+  await writer.close();
+  assert.equal((await store.stat(id))?.identity?.recordingSid, meta.recordingSid);
+  // The file replaced by hand (another inode): the record no longer describes it.
+  writeFileSync(join(dir, 'other'), Buffer.alloc(4));
+  rmSync(store.finalPath(id));
+  writeFileSync(store.finalPath(id), Buffer.alloc(4));
+  assert.equal((await store.stat(id, { fresh: true }))?.identity, undefined);
+  // A file from before identity records existed.
+  rmSync(store.identityPath(id));
+  assert.equal((await store.stat(id, { fresh: true }))?.identity, undefined);
+  assert.equal((await store.openFinal(id))?.info.identity, undefined);
+});
+
+it('fs store: sweeps what the old layout and crashed writers left, and temporary files once old', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const old = new Date(Date.now() - 3_600_000);
+  const names = [
+    `.${id}.mp3.part`,
+    `.${id}.mp3.frontier`,
+    `.${id}.mp3.blocks`,
+    `.${id}.mp3.blocks.0a1b2c3d4e5f`,
+    `.${id}.mp3.meta.tmp-0a1b2c3d4e5f`,
+    `.recgate-write-check-123-abcd`,
+    `.${id}.mp3.0123456789abcdef.part`,
+  ];
+  for (const name of names) {
+    writeFileSync(join(dir, name), 'x');
+    utimesSync(join(dir, name), old, old);
+  }
+  writeFileSync(join(dir, `${id}.mp3.keep`), 'not ours');
+  assert.equal(await store.sweepTemporary(60_000), 3);
+  const leftovers = await store.leftovers();
+  assert.deepEqual(
+    leftovers.map((l) => [l.id, l.current]),
+    [[id, false]],
+  );
+  await store.removeLeftovers(id);
+  assert.deepEqual(readdirSync(dir), [`${id}.mp3.keep`]);
+});
+
+it('fs store: recreates a recordings directory removed at run time', async (t) => {
+  const parent = tempDir(t);
+  const dir = join(parent, 'recordings');
+  mkdirSync(dir);
+  const store = new FsRecordingStore({ dir });
+  rmSync(dir, { recursive: true });
+  await store.checkWritable();
+  rmSync(dir, { recursive: true });
+  const writer = await store.beginPartial(`CA${hex32()}`, input(10));
+  assert.equal(writer.length, 0);
+  await writer.close();
+});
+
+it('fs store: refuses a generation the volume has no room for, before making any file', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  await assert.rejects(
+    store.beginPartial(id, input(Number.MAX_SAFE_INTEGER)),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'RECGATE_STORAGE_FULL');
+      return true;
+    },
+  );
+  assert.deepEqual(readdirSync(dir), []);
 });

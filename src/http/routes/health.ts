@@ -18,12 +18,15 @@ export function healthRoutes(app: FastifyInstance, deps: AppDeps, metrics: Metri
 
   app.get('/readyz', async (_request, reply) => {
     if (shuttingDown) throw createError('RECGATE_SHUTTING_DOWN');
-    const checks = { call_log: await deps.callLog.ping().catch(() => false), extra: true };
-    if (deps.ready) checks.extra = await deps.ready().catch(() => false);
-    const ok = checks.call_log && checks.extra;
+    const [callLog, storage] = await Promise.all([
+      deps.callLog.ping().catch(() => false),
+      deps.cache.writable().catch(() => false),
+    ]);
+    const extra = deps.ready ? await deps.ready().catch(() => false) : true;
+    const ok = callLog && storage && extra;
     return reply
       .code(ok ? 200 : 503)
-      .send({ status: ok ? 'ready' : 'not_ready', checks: { call_log: checks.call_log } });
+      .send({ status: ok ? 'ready' : 'not_ready', checks: { call_log: callLog, storage } });
   });
 
   app.get('/metrics', async (_request, reply) => {

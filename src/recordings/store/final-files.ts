@@ -4,22 +4,30 @@
  * per 64 KiB chunk from a descriptor opened once. Bounded LRU; a descriptor still read by a stream when it
  * is evicted closes when that stream ends.
  *
+ * A file may be replaced by a newer one under the same name (another recording for the call, or a download
+ * that repaired a file of unknown identity); `stat(…, fresh)` looks at the name again, and a stream asked for
+ * with a `fileId` never reads a file other than that one.
+ *
  * Consequence worth knowing: a finished file deleted by hand keeps being served from its open descriptor
- * until it is evicted or the process restarts.
+ * until it is evicted, looked at afresh, or the process restarts.
  */
+import type { BigIntStats } from 'node:fs';
 import { close, fstat, open, read } from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
 import { takeChunk } from '../../serving/chunks.js';
-import { type FileInfo, READ_CHUNK } from './store.js';
+import { type FinalIdentity, type FinalInfo, READ_CHUNK } from './store.js';
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
 
+/** Reads what a finished file holds (its identity record), given the file's stats; `undefined` if unknown. */
+export type DescribeFinal = (key: string, stats: BigIntStats) => Promise<FinalIdentity | undefined>;
+
 interface Entry {
   fd: number;
-  info: FileInfo;
+  info: FinalInfo;
   /** Streams reading from `fd` now. */
   readers: number;
   /** Out of the map; `fd` closes when the last reader ends. */
@@ -28,19 +36,32 @@ interface Entry {
 
 export class FinalFiles {
   readonly #max: number;
+  readonly #describe: DescribeFinal;
   readonly #entries = new Map<string, Entry>();
   readonly #opening = new Map<string, Promise<Entry | undefined>>();
   #closed = false;
 
-  /** @param max descriptors kept open at most. */
-  constructor(max: number) {
+  /**
+   * @param max descriptors kept open at most.
+   * @param describe reads a file's identity when it is opened. @default none: every identity is unknown
+   */
+  constructor(max: number, describe: DescribeFinal = async () => undefined) {
     if (!Number.isInteger(max) || max < 1)
       throw new TypeError('options.maxOpenFiles must be a positive integer');
     this.#max = max;
+    this.#describe = describe;
   }
 
-  /** The finished file at `path` (opening and remembering it), or `undefined` if there is none. */
-  async stat(key: string, path: string): Promise<FileInfo | undefined> {
+  /**
+   * The finished file at `path` (opening and remembering it), or `undefined` if there is none. `fresh` drops
+   * what is remembered first, so a file that replaced the remembered one is seen.
+   */
+  async stat(key: string, path: string, fresh = false): Promise<FinalInfo | undefined> {
+    if (fresh) {
+      // A pending open started before the caller asked for a fresh look may have read the old file.
+      await this.#opening.get(key)?.catch(() => undefined);
+      this.#evict(key);
+    }
     const known = this.#touch(key);
     if (known !== undefined) return known.info;
     let pending = this.#opening.get(key);
@@ -51,10 +72,13 @@ export class FinalFiles {
     return (await pending)?.info;
   }
 
-  /** Streams `start..end` from the remembered descriptor, or `undefined` if it is not open (evicted). */
-  createReadStream(key: string, start: number, end: number): Readable | undefined {
+  /**
+   * Streams `start..end` from the remembered descriptor, or `undefined` if none is open, or (with `fileId`)
+   * the one open is another file.
+   */
+  createReadStream(key: string, start: number, end: number, fileId?: string): Readable | undefined {
     const entry = this.#touch(key);
-    if (entry === undefined) return undefined;
+    if (entry === undefined || (fileId !== undefined && entry.info.fileId !== fileId)) return undefined;
     entry.readers++;
     let released = false;
     return new FdRange(entry.fd, start, end, () => {
@@ -85,15 +109,14 @@ export class FinalFiles {
     try {
       fd = await openAsync(path, 'r');
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      if (isMissing(err)) return undefined;
       throw storageError(err);
     }
     try {
       const st = await fstatAsync(fd, { bigint: true });
       const entry: Entry = {
         fd,
-        info: { fileId: `${st.dev}:${st.ino}`, size: Number(st.size), mtime: new Date(Number(st.mtimeMs)) },
+        info: { ...fileInfo(st), identity: await this.#describe(key, st) },
         readers: 0,
         evicted: false,
       };
@@ -102,6 +125,7 @@ export class FinalFiles {
         close(fd, () => undefined);
         return entry;
       }
+      this.#evict(key);
       this.#entries.set(key, entry);
       while (this.#entries.size > this.#max) this.#evict(this.#entries.keys().next().value as string);
       return entry;
@@ -120,19 +144,73 @@ export class FinalFiles {
   }
 }
 
-/** Bytes `start..end` of an open descriptor by positional reads; a file shorter than promised is an error. */
-class FdRange extends Readable {
-  readonly #fd: number;
+/** A file's id within this host (device and inode), size and mtime. */
+export function fileInfo(st: BigIntStats): { fileId: string; size: number; mtime: Date } {
+  return { fileId: `${st.dev}:${st.ino}`, size: Number(st.size), mtime: new Date(Number(st.mtimeMs)) };
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * Bytes `start..end` of a file by positional reads; a file shorter than promised is an error. Reads from a
+ * descriptor it is given, or opens `path` itself (closing it at the end) and, with `fileId`, refuses a file
+ * that is not that one.
+ */
+export class FdRange extends Readable {
+  #fd: number | undefined;
   #pos: number;
   readonly #end: number;
-  readonly #release: () => void;
+  readonly #release: (() => void) | undefined;
+  readonly #path: string | undefined;
+  readonly #fileId: string | undefined;
 
-  constructor(fd: number, start: number, end: number, release: () => void) {
+  constructor(fd: number, start: number, end: number, release: () => void);
+  constructor(path: string, start: number, end: number, release: undefined, fileId?: string);
+  constructor(
+    source: number | string,
+    start: number,
+    end: number,
+    release: (() => void) | undefined,
+    fileId?: string,
+  ) {
     super({ highWaterMark: READ_CHUNK });
-    this.#fd = fd;
+    if (typeof source === 'number') this.#fd = source;
+    else this.#path = source;
     this.#pos = start;
     this.#end = end;
     this.#release = release;
+    this.#fileId = fileId;
+  }
+
+  override _construct(callback: (err?: Error | null) => void): void {
+    if (this.#path === undefined) {
+      callback();
+      return;
+    }
+    open(this.#path, 'r', (err, fd) => {
+      if (err) {
+        callback(storageError(err));
+        return;
+      }
+      this.#fd = fd;
+      if (this.#fileId === undefined) {
+        callback();
+        return;
+      }
+      fstat(fd, { bigint: true }, (statErr, st) => {
+        if (statErr) callback(storageError(statErr));
+        else if (fileInfo(st).fileId !== this.#fileId) {
+          callback(
+            createError('RECGATE_STORAGE_ERROR', {
+              cause: new Error('the recording was replaced while it was being served'),
+            }),
+          );
+        } else callback();
+      });
+    });
   }
 
   override _read(): void {
@@ -142,7 +220,7 @@ class FdRange extends Readable {
       return;
     }
     const buffer = takeChunk(length);
-    read(this.#fd, buffer, 0, length, this.#pos, (err, bytesRead) => {
+    read(this.#fd!, buffer, 0, length, this.#pos, (err, bytesRead) => {
       if (this.destroyed) return;
       if (err) {
         this.destroy(storageError(err));
@@ -162,7 +240,8 @@ class FdRange extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    this.#release();
+    if (this.#release !== undefined) this.#release();
+    else if (this.#fd !== undefined) close(this.#fd, () => undefined);
     callback(err);
   }
 }

@@ -1,52 +1,84 @@
 /**
- * {@link RecordingStore} on a directory:
+ * {@link RecordingStore} on a directory (local, or shared by several hosts):
  *
- * - `{dir}/{id}.mp3`: the finished recording, the only name a recording is ever served under;
- * - `{dir}/.{id}.mp3.part`: the download in progress, renamed to the final name when complete; the holder
- *   writes it sequentially, seek-ahead slices at their offsets beyond the frontier (a sparse file meanwhile);
- * - `{dir}/.{id}.mp3.meta`: the partial's JSON sidecar ({@link PartialMeta});
- * - `{dir}/.{id}.mp3.frontier`: the holder's frontier, one line `{fileId} {n} {n}\n` with `n` as 16 decimal
+ * - `{id}.mp3`: the finished recording, the only name a recording is ever served under;
+ * - `.{id}.mp3.id`: its identity record, JSON ({@link FinalIdentity} plus the file's size and inode number),
+ *   written (flushed, then renamed into place) just before the recording is renamed into place. The inode
+ *   number binds the record to the file: a record that names another inode describes a file that is not
+ *   there, and the file's identity is unknown. Inode numbers are the server's on NFS, the same on every host;
+ * - `.{id}.mp3.meta`: the pointer, the current generation's JSON sidecar ({@link PartialMeta}), replaced
+ *   atomically (written aside, then renamed) so a reader never sees half of it;
+ * - `.{id}.mp3.{gen}.part`: generation `gen`'s file (16 hex digits, random): written sequentially by its
+ *   holder, seek-ahead slices at their offsets beyond the frontier (a sparse file meanwhile), and renamed to
+ *   `{id}.mp3` when complete;
+ * - `.{id}.mp3.{gen}.frontier`: how far the holder got, one line `{gen} {n} {n}\n` with `n` as 16 decimal
  *   digits, rewritten in place after every append. The number is written twice because a read racing the
  *   rewrite may see a mix of old and new bytes; a reader trusts the line only when both copies agree;
- * - `{dir}/.{id}.mp3.blocks`: the block map, JSON lines: a header ({@link BlockMapHeader}) and then
- *   {@link BlockRecord}s, appended with `O_APPEND` in one write each, so appends from several processes never
- *   interleave and need no lock. It is created with its header in one step (written aside, then `link`ed),
- *   so nobody ever sees a map without its header.
+ * - `.{id}.mp3.{gen}.blocks`: the generation's block map, JSON lines: a header ({@link BlockMapHeader}) and
+ *   then {@link BlockRecord}s, appended with `O_APPEND` in one write each, so appends from several processes
+ *   never interleave and need no lock. It is created with its header in one step (written aside, then
+ *   `link`ed), so nobody ever sees a map without its header;
+ * - `….tmp-{hex}`: sidecars being written aside, and `.recgate-write-check-…`: write probes; both swept.
  *
- * Dot-prefixed temporary names keep partials out of casual listings and out of any glob for `*.mp3`.
+ * Every generation having files of its own is what keeps a writer that lost its lock (and does not know it
+ * yet) from touching another writer's bytes or publishing them. Dot-prefixed names keep all of this out of
+ * casual listings and out of any glob for `*.mp3`.
  */
 import { randomBytes } from 'node:crypto';
-import { constants, createReadStream, readFileSync } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { link, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  statfs,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
-import { FinalFiles } from './final-files.js';
-import {
-  type BlockMap,
-  type BlockMapHeader,
-  type BlockRecord,
-  type FileInfo,
-  type Leftover,
-  type PartialMeta,
-  type PartialMetaInput,
-  type PartialWriter,
-  READ_CHUNK,
-  type ReadHandle,
-  type RecordingStore,
-  type SliceHandle,
+import { FdRange, FinalFiles, fileInfo } from './final-files.js';
+import type {
+  BlockMap,
+  BlockMapHeader,
+  BlockRecord,
+  CommitOptions,
+  FinalHandle,
+  FinalIdentity,
+  FinalInfo,
+  Leftover,
+  PartialMeta,
+  PartialMetaInput,
+  PartialWriter,
+  ReadHandle,
+  RecordingStore,
+  ResumeFrom,
+  SliceHandle,
 } from './store.js';
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
-const LEFTOVER = /^\.([A-Za-z0-9_-]{1,128})\.mp3\.(?:part|meta|frontier|blocks)$/;
+const GENERATION = /^[0-9a-f]{16}$/;
+/** Files of a recording that only a download needs (and the pre-generation layout's names). */
+const LEFTOVER =
+  /^\.([A-Za-z0-9_-]{1,128})\.mp3\.(?:[0-9a-f]{16}\.(?:part|frontier|blocks)|part|meta|frontier|blocks|id)$/;
+/** Files written aside and renamed (or linked) into place, and write probes: never needed once old. */
+const TEMPORARY =
+  /^(?:\.[A-Za-z0-9_-]{1,128}\.mp3\.(?:meta|id|blocks)\.(?:tmp-)?[0-9a-f]{8,}|\.recgate-write-check-.+)$/;
 const FRONTIER_LINE = /^(\S+) (\d{16}) (\d{16})\n$/;
+/** Room kept free beyond a recording's own bytes, for sidecars and block maps. */
+const HEADROOM_BYTES = 64 * 1024;
+const COPY_CHUNK = 1024 * 1024;
 
 export interface FsRecordingStoreOptions {
-  /** The recordings directory; it must exist. */
+  /** The recordings directory; created if missing. */
   dir: string;
   /** Finished recordings whose descriptors stay open for warm requests. @default 256 */
   maxOpenFiles?: number;
@@ -57,10 +89,15 @@ export interface FsRecordingStoreOptions {
   commitWaitMs?: number;
 }
 
+type GenerationFile = 'part' | 'frontier' | 'blocks';
+
 export class FsRecordingStore implements RecordingStore {
+  readonly bootId: string = BOOT_ID;
   readonly dir: string;
   readonly commitWaitMs: number;
   readonly #finals: FinalFiles;
+  /** Writers of this process not yet committed or closed: what they still have to write is spoken for. */
+  readonly #writers = new Set<FsPartialWriter>();
 
   constructor(options: FsRecordingStoreOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
@@ -73,37 +110,37 @@ export class FsRecordingStore implements RecordingStore {
     }
     this.dir = options.dir;
     this.commitWaitMs = wait;
-    this.#finals = new FinalFiles(options.maxOpenFiles ?? 256);
+    this.#finals = new FinalFiles(options.maxOpenFiles ?? 256, (id, st) =>
+      this.#describe(id, st.ino, st.size),
+    );
   }
 
   finalPath(id: string): string {
     return join(this.dir, `${checkId(id)}.mp3`);
   }
 
-  partPath(id: string): string {
-    return join(this.dir, `.${checkId(id)}.mp3.part`);
+  identityPath(id: string): string {
+    return join(this.dir, `.${checkId(id)}.mp3.id`);
   }
 
   metaPath(id: string): string {
     return join(this.dir, `.${checkId(id)}.mp3.meta`);
   }
 
-  frontierPath(id: string): string {
-    return join(this.dir, `.${checkId(id)}.mp3.frontier`);
+  /** A file of generation `fileId`: its bytes, its frontier or its block map. */
+  generationPath(id: string, fileId: string, file: GenerationFile): string {
+    if (!GENERATION.test(fileId)) throw new TypeError('generation must be 16 hexadecimal digits');
+    return join(this.dir, `.${checkId(id)}.mp3.${fileId}.${file}`);
   }
 
-  blocksPath(id: string): string {
-    return join(this.dir, `.${checkId(id)}.mp3.blocks`);
+  async stat(id: string, options: { fresh?: boolean } = {}): Promise<FinalInfo | undefined> {
+    return this.#finals.stat(id, this.finalPath(id), options.fresh === true);
   }
 
-  async stat(id: string): Promise<FileInfo | undefined> {
-    return this.#finals.stat(id, this.finalPath(id));
-  }
-
-  createReadStream(id: string, start: number, end: number): Readable {
+  createReadStream(id: string, start: number, end: number, fileId?: string): Readable {
     return (
-      this.#finals.createReadStream(id, start, end) ??
-      createReadStream(this.finalPath(id), { start, end, highWaterMark: READ_CHUNK })
+      this.#finals.createReadStream(id, start, end, fileId) ??
+      new FdRange(this.finalPath(id), start, end, undefined, fileId)
     );
   }
 
@@ -111,12 +148,17 @@ export class FsRecordingStore implements RecordingStore {
     this.#finals.close();
   }
 
-  async openFinal(id: string): Promise<ReadHandle | undefined> {
-    return openReader(this.finalPath(id));
-  }
-
-  async statPartial(id: string): Promise<FileInfo | undefined> {
-    return statFile(this.partPath(id));
+  async openFinal(id: string): Promise<FinalHandle | undefined> {
+    const handle = await openFile(this.finalPath(id), 'r');
+    if (handle === undefined) return undefined;
+    try {
+      const st = await handle.stat({ bigint: true });
+      const info: FinalInfo = { ...fileInfo(st), identity: await this.#describe(id, st.ino, st.size) };
+      return new FsFinalHandle(handle, info);
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw storageError(err);
+    }
   }
 
   async readMeta(id: string): Promise<PartialMeta | undefined> {
@@ -124,104 +166,78 @@ export class FsRecordingStore implements RecordingStore {
     return text === undefined ? undefined : parseMeta(text);
   }
 
-  async openPartial(id: string): Promise<ReadHandle | undefined> {
-    return openReader(this.partPath(id));
-  }
-
-  async beginPartial(id: string, input: PartialMetaInput): Promise<PartialWriter> {
-    const part = this.partPath(id);
-    let handle: FileHandle | undefined;
-    let frontier: FileHandle | undefined;
-    try {
-      // A fresh inode per generation keeps the bytes below every generation's frontier unchanged for readers
-      // holding the old one; the old generation's frontier and block map go with it.
-      for (const path of [part, this.frontierPath(id), this.blocksPath(id)]) {
-        await unlink(path).catch((err: unknown) => {
-          if (!isMissing(err)) throw err;
-        });
-      }
-      handle = await open(part, 'wx+');
-      const fileId = await handleId(handle);
-      frontier = await open(this.frontierPath(id), 'w');
-      await writeFrontier(frontier, fileId, 0);
-      const meta: PartialMeta = { ...input, fileId, bootId: BOOT_ID };
-      await writeFile(this.metaPath(id), JSON.stringify(meta));
-      return new FsPartialWriter(this, id, handle, frontier, meta, 0);
-    } catch (err) {
-      await handle?.close().catch(() => undefined);
-      await frontier?.close().catch(() => undefined);
-      throw storageError(err);
-    }
-  }
-
-  async resumePartial(id: string): Promise<PartialWriter | undefined> {
-    const meta = await this.readMeta(id);
-    if (meta === undefined || meta.bootId !== BOOT_ID) return undefined;
-    let handle: FileHandle;
-    try {
-      handle = await open(this.partPath(id), 'r+');
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw storageError(err);
-    }
-    let frontier: FileHandle | undefined;
-    try {
-      const st = await handle.stat({ bigint: true });
-      if (`${st.dev}:${st.ino}` !== meta.fileId) {
-        await handle.close();
-        return undefined;
-      }
-      // Only the published frontier is trusted: beyond it the file may hold slices, or holes.
-      const length = Math.min((await this.readFrontier(id, meta.fileId)) ?? 0, Number(st.size));
-      frontier = await open(this.frontierPath(id), 'w');
-      await writeFrontier(frontier, meta.fileId, length);
-      return new FsPartialWriter(this, id, handle, frontier, meta, length);
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      await frontier?.close().catch(() => undefined);
-      throw storageError(err);
-    }
+  async openPartial(id: string, fileId: string): Promise<ReadHandle | undefined> {
+    const handle = await openFile(this.generationPath(id, fileId, 'part'), 'r');
+    return handle === undefined ? undefined : new FsReadHandle(handle, fileId);
   }
 
   async readFrontier(id: string, fileId: string): Promise<number | undefined> {
-    let text: string;
-    try {
-      text = await readFile(this.frontierPath(id), 'utf8');
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw storageError(err);
-    }
+    const text = await readTextIfPresent(this.generationPath(id, fileId, 'frontier'));
+    if (text === undefined) return undefined;
     const match = FRONTIER_LINE.exec(text);
     if (match === null || match[1] !== fileId || match[2] !== match[3]) return undefined;
     return Number(match[2]);
   }
 
-  async openSlice(id: string, fileId: string): Promise<SliceHandle | undefined> {
-    let handle: FileHandle;
+  async beginPartial(id: string, input: PartialMetaInput, from?: ResumeFrom): Promise<PartialWriter> {
+    checkId(id);
+    const fileId = randomBytes(8).toString('hex');
+    const created: string[] = [];
+    let handle: FileHandle | undefined;
+    let frontier: FileHandle | undefined;
     try {
-      handle = await open(this.partPath(id), 'r+');
+      await this.#ensureRoom(input.size === null ? 0 : input.size - (from?.length ?? 0));
+      const previous = await this.readMeta(id);
+      const part = this.generationPath(id, fileId, 'part');
+      handle = await this.#create(part);
+      created.push(part);
+      const length = from === undefined ? 0 : await this.#copyFrom(id, fileId, from, input, handle, created);
+      const frontierPath = this.generationPath(id, fileId, 'frontier');
+      frontier = await open(frontierPath, 'wx');
+      created.push(frontierPath);
+      await writeFrontier(frontier, fileId, length);
+      const meta: PartialMeta = { ...input, fileId, bootId: BOOT_ID };
+      // The pointer moves last: readers in other processes find the file and its frontier already there.
+      await this.#replace(this.metaPath(id), JSON.stringify(meta), false);
+      for (const old of new Set([previous?.fileId, from?.fileId])) {
+        if (old !== undefined && old !== fileId && GENERATION.test(old))
+          await this.#removeGeneration(id, old);
+      }
+      const writer = new FsPartialWriter(this, id, handle, frontier, meta, length);
+      this.#writers.add(writer);
+      return writer;
     } catch (err) {
-      if (isMissing(err)) return undefined;
+      await handle?.close().catch(() => undefined);
+      await frontier?.close().catch(() => undefined);
+      for (const path of created) await unlink(path).catch(() => undefined);
       throw storageError(err);
     }
+  }
+
+  async discardPartial(id: string): Promise<void> {
+    const meta = await this.readMeta(id);
+    if (meta !== undefined && GENERATION.test(meta.fileId)) await this.#removeGeneration(id, meta.fileId);
+    await unlinkIfPresent(this.metaPath(id));
+  }
+
+  async openSlice(id: string, fileId: string): Promise<SliceHandle | undefined> {
+    const path = this.generationPath(id, fileId, 'part');
+    const handle = await openFile(path, 'r+');
+    if (handle === undefined) return undefined;
     try {
-      if ((await handleId(handle)) !== fileId) {
-        await handle.close();
-        return undefined;
-      }
-      return new FsSliceHandle(this.partPath(id), handle, fileId);
+      return new FsSliceHandle(path, handle, fileInfo(await handle.stat({ bigint: true })).fileId, fileId);
     } catch (err) {
       await handle.close().catch(() => undefined);
       throw storageError(err);
     }
   }
 
-  async readBlockMap(id: string): Promise<BlockMap | undefined> {
-    const text = await readTextIfPresent(this.blocksPath(id));
+  async readBlockMap(id: string, fileId: string): Promise<BlockMap | undefined> {
+    const text = await readTextIfPresent(this.generationPath(id, fileId, 'blocks'));
     if (text === undefined) return undefined;
     const lines = text.split('\n');
     const header = parseBlockHeader(lines[0] ?? '');
-    if (header === undefined) return undefined;
+    if (header === undefined || header.fileId !== fileId) return undefined;
     const records: BlockRecord[] = [];
     // The last line may be an append still under way; it has no newline yet and is left for the next read.
     for (const line of lines.slice(1, -1)) {
@@ -232,7 +248,7 @@ export class FsRecordingStore implements RecordingStore {
   }
 
   async appendBlockMap(id: string, header: BlockMapHeader, records: BlockRecord[]): Promise<boolean> {
-    const path = this.blocksPath(id);
+    const path = this.generationPath(id, header.fileId, 'blocks');
     const text = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
     try {
       for (let attempt = 0; ; attempt++) {
@@ -240,22 +256,19 @@ export class FsRecordingStore implements RecordingStore {
         try {
           handle = await open(path, constants.O_RDWR | constants.O_APPEND);
         } catch (err) {
-          if (!isMissing(err) || attempt > 2) throw err;
+          if (!isMissing(err) || attempt > 1) throw err;
+          // A map for a generation that is gone would only be litter.
+          if ((await statPath(this.generationPath(id, header.fileId, 'part'))) === undefined) return false;
           await this.#createBlockMap(path, header);
           continue;
         }
         try {
           const head = Buffer.alloc(4096);
           const { bytesRead } = await handle.read(head, 0, head.length, 0);
-          const firstLine = head.subarray(0, bytesRead).toString('utf8').split('\n')[0] ?? '';
-          const existing = parseBlockHeader(firstLine)?.fileId;
-          if (existing !== header.fileId) {
-            // A map left by a slice writer of an older generation must not block this one's.
-            const current = await statFile(this.partPath(id));
-            if (current?.fileId !== header.fileId || attempt > 2) return false;
-            await unlink(path).catch(() => undefined);
-            continue;
-          }
+          const existing = parseBlockHeader(
+            head.subarray(0, bytesRead).toString('utf8').split('\n')[0] ?? '',
+          );
+          if (existing === undefined || !sameHeader(existing, header)) return false;
           if (text.length > 0) await handle.write(text, 0, text.length, null);
           return true;
         } finally {
@@ -263,50 +276,63 @@ export class FsRecordingStore implements RecordingStore {
         }
       }
     } catch (err) {
+      if (isMissing(err)) return false;
       throw storageError(err);
-    }
-  }
-
-  /** Creates the block map with its header in one step; a map another process created first wins. */
-  async #createBlockMap(path: string, header: BlockMapHeader): Promise<void> {
-    const aside = `${path}.${randomBytes(6).toString('hex')}`;
-    await writeFile(aside, `${JSON.stringify({ v: 1, ...header })}\n`);
-    try {
-      await link(aside, path).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      });
-    } finally {
-      await unlink(aside).catch(() => undefined);
-    }
-  }
-
-  async discardPartial(id: string): Promise<void> {
-    for (const path of [this.partPath(id), this.metaPath(id), this.frontierPath(id), this.blocksPath(id)]) {
-      try {
-        await unlink(path);
-      } catch (err) {
-        if (!isMissing(err)) throw storageError(err);
-      }
     }
   }
 
   async leftovers(): Promise<Leftover[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      throw storageError(err);
-    }
-    const found = new Map<string, Date>();
+    const names = await this.#list();
+    const present = new Set(names);
+    const found = new Map<string, Leftover>();
     for (const name of names) {
       const id = LEFTOVER.exec(name)?.[1];
       if (id === undefined) continue;
-      const info = await statFile(join(this.dir, name));
+      // An identity record beside its recording is no leftover.
+      if (name.endsWith('.mp3.id') && present.has(`${id}.mp3`)) continue;
+      const info = await statPath(join(this.dir, name));
       if (info === undefined) continue;
-      const seen = found.get(id);
-      if (seen === undefined || seen < info.mtime) found.set(id, info.mtime);
+      const entry = found.get(id) ?? { id, mtime: info.mtime, current: false };
+      if (entry.mtime < info.mtime) entry.mtime = info.mtime;
+      if (name.endsWith('.mp3.meta')) entry.current = true;
+      found.set(id, entry);
     }
-    return [...found].map(([id, mtime]) => ({ id, mtime }));
+    return [...found.values()];
+  }
+
+  async removeLeftovers(id: string): Promise<void> {
+    checkId(id);
+    const names = await this.#list();
+    const hasFinal = names.includes(`${id}.mp3`);
+    // The pointer first: no reader goes looking for a generation that is about to vanish.
+    const doomed = names
+      .filter((name) => LEFTOVER.exec(name)?.[1] === id && !(hasFinal && name.endsWith('.mp3.id')))
+      .sort((a, b) => Number(b.endsWith('.meta')) - Number(a.endsWith('.meta')));
+    for (const name of doomed) await unlinkIfPresent(join(this.dir, name));
+  }
+
+  async sweepTemporary(maxAgeMs: number): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for (const name of await this.#list()) {
+      if (!TEMPORARY.test(name)) continue;
+      const info = await statPath(join(this.dir, name));
+      if (info === undefined || now - info.mtime.getTime() < maxAgeMs) continue;
+      await unlinkIfPresent(join(this.dir, name));
+      removed++;
+    }
+    return removed;
+  }
+
+  async checkWritable(): Promise<void> {
+    const probe = join(this.dir, `.recgate-write-check-${process.pid}-${randomBytes(4).toString('hex')}`);
+    try {
+      const handle = await this.#create(probe);
+      await handle.close();
+      await unlink(probe);
+    } catch (err) {
+      throw storageError(err);
+    }
   }
 
   /** Flushes the directory entry of a rename; platforms that cannot open directories skip it. */
@@ -323,6 +349,210 @@ export class FsRecordingStore implements RecordingStore {
     } finally {
       await dir?.close().catch(() => undefined);
     }
+  }
+
+  /** Writes `text` aside and renames it over `path`, so readers see the old or the new text, never a mix. */
+  async #replace(path: string, text: string, flush: boolean): Promise<void> {
+    const aside = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    const handle = await this.#create(aside);
+    try {
+      await handle.writeFile(text);
+      if (flush) await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    try {
+      await rename(aside, path);
+    } catch (err) {
+      await unlink(aside).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Creates a new file; recreates the directory first if it was removed while the gateway ran. */
+  async #create(path: string): Promise<FileHandle> {
+    try {
+      return await open(path, 'wx+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(this.dir, { recursive: true });
+      return open(path, 'wx+');
+    }
+  }
+
+  /** Refuses, with RECGATE_STORAGE_FULL, a download that the volume has no room for. */
+  async #ensureRoom(bytes: number): Promise<void> {
+    if (bytes <= 0) return;
+    let free: number;
+    try {
+      const fs = await statfs(this.dir);
+      free = Number(fs.bavail) * Number(fs.bsize);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A missing directory is recreated by the create that follows; a platform without statfs is not checked.
+      if (code === 'ENOENT' || code === 'ENOSYS' || code === 'ENOTSUP') return;
+      throw err;
+    }
+    let promised = 0;
+    for (const writer of this.#writers) promised += writer.remaining;
+    if (free - promised >= bytes + HEADROOM_BYTES) return;
+    throw createError('RECGATE_STORAGE_FULL', {
+      cause: new Error(
+        `${bytes} bytes needed in ${this.dir}, ${free} free of which ${promised} are promised to downloads in progress`,
+      ),
+    });
+  }
+
+  /**
+   * Copies into the new generation `fileId` the first `from.length` bytes of generation `from.fileId`, and the
+   * slices its block map vouches for beyond them (with their claims, so the slice budget stays spent), when
+   * the map was checked against the same validators. Resolves to the prefix length copied.
+   */
+  async #copyFrom(
+    id: string,
+    fileId: string,
+    from: ResumeFrom,
+    input: PartialMetaInput,
+    to: FileHandle,
+    created: string[],
+  ): Promise<number> {
+    const source = await openFile(this.generationPath(id, from.fileId, 'part'), 'r');
+    if (source === undefined) return 0;
+    try {
+      const length = await copyRange(source, to, 0, from.length);
+      const map = await this.readBlockMap(id, from.fileId);
+      if (
+        map === undefined ||
+        map.records.some((r) => r.t === 'off') ||
+        map.header.size !== input.size ||
+        map.header.etag !== input.etag ||
+        map.header.lastModified !== input.lastModified
+      ) {
+        return length;
+      }
+      const kept: BlockRecord[] = [];
+      for (const record of map.records) {
+        if (record.t === 'claim') kept.push(record);
+        if (record.t !== 'have' || record.end <= length) continue;
+        const start = Math.max(record.start, length);
+        if ((await copyRange(source, to, start, record.end - start)) === record.end - start) {
+          kept.push({ t: 'have', start, end: record.end });
+        }
+      }
+      const path = this.generationPath(id, fileId, 'blocks');
+      await this.#createBlockMap(path, { ...map.header, fileId }, kept);
+      created.push(path);
+      return length;
+    } finally {
+      await source.close().catch(() => undefined);
+    }
+  }
+
+  async #removeGeneration(id: string, fileId: string): Promise<void> {
+    for (const file of ['part', 'frontier', 'blocks'] as const) {
+      await unlinkIfPresent(this.generationPath(id, fileId, file));
+    }
+  }
+
+  /** The identity record of `id`, if it describes the file with inode `ino` and size `size`. */
+  async #describe(id: string, ino: bigint, size: bigint): Promise<FinalIdentity | undefined> {
+    const record = parseJsonObject((await readTextIfPresent(this.identityPath(id))) ?? '');
+    if (
+      record === undefined ||
+      record.v !== 1 ||
+      record.ino !== String(ino) ||
+      record.size !== Number(size) ||
+      typeof record.recordingSid !== 'string' ||
+      typeof record.generation !== 'string' ||
+      !nullableString(record.etag) ||
+      !nullableString(record.lastModified)
+    ) {
+      return undefined;
+    }
+    return {
+      recordingSid: record.recordingSid,
+      etag: record.etag as string | null,
+      lastModified: record.lastModified as string | null,
+      generation: record.generation,
+    };
+  }
+
+  async #list(): Promise<string[]> {
+    try {
+      return await readdir(this.dir);
+    } catch (err) {
+      if (isMissing(err)) return [];
+      throw storageError(err);
+    }
+  }
+
+  /** Creates the block map with its header (and `records`) in one step; a map another process made first wins. */
+  async #createBlockMap(path: string, header: BlockMapHeader, records: BlockRecord[] = []): Promise<void> {
+    const aside = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    const lines = [{ v: 1, ...header }, ...records].map((line) => `${JSON.stringify(line)}\n`);
+    await writeFile(aside, lines.join(''));
+    try {
+      await link(aside, path).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      });
+    } finally {
+      await unlink(aside).catch(() => undefined);
+    }
+  }
+
+  /** Holder only: commits `writer`'s generation (see {@link PartialWriter.commit}). */
+  async commit(writer: FsPartialWriter, handle: FileHandle, options: CommitOptions): Promise<FinalInfo> {
+    const id = writer.id;
+    const fileId = writer.fileId;
+    let locked = false;
+    try {
+      // Slice writers hold byte-range locks on their ranges; the whole-file lock waits for them to let go,
+      // and a slice writer that locks after the rename sees the path gone and stops (FsSliceHandle.claim).
+      const deadline = Date.now() + this.commitWaitMs;
+      for (;;) {
+        locked = osTryLock(handle.fd, 0, 0);
+        if (locked || Date.now() >= deadline) break;
+        await sleep(5);
+      }
+      const st = await handle.stat({ bigint: true });
+      if (Number(st.size) !== options.expectedSize || writer.length !== options.expectedSize) {
+        throw createError('RECGATE_STORAGE_ERROR', {
+          message: 'The downloaded recording does not have the expected size',
+          cause: new Error(`file ${st.size}, written ${writer.length}, expected ${options.expectedSize}`),
+        });
+      }
+      await handle.utimes(options.mtime, options.mtime);
+      await handle.sync();
+      await options.fence();
+      const identity: FinalIdentity = { ...options.identity, generation: fileId };
+      const record = { v: 1, ...identity, size: options.expectedSize, ino: String(st.ino) };
+      await this.#replace(this.identityPath(id), JSON.stringify(record), true);
+      await rename(this.generationPath(id, fileId, 'part'), this.finalPath(id));
+      await this.syncDir();
+      this.#writers.delete(writer);
+      for (const file of ['frontier', 'blocks'] as const) {
+        await unlinkIfPresent(this.generationPath(id, fileId, file)).catch(() => undefined);
+      }
+      if ((await this.readMeta(id).catch(() => undefined))?.fileId === fileId) {
+        await unlinkIfPresent(this.metaPath(id)).catch(() => undefined);
+      }
+      const info: FinalInfo = { ...fileInfo(st), mtime: options.mtime, identity };
+      return info;
+    } catch (err) {
+      throw storageError(err);
+    } finally {
+      if (locked) {
+        try {
+          osUnlock(handle.fd, 0, 0);
+        } catch {
+          // Closing the handle releases it anyway.
+        }
+      }
+    }
+  }
+
+  forget(writer: FsPartialWriter): void {
+    this.#writers.delete(writer);
   }
 }
 
@@ -360,10 +590,19 @@ class FsReadHandle implements ReadHandle {
   }
 }
 
+class FsFinalHandle extends FsReadHandle implements FinalHandle {
+  readonly info: FinalInfo;
+
+  constructor(handle: FileHandle, info: FinalInfo) {
+    super(handle, info.fileId);
+    this.info = info;
+  }
+}
+
 class FsPartialWriter extends FsReadHandle implements PartialWriter {
   readonly meta: PartialMeta;
+  readonly id: string;
   readonly #store: FsRecordingStore;
-  readonly #id: string;
   readonly #frontier: FileHandle;
   #length: number;
 
@@ -377,33 +616,31 @@ class FsPartialWriter extends FsReadHandle implements PartialWriter {
   ) {
     super(handle, meta.fileId);
     this.#store = store;
-    this.#id = id;
+    this.id = id;
     this.#frontier = frontier;
     this.meta = meta;
     this.#length = length;
-  }
-
-  override async close(): Promise<void> {
-    await this.#frontier.close().catch(() => undefined);
-    await super.close();
   }
 
   get length(): number {
     return this.#length;
   }
 
+  /** Bytes still to be written, as far as the upstream said. */
+  get remaining(): number {
+    return this.meta.size === null ? 0 : Math.max(0, this.meta.size - this.#length);
+  }
+
+  override async close(): Promise<void> {
+    this.#store.forget(this);
+    await this.#frontier.close().catch(() => undefined);
+    await super.close();
+  }
+
   async append(chunk: Uint8Array): Promise<void> {
     let written = 0;
     try {
-      while (written < chunk.byteLength) {
-        const { bytesWritten } = await this.handle.write(
-          chunk,
-          written,
-          chunk.byteLength - written,
-          this.#length + written,
-        );
-        written += bytesWritten;
-      }
+      written = await writeAll(this.handle, chunk, this.#length);
       // Published only after the bytes are written, so a reader never trusts bytes not yet there.
       await writeFrontier(this.#frontier, this.fileId, this.#length + written);
     } catch (err) {
@@ -413,46 +650,8 @@ class FsPartialWriter extends FsReadHandle implements PartialWriter {
     }
   }
 
-  async commit(expectedSize: number, mtime: Date): Promise<FileInfo> {
-    let locked = false;
-    try {
-      // Slice writers hold byte-range locks on their ranges; the whole-file lock waits for them to let go,
-      // and a slice writer that locks after the rename sees the path moved and stops (FsSliceHandle.claim).
-      const deadline = Date.now() + this.#store.commitWaitMs;
-      for (;;) {
-        locked = osTryLock(this.handle.fd, 0, 0);
-        if (locked || Date.now() >= deadline) break;
-        await sleep(5);
-      }
-      const size = (await this.handle.stat()).size;
-      if (size !== expectedSize || this.#length !== expectedSize) {
-        throw createError('RECGATE_STORAGE_ERROR', {
-          message: 'The downloaded recording does not have the expected size',
-        });
-      }
-      await this.handle.utimes(mtime, mtime);
-      await this.handle.sync();
-      await rename(this.#store.partPath(this.#id), this.#store.finalPath(this.#id));
-      await this.#store.syncDir();
-      for (const path of [
-        this.#store.metaPath(this.#id),
-        this.#store.frontierPath(this.#id),
-        this.#store.blocksPath(this.#id),
-      ]) {
-        await unlink(path).catch(() => undefined);
-      }
-      return { fileId: this.fileId, size, mtime };
-    } catch (err) {
-      throw storageError(err);
-    } finally {
-      if (locked) {
-        try {
-          osUnlock(this.handle.fd, 0, 0);
-        } catch {
-          // Closing the handle releases it anyway.
-        }
-      }
-    }
+  commit(options: CommitOptions): Promise<FinalInfo> {
+    return this.#store.commit(this, this.handle, options);
   }
 }
 
@@ -460,19 +659,22 @@ class FsSliceHandle implements SliceHandle {
   readonly fileId: string;
   readonly #path: string;
   readonly #handle: FileHandle;
+  /** The file's id on this host, to notice that the path no longer names it. */
+  readonly #localId: string;
   #closed = false;
 
-  constructor(path: string, handle: FileHandle, fileId: string) {
+  constructor(path: string, handle: FileHandle, localId: string, fileId: string) {
     this.#path = path;
     this.#handle = handle;
+    this.#localId = localId;
     this.fileId = fileId;
   }
 
   async claim(start: number, end: number): Promise<boolean> {
     try {
       if (!osTryLock(this.#handle.fd, start, end - start)) return false;
-      const current = await statFile(this.#path);
-      if (current?.fileId === this.fileId) return true;
+      const current = await statPath(this.#path);
+      if (current?.fileId === this.#localId) return true;
       osUnlock(this.#handle.fd, start, end - start);
       return false;
     } catch (err) {
@@ -481,17 +683,8 @@ class FsSliceHandle implements SliceHandle {
   }
 
   async write(chunk: Uint8Array, position: number): Promise<void> {
-    let written = 0;
     try {
-      while (written < chunk.byteLength) {
-        const { bytesWritten } = await this.#handle.write(
-          chunk,
-          written,
-          chunk.byteLength - written,
-          position + written,
-        );
-        written += bytesWritten;
-      }
+      await writeAll(this.#handle, chunk, position);
     } catch (err) {
       throw storageError(err);
     }
@@ -504,10 +697,43 @@ class FsSliceHandle implements SliceHandle {
   }
 }
 
+/** Copies `length` bytes at `start` from one file to the same place in another; resolves to the count copied. */
+async function copyRange(from: FileHandle, to: FileHandle, start: number, length: number): Promise<number> {
+  const buffer = Buffer.allocUnsafe(Math.min(COPY_CHUNK, Math.max(length, 1)));
+  let copied = 0;
+  while (copied < length) {
+    const want = Math.min(buffer.length, length - copied);
+    const { bytesRead } = await from.read(buffer, 0, want, start + copied);
+    if (bytesRead === 0) break;
+    await writeAll(to, buffer.subarray(0, bytesRead), start + copied);
+    copied += bytesRead;
+  }
+  return copied;
+}
+
+/** Writes all of `chunk` at `position`; resolves to the count written (all of it). */
+async function writeAll(handle: FileHandle, chunk: Uint8Array, position: number): Promise<number> {
+  let written = 0;
+  while (written < chunk.byteLength) {
+    const { bytesWritten } = await handle.write(
+      chunk,
+      written,
+      chunk.byteLength - written,
+      position + written,
+    );
+    written += bytesWritten;
+  }
+  return written;
+}
+
 async function writeFrontier(handle: FileHandle, fileId: string, frontier: number): Promise<void> {
   const n = String(frontier).padStart(16, '0');
   const line = Buffer.from(`${fileId} ${n} ${n}\n`);
   await handle.write(line, 0, line.length, 0);
+}
+
+function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {
+  return a.fileId === b.fileId && a.size === b.size && a.etag === b.etag && a.lastModified === b.lastModified;
 }
 
 function parseBlockHeader(line: string): BlockMapHeader | undefined {
@@ -518,11 +744,16 @@ function parseBlockHeader(line: string): BlockMapHeader | undefined {
     typeof h.fileId !== 'string' ||
     !Number.isSafeInteger(h.size) ||
     typeof h.etag !== 'string' ||
-    !(h.lastModified === null || typeof h.lastModified === 'string')
+    !nullableString(h.lastModified)
   ) {
     return undefined;
   }
-  return { fileId: h.fileId, size: h.size as number, etag: h.etag, lastModified: h.lastModified };
+  return {
+    fileId: h.fileId,
+    size: h.size as number,
+    etag: h.etag,
+    lastModified: h.lastModified as string | null,
+  };
 }
 
 function parseBlockRecord(line: string): BlockRecord | undefined {
@@ -548,6 +779,18 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+function nullableString(value: unknown): boolean {
+  return value === null || typeof value === 'string';
+}
+
+async function unlinkIfPresent(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if (!isMissing(err)) throw storageError(err);
+  }
+}
+
 /** A small file's text, or `undefined` when it does not exist. */
 async function readTextIfPresent(path: string): Promise<string | undefined> {
   try {
@@ -558,41 +801,27 @@ async function readTextIfPresent(path: string): Promise<string | undefined> {
   }
 }
 
-async function statFile(path: string): Promise<FileInfo | undefined> {
+async function statPath(path: string): Promise<{ fileId: string; size: number; mtime: Date } | undefined> {
   try {
-    const st = await stat(path, { bigint: true });
-    return { fileId: `${st.dev}:${st.ino}`, size: Number(st.size), mtime: new Date(Number(st.mtimeMs)) };
+    return fileInfo(await stat(path, { bigint: true }));
   } catch (err) {
     if (isMissing(err)) return undefined;
     throw storageError(err);
   }
 }
 
-async function openReader(path: string): Promise<ReadHandle | undefined> {
-  let handle: FileHandle;
+async function openFile(path: string, flags: 'r' | 'r+'): Promise<FileHandle | undefined> {
   try {
-    handle = await open(path, 'r');
+    return await open(path, flags);
   } catch (err) {
     if (isMissing(err)) return undefined;
     throw storageError(err);
   }
-  try {
-    return new FsReadHandle(handle, await handleId(handle));
-  } catch (err) {
-    await handle.close().catch(() => undefined);
-    throw storageError(err);
-  }
-}
-
-async function handleId(handle: FileHandle): Promise<string> {
-  const st = await handle.stat({ bigint: true });
-  return `${st.dev}:${st.ino}`;
 }
 
 function parseMeta(text: string): PartialMeta | undefined {
   const m = parseJsonObject(text);
   if (m === undefined) return undefined;
-  const nullableString = (v: unknown) => v === null || typeof v === 'string';
   if (
     typeof m.recordingSid !== 'string' ||
     !(m.size === null || (Number.isSafeInteger(m.size) && (m.size as number) >= 0)) ||
@@ -601,6 +830,7 @@ function parseMeta(text: string): PartialMeta | undefined {
     typeof m.acceptsRanges !== 'boolean' ||
     typeof m.startedAt !== 'string' ||
     typeof m.fileId !== 'string' ||
+    !GENERATION.test(m.fileId) ||
     typeof m.bootId !== 'string'
   ) {
     return undefined;
@@ -617,7 +847,8 @@ function readBootId(): string {
   }
 }
 
-const BOOT_ID = readBootId();
+/** This boot's id, as partials record it. */
+export const BOOT_ID = readBootId();
 
 /** A JSON object, or `undefined` for anything else (torn writes and foreign files included). */
 function parseJsonObject(text: string): Record<string, unknown> | undefined {

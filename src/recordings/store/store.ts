@@ -2,24 +2,31 @@
  * Where recordings live on disk, finished and in progress. Code outside this folder names only
  * {@link RecordingStore}; `fs.ts` implements it on a local (or shared) directory.
  *
- * A recording has at most one finished file (read by anyone) and at most one partial file, with a small
- * metadata sidecar written before the partial's first byte so readers in other processes learn the size.
- * Every generation of the partial is a new file with its own `fileId`. The holder of the recording's lock
- * (see `../lock/lock.ts`) writes it sequentially and publishes how far it got (the frontier); bytes below
- * the frontier never change. Seek-ahead slices (see `../seek-ahead.ts`), fetched by any process, are
- * written at their own offsets beyond the frontier, with the same bytes the sequential download will write
- * there later, and recorded in the generation's block map once on disk; so bytes of the partial are
- * readable only below the frontier or inside a block-map range, never merely because the file is that
- * long. Finishing renames the partial into place, so a handle opened on the partial keeps reading the same
- * bytes from the finished file. Methods say "miss" with `undefined`, never with an exception; they throw
- * RecgateError (RECGATE_STORAGE_FULL, RECGATE_STORAGE_ERROR) when storage fails.
+ * A recording has at most one finished file, read by anyone, and an identity record beside it that says
+ * which recording (recording SID, upstream ETag) the file holds; the record is bound to the file itself, so
+ * a file whose record is missing or describes another file has no identity and is never served as any
+ * recording.
+ *
+ * A download in progress is a **generation**: a partial file of its own, named by a random id (`fileId`),
+ * new for every download attempt, so two writers never share a file, whoever believes it holds the lock.
+ * A small sidecar, the pointer, names the current generation and carries what readers in other processes
+ * need (size, validators); the holder of the recording's lock (see `../lock/lock.ts`) writes the generation
+ * sequentially and publishes how far it got (the frontier); bytes below the frontier never change. Seek-ahead
+ * slices (see `../seek-ahead.ts`), fetched by any process, are written at their own offsets beyond the
+ * frontier, with the same bytes the sequential download will write there later, and recorded in the
+ * generation's block map once on disk; so bytes of a partial are readable only below the frontier or inside
+ * a block-map range, never merely because the file is that long. Finishing renames the generation's file
+ * into place, so a handle opened on the partial keeps reading the same bytes from the finished file.
+ *
+ * Methods say "miss" with `undefined`, never with an exception; they throw RecgateError
+ * (RECGATE_STORAGE_FULL, RECGATE_STORAGE_ERROR) when storage fails.
  */
 import type { Readable } from 'node:stream';
 
 /** Bytes one read moves from disk to a response: the unit of the constant-memory guarantee. */
 export const READ_CHUNK = 64 * 1024;
 
-/** What the lock holder knows about the download it is writing, shared with readers in other processes. */
+/** What the lock holder knows about the generation it is writing, shared with readers in other processes. */
 export interface PartialMeta {
   recordingSid: string;
   /** Size of the whole recording per the upstream, or `null` when the upstream did not say. */
@@ -30,9 +37,9 @@ export interface PartialMeta {
   lastModified: string | null;
   /** Whether the upstream serves byte ranges, so a later holder may resume instead of restarting. */
   acceptsRanges: boolean;
-  /** When this generation's download started (ISO 8601). */
+  /** When this recording's download started (ISO 8601); a resumed generation keeps its predecessor's. */
   startedAt: string;
-  /** The partial generation this sidecar describes; set by the store. */
+  /** The generation: a random id naming this attempt's file, the same on every host. Set by the store. */
   fileId: string;
   /**
    * The boot the bytes were written in; set by the store. Bytes written before an OS crash may not have
@@ -44,10 +51,30 @@ export interface PartialMeta {
 export type PartialMetaInput = Omit<PartialMeta, 'fileId' | 'bootId'>;
 
 export interface FileInfo {
-  /** Identifies the file (its inode); a renamed file keeps its id. */
+  /** Identifies the open file within this process (a renamed file keeps its id). */
   fileId: string;
   size: number;
   mtime: Date;
+}
+
+/** Which recording a finished file holds, as recorded when it was committed. */
+export interface FinalIdentity {
+  recordingSid: string;
+  /** The upstream's ETag for the recording's bytes, if it gave one. */
+  etag: string | null;
+  /** The upstream's Last-Modified, if it gave one. */
+  lastModified: string | null;
+  /** The generation that was committed. */
+  generation: string;
+}
+
+export interface FinalInfo extends FileInfo {
+  /**
+   * What the file holds; `undefined` when its identity record is missing or describes another file (a crash
+   * between the record and the rename, or a file from before identity records existed). Such a file is
+   * never served: the next download replaces it.
+   */
+  identity: FinalIdentity | undefined;
 }
 
 /** A read handle on one file; it keeps reading the same file if the file is renamed or unlinked. */
@@ -61,24 +88,49 @@ export interface ReadHandle {
   close(): Promise<void>;
 }
 
-/** The lock holder's handle on the partial it writes. */
+/** A read handle on a finished recording, with what it holds. */
+export interface FinalHandle extends ReadHandle {
+  readonly info: FinalInfo;
+}
+
+export interface CommitOptions {
+  /** The size the recording must have; anything else is refused. */
+  expectedSize: number;
+  /** Set as the file's mtime (the upstream's Last-Modified). */
+  mtime: Date;
+  /** Recorded beside the file: which recording this is. */
+  identity: Omit<FinalIdentity, 'generation'>;
+  /**
+   * Called after the file is flushed, immediately before it is renamed into place; if it throws (the lock was
+   * lost, a later holder exists), nothing is renamed and the error is rethrown. The fencing check.
+   */
+  fence(): Promise<void>;
+}
+
+/** The lock holder's handle on the generation it writes. */
 export interface PartialWriter extends ReadHandle {
   readonly meta: PartialMeta;
-  /** The frontier: bytes written sequentially (the published frontier when resumed, plus what was appended). */
+  /** The frontier: bytes written sequentially (copied from the previous generation, plus what was appended). */
   readonly length: number;
   /** Writes all of `chunk` at the frontier, then publishes the new frontier to other processes. */
   append(chunk: Uint8Array): Promise<void>;
   /**
-   * Makes the partial the finished recording: waits a bounded time for slice handles of other processes to
-   * let go of the file (their bytes are the same, but a late write would move the mtime), checks its size is
-   * `expectedSize`, sets its mtime, flushes it to disk, renames it to the final name, flushes the directory
-   * and removes the sidecar, frontier and block map. Nothing half-written is ever visible under the final
-   * name. The handle stays readable afterwards.
+   * Makes this generation the finished recording: waits a bounded time for slice handles of other processes
+   * to let go of the file (their bytes are the same, but a late write would move the mtime), checks its size
+   * is `expectedSize`, sets its mtime, flushes it, runs `fence`, records the identity, renames the file to
+   * the final name, flushes the directory and removes the generation's sidecars. Nothing half-written is ever
+   * visible under the final name, and a writer that lost its lock never renames. The handle stays readable.
    */
-  commit(expectedSize: number, mtime: Date): Promise<FileInfo>;
+  commit(options: CommitOptions): Promise<FinalInfo>;
 }
 
-/** Describes the partial generation a block map belongs to, and the validators its slices were checked against. */
+/** Where a new generation starts from: the first `length` bytes of an earlier generation. */
+export interface ResumeFrom {
+  fileId: string;
+  length: number;
+}
+
+/** Describes the generation a block map belongs to, and the validators its slices were checked against. */
 export interface BlockMapHeader {
   fileId: string;
   size: number;
@@ -109,8 +161,8 @@ export interface SliceHandle {
   readonly fileId: string;
   /**
    * Claims `[start, end)` against every other slice handle and the committing holder (an advisory byte-range
-   * lock); `false` when another handle holds an overlapping claim or the partial was renamed meanwhile.
-   * Released by `close()`.
+   * lock); `false` when another handle holds an overlapping claim or the generation was committed or
+   * removed meanwhile. Released by `close()`.
    */
   claim(start: number, end: number): Promise<boolean>;
   /** Writes all of `chunk` at `position`. */
@@ -119,66 +171,90 @@ export interface SliceHandle {
   close(): Promise<void>;
 }
 
-/** A partial or sidecar left in the store, for sweeping. */
+/** Files of one recording left in the store that no finished file needs, for sweeping. */
 export interface Leftover {
   id: string;
-  /** The newest modification time among the leftover's files. */
+  /** The newest modification time among them. */
   mtime: Date;
+  /** Whether one of them is the current generation (the pointer names it), which a later holder may resume. */
+  current: boolean;
 }
 
 export interface RecordingStore {
-  /** The finished recording, or `undefined`. */
-  stat(id: string): Promise<FileInfo | undefined>;
+  /**
+   * The boot the partials written now are tagged with ({@link PartialMeta.bootId}): bytes of another boot may
+   * not have reached the disk, so they are never resumed.
+   */
+  readonly bootId: string;
 
-  /** Streams bytes `start..end` (inclusive) of the finished recording in constant memory. */
-  createReadStream(id: string, start: number, end: number): Readable;
+  /**
+   * The finished recording, or `undefined`. May answer from descriptors kept open between requests; `fresh`
+   * looks at the directory again (after another process may have replaced the file).
+   */
+  stat(id: string, options?: { fresh?: boolean }): Promise<FinalInfo | undefined>;
+
+  /**
+   * Streams bytes `start..end` (inclusive) of the finished recording in constant memory. With `fileId` (from
+   * {@link stat}), the stream errors rather than read another file that replaced that one meanwhile.
+   */
+  createReadStream(id: string, start: number, end: number, fileId?: string): Readable;
 
   /** Releases what the store keeps open between requests (descriptors of finished files). */
   close?(): Promise<void>;
 
   /** A read handle on the finished recording, or `undefined`. */
-  openFinal(id: string): Promise<ReadHandle | undefined>;
+  openFinal(id: string): Promise<FinalHandle | undefined>;
 
-  /** The partial's current file, or `undefined` when there is none. */
-  statPartial(id: string): Promise<FileInfo | undefined>;
-
-  /** The partial's sidecar, or `undefined` when it is missing or unreadable (being rewritten). */
+  /** The current generation's sidecar, or `undefined` when there is none. Written atomically. */
   readMeta(id: string): Promise<PartialMeta | undefined>;
 
-  /** A read handle on the partial's current file, or `undefined`. */
-  openPartial(id: string): Promise<ReadHandle | undefined>;
+  /** A read handle on generation `fileId`, or `undefined` when it is gone. */
+  openPartial(id: string, fileId: string): Promise<ReadHandle | undefined>;
 
-  /**
-   * Lock holder only. Starts a new, empty generation of the partial (replacing any previous one) and writes
-   * its sidecar before returning, so the sidecar exists before the first byte.
-   */
-  beginPartial(id: string, meta: PartialMetaInput): Promise<PartialWriter>;
-
-  /**
-   * Lock holder only. Opens the existing partial for appending when its sidecar describes it and it was
-   * written in this boot; `undefined` otherwise.
-   */
-  resumePartial(id: string): Promise<PartialWriter | undefined>;
-
-  /** Lock holder only. Removes the partial, its sidecar, frontier and block map; a miss is not an error. */
-  discardPartial(id: string): Promise<void>;
-
-  /** The frontier the holder published for partial generation `fileId`, or `undefined` when unknown now. */
+  /** The frontier the holder published for generation `fileId`, or `undefined` when unknown now. */
   readFrontier(id: string, fileId: string): Promise<number | undefined>;
 
-  /** Opens partial generation `fileId` for writing a slice, or `undefined` when it is not the current one. */
+  /**
+   * Lock holder only. Starts a new generation with its own file and makes it the current one: checks there is
+   * room for the rest of the recording (`meta.size` less what `from` brings; RECGATE_STORAGE_FULL before any
+   * file is made when there is not, counting what other downloads of this process still have to write),
+   * copies the first `from.length` bytes of generation `from.fileId` when given, writes the frontier and then
+   * the sidecar. The previous current generation's files are removed (a handle open on them keeps reading).
+   * Recreates the directory if it vanished.
+   */
+  beginPartial(id: string, meta: PartialMetaInput, from?: ResumeFrom): Promise<PartialWriter>;
+
+  /**
+   * Lock holder only. Removes the current generation (file, frontier, block map) and the sidecar; a miss is
+   * not an error.
+   */
+  discardPartial(id: string): Promise<void>;
+
+  /** Opens generation `fileId` for writing a slice, or `undefined` when it is gone. */
   openSlice(id: string, fileId: string): Promise<SliceHandle | undefined>;
 
-  /** The current block map, or `undefined` when there is none. Records that do not parse are left out. */
-  readBlockMap(id: string): Promise<BlockMap | undefined>;
+  /** The block map of generation `fileId`, or `undefined` when there is none. Unparsable records are left out. */
+  readBlockMap(id: string, fileId: string): Promise<BlockMap | undefined>;
 
   /**
    * Appends `records` in one atomic append to the block map of generation `header.fileId`, creating the map
-   * with `header` when there is none. Resolves `false` (and appends nothing) when the existing map belongs to
-   * another generation. Any process may append; the holder's `beginPartial` starts a generation without one.
+   * with `header` when there is none. Resolves `false` (and appends nothing) when that generation is gone or
+   * its map has another header. Any process may append.
    */
   appendBlockMap(id: string, header: BlockMapHeader, records: BlockRecord[]): Promise<boolean>;
 
-  /** Partials and sidecars present now, by id. */
+  /** Partials, sidecars and orphaned identity records present now, by id. */
   leftovers(): Promise<Leftover[]>;
+
+  /**
+   * Lock holder (or sweeper holding the lock) only. Removes every leftover of `id`: all generations, the
+   * sidecar, and an identity record with no finished file beside it.
+   */
+  removeLeftovers(id: string): Promise<void>;
+
+  /** Removes temporary files (half-made sidecars, write probes) older than `maxAgeMs`; resolves to the count. */
+  sweepTemporary(maxAgeMs: number): Promise<number>;
+
+  /** Throws RECGATE_STORAGE_ERROR / RECGATE_STORAGE_FULL unless a file can be created and removed now. */
+  checkWritable(): Promise<void>;
 }
