@@ -196,6 +196,9 @@ export async function reportStartFailure(err: unknown): Promise<void> {
 
 /** /metrics in a worker asks the primary, which gathers every worker's registry. */
 export function clusterMetricsSource(): MetricsSource {
+  // Constructing one is what makes prom-client answer the primary's requests for this worker's metrics;
+  // without it the primary's aggregation waits for every worker in vain and /metrics times out.
+  new client.AggregatorRegistry();
   let next = 0;
   const pending = new Map<number, { resolve: (t: string) => void; reject: (e: Error) => void }>();
   process.on('message', (msg: { type?: string; id?: number; text?: string; error?: string }) => {
