@@ -16,6 +16,7 @@ import { createLogger } from './observability/logger.js';
 import { getMetrics } from './observability/metrics.js';
 import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
+import { RecordingState } from './resolution/state.js';
 import { TwilioClient } from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -99,13 +100,15 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       .catch((err: unknown) => logger.warn({ err, event: 'sweep_failed' }, 'sweep of leftovers failed'));
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
-  const resolver = new RecordingResolver({ callLog, upstream });
+  const state = new RecordingState(callLog);
+  const resolver = new RecordingResolver({ callLog, state, upstream });
   const app = await buildApp(
     {
       config,
       logger,
       callLog,
       resolver,
+      state,
       cache,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),

@@ -5,6 +5,7 @@ import type { CallLog } from '../call-log/call-log.js';
 import type { Config } from '../config/config.js';
 import type { RecordingCache } from '../recordings/cache.js';
 import type { RecordingResolver } from '../resolution/resolver.js';
+import type { RecordingState } from '../resolution/state.js';
 
 /** Everything the HTTP layer needs, built once per process by `src/server.ts` (or by a test). */
 export interface AppDeps {
@@ -12,6 +13,8 @@ export interface AppDeps {
   logger: Logger;
   callLog: CallLog;
   resolver: RecordingResolver;
+  /** The one writer of what is known about calls' recordings. */
+  state: RecordingState;
   cache: RecordingCache;
   jwt: JwtAuth;
   signer: PlaybackSigner;

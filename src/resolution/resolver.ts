@@ -4,7 +4,7 @@
  * Order: the call log's `recording_sid`; else the upstream's recordings of the call; else the same for
  * its parent call (a `<Dial>` child leg's recording usually lives on the parent). The parent comes from
  * the call log, or, if the log does not know it, from the upstream's call resource. What is found is
- * remembered in the call log, so later plays cost no upstream lookup. The owner's SID names the file
+ * remembered (through `state.ts`, the one writer of it), so later plays cost no upstream lookup. The owner's SID names the file
  * (`{owner}.mp3`): a child's request reads the parent's file and never writes a copy under its own name.
  *
  * Tenancy: one Twilio account serves every business, so Twilio's parent links cross businesses. A call is
@@ -15,14 +15,17 @@
  * exactly as for a call without a recording.
  */
 import type { Logger } from 'pino';
-import type { CallLog, CallRecord, RecordingResolution } from '../call-log/call-log.js';
+import type { CallLog, CallRecord } from '../call-log/call-log.js';
 import { createError } from '../errors.js';
 import type { RecordingRef } from '../recordings/cache.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type { Upstream, UpstreamRecording } from '../upstream/upstream.js';
+import type { RecordingState } from './state.js';
 
 export interface ResolverOptions {
   callLog: CallLog;
+  /** Where what a lookup finds is recorded. */
+  state: RecordingState;
   upstream: Upstream;
   /**
    * How long a negative answer ("no recording yet", "still processing") is trusted before the upstream is
@@ -48,6 +51,7 @@ interface SharedLookup {
 
 export class RecordingResolver {
   readonly #log: CallLog;
+  readonly #state: RecordingState;
   readonly #upstream: Upstream;
   readonly #negativeTtlMs: number;
   readonly #retryAfterS: number;
@@ -56,6 +60,7 @@ export class RecordingResolver {
 
   constructor(options: ResolverOptions) {
     this.#log = options.callLog;
+    this.#state = options.state;
     this.#upstream = options.upstream;
     this.#negativeTtlMs = options.negativeTtlMs ?? 15_000;
     this.#retryAfterS = options.retryAfterS ?? 5;
@@ -76,11 +81,6 @@ export class RecordingResolver {
     signal?.throwIfAborted();
     const shared = this.#inflight.get(call.callSid) ?? this.#startLookup(call, log);
     return this.#join(call.callSid, shared, signal);
-  }
-
-  /** Records that a recording is gone upstream, for every call that plays it. */
-  async markGone(recordingSid: RecordingSid): Promise<void> {
-    await this.#log.setResolutionByRecording(recordingSid, { recordingState: 'deleted' });
   }
 
   /** What the stored resolution says, if it is still to be trusted. */
@@ -170,7 +170,7 @@ export class RecordingResolver {
     }
     const state = sawProcessing ? 'processing' : 'absent';
     log?.info({ event: 'recording_unresolved', callSid: call.callSid, state }, 'no playable recording');
-    await this.#log.setResolution(call.callSid, { recordingState: state });
+    await this.#state.unresolved(call.callSid, state);
     this.#throwNegative(state);
   }
 
@@ -228,14 +228,8 @@ export class RecordingResolver {
     );
   }
 
-  async #remember(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {
-    const resolution: RecordingResolution = {
-      recordingState: 'available',
-      recordingSid,
-      recordingOwnerCallSid: owner,
-    };
-    await this.#log.setResolution(callSid, resolution);
-    return { recordingSid, ownerCallSid: owner };
+  #remember(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {
+    return this.#state.found(callSid, recordingSid, owner);
   }
 }
 

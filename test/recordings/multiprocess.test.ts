@@ -3,7 +3,7 @@
  * recordings directory, against an upstream that counts requests from every process.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,7 +16,6 @@ import {
   Child,
   captureLogger,
   FakeUpstream,
-  finishedFiles,
   httpUpstream,
   newRef,
   partPath,

@@ -4,7 +4,7 @@
  * concurrency; discarded when the upstream ignores Range or a validator differs.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +24,6 @@ import {
   Child,
   captureLogger,
   FakeUpstream,
-  finishedFiles,
   makeCache as makeTestCache,
   newRef,
   readAll,

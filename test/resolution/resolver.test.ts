@@ -9,6 +9,7 @@ import type { CallLog, CallRecord, CallUpsert } from '../../src/call-log/call-lo
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { isRecgateError } from '../../src/errors.js';
 import { RecordingResolver } from '../../src/resolution/resolver.js';
+import { RecordingState } from '../../src/resolution/state.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import type { Upstream, UpstreamCall, UpstreamRecording } from '../../src/upstream/upstream.js';
 
@@ -91,7 +92,7 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   await log.migrate();
   t.after(() => log.close());
   const upstream = new FakeUpstream();
-  const resolver = new RecordingResolver({ callLog: log, upstream });
+  const resolver = new RecordingResolver({ callLog: log, state: new RecordingState(log), upstream });
   const register = async (call: CallUpsert): Promise<CallRecord> => log.upsert(call);
   /** The call as the download route hands it over: re-read, as each request does. */
   const current = async (sid: CallSid): Promise<CallRecord> => {

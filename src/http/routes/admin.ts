@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { isBusinessId } from '../../auth/jwt.js';
 import type { CallUpsert } from '../../call-log/call-log.js';
 import { createError } from '../../errors.js';
-import { type CallSid, isCallSid, isRecordingSid, parseCallSid } from '../../sid.js';
+import { isCallSid, isRecordingSid, parseCallSid } from '../../sid.js';
 import { requireAdmin } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { callJson } from './calls.js';
@@ -64,19 +64,7 @@ export function adminRoutes(app: FastifyInstance, deps: AppDeps): void {
     if (b.started_at !== undefined)
       input.startedAt = b.started_at === null ? null : new Date(b.started_at).toISOString();
     if (b.duration_s !== undefined) input.durationS = b.duration_s;
-    if (b.parent_call_sid) {
-      // A child plays its parent's recording, so a link to another business's call would hand that
-      // business's recording over. A parent nobody registered yet is allowed; if it is later registered
-      // to another business, the resolver stops following it.
-      const parent = await deps.callLog.get(b.parent_call_sid as CallSid);
-      if (parent && parent.businessId !== b.business_id) {
-        throw createError('RECGATE_FORBIDDEN', {
-          message: 'parent_call_sid names a call registered to another business',
-        });
-      }
-    }
-    const existed = (await deps.callLog.get(callSid)) !== undefined;
-    const call = await deps.callLog.upsert(input);
-    return reply.code(existed ? 200 : 201).send({ business_id: call.businessId, ...callJson(call) });
+    const { call, created } = await deps.state.register(input);
+    return reply.code(created ? 201 : 200).send({ business_id: call.businessId, ...callJson(call) });
   });
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { createError, isRecgateError } from '../../errors.js';
+import { createError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
 import { pumpTo } from '../../serving/chunks.js';
 import { serve } from '../../serving/serve.js';
@@ -48,8 +48,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
             readStart: rangeStartHint(request.headers.range),
           });
         } catch (err) {
-          if (isRecgateError(err) && err.code === 'RECGATE_RECORDING_GONE')
-            await deps.resolver.markGone(ref.recordingSid);
+          await deps.state.downloadFailed(ref, err);
           throw err;
         }
         const attachment = (request.query as Record<string, unknown>).download === '1';

@@ -4,8 +4,9 @@ import { isCallSid, isRecordingSid } from '../../sid.js';
 import type { AppDeps } from '../deps.js';
 
 /**
- * Twilio's recordingStatusCallback. A completed recording is remembered for its call, so the first play
- * needs no upstream lookup; a deleted or failed one is remembered as such.
+ * Twilio's recordingStatusCallback: checks the signature and hands the report to the recording state
+ * (`resolution/state.ts`), which decides what it changes. A completed recording is remembered for its call,
+ * so the first play needs no upstream lookup; a deleted one is remembered as such.
  */
 export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
   app.register(async (scope) => {
@@ -33,32 +34,23 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
       if (!isCallSid(CallSid) || !isRecordingSid(RecordingSid)) {
         throw createError('RECGATE_INVALID_REQUEST', { message: 'CallSid and RecordingSid are required' });
       }
-      const call = await deps.callLog.get(CallSid);
+      const duration = Number(RecordingDuration);
+      const outcome = await deps.state.statusCallback({
+        callSid: CallSid,
+        recordingSid: RecordingSid,
+        status: RecordingStatus ?? '',
+        durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
+      });
       request.log.info(
         {
           event: 'recording_status',
           callSid: CallSid,
           recordingSid: RecordingSid,
           status: RecordingStatus,
-          known: !!call,
+          outcome,
         },
         'recording status callback',
       );
-      if (
-        call &&
-        RecordingStatus === 'completed' &&
-        (call.recordingState !== 'available' || !call.recordingSid)
-      ) {
-        const duration = Number(RecordingDuration);
-        await deps.callLog.setResolution(CallSid, {
-          recordingState: 'available',
-          recordingSid: RecordingSid,
-          recordingOwnerCallSid: CallSid,
-          recordingDurationS: Number.isFinite(duration) ? duration : null,
-        });
-      } else if (call && (RecordingStatus === 'deleted' || RecordingStatus === 'absent')) {
-        await deps.callLog.setResolutionByRecording(RecordingSid, { recordingState: 'deleted' });
-      }
       return reply.code(204).send();
     });
   });

@@ -1,0 +1,134 @@
+/**
+ * The one writer of what recgate knows about a call's recording (the call log's recording columns: which
+ * recording plays, which call owns it, and whether it is available, processing, absent or deleted).
+ *
+ * Everything that learns something about a recording tells this module, and it decides what to store: the
+ * resolver after a lookup, Twilio's recording-status webhook, a download that found the recording deleted at
+ * Twilio, and the admin API registering a call. Nothing else writes those columns.
+ */
+import type { CallLog, CallRecord, CallUpsert } from '../call-log/call-log.js';
+import { createError, isRecgateError } from '../errors.js';
+import type { RecordingRef } from '../recordings/cache.js';
+import type { CallSid, RecordingSid } from '../sid.js';
+
+/** What Twilio's recordingStatusCallback said. */
+export interface RecordingStatusReport {
+  callSid: CallSid;
+  recordingSid: RecordingSid;
+  /** Twilio's `RecordingStatus`: `in-progress`, `completed`, `absent`, `failed`, `deleted`, … */
+  status: string;
+  /** `RecordingDuration` in seconds, when given. */
+  durationS: number | null;
+}
+
+/** What a status report changed: stored as the call's recording, marked deleted, or nothing. */
+export type StatusOutcome = 'stored' | 'deleted' | 'ignored';
+
+export class RecordingState {
+  readonly #log: CallLog;
+
+  constructor(callLog: CallLog) {
+    this.#log = callLog;
+  }
+
+  /** A lookup found the recording that plays for `callSid`, owned by `owner` (the call or its parent). */
+  async found(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {
+    await this.#log.setResolution(callSid, {
+      recordingState: 'available',
+      recordingSid,
+      recordingOwnerCallSid: owner,
+    });
+    return { recordingSid, ownerCallSid: owner };
+  }
+
+  /** A lookup found no playable recording: none at all, or one still processing. */
+  async unresolved(callSid: CallSid, state: 'absent' | 'processing'): Promise<void> {
+    await this.#log.setResolution(callSid, { recordingState: state });
+  }
+
+  /**
+   * Twilio's recording-status callback for a call. A completed recording of the call itself becomes what it
+   * plays, unless it already plays one of its own (a call's first recording is the conversation): it also
+   * replaces a parent's recording the call was playing. A deleted recording is deleted for every call that
+   * plays it. Calls recgate does not know, and other statuses, change nothing.
+   */
+  async statusCallback(report: RecordingStatusReport): Promise<StatusOutcome> {
+    const call = await this.#log.get(report.callSid);
+    if (call === undefined) return 'ignored';
+    if (report.status === 'completed') {
+      if (playsOwnRecording(call)) return 'ignored';
+      await this.#log.setResolution(report.callSid, {
+        recordingState: 'available',
+        recordingSid: report.recordingSid,
+        recordingOwnerCallSid: report.callSid,
+        recordingDurationS: report.durationS,
+      });
+      return 'stored';
+    }
+    if (report.status === 'deleted' || report.status === 'absent') {
+      await this.gone(report.recordingSid);
+      return 'deleted';
+    }
+    return 'ignored';
+  }
+
+  /** The recording is gone at the upstream: terminal, for every call that plays it. */
+  async gone(recordingSid: RecordingSid): Promise<void> {
+    await this.#log.setResolutionByRecording(recordingSid, { recordingState: 'deleted' });
+  }
+
+  /**
+   * A download of `ref` failed with `err`: decides what that says about the recording. Deleted at the
+   * upstream (RECGATE_RECORDING_GONE) is remembered; anything else (an outage, a full disk) says nothing.
+   */
+  async downloadFailed(ref: RecordingRef, err: unknown): Promise<void> {
+    if (isRecgateError(err) && err.code === 'RECGATE_RECORDING_GONE') await this.gone(ref.recordingSid);
+  }
+
+  /**
+   * Registers a call or updates it (the admin API). A parent registered to another business is refused
+   * with RECGATE_FORBIDDEN: a child plays its parent's recording, so the link would hand that business's
+   * recording over (a parent nobody registered yet is allowed; if another business registers it later, the
+   * resolver stops following it). A call whose parent changes forgets a resolution that came from the old
+   * parent; a changed `recordingSid` resets the resolution (the call log does that).
+   */
+  async register(input: CallUpsert): Promise<{ call: CallRecord; created: boolean }> {
+    if (input.parentCallSid) {
+      const parent = await this.#log.get(input.parentCallSid);
+      if (parent && parent.businessId !== input.businessId) {
+        throw createError('RECGATE_FORBIDDEN', {
+          message: 'parent_call_sid names a call registered to another business',
+        });
+      }
+    }
+    const before = await this.#log.get(input.callSid);
+    let call = await this.#log.upsert(input);
+    const parentChanged =
+      before !== undefined &&
+      input.parentCallSid !== undefined &&
+      before.parentCallSid !== call.parentCallSid;
+    const followedOldParent =
+      before?.parentCallSid != null &&
+      before.recordingOwnerCallSid !== null &&
+      before.recordingOwnerCallSid !== before.callSid &&
+      call.recordingSid === before.recordingSid;
+    if (parentChanged && followedOldParent) {
+      await this.#log.setResolution(input.callSid, {
+        recordingState: 'unknown',
+        recordingSid: null,
+        recordingOwnerCallSid: null,
+      });
+      call = (await this.#log.get(input.callSid)) ?? call;
+    }
+    return { call, created: before === undefined };
+  }
+}
+
+/** Whether the call plays a completed recording of its own (not one of its parent's). */
+function playsOwnRecording(call: CallRecord): boolean {
+  return (
+    call.recordingState === 'available' &&
+    call.recordingSid !== null &&
+    (call.recordingOwnerCallSid === null || call.recordingOwnerCallSid === call.callSid)
+  );
+}
