@@ -54,6 +54,10 @@ export const ERRORS = {
   RECGATE_DATABASE_ERROR: { status: 500, message: 'The call log failed' },
   RECGATE_WEBHOOK_SIGNATURE: { status: 403, message: 'Invalid X-Twilio-Signature' },
   RECGATE_ADMIN_DISABLED: { status: 404, message: 'The admin API is disabled' },
+  RECGATE_CLIENT_CLOSED: {
+    status: 499,
+    message: 'The client closed the connection before the answer was ready',
+  },
   RECGATE_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' },
   RECGATE_INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;

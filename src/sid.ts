@@ -5,9 +5,14 @@
  */
 import { createError } from './errors.js';
 
-const CALL_SID = /^CA[0-9a-f]{32}$/;
-const RECORDING_SID = /^RE[0-9a-f]{32}$/;
-const ACCOUNT_SID = /^AC[0-9a-f]{32}$/;
+/** The patterns, for messages and for code that matches SIDs inside longer strings (the emulator's paths). */
+export const CALL_SID_PATTERN = 'CA[0-9a-f]{32}';
+export const RECORDING_SID_PATTERN = 'RE[0-9a-f]{32}';
+export const ACCOUNT_SID_PATTERN = 'AC[0-9a-f]{32}';
+
+const CALL_SID = new RegExp(`^${CALL_SID_PATTERN}$`);
+const RECORDING_SID = new RegExp(`^${RECORDING_SID_PATTERN}$`);
+const ACCOUNT_SID = new RegExp(`^${ACCOUNT_SID_PATTERN}$`);
 
 export type CallSid = string & { readonly __brand: 'CallSid' };
 export type RecordingSid = string & { readonly __brand: 'RecordingSid' };

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { isPostgresUrl } from '../config/database-url.js';
 import { createError } from '../errors.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type {
@@ -129,7 +130,7 @@ export class PostgresCallLog implements CallLog {
   constructor(options: PostgresCallLogOptions) {
     if (typeof options !== 'object' || options === null) invalidOption('options must be an object');
     const { connectionString, schema, poolSize = 10, connectionTimeoutMs = 10_000 } = options;
-    if (typeof connectionString !== 'string' || !/^postgres(?:ql)?:\/\//.test(connectionString)) {
+    if (typeof connectionString !== 'string' || !isPostgresUrl(connectionString)) {
       invalidOption('options.connectionString must be a postgres:// or postgresql:// URL');
     }
     if (schema !== undefined && (typeof schema !== 'string' || !SCHEMA_NAME.test(schema))) {

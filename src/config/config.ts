@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { type DatabaseTarget, parseDatabaseUrl } from './database-url.js';
 
 const url = (field: string) =>
   z.string().refine((v) => /^https?:\/\/[^\s]+$/.test(v), { message: `${field} must be an http(s) URL` });
@@ -75,14 +76,13 @@ export const ConfigSchema = z
         message: 'RECGATE_JWT_SECRET must be at least 32 characters',
       });
     }
-    if (c.databaseUrl && !/^(postgres(ql)?:\/\/|sqlite:|file:)/.test(c.databaseUrl)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['databaseUrl'],
-        message: 'database must be a postgres:// URL or a sqlite:/file: path',
-      });
+    let database: DatabaseTarget | undefined;
+    try {
+      database = parseDatabaseUrl(c.databaseUrl, c.dataDir);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['databaseUrl'], message: (err as Error).message });
     }
-    if (c.lockBackend === 'postgres' && !/^postgres(ql)?:\/\//.test(c.databaseUrl ?? '')) {
+    if (c.lockBackend === 'postgres' && database?.kind !== 'postgres') {
       ctx.addIssue({
         code: 'custom',
         path: ['lockBackend'],
@@ -101,7 +101,7 @@ export const ConfigSchema = z
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
-/** Reads the environment variables CONTRACT.md names. Flags (already parsed) take precedence. */
+/** Reads the environment variables of the README's configuration table. Flags (already parsed) take precedence. */
 export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
   const pick = (...names: string[]) => {
     for (const n of names) {

@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { createError } from '../errors.js';
+import { isRecordingSid, RECORDING_SID_PATTERN } from '../sid.js';
 
 export const FAULT_KINDS = [
   /** 500 with Twilio's error JSON (code 20500). */
@@ -74,10 +75,7 @@ h1 { font-size: 1.5rem; color: #f22f46; }
  */
 export const faultSchema = z
   .strictObject({
-    recording_sid: z
-      .string()
-      .regex(/^RE[0-9a-f]{32}$/, 'must match ^RE[0-9a-f]{32}$')
-      .optional(),
+    recording_sid: z.string().refine(isRecordingSid, `must match ^${RECORDING_SID_PATTERN}$`).optional(),
     kind: z.enum(FAULT_KINDS),
     /** How many upcoming media requests take this fault. Default 1. */
     count: z.number().int().positive().max(1_000_000).optional(),

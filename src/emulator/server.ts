@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
+import { CALL_SID_PATTERN, RECORDING_SID_PATTERN } from '../sid.js';
 import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
 import type { EmulatorState, RecordingEntry } from './state.js';
@@ -38,8 +39,8 @@ export interface ServerContext {
   reset(): void;
 }
 
-const FILE = /^(RE[0-9a-f]{32})(\.json|\.mp3|\.wav)?$/;
-const CALL_FILE = /^(CA[0-9a-f]{32})\.json$/;
+const FILE = new RegExp(`^(${RECORDING_SID_PATTERN})(\\.json|\\.mp3|\\.wav)?$`);
+const CALL_FILE = new RegExp(`^(${CALL_SID_PATTERN})\\.json$`);
 const DEFAULT_PAGE_SIZE = 50;
 const MAX_PAGE_SIZE = 1000;
 const HTML_FAULT_BODY = Buffer.from(HTML_FAULT_PAGE, 'utf8');

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { createError } from '../errors.js';
+import { CALL_SID_PATTERN, isCallSid, isRecordingSid, RECORDING_SID_PATTERN } from '../sid.js';
 import { type GeneratedMp3, type GeneratedWav, generateMp3, generateWav, minMp3Bytes } from './audio.js';
 
 export type CallDirection = 'inbound' | 'outbound-api' | 'outbound-dial';
@@ -16,7 +17,8 @@ export type CallDirection = 'inbound' | 'outbound-api' | 'outbound-dial';
  */
 export type CreateStatus = 'completed' | 'processing' | 'deleted' | 'absent';
 
-const callSid = z.string().regex(/^CA[0-9a-f]{32}$/, 'must match ^CA[0-9a-f]{32}$');
+const callSid = z.string().refine(isCallSid, `must match ^${CALL_SID_PATTERN}$`);
+const recordingSid = z.string().refine(isRecordingSid, `must match ^${RECORDING_SID_PATTERN}$`);
 
 /**
  * Body of `POST /__emulator/recordings` and argument of `Emulator.createRecording`.
@@ -31,10 +33,7 @@ export const createRecordingSchema = z
   .strictObject({
     call_sid: callSid.optional(),
     parent_call_sid: callSid.optional(),
-    recording_sid: z
-      .string()
-      .regex(/^RE[0-9a-f]{32}$/, 'must match ^RE[0-9a-f]{32}$')
-      .optional(),
+    recording_sid: recordingSid.optional(),
     /** Exact MP3 size in bytes. */
     bytes: z.number().int().positive().max(2_000_000_000).optional(),
     /** Audio length in seconds (default 30 when `bytes` is also absent). */

@@ -18,6 +18,4 @@ export interface AppDeps {
   cache: RecordingCache;
   jwt: JwtAuth;
   signer: PlaybackSigner;
-  /** Extra readiness checks (upstream reachability is deliberately not one: a Twilio outage must not take cached playback down). */
-  ready?: () => Promise<boolean>;
 }

@@ -27,7 +27,10 @@ export type CacheState =
   | { state: 'absent' };
 
 export interface OpenOptions {
-  /** Aborts the wait for the size or the lock (not a download other requests share). */
+  /**
+   * Ends this caller's wait for the size or the lock (never a download other requests share): `open()` then
+   * rejects with the signal's reason.
+   */
   signal?: AbortSignal | undefined;
   /** Request-scoped logger for the cache's events. */
   log?: Logger | undefined;

@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
+import { raceAbort } from '../io/abort.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type {
   CachedRecording,
@@ -130,7 +131,7 @@ export class LocalCache implements LocalRecordingCache {
       recordingSid: ref.recordingSid,
     });
     const signal = options.signal;
-    if (signal?.aborted) throw createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason });
+    signal?.throwIfAborted();
 
     let entry = this.#running(ref);
     let joined = entry !== undefined;
@@ -362,20 +363,5 @@ class InflightRecording implements CachedRecording {
       return failed;
     }
     return this.#store.createReadStream(this.#ref.ownerCallSid, start, end, this.#fileId);
-  }
-}
-
-async function raceAbort(promise: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
-  if (signal === undefined) return promise;
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason }));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    await Promise.race([promise, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort!);
   }
 }

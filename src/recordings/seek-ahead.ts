@@ -27,6 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
+import { raceAbort } from '../io/abort.js';
 import type { MediaResponse, Upstream } from '../upstream/upstream.js';
 import type { Flight } from './flight.js';
 import type { BlockMap, BlockMapHeader, PartialMeta, RecordingStore, SliceHandle } from './store/store.js';
@@ -386,7 +387,7 @@ export class SeekAhead {
       if (early !== undefined) {
         response = await early;
         ttfbMs = performance.now() - started;
-        await raceSignal(flight.ready, signal);
+        await raceAbort(flight.ready, signal);
       }
       const current = flight.meta;
       if (!sliceable(current) || flight.identity === undefined || flight.state !== 'running') {
@@ -620,18 +621,4 @@ function granted(map: BlockMap | undefined, token: string, budget: number): bool
     if (record.token === token) return fits;
   }
   return false;
-}
-
-async function raceSignal(promise: Promise<void>, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) throw signal.reason;
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    await Promise.race([promise, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort!);
-  }
 }

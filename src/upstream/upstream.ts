@@ -62,9 +62,6 @@ export interface Upstream {
   /** All recordings of a call, following Twilio's paging. */
   listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]>;
 
-  /** The recording's metadata, or `undefined` when it is gone (404 / 20404). */
-  getRecording(recordingSid: RecordingSid, signal?: AbortSignal): Promise<UpstreamRecording | undefined>;
-
   /**
    * Starts a media download (MP3). Retries transient failures (not-ready 404s, 429 with Retry-After, 5xx,
    * resets) with backoff and jitter, bounded in attempts and total time, until response headers arrive.

@@ -5,6 +5,8 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
+import { loadConfig } from '../../src/config/config.js';
+import { parseDatabaseUrl } from '../../src/config/database-url.js';
 
 const ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
 const SECRET = 'cli-test-secret-'.padEnd(40, 'z');
@@ -50,7 +52,24 @@ describe('recgate CLI', () => {
     assert.match(badPort.stderr, /--port must be a non-negative integer/);
     const badDb = run(['serve', '--database', 'mysql://x'], { RECGATE_JWT_SECRET: SECRET });
     assert.equal(badDb.status, 1);
-    assert.match(badDb.stderr, /database must be a postgres:\/\/ URL/);
+    assert.match(badDb.stderr, /--database \(RECGATE_DATABASE_URL\) has an unsupported scheme "mysql:"/);
+  });
+
+  it('reads --database with one parser: what the call log accepts, the configuration accepts', () => {
+    const input = { jwtSecret: SECRET, dataDir: '/data' };
+    for (const url of ['POSTGRES://h/db', 'PostgreSQL://h/db', 'sqlite::memory:', 'file:x.db']) {
+      assert.equal(loadConfig({ ...input, databaseUrl: url }, {}).databaseUrl, url);
+      assert.doesNotThrow(() => parseDatabaseUrl(url, '/data'));
+    }
+    assert.equal(
+      loadConfig({ ...input, databaseUrl: 'POSTGRES://h/db', lockBackend: 'postgres' }, {}).lockBackend,
+      'postgres',
+    );
+    assert.throws(
+      () => loadConfig({ ...input, databaseUrl: 'sqlite:x.db', lockBackend: 'postgres' }, {}),
+      /lock-backend postgres/,
+    );
+    assert.throws(() => loadConfig({ ...input, databaseUrl: 'mysql://x' }, {}), /unsupported scheme/);
   });
 
   it('emulator serves Twilio REST shapes on the port it prints', async () => {

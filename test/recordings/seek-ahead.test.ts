@@ -235,18 +235,20 @@ describe('seek-ahead', () => {
       },
       { seekAhead: SMALL },
     );
-    const rec = await cache.open(ref);
-    assert.equal(rec.outcome, 'miss');
+    // The child starts (which can take seconds on a loaded machine) before the download does.
     const child = new Child('cache-child.ts', {
       dir,
       ref,
       reads: 1,
-      autostart: true,
       ranges: [[1_800_000, 1_899_999]],
       seekAhead: SMALL,
       upstream: { kind: 'http', url: server.url },
     });
     t.after(() => child.kill());
+    await child.next('ready');
+    const rec = await cache.open(ref);
+    assert.equal(rec.outcome, 'miss');
+    child.send({ cmd: 'go' });
     const done = await child.next('done');
     const [result] = done.results as Array<{ sha256: string; outcome: string }>;
     assert.equal(result!.sha256, sha256(data.subarray(1_800_000, 1_900_000)));

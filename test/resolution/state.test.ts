@@ -91,7 +91,7 @@ describe('recording state', () => {
   });
 
   it("registering a new parent forgets the old parent's recording; an explicit recording stays", async (t) => {
-    const { log, state } = await setup(t);
+    const { state } = await setup(t);
     const oldParent = newCallSid();
     const newParent = newCallSid();
     const child = newCallSid();

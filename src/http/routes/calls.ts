@@ -7,7 +7,7 @@ import { authenticate } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 
 /**
- * The public JSON shape of a call (snake_case, as in CONTRACT.md). `foreign` holds the calls registered to
+ * The public JSON shape of a call (snake_case, as the README's HTTP API documents it). `foreign` holds the calls registered to
  * another business than the caller's: a parent among them is not shown, and a recording living on one of
  * them is shown as absent, since the download answers it as missing (see src/resolution/resolver.ts).
  */

@@ -35,7 +35,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
 
       // Aborts our wait (not the shared download) when this client goes away.
       const abort = new AbortController();
-      const onClose = () => abort.abort();
+      const onClose = () => abort.abort(createError('RECGATE_CLIENT_CLOSED'));
       reply.raw.once('close', onClose);
       try {
         const log = request.log as Logger;

@@ -22,8 +22,8 @@ export function healthRoutes(app: FastifyInstance, deps: AppDeps, metrics: Metri
       deps.callLog.ping().catch(() => false),
       deps.cache.writable().catch(() => false),
     ]);
-    const extra = deps.ready ? await deps.ready().catch(() => false) : true;
-    const ok = callLog && storage && extra;
+    // Upstream reachability is deliberately not a check: a Twilio outage must not take cached playback down.
+    const ok = callLog && storage;
     return reply
       .code(ok ? 200 : 503)
       .send({ status: ok ? 'ready' : 'not_ready', checks: { call_log: callLog, storage } });

@@ -22,6 +22,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
 import { Hold, NEVER_LOST, notHeld } from './hold.js';
 import type { Lock, Locker } from './lock.js';
@@ -117,10 +118,7 @@ export class PostgresLocker implements Locker {
   #fence: Promise<void> | undefined;
 
   constructor(options: PostgresLockerOptions) {
-    if (
-      typeof options?.connectionString !== 'string' ||
-      !/^postgres(ql)?:\/\//.test(options.connectionString)
-    ) {
+    if (typeof options?.connectionString !== 'string' || !isPostgresUrl(options.connectionString)) {
       throw new TypeError('options.connectionString must be a postgres:// URL');
     }
     const { schema } = options;
