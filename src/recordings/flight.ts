@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
-import { takeChunk } from '../serving/chunks.js';
+import { takeChunk } from '../io/chunks.js';
 import type { CacheOutcome, RecordingRef } from './cache.js';
 import { type FileInfo, type PartialMeta, READ_CHUNK, type ReadHandle } from './store/store.js';
 

@@ -1,9 +1,9 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
-import { pumpTo } from '../../serving/chunks.js';
 import { serve } from '../../serving/serve.js';
+import { writeResult } from '../../serving/write.js';
 import { parseCallSid } from '../../sid.js';
 import { authenticateDownload } from '../auth.js';
 import type { AppDeps } from '../deps.js';
@@ -19,6 +19,15 @@ export const RECORDING_CACHE_CONTROL = 'private, max-age=31536000, immutable';
 function rangeStartHint(header: string | undefined): number | undefined {
   const m = header === undefined ? null : /^bytes=(\d{1,15})-/i.exec(header);
   return m ? Number(m[1]) : undefined;
+}
+
+/** The headers Fastify set on the reply so far (the request id), as strings for a raw response. */
+function headersOf(reply: FastifyReply): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (value !== undefined) headers[name] = String(value);
+  }
+  return headers;
 }
 
 export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
@@ -67,25 +76,17 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           },
           'serving recording',
         );
-        reply.code(result.statusCode).headers(result.headers);
-        if (!result.stream) return reply.send();
-        const length = Number(result.headers['content-length'] ?? 0);
-        // Counted when the whole body went out; an aborted response counts nothing.
-        reply.raw.once('finish', () =>
-          metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
-        );
-        // The body is written by pumpTo rather than Fastify's pipe, so read buffers are reused once flushed
-        // (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
+        if (!result.stream) return reply.code(result.statusCode).headers(result.headers).send();
+        // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
+        // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
         reply.hijack();
-        const headers: Record<string, string> = {};
-        for (const [name, value] of Object.entries(reply.getHeaders())) {
-          if (value !== undefined) headers[name] = String(value);
-        }
-        reply.raw.writeHead(result.statusCode, headers);
-        // Node holds the status line back until the first body byte; a client waiting on a range the
-        // download has not reached yet should have its 206 and Content-Range now.
-        if (!recording.complete) reply.raw.flushHeaders();
-        pumpTo(result.stream, reply.raw);
+        const length = Number(result.headers['content-length'] ?? 0);
+        writeResult(reply.raw, result, {
+          headers: headersOf(reply),
+          flushHeaders: !recording.complete,
+          // Counted when the whole body went out; an aborted response counts nothing.
+          onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+        });
         return reply;
       } finally {
         reply.raw.off('close', onClose);

@@ -16,7 +16,7 @@ import { close, fstat, open, read } from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
-import { takeChunk } from '../../serving/chunks.js';
+import { takeChunk } from '../../io/chunks.js';
 import { type FinalIdentity, type FinalInfo, READ_CHUNK } from './store.js';
 
 const openAsync = promisify(open);

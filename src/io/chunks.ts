@@ -3,14 +3,12 @@
  *
  * Streaming a recording to 200 clients at once allocates a 64 KiB buffer per read; as garbage they pile
  * up outside the V8 heap until the next collection, which V8 starts only after tens of megabytes of such
- * memory. Readers take their buffers here instead, and the response writer ({@link pumpTo}) gives each one
- * back once the socket has flushed it, so a busy process reuses a bounded set of buffers.
+ * memory. Readers (the recording store's and the in-flight download's streams) take their buffers here
+ * instead, and the response writer (`serving/write.ts`) gives each one back once the socket has flushed it,
+ * so a busy process reuses a bounded set of buffers.
  *
  * A chunk that is never given back (its stream was read by something else) is simply collected.
  */
-import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
-
 export const CHUNK_SIZE = 64 * 1024;
 /** Free buffers kept at most (16 MiB). */
 const MAX_FREE = 256;
@@ -38,28 +36,4 @@ export function returnChunk(chunk: Buffer): void {
 /** Buffers waiting for reuse (for tests and metrics). */
 export function freeChunks(): number {
   return free.length;
-}
-
-/**
- * Writes `body` to `res` with backpressure, returning each chunk for reuse once the socket has taken it.
- * Ends `res` when the body ends; destroys `res` (so the client sees a broken response, never a short one)
- * if the body errors; destroys the body if the client goes away.
- */
-export function pumpTo(body: Readable, res: ServerResponse): void {
-  const onData = (chunk: Buffer) => {
-    const flushed = res.write(chunk, (err) => {
-      if (!err) returnChunk(chunk);
-    });
-    if (!flushed) {
-      body.pause();
-      res.once('drain', onDrain);
-    }
-  };
-  const onDrain = () => body.resume();
-  body.on('data', onData);
-  body.once('end', () => res.end());
-  body.once('error', (err) => res.destroy(err));
-  res.once('close', () => {
-    if (!body.destroyed) body.destroy();
-  });
 }
