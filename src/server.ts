@@ -13,7 +13,7 @@ import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
 import { createLogger } from './observability/logger.js';
-import { getMetrics } from './observability/metrics.js';
+import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
 import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
@@ -77,21 +77,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     ...(locker ? { locker } : {}),
     logger,
     lockTimeoutMs: config.lockTimeoutMs,
-    onEvent: (event, fields) => {
-      metrics.cacheEvents.inc({ event });
-      // A download starts with a miss or a takeover, and ends saved or failed (a failed *wait* is no download).
-      if (event === 'cache_miss' || event === 'takeover') metrics.activeDownloads.inc();
-      if (event === 'recording_saved' || (event === 'download_failed' && fields.phase === 'download')) {
-        metrics.activeDownloads.dec();
-      }
-      if (event === 'recording_saved' && typeof fields.bytes === 'number') {
-        metrics.upstreamBytes.inc({ kind: 'full' }, fields.bytes);
-      }
-      if (event === 'seek_ahead' || event === 'seek_ahead_discarded') {
-        metrics.seekAhead.inc({ outcome: event === 'seek_ahead' ? 'fetched' : 'discarded' });
-        if (typeof fields.bytes === 'number') metrics.upstreamBytes.inc({ kind: 'slice' }, fields.bytes);
-      }
-    },
+    onEvent: cacheEventMetrics(metrics),
   });
   // Partials of downloads that died long ago (lock free, older than an hour) are removed now and hourly.
   const sweep = () =>

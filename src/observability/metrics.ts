@@ -3,6 +3,7 @@
  * `--workers N` the primary can aggregate every worker's figures (prom-client's AggregatorRegistry).
  */
 import client from 'prom-client';
+import type { CacheEventHandler } from '../recordings/events.js';
 
 export interface Metrics {
   httpRequests: client.Counter<'route' | 'method' | 'status'>;
@@ -108,4 +109,33 @@ export function getMetrics(): Metrics {
     ),
   };
   return metrics;
+}
+
+/**
+ * Counts the recording cache's events: every event by name, downloads running now (one starts with a miss
+ * or a takeover, and ends saved or failed; a failed *wait* is no download), upstream bytes by kind (full
+ * download, seek-ahead slice) and slice requests by outcome.
+ */
+export function cacheEventMetrics(metrics: Metrics): CacheEventHandler {
+  return (e) => {
+    metrics.cacheEvents.inc({ event: e.event });
+    switch (e.event) {
+      case 'cache_miss':
+      case 'takeover':
+        metrics.activeDownloads.inc();
+        break;
+      case 'recording_saved':
+        metrics.activeDownloads.dec();
+        metrics.upstreamBytes.inc({ kind: 'full' }, e.bytes);
+        break;
+      case 'download_failed':
+        if (e.phase === 'download') metrics.activeDownloads.dec();
+        break;
+      case 'seek_ahead':
+      case 'seek_ahead_discarded':
+        metrics.seekAhead.inc({ outcome: e.event === 'seek_ahead' ? 'fetched' : 'discarded' });
+        metrics.upstreamBytes.inc({ kind: 'slice' }, e.bytes);
+        break;
+    }
+  };
 }

@@ -33,7 +33,8 @@ import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
 import type { Upstream } from '../upstream/upstream.js';
-import { type CacheEventHandler, LocalCache, type LocalRecordingCache } from './local-cache.js';
+import type { CacheEventHandler } from './events.js';
+import { LocalCache, type LocalRecordingCache } from './local-cache.js';
 import { FsLocker } from './lock/fs.js';
 import type { Locker } from './lock/lock.js';
 import { type SeekAheadOptions, seekAheadSettings } from './seek-ahead.js';
@@ -48,7 +49,8 @@ export type {
   RecordingCache,
   RecordingRef,
 } from './cache.js';
-export type { CacheEventHandler, CacheEventName, LocalRecordingCache, SweepResult } from './local-cache.js';
+export type { CacheEvent, CacheEventHandler, CacheEventName } from './events.js';
+export type { LocalRecordingCache, SweepResult } from './local-cache.js';
 export { FsLocker, type FsLockerOptions } from './lock/fs.js';
 export type { Lock, Locker } from './lock/lock.js';
 export { SEEK_AHEAD_DEFAULTS, type SeekAheadOptions } from './seek-ahead.js';

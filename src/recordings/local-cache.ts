@@ -25,6 +25,7 @@ import type {
 } from './cache.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
+import type { CacheEventHandler, EmitEvent } from './events.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
@@ -36,41 +37,6 @@ const MAX_LOCK_LOSSES = 3;
 const TEMPORARY_MAX_AGE_MS = 60_000;
 /** How long a storage probe's answer is reused by `writable()`. */
 const WRITABLE_TTL_MS = 2000;
-
-/** Structured events, logged as `{event: name, …}` and passed to the {@link CacheEventHandler}. */
-export type CacheEventName =
-  | 'cache_hit'
-  | 'cache_miss'
-  | 'lock_wait'
-  | 'available_while_waiting'
-  | 'recording_saved'
-  | 'download_failed'
-  | 'takeover'
-  | 'download_resumed'
-  | 'seek_ahead'
-  | 'seek_ahead_discarded';
-
-/**
- * Observer of cache events, for metrics; called after the event is logged, and exceptions it throws are
- * ignored. Fields always include `callSid` and `recordingSid`. A download starts with `cache_miss` (or
- * `takeover`) and ends with `recording_saved` or a `download_failed` whose `phase` is `download`.
- * - `recording_saved`: `size` (recording bytes), `bytes` (bytes this download fetched from the upstream,
- *   less than `size` after a resume), `durationMs`, `ttfbMs`;
- * - `download_failed`: `code` (RecgateError code), `phase` (`download`, or `wait` for a wait on another
- *   process that failed, such as a lock timeout);
- * - `download_resumed`: `offset`; `cache_hit`, `available_while_waiting`: `size`; `takeover`: `received`;
- * - `seek_ahead`: one ranged upstream request for a slice ended; `offset` (its first byte), `end` (exclusive
- *   end of what it put on disk), `bytes` (body bytes received from the upstream), `ttfbMs`, `durationMs`,
- *   and `error` (a RecgateError code) when it failed midway;
- * - `seek_ahead_discarded`: a slice request whose body nobody used; `reason`: `no_range` (the upstream
- *   answered 200 or the download says it serves no ranges) or `validator_mismatch` (ETag, Last-Modified or
- *   total size differ from the download's), both of which end seek-ahead for the recording; or
- *   `superseded` (an early slice no longer needed: budget spent, range taken, download over); with
- *   `offset`, `bytes` (body bytes received, normally 0), and for a mismatch `status`, `etag`,
- *   `expectedEtag`.
- * Each `seek_ahead` or `seek_ahead_discarded` stands for exactly one upstream media request of kind "slice".
- */
-export type CacheEventHandler = (event: CacheEventName, fields: Record<string, unknown>) => void;
 
 export interface LocalCacheSettings {
   store: RecordingStore;
@@ -138,7 +104,7 @@ export class LocalCache implements LocalRecordingCache {
     if (entry === undefined) {
       const final = await this.#final(ref);
       if (final !== undefined) {
-        this.#event(log, 'cache_hit', ref, { size: final.size }, 'Cache hit');
+        this.#emitter(log, ref)({ event: 'cache_hit', size: final.size }, 'Cache hit');
         const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
         return new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
       }
@@ -254,8 +220,7 @@ export class LocalCache implements LocalRecordingCache {
     // A flight of this process that is ending (or one for the call's previous recording) finishes first.
     const previous = this.#flights.get(id);
     const flight = new Flight(ref);
-    const event: DownloadContext['event'] = (name, fields, message, level) =>
-      this.#event(log, name, ref, fields, message, level);
+    const event = this.#emitter(log, ref);
     const seekAhead = new SeekAhead({
       flight,
       store: this.#s.store,
@@ -296,24 +261,16 @@ export class LocalCache implements LocalRecordingCache {
     return entry;
   }
 
-  #event(
-    log: Logger,
-    event: CacheEventName,
-    ref: RecordingRef,
-    fields: Record<string, unknown>,
-    message: string,
-    level: 'info' | 'warn' = 'info',
-  ): void {
-    log[level]({ event, ...fields }, message);
-    try {
-      this.#s.onEvent?.(event, {
-        callSid: ref.ownerCallSid,
-        recordingSid: ref.recordingSid,
-        ...fields,
-      });
-    } catch {
-      // Metrics must never break serving.
-    }
+  /** Reports a recording's events: logged on `log`, then passed to the observer with the recording's SIDs. */
+  #emitter(log: Logger, ref: RecordingRef): EmitEvent {
+    return (body, message, level = 'info') => {
+      log[level](body, message);
+      try {
+        this.#s.onEvent?.({ ...body, callSid: ref.ownerCallSid, recordingSid: ref.recordingSid });
+      } catch {
+        // Metrics must never break serving.
+      }
+    };
   }
 }
 

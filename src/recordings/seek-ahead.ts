@@ -29,8 +29,16 @@ import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
 import { raceAbort } from '../io/abort.js';
 import type { MediaResponse, Upstream } from '../upstream/upstream.js';
+import type { CacheEventBody, EmitEvent } from './events.js';
 import type { Flight } from './flight.js';
-import type { BlockMap, BlockMapHeader, PartialMeta, RecordingStore, SliceHandle } from './store/store.js';
+import type {
+  BlockMap,
+  BlockMapHeader,
+  BlockRecord,
+  PartialMeta,
+  RecordingStore,
+  SliceHandle,
+} from './store/store.js';
 
 export interface SeekAheadOptions {
   /** Whether far seeks fetch slices at all. @default true */
@@ -124,7 +132,8 @@ export class SeekAheadPool {
   }
 }
 
-export type SeekAheadEventName = 'seek_ahead' | 'seek_ahead_discarded';
+/** What a discarded slice's event says beyond its reason. */
+type DiscardFields = Omit<Extract<CacheEventBody, { event: 'seek_ahead_discarded' }>, 'event' | 'reason'>;
 
 export interface SeekAheadDeps {
   flight: Flight;
@@ -133,12 +142,7 @@ export interface SeekAheadDeps {
   pool: SeekAheadPool;
   pollIntervalMs: number;
   log: Logger;
-  event(
-    name: SeekAheadEventName,
-    fields: Record<string, unknown>,
-    message: string,
-    level?: 'info' | 'warn',
-  ): void;
+  event: EmitEvent;
 }
 
 interface Slice {
@@ -368,140 +372,25 @@ export class SeekAhead {
       });
   }
 
-  async #fetch(slice: Slice, early: Promise<MediaResponse> | undefined): Promise<void> {
-    const { flight, store, upstream } = this.#d;
-    const signal = slice.abort.signal;
-    const started = performance.now();
-    let response: MediaResponse | undefined;
-    let handle: SliceHandle | undefined;
-    let received = 0;
-    let ttfbMs: number | undefined;
-    let failure: string | undefined;
-    let rejected = false;
-    /** Why a response that arrived was not used, when no other event says so. */
-    let unused = 'superseded';
-    let streamed = false;
-    let position = slice.start;
-    let meta: SliceableMeta;
-    try {
-      if (early !== undefined) {
-        response = await early;
-        ttfbMs = performance.now() - started;
-        await raceAbort(flight.ready, signal);
-      }
-      const current = flight.meta;
-      if (!sliceable(current) || flight.identity === undefined || flight.state !== 'running') {
-        // An early slice went out before the download said it serves no ranges: nothing more is tried.
-        if (current !== undefined && !current.acceptsRanges) {
-          this.#off = 'no_range';
-          unused = 'no_range';
-        }
-        return;
-      }
-      meta = current;
-      this.#sync(meta);
-      if (this.#off !== undefined) return;
-      const size = meta.size;
-      slice.stop = Math.min(slice.stop, size);
-      if (slice.start >= slice.stop) return;
-      if (response !== undefined && !(await this.#validate(response, slice, meta))) {
-        rejected = true;
-        return;
-      }
-      handle = await store.openSlice(flight.id, meta.fileId);
-      if (handle === undefined) return;
-      if (!(await handle.claim(slice.start, slice.stop))) {
-        // Another process fetches (part of) this range: its block-map records will tell when it is there.
-        this.#busy.set(
-          Math.floor(slice.start / this.#s.blockBytes) * this.#s.blockBytes,
-          performance.now() + 20 * this.#d.pollIntervalMs,
-        );
-        return;
-      }
-      const token = randomBytes(8).toString('hex');
-      const header = headerOf(meta);
-      if (!(await store.appendBlockMap(flight.id, header, [{ t: 'claim', token, ...range(slice) }]))) return;
-      const map = await store.readBlockMap(flight.id, meta.fileId);
-      this.#apply(map, meta);
-      if (this.#off !== undefined || !granted(map, token, this.#budget(size))) return;
-      if (response === undefined) {
-        response = await upstream.fetchMedia(flight.ref.recordingSid, {
-          signal,
-          start: slice.start,
-          end: slice.stop - 1,
-          ifRange: meta.etag,
-        });
-        ttfbMs = performance.now() - started;
-        if (!(await this.#validate(response, slice, meta))) {
-          rejected = true;
-          return;
-        }
-      }
-      const body = response.body;
-      // A slice stops as soon as the download catches up with it or the flight ends, even while its body is
-      // silent: the holder's commit waits for slice writers to let go of the file.
-      const watch = setInterval(() => {
-        if (flight.state !== 'running' || flight.frontier >= position || this.#off !== undefined) {
-          slice.abort.abort(new Error('the download caught up'));
-        }
-      }, this.#d.pollIntervalMs);
-      const stopBody = () => body.destroy();
-      signal.addEventListener('abort', stopBody, { once: true });
-      let recorded = slice.start;
-      streamed = true;
-      try {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          received += chunk.byteLength;
-          if (signal.aborted || this.#off !== undefined || flight.state !== 'running') break;
-          if (flight.current?.fileId !== meta.fileId || flight.frontier >= position) break;
-          const piece = chunk.subarray(0, slice.stop - position);
-          await handle.write(piece, position);
-          position += piece.byteLength;
-          flight.addExtent(meta.fileId, slice.start, position);
-          if (position - recorded >= this.#s.blockBytes || position >= slice.stop) {
-            await store.appendBlockMap(flight.id, header, [{ t: 'have', start: slice.start, end: position }]);
-            recorded = position;
-          }
-          if (position >= slice.stop) break;
-        }
-      } finally {
-        clearInterval(watch);
-        signal.removeEventListener('abort', stopBody);
-        // What reached the disk is recorded however the body ended.
-        if (recorded < position && this.#off === undefined) {
-          await store
-            .appendBlockMap(flight.id, header, [{ t: 'have', start: slice.start, end: position }])
-            .catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record a slice'));
-        }
-      }
-    } catch (err) {
-      if (!signal.aborted) {
-        failure = isRecgateError(err) ? err.code : 'RECGATE_UPSTREAM_UNAVAILABLE';
-        throw err;
-      }
-    } finally {
-      response?.body.destroy();
-      await handle?.close();
-      if (response !== undefined && !rejected && !streamed) {
-        // Every slice request ends in exactly one event; this one fetched nothing anyone used.
-        this.#d.event(
-          'seek_ahead_discarded',
-          { reason: response.status === 206 ? unused : 'no_range', offset: slice.start, bytes: received },
-          'A slice was not used',
-          'info',
-        );
-      } else if (response !== undefined && !rejected) {
-        const fields: Record<string, unknown> = {
-          offset: slice.start,
-          end: position,
-          bytes: received,
-          ttfbMs: Math.round(ttfbMs ?? 0),
-          durationMs: Math.round(performance.now() - started),
-        };
-        if (failure !== undefined) fields.error = failure;
-        this.#d.event('seek_ahead', fields, 'Fetched a slice ahead of the download');
-      }
-    }
+  /** What a slice run may ask of the seek-ahead it belongs to. */
+  readonly #coordinator: SliceCoordinator = {
+    off: () => this.#off,
+    noRanges: () => {
+      this.#off = 'no_range';
+    },
+    sync: (meta) => this.#sync(meta),
+    validate: (response, slice, meta) => this.#validate(response, slice, meta),
+    busy: (start) =>
+      this.#busy.set(
+        Math.floor(start / this.#s.blockBytes) * this.#s.blockBytes,
+        performance.now() + 20 * this.#d.pollIntervalMs,
+      ),
+    apply: (map, meta) => this.#apply(map, meta),
+    budget: (size) => this.#budget(size),
+  };
+
+  #fetch(slice: Slice, early: Promise<MediaResponse> | undefined): Promise<void> {
+    return new SliceRun(this.#d, this.#coordinator, slice, early).run();
   }
 
   /** Checks a slice's response against the download's validators; on a mismatch, ends seek-ahead. */
@@ -531,7 +420,7 @@ export class SeekAhead {
   }
 
   /** Ends seek-ahead for this generation, in every process: the block map's slices are void from now on. */
-  async #discard(reason: string, meta: SliceableMeta, fields: Record<string, unknown>): Promise<void> {
+  async #discard(reason: string, meta: SliceableMeta, fields: DiscardFields): Promise<void> {
     const first = this.#off === undefined;
     this.#off = reason;
     this.#d.flight.clearExtents();
@@ -542,8 +431,7 @@ export class SeekAhead {
       .catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record that seek-ahead is off'));
     if (first) {
       this.#d.event(
-        'seek_ahead_discarded',
-        { reason, ...fields },
+        { event: 'seek_ahead_discarded', reason, ...fields },
         reason === 'no_range'
           ? 'The upstream ignored Range; waiting for the download'
           : 'A slice did not match the download; discarding slices',
@@ -587,6 +475,223 @@ export class SeekAhead {
   }
 }
 
+/** What a {@link SliceRun} may ask of the seek-ahead it belongs to; the shared state stays there. */
+interface SliceCoordinator {
+  /** Why seek-ahead is off for the generation, if it is. */
+  off(): string | undefined;
+  /** The download serves no ranges: seek-ahead is off. */
+  noRanges(): void;
+  sync(meta: SliceableMeta): void;
+  /** Checks a response against the download's validators; `false` (and seek-ahead off) on a mismatch. */
+  validate(response: MediaResponse, slice: Slice, meta: SliceableMeta): Promise<boolean>;
+  /** Another process fetches the block holding `start`: look again later. */
+  busy(start: number): void;
+  apply(map: BlockMap | undefined, meta: SliceableMeta): void;
+  budget(size: number): number;
+}
+
+/**
+ * One slice, from its request to its event: the steps run in order, each may end the slice, and every slice
+ * request ends in exactly one `seek_ahead` or `seek_ahead_discarded` event.
+ *
+ * 1. `#ready`: an early slice (sent with the download's own request) waits for the download's size;
+ * 2. `#claim`: a byte-range lock on the generation's file, and a `claim` in its block map within the
+ *    recording's budget, so no two processes fetch the same bytes and all together stay within it;
+ * 3. `#exchange`: the ranged request (unless the early one is there), checked against the download's
+ *    validators;
+ * 4. `#stream`: the body into the file at its offset, recorded as `have` in the block map as it lands, until
+ *    the download catches up or the flight ends;
+ * 5. `#report`: the event.
+ */
+class SliceRun {
+  readonly #d: SeekAheadDeps;
+  readonly #c: SliceCoordinator;
+  readonly #slice: Slice;
+  readonly #early: Promise<MediaResponse> | undefined;
+  readonly #started = performance.now();
+  #response: MediaResponse | undefined;
+  #handle: SliceHandle | undefined;
+  #ttfbMs: number | undefined;
+  /** Body bytes received. */
+  #received = 0;
+  /** Where the next body byte goes. */
+  #position: number;
+  /** What became of a response: used (streamed), refused by the validators, or not needed (and why). */
+  #outcome: 'streamed' | 'rejected' | { unused: string } = { unused: 'superseded' };
+  #failure: string | undefined;
+
+  constructor(
+    deps: SeekAheadDeps,
+    coordinator: SliceCoordinator,
+    slice: Slice,
+    early: Promise<MediaResponse> | undefined,
+  ) {
+    this.#d = deps;
+    this.#c = coordinator;
+    this.#slice = slice;
+    this.#early = early;
+    this.#position = slice.start;
+  }
+
+  async run(): Promise<void> {
+    const signal = this.#slice.abort.signal;
+    try {
+      const meta = await this.#ready();
+      if (meta === undefined || !(await this.#claim(meta)) || !(await this.#exchange(meta))) return;
+      await this.#stream(meta);
+    } catch (err) {
+      if (signal.aborted) return;
+      this.#failure = isRecgateError(err) ? err.code : 'RECGATE_UPSTREAM_UNAVAILABLE';
+      throw err;
+    } finally {
+      this.#response?.body.destroy();
+      await this.#handle?.close();
+      this.#report();
+    }
+  }
+
+  /** The generation to slice, once the download knows its size; `undefined` when there is none to slice. */
+  async #ready(): Promise<SliceableMeta | undefined> {
+    const { flight } = this.#d;
+    if (this.#early !== undefined) {
+      this.#response = await this.#early;
+      this.#ttfbMs = performance.now() - this.#started;
+      await raceAbort(flight.ready, this.#slice.abort.signal);
+    }
+    const meta = flight.meta;
+    if (!sliceable(meta) || flight.identity === undefined || flight.state !== 'running') {
+      // An early slice went out before the download said it serves no ranges: nothing more is tried.
+      if (meta !== undefined && !meta.acceptsRanges) {
+        this.#c.noRanges();
+        this.#outcome = { unused: 'no_range' };
+      }
+      return undefined;
+    }
+    this.#c.sync(meta);
+    if (this.#c.off() !== undefined) return undefined;
+    this.#slice.stop = Math.min(this.#slice.stop, meta.size);
+    if (this.#slice.start >= this.#slice.stop) return undefined;
+    if (this.#response !== undefined && !(await this.#c.validate(this.#response, this.#slice, meta))) {
+      this.#outcome = 'rejected';
+      return undefined;
+    }
+    return meta;
+  }
+
+  /** Claims the range on disk and in the block map; `false` when another process has it or the budget is spent. */
+  async #claim(meta: SliceableMeta): Promise<boolean> {
+    const { flight, store } = this.#d;
+    const slice = this.#slice;
+    this.#handle = await store.openSlice(flight.id, meta.fileId);
+    if (this.#handle === undefined) return false;
+    if (!(await this.#handle.claim(slice.start, slice.stop))) {
+      // Another process fetches (part of) this range: its block-map records will tell when it is there.
+      this.#c.busy(slice.start);
+      return false;
+    }
+    const token = randomBytes(8).toString('hex');
+    const claim: BlockRecord = { t: 'claim', token, start: slice.start, end: slice.stop };
+    if (!(await store.appendBlockMap(flight.id, headerOf(meta), [claim]))) return false;
+    const map = await store.readBlockMap(flight.id, meta.fileId);
+    this.#c.apply(map, meta);
+    return this.#c.off() === undefined && granted(map, token, this.#c.budget(meta.size));
+  }
+
+  /** The slice's response: the early one, or a ranged request now; `false` when the validators refuse it. */
+  async #exchange(meta: SliceableMeta): Promise<boolean> {
+    if (this.#response !== undefined) return true;
+    const slice = this.#slice;
+    this.#response = await this.#d.upstream.fetchMedia(this.#d.flight.ref.recordingSid, {
+      signal: slice.abort.signal,
+      start: slice.start,
+      end: slice.stop - 1,
+      ifRange: meta.etag,
+    });
+    this.#ttfbMs = performance.now() - this.#started;
+    if (await this.#c.validate(this.#response, slice, meta)) return true;
+    this.#outcome = 'rejected';
+    return false;
+  }
+
+  /**
+   * Writes the body at its offset as it arrives, recording what landed in the block map every block (and
+   * however the body ended). Stops as soon as the download catches up or the flight ends, even while the body
+   * is silent: the holder's commit waits for slice writers to let go of the file.
+   */
+  async #stream(meta: SliceableMeta): Promise<void> {
+    const { flight, store } = this.#d;
+    const slice = this.#slice;
+    const signal = slice.abort.signal;
+    const body = this.#response!.body;
+    const handle = this.#handle!;
+    const header = headerOf(meta);
+    const record = () =>
+      store.appendBlockMap(flight.id, header, [{ t: 'have', start: slice.start, end: this.#position }]);
+    const watch = setInterval(() => {
+      if (flight.state !== 'running' || flight.frontier >= this.#position || this.#c.off() !== undefined) {
+        slice.abort.abort(new Error('the download caught up'));
+      }
+    }, this.#d.pollIntervalMs);
+    const stopBody = () => body.destroy();
+    signal.addEventListener('abort', stopBody, { once: true });
+    let recorded = slice.start;
+    this.#outcome = 'streamed';
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        this.#received += chunk.byteLength;
+        if (signal.aborted || this.#c.off() !== undefined || flight.state !== 'running') break;
+        if (flight.current?.fileId !== meta.fileId || flight.frontier >= this.#position) break;
+        const piece = chunk.subarray(0, slice.stop - this.#position);
+        await handle.write(piece, this.#position);
+        this.#position += piece.byteLength;
+        flight.addExtent(meta.fileId, slice.start, this.#position);
+        if (this.#position - recorded >= this.#d.pool.settings.blockBytes || this.#position >= slice.stop) {
+          await record();
+          recorded = this.#position;
+        }
+        if (this.#position >= slice.stop) break;
+      }
+    } finally {
+      clearInterval(watch);
+      signal.removeEventListener('abort', stopBody);
+      if (recorded < this.#position && this.#c.off() === undefined) {
+        await record().catch((err: unknown) => this.#d.log.warn({ err }, 'Could not record a slice'));
+      }
+    }
+  }
+
+  /** The slice request's one event (none when no request went out, or when the validators refused it). */
+  #report(): void {
+    const response = this.#response;
+    const outcome = this.#outcome;
+    if (response === undefined || outcome === 'rejected') return;
+    if (outcome === 'streamed') {
+      this.#d.event(
+        {
+          event: 'seek_ahead',
+          offset: this.#slice.start,
+          end: this.#position,
+          bytes: this.#received,
+          ttfbMs: Math.round(this.#ttfbMs ?? 0),
+          durationMs: Math.round(performance.now() - this.#started),
+          ...(this.#failure === undefined ? {} : { error: this.#failure }),
+        },
+        'Fetched a slice ahead of the download',
+      );
+      return;
+    }
+    this.#d.event(
+      {
+        event: 'seek_ahead_discarded',
+        reason: response.status === 206 ? outcome.unused : 'no_range',
+        offset: this.#slice.start,
+        bytes: this.#received,
+      },
+      'A slice was not used',
+    );
+  }
+}
+
 /** Asks kept for a retry when slices of the flight are all busy; more just wait for the download. */
 const MAX_DEFERRED = 64;
 
@@ -603,10 +708,6 @@ function headerOf(meta: SliceableMeta): BlockMapHeader {
 
 function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {
   return a.fileId === b.fileId && a.size === b.size && a.etag === b.etag && a.lastModified === b.lastModified;
-}
-
-function range(slice: Slice): { start: number; end: number } {
-  return { start: slice.start, end: slice.stop };
 }
 
 /** Whether the claim `token` fits the budget, counting claims in the order every process reads them. */

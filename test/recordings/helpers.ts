@@ -428,7 +428,7 @@ export function makeCache(
     logger: capture.logger,
     pollIntervalMs: 5,
     lockTimeoutMs: 5000,
-    onEvent: (name, fields) => events.push([name, fields]),
+    onEvent: ({ event, ...fields }) => events.push([event, fields]),
     ...extra,
   });
   t.after(() => cache.close());

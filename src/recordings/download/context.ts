@@ -5,8 +5,8 @@
 import type { Logger } from 'pino';
 import type { Upstream } from '../../upstream/upstream.js';
 import type { RecordingRef } from '../cache.js';
+import type { EmitEvent } from '../events.js';
 import type { Flight, Identity } from '../flight.js';
-import type { CacheEventName } from '../local-cache.js';
 import type { Locker } from '../lock/lock.js';
 import type { SeekAhead } from '../seek-ahead.js';
 import type { FinalInfo, PartialMeta, RecordingStore } from '../store/store.js';
@@ -32,12 +32,7 @@ export interface DownloadContext {
   readonly settings: DownloadSettings;
   readonly log: Logger;
   /** Logs a cache event and passes it to the cache's observer. */
-  event(
-    name: CacheEventName,
-    fields: Record<string, unknown>,
-    message: string,
-    level?: 'info' | 'warn',
-  ): void;
+  readonly event: EmitEvent;
 }
 
 /** Whether a finished file holds the recording asked for; a file of unknown identity holds none. */

@@ -37,7 +37,7 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
       const waited = !(await claim.tryTake());
       if (waited) {
         if (losses === 0) flight.setOrigin('wait');
-        ctx.event('lock_wait', {}, 'Waiting for lock (another worker downloading)');
+        ctx.event({ event: 'lock_wait' }, 'Waiting for lock (another worker downloading)');
         const result = await follow(ctx, claim);
         if (result.kind === 'final') {
           completeFrom(ctx, result.final, true);
@@ -48,13 +48,13 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
       if (final !== undefined) {
         if (!waited && losses === 0) {
           flight.setOrigin('hit');
-          ctx.event('cache_hit', { size: final.info.size }, 'Cache hit');
+          ctx.event({ event: 'cache_hit', size: final.info.size }, 'Cache hit');
         }
         completeFrom(ctx, final, waited || losses > 0);
         return;
       }
       if (waited) {
-        ctx.event('takeover', { received: flight.frontier }, 'Taking over an abandoned download');
+        ctx.event({ event: 'takeover', received: flight.frontier }, 'Taking over an abandoned download');
       }
       phase = 'download';
       try {
@@ -63,8 +63,12 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
       } catch (err) {
         if (!isLockLost(err) || losses >= ctx.settings.maxLockLosses) throw err;
         ctx.event(
-          'download_failed',
-          { code: 'RECGATE_LOCK_LOST', phase, err: (err as RecgateError).cause ?? err },
+          {
+            event: 'download_failed',
+            code: 'RECGATE_LOCK_LOST',
+            phase,
+            err: (err as RecgateError).cause ?? err,
+          },
           'The download lost its lock; following whoever takes over',
           'warn',
         );
@@ -75,8 +79,7 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
     const error = asRecgateError(err, flight.signal);
     flight.fail(error);
     ctx.event(
-      'download_failed',
-      { code: error.code, phase, err: error.cause ?? error },
+      { event: 'download_failed', code: error.code, phase, err: error.cause ?? error },
       'Download failed',
       'warn',
     );
@@ -92,7 +95,10 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
 function completeFrom(ctx: DownloadContext, final: FinalHandle, waited: boolean): void {
   ctx.flight.own(final);
   if (waited) {
-    ctx.event('available_while_waiting', { size: final.info.size }, 'File became available while waiting');
+    ctx.event(
+      { event: 'available_while_waiting', size: final.info.size },
+      'File became available while waiting',
+    );
   }
   ctx.flight.complete(final.info, final);
 }
@@ -109,8 +115,7 @@ async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): 
     if (!takeover) {
       const leftover = partial.writer?.length;
       ctx.event(
-        'cache_miss',
-        leftover === undefined ? {} : { leftover },
+        leftover === undefined ? { event: 'cache_miss' } : { event: 'cache_miss', leftover },
         'Cache miss - downloading from Twilio',
       );
     }
@@ -134,8 +139,8 @@ async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): 
     }
     await partial.commit();
     ctx.event(
-      'recording_saved',
       {
+        event: 'recording_saved',
         size: flight.identity!.size,
         bytes: transfer.bytes,
         durationMs: Math.round(performance.now() - transfer.started),

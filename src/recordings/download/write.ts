@@ -84,7 +84,7 @@ export class PartialFile {
     const writer = await store.beginPartial(id, input, { fileId: meta.fileId, length: frontier });
     this.#adopt(writer);
     if (complete && writer.length === meta.size) {
-      this.#ctx.event('download_resumed', { offset: writer.length }, 'Found the download complete');
+      this.#ctx.event({ event: 'download_resumed', offset: writer.length }, 'Found the download complete');
     }
   }
 
@@ -98,7 +98,7 @@ export class PartialFile {
     const { response } = exchange;
     let writer = this.#writer;
     if (exchange.kind === 'resume' && writer !== undefined) {
-      ctx.event('download_resumed', { offset: exchange.offset }, 'Resuming the download');
+      ctx.event({ event: 'download_resumed', offset: exchange.offset }, 'Resuming the download');
     } else {
       if (writer !== undefined) {
         ctx.log.info(
