@@ -34,6 +34,11 @@ const ASSETS: ReadonlyArray<{ route: string; file: string; type: string }> = [
   { route: '/ui/favicon.svg', file: 'favicon.svg', type: 'image/svg+xml' },
 ];
 
+export interface UiRoutesOptions {
+  /** The folder the files are read from, as a URL ending in `/`. @default {@link UI_DIR} */
+  dir?: URL;
+}
+
 interface LoadedAsset {
   body: Buffer;
   type: string;
@@ -53,10 +58,12 @@ function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
  * Registers the UI routes. Fails at startup, naming the file, if the `ui/` folder is incomplete, rather
  * than serving a broken page later.
  */
-export async function uiRoutes(app: FastifyInstance): Promise<void> {
+export async function uiRoutes(app: FastifyInstance, options: UiRoutesOptions = {}): Promise<void> {
+  const dir = options.dir ?? UI_DIR;
+  if (!dir.href.endsWith('/')) throw new TypeError(`options.dir must be a URL ending in "/": ${dir.href}`);
   const loaded = await Promise.all(
     ASSETS.map(async (asset): Promise<[string, LoadedAsset]> => {
-      const url = new URL(asset.file, UI_DIR);
+      const url = new URL(asset.file, dir);
       let body: Buffer;
       try {
         body = await readFile(url);

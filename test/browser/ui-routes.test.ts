@@ -1,7 +1,10 @@
 /** The UI's static routes (no browser needed): allow-list, types, caching and security headers. */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { UI_CONTENT_SECURITY_POLICY, UI_DIR, uiRoutes } from '../../src/http/ui.js';
 
@@ -62,6 +65,29 @@ test('serves nothing outside its allow-list', async () => {
     const res = await app.inject({ url });
     assert.equal(res.statusCode, 404, url);
   }
+});
+
+test('fails at start-up, naming the file, when a file of the UI is missing', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'recgate-ui-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  for (const file of ['index.html', 'app.css', 'favicon.svg', 'app.js']) {
+    const copy = path.join(dir, file.replace(/\W/g, '-'));
+    await cp(UI_DIR, copy, { recursive: true });
+    await rm(path.join(copy, file));
+    const incomplete = Fastify();
+    await assert.rejects(
+      uiRoutes(incomplete, { dir: pathToFileURL(`${copy}/`) }),
+      (err: Error) => err.message === `web UI file missing: ${path.join(copy, file)}`,
+      file,
+    );
+    await incomplete.close();
+  }
+  const misconfigured = Fastify();
+  await assert.rejects(
+    uiRoutes(misconfigured, { dir: pathToFileURL(dir) }),
+    /options\.dir must be a URL ending in "\/"/,
+  );
+  await misconfigured.close();
 });
 
 test('the UI loads nothing from other origins and never uses innerHTML', async () => {
