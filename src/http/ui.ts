@@ -3,7 +3,7 @@
  *
  * The files are an allow-list fixed here, read once at startup and held in memory (they are a few kB),
  * so no request path ever reaches the filesystem and path traversal is impossible by construction.
- * Every response carries a strict Content-Security-Policy: the UI runs only its own script and styles,
+ * Every response carries a strict Content-Security-Policy: the UI runs only its own scripts and styles,
  * talks only to this origin, and plays audio from this origin (or a `blob:`).
  */
 import { createHash } from 'node:crypto';
@@ -26,12 +26,23 @@ export const UI_CONTENT_SECURITY_POLICY = [
   "form-action 'self'",
 ].join('; ');
 
-/** Route → file in `ui/` and its media type. Nothing outside this table is ever served. */
+const JAVASCRIPT = 'text/javascript; charset=utf-8';
+
+/**
+ * Route → file in `ui/` and its media type. Nothing outside this table is ever served. The scripts are ES
+ * modules: `app.js` is the entry the page loads, the others are what it imports (a module the table misses
+ * fails to load in the browser, so test/browser/ui-routes.test.ts checks the table against the imports).
+ */
 const ASSETS: ReadonlyArray<{ route: string; file: string; type: string }> = [
   { route: '/', file: 'index.html', type: 'text/html; charset=utf-8' },
-  { route: '/ui/app.js', file: 'app.js', type: 'text/javascript; charset=utf-8' },
   { route: '/ui/app.css', file: 'app.css', type: 'text/css; charset=utf-8' },
   { route: '/ui/favicon.svg', file: 'favicon.svg', type: 'image/svg+xml' },
+  { route: '/ui/app.js', file: 'app.js', type: JAVASCRIPT },
+  { route: '/ui/api.js', file: 'api.js', type: JAVASCRIPT },
+  { route: '/ui/format.js', file: 'format.js', type: JAVASCRIPT },
+  { route: '/ui/list.js', file: 'list.js', type: JAVASCRIPT },
+  { route: '/ui/player.js', file: 'player.js', type: JAVASCRIPT },
+  { route: '/ui/session.js', file: 'session.js', type: JAVASCRIPT },
 ];
 
 export interface UiRoutesOptions {
