@@ -112,6 +112,13 @@ test('serves every module the page loads, and only those', async () => {
   }
   assert.deepEqual([...reached].sort(), [...MODULES].sort(), 'the modules imported are the modules served');
 
+  const preloaded = [...html.matchAll(/<link rel="modulepreload" href="\/ui\/([^"]+)">/g)].map((m) => m[1]);
+  assert.deepEqual(
+    preloaded.sort(),
+    MODULES.filter((file) => file !== 'app.js').sort(),
+    'index.html preloads every imported module',
+  );
+
   const files = (await readdir(UI_DIR)).filter((file) => file.endsWith('.js'));
   assert.deepEqual(files.sort(), [...MODULES].sort(), 'no module in ui/ is left unused');
 });
