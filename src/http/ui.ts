@@ -3,7 +3,7 @@
  *
  * The files are an allow-list fixed here, read once at startup and held in memory (they are a few kB),
  * so no request path ever reaches the filesystem and path traversal is impossible by construction.
- * Every response carries a strict Content-Security-Policy: the UI runs only its own script and styles,
+ * Every response carries a strict Content-Security-Policy: the UI runs only its own scripts and styles,
  * talks only to this origin, and plays audio from this origin (or a `blob:`).
  */
 import { createHash } from 'node:crypto';
@@ -26,13 +26,29 @@ export const UI_CONTENT_SECURITY_POLICY = [
   "form-action 'self'",
 ].join('; ');
 
-/** Route → file in `ui/` and its media type. Nothing outside this table is ever served. */
+const JAVASCRIPT = 'text/javascript; charset=utf-8';
+
+/**
+ * Route → file in `ui/` and its media type. Nothing outside this table is ever served. The scripts are ES
+ * modules: `app.js` is the entry the page loads, the others are what it imports (a module the table misses
+ * fails to load in the browser, so test/browser/ui-routes.test.ts checks the table against the imports).
+ */
 const ASSETS: ReadonlyArray<{ route: string; file: string; type: string }> = [
   { route: '/', file: 'index.html', type: 'text/html; charset=utf-8' },
-  { route: '/ui/app.js', file: 'app.js', type: 'text/javascript; charset=utf-8' },
   { route: '/ui/app.css', file: 'app.css', type: 'text/css; charset=utf-8' },
   { route: '/ui/favicon.svg', file: 'favicon.svg', type: 'image/svg+xml' },
+  { route: '/ui/app.js', file: 'app.js', type: JAVASCRIPT },
+  { route: '/ui/api.js', file: 'api.js', type: JAVASCRIPT },
+  { route: '/ui/format.js', file: 'format.js', type: JAVASCRIPT },
+  { route: '/ui/list.js', file: 'list.js', type: JAVASCRIPT },
+  { route: '/ui/player.js', file: 'player.js', type: JAVASCRIPT },
+  { route: '/ui/session.js', file: 'session.js', type: JAVASCRIPT },
 ];
+
+export interface UiRoutesOptions {
+  /** The folder the files are read from, as a URL ending in `/`. @default {@link UI_DIR} */
+  dir?: URL;
+}
 
 interface LoadedAsset {
   body: Buffer;
@@ -53,10 +69,12 @@ function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
  * Registers the UI routes. Fails at startup, naming the file, if the `ui/` folder is incomplete, rather
  * than serving a broken page later.
  */
-export async function uiRoutes(app: FastifyInstance): Promise<void> {
+export async function uiRoutes(app: FastifyInstance, options: UiRoutesOptions = {}): Promise<void> {
+  const dir = options.dir ?? UI_DIR;
+  if (!dir.href.endsWith('/')) throw new TypeError(`options.dir must be a URL ending in "/": ${dir.href}`);
   const loaded = await Promise.all(
     ASSETS.map(async (asset): Promise<[string, LoadedAsset]> => {
-      const url = new URL(asset.file, UI_DIR);
+      const url = new URL(asset.file, dir);
       let body: Buffer;
       try {
         body = await readFile(url);

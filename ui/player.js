@@ -1,0 +1,385 @@
+/**
+ * One call's player: a badge with the recording's cache state, a Play button that turns into a native
+ * `<audio controls>` on first press (so a list of 50 calls fetches nothing until asked), a Download button
+ * and a message line for what went wrong. It keeps its signed playback URL fresh, recovers the `<audio>`
+ * from an expired URL or a dropped connection, and polls the call to show download progress.
+ */
+import { ApiError, describeFailure, downloadUrl, probe } from './api.js';
+import { callLabel, formatBytes } from './format.js';
+
+/** A playback URL this close to expiry (or a quarter of its lifetime, if less) is replaced before use. */
+const URL_MARGIN_MS = 30_000;
+const POLL_INTERVAL_MS = 1000;
+/** Polls that may see no download start before polling gives up (the player may simply not have asked yet). */
+const MAX_IDLE_POLLS = 10;
+/** Automatic retries while Twilio is still processing a recording (about two minutes at 5 s apart). */
+const MAX_NOT_READY_RETRIES = 24;
+/** Consecutive media errors recovered (expired URL, dropped connection) before giving up. */
+const MAX_RECOVERIES = 3;
+
+/** [css class, text] of a call's recording badge. */
+function badgeFor(call) {
+  const recording = call.recording ?? { state: 'unknown' };
+  switch (recording.state) {
+    case 'deleted':
+      return ['deleted', 'deleted upstream'];
+    case 'absent':
+      return ['absent', 'no recording'];
+    case 'processing':
+      return ['processing', 'processing'];
+  }
+  const cache = recording.cache ?? { state: 'absent' };
+  if (cache.state === 'cached') return ['cached', 'cached'];
+  if (cache.state === 'downloading') {
+    let text = 'downloading';
+    if (cache.size) text = `downloading ${Math.min(100, Math.floor((100 * cache.received) / cache.size))}%`;
+    else if (cache.received > 0) text = `downloading ${formatBytes(cache.received)}`;
+    return ['downloading', text];
+  }
+  return ['idle', 'not yet fetched'];
+}
+
+/**
+ * Built for one call with what it needs from the page: `api` (an ApiClient), `announce(text)` for the live
+ * region, and `onFresh(call)`, given every fresh copy of the call it fetches, so the list can update this
+ * player and any other playing the same recording. Its `element` goes in the call's row; `update(call)`
+ * shows new call data; `destroy()` stops it for good.
+ */
+export class Player {
+  #api;
+  #announce;
+  #onFresh;
+
+  constructor(call, { api, announce, onFresh }) {
+    this.#api = api;
+    this.#announce = announce;
+    this.#onFresh = onFresh;
+    this.call = call;
+    this.label = callLabel(call);
+    /** The current signed URL and when it expires (ms). */
+    this.url = null;
+    this.urlExpiresAt = 0;
+    this.urlMarginMs = URL_MARGIN_MS;
+    this.urlRequest = null;
+    this.audio = null;
+    this.busy = false;
+    this.gone = false;
+    this.notReadyRetries = 0;
+    this.recoveries = 0;
+    this.timers = { refresh: 0, poll: 0, retry: 0 };
+    this.idlePolls = 0;
+
+    this.element = document.createElement('div');
+    this.element.className = 'player';
+
+    this.badge = document.createElement('span');
+    this.badge.className = 'badge';
+
+    this.playButton = document.createElement('button');
+    this.playButton.type = 'button';
+    this.playButton.className = 'button play';
+    this.playButton.textContent = 'Play';
+    this.playButton.setAttribute('aria-label', `Play recording of ${this.label}`);
+    this.playButton.addEventListener('click', () => this.start());
+
+    this.downloadButton = document.createElement('button');
+    this.downloadButton.type = 'button';
+    this.downloadButton.className = 'button secondary download';
+    this.downloadButton.textContent = 'Download';
+    this.downloadButton.setAttribute('aria-label', `Download recording of ${this.label}`);
+    this.downloadButton.addEventListener('click', () => this.download());
+
+    this.message = document.createElement('p');
+    this.message.className = 'message';
+
+    this.element.append(this.playButton, this.downloadButton, this.badge, this.message);
+    this.update(call);
+  }
+
+  update(call) {
+    this.call = call;
+    const [kind, text] = badgeFor(call);
+    this.badge.className = `badge ${kind}`;
+    this.badge.textContent = text;
+    if (call.recording?.state === 'deleted') this.#showGone();
+  }
+
+  /**
+   * Play pressed: get a URL, check it with one byte, then put an <audio> in place of the button and start it.
+   * The check comes first because an <audio> cannot say why it failed; it costs no extra upstream request
+   * (the gateway downloads each recording once, whoever asks). Repeated presses are ignored.
+   */
+  async start() {
+    if (this.busy || this.gone) return;
+    this.busy = true;
+    this.playButton.disabled = true;
+    this.playButton.setAttribute('aria-busy', 'true');
+    clearTimeout(this.timers.retry);
+    this.#say('Loading…', 'busy', false);
+    this.#startPolling();
+    try {
+      let url = await this.#playbackUrl();
+      let problem = await probe(url);
+      if (problem?.status === 401) {
+        url = await this.#playbackUrl({ fresh: true });
+        problem = await probe(url);
+      }
+      if (problem) {
+        this.#fail(problem);
+        return;
+      }
+      this.#attachAudio(url);
+      this.#play();
+    } catch (error) {
+      this.#fail(error);
+    } finally {
+      this.busy = false;
+      this.playButton.removeAttribute('aria-busy');
+    }
+  }
+
+  async download() {
+    if (this.gone) return;
+    this.downloadButton.disabled = true;
+    try {
+      const url = await this.#playbackUrl();
+      // Checked first: following a failing link would save the error as an .mp3 or leave the page.
+      const problem = await probe(url);
+      if (problem) {
+        this.#fail(problem);
+        return;
+      }
+      const a = document.createElement('a');
+      a.href = downloadUrl(url);
+      a.download = `${this.call.call_sid}.mp3`;
+      a.click();
+      this.#startPolling();
+    } catch (error) {
+      this.#fail(error);
+    } finally {
+      this.downloadButton.disabled = this.gone;
+    }
+  }
+
+  destroy() {
+    clearTimeout(this.timers.refresh);
+    clearTimeout(this.timers.retry);
+    this.#stopPolling();
+    this.#detachAudio();
+    this.gone = true;
+  }
+
+  /** A signed URL not about to expire; concurrent callers share one request. */
+  async #playbackUrl({ fresh = false } = {}) {
+    if (!fresh && this.url && this.urlExpiresAt - Date.now() > this.urlMarginMs) return this.url;
+    if (!this.urlRequest) {
+      this.urlRequest = this.#api
+        .createPlaybackUrl(this.call.call_sid)
+        .then((body) => {
+          this.url = body.url;
+          this.urlExpiresAt = Date.parse(body.expires_at);
+          this.urlMarginMs = Math.min(URL_MARGIN_MS, (this.urlExpiresAt - Date.now()) / 4);
+          this.#scheduleRefresh();
+          return this.url;
+        })
+        .finally(() => {
+          this.urlRequest = null;
+        });
+    }
+    return this.urlRequest;
+  }
+
+  /**
+   * Replaces the URL shortly before it expires. A paused player gets the new URL at once (keeping its
+   * position); a playing one keeps streaming its open response, and if a later seek meets the expired URL,
+   * the media error handler recovers with a fresh one.
+   */
+  #scheduleRefresh() {
+    clearTimeout(this.timers.refresh);
+    const delay = this.urlExpiresAt - Date.now() - this.urlMarginMs;
+    if (!Number.isFinite(delay)) return;
+    this.timers.refresh = setTimeout(
+      async () => {
+        if (!this.audio || this.gone) return;
+        try {
+          const url = await this.#playbackUrl({ fresh: true });
+          if (this.audio?.paused) this.#swapSource(url, this.audio.currentTime, false);
+        } catch {
+          // The next play or seek asks again and reports the problem.
+        }
+      },
+      Math.max(delay, 500),
+    );
+  }
+
+  #attachAudio(url) {
+    const audio = document.createElement('audio');
+    audio.controls = true;
+    audio.preload = 'none';
+    audio.setAttribute('aria-label', `Recording of ${this.label}`);
+    // Events of an <audio> already replaced (after an error or a URL refresh) are ignored.
+    audio.addEventListener('playing', () => {
+      if (audio !== this.audio) return;
+      this.recoveries = 0;
+      this.#say('', '', false);
+    });
+    audio.addEventListener('error', () => {
+      if (audio === this.audio) this.#onMediaError();
+    });
+    audio.src = url;
+    this.audio = audio;
+    this.playButton.hidden = true;
+    this.element.prepend(audio);
+    // Keyboard users continue on the native controls (Space pauses, arrow keys seek).
+    if (this.element.contains(document.activeElement) || document.activeElement === document.body)
+      audio.focus();
+  }
+
+  #detachAudio() {
+    if (!this.audio) return;
+    this.audio.pause();
+    this.audio.removeAttribute('src');
+    this.audio.load();
+    this.audio.remove();
+    this.audio = null;
+  }
+
+  #play() {
+    this.audio?.play().catch((error) => {
+      // AbortError: the source changed under a pending play(); the new source's play() takes over.
+      if (error.name === 'NotAllowedError') this.#say('Press play on the player to start.', '', true);
+    });
+  }
+
+  #swapSource(url, position, resume) {
+    const audio = this.audio;
+    if (!audio) return;
+    if (position > 0) {
+      audio.addEventListener(
+        'loadedmetadata',
+        () => {
+          audio.currentTime = position;
+        },
+        { once: true },
+      );
+      // Without metadata the position cannot be restored, so a paused player loads just that.
+      if (!resume) audio.preload = 'metadata';
+    }
+    audio.src = url;
+    if (resume) this.#play();
+  }
+
+  /** The <audio> failed: find out why, recover from an expired URL or a dropped connection, else explain. */
+  async #onMediaError() {
+    const audio = this.audio;
+    if (!audio || this.busy) return;
+    this.busy = true;
+    const position = audio.currentTime;
+    try {
+      let problem = await probe(this.url);
+      if (problem?.status === 401) {
+        const url = await this.#playbackUrl({ fresh: true });
+        problem = await probe(url);
+      }
+      if (problem) {
+        this.#fail(problem);
+      } else if (this.recoveries < MAX_RECOVERIES) {
+        this.recoveries += 1;
+        this.#swapSource(this.url, position, true);
+      } else {
+        this.#fail(new ApiError(0, 'MEDIA', 'The browser could not play this recording.', null));
+      }
+    } catch (error) {
+      this.#fail(error);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Shows the message a failure deserves, and retries on its own while the recording is processing. */
+  #fail(error) {
+    this.#detachAudio();
+    this.playButton.hidden = false;
+    this.playButton.disabled = false;
+    this.#stopPolling();
+    this.#refreshSoon();
+    const failure = describeFailure(error);
+    if (failure.state) {
+      this.update({ ...this.call, recording: { ...this.call.recording, state: failure.state } });
+    }
+    if (failure.retryInS !== undefined && this.notReadyRetries < MAX_NOT_READY_RETRIES) {
+      this.notReadyRetries += 1;
+      const seconds = failure.retryInS;
+      this.#say(`Still processing — trying again in ${seconds} seconds.`, 'busy', this.notReadyRetries === 1);
+      this.playButton.disabled = true;
+      this.timers.retry = setTimeout(() => {
+        this.playButton.disabled = false;
+        this.start();
+      }, seconds * 1000);
+      return;
+    }
+    this.#say(failure.text, failure.kind, true);
+  }
+
+  #showGone() {
+    this.gone = true;
+    this.#detachAudio();
+    this.#stopPolling();
+    clearTimeout(this.timers.retry);
+    this.playButton.hidden = false;
+    this.playButton.disabled = true;
+    this.downloadButton.disabled = true;
+  }
+
+  /** Sets the player's message; important ones also go to the page's live region. */
+  #say(text, kind, important) {
+    this.message.textContent = text;
+    this.message.className = `message ${kind}`;
+    if (important && text) this.#announce(`${text} (${this.label})`);
+  }
+
+  #stopPolling() {
+    clearTimeout(this.timers.poll);
+    this.timers.poll = 0;
+  }
+
+  /** Re-reads the call once, so the badge shows what the gateway knows after a failure. */
+  #refreshSoon() {
+    setTimeout(() => {
+      if (this.gone || !this.#api.token) return;
+      this.#api.getCall(this.call.call_sid).then(
+        (fresh) => {
+          if (!this.gone) this.#onFresh(fresh);
+        },
+        () => {},
+      );
+    }, 250);
+  }
+
+  /** Polls the call about once a second until its recording is cached, to show download progress. */
+  #startPolling() {
+    if (this.timers.poll) return;
+    this.idlePolls = 0;
+    const tick = async () => {
+      try {
+        const fresh = await this.#api.getCall(this.call.call_sid);
+        // Stopped (failure, logout) while this request was out.
+        if (this.gone || !this.#api.token || !this.timers.poll) return;
+        this.#onFresh(fresh);
+        const cache = fresh.recording?.cache?.state;
+        this.idlePolls = cache === 'downloading' ? 0 : this.idlePolls + 1;
+        const done =
+          cache === 'cached' || fresh.recording?.state === 'deleted' || this.idlePolls > MAX_IDLE_POLLS;
+        if (done) {
+          this.timers.poll = 0;
+          return;
+        }
+      } catch {
+        this.timers.poll = 0;
+        return;
+      }
+      this.timers.poll = setTimeout(tick, POLL_INTERVAL_MS);
+    };
+    this.timers.poll = setTimeout(tick, POLL_INTERVAL_MS / 2);
+  }
+}
