@@ -172,10 +172,11 @@ export interface RecgateOptions {
   upstream: UpstreamInfo;
   /** `dist` runs bin/recgate.js (built); `source` runs the TypeScript through tsx. @default 'dist' */
   entry?: 'dist' | 'source';
+  /** @default 'recgate {workers}w' */
   name?: string;
-  /** Extra `recgate serve` arguments. */
+  /** Extra `recgate serve` arguments. @default [] */
   extraArgs?: string[];
-  /** Extra node flags for the serving processes, e.g. `--cpu-prof`. */
+  /** Extra node flags for the serving processes, e.g. `--cpu-prof`. @default [] */
   nodeFlags?: string[];
 }
 
@@ -188,6 +189,11 @@ export const BENCH_JWT_SECRET = 'recgate-bench-jwt-secret-'.padEnd(48, 'x');
 const BENCH_ADMIN_TOKEN = 'recgate-bench-admin-token';
 const BENCH_BUSINESS = 'bench';
 
+/**
+ * Starts `recgate serve` with a fresh data dir on a free port, registers calls on `prepare`, and signs the clients'
+ * JWT. Scenarios call `BenchContext.startRecgate`, which fills in the upstream, entry and node flags of the run;
+ * this is for callers without a context (bench/profile.ts).
+ */
 export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer> {
   if (!Number.isInteger(options.workers) || options.workers < 1) {
     throw new TypeError('options.workers must be a positive integer');

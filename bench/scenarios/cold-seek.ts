@@ -11,7 +11,7 @@ import {
   upstreamPath,
 } from '../lib/context.js';
 import type { LoadResult } from '../lib/loadgen.js';
-import { type Peer, type Recording, startNginx, startRecgate, startVarnish } from '../lib/peers.js';
+import { type Peer, type Recording, startNginx, startVarnish } from '../lib/peers.js';
 import type { ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, ratio, summarize } from '../lib/stats.js';
 
@@ -55,15 +55,7 @@ export async function coldSeek(ctx: BenchContext): Promise<ScenarioResult> {
     `Upstream: emulator at ${p.ttfbMs} ms to first byte and ${fmtBytes(p.bandwidth)}/s, honouring Range.`,
   ];
 
-  const starters: Array<() => Promise<Peer>> = [
-    () =>
-      startRecgate({
-        workers: 1,
-        upstream: ctx.upstream,
-        entry: ctx.recgateEntry,
-        nodeFlags: ctx.recgateNodeFlags,
-      }),
-  ];
+  const starters: Array<() => Promise<Peer>> = [() => ctx.startRecgate({ workers: 1 })];
   if (ctx.tools.nginx) {
     for (const mode of ['proxy-default', 'proxy-slice'] as const) {
       starters.push(() =>

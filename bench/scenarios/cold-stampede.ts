@@ -13,7 +13,7 @@ import {
   upstreamPath,
 } from '../lib/context.js';
 import type { LoadResult } from '../lib/loadgen.js';
-import { type Peer, startNginx, startRecgate, startVarnish } from '../lib/peers.js';
+import { type Peer, startNginx, startVarnish } from '../lib/peers.js';
 import type { ChartPanel, ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, ratio, summarize } from '../lib/stats.js';
 
@@ -112,13 +112,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
   for (const workers of p.recgateWorkers) {
     starters.push({
       name: `recgate ${workers}w`,
-      start: () =>
-        startRecgate({
-          workers,
-          upstream: ctx.upstream,
-          entry: ctx.recgateEntry,
-          nodeFlags: ctx.recgateNodeFlags,
-        }),
+      start: () => ctx.startRecgate({ workers }),
     });
   }
   if (ctx.tools.nginx) {

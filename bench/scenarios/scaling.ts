@@ -7,7 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { type BenchContext, MB, newRecording, sizeLabel, writeRecordingFile } from '../lib/context.js';
-import { type Peer, startNginx, startRecgate } from '../lib/peers.js';
+import { type Peer, startNginx } from '../lib/peers.js';
 import type { ScenarioResult } from '../lib/report.js';
 import { fmtBytes, fmtMs, fmtNum, ratio } from '../lib/stats.js';
 import { measureThroughput, type ThroughputSample, verifyPeer } from './warm.js';
@@ -47,16 +47,7 @@ export async function scaling(ctx: BenchContext): Promise<ScenarioResult> {
   const runs: ScalingRun[] = [];
   for (const workers of p.workers) {
     const starters: Array<[ScalingRun['peer'], () => Promise<Peer>]> = [
-      [
-        'recgate',
-        () =>
-          startRecgate({
-            workers,
-            upstream: ctx.upstream,
-            entry: ctx.recgateEntry,
-            nodeFlags: ctx.recgateNodeFlags,
-          }),
-      ],
+      ['recgate', () => ctx.startRecgate({ workers })],
     ];
     if (ctx.tools.nginx) {
       starters.push([

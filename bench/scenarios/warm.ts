@@ -6,7 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type BenchContext, MB, newRecording, sizeLabel, writeRecordingFile } from '../lib/context.js';
-import { type Peer, type Recording, startFastifyStatic, startNginx, startRecgate } from '../lib/peers.js';
+import { type Peer, type Recording, startFastifyStatic, startNginx } from '../lib/peers.js';
 import { readCpuSeconds } from '../lib/procfs.js';
 import type { ChartPanel, ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, fmtNum, ratio } from '../lib/stats.js';
@@ -195,15 +195,7 @@ export async function warmThroughput(ctx: BenchContext): Promise<ScenarioResult>
     `Range runs request random ${fmtBytes(p.rangeBytes)} windows (same seeded sequence for every peer). Each peer's bytes are checked first (sha256 of full bodies, ranges byte for byte).`,
     'recgate: 1 worker, JWT verified and call looked up on every request. nginx: static files, worker_processes 1, sendfile on, tcp_nopush off. @fastify/static: one process. "server CPU" = server CPU time ÷ wall time.',
   ];
-  const starters: Array<() => Promise<Peer>> = [
-    () =>
-      startRecgate({
-        workers: 1,
-        upstream: ctx.upstream,
-        entry: ctx.recgateEntry,
-        nodeFlags: ctx.recgateNodeFlags,
-      }),
-  ];
+  const starters: Array<() => Promise<Peer>> = [() => ctx.startRecgate({ workers: 1 })];
   if (ctx.tools.nginx)
     starters.push(() =>
       startNginx({ binary: ctx.tools.nginx!, mode: 'static', upstream: ctx.upstream, workers: 1, filesDir }),
