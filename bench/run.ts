@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { startEmulator } from '../src/emulator/index.js';
 import type { BenchContext, BenchMode, Tools } from './lib/context.js';
 import { startLoadgen } from './lib/loadgen.js';
-import { binaryVersion, ensureBinary, scratchDir } from './lib/peers.js';
+import { binaryVersion, ensureBinary, scratchDir, startRecgate } from './lib/peers.js';
 import { type RunReport, renderMarkdown, renderSvg, renderText, type ScenarioResult } from './lib/report.js';
 import { coldSeek } from './scenarios/cold-seek.js';
 import { coldStampede } from './scenarios/cold-stampede.js';
@@ -97,17 +97,18 @@ export async function runBench(options: BenchOptions): Promise<RunReport> {
   const scratch = await scratchDir('run');
   const emulator = await startEmulator({ port: 0, logger: false });
   const loadgen = await startLoadgen();
+  const upstream = { url: emulator.url, accountSid: emulator.accountSid, authToken: emulator.authToken };
+  const recgateEntry = options.recgateEntry ?? 'dist';
   const nodeFlags = options.cpuProfDir
     ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.cpuProfDir)}`]
     : [];
   const ctx: BenchContext = {
     mode: options.mode,
     emulator,
-    upstream: { url: emulator.url, accountSid: emulator.accountSid, authToken: emulator.authToken },
+    upstream,
     loadgen,
     tools,
-    recgateEntry: options.recgateEntry ?? 'dist',
-    recgateNodeFlags: nodeFlags,
+    startRecgate: (recgate) => startRecgate({ ...recgate, upstream, entry: recgateEntry, nodeFlags }),
     scratch,
     log,
   };

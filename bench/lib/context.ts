@@ -4,7 +4,7 @@ import path from 'node:path';
 import { request } from 'undici';
 import type { Emulator } from '../../src/emulator/index.js';
 import type { LoadgenProcess } from './loadgen.js';
-import type { Recording, UpstreamInfo } from './peers.js';
+import type { RecgateOptions, RecgatePeer, Recording, UpstreamInfo } from './peers.js';
 
 export type BenchMode = 'smoke' | 'default' | 'full';
 
@@ -20,10 +20,12 @@ export interface BenchContext {
   upstream: UpstreamInfo;
   loadgen: LoadgenProcess;
   tools: Tools;
-  /** How recgate runs: the build (`bin/recgate.js`) or the TypeScript sources through tsx. */
-  recgateEntry: 'dist' | 'source';
-  /** Extra node flags for recgate's processes, e.g. `--cpu-prof --cpu-prof-dir=…`. */
-  recgateNodeFlags: string[];
+  /**
+   * Starts `recgate serve` against this run's emulator, the way the run asked for: from the build or the
+   * TypeScript sources, with the run's extra node flags (`--cpu-prof`). Resolves once recgate (and every worker)
+   * answers; the caller stops it.
+   */
+  startRecgate(options: Pick<RecgateOptions, 'workers' | 'name' | 'extraArgs'>): Promise<RecgatePeer>;
   /** A scratch directory that the harness removes at the end. */
   scratch: string;
   log(line: string): void;

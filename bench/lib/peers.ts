@@ -44,6 +44,39 @@ export interface Peer {
   stop(): Promise<void>;
 }
 
+/** A peer a scenario will run, not started yet. */
+export interface PeerStarter {
+  /** The name the started peer carries (its `Peer.name`). */
+  readonly name: string;
+  start(): Promise<Peer>;
+}
+
+/**
+ * Runs `use` on each peer in turn: starts it, hands it over, and stops it before the next one starts, so no two
+ * peers share the machine. A peer that does not start ends the loop with an error that names it; an error from
+ * `use` ends the loop once that peer is stopped.
+ */
+export async function forEachPeer(
+  starters: readonly PeerStarter[],
+  use: (peer: Peer) => Promise<void>,
+): Promise<void> {
+  for (const starter of starters) {
+    let peer: Peer;
+    try {
+      peer = await starter.start();
+    } catch (err) {
+      // The start errors name a probe path or a port, which does not say whether nginx or Varnish failed.
+      const message = err instanceof Error ? err.message : String(err);
+      throw new Error(`${starter.name} did not start: ${message}`, { cause: err });
+    }
+    try {
+      await use(peer);
+    } finally {
+      await peer.stop();
+    }
+  }
+}
+
 export async function freePort(): Promise<number> {
   const server = createServer();
   server.listen(0, '127.0.0.1');
@@ -172,10 +205,11 @@ export interface RecgateOptions {
   upstream: UpstreamInfo;
   /** `dist` runs bin/recgate.js (built); `source` runs the TypeScript through tsx. @default 'dist' */
   entry?: 'dist' | 'source';
+  /** @default 'recgate {workers}w' */
   name?: string;
-  /** Extra `recgate serve` arguments. */
+  /** Extra `recgate serve` arguments. @default [] */
   extraArgs?: string[];
-  /** Extra node flags for the serving processes, e.g. `--cpu-prof`. */
+  /** Extra node flags for the serving processes, e.g. `--cpu-prof`. @default [] */
   nodeFlags?: string[];
 }
 
@@ -188,6 +222,11 @@ export const BENCH_JWT_SECRET = 'recgate-bench-jwt-secret-'.padEnd(48, 'x');
 const BENCH_ADMIN_TOKEN = 'recgate-bench-admin-token';
 const BENCH_BUSINESS = 'bench';
 
+/**
+ * Starts `recgate serve` with a fresh data dir on a free port, registers calls on `prepare`, and signs the clients'
+ * JWT. Scenarios call `BenchContext.startRecgate`, which fills in the upstream, entry and node flags of the run;
+ * this is for callers without a context (bench/profile.ts).
+ */
 export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer> {
   if (!Number.isInteger(options.workers) || options.workers < 1) {
     throw new TypeError('options.workers must be a positive integer');
@@ -282,6 +321,14 @@ export type NginxMode =
   /** Static files from a directory: nginx's best case. */
   | 'static';
 
+/** The peer name of each nginx variant, as the tables show it. */
+export const NGINX_PEER_NAMES: Readonly<Record<NginxMode, string>> = {
+  'proxy-default': 'nginx lock (defaults)',
+  'proxy-long-lock': 'nginx lock (long timeouts)',
+  'proxy-slice': 'nginx slice',
+  static: 'nginx static',
+};
+
 export interface NginxOptions {
   binary: string;
   mode: NginxMode;
@@ -292,6 +339,7 @@ export interface NginxOptions {
   filesDir?: string;
   /** For the long-lock variants: lock timeout and lock age in seconds. @default 600 */
   lockTimeoutS?: number;
+  /** @default NGINX_PEER_NAMES[mode] */
   name?: string;
 }
 
@@ -379,16 +427,8 @@ export async function startNginx(options: NginxOptions): Promise<Peer> {
   child.on('error', () => {});
   const origin = `http://127.0.0.1:${port}`;
   await waitHttp(origin, '/ping', child, log);
-  const name =
-    options.name ??
-    {
-      'proxy-default': 'nginx lock (defaults)',
-      'proxy-long-lock': 'nginx lock (long timeouts)',
-      'proxy-slice': 'nginx slice',
-      static: 'nginx static',
-    }[options.mode];
   return {
-    name,
+    name: options.name ?? NGINX_PEER_NAMES[options.mode],
     origin,
     headers: {},
     async prepare(recording) {
@@ -415,6 +455,7 @@ export interface VarnishOptions {
   upstream: UpstreamInfo;
   /** `-s malloc,<size>`. @default '2g' */
   storage?: string;
+  /** @default 'Varnish' */
   name?: string;
 }
 

@@ -11,7 +11,14 @@ import {
   upstreamPath,
 } from '../lib/context.js';
 import type { LoadResult } from '../lib/loadgen.js';
-import { type Peer, type Recording, startNginx, startRecgate, startVarnish } from '../lib/peers.js';
+import {
+  forEachPeer,
+  NGINX_PEER_NAMES,
+  type PeerStarter,
+  type Recording,
+  startNginx,
+  startVarnish,
+} from '../lib/peers.js';
 import type { ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, ratio, summarize } from '../lib/stats.js';
 
@@ -55,25 +62,21 @@ export async function coldSeek(ctx: BenchContext): Promise<ScenarioResult> {
     `Upstream: emulator at ${p.ttfbMs} ms to first byte and ${fmtBytes(p.bandwidth)}/s, honouring Range.`,
   ];
 
-  const starters: Array<() => Promise<Peer>> = [
-    () =>
-      startRecgate({
-        workers: 1,
-        upstream: ctx.upstream,
-        entry: ctx.recgateEntry,
-        nodeFlags: ctx.recgateNodeFlags,
-      }),
-  ];
+  const starters: PeerStarter[] = [{ name: 'recgate 1w', start: () => ctx.startRecgate({ workers: 1 }) }];
   if (ctx.tools.nginx) {
     for (const mode of ['proxy-default', 'proxy-slice'] as const) {
-      starters.push(() =>
-        startNginx({ binary: ctx.tools.nginx!, mode, upstream: ctx.upstream, workers: 'auto' }),
-      );
+      starters.push({
+        name: NGINX_PEER_NAMES[mode],
+        start: () => startNginx({ binary: ctx.tools.nginx!, mode, upstream: ctx.upstream, workers: 'auto' }),
+      });
     }
   } else notes.push('nginx not found: its rows are missing.');
-  if (ctx.tools.varnish)
-    starters.push(() => startVarnish({ binary: ctx.tools.varnish!, upstream: ctx.upstream }));
-  else notes.push('varnishd not found: its row is missing.');
+  if (ctx.tools.varnish) {
+    starters.push({
+      name: 'Varnish',
+      start: () => startVarnish({ binary: ctx.tools.varnish!, upstream: ctx.upstream }),
+    });
+  } else notes.push('varnishd not found: its row is missing.');
 
   const runs: SeekRun[] = [];
   const measure = async (
@@ -114,14 +117,9 @@ export async function coldSeek(ctx: BenchContext): Promise<ScenarioResult> {
     async (rec) => upstreamPath(ctx, rec),
     upstreamHeaders(ctx),
   );
-  for (const start of starters) {
-    const peer = await start();
-    try {
-      await measure(peer.name, peer.origin, (rec) => peer.prepare(rec), peer.headers);
-    } finally {
-      await peer.stop();
-    }
-  }
+  await forEachPeer(starters, (peer) =>
+    measure(peer.name, peer.origin, (rec) => peer.prepare(rec), peer.headers),
+  );
 
   const peers = [...new Set(runs.map((r) => r.peer))];
   const med = (name: string, pick: (r: SeekRun) => number) =>

@@ -13,7 +13,7 @@ import {
   upstreamPath,
 } from '../lib/context.js';
 import type { LoadResult } from '../lib/loadgen.js';
-import { type Peer, startNginx, startRecgate, startVarnish } from '../lib/peers.js';
+import { forEachPeer, NGINX_PEER_NAMES, type PeerStarter, startNginx, startVarnish } from '../lib/peers.js';
 import type { ChartPanel, ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, ratio, summarize } from '../lib/stats.js';
 
@@ -108,23 +108,17 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     );
   }
 
-  const starters: Array<{ name: string; start: () => Promise<Peer> }> = [];
+  const starters: PeerStarter[] = [];
   for (const workers of p.recgateWorkers) {
     starters.push({
       name: `recgate ${workers}w`,
-      start: () =>
-        startRecgate({
-          workers,
-          upstream: ctx.upstream,
-          entry: ctx.recgateEntry,
-          nodeFlags: ctx.recgateNodeFlags,
-        }),
+      start: () => ctx.startRecgate({ workers }),
     });
   }
   if (ctx.tools.nginx) {
     for (const mode of ['proxy-default', 'proxy-long-lock', 'proxy-slice'] as const) {
       starters.push({
-        name: mode,
+        name: NGINX_PEER_NAMES[mode],
         start: () => startNginx({ binary: ctx.tools.nginx!, mode, upstream: ctx.upstream, workers: 'auto' }),
       });
     }
@@ -145,52 +139,47 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
   const refSamples = new Map<string, number[]>();
   const cellKey = (c: Cell) => `${c.size}x${c.clients}`;
   const results: StampedeRow[] = [];
-  for (const s of starters) {
-    const peer = await s.start();
-    try {
-      for (const cell of p.cells) {
-        const rec = await newRecording(ctx, cell.size);
-        const path = await peer.prepare(rec);
-        const ref = await ctx.loadgen.run({
-          origin: ctx.upstream.url,
-          path: upstreamPath(ctx, probe),
-          headers: upstreamHeaders(ctx),
-          concurrency: 3,
-          range: { start: 0, end: 16_383 },
-          size: probe.size,
-        });
-        refSamples.set(cellKey(cell), [...(refSamples.get(cellKey(cell)) ?? []), ref.ttfbMs.p50]);
-        const load = await ctx.loadgen.run({
-          origin: peer.origin,
-          path,
-          headers: peer.headers,
-          concurrency: cell.clients,
-          size: cell.size,
-          sha256: rec.sha256,
-          verifySample: p.verifySample,
-        });
-        // Let any fetch the peer still has in flight be counted.
-        await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 50 : 300));
-        const stats = ctx.emulator.stats();
-        const row: StampedeRow = {
-          peer: peer.name,
-          size: cell.size,
-          clients: cell.clients,
-          upstreamRequests: stats.media_requests[rec.recording_sid] ?? 0,
-          upstreamBytes: stats.media_bytes[rec.recording_sid] ?? 0,
-          load,
-        };
-        results.push(row);
-        ctx.emulator.reset();
-        ctx.log(
-          `  ${peer.name}, ${sizeLabel(cell.size)} × ${cell.clients}: upstream ${row.upstreamRequests} req, TTFB p99 ${fmtMs(load.ttfbMs.p99)}, TTLB p99 ${fmtMs(load.ttlbMs.p99)}, ok ${load.ok}/${load.requests}${load.failed ? ` (${load.errors.join('; ')})` : ''}`,
-        );
-        await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 20 : 500));
-      }
-    } finally {
-      await peer.stop();
+  await forEachPeer(starters, async (peer) => {
+    for (const cell of p.cells) {
+      const rec = await newRecording(ctx, cell.size);
+      const path = await peer.prepare(rec);
+      const ref = await ctx.loadgen.run({
+        origin: ctx.upstream.url,
+        path: upstreamPath(ctx, probe),
+        headers: upstreamHeaders(ctx),
+        concurrency: 3,
+        range: { start: 0, end: 16_383 },
+        size: probe.size,
+      });
+      refSamples.set(cellKey(cell), [...(refSamples.get(cellKey(cell)) ?? []), ref.ttfbMs.p50]);
+      const load = await ctx.loadgen.run({
+        origin: peer.origin,
+        path,
+        headers: peer.headers,
+        concurrency: cell.clients,
+        size: cell.size,
+        sha256: rec.sha256,
+        verifySample: p.verifySample,
+      });
+      // Let any fetch the peer still has in flight be counted.
+      await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 50 : 300));
+      const stats = ctx.emulator.stats();
+      const row: StampedeRow = {
+        peer: peer.name,
+        size: cell.size,
+        clients: cell.clients,
+        upstreamRequests: stats.media_requests[rec.recording_sid] ?? 0,
+        upstreamBytes: stats.media_bytes[rec.recording_sid] ?? 0,
+        load,
+      };
+      results.push(row);
+      ctx.emulator.reset();
+      ctx.log(
+        `  ${peer.name}, ${sizeLabel(cell.size)} × ${cell.clients}: upstream ${row.upstreamRequests} req, TTFB p99 ${fmtMs(load.ttfbMs.p99)}, TTLB p99 ${fmtMs(load.ttlbMs.p99)}, ok ${load.ok}/${load.requests}${load.failed ? ` (${load.errors.join('; ')})` : ''}`,
+      );
+      await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 20 : 500));
     }
-  }
+  });
 
   const upTtfbOf = (cell: Cell) =>
     summarize(refSamples.get(cellKey(cell)) ?? [upstreamTtfb.get(cell.size)!.ttfbMs.p50]).p50;

@@ -4,7 +4,6 @@
  */
 import { type BenchContext, MB, newRecording, sizeLabel } from '../lib/context.js';
 import type { LoadResult } from '../lib/loadgen.js';
-import { startRecgate } from '../lib/peers.js';
 import { readMemory, sampleMemory } from '../lib/procfs.js';
 import type { ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs } from '../lib/stats.js';
@@ -37,12 +36,7 @@ export async function memory(ctx: BenchContext): Promise<ScenarioResult> {
   const p = params(ctx);
   ctx.emulator.setThrottle({ ttfbMs: p.ttfbMs, bandwidth: p.bandwidth, rangeSupport: true });
   const rec = await newRecording(ctx, p.size);
-  const peer = await startRecgate({
-    workers: 1,
-    upstream: ctx.upstream,
-    entry: ctx.recgateEntry,
-    nodeFlags: ctx.recgateNodeFlags,
-  });
+  const peer = await ctx.startRecgate({ workers: 1 });
   const phases: Phase[] = [];
   let hwm = Number.NaN;
   let startRss = Number.NaN;

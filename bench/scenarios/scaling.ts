@@ -7,7 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { type BenchContext, MB, newRecording, sizeLabel, writeRecordingFile } from '../lib/context.js';
-import { type Peer, startNginx, startRecgate } from '../lib/peers.js';
+import { forEachPeer, NGINX_PEER_NAMES, type PeerStarter, startNginx } from '../lib/peers.js';
 import type { ScenarioResult } from '../lib/report.js';
 import { fmtBytes, fmtMs, fmtNum, ratio } from '../lib/stats.js';
 import { measureThroughput, type ThroughputSample, verifyPeer } from './warm.js';
@@ -26,7 +26,8 @@ function params(ctx: BenchContext) {
 }
 
 interface ScalingRun {
-  peer: 'recgate' | 'nginx static';
+  /** 'recgate' or 'nginx static': the worker count is its own column here, not part of the name. */
+  peer: string;
   workers: number;
   sample: ThroughputSample;
 }
@@ -46,44 +47,30 @@ export async function scaling(ctx: BenchContext): Promise<ScenarioResult> {
   ];
   const runs: ScalingRun[] = [];
   for (const workers of p.workers) {
-    const starters: Array<[ScalingRun['peer'], () => Promise<Peer>]> = [
-      [
-        'recgate',
-        () =>
-          startRecgate({
-            workers,
-            upstream: ctx.upstream,
-            entry: ctx.recgateEntry,
-            nodeFlags: ctx.recgateNodeFlags,
-          }),
-      ],
+    const starters: PeerStarter[] = [
+      { name: 'recgate', start: () => ctx.startRecgate({ workers, name: 'recgate' }) },
     ];
     if (ctx.tools.nginx) {
-      starters.push([
-        'nginx static',
-        () =>
+      starters.push({
+        name: NGINX_PEER_NAMES.static,
+        start: () =>
           startNginx({ binary: ctx.tools.nginx!, mode: 'static', upstream: ctx.upstream, workers, filesDir }),
-      ]);
+      });
     }
-    for (const [name, start] of starters) {
-      const peer = await start();
-      try {
-        const reqPath = await peer.prepare(rec);
-        await verifyPeer(ctx, peer, reqPath, rec, file, p.rangeBytes);
-        const sample = await measureThroughput(ctx, peer, reqPath, rec, {
-          connections: p.connections,
-          rangeBytes: p.rangeBytes,
-          durationS: p.durationS,
-          warmupS: p.warmupS,
-        });
-        runs.push({ peer: name, workers, sample });
-        ctx.log(
-          `  ${name} ${workers}w: ${fmtNum(sample.reqPerS)} req/s, p99 ${fmtMs(sample.p99Ms)}, server CPU ${sample.serverCpu.toFixed(2)}`,
-        );
-      } finally {
-        await peer.stop();
-      }
-    }
+    await forEachPeer(starters, async (peer) => {
+      const reqPath = await peer.prepare(rec);
+      await verifyPeer(ctx, peer, reqPath, rec, file, p.rangeBytes);
+      const sample = await measureThroughput(ctx, peer, reqPath, rec, {
+        connections: p.connections,
+        rangeBytes: p.rangeBytes,
+        durationS: p.durationS,
+        warmupS: p.warmupS,
+      });
+      runs.push({ peer: peer.name, workers, sample });
+      ctx.log(
+        `  ${peer.name} ${workers}w: ${fmtNum(sample.reqPerS)} req/s, p99 ${fmtMs(sample.p99Ms)}, server CPU ${sample.serverCpu.toFixed(2)}`,
+      );
+    });
   }
   if (!ctx.tools.nginx) notes.push('nginx not found: its column is missing.');
   const find = (peer: string, w: number) => runs.find((r) => r.peer === peer && r.workers === w);

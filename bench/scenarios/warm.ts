@@ -6,7 +6,15 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type BenchContext, MB, newRecording, sizeLabel, writeRecordingFile } from '../lib/context.js';
-import { type Peer, type Recording, startFastifyStatic, startNginx, startRecgate } from '../lib/peers.js';
+import {
+  forEachPeer,
+  NGINX_PEER_NAMES,
+  type Peer,
+  type PeerStarter,
+  type Recording,
+  startFastifyStatic,
+  startNginx,
+} from '../lib/peers.js';
 import { readCpuSeconds } from '../lib/procfs.js';
 import type { ChartPanel, ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, fmtNum, ratio } from '../lib/stats.js';
@@ -195,49 +203,44 @@ export async function warmThroughput(ctx: BenchContext): Promise<ScenarioResult>
     `Range runs request random ${fmtBytes(p.rangeBytes)} windows (same seeded sequence for every peer). Each peer's bytes are checked first (sha256 of full bodies, ranges byte for byte).`,
     'recgate: 1 worker, JWT verified and call looked up on every request. nginx: static files, worker_processes 1, sendfile on, tcp_nopush off. @fastify/static: one process. "server CPU" = server CPU time ÷ wall time.',
   ];
-  const starters: Array<() => Promise<Peer>> = [
-    () =>
-      startRecgate({
-        workers: 1,
-        upstream: ctx.upstream,
-        entry: ctx.recgateEntry,
-        nodeFlags: ctx.recgateNodeFlags,
-      }),
-  ];
-  if (ctx.tools.nginx)
-    starters.push(() =>
-      startNginx({ binary: ctx.tools.nginx!, mode: 'static', upstream: ctx.upstream, workers: 1, filesDir }),
-    );
-  else notes.push('nginx not found: its rows are missing.');
-  starters.push(() => startFastifyStatic({ filesDir }));
+  const starters: PeerStarter[] = [{ name: 'recgate 1w', start: () => ctx.startRecgate({ workers: 1 }) }];
+  if (ctx.tools.nginx) {
+    starters.push({
+      name: NGINX_PEER_NAMES.static,
+      start: () =>
+        startNginx({
+          binary: ctx.tools.nginx!,
+          mode: 'static',
+          upstream: ctx.upstream,
+          workers: 1,
+          filesDir,
+        }),
+    });
+  } else notes.push('nginx not found: its rows are missing.');
+  starters.push({ name: '@fastify/static', start: () => startFastifyStatic({ filesDir }) });
 
   const runs: WarmRun[] = [];
-  for (const start of starters) {
-    const peer = await start();
-    try {
-      const reqPath = await peer.prepare(rec);
-      await verifyPeer(ctx, peer, reqPath, rec, file, p.rangeBytes);
-      for (const [kind, concs] of [
-        ['full', p.fullConcurrency],
-        ['range', p.rangeConcurrency],
-      ] as const) {
-        for (const connections of concs) {
-          const sample = await measureThroughput(ctx, peer, reqPath, rec, {
-            connections,
-            rangeBytes: kind === 'range' ? p.rangeBytes : undefined,
-            durationS: p.durationS,
-            warmupS: p.warmupS,
-          });
-          runs.push({ peer: peer.name, kind, connections, sample });
-          ctx.log(
-            `  ${peer.name}, ${kind} × ${connections}: ${fmtNum(sample.reqPerS)} req/s, ${fmtBytes(sample.bytesPerS)}/s, p99 ${fmtMs(sample.p99Ms)}, errors ${sample.errors}, server CPU ${sample.serverCpu.toFixed(2)}`,
-          );
-        }
+  await forEachPeer(starters, async (peer) => {
+    const reqPath = await peer.prepare(rec);
+    await verifyPeer(ctx, peer, reqPath, rec, file, p.rangeBytes);
+    for (const [kind, concs] of [
+      ['full', p.fullConcurrency],
+      ['range', p.rangeConcurrency],
+    ] as const) {
+      for (const connections of concs) {
+        const sample = await measureThroughput(ctx, peer, reqPath, rec, {
+          connections,
+          rangeBytes: kind === 'range' ? p.rangeBytes : undefined,
+          durationS: p.durationS,
+          warmupS: p.warmupS,
+        });
+        runs.push({ peer: peer.name, kind, connections, sample });
+        ctx.log(
+          `  ${peer.name}, ${kind} × ${connections}: ${fmtNum(sample.reqPerS)} req/s, ${fmtBytes(sample.bytesPerS)}/s, p99 ${fmtMs(sample.p99Ms)}, errors ${sample.errors}, server CPU ${sample.serverCpu.toFixed(2)}`,
+        );
       }
-    } finally {
-      await peer.stop();
     }
-  }
+  });
 
   const find = (peer: string, kind: string, c: number) =>
     runs.find((r) => r.peer === peer && r.kind === kind && r.connections === c);
