@@ -294,10 +294,18 @@ export class FsRecordingStore implements RecordingStore {
       if (info === undefined) continue;
       const entry = found.get(id) ?? { id, mtime: info.mtime, current: false };
       if (entry.mtime < info.mtime) entry.mtime = info.mtime;
-      if (name.endsWith('.mp3.meta')) entry.current = true;
+      // Only a generation whose bytes are there can be resumed: a pointer to one whose part is gone (a
+      // commit cut short between its rename and its clean-up) is litter like any other.
+      if (name.endsWith('.mp3.meta')) entry.current = await this.#pointsAtPart(id);
       found.set(id, entry);
     }
     return [...found.values()];
+  }
+
+  /** Whether the pointer of `id` names a generation whose part file exists. */
+  async #pointsAtPart(id: string): Promise<boolean> {
+    const meta = await this.readMeta(id);
+    return meta !== undefined && (await statPath(this.generationPath(id, meta.fileId, 'part'))) !== undefined;
   }
 
   async removeLeftovers(id: string): Promise<void> {
