@@ -66,7 +66,8 @@ export interface LocalRecordingCache extends RecordingCache {
    * Removes what no live process uses (the recording's lock is free): generations that are no longer
    * current at once, the current one once it has not changed for `maxAgeMs` (default: the cache's
    * `sweepMaxAgeMs`; until then a later request resumes it), identity records without their recording,
-   * temporary files older than a minute, then stray lock files. Safe to run while other processes serve.
+   * the pointer and identity record a dead holder was writing aside (at once), other temporary files older
+   * than a minute, then stray lock files. Safe to run while other processes serve.
    */
   sweep(options?: { maxAgeMs?: number }): Promise<SweepResult>;
 }

@@ -4,9 +4,11 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import type { PrimaryOptions } from '../../src/cli/cluster.js';
 import { ADMIN_TOKEN, JWT_SECRET } from './stack.js';
 
 const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));
+const SERVE_ENTRY = fileURLToPath(new URL('./serve-entry.ts', import.meta.url));
 
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -31,14 +33,18 @@ export async function startServeProcess(options: {
   emulator: { url: string; accountSid: string; authToken: string };
   extraArgs?: string[];
   env?: Record<string, string>;
+  /** The primary's restart settings (e.g. no giving up while a test kills workers on purpose). */
+  primary?: PrimaryOptions;
 }): Promise<ServeProcess> {
   const port = await freePort();
+  const primaryEnv =
+    options.primary === undefined ? {} : { RECGATE_TEST_PRIMARY_OPTIONS: JSON.stringify(options.primary) };
   const child = spawn(
     process.execPath,
     [
       '--import',
       'tsx',
-      ENTRY,
+      options.primary === undefined ? ENTRY : SERVE_ENTRY,
       'serve',
       '--port',
       String(port),
@@ -58,6 +64,7 @@ export async function startServeProcess(options: {
         TWILIO_ACCOUNT_SID: options.emulator.accountSid,
         TWILIO_AUTH_TOKEN: options.emulator.authToken,
         RECGATE_LOG_LEVEL: 'info',
+        ...primaryEnv,
         ...options.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -129,6 +129,59 @@ it('fs store: sweeps what the old layout and crashed writers left, and temporary
   assert.deepEqual(readdirSync(dir), [`${id}.mp3.keep`]);
 });
 
+it('fs store: a pointer left by a commit cut short after its rename is no current generation', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const meta = input(10);
+  const writer = await store.beginPartial(id, meta);
+  await writer.append(Buffer.alloc(10, 7));
+  const frontier = store.generationPath(id, writer.meta.fileId, 'frontier');
+  const leftBehind = [store.metaPath(id), frontier].map((path) => [path, readFileSync(path)] as const);
+  await writer.commit({
+    expectedSize: 10,
+    mtime: new Date(),
+    identity: { recordingSid: meta.recordingSid, etag: meta.etag, lastModified: null },
+    fence: async () => undefined,
+  });
+  await writer.close();
+  // The process died after the rename, before it removed the pointer and the frontier.
+  for (const [path, bytes] of leftBehind) writeFileSync(path, bytes);
+  assert.deepEqual(
+    (await store.leftovers()).map((l) => [l.id, l.current]),
+    [[id, false]],
+  );
+  await store.removeLeftovers(id);
+  assert.deepEqual(readdirSync(dir).sort(), [`.${id}.mp3.id`, `${id}.mp3`]);
+  assert.equal((await store.stat(id, { fresh: true }))?.identity?.recordingSid, meta.recordingSid);
+});
+
+it('fs store: a pointer or identity record half written aside is a leftover at once, not after a minute', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const meta = input(4);
+  const writer = await store.beginPartial(id, meta);
+  await writer.append(Buffer.alloc(4));
+  await writer.commit({
+    expectedSize: 4,
+    mtime: new Date(),
+    identity: { recordingSid: meta.recordingSid, etag: meta.etag, lastModified: null },
+    fence: async () => undefined,
+  });
+  await writer.close();
+  // A holder killed while it wrote these aside (young files: sweepTemporary keeps them for a minute).
+  writeFileSync(`${store.identityPath(id)}.tmp-0a1b2c3d4e5f`, '{"v":1,');
+  writeFileSync(`${store.metaPath(id)}.tmp-0a1b2c3d4e5f`, '{"recordingSid":');
+  assert.equal(await store.sweepTemporary(60_000), 0);
+  assert.deepEqual(
+    (await store.leftovers()).map((l) => [l.id, l.current]),
+    [[id, false]],
+  );
+  await store.removeLeftovers(id);
+  assert.deepEqual(readdirSync(dir).sort(), [`.${id}.mp3.id`, `${id}.mp3`]);
+});
+
 it('fs store: recreates a recordings directory removed at run time', async (t) => {
   const parent = tempDir(t);
   const dir = join(parent, 'recordings');

@@ -18,7 +18,9 @@
  *   then {@link BlockRecord}s, appended with `O_APPEND` in one write each, so appends from several processes
  *   never interleave and need no lock. It is created with its header in one step (written aside, then
  *   `link`ed), so nobody ever sees a map without its header;
- * - `….tmp-{hex}`: sidecars being written aside, and `.recgate-write-check-…`: write probes; both swept.
+ * - `….tmp-{hex}`: sidecars being written aside, and `.recgate-write-check-…`: write probes; both swept
+ *   once a minute old, and the pointer's and identity record's (which only the lock holder writes) at once
+ *   with the recording's other leftovers.
  *
  * Every generation having files of its own is what keeps a writer that lost its lock (and does not know it
  * yet) from touching another writer's bytes or publishing them. Dot-prefixed names keep all of this out of
@@ -66,9 +68,13 @@ import type {
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
 const GENERATION = /^[0-9a-f]{16}$/;
-/** Files of a recording that only a download needs (and the pre-generation layout's names). */
+/**
+ * Files of a recording that only a download needs (and the pre-generation layout's names), and the pointer
+ * and identity record being written aside: only the lock holder writes those, so whoever holds the lock
+ * next knows them abandoned, whatever their age.
+ */
 const LEFTOVER =
-  /^\.([A-Za-z0-9_-]{1,128})\.mp3\.(?:[0-9a-f]{16}\.(?:part|frontier|blocks)|part|meta|frontier|blocks|id)$/;
+  /^\.([A-Za-z0-9_-]{1,128})\.mp3\.(?:[0-9a-f]{16}\.(?:part|frontier|blocks)|part|meta|frontier|blocks|id|(?:meta|id)\.tmp-[0-9a-f]+)$/;
 /** Files written aside and renamed (or linked) into place, and write probes: never needed once old. */
 const TEMPORARY =
   /^(?:\.[A-Za-z0-9_-]{1,128}\.mp3\.(?:meta|id|blocks)\.(?:tmp-)?[0-9a-f]{8,}|\.recgate-write-check-.+)$/;
@@ -294,10 +300,18 @@ export class FsRecordingStore implements RecordingStore {
       if (info === undefined) continue;
       const entry = found.get(id) ?? { id, mtime: info.mtime, current: false };
       if (entry.mtime < info.mtime) entry.mtime = info.mtime;
-      if (name.endsWith('.mp3.meta')) entry.current = true;
+      // Only a generation whose bytes are there can be resumed: a pointer to one whose part is gone (a
+      // commit cut short between its rename and its clean-up) is litter like any other.
+      if (name.endsWith('.mp3.meta')) entry.current = await this.#pointsAtPart(id);
       found.set(id, entry);
     }
     return [...found.values()];
+  }
+
+  /** Whether the pointer of `id` names a generation whose part file exists. */
+  async #pointsAtPart(id: string): Promise<boolean> {
+    const meta = await this.readMeta(id);
+    return meta !== undefined && (await statPath(this.generationPath(id, meta.fileId, 'part'))) !== undefined;
   }
 
   async removeLeftovers(id: string): Promise<void> {

@@ -176,7 +176,11 @@ export interface Leftover {
   id: string;
   /** The newest modification time among them. */
   mtime: Date;
-  /** Whether one of them is the current generation (the pointer names it), which a later holder may resume. */
+  /**
+   * Whether one of them is the current generation (the pointer names it and its bytes are there), which a
+   * later holder may resume. A pointer to a committed generation (the process died between the rename and
+   * the clean-up) is not current.
+   */
   current: boolean;
 }
 
