@@ -110,6 +110,7 @@ it('fs store: sweeps what the old layout and crashed writers left, and temporary
     `.${id}.mp3.frontier`,
     `.${id}.mp3.blocks`,
     `.${id}.mp3.blocks.0a1b2c3d4e5f`,
+    `.${id}.mp3.0123456789abcdef.blocks.tmp-0a1b2c3d4e5f`,
     `.${id}.mp3.meta.tmp-0a1b2c3d4e5f`,
     `.recgate-write-check-123-abcd`,
     `.${id}.mp3.0123456789abcdef.part`,
@@ -119,7 +120,7 @@ it('fs store: sweeps what the old layout and crashed writers left, and temporary
     utimesSync(join(dir, name), old, old);
   }
   writeFileSync(join(dir, `${id}.mp3.keep`), 'not ours');
-  assert.equal(await store.sweepTemporary(60_000), 3);
+  assert.equal(await store.sweepTemporary(60_000), 4);
   const leftovers = await store.leftovers();
   assert.deepEqual(
     leftovers.map((l) => [l.id, l.current]),

@@ -51,6 +51,10 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
           ctx.event({ event: 'cache_hit', size: final.info.size }, 'Cache hit');
         }
         completeFrom(ctx, final, waited || losses > 0);
+        // A holder that died between its rename and its clean-up left the pointer to a finished generation.
+        await ctx.store.discardPartial(ref.ownerCallSid).catch((err: unknown) => {
+          ctx.log.warn({ err }, 'Could not remove what a finished download left');
+        });
         return;
       }
       if (waited) {

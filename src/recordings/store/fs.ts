@@ -77,7 +77,7 @@ const LEFTOVER =
   /^\.([A-Za-z0-9_-]{1,128})\.mp3\.(?:[0-9a-f]{16}\.(?:part|frontier|blocks)|part|meta|frontier|blocks|id|(?:meta|id)\.tmp-[0-9a-f]+)$/;
 /** Files written aside and renamed (or linked) into place, and write probes: never needed once old. */
 const TEMPORARY =
-  /^(?:\.[A-Za-z0-9_-]{1,128}\.mp3\.(?:meta|id|blocks)\.(?:tmp-)?[0-9a-f]{8,}|\.recgate-write-check-.+)$/;
+  /^(?:\.[A-Za-z0-9_-]{1,128}\.mp3\.(?:[0-9a-f]{16}\.)?(?:meta|id|blocks)\.(?:tmp-)?[0-9a-f]{8,}|\.recgate-write-check-.+)$/;
 const FRONTIER_LINE = /^(\S+) (\d{16}) (\d{16})\n$/;
 /** Room kept free beyond a recording's own bytes, for sidecars and block maps. */
 const HEADROOM_BYTES = 64 * 1024;
