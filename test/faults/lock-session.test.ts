@@ -27,34 +27,44 @@ import { type ServeProcess, startServeProcess } from '../helpers/serve-process.j
 import { JWT_SECRET } from '../helpers/stack.js';
 import { between, faultRepeat, faultSeed, seededRandom } from './seed.js';
 import {
+  atMediaBytes,
   callEvents,
   coldRecording,
   describePlan,
   eventSummary,
   fetchRecording,
+  mediaSent,
   planClients,
   ready,
+  seekerPlan,
   settledFiles,
   tally,
   waitFor,
   wholeRecording,
 } from './takeover-helpers.js';
 
-/** Recording size and upstream pace: a download of about 2 s, so the kill lands mid-body. */
-const SIZE = 1_000_000;
-const BANDWIDTH = 500_000;
+/**
+ * Recording size and upstream pace: a download of about 2.5 s. The kill comes after 10% to 70% of the size
+ * was sent: the rest leaves room for the lag between the emulator sending and the test noticing (its event
+ * loop also reads every client's body), so the kill lands mid-download.
+ */
+const SIZE = 3_000_000;
+const BANDWIDTH = 1_200_000;
 const CLIENTS_PER_GATEWAY = 8;
 
 const found = await findPostgres();
 const base = 'url' in found ? found.url : undefined;
 
-/** The session holding the advisory lock of `callSid`: its backend pid and application name. */
+/** The sessions holding the advisory lock of key $1 (advisoryKey(callSid)): backend pid, application name. */
 const HOLDER_SQL = `
   SELECT l.pid, a.application_name AS app
     FROM pg_locks l JOIN pg_stat_activity a USING (pid)
    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
      AND l.classid = (($1::bigint >> 32) & 4294967295)::oid
      AND l.objid = ($1::bigint & 4294967295)::oid`;
+
+/** Ends the session holding the lock, in the same statement that finds it (no window for a handover). */
+const TERMINATE_SQL = `SELECT pid, app, pg_terminate_backend(pid) AS ok FROM (${HOLDER_SQL}) AS holder`;
 
 describe('fault: the PostgreSQL session holding a download lock is killed', () => {
   if (base === undefined) {
@@ -99,71 +109,70 @@ describe('fault: the PostgreSQL session holding a download lock is killed', () =
     const random = seededRandom(seed, 'lock-session');
     const token = await new JwtAuth(JWT_SECRET).sign('acme', 3600);
     t.diagnostic(`seed ${seed}, ${repeat} repetitions, ${SIZE} bytes at ${BANDWIDTH} B/s`);
-    const totals = { complete: 0, cut: 0, refused: 0, wrong: 0, upstream: [] as number[] };
+    const totals = { complete: 0, cut: 0, upstream: [] as number[] };
 
     for (let rep = 0; rep < repeat; rep++) {
       const rec = await coldRecording(emulator, gateways[0]!.url, SIZE);
       const key = advisoryKey(rec.callSid);
-      const killAt = between(random, Math.floor(SIZE * 0.1), Math.floor(SIZE * 0.85));
+      const killAt = between(random, Math.floor(SIZE * 0.1), Math.floor(SIZE * 0.7));
       const plans = planClients(random, SIZE, 2 * CLIENTS_PER_GATEWAY);
+      // Two late clients (one per gateway) seek near the end once the download is under way.
+      const seekAt = between(random, Math.floor(SIZE * 0.2), Math.floor(SIZE * 0.35));
+      const seekers = [seekerPlan(random, SIZE), seekerPlan(random, SIZE)];
       const logStart = gateways.map((g) => g.logs.length);
       emulator.reset();
       t.diagnostic(
         `#${rep} ${rec.callSid}: kill the lock session after ${killAt} media bytes; clients ${plans
           .map((p, i) => `g${i % 2}:${describePlan(p)}`)
-          .join(' ')}`,
+          .join(' ')}; after ${seekAt} bytes ${seekers.map((p, i) => `g${i}:${describePlan(p)}`).join(' ')}`,
       );
 
       const pending = plans.map((plan, i) =>
         fetchRecording(gateways[i % 2]!.url, rec.callSid, token, plan, rec.source, agent),
       );
-      await waitFor(`${killAt} media bytes`, () =>
-        (emulator.stats().media_bytes[rec.recordingSid] ?? 0) >= killAt ? true : undefined,
-      );
-      const holder = await waitFor('the advisory lock holder', async () => {
-        const { rows } = await admin.query<{ pid: number; app: string }>(HOLDER_SQL, [key]);
-        return rows[0];
-      });
-      assert.equal(holder.app, 'recgate-lock', 'the lock is held by a recgate lock session');
-      const { rows } = await admin.query<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', [
-        holder.pid,
+      let holder: { pid: number; app: string } | undefined;
+      let sentAtKill = 0;
+      await atMediaBytes(emulator, rec.recordingSid, [
+        {
+          at: seekAt,
+          run: () => {
+            for (const [i, plan] of seekers.entries()) {
+              pending.push(fetchRecording(gateways[i]!.url, rec.callSid, token, plan, rec.source, agent));
+            }
+          },
+        },
+        {
+          at: killAt,
+          run: async () => {
+            const ended = await waitFor('a session holding the lock', async () => {
+              const { rows } = await admin.query<{ pid: number; app: string; ok: boolean }>(TERMINATE_SQL, [
+                key,
+              ]);
+              return rows[0];
+            });
+            assert.equal(ended.ok, true, `terminated backend ${ended.pid}`);
+            holder = ended;
+            sentAtKill = mediaSent(emulator, rec.recordingSid);
+          },
+        },
       ]);
-      assert.equal(rows[0]!.ok, true, `terminated backend ${holder.pid}`);
-      const sentAtKill = emulator.stats().media_bytes[rec.recordingSid] ?? 0;
+      assert.equal(holder?.app, 'recgate-lock', 'the lock was held by a recgate lock session');
 
       const results = await Promise.all(pending);
       const counts = tally(results);
-      for (const r of results) {
-        assert.ok(
-          r.verdict === 'complete' || r.verdict === 'cut',
-          `#${rep} ${describePlan(r.plan)}: ${r.verdict} (status ${r.status}, ${r.received} bytes): ${r.detail}`,
-        );
-      }
-
       // No crash: both gateways still run and are ready.
-      for (const [i, g] of gateways.entries()) {
-        assert.equal(g.child.exitCode, null, `gateway ${i} exited`);
-        assert.ok(await ready(g.url), `gateway ${i} is ready`);
-      }
-      // The takeover completes: one good file, its identity record, nothing else of the call.
+      const alive = await Promise.all(
+        gateways.map(async (g) => g.child.exitCode === null && (await ready(g.url))),
+      );
+      // The takeover completes: one good file, its identity record, nothing else of the call; and both
+      // gateways serve the whole recording.
       const files = await settledFiles(path.join(dataDir, 'recordings'), rec);
-      for (const [i, g] of gateways.entries()) {
-        const after = await fetchRecording(
-          g.url,
-          rec.callSid,
-          token,
-          wholeRecording(SIZE),
-          rec.source,
-          agent,
-        );
-        assert.equal(
-          after.verdict,
-          'complete',
-          `gateway ${i} serves the whole recording afterwards: ${after.detail}`,
-        );
-      }
+      const afterwards = await Promise.all(
+        gateways.map((g) =>
+          fetchRecording(g.url, rec.callSid, token, wholeRecording(SIZE), rec.source, agent),
+        ),
+      );
       const { rows: held } = await admin.query(HOLDER_SQL, [key]);
-      assert.deepEqual(held, [], 'nobody holds the lock once the download is over');
 
       const events = gateways.map((g, i) => callEvents(g.logs.slice(logStart[i]), rec.callSid));
       const all = events.flat();
@@ -175,7 +184,6 @@ describe('fault: the PostgreSQL session holding a download lock is killed', () =
       );
       const resumed = all.filter((l) => l.event === 'download_resumed');
       const saved = all.filter((l) => l.event === 'recording_saved');
-      const saver = events.findIndex((e) => e.some((l) => l.event === 'recording_saved'));
       const slices = all.filter((l) => l.event === 'seek_ahead' || l.event === 'seek_ahead_discarded').length;
       const retries = gateways
         .flatMap((g, i) => g.logs.slice(logStart[i]))
@@ -187,18 +195,36 @@ describe('fault: the PostgreSQL session holding a download lock is killed', () =
       totals.cut += counts.cut;
       totals.upstream.push(requests);
       t.diagnostic(
-        `#${rep} lock held by g${starter} (backend ${holder.pid}), killed at ${sentAtKill} bytes sent; ` +
-          `lost by ${[...losers].map((i) => `g${i}`).join(',') || 'nobody'}, saved by g${saver}; ` +
-          `clients ${counts.complete} complete, ${counts.cut} cut` +
+        `#${rep} lock held by g${starter} (backend ${holder!.pid}), killed at ${sentAtKill} bytes sent; ` +
+          `lost by ${[...losers].map((i) => `g${i}`).join(',') || 'nobody'}, saved by ${
+            saved.map((l) => `g${events.findIndex((e) => e.includes(l))}`).join(',') || 'nobody'
+          }; ` +
+          `clients ${counts.complete} complete, ${counts.cut} cut, ${counts.refused} refused, ${counts.wrong} wrong` +
           `${results
-            .filter((r) => r.verdict === 'cut')
-            .map((r) => ` [${describePlan(r.plan)}: ${r.received} B, ${r.detail}]`)
+            .filter((r) => r.verdict !== 'complete')
+            .map((r) => ` [${describePlan(r.plan)} ${r.verdict}: ${r.received} B, ${r.detail}]`)
             .join('')}; ` +
           `upstream ${requests} requests (${slices} slices, ${retries} retries), ${bytes} bytes; ` +
-          `resumed at ${resumed.map((l) => l.offset).join(',') || '-'}; files ${files.join(' ')}`,
+          `resumed at ${resumed.map((l) => l.offset).join(',') || '-'}; files ${files.names.join(' ')}`,
       );
       for (const [i, e] of events.entries()) t.diagnostic(`#${rep} g${i} events: ${eventSummary(e)}`);
 
+      for (const r of results) {
+        assert.ok(
+          r.verdict === 'complete' || r.verdict === 'cut',
+          `#${rep} ${describePlan(r.plan)}: ${r.verdict} (status ${r.status}, ${r.received} bytes): ${r.detail}`,
+        );
+      }
+      assert.deepEqual(alive, [true, true], 'both gateways still run and are ready');
+      assert.equal(files.problem, undefined, files.problem);
+      for (const [i, r] of afterwards.entries()) {
+        assert.equal(
+          r.verdict,
+          'complete',
+          `gateway ${i} serves the whole recording afterwards: ${r.detail}`,
+        );
+      }
+      assert.deepEqual(held, [], 'nobody holds the lock once the download is over');
       assert.ok(starter >= 0, 'a gateway started the download');
       assert.ok(lost.length >= 1, 'the holder noticed it lost the lock (download_failed RECGATE_LOCK_LOST)');
       assert.deepEqual(

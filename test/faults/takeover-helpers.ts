@@ -3,7 +3,7 @@
  * gateway, clients that tell a complete body from a cut one, the files a call leaves in the recordings
  * directory, and the cache events the gateways logged for it.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,13 +23,21 @@ export interface ColdRecording {
   source: Buffer;
 }
 
-/** Creates a recording at the emulator and registers its call for business `acme` through `gatewayUrl`. */
+/**
+ * Creates a recording at the emulator and registers its call for business `acme` through `gatewayUrl`. The
+ * SIDs are random, not the emulator's sequence (the same in every emulator): PostgreSQL advisory locks are
+ * keyed by call SID across the whole database, so test runs sharing a server must not share SIDs.
+ */
 export async function coldRecording(
   emulator: Emulator,
   gatewayUrl: string,
   bytes: number,
 ): Promise<ColdRecording> {
-  const rec = await emulator.createRecording({ bytes });
+  const rec = await emulator.createRecording({
+    bytes,
+    call_sid: `CA${randomBytes(16).toString('hex')}`,
+    recording_sid: `RE${randomBytes(16).toString('hex')}`,
+  });
   const res = await request(`${gatewayUrl}/api/admin/calls/${rec.call_sid}`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
@@ -79,6 +87,17 @@ export function planClients(random: () => number, size: number, n: number): Clie
     }
     return wholeRecording(size);
   });
+}
+
+/**
+ * A short range near the end, for a client that comes once the download is under way (its rate measured):
+ * far enough beyond the frontier that the gateway may fetch it with a seek-ahead slice, whose bytes a
+ * takeover must carry over.
+ */
+export function seekerPlan(random: () => number, size: number): ClientPlan {
+  const length = between(random, 16 * 1024, 64 * 1024);
+  const start = between(random, Math.floor(size * 0.85), Math.floor(size * 0.95) - length);
+  return { kind: 'range', range: `bytes=${start}-${start + length - 1}`, start, end: start + length - 1 };
 }
 
 /** The plain GET of the whole recording. */
@@ -202,13 +221,13 @@ export async function callFiles(dir: string, callSid: string): Promise<string[]>
 /**
  * Waits (up to `timeoutMs`) until the call's files are exactly the finished recording and its identity
  * record (plus the lock file when `allowLockFile`), then checks them: the recording's bytes, and a record
- * naming its recording SID. Returns the names seen last; throws on a mismatch or when it never settles.
+ * naming its recording SID. Resolves to the names seen last and what is wrong with them, if anything.
  */
 export async function settledFiles(
   dir: string,
   rec: ColdRecording,
   options: { timeoutMs?: number; allowLockFile?: boolean } = {},
-): Promise<string[]> {
+): Promise<{ names: string[]; problem: string | undefined }> {
   const wanted = [`${rec.callSid}.mp3`, `.${rec.callSid}.mp3.id`].sort();
   const deadline = Date.now() + (options.timeoutMs ?? 15_000);
   let names: string[] = [];
@@ -216,19 +235,24 @@ export async function settledFiles(
     names = await callFiles(dir, rec.callSid);
     const kept = options.allowLockFile ? names.filter((n) => n !== `.${rec.callSid}.lock`) : names;
     if (kept.length === wanted.length && kept.every((n, i) => n === wanted[i])) break;
-    if (Date.now() > deadline) throw new Error(`the call's files never settled: ${names.join(', ')}`);
+    if (Date.now() > deadline)
+      return { names, problem: `the call's files never settled: ${names.join(' ')}` };
     await sleep(50);
   }
   const body = await readFile(path.join(dir, `${rec.callSid}.mp3`));
-  if (sha256(body) !== rec.sha256)
-    throw new Error(`${rec.callSid}.mp3 is not the recording (${body.length} bytes)`);
+  if (sha256(body) !== rec.sha256) {
+    return { names, problem: `${rec.callSid}.mp3 is not the recording (${body.length} bytes)` };
+  }
   const record = JSON.parse(await readFile(path.join(dir, `.${rec.callSid}.mp3.id`), 'utf8')) as {
     recordingSid?: unknown;
   };
   if (record.recordingSid !== rec.recordingSid) {
-    throw new Error(`the identity record names ${String(record.recordingSid)}, not ${rec.recordingSid}`);
+    return {
+      names,
+      problem: `the identity record names ${String(record.recordingSid)}, not ${rec.recordingSid}`,
+    };
   }
-  return names;
+  return { names, problem: undefined };
 }
 
 /** The cache events a gateway logged for one call, in order. */
@@ -262,6 +286,24 @@ export async function waitFor<T>(
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(intervalMs);
+  }
+}
+
+/** Media bytes the emulator has sent of `recordingSid` since its last reset (slices and cut bodies count). */
+export const mediaSent = (emulator: Emulator, recordingSid: string): number =>
+  emulator.stats().media_bytes[recordingSid] ?? 0;
+
+/** Runs each mark's action once the emulator has sent `at` media bytes of the recording, in order of `at`. */
+export async function atMediaBytes(
+  emulator: Emulator,
+  recordingSid: string,
+  marks: Array<{ at: number; run: () => unknown }>,
+): Promise<void> {
+  for (const mark of [...marks].sort((a, b) => a.at - b.at)) {
+    await waitFor(`${mark.at} media bytes`, () =>
+      mediaSent(emulator, recordingSid) >= mark.at ? true : undefined,
+    );
+    await mark.run();
   }
 }
 
