@@ -1,6 +1,7 @@
 /** Runs `recgate serve` from source in a child process (with --workers N) and reads its JSON logs. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
@@ -25,6 +26,11 @@ export interface ServeProcess {
   /** Parsed JSON log lines so far. */
   logs: Array<Record<string, unknown>>;
   stop(): Promise<void>;
+  /**
+   * Sends SIGKILL to the primary and every worker at once (the whole process group: start with
+   * `processGroup: true`) and resolves once none of them is alive. For crash tests.
+   */
+  killAll(): Promise<void>;
 }
 
 export async function startServeProcess(options: {
@@ -35,6 +41,8 @@ export async function startServeProcess(options: {
   env?: Record<string, string>;
   /** The primary's restart settings (e.g. no giving up while a test kills workers on purpose). */
   primary?: PrimaryOptions;
+  /** Runs the gateway in a process group of its own, so {@link ServeProcess.killAll} reaches its workers. */
+  processGroup?: boolean;
 }): Promise<ServeProcess> {
   const port = await freePort();
   const primaryEnv =
@@ -68,6 +76,7 @@ export async function startServeProcess(options: {
         ...options.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: options.processGroup === true,
     },
   );
   const logs: Array<Record<string, unknown>> = [];
@@ -105,13 +114,46 @@ export async function startServeProcess(options: {
     child,
     logs,
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await once(child, 'exit');
       clearTimeout(timer);
     },
+    async killAll() {
+      if (options.processGroup !== true) throw new Error('killAll needs processGroup: true');
+      const pids = new Set<number>([child.pid!]);
+      for (const line of logs) if (typeof line.pid === 'number') pids.add(line.pid);
+      const exited = child.exitCode === null && child.signalCode === null ? once(child, 'exit') : undefined;
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      }
+      await exited;
+      const deadline = Date.now() + 10_000;
+      while ([...pids].some(alive)) {
+        if (Date.now() > deadline) throw new Error(`processes ${[...pids].filter(alive)} outlived SIGKILL`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
   };
+}
+
+/** Whether `pid` runs (a zombie, dead but not yet reaped, does not). */
+function alive(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  return !/^\d+ \(.*\) Z/.test(stat);
 }
 
 /** Distinct worker pids that logged Fastify's "Server listening" line. */
