@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileS
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isRecgateError, storageError } from '../../src/errors.js';
+import { createError, isRecgateError, storageError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache, FsLocker } from '../../src/recordings/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
@@ -275,6 +275,19 @@ describe('recording cache', () => {
     assert.equal(upstream.calls.length, 3);
     assert.equal(upstream.calls[2]?.start, 100_000, 'the fresh download resumes the bytes already on disk');
     await settled(dir, ref);
+  });
+
+  it("a body that keeps breaking fails with the last body's own error: a stall is a timeout", async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(200_000);
+    const stalled = () =>
+      createError('RECGATE_UPSTREAM_TIMEOUT', { cause: new Error('stalled after 100000 bytes') });
+    const upstream = new FakeUpstream({ data, failAt: 100_000, failWith: stalled });
+    const { cache, events } = makeCache(t, dir, upstream, { maxResumeAttempts: 2 });
+    const rec = await cache.open(newRef());
+    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), errCode('RECGATE_UPSTREAM_TIMEOUT'));
+    assert.equal(upstream.calls.length, 3, 'the first exchange and two resumptions');
+    assert.equal(events.find((e) => e[0] === 'download_failed')?.[1].code, 'RECGATE_UPSTREAM_TIMEOUT');
   });
 
   it('atomicity: nothing under the final name until complete; a short body is never renamed', async (t) => {
