@@ -363,8 +363,13 @@ describe('recording cache', () => {
         throw storageError(enospc());
       }
     }
-    const second = makeCache(t, dir, new FakeUpstream({ data }), { store: new NoRoomForSidecar({ dir }) });
+    const refused = new FakeUpstream({ data });
+    const second = makeCache(t, dir, refused, { store: new NoRoomForSidecar({ dir }) });
     await assert.rejects(second.cache.open(newRef()), errCode('RECGATE_STORAGE_FULL'));
+    // The body nobody will read is let go: left open, it would hold the upstream connection (and the
+    // upstream client's close() would wait for it forever).
+    for (let i = 0; i < 200 && refused.activeBodies > 0; i++) await sleep(5);
+    assert.equal(refused.activeBodies, 0, 'the unread upstream body is closed');
   });
 
   it('an aborted open rejects promptly while waiting for the lock', async (t) => {
