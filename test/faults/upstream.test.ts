@@ -562,7 +562,13 @@ describe('upstream faults through the gateway', () => {
     };
     await repeat(t, 'connection refused', async (random, note) => {
       const bytes = size(random);
-      const created = await upstream.createRecording({ bytes });
+      // Every emulator numbers its SIDs from the same start: the ones of an earlier repetition's emulator
+      // would come again, already cached. These are drawn instead.
+      const created = await upstream.createRecording({
+        call_sid: `CA${hex32(random)}`,
+        recording_sid: `RE${hex32(random)}`,
+        bytes,
+      });
       const rec: Recording = {
         callSid: created.call_sid as CallSid,
         recordingSid: created.recording_sid as RecordingSid,
@@ -616,6 +622,11 @@ function cutInsideAFrame(rec: Recording, wanted: number): number {
     if (walker.end().kind === 'truncated') return offset;
   }
   throw new Error(`no cut inside a frame after ${wanted}`);
+}
+
+/** 32 lower-case hex digits from `random`. */
+function hex32(random: () => number): string {
+  return Array.from({ length: 32 }, () => between(random, 0, 15).toString(16)).join('');
 }
 
 /** Bytes of the current generation a later download can resume (its frontier), 0 when there is none. */
