@@ -8,7 +8,16 @@
  *   npm run test:faults -- --only storage --repeat 20 --seed 7
  */
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  writeSync,
+} from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +36,6 @@ const SEED = faultSeed();
 const BUSINESS = 'acme';
 /** The recordings volume of the disk-full cases. */
 const VOLUME = '4m';
-const VOLUME_BYTES = 4 * 1024 * 1024;
 
 interface Recording {
   callSid: CallSid;
@@ -158,14 +166,16 @@ describe('storage faults', () => {
       const cached = await volume.newRecording(between(random, 60_000, 200_000));
       await volume.assertPlays(cached);
       await volume.assertCommitted(cached);
-      const big = await volume.newRecording(between(random, VOLUME_BYTES + 1, VOLUME_BYTES + 2_000_000));
+      const { bavail, bsize } = statfsSync(volume.dir);
+      const free = bavail * bsize;
+      const big = await volume.newRecording(between(random, free + 1, free + 2_000_000));
       const res = await volume.download(big);
       assertFails(res, 507, 'RECGATE_STORAGE_FULL');
       // The size comes with the upstream's headers: one request, whose body is dropped at once.
       assert.equal(volume.mediaRequests(big), 1);
       await volume.assertNothingLeft(big);
       note(
-        `cached ${cached.size} bytes; ${big.size} asked for on a ${VOLUME} volume: ${res.status}, ` +
+        `cached ${cached.size} bytes; ${big.size} asked for with ${free} free: ${res.status}, ` +
           `${volume.stack.emulator.stats().media_bytes[big.recordingSid] ?? 0} upstream bytes sent`,
       );
       await volume.assertPlays(cached);
