@@ -12,6 +12,8 @@ export interface ErrorSpec {
   readonly status: number;
   /** Message safe to show a client. */
   readonly message: string;
+  /** `Retry-After` (seconds) a response with this code carries unless its error names another. */
+  readonly retryAfterS?: number;
 }
 
 export const ERRORS = {
@@ -26,6 +28,7 @@ export const ERRORS = {
   RECGATE_RECORDING_NOT_READY: {
     status: 503,
     message: 'The recording is still being processed; try again shortly',
+    retryAfterS: 5,
   },
   RECGATE_PRECONDITION_FAILED: { status: 412, message: 'A precondition in the request failed' },
   RECGATE_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The requested range is not satisfiable' },
@@ -48,6 +51,7 @@ export const ERRORS = {
   RECGATE_LOCK_LOST: {
     status: 503,
     message: 'The download lost its lock to another process; try again',
+    retryAfterS: 1,
   },
   RECGATE_STORAGE_FULL: { status: 507, message: 'The recording store is out of space' },
   RECGATE_STORAGE_ERROR: { status: 500, message: 'The recording store failed' },
@@ -86,7 +90,11 @@ export class RecgateError extends Error {
     this.name = 'RecgateError';
     this.code = code;
     this.statusCode = ERRORS[code].status;
-    this.headers = options.headers ?? {};
+    const spec: ErrorSpec = ERRORS[code];
+    this.headers = {
+      ...(spec.retryAfterS === undefined ? {} : { 'retry-after': String(spec.retryAfterS) }),
+      ...options.headers,
+    };
   }
 
   /** The JSON body a client receives. */

@@ -17,7 +17,7 @@ import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
 import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
-import { TwilioClient } from './upstream/twilio-client.js';
+import { TwilioClient, type TwilioClientOptions } from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
 export interface Gateway {
@@ -35,6 +35,15 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Where /metrics reads from; under --workers, the primary's aggregate of every worker. */
   metrics?: MetricsSource;
+  /**
+   * Timeouts and retry policy of the Twilio client, each with the client's own default (see
+   * {@link TwilioClientOptions}). Not a flag: fault tests shorten them so a stalled or failing upstream
+   * is seen in milliseconds. @default the client's defaults
+   */
+  upstream?: Pick<
+    TwilioClientOptions,
+    'connectTimeoutMs' | 'headersTimeoutMs' | 'bodyIdleTimeoutMs' | 'retry'
+  >;
 }
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
@@ -52,6 +61,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     authToken: config.twilioAuthToken,
     apiKey: config.twilioApiKey,
     apiSecret: config.twilioApiSecret,
+    ...options.upstream,
     logger,
     onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
     onRequest: (event) =>

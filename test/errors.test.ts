@@ -25,6 +25,19 @@ describe('error registry', () => {
     assert.ok(err instanceof Error && err.stack);
   });
 
+  it('gives Retry-After to every code whose README row promises it, and lets an error name its own', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const promised = [...readme.matchAll(/^\| `(RECGATE_[A-Z_]+)` \|.*Retry-After.*$/gm)].map((m) => m[1]!);
+    assert.ok(promised.includes('RECGATE_RECORDING_NOT_READY'), promised.join(', '));
+    for (const code of Object.keys(ERRORS) as Array<keyof typeof ERRORS>) {
+      const header = createError(code).headers['retry-after'];
+      if (promised.includes(code)) assert.match(String(header), /^[1-9]\d*$/, code);
+      else assert.equal(header, undefined, code);
+    }
+    const named = createError('RECGATE_RECORDING_NOT_READY', { headers: { 'retry-after': '30' } });
+    assert.equal(named.headers['retry-after'], '30');
+  });
+
   it('maps ENOSPC and EDQUOT to RECGATE_STORAGE_FULL', () => {
     const enospc = Object.assign(new Error('no space'), { code: 'ENOSPC' });
     assert.equal(storageError(enospc).code, 'RECGATE_STORAGE_FULL');

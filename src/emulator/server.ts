@@ -246,7 +246,10 @@ async function serveMedia(
     ctx.stats.requests.set(sid, (ctx.stats.requests.get(sid) ?? 0) + 1);
   }
   const throttle = { ...ctx.throttle };
-  if (throttle.ttfbMs > 0) await sleep(throttle.ttfbMs);
+  if (throttle.ttfbMs > 0 && !(await waitFirstByte(ctx, reply, throttle.ttfbMs))) {
+    reply.hijack();
+    return;
+  }
 
   if (fault?.kind === 'http_500') return twilioError(reply, 500, 20500, 'Internal Server Error');
   if (fault?.kind === 'rate_limit') {
@@ -340,6 +343,28 @@ async function serveMedia(
     omitContentLength: fault?.omitContentLength ?? false,
     bandwidth: throttle.bandwidth,
   });
+}
+
+/**
+ * The delay before a media response's headers. Resolves false, early, when the client went away or the
+ * emulator is closing: nobody is left to answer, and a pending timer must not keep a closed emulator's
+ * process alive for the rest of the delay.
+ */
+async function waitFirstByte(ctx: ServerContext, reply: FastifyReply, ms: number): Promise<boolean> {
+  const stop = new AbortController();
+  let answer = true;
+  const gone = new Promise<void>((resolve) => {
+    reply.raw.once('close', () => {
+      answer = false;
+      resolve();
+    });
+  });
+  const closing = ctx.closing.then(() => {
+    answer = false;
+  });
+  await Promise.race([sleep(ms, undefined, { signal: stop.signal }).catch(() => undefined), gone, closing]);
+  stop.abort();
+  return answer;
 }
 
 interface BodyResponse {

@@ -488,7 +488,7 @@ export class TwilioClient implements Upstream {
       lastModified: headerValue(res.headers['last-modified']),
       contentType: headerValue(res.headers['content-type']),
       acceptsRanges: status === 206 || (acceptRanges !== null && /\bbytes\b/i.test(acceptRanges)),
-      body: guardBody(res.body, contentLength, ctx),
+      body: guardBody(res.body, contentLength, ctx, endsWithConnection(res.headers, contentLength)),
     };
   }
 }
@@ -499,10 +499,36 @@ export function createTwilioClient(options: TwilioClientOptions): TwilioClient {
 }
 
 /**
+ * Whether the connection ends with this response: `Connection: close`, or a body delimited by the close
+ * (neither Content-Length nor chunked). Such a body must be read without backpressure (see {@link guardBody}).
+ */
+function endsWithConnection(
+  headers: Dispatcher.ResponseData['headers'],
+  contentLength: number | null,
+): boolean {
+  const connection = headerValue(headers.connection);
+  if (connection !== null && /(^|,)\s*close\s*(,|$)/i.test(connection)) return true;
+  const encoding = headerValue(headers['transfer-encoding']);
+  return contentLength === null && (encoding === null || !/chunked/i.test(encoding));
+}
+
+/**
  * Wraps an undici body so that it errors, never ends quietly, when fewer (or more) bytes than
  * Content-Length arrive, and maps undici's errors to RecgateErrors (an abort stays an AbortError).
+ *
+ * With `eager`, the body is read as fast as it arrives, whatever the reader's pace (the bytes wait in
+ * this stream instead), so undici's parser never pauses for backpressure. undici 7 crashes the process
+ * with an uncatchable `assert(!this.paused)` when a connection that ends with its response (see
+ * {@link endsWithConnection}) sends its FIN while the parser is paused (nodejs/undici#5360, fixed only
+ * in undici 8, which needs Node 22). The cost: such a body can sit in memory up to its size while the
+ * disk is slower than the network.
  */
-function guardBody(source: Readable, expected: number | null, ctx: OperationContext): Readable {
+function guardBody(
+  source: Readable,
+  expected: number | null,
+  ctx: OperationContext,
+  eager: boolean,
+): Readable {
   let received = 0;
   const out = new Transform({
     transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
@@ -549,7 +575,16 @@ function guardBody(source: Readable, expected: number | null, ctx: OperationCont
   // The caller may still be opening its file when the connection breaks: an error emitted before anyone
   // listens must not crash the process. The stream stays errored, so a later reader gets the error at once.
   out.on('error', () => {});
-  source.pipe(out);
+  if (eager) {
+    source.on('data', (chunk: Buffer) => {
+      if (!out.destroyed) out.write(chunk);
+    });
+    source.on('end', () => {
+      if (!out.destroyed) out.end();
+    });
+  } else {
+    source.pipe(out);
+  }
   return out;
 }
 

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
@@ -338,5 +340,30 @@ describe('emulator close', () => {
     assert.ok(performance.now() - started < 2_000);
     const outcomes = await Promise.all(bodies);
     for (const outcome of outcomes) assert.ok(outcome instanceof Error);
+  });
+
+  it('a response waiting for its first byte does not keep the process alive after close', async () => {
+    // A process (not this test runner, which other tests keep alive) with a response waiting 10 minutes
+    // for its time to first byte must end by itself once the emulator is closed.
+    const emulatorModule = new URL('../../src/emulator/index.ts', import.meta.url).href;
+    const code = `
+      import { startEmulator } from ${JSON.stringify(emulatorModule)};
+      const emulator = await startEmulator({ port: 0, ttfbMs: 600000 });
+      const created = await emulator.createRecording({ bytes: 10000 });
+      const auth = Buffer.from(emulator.accountSid + ':' + emulator.authToken).toString('base64');
+      const url = emulator.url + '/2010-04-01/Accounts/' + emulator.accountSid + '/Recordings/' + created.recording_sid + '.mp3';
+      const waiting = fetch(url, { headers: { authorization: 'Basic ' + auth } }).catch(() => undefined);
+      while (emulator.stats().total_media_requests === 0) await new Promise((r) => setTimeout(r, 10));
+      await emulator.close();
+      await waiting;
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const deadline = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const [status, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(deadline);
+    assert.equal(signal, null, 'the process ended by itself');
+    assert.equal(status, 0);
   });
 });

@@ -7,7 +7,7 @@ import { JwtAuth } from '../../src/auth/jwt.js';
 import type { CallUpsert } from '../../src/call-log/call-log.js';
 import { type ConfigInput, loadConfig } from '../../src/config/config.js';
 import { type Emulator, type EmulatorOptions, startEmulator } from '../../src/emulator/index.js';
-import { type Gateway, startGateway } from '../../src/server.js';
+import { type Gateway, type GatewayOptions, startGateway } from '../../src/server.js';
 
 export const JWT_SECRET = 'test-secret-'.padEnd(48, 'x');
 export const ADMIN_TOKEN = 'admin-token-for-tests';
@@ -28,6 +28,8 @@ export async function startStack(
     config?: Partial<ConfigInput>;
     dataDir?: string;
     logger?: Logger;
+    /** The Twilio client's timeouts and retry policy (see {@link GatewayOptions.upstream}). */
+    upstream?: GatewayOptions['upstream'];
   } = {},
 ): Promise<Stack> {
   const emulator = await startEmulator({ port: 0, logger: false, ...options.emulator });
@@ -46,7 +48,10 @@ export async function startStack(
     },
     {},
   );
-  const gateway = await startGateway(config, options.logger ? { logger: options.logger } : {});
+  const gateway = await startGateway(config, {
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.upstream ? { upstream: options.upstream } : {}),
+  });
   const jwt = new JwtAuth(JWT_SECRET);
   return {
     emulator,

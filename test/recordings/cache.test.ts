@@ -277,6 +277,19 @@ describe('recording cache', () => {
     await settled(dir, ref);
   });
 
+  it("a body that keeps breaking fails with the last body's own error: a stall is a timeout", async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(200_000);
+    const stalled = () =>
+      createError('RECGATE_UPSTREAM_TIMEOUT', { cause: new Error('stalled after 100000 bytes') });
+    const upstream = new FakeUpstream({ data, failAt: 100_000, failWith: stalled });
+    const { cache, events } = makeCache(t, dir, upstream, { maxResumeAttempts: 2 });
+    const rec = await cache.open(newRef());
+    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), errCode('RECGATE_UPSTREAM_TIMEOUT'));
+    assert.equal(upstream.calls.length, 3, 'the first exchange and two resumptions');
+    assert.equal(events.find((e) => e[0] === 'download_failed')?.[1].code, 'RECGATE_UPSTREAM_TIMEOUT');
+  });
+
   it('atomicity: nothing under the final name until complete; a short body is never renamed', async (t) => {
     const dir = tempDir(t);
     const data = audioBytes(400_000);
@@ -350,8 +363,13 @@ describe('recording cache', () => {
         throw storageError(enospc());
       }
     }
-    const second = makeCache(t, dir, new FakeUpstream({ data }), { store: new NoRoomForSidecar({ dir }) });
+    const refused = new FakeUpstream({ data });
+    const second = makeCache(t, dir, refused, { store: new NoRoomForSidecar({ dir }) });
     await assert.rejects(second.cache.open(newRef()), errCode('RECGATE_STORAGE_FULL'));
+    // The body nobody will read is let go: left open, it would hold the upstream connection (and the
+    // upstream client's close() would wait for it forever).
+    for (let i = 0; i < 200 && refused.activeBodies > 0; i++) await sleep(5);
+    assert.equal(refused.activeBodies, 0, 'the unread upstream body is closed');
   });
 
   it("an aborted open rejects promptly, with the signal's reason, while waiting for the lock", async (t) => {

@@ -133,6 +133,8 @@ export interface FakeUpstreamOptions {
   /** The body errors once it reaches this absolute offset, for the first `failCalls` calls. */
   failAt?: number;
   failCalls?: number;
+  /** What the body errors with at `failAt`. @default an ECONNRESET Error */
+  failWith?: () => Error;
   /** The body ends quietly at this absolute offset (a short body), on every call. */
   shortAt?: number;
   /** fetchMedia itself rejects with this. */
@@ -207,7 +209,7 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
         }
         pos = stop;
         if (failAt !== undefined && pos >= failAt)
-          throw Object.assign(new Error('socket reset'), { code: 'ECONNRESET' });
+          throw o.failWith?.() ?? Object.assign(new Error('socket reset'), { code: 'ECONNRESET' });
         if (o.shortAt !== undefined && pos >= o.shortAt) return;
       }
     }

@@ -178,5 +178,7 @@ function asRecgateError(err: unknown, signal: AbortSignal): RecgateError {
   if (isRecgateError(err)) return err;
   if (signal.aborted && isRecgateError(signal.reason)) return signal.reason;
   const cause = err instanceof BodyBroke || err instanceof RestartFromZero ? (err.cause ?? err) : err;
+  // The last body's own failure says what went wrong: one that stalled is a timeout, not an outage.
+  if (isRecgateError(cause)) return cause;
   return createError('RECGATE_UPSTREAM_UNAVAILABLE', { cause });
 }

@@ -94,6 +94,17 @@ export class PartialFile {
    * not be kept, RecgateError for storage failures and aborts.
    */
   async receive(exchange: Exchange, signal: AbortSignal, transfer: Transfer): Promise<void> {
+    try {
+      await this.#receive(exchange, signal, transfer);
+    } finally {
+      // Frees the connection whatever ended the body, also a failure before its first byte was read (no
+      // room for the generation, a lost lock): an unread body would hold the connection, and the upstream
+      // client's close() waits for it. A no-op for a body read to its end.
+      exchange.response.body.destroy();
+    }
+  }
+
+  async #receive(exchange: Exchange, signal: AbortSignal, transfer: Transfer): Promise<void> {
     const ctx = this.#ctx;
     const { response } = exchange;
     let writer = this.#writer;
@@ -138,9 +149,6 @@ export class PartialFile {
     } catch (err) {
       if (signal.aborted || err instanceof Unusable || isStorage(err)) throw err;
       throw new BodyBroke('the body broke off', { cause: err });
-    } finally {
-      // Frees the connection whatever ended the body; a no-op for a body read to its end.
-      response.body.destroy();
     }
     await body.end();
     if (size !== null && writer.length !== size) {
