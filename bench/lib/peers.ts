@@ -7,12 +7,12 @@ import { type ChildProcess, execFileSync, fork, spawn, spawnSync } from 'node:ch
 import { once } from 'node:events';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
+import { freePort } from '../../test/helpers/common.js';
 import { childrenOf } from './procfs.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -75,15 +75,6 @@ export async function forEachPeer(
       await peer.stop();
     }
   }
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
 }
 
 /** A scratch directory the harness removes at the end. */

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { generateMp3, generateWav, minMp3Bytes, WAV_SAMPLE_RATE } from '../../src/emulator/audio.js';
+import { sha256 } from '../helpers/common.js';
 import { walkMp3 } from './mp3-frames.js';
-
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 describe('generateMp3', () => {
   it('produces exactly the requested byte count, all valid frames, with the stated sha256', () => {

@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { CreatedRecording, Emulator } from '../../src/emulator/index.js';
 import { evaluateRange } from '../../src/emulator/media.js';
+import { sha256 } from '../helpers/common.js';
 import { accountUrl, api, basic, start } from './helpers.js';
 import { walkMp3 } from './mp3-frames.js';
-
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 describe('evaluateRange', () => {
   const base = { ifRange: undefined, etag: '"x"', lastModified: 'Tue, 31 Aug 2010 20:36:28 GMT', size: 1000 };

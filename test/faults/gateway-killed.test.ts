@@ -23,13 +23,13 @@ import { Agent } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import { FsLocker, SEEK_AHEAD_DEFAULTS } from '../../src/recordings/index.js';
+import { callFiles } from '../helpers/recordings.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { JWT_SECRET } from '../helpers/stack.js';
 import { between, faultRepeat, faultSeed, seededRandom } from './seed.js';
 import {
   atMediaBytes,
   callEvents,
-  callFiles,
   coldRecording,
   describePlan,
   eventSummary,
@@ -38,7 +38,7 @@ import {
   planClients,
   ready,
   seekerPlan,
-  settledFiles,
+  settledRecording,
   tally,
   wholeRecording,
 } from './takeover-helpers.js';
@@ -133,7 +133,7 @@ describe('fault: the whole gateway is killed mid-download and restarted', () => 
       const restarted = await Promise.all(
         afterPlans.map((plan) => fetchRecording(gateway.url, rec.callSid, token, plan, rec.source, agent)),
       );
-      const files = await settledFiles(recordings, rec, { allowLockFile: true });
+      const files = await settledRecording(recordings, rec, { allowLockFile: true });
       const lock = new FsLocker({ dir: recordings }).newLock(rec.callSid);
       const free = await lock.tryLock();
       if (free) await lock.unlock();

@@ -37,7 +37,7 @@ import {
   planClients,
   ready,
   seekerPlan,
-  settledFiles,
+  settledRecording,
   tally,
   waitFor,
   wholeRecording,
@@ -166,7 +166,7 @@ describe('fault: the PostgreSQL session holding a download lock is killed', () =
       );
       // The takeover completes: one good file, its identity record, nothing else of the call; and both
       // gateways serve the whole recording.
-      const files = await settledFiles(path.join(dataDir, 'recordings'), rec);
+      const files = await settledRecording(path.join(dataDir, 'recordings'), rec);
       const afterwards = await Promise.all(
         gateways.map((g) =>
           fetchRecording(g.url, rec.callSid, token, wholeRecording(SIZE), rec.source, agent),

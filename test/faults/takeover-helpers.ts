@@ -3,16 +3,18 @@
  * gateway, clients that tell a complete body from a cut one, the files a call leaves in the recordings
  * directory, and the cache events the gateways logged for it.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Dispatcher, request } from 'undici';
 import { type Emulator, generateMp3 } from '../../src/emulator/index.js';
+import { sha256 } from '../helpers/common.js';
+import { callFiles, settledFiles } from '../helpers/recordings.js';
 import { ADMIN_TOKEN } from '../helpers/stack.js';
 import { between } from './seed.js';
 
-export const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+export { sha256 } from '../helpers/common.js';
 
 export interface ColdRecording {
   callSid: string;
@@ -213,31 +215,24 @@ export function tally(results: ClientResult[]): Record<Verdict, number> {
   return counts;
 }
 
-/** The names in the recordings directory `dir` that belong to call `callSid`. */
-export async function callFiles(dir: string, callSid: string): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => name.includes(callSid)).sort();
-}
-
 /**
  * Waits (up to `timeoutMs`) until the call's files are exactly the finished recording and its identity
  * record (plus the lock file when `allowLockFile`), then checks them: the recording's bytes, and a record
  * naming its recording SID. Resolves to the names seen last and what is wrong with them, if anything.
  */
-export async function settledFiles(
+export async function settledRecording(
   dir: string,
   rec: ColdRecording,
   options: { timeoutMs?: number; allowLockFile?: boolean } = {},
 ): Promise<{ names: string[]; problem: string | undefined }> {
-  const wanted = [`${rec.callSid}.mp3`, `.${rec.callSid}.mp3.id`].sort();
-  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
-  let names: string[] = [];
-  for (;;) {
-    names = await callFiles(dir, rec.callSid);
-    const kept = options.allowLockFile ? names.filter((n) => n !== `.${rec.callSid}.lock`) : names;
-    if (kept.length === wanted.length && kept.every((n, i) => n === wanted[i])) break;
-    if (Date.now() > deadline)
-      return { names, problem: `the call's files never settled: ${names.join(' ')}` };
-    await sleep(50);
+  let names: string[];
+  try {
+    names = await settledFiles(dir, rec.callSid, {
+      timeoutMs: options.timeoutMs ?? 15_000,
+      ...(options.allowLockFile ? { lockFileAfterMs: 0 } : {}),
+    });
+  } catch (err) {
+    return { names: await callFiles(dir, rec.callSid), problem: (err as Error).message };
   }
   const body = await readFile(path.join(dir, `${rec.callSid}.mp3`));
   if (sha256(body) !== rec.sha256) {

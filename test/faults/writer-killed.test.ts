@@ -21,9 +21,8 @@
  * FAULT_REPEAT points (default 20) from FAULT_SEED; see test/faults/seed.ts.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -32,6 +31,8 @@ import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
+import { sha256 as sha } from '../helpers/common.js';
+import { settledFiles } from '../helpers/recordings.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
 import { between, faultRepeat, faultSeed, seededRandom } from './seed.js';
@@ -47,8 +48,6 @@ const SLOW_TTFB_MS = 500;
 const NEAR_RANGE = 200_000;
 /** How long any one wait of a point may take before the point fails (not a timing assertion). */
 const DEADLINE_MS = 30_000;
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 type KillAt =
   /** The upstream request went out, its headers (delayed by SLOW_TTFB_MS) have not come back. */
@@ -267,7 +266,12 @@ async function runPoint(
     () => [...listeningPids(server)].find((pid) => !workersBefore.has(pid)),
     `${label}: a replacement worker listens`,
   );
-  const left = await settled(dir, sid, label);
+  // The last holder unlinks the lock file as it lets go, just after the commit; when nobody took the lock
+  // after the kill, the dead holder's file stays until a sweep.
+  const names = await settledFiles(dir, sid, { timeoutMs: DEADLINE_MS, lockFileAfterMs: 3000 }).catch(
+    (err: Error) => assert.fail(`${label}: ${err.message}`),
+  );
+  const left = names.filter((n) => n === `.${sid}.lock`);
   const final = await readFile(path.join(dir, `${sid}.mp3`));
   assert.equal(sha(final), rec.sha256, `${label}: the final file`);
   const handle = await store.openFinal(sid);
@@ -408,30 +412,6 @@ function snapshot(emulator: Emulator, dir: string, sid: string, recordingSid: st
       (n) => n.includes(sid) && n !== `${sid}.mp3` && n !== `.${sid}.mp3.id` && n !== `.${sid}.lock`,
     ),
   };
-}
-
-/**
- * Waits until the call has its final file and identity record and no download files; returns what else is
- * left that is allowed (a lock file nobody removed), and fails on anything else.
- */
-async function settled(dir: string, sid: string, label: string): Promise<string[]> {
-  const wanted = [`${sid}.mp3`, `.${sid}.mp3.id`];
-  const lock = `.${sid}.lock`;
-  const started = Date.now();
-  for (;;) {
-    const names = (await readdir(dir)).filter((n) => n.includes(sid)).sort();
-    const extra = names.filter((n) => !wanted.includes(n));
-    if (wanted.every((n) => names.includes(n))) {
-      if (extra.length === 0) return [];
-      // The last holder unlinks the lock file as it lets go, just after the commit; when nobody took the
-      // lock after the kill, the dead holder's file stays until a sweep.
-      if (extra.length === 1 && extra[0] === lock && Date.now() - started > 3000) return extra;
-    }
-    if (Date.now() - started > DEADLINE_MS) {
-      assert.fail(`${label}: files of the call did not settle: ${names.join(' ')}`);
-    }
-    await sleep(25);
-  }
 }
 
 /** Asks (each time on a new connection) until the replacement worker answers; returns how many asks it took. */

@@ -2,23 +2,17 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { freePort } from './common.js';
+
+export { freePort } from './common.js';
+
 import type { PrimaryOptions } from '../../src/cli/cluster.js';
 import { ADMIN_TOKEN, JWT_SECRET } from './stack.js';
 
 const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));
 const SERVE_ENTRY = fileURLToPath(new URL('./serve-entry.ts', import.meta.url));
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 export interface ServeProcess {
   url: string;

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,9 +6,9 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { getExpectedTwilioSignature } from 'twilio/lib/webhooks/webhooks.js';
 import { request } from 'undici';
 import type { CallSid } from '../../src/sid.js';
+import { sha256 } from '../helpers/common.js';
 import { ADMIN_TOKEN, JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sid = (c: string) => `CA${c.repeat(32)}` as CallSid;
 
 async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {

@@ -4,7 +4,7 @@
  * spread over both still makes exactly one upstream request, and every body is exact.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,11 +13,10 @@ import pg from 'pg';
 import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { sha256 as sha } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 const found = await findPostgres();
 const base = 'url' in found ? found.url : undefined;

@@ -4,16 +4,16 @@
  * or the cache state of, a call registered to another business.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { getExpectedTwilioSignature } from 'twilio/lib/webhooks/webhooks.js';
 import { request } from 'undici';
 import type { CallSid } from '../../src/sid.js';
+import { sha256 } from '../helpers/common.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 
 interface Call {

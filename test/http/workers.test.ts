@@ -4,7 +4,6 @@
  * SIGKILL mid-download, after which the surviving clients still get complete, correct bodies.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,10 +11,9 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { sha256 as sha } from '../helpers/common.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 interface Outcome {
   kind: string;

@@ -9,6 +9,7 @@ import { createRecordingCache, FsLocker } from '../../src/recordings/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { PartialWriter } from '../../src/recordings/store/store.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
+import { isCode } from '../helpers/common.js';
 import {
   audioBytes,
   captureLogger,
@@ -22,14 +23,6 @@ import {
   settled,
   tempDir,
 } from './helpers.js';
-
-function errCode(code: string) {
-  return (err: unknown) => {
-    assert.ok(isRecgateError(err), `expected RecgateError ${code}, got ${String(err)}`);
-    assert.equal(err.code, code);
-    return true;
-  };
-}
 
 async function readRange(
   cache: ReturnType<typeof makeCache>['cache'],
@@ -257,11 +250,11 @@ describe('recording cache', () => {
     };
     await assert.rejects(
       drain(rec.createReadStream(0, rec.size - 1), 0),
-      errCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+      isCode('RECGATE_UPSTREAM_UNAVAILABLE'),
     );
     await assert.rejects(
       drain(recLate.createReadStream(150_000, 199_999), 1),
-      errCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+      isCode('RECGATE_UPSTREAM_UNAVAILABLE'),
     );
     assert.equal(received[0], 100_000);
     assert.equal(received[1], 0);
@@ -285,7 +278,7 @@ describe('recording cache', () => {
     const upstream = new FakeUpstream({ data, failAt: 100_000, failWith: stalled });
     const { cache, events } = makeCache(t, dir, upstream, { maxResumeAttempts: 2 });
     const rec = await cache.open(newRef());
-    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), errCode('RECGATE_UPSTREAM_TIMEOUT'));
+    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), isCode('RECGATE_UPSTREAM_TIMEOUT'));
     assert.equal(upstream.calls.length, 3, 'the first exchange and two resumptions');
     assert.equal(events.find((e) => e[0] === 'download_failed')?.[1].code, 'RECGATE_UPSTREAM_TIMEOUT');
   });
@@ -324,7 +317,7 @@ describe('recording cache', () => {
     const rec = await short.cache.open(shortRef);
     await assert.rejects(
       readAll(rec.createReadStream(0, rec.size - 1)),
-      errCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+      isCode('RECGATE_UPSTREAM_UNAVAILABLE'),
     );
     assert.equal(existsSync(join(dir, `${shortRef.ownerCallSid}.mp3`)), false);
     assert.equal(shortUpstream.calls.length, 3);
@@ -352,7 +345,7 @@ describe('recording cache', () => {
     const { cache, events } = makeCache(t, dir, upstream, { store: new FullDiskStore({ dir }) });
     const ref = newRef();
     const rec = await cache.open(ref);
-    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), errCode('RECGATE_STORAGE_FULL'));
+    await assert.rejects(readAll(rec.createReadStream(0, rec.size - 1)), isCode('RECGATE_STORAGE_FULL'));
     assert.equal(events.find((e) => e[0] === 'download_failed')?.[1].code, 'RECGATE_STORAGE_FULL');
     assert.equal(upstream.calls.length, 1, 'a full disk is not retried');
     await quiet(dir, ref);
@@ -365,7 +358,7 @@ describe('recording cache', () => {
     }
     const refused = new FakeUpstream({ data });
     const second = makeCache(t, dir, refused, { store: new NoRoomForSidecar({ dir }) });
-    await assert.rejects(second.cache.open(newRef()), errCode('RECGATE_STORAGE_FULL'));
+    await assert.rejects(second.cache.open(newRef()), isCode('RECGATE_STORAGE_FULL'));
     // The body nobody will read is let go: left open, it would hold the upstream connection (and the
     // upstream client's close() would wait for it forever).
     for (let i = 0; i < 200 && refused.activeBodies > 0; i++) await sleep(5);
@@ -384,7 +377,7 @@ describe('recording cache', () => {
     assert.ok(performance.now() - started < 1000);
     const controller = new AbortController();
     controller.abort(createError('RECGATE_CLIENT_CLOSED'));
-    await assert.rejects(cache.open(ref, { signal: controller.signal }), errCode('RECGATE_CLIENT_CLOSED'));
+    await assert.rejects(cache.open(ref, { signal: controller.signal }), isCode('RECGATE_CLIENT_CLOSED'));
   });
 
   it('a wait with no progress from the lock holder times out with RECGATE_LOCK_TIMEOUT', async (t) => {
@@ -396,7 +389,7 @@ describe('recording cache', () => {
     const foreign = new FsLocker({ dir }).newLock(ref.ownerCallSid);
     assert.equal(await foreign.tryLock(), true);
     t.after(() => foreign.unlock());
-    await assert.rejects(cache.open(ref), errCode('RECGATE_LOCK_TIMEOUT'));
+    await assert.rejects(cache.open(ref), isCode('RECGATE_LOCK_TIMEOUT'));
   });
 
   it('one requester going away does not abort the download the others share', async (t) => {
@@ -410,7 +403,7 @@ describe('recording cache', () => {
     const patient = cache.open(ref);
     setTimeout(() => controller.abort(createError('RECGATE_CLIENT_CLOSED')), 30);
     const started = performance.now();
-    await assert.rejects(impatient, errCode('RECGATE_CLIENT_CLOSED'));
+    await assert.rejects(impatient, isCode('RECGATE_CLIENT_CLOSED'));
     assert.ok(performance.now() - started < 140, 'rejected before the headers came');
     const rec = await patient;
     const dropped = rec.createReadStream(0, rec.size - 1);
@@ -508,7 +501,7 @@ describe('recording cache', () => {
     const upstream = new FakeUpstream({ data, noLength: true, shortAt: MP3_FRAME_BYTES * 100 + 100 });
     const { cache, named } = makeCache(t, dir, upstream, { maxResumeAttempts: 2 });
     const ref = newRef();
-    await assert.rejects(cache.open(ref), errCode('RECGATE_UPSTREAM_UNAVAILABLE'));
+    await assert.rejects(cache.open(ref), isCode('RECGATE_UPSTREAM_UNAVAILABLE'));
     assert.equal(upstream.calls.length, 3, 'retried, within bounds');
     assert.match(String((named('download_failed')[0]?.err as Error | undefined)?.message), /cut short/);
     await quiet(dir, ref);
@@ -545,8 +538,8 @@ describe('recording cache', () => {
     });
     const { cache } = makeCache(t, dir, upstream);
     const ref = newRef();
-    await assert.rejects(cache.open(ref), errCode('RECGATE_RECORDING_GONE'));
-    await assert.rejects(cache.open(ref), errCode('RECGATE_RECORDING_GONE'));
+    await assert.rejects(cache.open(ref), isCode('RECGATE_RECORDING_GONE'));
+    await assert.rejects(cache.open(ref), isCode('RECGATE_RECORDING_GONE'));
     assert.equal(upstream.calls.length, 2, 'a failure is not cached');
     await quiet(dir, ref);
     assert.deepEqual(readdirSync(dir), []);
@@ -564,8 +557,8 @@ describe('recording cache', () => {
     );
     await sleep(60);
     await cache.close();
-    errCode('RECGATE_SHUTTING_DOWN')(await reading);
-    await assert.rejects(cache.open(ref), errCode('RECGATE_SHUTTING_DOWN'));
+    isCode('RECGATE_SHUTTING_DOWN')(await reading);
+    await assert.rejects(cache.open(ref), isCode('RECGATE_SHUTTING_DOWN'));
     const kept = leftovers(dir).sort();
     assert.equal(kept.length, 3, kept.join(', '));
     assert.match(kept[0]!, new RegExp(`^\\.${ref.ownerCallSid}\\.mp3\\.[0-9a-f]{16}\\.frontier$`));

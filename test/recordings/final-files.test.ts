@@ -1,16 +1,9 @@
 import assert from 'node:assert/strict';
 import { readdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { FinalFiles } from '../../src/recordings/store/final-files.js';
-import { tempDir } from './helpers.js';
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
+import { readAll, tempDir } from '../helpers/common.js';
 
 const openFds = () => readdirSync('/proc/self/fd').length;
 

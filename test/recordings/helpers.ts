@@ -4,11 +4,10 @@
  * adapter for child processes, a log capture, and child-process plumbing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,20 +20,15 @@ import { createRecordingCache, type RecordingCacheOptions } from '../../src/reco
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import type { MediaRequest, MediaResponse, Upstream } from '../../src/upstream/upstream.js';
 
-export const HERE = dirname(fileURLToPath(import.meta.url));
+import { hex32 } from '../helpers/common.js';
+import { finishedNames, settledFiles } from '../helpers/recordings.js';
 
-export function hex32(): string {
-  return randomBytes(16).toString('hex');
-}
+export { hex32, readAll, sha256, tempDir } from '../helpers/common.js';
+
+export const HERE = dirname(fileURLToPath(import.meta.url));
 
 export function newRef(): RecordingRef {
   return { ownerCallSid: `CA${hex32()}` as CallSid, recordingSid: `RE${hex32()}` as RecordingSid };
-}
-
-export function tempDir(t: { after(fn: () => void): void }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'recgate-rec-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 /** Bytes of one MPEG-1 Layer III frame at 128 kbit/s and 44.1 kHz, without padding. */
@@ -55,21 +49,12 @@ export function audioBytes(size: number): Buffer {
 
 /** What a finished recording leaves in the recordings directory: the file and its identity record. */
 export function finishedFiles(ref: RecordingRef): string[] {
-  return [`.${ref.ownerCallSid}.mp3.id`, `${ref.ownerCallSid}.mp3`];
+  return finishedNames(ref.ownerCallSid);
 }
 
-/**
- * Waits until the recording is committed and nothing else of it is left (no generation, sidecar or lock
- * file): the cache released its lock (the streams end before that).
- */
+/** Waits until the recording is committed and nothing else of it is left (see {@link settledFiles}). */
 export async function settled(dir: string, ref: RecordingRef, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const done = finishedFiles(ref).join(' ');
-  while (Date.now() < deadline) {
-    if (ownFiles(dir, ref).join(' ') === done) return;
-    await sleep(5);
-  }
-  throw new Error(`recording ${ref.ownerCallSid} never settled: ${readdirSync(dir).join(', ')}`);
+  await settledFiles(dir, ref.ownerCallSid, { timeoutMs });
 }
 
 /** The current generation's file of a recording (per its sidecar), or `undefined` when there is none. */
@@ -87,16 +72,6 @@ export function ownFiles(dir: string, ref: RecordingRef): string[] {
   return readdirSync(dir)
     .filter((n) => n.includes(ref.ownerCallSid))
     .sort();
-}
-
-export function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-export async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
 
 /** A pino logger whose lines the test can read back. */

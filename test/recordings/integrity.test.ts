@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { isRecgateError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import type { RecordingSid } from '../../src/sid.js';
+import { isCode } from '../helpers/common.js';
 import {
   audioBytes,
   FakeUpstream,
@@ -20,14 +20,6 @@ import {
   settled,
   tempDir,
 } from './helpers.js';
-
-function errCode(code: string) {
-  return (err: unknown) => {
-    assert.ok(isRecgateError(err), `expected RecgateError ${code}, got ${String(err)}`);
-    assert.equal(err.code, code);
-    return true;
-  };
-}
 
 async function play(cache: ReturnType<typeof makeCache>['cache'], ref: RecordingRef) {
   const rec = await cache.open(ref);
@@ -138,7 +130,7 @@ describe('bad media is never stored', () => {
       const upstream = new FakeUpstream({ ...options });
       const { cache, named } = makeCache(t, dir, upstream);
       const ref = newRef();
-      await assert.rejects(cache.open(ref), errCode('RECGATE_UPSTREAM_BAD_MEDIA'));
+      await assert.rejects(cache.open(ref), isCode('RECGATE_UPSTREAM_BAD_MEDIA'));
       assert.equal(named('download_failed')[0]?.code, 'RECGATE_UPSTREAM_BAD_MEDIA');
       assert.equal(upstream.calls.length, 1, 'a bad body is not retried');
       assert.deepEqual(
@@ -171,7 +163,7 @@ describe('bad media is never stored', () => {
     wav.writeUInt32LE(8000, 40);
     const upstream = new FakeUpstream({ data: wav, contentType: 'audio/mpeg' });
     const { cache } = makeCache(t, dir, upstream);
-    await assert.rejects(cache.open(newRef()), errCode('RECGATE_UPSTREAM_BAD_MEDIA'));
+    await assert.rejects(cache.open(newRef()), isCode('RECGATE_UPSTREAM_BAD_MEDIA'));
     upstream.options = { data: wav, contentType: 'audio/x-wav' };
     const ref = newRef();
     assert.ok((await play(cache, ref)).body.equals(wav));

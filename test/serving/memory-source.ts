@@ -59,11 +59,7 @@ export function memorySource(body: Buffer | string, options: MemorySourceOptions
   };
 }
 
-export async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
+export { readAll } from '../helpers/common.js';
 
 export interface ParsedPart {
   headers: Record<string, string>;

@@ -1,0 +1,54 @@
+/**
+ * Small helpers every suite needs (and the benchmarks): bytes of a stream, their hash, error-code assertions,
+ * temp dirs, ids, a free port.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRecgateError } from '../../src/errors.js';
+
+/** Every byte of a stream. */
+export async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export function sha256(data: Uint8Array | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** For `assert.rejects` and `assert.throws`: the error is a RecgateError with this code. */
+export function isCode(code: string): (err: unknown) => true {
+  return (err) => {
+    assert.ok(isRecgateError(err), `expected RecgateError ${code}, got ${String(err)}`);
+    assert.equal(err.code, code);
+    return true;
+  };
+}
+
+/** A fresh temporary directory, removed after the test. */
+export function tempDir(t: { after(fn: () => void): void }, prefix = 'recgate-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** 32 random lower-case hex digits, the body of a Twilio SID. */
+export function hex32(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for a server that must know its port up front). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
