@@ -8,7 +8,6 @@ import { REDACT_PATHS } from '../../src/observability/logger.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import {
   createTwilioClient,
-  parseRetryAfter,
   type RetryEvent,
   type TwilioClient,
   type TwilioClientOptions,
@@ -98,18 +97,6 @@ describe('TwilioClient options', () => {
       apiKey: `SK${'b'.repeat(32)}`,
       apiSecret: 'x',
     }).close();
-  });
-});
-
-describe('parseRetryAfter', () => {
-  test('reads delay-seconds and HTTP-dates', () => {
-    const now = Date.parse('2024-01-02T10:00:00Z');
-    assert.equal(parseRetryAfter('3', now), 3000);
-    assert.equal(parseRetryAfter(' 0 ', now), 0);
-    assert.equal(parseRetryAfter('Tue, 02 Jan 2024 10:00:05 GMT', now), 5000);
-    assert.equal(parseRetryAfter('Tue, 02 Jan 2024 09:00:00 GMT', now), 0);
-    assert.equal(parseRetryAfter('soon', now), null);
-    assert.equal(parseRetryAfter(null, now), null);
   });
 });
 
