@@ -259,11 +259,6 @@ export class TwilioClient implements Upstream {
   }
 }
 
-/** Creates a {@link TwilioClient}; the options are validated here. */
-export function createTwilioClient(options: TwilioClientOptions): TwilioClient {
-  return new TwilioClient(options);
-}
-
 /** A media 404 to retry: the recording is still on its way. */
 function notReady(cause: Error): RetryableFailure {
   return new RetryableFailure({ reason: 'not_ready', status: 404, retryAfterMs: null, cause });

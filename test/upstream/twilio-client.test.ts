@@ -6,12 +6,7 @@ import { pino } from 'pino';
 import type { RecgateError } from '../../src/errors.js';
 import { REDACT_PATHS } from '../../src/observability/logger.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import {
-  createTwilioClient,
-  type RetryEvent,
-  type TwilioClient,
-  type TwilioClientOptions,
-} from '../../src/upstream/twilio-client.js';
+import { type RetryEvent, TwilioClient, type TwilioClientOptions } from '../../src/upstream/twilio-client.js';
 import {
   ACCOUNT_SID,
   AUTH_TOKEN,
@@ -38,7 +33,7 @@ function makeClient(
   baseUrl: string,
   overrides: Partial<TwilioClientOptions> = {},
 ): TwilioClient {
-  const client = createTwilioClient({
+  const client = new TwilioClient({
     baseUrl,
     accountSid: ACCOUNT_SID,
     authToken: AUTH_TOKEN,
@@ -83,7 +78,7 @@ describe('TwilioClient options', () => {
   ];
   for (const [name, patch, message] of cases) {
     test(`rejects a bad ${name}`, () => {
-      assert.throws(() => createTwilioClient({ ...valid, ...patch } as TwilioClientOptions), {
+      assert.throws(() => new TwilioClient({ ...valid, ...patch } as TwilioClientOptions), {
         name: 'TypeError',
         message,
       });
@@ -91,8 +86,8 @@ describe('TwilioClient options', () => {
   }
 
   test('accepts the defaults and API key credentials', async () => {
-    await createTwilioClient(valid).close();
-    await createTwilioClient({
+    await new TwilioClient(valid).close();
+    await new TwilioClient({
       accountSid: ACCOUNT_SID,
       apiKey: `SK${'b'.repeat(32)}`,
       apiSecret: 'x',
