@@ -135,7 +135,11 @@ export interface FakeUpstreamOptions {
   failCalls?: number;
   /** What the body errors with at `failAt`. @default an ECONNRESET Error */
   failWith?: () => Error;
-  /** The body ends quietly at this absolute offset (a short body), on every call. */
+  /**
+   * The connection closes cleanly at this absolute offset, on every call. As from TwilioClient, the body
+   * then errors (RECGATE_UPSTREAM_UNAVAILABLE) when Content-Length promised more, and ends quietly only
+   * without Content-Length (`noLength`), where nobody can tell a short body from a whole one.
+   */
   shortAt?: number;
   /** fetchMedia itself rejects with this. */
   headersError?: Error;
@@ -170,6 +174,7 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
     const o = this.options;
     const call = this.calls.length;
     this.calls.push(req);
+    req.signal?.throwIfAborted();
     if (o.ttfbMs) await sleep(o.ttfbMs, undefined, { signal: req.signal });
     if (o.headersError) throw o.headersError;
     const acceptsRanges = o.acceptsRanges ?? true;
@@ -210,7 +215,12 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
         pos = stop;
         if (failAt !== undefined && pos >= failAt)
           throw o.failWith?.() ?? Object.assign(new Error('socket reset'), { code: 'ECONNRESET' });
-        if (o.shortAt !== undefined && pos >= o.shortAt) return;
+        if (o.shortAt !== undefined && pos >= o.shortAt) {
+          if (o.noLength) return;
+          throw createError('RECGATE_UPSTREAM_UNAVAILABLE', {
+            message: `The recording download from the provider ended after ${pos - start} of ${stopAt - start} bytes`,
+          });
+        }
       }
     }
     const stream = Readable.from(body(), { objectMode: false });
