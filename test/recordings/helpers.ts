@@ -153,7 +153,10 @@ export interface FakeUpstreamOptions {
   contentType?: string | null;
 }
 
-/** An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. */
+/**
+ * An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. It passes the
+ * fetchMedia part of the Upstream contract (test/upstream/contract.ts).
+ */
 export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
   readonly calls: MediaRequest[] = [];
   options: FakeUpstreamOptions;
@@ -251,6 +254,13 @@ export interface MediaServerOptions {
   chunkDelayMs?: number;
   acceptsRanges?: boolean;
   etag?: string;
+  /** Delay before the response headers. @default 0 */
+  headersDelayMs?: number;
+  /**
+   * Every response's connection breaks once its body reaches this absolute offset: by a reset, or by a
+   * clean close (FIN) before Content-Length. @default never
+   */
+  breakAt?: { offset: number; how: 'reset' | 'close' };
 }
 
 export interface MediaServer {
@@ -269,6 +279,8 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
   const delay = options.chunkDelayMs ?? 0;
   const acceptsRanges = options.acceptsRanges ?? true;
   const etag = options.etag ?? '"media-1"';
+  const headersDelayMs = options.headersDelayMs ?? 0;
+  const breakAt = options.breakAt;
   const ranges: Array<string | null> = [];
   let sent = 0;
   const server: Server = createServer((req, res) => {
@@ -292,15 +304,20 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
     };
     if (acceptsRanges) headers['accept-ranges'] = 'bytes';
     if (ranged) headers['content-range'] = `bytes ${start}-${end}/${data.length}`;
-    res.writeHead(ranged ? 206 : 200, headers);
     let pos = start;
     const pump = () => {
       if (res.destroyed) return;
+      if (breakAt !== undefined && pos >= breakAt.offset && pos <= end) {
+        // Once what was written has left Node's buffers, so that the break does not swallow it.
+        res.write('', () => (breakAt.how === 'reset' ? res.socket?.resetAndDestroy() : res.socket?.end()));
+        return;
+      }
       if (pos > end) {
         res.end();
         return;
       }
-      const stop = Math.min(end + 1, pos + chunkSize);
+      const breakOffset = breakAt !== undefined && breakAt.offset > pos ? breakAt.offset : end + 1;
+      const stop = Math.min(end + 1, pos + chunkSize, breakOffset);
       const ok = res.write(data.subarray(pos, stop));
       sent += stop - pos;
       pos = stop;
@@ -308,7 +325,16 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
       if (ok) next();
       else res.once('drain', next);
     };
-    pump();
+    const respond = () => {
+      res.writeHead(ranged ? 206 : 200, headers);
+      pump();
+    };
+    if (headersDelayMs > 0) {
+      const timer = setTimeout(respond, headersDelayMs);
+      res.once('close', () => clearTimeout(timer));
+    } else {
+      respond();
+    }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
