@@ -143,9 +143,11 @@ export interface RecordingPage {
 
 /** One page of a call's recording list. */
 export function parseRecordingPage(json: unknown, callSid: CallSid): RecordingPage {
-  const items = (json as { recordings?: unknown }).recordings;
+  if (typeof json !== 'object' || json === null) throw malformed('recording list is not an object');
+  const page = json as Record<string, unknown>;
+  const items = page.recordings;
   if (!Array.isArray(items)) throw malformed('recording list without a recordings array');
-  const next = (json as { next_page_uri?: unknown }).next_page_uri;
+  const next = page.next_page_uri;
   return {
     recordings: items.map((item) => parseRecording(item, callSid)),
     nextPageUri: typeof next === 'string' && next !== '' ? next : null,

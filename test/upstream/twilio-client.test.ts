@@ -210,6 +210,18 @@ describe('TwilioClient metadata', () => {
     assert.deepEqual(await makeClient(t, stub.url).listCallRecordings(CALL), []);
   });
 
+  test('a recording list page that is not an object is RECGATE_UPSTREAM_UNAVAILABLE', async (t) => {
+    for (const page of [null, 42, [], { recordings: 'none' }]) {
+      const stub = await startStub((_req, res) => json(res, 200, page));
+      t.after(() => stub.close());
+      await assert.rejects(
+        makeClient(t, stub.url).listCallRecordings(CALL),
+        isCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+        JSON.stringify(page),
+      );
+    }
+  });
+
   test('malformed SIDs are rejected before any request', async (t) => {
     const stub = await startStub((_req, res) => twilioNotFound(res));
     t.after(() => stub.close());
