@@ -1,6 +1,10 @@
 /**
  * What recgate needs from the recording provider (Twilio). `twilio-client.ts` implements it with undici
  * against Twilio's REST API (or `recgate emulator`). Code outside this folder names only {@link Upstream}.
+ * The client and every test double of it pass one contract suite, test/upstream/contract.ts.
+ *
+ * A signal aborted while a method is pending makes it reject, and one aborted while a media body streams
+ * makes the body error; the error is an `AbortError` for a signal aborted without a reason of its own.
  */
 import type { Readable } from 'node:stream';
 import type { CallSid, RecordingSid } from '../sid.js';
@@ -28,11 +32,14 @@ export interface UpstreamRecording {
 export interface MediaRequest {
   /** Aborts the request and its body. */
   signal?: AbortSignal | undefined;
-  /** First byte wanted (inclusive). With `end`, asks the upstream for a Range. */
+  /** First byte wanted (inclusive). Asks for a Range, which an upstream may ignore (then a 200 answers). */
   start?: number | undefined;
   /** Last byte wanted (inclusive); omitted means to the end. */
   end?: number | undefined;
-  /** `If-Range` validator to send with a Range request (an ETag or HTTP date). */
+  /**
+   * `If-Range` validator to send with a Range request (an ETag or HTTP date). If it no longer matches, the
+   * whole file answers (200).
+   */
   ifRange?: string | undefined;
 }
 
@@ -51,7 +58,10 @@ export interface MediaResponse {
   contentType: string | null;
   /** Whether the upstream advertised `Accept-Ranges: bytes` or answered 206. */
   acceptsRanges: boolean;
-  /** The body. It errors (never ends early without an error) if the connection breaks or stays idle too long. */
+  /**
+   * The body. It errors (never ends early without an error) if the connection breaks, closes before
+   * Content-Length bytes, or stays idle too long. Without Content-Length, a clean close ends it.
+   */
   body: Readable;
 }
 
@@ -59,7 +69,10 @@ export interface Upstream {
   /** The call, or `undefined` if the upstream does not know it (404). */
   getCall(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamCall | undefined>;
 
-  /** All recordings of a call, following Twilio's paging. */
+  /**
+   * All recordings of a call, each once, following Twilio's paging; none for a call the upstream does not
+   * know.
+   */
   listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]>;
 
   /**

@@ -110,7 +110,11 @@ export interface FakeUpstreamOptions {
   failCalls?: number;
   /** What the body errors with at `failAt`. @default an ECONNRESET Error */
   failWith?: () => Error;
-  /** The body ends quietly at this absolute offset (a short body), on every call. */
+  /**
+   * The connection closes cleanly at this absolute offset, on every call. As from TwilioClient, the body
+   * then errors (RECGATE_UPSTREAM_UNAVAILABLE) when Content-Length promised more, and ends quietly only
+   * without Content-Length (`noLength`), where nobody can tell a short body from a whole one.
+   */
   shortAt?: number;
   /** fetchMedia itself rejects with this. */
   headersError?: Error;
@@ -124,7 +128,10 @@ export interface FakeUpstreamOptions {
   contentType?: string | null;
 }
 
-/** An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. */
+/**
+ * An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. It passes the
+ * fetchMedia part of the Upstream contract (test/upstream/contract.ts).
+ */
 export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
   readonly calls: MediaRequest[] = [];
   options: FakeUpstreamOptions;
@@ -145,6 +152,7 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
     const o = this.options;
     const call = this.calls.length;
     this.calls.push(req);
+    req.signal?.throwIfAborted();
     if (o.ttfbMs) await sleep(o.ttfbMs, undefined, { signal: req.signal });
     if (o.headersError) throw o.headersError;
     const acceptsRanges = o.acceptsRanges ?? true;
@@ -185,7 +193,12 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
         pos = stop;
         if (failAt !== undefined && pos >= failAt)
           throw o.failWith?.() ?? Object.assign(new Error('socket reset'), { code: 'ECONNRESET' });
-        if (o.shortAt !== undefined && pos >= o.shortAt) return;
+        if (o.shortAt !== undefined && pos >= o.shortAt) {
+          if (o.noLength) return;
+          throw createError('RECGATE_UPSTREAM_UNAVAILABLE', {
+            message: `The recording download from the provider ended after ${pos - start} of ${stopAt - start} bytes`,
+          });
+        }
       }
     }
     const stream = Readable.from(body(), { objectMode: false });
@@ -216,6 +229,13 @@ export interface MediaServerOptions {
   chunkDelayMs?: number;
   acceptsRanges?: boolean;
   etag?: string;
+  /** Delay before the response headers. @default 0 */
+  headersDelayMs?: number;
+  /**
+   * Every response's connection breaks once its body reaches this absolute offset: by a reset, or by a
+   * clean close (FIN) before Content-Length. @default never
+   */
+  breakAt?: { offset: number; how: 'reset' | 'close' };
 }
 
 export interface MediaServer {
@@ -234,6 +254,8 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
   const delay = options.chunkDelayMs ?? 0;
   const acceptsRanges = options.acceptsRanges ?? true;
   const etag = options.etag ?? '"media-1"';
+  const headersDelayMs = options.headersDelayMs ?? 0;
+  const breakAt = options.breakAt;
   const ranges: Array<string | null> = [];
   let sent = 0;
   const server: Server = createServer((req, res) => {
@@ -257,15 +279,20 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
     };
     if (acceptsRanges) headers['accept-ranges'] = 'bytes';
     if (ranged) headers['content-range'] = `bytes ${start}-${end}/${data.length}`;
-    res.writeHead(ranged ? 206 : 200, headers);
     let pos = start;
     const pump = () => {
       if (res.destroyed) return;
+      if (breakAt !== undefined && pos >= breakAt.offset && pos <= end) {
+        // Once what was written has left Node's buffers, so that the break does not swallow it.
+        res.write('', () => (breakAt.how === 'reset' ? res.socket?.resetAndDestroy() : res.socket?.end()));
+        return;
+      }
       if (pos > end) {
         res.end();
         return;
       }
-      const stop = Math.min(end + 1, pos + chunkSize);
+      const breakOffset = breakAt !== undefined && breakAt.offset > pos ? breakAt.offset : end + 1;
+      const stop = Math.min(end + 1, pos + chunkSize, breakOffset);
       const ok = res.write(data.subarray(pos, stop));
       sent += stop - pos;
       pos = stop;
@@ -273,7 +300,16 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
       if (ok) next();
       else res.once('drain', next);
     };
-    pump();
+    const respond = () => {
+      res.writeHead(ranged ? 206 : 200, headers);
+      pump();
+    };
+    if (headersDelayMs > 0) {
+      const timer = setTimeout(respond, headersDelayMs);
+      res.once('close', () => clearTimeout(timer));
+    } else {
+      respond();
+    }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;

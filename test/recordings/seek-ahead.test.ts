@@ -17,7 +17,7 @@ import {
 } from '../../src/recordings/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import { createTwilioClient } from '../../src/upstream/twilio-client.js';
+import { TwilioClient } from '../../src/upstream/twilio-client.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
 import {
   audioBytes,
@@ -368,7 +368,7 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   it('cold seek to the last 100 KB of a 30 MB recording at 300 ms TTFB and 4 MB/s', async (t) => {
     const emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000 });
     t.after(() => emulator.close());
-    const client = createTwilioClient({
+    const client = new TwilioClient({
       baseUrl: emulator.url,
       accountSid: DEFAULT_ACCOUNT_SID,
       authToken: DEFAULT_AUTH_TOKEN,
@@ -415,7 +415,7 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   it('with Range off at the emulator the same read is correct, just later', async (t) => {
     const emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000, rangeSupport: false });
     t.after(() => emulator.close());
-    const client = createTwilioClient({
+    const client = new TwilioClient({
       baseUrl: emulator.url,
       accountSid: DEFAULT_ACCOUNT_SID,
       authToken: DEFAULT_AUTH_TOKEN,

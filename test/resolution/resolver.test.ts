@@ -3,95 +3,20 @@
  * whose timing, the test controls.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { CallLog, CallRecord, CallUpsert } from '../../src/call-log/call-log.js';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { isRecgateError } from '../../src/errors.js';
 import { RecordingResolver } from '../../src/resolution/resolver.js';
 import { RecordingState } from '../../src/resolution/state.js';
-import type { CallSid, RecordingSid } from '../../src/sid.js';
-import type { Upstream, UpstreamCall, UpstreamRecording } from '../../src/upstream/upstream.js';
-
-const callSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
-const recordingSid = () => `RE${randomBytes(16).toString('hex')}` as RecordingSid;
-
-/** A promise the test settles by hand. */
-function deferred() {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
-
-/**
- * The parts of Twilio the resolver asks: a call's recordings and a call's parent. Like the real client,
- * a request rejects with its signal's reason once the signal aborts. While `gate` is set, every
- * `listCallRecordings` waits for it, and `arrived` resolves when one starts waiting.
- */
-class FakeUpstream implements Upstream {
-  readonly recordings = new Map<CallSid, UpstreamRecording[]>();
-  readonly parents = new Map<CallSid, CallSid>();
-  readonly asked: string[] = [];
-  /** The signal of each `listCallRecordings`. */
-  readonly signals: (AbortSignal | undefined)[] = [];
-  gate: Promise<void> | undefined;
-  arrived = deferred();
-
-  record(owner: CallSid): RecordingSid {
-    const sid = recordingSid();
-    this.recordings.set(owner, [
-      { sid, callSid: owner, status: 'completed', durationS: 10, dateCreated: '2026-01-01T00:00:00Z' },
-    ]);
-    return sid;
-  }
-
-  async getCall(sid: CallSid, signal?: AbortSignal): Promise<UpstreamCall | undefined> {
-    this.asked.push(`getCall ${sid}`);
-    signal?.throwIfAborted();
-    return {
-      sid,
-      parentCallSid: this.parents.get(sid) ?? null,
-      direction: null,
-      from: null,
-      to: null,
-      startTime: null,
-      durationS: null,
-      status: 'completed',
-    };
-  }
-
-  async listCallRecordings(sid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]> {
-    this.asked.push(`listCallRecordings ${sid}`);
-    this.signals.push(signal);
-    if (this.gate) {
-      this.arrived.resolve();
-      const aborted = new Promise<never>((_, reject) => {
-        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
-      });
-      await Promise.race([this.gate, aborted]);
-    }
-    signal?.throwIfAborted();
-    return this.recordings.get(sid) ?? [];
-  }
-
-  async getRecording(): Promise<UpstreamRecording | undefined> {
-    throw new Error('not used by the resolver');
-  }
-
-  async fetchMedia(): Promise<never> {
-    throw new Error('not used by the resolver');
-  }
-
-  async close(): Promise<void> {}
-}
+import type { CallSid } from '../../src/sid.js';
+import { deferred, FakeCallsUpstream, newCallSid } from '../upstream/fakes.js';
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   const log: CallLog = new SqliteCallLog(':memory:');
   await log.migrate();
   t.after(() => log.close());
-  const upstream = new FakeUpstream();
+  const upstream = new FakeCallsUpstream();
   const resolver = new RecordingResolver({ callLog: log, state: new RecordingState(log), upstream });
   const register = async (call: CallUpsert): Promise<CallRecord> => log.upsert(call);
   /** The call as the download route hands it over: re-read, as each request does. */
@@ -114,9 +39,9 @@ function isNotFound(err: unknown): boolean {
 describe('RecordingResolver: the parent fallback stays inside the business', () => {
   it("plays a same-business parent's recording from the parent's file", async (t) => {
     const { upstream, resolver, register, current } = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    const rec = upstream.record(parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    const rec = upstream.addRecording(parent);
     await register({ businessId: 'acme', callSid: parent });
     await register({ businessId: 'acme', callSid: child, parentCallSid: parent });
 
@@ -133,10 +58,10 @@ describe('RecordingResolver: the parent fallback stays inside the business', () 
 
   it('follows a parent that only Twilio names and nobody registered', async (t) => {
     const { upstream, resolver, register, current } = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    const rec = upstream.record(parent);
-    upstream.parents.set(child, parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    const rec = upstream.addRecording(parent);
+    upstream.addCall(child, parent);
     await register({ businessId: 'acme', callSid: child });
 
     assert.deepEqual(await resolver.resolve(await current(child)), {
@@ -147,9 +72,9 @@ describe('RecordingResolver: the parent fallback stays inside the business', () 
 
   it('never follows a parent that the call log registers to another business', async (t) => {
     const { upstream, resolver, register, current } = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    upstream.record(parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    upstream.addRecording(parent);
     await register({ businessId: 'acme', callSid: parent });
     await register({ businessId: 'globex', callSid: child, parentCallSid: parent });
 
@@ -166,9 +91,9 @@ describe('RecordingResolver: the parent fallback stays inside the business', () 
 
   it("never follows another business's parent through its stored resolution either", async (t) => {
     const { upstream, resolver, register, current } = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    const rec = upstream.record(parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    const rec = upstream.addRecording(parent);
     // The parent has played for its own business, so its resolution is stored.
     await register({ businessId: 'acme', callSid: parent, recordingSid: rec });
     await register({ businessId: 'globex', callSid: child, parentCallSid: parent });
@@ -179,10 +104,10 @@ describe('RecordingResolver: the parent fallback stays inside the business', () 
 
   it('never follows a parent named only by Twilio and registered to another business', async (t) => {
     const { upstream, resolver, register, current } = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    upstream.record(parent);
-    upstream.parents.set(child, parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    upstream.addRecording(parent);
+    upstream.addCall(child, parent);
     await register({ businessId: 'acme', callSid: parent });
     await register({ businessId: 'globex', callSid: child });
 
@@ -194,10 +119,10 @@ describe('RecordingResolver: the parent fallback stays inside the business', () 
 
   it('never follows a same-business parent whose recording lives on another business’s call', async (t) => {
     const { log, upstream, resolver, register, current } = await setup(t);
-    const grandparent = callSid();
-    const parent = callSid();
-    const child = callSid();
-    const rec = upstream.record(grandparent);
+    const grandparent = newCallSid();
+    const parent = newCallSid();
+    const child = newCallSid();
+    const rec = upstream.addRecording(grandparent);
     await register({ businessId: 'globex', callSid: parent });
     await register({ businessId: 'globex', callSid: child, parentCallSid: parent });
     // The parent resolved to the grandparent's recording while nobody had registered the grandparent.
@@ -216,10 +141,10 @@ describe('RecordingResolver: the parent fallback stays inside the business', () 
 describe('RecordingResolver: a stored resolution naming another call is checked again', () => {
   async function playedBeforeTheParentWasRegistered(t: Parameters<typeof setup>[0]) {
     const s = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    const rec = s.upstream.record(parent);
-    s.upstream.parents.set(child, parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    const rec = s.upstream.addRecording(parent);
+    s.upstream.addCall(child, parent);
     await s.register({ businessId: 'globex', callSid: child });
     assert.deepEqual(await s.resolver.resolve(await s.current(child)), {
       recordingSid: rec,
@@ -261,8 +186,8 @@ describe('RecordingResolver: a stored resolution naming another call is checked 
 
   it('costs a call that owns its recording no call-log lookup', async (t) => {
     const { log, upstream, resolver, register, current } = await setup(t);
-    const own = callSid();
-    const rec = upstream.record(own);
+    const own = newCallSid();
+    const rec = upstream.addRecording(own);
     await register({ businessId: 'acme', callSid: own, recordingSid: rec });
     const call = await current(own);
     let lookups = 0;
@@ -280,10 +205,10 @@ describe('RecordingResolver: one lookup shared by concurrent callers', () => {
   /** A child call whose recording sits on its parent, and an upstream held at its first lookup. */
   async function heldLookup(t: Parameters<typeof setup>[0]) {
     const s = await setup(t);
-    const parent = callSid();
-    const child = callSid();
-    const rec = s.upstream.record(parent);
-    s.upstream.parents.set(child, parent);
+    const parent = newCallSid();
+    const child = newCallSid();
+    const rec = s.upstream.addRecording(parent);
+    s.upstream.addCall(child, parent);
     const call = await s.register({ businessId: 'acme', callSid: child });
     const gate = deferred();
     s.upstream.gate = gate.promise;

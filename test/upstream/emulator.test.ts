@@ -8,10 +8,9 @@ import { after, before, beforeEach, describe, type TestContext, test } from 'nod
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import {
-  createTwilioClient,
   type RequestEvent,
   type RetryEvent,
-  type TwilioClient,
+  TwilioClient,
   type TwilioClientOptions,
 } from '../../src/upstream/twilio-client.js';
 import { isCode, readAll } from './helpers.js';
@@ -62,7 +61,7 @@ async function mediaRequests(recording: Recording): Promise<number> {
 }
 
 function makeClient(t: TestContext, overrides: Partial<TwilioClientOptions> = {}): TwilioClient {
-  const client = createTwilioClient({
+  const client = new TwilioClient({
     baseUrl: emulator.url,
     accountSid: emulator.accountSid,
     authToken: emulator.authToken,

@@ -6,13 +6,7 @@ import { pino } from 'pino';
 import type { RecgateError } from '../../src/errors.js';
 import { REDACT_PATHS } from '../../src/observability/logger.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import {
-  createTwilioClient,
-  parseRetryAfter,
-  type RetryEvent,
-  type TwilioClient,
-  type TwilioClientOptions,
-} from '../../src/upstream/twilio-client.js';
+import { type RetryEvent, TwilioClient, type TwilioClientOptions } from '../../src/upstream/twilio-client.js';
 import {
   ACCOUNT_SID,
   AUTH_TOKEN,
@@ -39,7 +33,7 @@ function makeClient(
   baseUrl: string,
   overrides: Partial<TwilioClientOptions> = {},
 ): TwilioClient {
-  const client = createTwilioClient({
+  const client = new TwilioClient({
     baseUrl,
     accountSid: ACCOUNT_SID,
     authToken: AUTH_TOKEN,
@@ -84,7 +78,7 @@ describe('TwilioClient options', () => {
   ];
   for (const [name, patch, message] of cases) {
     test(`rejects a bad ${name}`, () => {
-      assert.throws(() => createTwilioClient({ ...valid, ...patch } as TwilioClientOptions), {
+      assert.throws(() => new TwilioClient({ ...valid, ...patch } as TwilioClientOptions), {
         name: 'TypeError',
         message,
       });
@@ -92,24 +86,12 @@ describe('TwilioClient options', () => {
   }
 
   test('accepts the defaults and API key credentials', async () => {
-    await createTwilioClient(valid).close();
-    await createTwilioClient({
+    await new TwilioClient(valid).close();
+    await new TwilioClient({
       accountSid: ACCOUNT_SID,
       apiKey: `SK${'b'.repeat(32)}`,
       apiSecret: 'x',
     }).close();
-  });
-});
-
-describe('parseRetryAfter', () => {
-  test('reads delay-seconds and HTTP-dates', () => {
-    const now = Date.parse('2024-01-02T10:00:00Z');
-    assert.equal(parseRetryAfter('3', now), 3000);
-    assert.equal(parseRetryAfter(' 0 ', now), 0);
-    assert.equal(parseRetryAfter('Tue, 02 Jan 2024 10:00:05 GMT', now), 5000);
-    assert.equal(parseRetryAfter('Tue, 02 Jan 2024 09:00:00 GMT', now), 0);
-    assert.equal(parseRetryAfter('soon', now), null);
-    assert.equal(parseRetryAfter(null, now), null);
   });
 });
 
@@ -226,6 +208,18 @@ describe('TwilioClient metadata', () => {
     const stub = await startStub((_req, res) => twilioNotFound(res));
     t.after(() => stub.close());
     assert.deepEqual(await makeClient(t, stub.url).listCallRecordings(CALL), []);
+  });
+
+  test('a recording list page that is not an object is RECGATE_UPSTREAM_UNAVAILABLE', async (t) => {
+    for (const page of [null, 42, [], { recordings: 'none' }]) {
+      const stub = await startStub((_req, res) => json(res, 200, page));
+      t.after(() => stub.close());
+      await assert.rejects(
+        makeClient(t, stub.url).listCallRecordings(CALL),
+        isCode('RECGATE_UPSTREAM_UNAVAILABLE'),
+        JSON.stringify(page),
+      );
+    }
   });
 
   test('malformed SIDs are rejected before any request', async (t) => {

@@ -1,0 +1,204 @@
+/**
+ * Media responses: the Range a {@link MediaRequest} asks for, a 200 or 206 read into a {@link MediaResponse}
+ * (Content-Length, Content-Range, ETag, Last-Modified, Content-Type, Accept-Ranges), and the guard around
+ * its body that turns a short, long, broken or stalled body into an error instead of a quiet end.
+ */
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { createError } from '../errors.js';
+import { abortError, discard, errorCode, headerValue } from './http-util.js';
+import { isNonNegativeInt } from './options.js';
+import type { MediaRequest, MediaResponse } from './upstream.js';
+
+/** The `Range` header for `request`, or `undefined` for the whole file. Throws a TypeError for a bad range. */
+export function rangeHeader(request: MediaRequest): string | undefined {
+  const { start, end } = request;
+  if (start === undefined && end === undefined) return undefined;
+  if (start !== undefined && !isNonNegativeInt(start)) {
+    throw new TypeError('request.start must be a non-negative integer');
+  }
+  if (end !== undefined && (!isNonNegativeInt(end) || end < (start ?? 0))) {
+    throw new TypeError('request.end must be an integer not below request.start');
+  }
+  return `bytes=${start ?? 0}-${end ?? ''}`;
+}
+
+/**
+ * A 200 or 206 media response as a {@link MediaResponse}, its body guarded (see {@link guardBody}). Throws
+ * RECGATE_UPSTREAM_UNAVAILABLE, and drops the body, for a 206 without a usable Content-Range.
+ */
+export function toMediaResponse(
+  sid: string,
+  res: Dispatcher.ResponseData,
+  signal: AbortSignal | undefined,
+): MediaResponse {
+  const contentLength = parseNonNegativeInt(headerValue(res.headers['content-length']));
+  let status: 200 | 206 = 200;
+  let start = 0;
+  let totalSize = contentLength;
+  if (res.statusCode === 206) {
+    const contentRange = headerValue(res.headers['content-range']);
+    const range = parseContentRange(contentRange);
+    if (range === undefined) {
+      discard(res.body);
+      throw createError('RECGATE_UPSTREAM_UNAVAILABLE', {
+        cause: new Error(
+          `fetchMedia ${sid}: 206 with unusable Content-Range ${JSON.stringify(contentRange)}`,
+        ),
+      });
+    }
+    status = 206;
+    start = range.start;
+    totalSize = range.totalSize;
+  }
+  const acceptRanges = headerValue(res.headers['accept-ranges']);
+  return {
+    status,
+    contentLength,
+    start,
+    totalSize,
+    etag: headerValue(res.headers.etag),
+    lastModified: headerValue(res.headers['last-modified']),
+    contentType: headerValue(res.headers['content-type']),
+    acceptsRanges: status === 206 || (acceptRanges !== null && /\bbytes\b/i.test(acceptRanges)),
+    body: guardBody(res.body, contentLength, signal, endsWithConnection(res.headers, contentLength)),
+  };
+}
+
+/** `Content-Range: bytes first-last/total` (total may be `*`); `undefined` when absent or unusable. */
+export function parseContentRange(
+  value: string | null,
+): { start: number; end: number; totalSize: number | null } | undefined {
+  const match = value === null ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(value.trim());
+  if (match === null) return undefined;
+  return {
+    start: Number(match[1]),
+    end: Number(match[2]),
+    totalSize: match[3] === '*' ? null : Number(match[3]),
+  };
+}
+
+function parseNonNegativeInt(value: string | null): number | null {
+  if (value === null || !/^\d+$/.test(value.trim())) return null;
+  const n = Number(value.trim());
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/**
+ * Whether the connection ends with this response: `Connection: close`, or a body delimited by the close
+ * (neither Content-Length nor chunked). Such a body must be read without backpressure (see {@link guardBody}).
+ */
+export function endsWithConnection(
+  headers: Dispatcher.ResponseData['headers'],
+  contentLength: number | null,
+): boolean {
+  const connection = headerValue(headers.connection);
+  if (connection !== null && /(^|,)\s*close\s*(,|$)/i.test(connection)) return true;
+  const encoding = headerValue(headers['transfer-encoding']);
+  return contentLength === null && (encoding === null || !/chunked/i.test(encoding));
+}
+
+/**
+ * Wraps an undici body so that it errors, never ends quietly, when fewer (or more) bytes than
+ * Content-Length arrive, and maps undici's errors to RecgateErrors (an abort stays an AbortError).
+ *
+ * With `eager`, the body is read as fast as it arrives, whatever the reader's pace (the bytes wait in
+ * this stream instead), so undici's parser never pauses for backpressure. undici 7 crashes the process
+ * with an uncatchable `assert(!this.paused)` when a connection that ends with its response (see
+ * {@link endsWithConnection}) sends its FIN while the parser is paused (nodejs/undici#5360, fixed only
+ * in undici 8, which needs Node 22). The cost: such a body can sit in memory up to its size while the
+ * disk is slower than the network.
+ */
+export function guardBody(
+  source: Readable,
+  expected: number | null,
+  signal: AbortSignal | undefined,
+  eager: boolean,
+): Readable {
+  const out = new LengthGuard(expected);
+  source.on('error', (err: unknown) => {
+    out.destroy(signal?.aborted ? abortError(signal) : bodyFailure(err, out.received, expected));
+  });
+  out.on('close', () => {
+    if (!source.destroyed) source.destroy();
+  });
+  // The caller may still be opening its file when the connection breaks: an error emitted before anyone
+  // listens must not crash the process. The stream stays errored, so a later reader gets the error at once.
+  out.on('error', () => {});
+  if (eager) {
+    source.on('data', (chunk: Buffer) => {
+      if (!out.destroyed) out.write(chunk);
+    });
+    source.on('end', () => {
+      if (!out.destroyed) out.end();
+    });
+  } else {
+    source.pipe(out);
+  }
+  return out;
+}
+
+/** Passes a body through, erroring when it carries more or fewer bytes than `expected` (when known). */
+class LengthGuard extends Transform {
+  readonly #expected: number | null;
+  received = 0;
+
+  constructor(expected: number | null) {
+    super();
+    this.#expected = expected;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.received += chunk.length;
+    const expected = this.#expected;
+    if (expected !== null && this.received > expected) {
+      callback(
+        bodyError('RECGATE_UPSTREAM_UNAVAILABLE', `received more than the ${expected} bytes announced`),
+      );
+      return;
+    }
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const expected = this.#expected;
+    if (expected !== null && this.received < expected) {
+      callback(
+        bodyError('RECGATE_UPSTREAM_UNAVAILABLE', `ended after ${this.received} of ${expected} bytes`),
+      );
+      return;
+    }
+    callback();
+  }
+}
+
+/** undici's error for a body that broke after `received` bytes, as a RecgateError. */
+function bodyFailure(err: unknown, received: number, expected: number | null) {
+  const code = errorCode(err);
+  if (code === 'UND_ERR_BODY_TIMEOUT') {
+    return bodyError('RECGATE_UPSTREAM_TIMEOUT', `stalled after ${received} bytes`, err);
+  }
+  if (
+    code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
+    (code === 'UND_ERR_SOCKET' && /other side closed/.test((err as Error).message))
+  ) {
+    // A clean close (FIN) before Content-Length bytes: undici reports it in one of these two ways.
+    return bodyError(
+      'RECGATE_UPSTREAM_UNAVAILABLE',
+      `ended after ${received} of ${expected ?? '?'} bytes`,
+      err,
+    );
+  }
+  return bodyError('RECGATE_UPSTREAM_UNAVAILABLE', `broke after ${received} bytes`, err);
+}
+
+function bodyError(
+  code: 'RECGATE_UPSTREAM_UNAVAILABLE' | 'RECGATE_UPSTREAM_TIMEOUT',
+  what: string,
+  cause?: unknown,
+) {
+  return createError(code, {
+    message: `The recording download from the provider ${what}`,
+    cause: cause ?? new Error(`upstream media body ${what}`),
+  });
+}
