@@ -15,7 +15,7 @@ const SLOW = { chunkSize: 4096, chunkDelayMs: 20 };
 const newRecordingSid = () => `RE${randomBytes(16).toString('hex')}` as RecordingSid;
 
 upstreamContractTests('FakeCallsUpstream (resolver tests)', {
-  media: { unsupported: 'FakeCallsUpstream serves no media: the resolver never asks for it' },
+  // No media: the resolver never asks for it.
   calls: async () => {
     const upstream = new FakeCallsUpstream();
     return {
@@ -43,7 +43,6 @@ upstreamContractTests('FakeUpstream (recording cache tests)', {
     const announced = { etag: '"fake-1"', lastModified: LAST_MODIFIED, contentType: 'audio/mpeg' };
     return { upstream, sid: newRecordingSid(), data, announced };
   },
-  calls: { unsupported: 'FakeUpstream implements only fetchMedia, all the recording cache uses' },
 });
 
 upstreamContractTests('httpUpstream (cache child processes) against a media server', {
@@ -61,5 +60,4 @@ upstreamContractTests('httpUpstream (cache child processes) against a media serv
     const announced = { etag: '"media-1"', lastModified: LAST_MODIFIED, contentType: 'audio/mpeg' };
     return { upstream: httpUpstream(server.url), sid: newRecordingSid(), data, announced };
   },
-  calls: { unsupported: 'httpUpstream implements only fetchMedia, all the recording cache uses' },
 });

@@ -1,8 +1,6 @@
-import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
-import { RecgateError } from '../../src/errors.js';
 
 export const ACCOUNT_SID = `AC${'a'.repeat(32)}`;
 export const AUTH_TOKEN = 'stub-auth-token-0123456789';
@@ -100,11 +98,4 @@ export function basicAuth(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 }
 
-/** An assert.rejects predicate: the error is a RecgateError with this code. */
-export function isCode(code: string) {
-  return (err: unknown) => {
-    assert.ok(err instanceof RecgateError, `expected a RecgateError, got ${String(err)}`);
-    assert.equal(err.code, code);
-    return true;
-  };
-}
+export { isCode } from '../helpers/common.js';
