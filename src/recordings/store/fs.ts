@@ -29,18 +29,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import {
-  link,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  statfs,
-  unlink,
-  writeFile,
-} from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, statfs, unlink, writeFile } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -48,6 +37,30 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
 import { FdRange, FinalFiles, fileInfo } from './final-files.js';
+import {
+  copyRange,
+  FsFinalHandle,
+  FsPartialWriter,
+  FsReadHandle,
+  FsSliceHandle,
+  isMissing,
+  openFile,
+  readTextIfPresent,
+  statPath,
+  unlinkIfPresent,
+  type WriterOwner,
+  writeFrontier,
+} from './fs-files.js';
+import {
+  GENERATION,
+  nullableString,
+  parseBlockHeader,
+  parseBlockRecord,
+  parseFrontier,
+  parseJsonObject,
+  parseMeta,
+  sameHeader,
+} from './fs-format.js';
 import type {
   BlockMap,
   BlockMapHeader,
@@ -67,7 +80,6 @@ import type {
 } from './store.js';
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
-const GENERATION = /^[0-9a-f]{16}$/;
 /**
  * Files of a recording that only a download needs (and the pre-generation layout's names), and the pointer
  * and identity record being written aside: only the lock holder writes those, so whoever holds the lock
@@ -78,10 +90,8 @@ const LEFTOVER =
 /** Files written aside and renamed (or linked) into place, and write probes: never needed once old. */
 const TEMPORARY =
   /^(?:\.[A-Za-z0-9_-]{1,128}\.mp3\.(?:[0-9a-f]{16}\.)?(?:meta|id|blocks)\.(?:tmp-)?[0-9a-f]{8,}|\.recgate-write-check-.+)$/;
-const FRONTIER_LINE = /^(\S+) (\d{16}) (\d{16})\n$/;
 /** Room kept free beyond a recording's own bytes, for sidecars and block maps. */
 const HEADROOM_BYTES = 64 * 1024;
-const COPY_CHUNK = 1024 * 1024;
 
 export interface FsRecordingStoreOptions {
   /** The recordings directory; created if missing. */
@@ -97,7 +107,7 @@ export interface FsRecordingStoreOptions {
 
 type GenerationFile = 'part' | 'frontier' | 'blocks';
 
-export class FsRecordingStore implements RecordingStore {
+export class FsRecordingStore implements RecordingStore, WriterOwner {
   readonly bootId: string = BOOT_ID;
   readonly dir: string;
   readonly commitWaitMs: number;
@@ -180,9 +190,7 @@ export class FsRecordingStore implements RecordingStore {
   async readFrontier(id: string, fileId: string): Promise<number | undefined> {
     const text = await readTextIfPresent(this.generationPath(id, fileId, 'frontier'));
     if (text === undefined) return undefined;
-    const match = FRONTIER_LINE.exec(text);
-    if (match === null || match[1] !== fileId || match[2] !== match[3]) return undefined;
-    return Number(match[2]);
+    return parseFrontier(text, fileId);
   }
 
   async beginPartial(id: string, input: PartialMetaInput, from?: ResumeFrom): Promise<PartialWriter> {
@@ -570,286 +578,9 @@ export class FsRecordingStore implements RecordingStore {
   }
 }
 
-class FsReadHandle implements ReadHandle {
-  readonly fileId: string;
-  protected readonly handle: FileHandle;
-  #closed = false;
-
-  constructor(handle: FileHandle, fileId: string) {
-    this.handle = handle;
-    this.fileId = fileId;
-  }
-
-  async read(buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
-    try {
-      const { bytesRead } = await this.handle.read(buffer, offset, length, position);
-      return bytesRead;
-    } catch (err) {
-      throw storageError(err);
-    }
-  }
-
-  async size(): Promise<number> {
-    try {
-      return (await this.handle.stat()).size;
-    } catch (err) {
-      throw storageError(err);
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.handle.close().catch(() => undefined);
-  }
-}
-
-class FsFinalHandle extends FsReadHandle implements FinalHandle {
-  readonly info: FinalInfo;
-
-  constructor(handle: FileHandle, info: FinalInfo) {
-    super(handle, info.fileId);
-    this.info = info;
-  }
-}
-
-class FsPartialWriter extends FsReadHandle implements PartialWriter {
-  readonly meta: PartialMeta;
-  readonly id: string;
-  readonly #store: FsRecordingStore;
-  readonly #frontier: FileHandle;
-  #length: number;
-
-  constructor(
-    store: FsRecordingStore,
-    id: string,
-    handle: FileHandle,
-    frontier: FileHandle,
-    meta: PartialMeta,
-    length: number,
-  ) {
-    super(handle, meta.fileId);
-    this.#store = store;
-    this.id = id;
-    this.#frontier = frontier;
-    this.meta = meta;
-    this.#length = length;
-  }
-
-  get length(): number {
-    return this.#length;
-  }
-
-  /** Bytes still to be written, as far as the upstream said. */
-  get remaining(): number {
-    return this.meta.size === null ? 0 : Math.max(0, this.meta.size - this.#length);
-  }
-
-  override async close(): Promise<void> {
-    this.#store.forget(this);
-    await this.#frontier.close().catch(() => undefined);
-    await super.close();
-  }
-
-  async append(chunk: Uint8Array): Promise<void> {
-    let written = 0;
-    try {
-      written = await writeAll(this.handle, chunk, this.#length);
-      // Published only after the bytes are written, so a reader never trusts bytes not yet there.
-      await writeFrontier(this.#frontier, this.fileId, this.#length + written);
-    } catch (err) {
-      throw storageError(err);
-    } finally {
-      this.#length += written;
-    }
-  }
-
-  commit(options: CommitOptions): Promise<FinalInfo> {
-    return this.#store.commit(this, this.handle, options);
-  }
-}
-
-class FsSliceHandle implements SliceHandle {
-  readonly fileId: string;
-  readonly #path: string;
-  readonly #handle: FileHandle;
-  /** The file's id on this host, to notice that the path no longer names it. */
-  readonly #localId: string;
-  #closed = false;
-
-  constructor(path: string, handle: FileHandle, localId: string, fileId: string) {
-    this.#path = path;
-    this.#handle = handle;
-    this.#localId = localId;
-    this.fileId = fileId;
-  }
-
-  async claim(start: number, end: number): Promise<boolean> {
-    try {
-      if (!osTryLock(this.#handle.fd, start, end - start)) return false;
-      const current = await statPath(this.#path);
-      if (current?.fileId === this.#localId) return true;
-      osUnlock(this.#handle.fd, start, end - start);
-      return false;
-    } catch (err) {
-      throw storageError(err);
-    }
-  }
-
-  async write(chunk: Uint8Array, position: number): Promise<void> {
-    try {
-      await writeAll(this.#handle, chunk, position);
-    } catch (err) {
-      throw storageError(err);
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#handle.close().catch(() => undefined);
-  }
-}
-
-/** Copies `length` bytes at `start` from one file to the same place in another; resolves to the count copied. */
-async function copyRange(from: FileHandle, to: FileHandle, start: number, length: number): Promise<number> {
-  const buffer = Buffer.allocUnsafe(Math.min(COPY_CHUNK, Math.max(length, 1)));
-  let copied = 0;
-  while (copied < length) {
-    const want = Math.min(buffer.length, length - copied);
-    const { bytesRead } = await from.read(buffer, 0, want, start + copied);
-    if (bytesRead === 0) break;
-    await writeAll(to, buffer.subarray(0, bytesRead), start + copied);
-    copied += bytesRead;
-  }
-  return copied;
-}
-
-/** Writes all of `chunk` at `position`; resolves to the count written (all of it). */
-async function writeAll(handle: FileHandle, chunk: Uint8Array, position: number): Promise<number> {
-  let written = 0;
-  while (written < chunk.byteLength) {
-    const { bytesWritten } = await handle.write(
-      chunk,
-      written,
-      chunk.byteLength - written,
-      position + written,
-    );
-    written += bytesWritten;
-  }
-  return written;
-}
-
-async function writeFrontier(handle: FileHandle, fileId: string, frontier: number): Promise<void> {
-  const n = String(frontier).padStart(16, '0');
-  const line = Buffer.from(`${fileId} ${n} ${n}\n`);
-  await handle.write(line, 0, line.length, 0);
-}
-
-function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {
-  return a.fileId === b.fileId && a.size === b.size && a.etag === b.etag && a.lastModified === b.lastModified;
-}
-
-function parseBlockHeader(line: string): BlockMapHeader | undefined {
-  const h = parseJsonObject(line);
-  if (h === undefined) return undefined;
-  if (
-    h.v !== 1 ||
-    typeof h.fileId !== 'string' ||
-    !Number.isSafeInteger(h.size) ||
-    typeof h.etag !== 'string' ||
-    !nullableString(h.lastModified)
-  ) {
-    return undefined;
-  }
-  return {
-    fileId: h.fileId,
-    size: h.size as number,
-    etag: h.etag,
-    lastModified: h.lastModified as string | null,
-  };
-}
-
-function parseBlockRecord(line: string): BlockRecord | undefined {
-  const r = parseJsonObject(line);
-  if (r === undefined) return undefined;
-  const range =
-    Number.isSafeInteger(r.start) && Number.isSafeInteger(r.end) && (r.start as number) < (r.end as number);
-  if (r.t === 'claim' && range && typeof r.token === 'string') {
-    return { t: 'claim', token: r.token, start: r.start as number, end: r.end as number };
-  }
-  if (r.t === 'have' && range) return { t: 'have', start: r.start as number, end: r.end as number };
-  if (r.t === 'off' && typeof r.reason === 'string') return { t: 'off', reason: r.reason };
-  return undefined;
-}
-
 function checkId(id: string): string {
   if (!ID.test(id)) throw new TypeError('recording id must match ^[A-Za-z0-9_-]{1,128}$');
   return id;
-}
-
-function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
-function nullableString(value: unknown): boolean {
-  return value === null || typeof value === 'string';
-}
-
-async function unlinkIfPresent(path: string): Promise<void> {
-  try {
-    await unlink(path);
-  } catch (err) {
-    if (!isMissing(err)) throw storageError(err);
-  }
-}
-
-/** A small file's text, or `undefined` when it does not exist. */
-async function readTextIfPresent(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if (isMissing(err)) return undefined;
-    throw storageError(err);
-  }
-}
-
-async function statPath(path: string): Promise<{ fileId: string; size: number; mtime: Date } | undefined> {
-  try {
-    return fileInfo(await stat(path, { bigint: true }));
-  } catch (err) {
-    if (isMissing(err)) return undefined;
-    throw storageError(err);
-  }
-}
-
-async function openFile(path: string, flags: 'r' | 'r+'): Promise<FileHandle | undefined> {
-  try {
-    return await open(path, flags);
-  } catch (err) {
-    if (isMissing(err)) return undefined;
-    throw storageError(err);
-  }
-}
-
-function parseMeta(text: string): PartialMeta | undefined {
-  const m = parseJsonObject(text);
-  if (m === undefined) return undefined;
-  if (
-    typeof m.recordingSid !== 'string' ||
-    !(m.size === null || (Number.isSafeInteger(m.size) && (m.size as number) >= 0)) ||
-    !nullableString(m.etag) ||
-    !nullableString(m.lastModified) ||
-    typeof m.acceptsRanges !== 'boolean' ||
-    typeof m.startedAt !== 'string' ||
-    typeof m.fileId !== 'string' ||
-    !GENERATION.test(m.fileId) ||
-    typeof m.bootId !== 'string'
-  ) {
-    return undefined;
-  }
-  return m as unknown as PartialMeta;
 }
 
 function readBootId(): string {
@@ -863,16 +594,3 @@ function readBootId(): string {
 
 /** This boot's id, as partials record it. */
 export const BOOT_ID = readBootId();
-
-/** A JSON object, or `undefined` for anything else (torn writes and foreign files included). */
-function parseJsonObject(text: string): Record<string, unknown> | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-    ? (value as Record<string, unknown>)
-    : undefined;
-}
