@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, execFileSync, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -171,6 +171,21 @@ function binNodeFlags(): string[] {
   return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
 }
 
+/**
+ * The Node processes among `pid`'s children: a recgate primary's workers. Run through tsx, the primary also
+ * has an esbuild service child, which is not one.
+ */
+function nodeChildrenOf(pid: number): number[] {
+  const node = realpathSync(process.execPath);
+  return childrenOf(pid).filter((child) => {
+    try {
+      return readlinkSync(`/proc/${child}/exe`) === node;
+    } catch {
+      return false;
+    }
+  });
+}
+
 function spawnLogged(command: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv) {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   const out = createWriteStream(logFile);
@@ -260,7 +275,7 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
   await waitHttp(origin, '/readyz', child, log);
   if (options.workers > 1) {
     const deadline = Date.now() + 30_000;
-    while (childrenOf(child.pid!).length < options.workers) {
+    while (nodeChildrenOf(child.pid!).length < options.workers) {
       if (Date.now() > deadline)
         throw new Error(`recgate: ${options.workers} workers did not start: ${log()}`);
       await new Promise((r) => setTimeout(r, 50));
@@ -291,7 +306,7 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
       return `/api/calls/${recording.call_sid}/download`;
     },
     servingPids() {
-      return options.workers > 1 ? childrenOf(child.pid!) : [child.pid!];
+      return options.workers > 1 ? nodeChildrenOf(child.pid!) : [child.pid!];
     },
     async stop() {
       await stopChild(child);
