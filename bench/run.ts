@@ -167,7 +167,7 @@ function newestMtime(dir: string): number {
 }
 
 /** Builds dist/ when it is missing or older than src/, so the benchmark measures the current code. */
-function ensureBuild(log: (line: string) => void): void {
+export function ensureBuild(log: (line: string) => void): void {
   const dist = path.join(ROOT, 'dist');
   if (existsSync(path.join(dist, 'cli/main.js')) && newestMtime(dist) >= newestMtime(path.join(ROOT, 'src')))
     return;

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
+import { DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN } from '../../src/emulator/index.js';
 import { freePort } from '../../test/helpers/common.js';
 import { childrenOf } from './procfs.js';
 
@@ -172,6 +173,16 @@ function binNodeFlags(): string[] {
 }
 
 /**
+ * Node arguments that run the recgate CLI: the built bin as users start it (with the Node flags of its shebang
+ * line, then `extraFlags`), or the TypeScript sources through tsx.
+ */
+function cliEntry(entry: 'dist' | 'source', extraFlags: string[] = []): string[] {
+  return entry === 'dist'
+    ? [...binNodeFlags(), ...extraFlags, path.join(ROOT, 'bin/recgate.js')]
+    : ['--import', 'tsx', path.join(ROOT, 'test/helpers/cli-entry.ts')];
+}
+
+/**
  * The Node processes among `pid`'s children: a recgate primary's workers. Run through tsx, the primary also
  * has an esbuild service child, which is not one.
  */
@@ -204,6 +215,77 @@ function basicAuth(upstream: UpstreamInfo): string {
   return `Basic ${Buffer.from(`${upstream.accountSid}:${upstream.authToken}`).toString('base64')}`;
 }
 
+// ------------------------------------------------------------------------------------- emulator process
+
+export interface EmulatorProcessOptions {
+  /** `dist` runs bin/recgate.js (built); `source` runs the TypeScript through tsx. @default 'dist' */
+  entry?: 'dist' | 'source';
+  /** Port to listen on, for callers that must tell others the URL before it answers. @default a free port */
+  port?: number;
+  /** `--ttfb-ms`: delay before each media response's first byte. @default 0 */
+  ttfbMs?: number;
+  /** `--bandwidth`: media bytes per second per response; 0 is unlimited. @default 0 */
+  bandwidth?: number;
+}
+
+export interface EmulatorProcess extends UpstreamInfo {
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `recgate emulator` in a child process on a free port, with the default account and auth token, and
+ * resolves once its control API answers. For harnesses whose own event loop is busy (the soak's clients), so
+ * that the emulator's throttle keeps time.
+ */
+export async function startEmulatorProcess(options: EmulatorProcessOptions = {}): Promise<EmulatorProcess> {
+  const { ttfbMs = 0, bandwidth = 0 } = options;
+  if (!Number.isInteger(ttfbMs) || ttfbMs < 0) throw new TypeError('options.ttfbMs must be an integer >= 0');
+  if (!Number.isInteger(bandwidth) || bandwidth < 0) {
+    throw new TypeError('options.bandwidth must be an integer >= 0');
+  }
+  if (
+    options.port !== undefined &&
+    (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535)
+  ) {
+    throw new TypeError('options.port must be an integer from 1 to 65535');
+  }
+  const dir = await scratchDir('emulator');
+  const port = options.port ?? (await freePort());
+  const args = [
+    ...cliEntry(options.entry ?? 'dist'),
+    'emulator',
+    '--port',
+    String(port),
+    '--ttfb-ms',
+    String(ttfbMs),
+    '--bandwidth',
+    String(bandwidth),
+  ];
+  const env: NodeJS.ProcessEnv = { ...process.env, RECGATE_LOG_LEVEL: 'warn' };
+  delete env.NODE_OPTIONS;
+  const { child, log } = spawnLogged(process.execPath, args, path.join(dir, 'emulator.log'), env);
+  child.on('error', () => {});
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitHttp(url, '/__emulator/stats', child, log);
+  } catch (err) {
+    await stopChild(child);
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    url,
+    accountSid: DEFAULT_ACCOUNT_SID,
+    authToken: DEFAULT_AUTH_TOKEN,
+    pid: child.pid!,
+    async stop() {
+      await stopChild(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 // ---------------------------------------------------------------------------------------------- recgate
 
 export interface RecgateOptions {
@@ -226,7 +308,8 @@ export interface RecgatePeer extends Peer {
 
 export const BENCH_JWT_SECRET = 'recgate-bench-jwt-secret-'.padEnd(48, 'x');
 const BENCH_ADMIN_TOKEN = 'recgate-bench-admin-token';
-const BENCH_BUSINESS = 'bench';
+/** The business every call `prepare` registers belongs to, and the clients' JWT names. */
+export const BENCH_BUSINESS = 'bench';
 
 /**
  * Starts `recgate serve` with a fresh data dir on a free port, registers calls on `prepare`, and signs the clients'
@@ -239,11 +322,7 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
   }
   const dataDir = await scratchDir('recgate');
   const port = await freePort();
-  // The built bin runs as users start it: with the Node flags of its shebang line.
-  const entry =
-    (options.entry ?? 'dist') === 'dist'
-      ? [...binNodeFlags(), ...experimentFlags(), path.join(ROOT, 'bin/recgate.js')]
-      : ['--import', 'tsx', path.join(ROOT, 'test/helpers/cli-entry.ts')];
+  const entry = cliEntry(options.entry ?? 'dist', experimentFlags());
   const args = [
     ...(options.nodeFlags ?? []),
     ...entry,
