@@ -32,6 +32,11 @@ export const ERRORS = {
   },
   RECGATE_PRECONDITION_FAILED: { status: 412, message: 'A precondition in the request failed' },
   RECGATE_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The requested range is not satisfiable' },
+  RECGATE_RATE_LIMITED: {
+    status: 429,
+    message: 'Too many requests for this business; try again later',
+    retryAfterS: 1,
+  },
   RECGATE_PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   RECGATE_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request body must be JSON' },
   RECGATE_UPSTREAM_UNAVAILABLE: {
