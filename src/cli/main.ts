@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { JwtAuth, parseTtl } from '../auth/jwt.js';
 import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
+import { LOCK_PROBE_COMMAND, lockProbeChild, runDoctor } from './doctor.js';
 import { runServe, type ServeOptions } from './serve.js';
 
 function integer(name: string) {
@@ -100,6 +101,36 @@ export function buildCli(options: CliOptions = {}): Command {
       if (!secret) throw new ConfigError('RECGATE_JWT_SECRET is required to sign a token');
       const jwt = new JwtAuth(secret);
       process.stdout.write(`${await jwt.sign(opts.business, parseTtl(opts.ttl))}\n`);
+    });
+
+  program
+    .command('doctor')
+    .description('check this machine and configuration: data dir, lock, database, Twilio credentials')
+    .option('--data-dir <dir>', 'data directory (RECGATE_DATA_DIR)')
+    .option(
+      '--database <url>',
+      'postgres:// URL, or SQLite in the data dir by default (RECGATE_DATABASE_URL)',
+    )
+    .option('--twilio-api-base <url>', 'Twilio REST base URL (TWILIO_API_BASE)')
+    .option('--lock-backend <fs|postgres>', 'download lock to check (RECGATE_LOCK_BACKEND)')
+    .action(async (opts) => {
+      const ok = await runDoctor({
+        flags: {
+          dataDir: opts.dataDir,
+          databaseUrl: opts.database,
+          twilioApiBase: opts.twilioApiBase,
+          lockBackend: opts.lockBackend,
+        },
+        write: (line) => process.stdout.write(`${line}\n`),
+      });
+      process.exitCode = ok ? 0 : 1;
+    });
+
+  program
+    .command(LOCK_PROBE_COMMAND, { hidden: true })
+    .argument('<id>')
+    .action(async (id: string) => {
+      await lockProbeChild(id);
     });
 
   return program;
