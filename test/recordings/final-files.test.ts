@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FinalFiles } from '../../src/recordings/store/final-files.js';
 import { readAll, tempDir } from '../helpers/common.js';
 
@@ -35,6 +36,27 @@ describe('FinalFiles', () => {
     // The descriptor outlives the name: a renamed-over or deleted file keeps being served as it was.
     unlinkSync(join(dir, 'a.mp3'));
     assert.deepEqual(await readAll(files.createReadStream('a', 0, 9)!), body.subarray(0, 10));
+  });
+
+  it('looks at the name again after revalidateMs, and lets go of a removed file without a request', async (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, Buffer.alloc(1000, 1));
+    const files = new FinalFiles(4, undefined, 40);
+    t.after(() => files.close());
+    const before = openFds();
+    assert.equal((await files.stat('a', path))?.size, 1000);
+    unlinkSync(path);
+    assert.equal((await files.stat('a', path))?.size, 1000, 'trusted within revalidateMs');
+    await sleep(150);
+    assert.equal(openFds(), before, 'the timer closed the descriptor of the removed file');
+    assert.equal(await files.stat('a', path), undefined);
+    writeFileSync(path, Buffer.alloc(500, 2));
+    assert.equal((await files.stat('a', path))?.size, 500);
+    unlinkSync(path);
+    writeFileSync(path, Buffer.alloc(700, 3));
+    await sleep(60);
+    assert.equal((await files.stat('a', path))?.size, 700, 'a replaced file is seen on the next look');
   });
 
   it('evicts the least recently used, closing a descriptor only when its last reader ends', async (t) => {

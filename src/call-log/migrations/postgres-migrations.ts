@@ -34,4 +34,26 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX calls_recording_sid_idx ON calls (recording_sid);
     `,
   },
+  {
+    version: 2,
+    name: 'purges and plays',
+    sql: `
+      ALTER TABLE calls ADD COLUMN purged_at timestamptz;
+      CREATE TABLE purged_recordings (
+        recording_sid text COLLATE "C" PRIMARY KEY,
+        purged_at timestamptz NOT NULL
+      );
+      CREATE TABLE plays (
+        id bigserial PRIMARY KEY,
+        played_at timestamptz NOT NULL,
+        business_id text NOT NULL,
+        call_sid text COLLATE "C" NOT NULL,
+        recording_sid text NOT NULL,
+        bytes bigint NOT NULL CHECK (bytes >= 0),
+        status integer NOT NULL,
+        request_id text NOT NULL
+      );
+      CREATE INDEX plays_call_idx ON plays (call_sid, id DESC);
+    `,
+  },
 ];

@@ -33,4 +33,26 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX calls_recording_sid_idx ON calls (recording_sid);
     `,
   },
+  {
+    version: 2,
+    name: 'purges and plays',
+    sql: `
+      ALTER TABLE calls ADD COLUMN purged_at TEXT;
+      CREATE TABLE purged_recordings (
+        recording_sid TEXT PRIMARY KEY NOT NULL,
+        purged_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE plays (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        played_at TEXT NOT NULL,
+        business_id TEXT NOT NULL,
+        call_sid TEXT NOT NULL,
+        recording_sid TEXT NOT NULL,
+        bytes INTEGER NOT NULL CHECK (bytes >= 0),
+        status INTEGER NOT NULL,
+        request_id TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX plays_call_idx ON plays (call_sid, id DESC);
+    `,
+  },
 ];

@@ -8,11 +8,15 @@
  * that repaired a file of unknown identity); `stat(…, fresh)` looks at the name again, and a stream asked for
  * with a `fileId` never reads a file other than that one.
  *
- * Consequence worth knowing: a finished file deleted by hand keeps being served from its open descriptor
- * until it is evicted, looked at afresh, or the process restarts.
+ * A file removed or replaced by another process (a purge, an eviction, a repair) must not go on being
+ * served from a descriptor, nor keep its disk space allocated: a remembered file is looked at again (one
+ * `stat` of its name) when it was last checked more than `revalidateMs` ago, and a timer drops descriptors
+ * of files their name no longer names even when no request comes. So a file removed elsewhere is served
+ * from here for at most `revalidateMs` more, and its space comes free within about twice that once the
+ * streams reading it end.
  */
 import type { BigIntStats } from 'node:fs';
-import { close, fstat, open, read } from 'node:fs';
+import { close, fstat, open, read, stat } from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
@@ -21,6 +25,7 @@ import { type FinalIdentity, type FinalInfo, READ_CHUNK } from './store.js';
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
+const statAsync = promisify(stat);
 
 /** Reads what a finished file holds (its identity record), given the file's stats; `undefined` if unknown. */
 export type DescribeFinal = (key: string, stats: BigIntStats) => Promise<FinalIdentity | undefined>;
@@ -28,6 +33,9 @@ export type DescribeFinal = (key: string, stats: BigIntStats) => Promise<FinalId
 interface Entry {
   fd: number;
   info: FinalInfo;
+  path: string;
+  /** When the name was last seen to name this file (performance.now()). */
+  checkedAt: number;
   /** Streams reading from `fd` now. */
   readers: number;
   /** Out of the map; `fd` closes when the last reader ends. */
@@ -37,19 +45,26 @@ interface Entry {
 export class FinalFiles {
   readonly #max: number;
   readonly #describe: DescribeFinal;
+  readonly #revalidateMs: number;
   readonly #entries = new Map<string, Entry>();
   readonly #opening = new Map<string, Promise<Entry | undefined>>();
   #closed = false;
+  #pruner: NodeJS.Timeout | undefined;
+  #pruning = false;
 
   /**
    * @param max descriptors kept open at most.
    * @param describe reads a file's identity when it is opened. @default none: every identity is unknown
+   * @param revalidateMs how long a remembered file is trusted before its name is looked at again. @default 1000
    */
-  constructor(max: number, describe: DescribeFinal = async () => undefined) {
+  constructor(max: number, describe: DescribeFinal = async () => undefined, revalidateMs = 1000) {
     if (!Number.isInteger(max) || max < 1)
       throw new TypeError('options.maxOpenFiles must be a positive integer');
+    if (!Number.isInteger(revalidateMs) || revalidateMs < 1)
+      throw new TypeError('options.revalidateMs must be a positive integer');
     this.#max = max;
     this.#describe = describe;
+    this.#revalidateMs = revalidateMs;
   }
 
   /**
@@ -63,7 +78,12 @@ export class FinalFiles {
       this.#evict(key);
     }
     const known = this.#touch(key);
-    if (known !== undefined) return known.info;
+    if (known !== undefined) {
+      if (performance.now() - known.checkedAt <= this.#revalidateMs || (await this.#stillNamed(known))) {
+        return known.info;
+      }
+      if (this.#entries.get(key) === known) this.#evict(key);
+    }
     let pending = this.#opening.get(key);
     if (pending === undefined) {
       pending = this.#open(key, path).finally(() => this.#opening.delete(key));
@@ -89,10 +109,39 @@ export class FinalFiles {
     });
   }
 
+  /** Forgets the file remembered for `key` (its descriptor closes once no stream reads it). */
+  forget(key: string): void {
+    this.#evict(key);
+  }
+
   /** Closes every descriptor no stream reads; the rest close as their streams end. */
   close(): void {
     this.#closed = true;
+    clearInterval(this.#pruner);
     for (const key of [...this.#entries.keys()]) this.#evict(key);
+  }
+
+  /** Whether the entry's name still names its file; records when that was seen. */
+  async #stillNamed(entry: Entry): Promise<boolean> {
+    const now = performance.now();
+    const current = await statAsync(entry.path, { bigint: true }).catch(() => undefined);
+    if (current === undefined || fileInfo(current).fileId !== entry.info.fileId) return false;
+    entry.checkedAt = now;
+    return true;
+  }
+
+  /** Drops remembered files removed or replaced meanwhile, so their space comes free without a request. */
+  async #prune(): Promise<void> {
+    if (this.#pruning) return;
+    this.#pruning = true;
+    try {
+      for (const [key, entry] of [...this.#entries]) {
+        if (performance.now() - entry.checkedAt <= this.#revalidateMs) continue;
+        if (!(await this.#stillNamed(entry)) && this.#entries.get(key) === entry) this.#evict(key);
+      }
+    } finally {
+      this.#pruning = false;
+    }
   }
 
   #touch(key: string): Entry | undefined {
@@ -117,6 +166,8 @@ export class FinalFiles {
       const entry: Entry = {
         fd,
         info: { ...fileInfo(st), identity: await this.#describe(key, st) },
+        path,
+        checkedAt: performance.now(),
         readers: 0,
         evicted: false,
       };
@@ -127,6 +178,7 @@ export class FinalFiles {
       }
       this.#evict(key);
       this.#entries.set(key, entry);
+      this.#pruner ??= setInterval(() => void this.#prune(), this.#revalidateMs).unref();
       while (this.#entries.size > this.#max) this.#evict(this.#entries.keys().next().value as string);
       return entry;
     } catch (err) {

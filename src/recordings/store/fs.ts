@@ -99,6 +99,11 @@ export interface FsRecordingStoreOptions {
   /** Finished recordings whose descriptors stay open for warm requests. @default 256 */
   maxOpenFiles?: number;
   /**
+   * How long a remembered finished file is served before its name is looked at again, in ms: a file another
+   * process removed (purged, evicted) or replaced is served from here for at most this long. @default 1000
+   */
+  finalRevalidateMs?: number;
+  /**
    * How long `commit` waits for slice writers of other processes to release the partial before renaming it
    * anyway (their bytes are identical; only the mtime could move). @default 2000
    */
@@ -126,8 +131,10 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     }
     this.dir = options.dir;
     this.commitWaitMs = wait;
-    this.#finals = new FinalFiles(options.maxOpenFiles ?? 256, (id, st) =>
-      this.#describe(id, st.ino, st.size),
+    this.#finals = new FinalFiles(
+      options.maxOpenFiles ?? 256,
+      (id, st) => this.#describe(id, st.ino, st.size),
+      options.finalRevalidateMs ?? 1000,
     );
   }
 
@@ -331,6 +338,16 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       .filter((name) => LEFTOVER.exec(name)?.[1] === id && !(hasFinal && name.endsWith('.mp3.id')))
       .sort((a, b) => Number(b.endsWith('.meta')) - Number(a.endsWith('.meta')));
     for (const name of doomed) await unlinkIfPresent(join(this.dir, name));
+  }
+
+  async remove(id: string): Promise<number | undefined> {
+    const final = await statPath(this.finalPath(id));
+    // The recording first, so nobody finds it by name while its identity record is already gone.
+    await unlinkIfPresent(this.finalPath(id));
+    this.#finals.forget(id);
+    await unlinkIfPresent(this.identityPath(id));
+    await this.removeLeftovers(id);
+    return final?.size;
   }
 
   async sweepTemporary(maxAgeMs: number): Promise<number> {

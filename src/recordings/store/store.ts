@@ -256,6 +256,14 @@ export interface RecordingStore {
    */
   removeLeftovers(id: string): Promise<void>;
 
+  /**
+   * Lock holder only. Removes everything stored for `id`: the finished recording, its identity record, and
+   * every generation with its pointer. Resolves to the finished file's size, or `undefined` when there was
+   * none. Streams already reading the file finish; this process's later `stat`s do not see it, and other
+   * processes stop serving it within their descriptors' revalidation time (see final-files.ts).
+   */
+  remove(id: string): Promise<number | undefined>;
+
   /** Removes temporary files (half-made sidecars, write probes) older than `maxAgeMs`; resolves to the count. */
   sweepTemporary(maxAgeMs: number): Promise<number>;
 
