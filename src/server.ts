@@ -12,6 +12,7 @@ import { type Config, recordingsDir } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
+import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
 import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
@@ -96,6 +97,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       .catch((err: unknown) => logger.warn({ err, event: 'sweep_failed' }, 'sweep of leftovers failed'));
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
+  const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
   const state = new RecordingState(callLog);
   const resolver = new RecordingResolver({ callLog, state, upstream });
   const app = await buildApp(
@@ -108,6 +110,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       cache,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
+      audit,
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
@@ -125,6 +128,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       closed = true;
       clearInterval(sweeper);
       await app.close();
+      await audit.close();
       await cache.close();
       await upstream.close();
       await locker?.close();

@@ -50,6 +50,11 @@ export function buildCli(options: CliOptions = {}): Command {
       'download lock: fs (one host) or postgres (several hosts) (RECGATE_LOCK_BACKEND)',
     )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
+    .option(
+      '--keep-after-upstream-delete',
+      'keep the local copy of a recording Twilio reports deleted (RECGATE_KEEP_AFTER_UPSTREAM_DELETE=1)',
+    )
+    .option('--audit-db', 'also store every play in the plays table (RECGATE_AUDIT_DB=1)')
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
     )
@@ -65,6 +70,8 @@ export function buildCli(options: CliOptions = {}): Command {
         lockTimeoutMs: opts.lockTimeoutMs,
         logLevel: opts.logLevel,
         lockBackend: opts.lockBackend,
+        keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
+        auditDb: opts.auditDb,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

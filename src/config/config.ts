@@ -58,6 +58,16 @@ export const ConfigSchema = z
      * @default 'postgres' when the call log is PostgreSQL, else 'fs'
      */
     lockBackend: z.enum(['fs', 'postgres'], { message: 'lock-backend must be fs or postgres' }).optional(),
+    /**
+     * Keep the local copy of a recording Twilio reports deleted (recording-status webhook), instead of
+     * removing it; it is still never served (the call answers RECGATE_RECORDING_GONE). @default false
+     */
+    keepAfterUpstreamDelete: z.boolean().default(false),
+    /**
+     * Also store every play in the call log's `plays` table (always logged as an `event: "play"` line), for
+     * `GET /api/admin/calls/{callSid}/plays`. @default false
+     */
+    auditDb: z.boolean().default(false),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -131,6 +141,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     lockTimeoutMs: pick('RECGATE_LOCK_TIMEOUT_MS'),
     logLevel: pick('RECGATE_LOG_LEVEL'),
     lockBackend: pick('RECGATE_LOCK_BACKEND'),
+    keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
+    auditDb: flag(pick('RECGATE_AUDIT_DB')),
   }) as ConfigInput;
 }
 

@@ -15,6 +15,8 @@ export interface Metrics {
   upstreamRetries: client.Counter<'reason'>;
   bytesServed: client.Counter<'status'>;
   activeDownloads: client.Gauge;
+  recordingsRemoved: client.Counter<'reason'>;
+  auditPlays: client.Counter<'outcome'>;
   registry: client.Registry;
 }
 
@@ -107,6 +109,24 @@ export function getMetrics(): Metrics {
       () =>
         new client.Gauge({ name: 'recgate_active_downloads', help: 'Downloads this process is running now' }),
     ),
+    recordingsRemoved: getOrCreate(
+      'recgate_recordings_removed_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_recordings_removed_total',
+          help: 'Local copies of recordings removed, by reason (purge, upstream_deleted)',
+          labelNames: ['reason'] as const,
+        }),
+    ),
+    auditPlays: getOrCreate(
+      'recgate_audit_plays_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_audit_plays_total',
+          help: 'Plays written to the audit trail, by outcome (logged; stored in the plays table; dropped when the table could not keep up)',
+          labelNames: ['outcome'] as const,
+        }),
+    ),
   };
   return metrics;
 }
@@ -130,6 +150,9 @@ export function cacheEventMetrics(metrics: Metrics): CacheEventHandler {
         break;
       case 'download_failed':
         if (e.phase === 'download') metrics.activeDownloads.dec();
+        break;
+      case 'recording_removed':
+        metrics.recordingsRemoved.inc({ reason: e.reason });
         break;
       case 'seek_ahead':
       case 'seek_ahead_discarded':

@@ -23,6 +23,7 @@ import type {
   OpenOptions,
   RecordingCache,
   RecordingRef,
+  RemoveOptions,
 } from './cache.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
@@ -71,25 +72,6 @@ export interface LocalRecordingCache extends RecordingCache {
    * than a minute, then stray lock files. Safe to run while other processes serve.
    */
   sweep(options?: { maxAgeMs?: number }): Promise<SweepResult>;
-
-  /**
-   * Removes everything stored for the recording of owner call `id`: the finished file, its identity record,
-   * partial generations. A download of it (in this process or any other the lock reaches) finishes first,
-   * so its readers get their bytes; then the recording's lock is taken (waiting at most the cache's lock
-   * timeout, or until `signal` aborts: RECGATE_LOCK_TIMEOUT) and the files go. Streams already reading the
-   * file finish; no request started afterwards is served from it (other processes stop within their
-   * descriptors' revalidation time, about a second). Resolves to the finished file's size, or `null` when
-   * there was none.
-   */
-  remove(id: CallSid, reason: RemoveReason, options?: RemoveOptions): Promise<number | null>;
-}
-
-export interface RemoveOptions {
-  /** Ends the wait for a download in progress and for the lock (then RECGATE_LOCK_TIMEOUT). */
-  signal?: AbortSignal | undefined;
-  log?: Logger | undefined;
-  /** The recording the caller believes is stored, for the event when no identity record says. */
-  recordingSid?: string | undefined;
 }
 
 interface Entry {
@@ -210,11 +192,16 @@ export class LocalCache implements LocalRecordingCache {
     return { partials, locks, temporary };
   }
 
-  async remove(
-    id: CallSid,
-    reason: RemoveReason,
-    options: RemoveOptions = {},
-  ): Promise<number | null> {
+  /**
+   * Removes everything stored for the recording of owner call `id`: the finished file, its identity record,
+   * partial generations. A download of it (in this process or any other the lock reaches) finishes first,
+   * so its readers get their bytes; then the recording's lock is taken (waiting at most the cache's lock
+   * timeout, or until `signal` aborts: RECGATE_LOCK_TIMEOUT) and the files go. Streams already reading the
+   * file finish; no request started afterwards is served from it (other processes stop within their
+   * descriptors' revalidation time, about a second). Resolves to the finished file's size, or `null` when
+   * there was none.
+   */
+  async remove(id: CallSid, reason: RemoveReason, options: RemoveOptions = {}): Promise<number | null> {
     const log = (options.log ?? this.#s.logger).child({ callSid: id });
     const timeout = AbortSignal.timeout(this.#s.lockTimeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
@@ -225,7 +212,10 @@ export class LocalCache implements LocalRecordingCache {
     await lock.lock(signal);
     try {
       const stored = (await this.#s.store.stat(id, { fresh: true }))?.identity?.recordingSid;
-      const recordingSid = stored ?? options.recordingSid ?? '';
+      if (options.onlyRecording !== undefined && stored !== undefined && stored !== options.onlyRecording) {
+        return null;
+      }
+      const recordingSid = stored ?? options.onlyRecording ?? '';
       const size = (await this.#s.store.remove(id)) ?? null;
       log.info({ event: 'recording_removed', reason, size }, 'Removed the local copy of a recording');
       try {

@@ -31,8 +31,16 @@ export class RecordingState {
     this.#log = callLog;
   }
 
-  /** A lookup found the recording that plays for `callSid`, owned by `owner` (the call or its parent). */
+  /**
+   * A lookup found the recording that plays for `callSid`, owned by `owner` (the call or its parent). A
+   * recording an operator purged is not played again: the call is marked too, and RECGATE_RECORDING_PURGED
+   * thrown.
+   */
   async found(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {
+    if (await this.#log.isPurged(recordingSid)) {
+      await this.#log.markPurged(callSid, recordingSid);
+      throw createError('RECGATE_RECORDING_PURGED');
+    }
     await this.#log.setResolution(callSid, {
       recordingState: 'available',
       recordingSid,
@@ -70,6 +78,16 @@ export class RecordingState {
       return 'deleted';
     }
     return 'ignored';
+  }
+
+  /**
+   * An operator purges the recording of `call`: the call, and every call playing the same recording, is
+   * marked, so no play fetches it again. Resolves to the owner call whose file holds it (the file to
+   * remove), and how many calls were marked.
+   */
+  async purged(call: CallRecord): Promise<{ owner: CallSid; marked: number }> {
+    const marked = await this.#log.markPurged(call.callSid, call.recordingSid);
+    return { owner: call.recordingOwnerCallSid ?? call.callSid, marked };
   }
 
   /** The recording is gone at the upstream: terminal, for every call that plays it. */

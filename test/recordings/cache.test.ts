@@ -580,7 +580,10 @@ describe('recording cache', () => {
     const removed = await cache.remove(ref.ownerCallSid, 'purge');
     assert.deepEqual(await body, data);
     assert.equal(removed, data.length);
-    assert.deepEqual(readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid) && !n.endsWith('.lock')), []);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid) && !n.endsWith('.lock')),
+      [],
+    );
     assert.deepEqual(await cache.state(ref), { state: 'absent' });
     const removedEvents = named('recording_removed');
     assert.deepEqual(removedEvents.at(-1), {

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { isCallSid, isRecordingSid } from '../../sid.js';
 import type { AppDeps } from '../deps.js';
@@ -41,6 +42,13 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
         status: RecordingStatus ?? '',
         durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
       });
+      // A recording Twilio deleted goes from here too, unless the operator keeps such copies.
+      if (outcome === 'deleted' && !deps.config.keepAfterUpstreamDelete) {
+        await deps.cache.remove(CallSid, 'upstream_deleted', {
+          log: request.log as Logger,
+          onlyRecording: RecordingSid,
+        });
+      }
       request.log.info(
         {
           event: 'recording_status',
