@@ -15,6 +15,7 @@ import { uiRoutes } from './http/ui.js';
 import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
+import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
 import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
@@ -98,6 +99,26 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
+  const prefetchQueue = await openPrefetchQueue(config.databaseUrl, config.dataDir);
+  const prefetcher = new Prefetcher({
+    queue: prefetchQueue,
+    cache,
+    callLog,
+    logger,
+    concurrency: config.prefetchConcurrency,
+    onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+  });
+  prefetcher.start();
+  const readDepth = () =>
+    prefetchQueue.depth().then(
+      (depth) => {
+        for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
+      },
+      (err: unknown) =>
+        logger.warn({ err, event: 'prefetch_depth_failed' }, 'Could not read the prefetch queue'),
+    );
+  void readDepth();
+  const depthReader = setInterval(readDepth, 10_000).unref();
   const state = new RecordingState(callLog);
   const resolver = new RecordingResolver({ callLog, state, upstream });
   const app = await buildApp(
@@ -111,6 +132,13 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
       audit,
+      prefetch: {
+        async enqueue(job) {
+          await prefetchQueue.enqueue(job);
+          prefetcher.wake();
+          void readDepth();
+        },
+      },
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
@@ -127,9 +155,12 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       if (closed) return;
       closed = true;
       clearInterval(sweeper);
+      clearInterval(depthReader);
       await app.close();
+      await prefetcher.close();
       await audit.close();
       await cache.close();
+      await prefetchQueue.close();
       await upstream.close();
       await locker?.close();
       await callLog.close();

@@ -45,6 +45,11 @@ export interface CallRecord {
    * is registered with another recording.
    */
   purgedAt: string | null;
+  /**
+   * What Twilio last reported about the recording by webhook (`completed`, `absent`, `failed`, `deleted`,
+   * …), or `null` when it reported nothing.
+   */
+  recordingStatus: string | null;
   /** ISO 8601, set by the backend. */
   createdAt: string;
   /** ISO 8601, set by the backend. */
@@ -71,6 +76,8 @@ export interface RecordingResolution {
   recordingOwnerCallSid?: CallSid | null;
   recordingSize?: number | null;
   recordingDurationS?: number | null;
+  /** Twilio's reported recording status (see {@link CallRecord.recordingStatus}). */
+  recordingStatus?: string | null;
 }
 
 export interface ListOptions {

@@ -56,6 +56,7 @@ export interface NormalizedResolution {
   recordingOwnerCallSid: Field<CallSid>;
   recordingSize: Field<number>;
   recordingDurationS: Field<number>;
+  recordingStatus: Field<string>;
 }
 
 /** The sort key of a row: the last row of a page, encoded in the cursor. */
@@ -81,6 +82,7 @@ export interface CallRow {
   started_at: string | Date | null;
   duration_s: number | null;
   purged_at: string | Date | null;
+  recording_status: string | null;
   created_at: string | Date;
   updated_at: string | Date;
 }
@@ -240,6 +242,14 @@ export function normalizeResolution(resolution: RecordingResolution): Normalized
     ),
     recordingSize: optional(resolution, 'recordingSize', nonNegative('recordingSize', true)),
     recordingDurationS: optional(resolution, 'recordingDurationS', nonNegative('recordingDurationS', false)),
+    recordingStatus: optional(resolution, 'recordingStatus', (value) => {
+      if (typeof value !== 'string' || !/^[a-z-]{1,32}$/.test(value)) {
+        throw invalid(
+          'recordingStatus must be a Twilio recording status (lower-case letters and -), or null',
+        );
+      }
+      return value;
+    }),
   };
 }
 
@@ -295,6 +305,7 @@ export function rowToRecord(row: CallRow): CallRecord {
     startedAt: row.started_at === null ? null : timestamp(row.started_at),
     durationS: row.duration_s,
     purgedAt: row.purged_at === null ? null : timestamp(row.purged_at),
+    recordingStatus: row.recording_status,
     createdAt: timestamp(row.created_at),
     updatedAt: timestamp(row.updated_at),
   };

@@ -75,7 +75,8 @@ const RESOLUTION_SET = `
   recording_owner_call_sid = CASE WHEN $5::boolean THEN $6::text ELSE recording_owner_call_sid END,
   recording_size = CASE WHEN $7::boolean THEN $8::bigint ELSE recording_size END,
   recording_duration_s = CASE WHEN $9::boolean THEN $10::double precision ELSE recording_duration_s END,
-  updated_at = $11::timestamptz`;
+  updated_at = $11::timestamptz,
+  recording_status = CASE WHEN $12::boolean THEN $13::text ELSE recording_status END`;
 
 /**
  * One statement, so that a concurrent writer cannot slip in between a read and a write. Omitted fields
@@ -391,6 +392,8 @@ function resolutionParams(resolution: RecordingResolution): unknown[] {
     r.recordingDurationS.set,
     r.recordingDurationS.value,
     new Date().toISOString(),
+    r.recordingStatus.set,
+    r.recordingStatus.value,
   ];
 }
 

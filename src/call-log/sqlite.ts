@@ -88,6 +88,7 @@ const SQL = {
     recording_owner_call_sid = iif(@hasOwner, @owner, recording_owner_call_sid),
     recording_size = iif(@hasSize, @size, recording_size),
     recording_duration_s = iif(@hasDuration, @duration, recording_duration_s),
+    recording_status = iif(@hasStatus, @status, recording_status),
     updated_at = @now`,
   purgeRecording: `
     INSERT INTO purged_recordings (recording_sid, purged_at) VALUES (@sid, @now)
@@ -387,6 +388,8 @@ function resolutionParams(resolution: RecordingResolution) {
     size: r.recordingSize.value,
     hasDuration: flag(r.recordingDurationS.set),
     duration: r.recordingDurationS.value,
+    hasStatus: flag(r.recordingStatus.set),
+    status: r.recordingStatus.value,
     now: new Date().toISOString(),
   };
 }

@@ -55,6 +55,11 @@ export function buildCli(options: CliOptions = {}): Command {
       'keep the local copy of a recording Twilio reports deleted (RECGATE_KEEP_AFTER_UPSTREAM_DELETE=1)',
     )
     .option('--audit-db', 'also store every play in the plays table (RECGATE_AUDIT_DB=1)')
+    .option(
+      '--prefetch-concurrency <n>',
+      'prefetch downloads per worker, 0 = off (RECGATE_PREFETCH_CONCURRENCY)',
+      integer('--prefetch-concurrency'),
+    )
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
     )
@@ -72,6 +77,7 @@ export function buildCli(options: CliOptions = {}): Command {
         lockBackend: opts.lockBackend,
         keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
         auditDb: opts.auditDb,
+        prefetchConcurrency: opts.prefetchConcurrency,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

@@ -68,6 +68,17 @@ export const ConfigSchema = z
      * `GET /api/admin/calls/{callSid}/plays`. @default false
      */
     auditDb: z.boolean().default(false),
+    /**
+     * Prefetch downloads each worker process runs at once: a signed `completed` recording-status webhook
+     * queues the recording, so its first play is a hit. 0 turns prefetching off (the queue still fills).
+     * @default 2
+     */
+    prefetchConcurrency: z.coerce
+      .number({ message: 'prefetch-concurrency must be a number' })
+      .int('prefetch-concurrency must be an integer')
+      .min(0, 'prefetch-concurrency must be at least 0')
+      .max(64, 'prefetch-concurrency must be at most 64')
+      .default(2),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -143,6 +154,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     lockBackend: pick('RECGATE_LOCK_BACKEND'),
     keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
     auditDb: flag(pick('RECGATE_AUDIT_DB')),
+    prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),
   }) as ConfigInput;
 }
 

@@ -4,6 +4,7 @@ import type { PlaybackSigner } from '../auth/playback-url.js';
 import type { CallLog } from '../call-log/call-log.js';
 import type { Config } from '../config/config.js';
 import type { AuditTrail } from '../observability/audit.js';
+import type { PrefetchQueue } from '../prefetch/queue.js';
 import type { RecordingCache } from '../recordings/cache.js';
 import type { RecordingResolver } from '../resolution/resolver.js';
 import type { RecordingState } from '../resolution/state.js';
@@ -24,4 +25,6 @@ export interface AppDeps {
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */
   audit: AuditTrail;
+  /** Queues a recording's download before anyone asks (the recording-status webhook). */
+  prefetch: Pick<PrefetchQueue, 'enqueue'>;
 }

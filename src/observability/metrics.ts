@@ -17,6 +17,8 @@ export interface Metrics {
   activeDownloads: client.Gauge;
   recordingsRemoved: client.Counter<'reason'>;
   auditPlays: client.Counter<'outcome'>;
+  prefetchJobs: client.Counter<'outcome'>;
+  prefetchQueue: client.Gauge<'state'>;
   registry: client.Registry;
 }
 
@@ -125,6 +127,26 @@ export function getMetrics(): Metrics {
           name: 'recgate_audit_plays_total',
           help: 'Plays written to the audit trail, by outcome (logged; stored in the plays table; dropped when the table could not keep up)',
           labelNames: ['outcome'] as const,
+        }),
+    ),
+    prefetchJobs: getOrCreate(
+      'recgate_prefetch_jobs_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_prefetch_jobs_total',
+          help: 'Prefetch attempts by outcome (done, retry, failed)',
+          labelNames: ['outcome'] as const,
+        }),
+    ),
+    prefetchQueue: getOrCreate(
+      'recgate_prefetch_queue',
+      () =>
+        new client.Gauge({
+          name: 'recgate_prefetch_queue',
+          help: 'Prefetch jobs by state (queued, running, failed), read from the shared queue',
+          labelNames: ['state'] as const,
+          // Every worker reads the same shared queue: under --workers, the primary takes one reading, not the sum.
+          aggregator: 'max',
         }),
     ),
   };

@@ -58,7 +58,9 @@ export class RecordingState {
    * Twilio's recording-status callback for a call. A completed recording of the call itself becomes what it
    * plays, unless it already plays one of its own (a call's first recording is the conversation): it also
    * replaces a parent's recording the call was playing. A deleted recording is deleted for every call that
-   * plays it. Calls recgate does not know, and other statuses, change nothing.
+   * plays it; so is one Twilio reports `absent` (it made none) or `failed`, and a call that had no recording
+   * yet remembers that status (it shows in the UI). Twilio's status is kept with the call. Calls recgate
+   * does not know, and other statuses, change nothing.
    */
   async statusCallback(report: RecordingStatusReport): Promise<StatusOutcome> {
     const call = await this.#log.get(report.callSid);
@@ -70,11 +72,19 @@ export class RecordingState {
         recordingSid: report.recordingSid,
         recordingOwnerCallSid: report.callSid,
         recordingDurationS: report.durationS,
+        recordingStatus: 'completed',
       });
       return 'stored';
     }
-    if (report.status === 'deleted' || report.status === 'absent') {
-      await this.gone(report.recordingSid);
+    if (report.status === 'deleted' || report.status === 'absent' || report.status === 'failed') {
+      await this.gone(report.recordingSid, report.status);
+      // A call that had found no recording yet remembers why: Twilio made none (absent) or failed to.
+      if (report.status !== 'deleted' && call.recordingSid === null) {
+        await this.#log.setResolution(report.callSid, {
+          recordingState: 'absent',
+          recordingStatus: report.status,
+        });
+      }
       return 'deleted';
     }
     return 'ignored';
@@ -90,9 +100,15 @@ export class RecordingState {
     return { owner: call.recordingOwnerCallSid ?? call.callSid, marked };
   }
 
-  /** The recording is gone at the upstream: terminal, for every call that plays it. */
-  async gone(recordingSid: RecordingSid): Promise<void> {
-    await this.#log.setResolutionByRecording(recordingSid, { recordingState: 'deleted' });
+  /**
+   * The recording is gone at the upstream: terminal, for every call that plays it. `status` is what Twilio
+   * said, when it said it by webhook (`deleted`, `absent`, `failed`).
+   */
+  async gone(recordingSid: RecordingSid, status?: string): Promise<void> {
+    await this.#log.setResolutionByRecording(recordingSid, {
+      recordingState: 'deleted',
+      ...(status === undefined ? {} : { recordingStatus: status }),
+    });
   }
 
   /**

@@ -161,6 +161,7 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
           startedAt: null,
           durationS: null,
           purgedAt: null,
+          recordingStatus: null,
           createdAt: '',
           updatedAt: '',
         },

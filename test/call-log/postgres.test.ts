@@ -54,7 +54,7 @@ if ('reason' in found) {
       ]);
       assert.deepEqual(
         tables.rows.map((r) => r.tablename),
-        ['calls', 'plays', 'purged_recordings', 'schema_migrations'],
+        ['calls', 'plays', 'prefetch_jobs', 'purged_recordings', 'schema_migrations'],
       );
     });
 

@@ -56,4 +56,23 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX plays_call_idx ON plays (call_sid, id DESC);
     `,
   },
+  {
+    version: 3,
+    name: 'prefetch queue and recording status',
+    sql: `
+      ALTER TABLE calls ADD COLUMN recording_status text;
+      CREATE TABLE prefetch_jobs (
+        recording_sid text COLLATE "C" PRIMARY KEY,
+        call_sid text NOT NULL,
+        business_id text NOT NULL,
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+        attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        run_after timestamptz NOT NULL,
+        last_error text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+      );
+      CREATE INDEX prefetch_jobs_due_idx ON prefetch_jobs (state, run_after);
+    `,
+  },
 ];

@@ -55,4 +55,23 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX plays_call_idx ON plays (call_sid, id DESC);
     `,
   },
+  {
+    version: 3,
+    name: 'prefetch queue and recording status',
+    sql: `
+      ALTER TABLE calls ADD COLUMN recording_status TEXT;
+      CREATE TABLE prefetch_jobs (
+        recording_sid TEXT PRIMARY KEY NOT NULL,
+        call_sid TEXT NOT NULL,
+        business_id TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        run_after TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX prefetch_jobs_due_idx ON prefetch_jobs (state, run_after);
+    `,
+  },
 ];

@@ -28,6 +28,7 @@ export function callJson(call: CallRecord, cache?: CacheState, foreign: Readonly
           recording_sid: null,
           owner_call_sid: null,
           size: null,
+          upstream_status: null,
           purged_at: null,
           cache: { state: 'absent' },
         }
@@ -36,6 +37,7 @@ export function callJson(call: CallRecord, cache?: CacheState, foreign: Readonly
           recording_sid: call.recordingSid,
           owner_call_sid: call.recordingOwnerCallSid,
           size: call.recordingSize,
+          upstream_status: call.recordingStatus,
           purged_at: call.purgedAt,
           ...(cache ? { cache: cacheJson(cache) } : {}),
         },
