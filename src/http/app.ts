@@ -10,6 +10,7 @@ import { redactUrl } from '../observability/logger.js';
 import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
 import { installErrorHandlers, sendError } from './errors.js';
+import { trackRoutes } from './route-table.js';
 import { adminRoutes } from './routes/admin.js';
 import { callRoutes } from './routes/calls.js';
 import { downloadRoutes } from './routes/download.js';
@@ -62,7 +63,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     );
   });
 
-  installErrorHandlers(app);
+  installErrorHandlers(app, trackRoutes(app));
   downloadRoutes(app, deps);
   callRoutes(app, deps);
   adminRoutes(app, deps);
