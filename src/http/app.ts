@@ -46,6 +46,11 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
+    // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the
+    // others silently, and playback URLs are built from the Host when no public URL is configured.
+    if ((request.raw.headersDistinct.host?.length ?? 0) > 1) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: 'More than one Host header' });
+    }
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

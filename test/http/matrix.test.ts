@@ -19,6 +19,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
@@ -391,6 +392,25 @@ describe('tenant matrix', () => {
         assertError(answer, 405, 'RECGATE_METHOD_NOT_ALLOWED', what);
         assert.equal(answer.headers.allow, route.methods.join(', '), what);
       }
+    }
+  });
+
+  it('a request with two Host lines gets 400 (RFC 9112 §3.2), on every route', async () => {
+    for (const route of routes()) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(stack.url).port), '127.0.0.1');
+        let received = '';
+        socket.on('data', (chunk: Buffer) => {
+          received += chunk.toString('latin1');
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(received));
+        socket.end(
+          `${route.methods[0]} ${pathOf(route.url, own)} HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n` +
+            `Authorization: Bearer ${acme}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+        );
+      });
+      assert.match(answer, /^HTTP\/1\.1 400 /, route.url);
     }
   });
 
