@@ -88,6 +88,8 @@ describe('tenant matrix', () => {
   let theirs: CallSid;
   let bad: Credential[];
   let replayed: Credential;
+  /** Requests sent through {@link send}, for the diagnostics. */
+  let sent = 0;
 
   before(async () => {
     const sink = new PassThrough();
@@ -189,6 +191,7 @@ describe('tenant matrix', () => {
       headers['content-type'] = 'application/json';
       body = JSON.stringify({ business_id: 'acme' });
     }
+    sent++;
     const res = await request(`${stack.url}${path}${query}`, {
       method: method as 'GET',
       headers,
@@ -234,7 +237,7 @@ describe('tenant matrix', () => {
     );
   });
 
-  it('refuses every forged, expired, malformed or misplaced credential on every route', async () => {
+  it('refuses every forged, expired, malformed or misplaced credential on every route', async (t) => {
     let checked = 0;
     for (const route of routes()) {
       const kind = ROUTE_KINDS[route.url]!;
@@ -249,6 +252,7 @@ describe('tenant matrix', () => {
         }
       }
     }
+    t.diagnostic(`${routes().length} routes, ${bad.length + 1} credentials, ${checked} requests`);
     assert.ok(checked > 400, `${checked} requests`);
   });
 
@@ -414,8 +418,9 @@ describe('tenant matrix', () => {
     }
   });
 
-  it('no log line of the run holds a secret', async () => {
+  it('no log line of the run holds a secret', async (t) => {
     await new Promise((r) => setTimeout(r, 50));
+    t.diagnostic(`${sent} requests, ${lines.length} log lines, ${secrets.size} secrets`);
     assert.ok(lines.length > 500, `${lines.length} log lines`);
     for (const line of lines) {
       for (const secret of secrets) {
