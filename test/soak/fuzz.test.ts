@@ -5,7 +5,8 @@
  * fixed seed, so every run sends the same requests; a few percent go over a raw socket, byte for byte, to
  * reach what an HTTP client refuses to send (bare LF, NUL, duplicate Content-Length, smuggling shapes).
  *
- * It passes when: no response is a 5xx (none is documented for a healthy upstream and a writable disk);
+ * It passes when: no log line holds a secret (the JWT secret, the admin token, Twilio's auth token, the tokens
+ * and playback signatures sent); no response is a 5xx (none is documented for a healthy upstream and a writable disk);
  * every request answers within {@link ANSWER_BOUND_MS}; the workers are the same processes at the end; and
  * the sum of the workers' VmRSS at the end is within 10% of what it was after the warm-up (each the median of
  * the readings over a tenth of the run, so that one garbage collection's timing does not decide).
@@ -53,6 +54,8 @@ interface Context {
   authorizations: string[];
   /** Playback query strings: valid, tampered, expired, replayed for another call. */
   playbackQueries: string[];
+  /** What no log line may hold: secrets, tokens sent, playback signatures. */
+  secrets: string[];
 }
 
 /** A request for undici, or raw bytes for a socket. */
@@ -419,6 +422,15 @@ async function context(base: string, calls: CallSid[]): Promise<Context> {
       '\tBearer\t\tx',
     ],
     playbackQueries: [live.toString(), stale.toString(), tampered.toString(), replay],
+    secrets: [
+      JWT_SECRET,
+      ADMIN_TOKEN,
+      acme,
+      acme.slice(acme.lastIndexOf('.') + 1),
+      forged,
+      expired,
+      ...[live, stale, tampered, new URLSearchParams(replay)].map((q) => q.get('sig')!),
+    ],
   };
 }
 
@@ -503,6 +515,13 @@ test(`fuzz: ${COUNT} generated requests against recgate serve --workers 2`, {
       `(${(((endRss - baselineRss) / baselineRss) * 100).toFixed(1)}%)`,
   );
 
+  const secrets = [...ctx.secrets, emulator.authToken];
+  const leaks = gateway.logs
+    .map((line) => JSON.stringify(line))
+    .filter((line) => secrets.some((secret) => line.includes(secret)));
+  t.diagnostic(`${gateway.logs.length} log lines scanned for ${secrets.length} secrets`);
+
+  assert.deepEqual(leaks.slice(0, 5), [], `${leaks.length} log lines hold a secret`);
   assert.deepEqual(failures.slice(0, 20), [], `${failures.length} failures`);
   assert.equal(
     [...statuses.values()].reduce((a, b) => a + b, 0),
