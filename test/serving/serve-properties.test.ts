@@ -12,7 +12,8 @@
  *   the ranges cap;
  * - a 416 carries `Content-Range: bytes * /size` and no body; HEAD, 304 and 412 carry no body.
  * Hostile headers (huge numbers, thousands of ranges, whitespace and case games, overlap) get the same
- * guarantees, and the ones RFC 9110 §14.2 calls abusive get a plain 200.
+ * guarantees, and the ones RFC 9110 §14.2 calls abusive get a plain 200. The conditional headers' outcome
+ * matches a model written from RFC 9110 §13.2.2.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -231,6 +232,49 @@ describe('serve properties', () => {
         },
       ),
       { seed: SEED, numRuns: 400 },
+    );
+  });
+
+  test('conditionals are decided as RFC 9110 §13.2.2 says, by a model written from its text', () => {
+    const member = fc.constantFrom(ETAG, `W/${ETAG}`, '"other"', 'W/"other"', 'junk');
+    const list = fc.oneof(
+      fc.constant('*'),
+      fc.array(member, { minLength: 1, maxLength: 3 }).map((tags) => tags.join(', ')),
+    );
+    const when = fc.constantFrom(LM, OTHER_DATE, LATER_DATE, 'not a date');
+    const conditionals = fc.record(
+      {
+        'if-match': list,
+        'if-none-match': list,
+        'if-modified-since': when,
+        'if-unmodified-since': when,
+      },
+      { requiredKeys: [] },
+    );
+    const strongMatch = (v: string) => v === '*' || v.split(', ').includes(ETAG);
+    const weakMatch = (v: string) => v === '*' || v.split(', ').some((t) => t === ETAG || t === `W/${ETAG}`);
+    /** Seconds since the epoch for a valid date, compared with Last-Modified; undefined for garbage. */
+    const order = (v: string) => (v === LM ? 0 : v === OTHER_DATE ? -1 : v === LATER_DATE ? 1 : undefined);
+    fc.assert(
+      fc.property(fc.constantFrom('GET', 'HEAD'), conditionals, (m, h) => {
+        let expected = 200;
+        const ius = h['if-unmodified-since'] === undefined ? undefined : order(h['if-unmodified-since']);
+        const ims = h['if-modified-since'] === undefined ? undefined : order(h['if-modified-since']);
+        if (h['if-match'] !== undefined) {
+          if (!strongMatch(h['if-match'])) expected = 412;
+        } else if (ius !== undefined && ius < 0) expected = 412;
+        if (expected === 200) {
+          if (h['if-none-match'] !== undefined) {
+            if (weakMatch(h['if-none-match'])) expected = 304;
+          } else if (ims !== undefined && ims >= 0) expected = 304;
+        }
+        const headers = Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined)) as Record<
+          string,
+          string
+        >;
+        assert.equal(answer(m, headers, Buffer.from('0123456789')).statusCode, expected);
+      }),
+      { seed: SEED, numRuns: 2000 },
     );
   });
 
