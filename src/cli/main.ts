@@ -50,6 +50,14 @@ export function buildCli(options: CliOptions = {}): Command {
       'download lock: fs (one host) or postgres (several hosts) (RECGATE_LOCK_BACKEND)',
     )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
+    .option(
+      '--drain-delay <duration>',
+      'after SIGTERM, serve with /readyz at 503 this long before closing the listener: 500ms, 5s, 1m (RECGATE_DRAIN_DELAY)',
+    )
+    .option(
+      '--shutdown-timeout <duration>',
+      'then let responses in flight finish for at most this long (RECGATE_SHUTDOWN_TIMEOUT)',
+    )
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
     )
@@ -65,6 +73,8 @@ export function buildCli(options: CliOptions = {}): Command {
         lockTimeoutMs: opts.lockTimeoutMs,
         logLevel: opts.logLevel,
         lockBackend: opts.lockBackend,
+        drainDelayMs: opts.drainDelay,
+        shutdownTimeoutMs: opts.shutdownTimeout,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

@@ -3,6 +3,7 @@ import type { JwtAuth } from '../auth/jwt.js';
 import type { PlaybackSigner } from '../auth/playback-url.js';
 import type { CallLog } from '../call-log/call-log.js';
 import type { Config } from '../config/config.js';
+import type { DrainState } from '../lifecycle/drain.js';
 import type { RecordingCache } from '../recordings/cache.js';
 import type { RecordingResolver } from '../resolution/resolver.js';
 import type { RecordingState } from '../resolution/state.js';
@@ -18,4 +19,6 @@ export interface AppDeps {
   cache: RecordingCache;
   jwt: JwtAuth;
   signer: PlaybackSigner;
+  /** Set when the process starts to stop (see src/lifecycle/drain.ts); absent in tests that never drain. */
+  drain?: DrainState;
 }
