@@ -4,7 +4,7 @@
  * one far too long. /readyz turns 503 at once while the streams go on; new connections are refused after
  * the drain delay and not before; the short recording's clients get exact bodies; the long one's clients
  * see an error, never a clean end of a short body; the process exits 0 in time; no `{callSid}.mp3` is left
- * short; and a new gateway on the same data dir serves both recordings exactly.
+ * short; and a new gateway on the same data dir serves both recordings exactly, resuming the long one.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -13,12 +13,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, Client, request } from 'undici';
+import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
+import { loadConfig } from '../../src/config/config.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { startGateway } from '../../src/server.js';
 import { sha256 } from '../helpers/common.js';
+import { fresh, registerRecording, startStream } from '../helpers/drain-clients.js';
 import { startServeProcess } from '../helpers/serve-process.js';
-import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
+import { JWT_SECRET } from '../helpers/stack.js';
 
 const DRAIN_DELAY_MS = 1000;
 const SHUTDOWN_TIMEOUT_MS = 2000;
@@ -32,15 +35,6 @@ const SHORT_BYTES = 250_000;
 const LONG_BYTES = 2_000_000;
 const CLIENTS_PER_RECORDING = 8;
 
-interface Stream {
-  status: number;
-  contentLength: number;
-  /** Bytes received so far (grows while the stream runs). */
-  received: number;
-  /** Set once the body ended or failed. */
-  result?: { sha: string; error?: string };
-}
-
 describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
   let emulator: Emulator;
   let token: string;
@@ -48,61 +42,14 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
 
   before(async () => {
     emulator = await startEmulator({ port: 0, logger: false, bandwidth: BANDWIDTH });
+    // The first recording warms the MP3 encoder up (seconds), before any timing below.
+    await emulator.createRecording({ bytes: 10_000 });
     token = await new JwtAuth(JWT_SECRET).sign('acme', 600);
   });
   after(async () => {
     await emulator?.close();
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   });
-
-  async function register(url: string, bytes: number) {
-    const rec = await emulator.createRecording({ bytes });
-    const res = await request(`${url}/api/admin/calls/${rec.call_sid}`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ business_id: 'acme', recording_sid: rec.recording_sid }),
-    });
-    assert.equal(res.statusCode, 201);
-    await res.body.dump();
-    return rec;
-  }
-
-  /** Starts a GET and resolves once its headers are in; the body keeps flowing into the returned record. */
-  async function startStream(url: string, callSid: string, agent: Agent): Promise<Stream> {
-    const res = await request(`${url}/api/calls/${callSid}/download`, {
-      dispatcher: agent,
-      headers: { authorization: `Bearer ${token}` },
-    });
-    const stream: Stream = {
-      status: res.statusCode,
-      contentLength: Number(res.headers['content-length']),
-      received: 0,
-    };
-    void (async () => {
-      const chunks: Buffer[] = [];
-      try {
-        for await (const chunk of res.body) {
-          chunks.push(chunk as Buffer);
-          stream.received += (chunk as Buffer).length;
-        }
-        stream.result = { sha: sha256(Buffer.concat(chunks)) };
-      } catch (err) {
-        stream.result = { sha: sha256(Buffer.concat(chunks)), error: String(err) };
-      }
-    })();
-    return stream;
-  }
-
-  /** One request on a connection of its own (a new connection, as a load balancer's probe makes). */
-  async function fresh(url: string, pathname: string): Promise<{ status: number; body: string }> {
-    const client = new Client(url);
-    try {
-      const res = await client.request({ method: 'GET', path: pathname });
-      return { status: res.statusCode, body: await res.body.text() };
-    } finally {
-      await client.close().catch(() => undefined);
-    }
-  }
 
   async function getBody(url: string, callSid: string): Promise<Buffer> {
     const res = await request(`${url}/api/calls/${callSid}/download`, {
@@ -124,16 +71,16 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
       });
       const agent = new Agent({ connections: 64, pipelining: 0 });
       try {
-        const short = await register(server.url, SHORT_BYTES);
-        const long = await register(server.url, LONG_BYTES);
+        const short = await registerRecording(emulator, server.url, SHORT_BYTES);
+        const long = await registerRecording(emulator, server.url, LONG_BYTES);
         emulator.reset();
 
         const streams = await Promise.all([
           ...Array.from({ length: CLIENTS_PER_RECORDING }, () =>
-            startStream(server.url, short.call_sid, agent),
+            startStream(server.url, short.call_sid, token, agent),
           ),
           ...Array.from({ length: CLIENTS_PER_RECORDING }, () =>
-            startStream(server.url, long.call_sid, agent),
+            startStream(server.url, long.call_sid, token, agent),
           ),
         ]);
         for (const s of streams) assert.equal(s.status, 200);
@@ -219,18 +166,31 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
         // A new gateway on the same data dir serves both exactly, resuming the long one.
         emulator.reset();
         emulator.setThrottle({ bandwidth: 0 });
-        const next = await startServeProcess({ workers: 1, dataDir, emulator });
+        const next = await startGateway(
+          loadConfig(
+            {
+              port: 0,
+              dataDir,
+              jwtSecret: JWT_SECRET,
+              twilioApiBase: emulator.url,
+              twilioAccountSid: emulator.accountSid,
+              twilioAuthToken: emulator.authToken,
+              logLevel: 'silent',
+            },
+            {},
+          ),
+        );
         try {
           assert.equal(sha256(await getBody(next.url, long.call_sid)), long.sha256);
           assert.equal(sha256(await getBody(next.url, short.call_sid)), short.sha256);
           const stats = emulator.stats();
-          assert.equal(stats.media_requests[short.recording_sid!], undefined, 'the short one was a hit');
+          assert.equal(stats.media_requests[short.recording_sid], undefined, 'the short one was a hit');
           assert.ok(
-            (stats.media_bytes[long.recording_sid!] ?? 0) < LONG_BYTES,
-            `the long one resumed: ${stats.media_bytes[long.recording_sid!]} bytes fetched again`,
+            (stats.media_bytes[long.recording_sid] ?? 0) < LONG_BYTES,
+            `the long one resumed: ${stats.media_bytes[long.recording_sid]} bytes fetched again`,
           );
         } finally {
-          await next.stop();
+          await next.close();
           emulator.setThrottle({ bandwidth: BANDWIDTH });
         }
       } finally {
