@@ -60,7 +60,7 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
   }
 
   for (const workers of [1, 2]) {
-    it(`--workers ${workers}: readyz 503 at once, listener closed after the delay, short bodies never end clean`, async () => {
+    it(`--workers ${workers}: readyz 503 at once, listener closed after the delay, short bodies never end clean`, async (t) => {
       const dataDir = await mkdtemp(path.join(tmpdir(), 'recgate-drain-'));
       dirs.push(dataDir);
       const server = await startServeProcess({
@@ -109,6 +109,7 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
           performance.now() - signalled < DRAIN_DELAY_MS,
           'readyz went 503 before the drain delay ended',
         );
+        const readyMs = performance.now() - signalled;
         const longAtReady = longStreams.map((s) => s.received);
         assert.equal((await fresh(server.url, '/healthz')).status, 200, 'liveness stays 200 while draining');
 
@@ -156,6 +157,12 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
         // Nothing half-visible: the short recording is whole, the long one has no final file.
         const recordings = path.join(dataDir, 'recordings');
         const names = await readdir(recordings);
+        t.diagnostic(
+          `readyz 503 (4 in a row) by ${Math.round(readyMs)} ms, refused at ${Math.round(refusedAt)} ms, ` +
+            `exit 0 at ${Math.round(exitMs)} ms; long clients cut at ` +
+            `${Math.min(...longStreams.map((s) => s.received))}-${Math.max(...longStreams.map((s) => s.received))} bytes; ` +
+            `files: ${names.filter((n) => n.includes(long.call_sid)).join(' ')}`,
+        );
         assert.equal(sha256(await readFile(path.join(recordings, `${short.call_sid}.mp3`))), short.sha256);
         assert.ok(!names.includes(`${long.call_sid}.mp3`), `left: ${names.join(' ')}`);
         assert.ok(
@@ -184,6 +191,10 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
           assert.equal(sha256(await getBody(next.url, long.call_sid)), long.sha256);
           assert.equal(sha256(await getBody(next.url, short.call_sid)), short.sha256);
           const stats = emulator.stats();
+          t.diagnostic(
+            `after restart: ${stats.media_requests[long.recording_sid]} request(s), ` +
+              `${stats.media_bytes[long.recording_sid]} bytes fetched for the long recording`,
+          );
           assert.equal(stats.media_requests[short.recording_sid], undefined, 'the short one was a hit');
           assert.ok(
             (stats.media_bytes[long.recording_sid] ?? 0) < LONG_BYTES,
