@@ -190,9 +190,10 @@ function stopWorker(worker: Worker, timeoutMs: number, hurried: boolean): Promis
       clearTimeout(timer);
       resolve();
     });
-    // Not worker.kill(): that first disconnects the worker, and a disconnecting worker closes its listeners at
-    // once, which would skip its drain delay. The SIGTERM also ends a worker still starting, which has no
-    // handler yet for either; a worker that hears both stops once, hurried, whichever comes first.
+    // Not worker.kill(): that first disconnects the worker's IPC channel (and has it close its servers on
+    // Node's schedule), while a draining worker still needs the channel, for /metrics and for a later
+    // recgate:stop. The SIGTERM also ends a worker still starting, which has no handler yet for either; a
+    // worker that hears both stops once, hurried, whichever comes first.
     if (hurried && worker.isConnected()) worker.send({ type: STOP, hurry: true });
     proc.kill('SIGTERM');
   });
