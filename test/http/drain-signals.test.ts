@@ -36,7 +36,9 @@ describe('a second signal during a drain', () => {
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   });
 
-  it('--workers 2: a repeated SIGTERM is ignored, a second SIGINT cuts the drain short', async (t) => {
+  it('--workers 2: a repeated SIGTERM is ignored, a second SIGINT cuts the drain short', {
+    timeout: 60_000,
+  }, async (t) => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'recgate-drain-'));
     dirs.push(dataDir);
     // Waits far longer than the test: only a hurry can end them in time.

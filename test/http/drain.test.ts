@@ -60,7 +60,9 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
   }
 
   for (const workers of [1, 2]) {
-    it(`--workers ${workers}: readyz 503 at once, listener closed after the delay, short bodies never end clean`, async (t) => {
+    it(`--workers ${workers}: readyz 503 at once, listener closed after the delay, short bodies never end clean`, {
+      timeout: 90_000,
+    }, async (t) => {
       const dataDir = await mkdtemp(path.join(tmpdir(), 'recgate-drain-'));
       dirs.push(dataDir);
       const server = await startServeProcess({
