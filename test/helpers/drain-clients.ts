@@ -62,11 +62,19 @@ export async function startStream(
 }
 
 /** One request on a connection of its own (a new connection, as a load balancer's probe makes). */
-export async function fresh(url: string, pathname: string): Promise<{ status: number; body: string }> {
+export async function fresh(
+  url: string,
+  pathname: string,
+): Promise<{ status: number; body: string; connection: string | undefined }> {
   const client = new Client(url);
   try {
     const res = await client.request({ method: 'GET', path: pathname });
-    return { status: res.statusCode, body: await res.body.text() };
+    const connection = res.headers.connection;
+    return {
+      status: res.statusCode,
+      body: await res.body.text(),
+      connection: typeof connection === 'string' ? connection : undefined,
+    };
   } finally {
     await client.close().catch(() => undefined);
   }

@@ -113,7 +113,9 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
         );
         const readyMs = performance.now() - signalled;
         const longAtReady = longStreams.map((s) => s.received);
-        assert.equal((await fresh(server.url, '/healthz')).status, 200, 'liveness stays 200 while draining');
+        const live = await fresh(server.url, '/healthz');
+        assert.equal(live.status, 200, 'liveness stays 200 while draining');
+        assert.equal(live.connection, 'close', 'keep-alive clients are sent elsewhere while draining');
 
         // New connections are refused once the drain delay is over, not before.
         let refusedAt: number | undefined;
