@@ -156,7 +156,8 @@ describe('drain on SIGTERM (recgate serve, mid-stampede)', () => {
           assert.ok(s.received > longAtReady[i]!, `client ${i}'s stream went on while draining`);
         }
         const logs = server.logs.filter((l) => l.event === 'connections_cut');
-        assert.equal(logs.length, workers, 'every worker cut its responses at the timeout');
+        // Each worker serving a long response cut it (under --workers, the kernel may give them all to one).
+        assert.ok(logs.length >= 1 && logs.length <= workers, `${logs.length} connections_cut lines`);
 
         // Nothing half-visible: the short recording is whole, the long one has no final file.
         const recordings = path.join(dataDir, 'recordings');
