@@ -12,6 +12,7 @@ import { type Config, recordingsDir } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
+import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
 import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
@@ -30,7 +31,10 @@ export interface Gateway {
   cache: LocalRecordingCache;
   upstream: Upstream;
   logger: Logger;
+  /** Closes at once: responses in flight are waited for without limit, downloads cancelled. */
   close(): Promise<void>;
+  /** Stops the way SIGTERM does: /readyz 503, drain delay, listener closed, shutdown timeout, close. */
+  drain(options: DrainOptions): Promise<DrainReport>;
 }
 
 export interface GatewayOptions {
@@ -120,6 +124,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   void readDepth();
   const depthReader = setInterval(readDepth, 10_000).unref();
   const state = new RecordingState(callLog);
+  const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream });
   const app = await buildApp(
     {
@@ -139,11 +144,26 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
           void readDepth();
         },
       },
+      drain: drainState,
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
   const address = await app.listen({ host: config.host, port: config.port });
   let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    clearInterval(sweeper);
+    clearInterval(depthReader);
+    await app.close();
+    await prefetcher.close();
+    await audit.close();
+    await cache.close();
+    await prefetchQueue.close();
+    await upstream.close();
+    await locker?.close();
+    await callLog.close();
+  };
   return {
     app,
     url: address.replace('[::1]', 'localhost'),
@@ -151,19 +171,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     cache,
     upstream,
     logger,
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearInterval(sweeper);
-      clearInterval(depthReader);
-      await app.close();
-      await prefetcher.close();
-      await audit.close();
-      await cache.close();
-      await prefetchQueue.close();
-      await upstream.close();
-      await locker?.close();
-      await callLog.close();
-    },
+    close,
+    drain: (drainOptions) => drainGateway({ app, state: drainState, logger, release: close }, drainOptions),
   };
 }

@@ -60,6 +60,14 @@ export function buildCli(options: CliOptions = {}): Command {
       'prefetch downloads per worker, 0 = off (RECGATE_PREFETCH_CONCURRENCY)',
       integer('--prefetch-concurrency'),
     )
+    .option(
+      '--drain-delay <duration>',
+      'after SIGTERM, serve with /readyz at 503 this long before closing the listener: 500ms, 5s, 1m (RECGATE_DRAIN_DELAY)',
+    )
+    .option(
+      '--shutdown-timeout <duration>',
+      'then let responses in flight finish for at most this long (RECGATE_SHUTDOWN_TIMEOUT)',
+    )
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
     )
@@ -78,6 +86,8 @@ export function buildCli(options: CliOptions = {}): Command {
         keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
         auditDb: opts.auditDb,
         prefetchConcurrency: opts.prefetchConcurrency,
+        drainDelayMs: opts.drainDelay,
+        shutdownTimeoutMs: opts.shutdownTimeout,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

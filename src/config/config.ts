@@ -15,6 +15,28 @@ const positiveInt = (field: string) =>
     .int(`${field} must be an integer`)
     .positive(`${field} must be positive`);
 
+/**
+ * A duration in milliseconds, written `500ms`, `5s`, `2m` or as bare seconds (`5`, `0.5`); 0 is allowed.
+ * Numbers given by code are taken as milliseconds already.
+ */
+const durationMs = (field: string, maxMs: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' ? parseDurationMs(v) : v),
+    z
+      .number({ message: `${field} must look like 500ms, 5s, 2m or a number of seconds` })
+      .int(`${field} must be a whole number of milliseconds`)
+      .min(0, `${field} must not be negative`)
+      .max(maxMs, `${field} must be at most ${maxMs / 1000} s`),
+  );
+
+/** `500ms`, `5s`, `2m` or bare seconds to milliseconds; NaN (rejected by the schema) for anything else. */
+export function parseDurationMs(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
+  if (!m) return Number.NaN;
+  const unit = { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm'];
+  return Math.round(Number(m[1]) * unit);
+}
+
 export const ConfigSchema = z
   .object({
     /** Interface to listen on. @default '127.0.0.1' */
@@ -79,6 +101,16 @@ export const ConfigSchema = z
       .min(0, 'prefetch-concurrency must be at least 0')
       .max(64, 'prefetch-concurrency must be at most 64')
       .default(2),
+    /**
+     * After SIGTERM, how long the gateway keeps serving with /readyz at 503 before it closes its listener,
+     * so that load balancers stop sending it new connections first. @default 5000 (5 s)
+     */
+    drainDelayMs: durationMs('drain-delay', 3_600_000).default(5000),
+    /**
+     * Once the listener is closed, how long responses in flight may take to finish before their
+     * connections are cut. @default 30000 (30 s)
+     */
+    shutdownTimeoutMs: durationMs('shutdown-timeout', 3_600_000).default(30_000),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -155,6 +187,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
     auditDb: flag(pick('RECGATE_AUDIT_DB')),
     prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),
+    drainDelayMs: pick('RECGATE_DRAIN_DELAY'),
+    shutdownTimeoutMs: pick('RECGATE_SHUTDOWN_TIMEOUT'),
   }) as ConfigInput;
 }
 

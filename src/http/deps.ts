@@ -3,6 +3,7 @@ import type { JwtAuth } from '../auth/jwt.js';
 import type { PlaybackSigner } from '../auth/playback-url.js';
 import type { CallLog } from '../call-log/call-log.js';
 import type { Config } from '../config/config.js';
+import type { DrainState } from '../lifecycle/drain.js';
 import type { AuditTrail } from '../observability/audit.js';
 import type { PrefetchQueue } from '../prefetch/queue.js';
 import type { RecordingCache } from '../recordings/cache.js';
@@ -27,4 +28,6 @@ export interface AppDeps {
   audit: AuditTrail;
   /** Queues a recording's download before anyone asks (the recording-status webhook). */
   prefetch: Pick<PrefetchQueue, 'enqueue'>;
+  /** Set when the process starts to stop (see src/lifecycle/drain.ts); absent in tests that never drain. */
+  drain?: DrainState;
 }

@@ -8,16 +8,25 @@ export interface MetricsSource {
   text(): Promise<string>;
 }
 
+/**
+ * /healthz (liveness: stays 200 while the process drains), /readyz (readiness: 503 from the first moment of a
+ * drain), /metrics. While draining, every response also closes its connection, so keep-alive clients and
+ * load balancers reconnect to a process that stays.
+ */
 export function healthRoutes(app: FastifyInstance, deps: AppDeps, metrics: MetricsSource): void {
-  let shuttingDown = false;
+  let closing = false;
   app.addHook('onClose', async () => {
-    shuttingDown = true;
+    closing = true;
+  });
+  const shuttingDown = () => closing || deps.drain?.started === true;
+  app.addHook('onSend', async (_request, reply) => {
+    if (deps.drain?.started) reply.header('connection', 'close');
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_request, reply) => {
-    if (shuttingDown) throw createError('RECGATE_SHUTTING_DOWN');
+    if (shuttingDown()) throw createError('RECGATE_SHUTTING_DOWN');
     const [callLog, storage] = await Promise.all([
       deps.callLog.ping().catch(() => false),
       deps.cache.writable().catch(() => false),
