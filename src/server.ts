@@ -172,6 +172,10 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     upstream,
     logger,
     close,
-    drain: (drainOptions) => drainGateway({ app, state: drainState, logger, release: close }, drainOptions),
+    drain: (drainOptions) => {
+      // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
+      void prefetcher.close();
+      return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
+    },
   };
 }

@@ -48,6 +48,7 @@ export class Prefetcher {
   readonly #running = new Set<Promise<void>>();
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
 
   constructor(options: PrefetcherOptions) {
     this.#o = {
@@ -70,12 +71,19 @@ export class Prefetcher {
     this.#wake?.();
   }
 
-  /** Stops claiming and aborts the waits of running jobs (their downloads, shared, go on). */
-  async close(): Promise<void> {
-    this.#abort.abort();
-    this.#wake?.();
-    await this.#loop;
-    await Promise.allSettled([...this.#running]);
+  /**
+   * Stops claiming and aborts the waits of running jobs (their downloads, shared, go on while the cache
+   * runs); their jobs go back to the queue at once, for this or another worker, rather than waiting for
+   * their lease to end. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#abort.abort();
+      this.#wake?.();
+      await this.#loop;
+      await Promise.allSettled([...this.#running]);
+    })();
+    return this.#closing;
   }
 
   async #run(): Promise<void> {
@@ -125,7 +133,11 @@ export class Prefetcher {
       outcome = 'done';
       log.info({ attempts: job.attempts }, 'Prefetched a recording');
     } catch (err) {
-      if (this.#abort.signal.aborted) return; // Shutting down: the lease ends and another worker takes it.
+      if (this.#abort.signal.aborted) {
+        // Stopping: the job is due again now, not when the lease ends.
+        await queue.retry(job.recordingSid, 'RECGATE_SHUTTING_DOWN: the worker stopped', 0).catch(() => {});
+        return;
+      }
       const code = isRecgateError(err) ? err.code : 'RECGATE_INTERNAL';
       const message = `${code}: ${err instanceof Error ? err.message : String(err)}`;
       const final = FINAL_CODES.has(code) || job.attempts >= this.#o.maxAttempts;

@@ -79,6 +79,39 @@ describe('Prefetcher', () => {
     assert.deepEqual([...outcomes].sort(), ['done', 'done', 'failed', 'failed', 'retry', 'retry']);
   });
 
+  it('a job running when the prefetcher stops goes back to the queue at once', async (t) => {
+    const { callLog, queue } = await setUp(t);
+    const callSid = `CA${randomBytes(16).toString('hex')}` as CallSid;
+    await callLog.upsert({ businessId: 'acme', callSid });
+    const recordingSid = `RE${randomBytes(16).toString('hex')}` as RecordingSid;
+    await queue.enqueue({ recordingSid, callSid, businessId: 'acme' });
+    let opened!: () => void;
+    const started = new Promise<void>((resolve) => {
+      opened = resolve;
+    });
+    const prefetcher = new Prefetcher({
+      queue,
+      // A download that only ends when the prefetcher's signal aborts.
+      cache: {
+        open: (_ref, options) =>
+          new Promise((_resolve, reject) => {
+            opened();
+            options?.signal?.addEventListener('abort', () => reject(options.signal?.reason));
+          }),
+      },
+      callLog,
+      logger: captureLogger().logger,
+      pollMs: 10,
+    });
+    prefetcher.start();
+    await started;
+    assert.equal((await queue.get(recordingSid))?.state, 'running');
+    await prefetcher.close();
+    const job = await queue.get(recordingSid);
+    assert.equal(job?.state, 'queued');
+    assert.ok(Date.parse(job!.runAfter) <= Date.now(), 'due now, not after its lease');
+  });
+
   it('with concurrency 0 it claims nothing', async (t) => {
     const { callLog, queue } = await setUp(t);
     const callSid = `CA${randomBytes(16).toString('hex')}` as CallSid;
