@@ -64,6 +64,8 @@ export const ConfigSchema = z
     jwtSecret: z.string().optional(),
     /** Admin API token; the admin API is disabled when unset. */
     adminToken: z.string().optional(),
+    /** Bearer token /metrics requires; /metrics is open when unset (keep it off the public network then). */
+    metricsToken: z.string().min(16, 'RECGATE_METRICS_TOKEN must be at least 16 characters').optional(),
     /** Runs an in-process emulator with demo data and generated secrets. @default false */
     demo: z.boolean().default(false),
     /** Public base URL used in playback URLs; defaults to the request's own origin. */
@@ -178,6 +180,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     twilioApiSecret: pick('TWILIO_API_SECRET'),
     jwtSecret: pick('RECGATE_JWT_SECRET'),
     adminToken: pick('RECGATE_ADMIN_TOKEN'),
+    metricsToken: pick('RECGATE_METRICS_TOKEN'),
     demo: flag(pick('RECGATE_DEMO')),
     publicUrl: pick('RECGATE_PUBLIC_URL'),
     playbackUrlTtlS: pick('RECGATE_PLAYBACK_URL_TTL'),

@@ -14,7 +14,13 @@ import type { RecordingState } from '../resolution/state.js';
 export interface AppDeps {
   config: Pick<
     Config,
-    'adminToken' | 'publicUrl' | 'playbackUrlTtlS' | 'twilioAuthToken' | 'demo' | 'keepAfterUpstreamDelete'
+    | 'adminToken'
+    | 'metricsToken'
+    | 'publicUrl'
+    | 'playbackUrlTtlS'
+    | 'twilioAuthToken'
+    | 'demo'
+    | 'keepAfterUpstreamDelete'
   >;
   logger: Logger;
   callLog: CallLog;

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { createError } from '../../errors.js';
+import { requireToken } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 
 export interface MetricsSource {
@@ -10,7 +11,7 @@ export interface MetricsSource {
 
 /**
  * /healthz (liveness: stays 200 while the process drains), /readyz (readiness: 503 from the first moment of a
- * drain), /metrics. While draining, every response also closes its connection, so keep-alive clients and
+ * drain), /metrics (behind a bearer token when RECGATE_METRICS_TOKEN is set). While draining, every response also closes its connection, so keep-alive clients and
  * load balancers reconnect to a process that stays.
  */
 export function healthRoutes(app: FastifyInstance, deps: AppDeps, metrics: MetricsSource): void {
@@ -38,7 +39,10 @@ export function healthRoutes(app: FastifyInstance, deps: AppDeps, metrics: Metri
       .send({ status: ok ? 'ready' : 'not_ready', checks: { call_log: callLog, storage } });
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', async (request, reply) => {
+    // With RECGATE_METRICS_TOKEN set, scrapers present it as a bearer token.
+    const token = deps.config.metricsToken;
+    if (token) requireToken(request, token);
     return reply
       .type(metrics.contentType)
       .header('cache-control', 'no-store')
