@@ -24,6 +24,13 @@ export interface AppOptions {
   plugins?: Array<(app: FastifyInstance) => void | Promise<void>>;
 }
 
+/** How many Host field lines a request has (rawHeaders: name, value, name, value, …, as received). */
+function hostLines(rawHeaders: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === 'host') n++;
+  return n;
+}
+
 export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<FastifyInstance> {
   const metrics = getMetrics();
   const app = Fastify({
@@ -48,7 +55,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
     // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the
     // others silently, and playback URLs are built from the Host when no public URL is configured.
-    if ((request.raw.headersDistinct.host?.length ?? 0) > 1) {
+    if (hostLines(request.raw.rawHeaders) > 1) {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'More than one Host header' });
     }
   });
