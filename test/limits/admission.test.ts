@@ -54,8 +54,12 @@ describe('upstream admission', () => {
     // B waited for the download in flight when it came (and at most one more, had that one ended while B's
     // own request was still being authenticated), never for A's backlog.
     const started = stack.emulator.stats().total_media_requests - before;
+    const waiting = await metric(stack, 'recgate_upstream_queue_depth');
+    t.diagnostic(
+      `B's click: ${started} media request(s) from the click to its own, ${waiting} of A's waiting`,
+    );
     assert.ok(started <= 2, `${started} media requests from B's click to its own`);
-    assert.ok((await metric(stack, 'recgate_upstream_queue_depth')) >= 240, "A's backlog is still waiting");
+    assert.ok(waiting >= 240, "A's backlog is still waiting");
 
     // Every A client leaves: their flights leave the queue and start nothing.
     leave.abort();
@@ -71,7 +75,9 @@ describe('upstream admission', () => {
     const total = stack.emulator.stats().total_media_requests;
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(stack.emulator.stats().total_media_requests, total, 'the abandoned flights started nothing');
-    assert.ok((await metric(stack, 'recgate_upstream_rejections_total{reason="abandoned"}')) >= 240);
+    const abandoned = await metric(stack, 'recgate_upstream_rejections_total{reason="abandoned"}');
+    t.diagnostic(`${abandoned} queued downloads abandoned, ${total} media requests in all`);
+    assert.ok(abandoned >= 240);
     const asked = new Set(Object.keys(stack.emulator.stats().media_requests));
     for (const call of backlog.filter((c) => !asked.has(c.recordingSid))) {
       assert.deepEqual(await callFiles(`${stack.dataDir}/recordings`, call.callSid), [], 'nothing on disk');
