@@ -130,10 +130,16 @@ export class Flight {
     };
   }
 
-  /** The flight waits for admission: the signal aborts when no request waits for it (at once if none does). */
+  /**
+   * The flight waits for admission: the signal aborts when no request waits for it (at once if none does).
+   * Once readers were promised a size (a takeover of another process's download), they count as wanting it
+   * and the signal never aborts.
+   */
   enterQueue(): AbortSignal {
     this.#queue = new AbortController();
-    if (this.#waiting === 0) this.#queue.abort(createError('RECGATE_CLIENT_CLOSED'));
+    if (this.#waiting === 0 && this.#identity === undefined) {
+      this.#queue.abort(createError('RECGATE_CLIENT_CLOSED'));
+    }
     return this.#queue.signal;
   }
 
