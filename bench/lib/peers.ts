@@ -346,6 +346,9 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
     TWILIO_ACCOUNT_SID: options.upstream.accountSid,
     TWILIO_AUTH_TOKEN: options.upstream.authToken,
     RECGATE_LOG_LEVEL: 'warn',
+    // Every benchmark and the soak play one synthetic business; the per-business limit on new downloads is
+    // there to keep tenants apart, not to pace a load generator.
+    RECGATE_COLD_DOWNLOAD_RATE: '0',
   };
   delete env.NODE_OPTIONS;
   const { child, log } = spawnLogged(process.execPath, args, path.join(dataDir, 'recgate.log'), env);
