@@ -95,10 +95,12 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
   } catch (err) {
     const error = asRecgateError(err, flight.signal);
     flight.fail(error);
+    // A queued download nobody wants any more is no failure worth a warning.
+    const abandoned = phase === 'admit' && error.code === 'RECGATE_CLIENT_CLOSED';
     ctx.event(
       { event: 'download_failed', code: error.code, phase, err: error.cause ?? error },
-      'Download failed',
-      'warn',
+      abandoned ? 'Queued download abandoned: every client left' : 'Download failed',
+      abandoned ? 'info' : 'warn',
     );
   } finally {
     flight.onStall(undefined);
