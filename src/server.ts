@@ -12,6 +12,7 @@ import { type Config, recordingsDir } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
+import { RateLimiter } from './limits/rate-limiter.js';
 import { createLogger } from './observability/logger.js';
 import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
 import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
@@ -108,6 +109,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       cache,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
+      apiLimiter: apiLimiter(config),
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
@@ -131,4 +133,18 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       await callLog.close();
     },
   };
+}
+
+/**
+ * This process's share of the per-host API budget: under `--workers N`, each worker enforces rate/N and
+ * burst/N (rounded up), since the primary spreads connections evenly among them. None when the rate is 0.
+ */
+export function apiLimiter(
+  config: Pick<Config, 'apiRatePerS' | 'apiBurst' | 'workers'>,
+): RateLimiter | undefined {
+  if (config.apiRatePerS === 0) return undefined;
+  return new RateLimiter({
+    ratePerS: config.apiRatePerS / config.workers,
+    burst: Math.ceil(config.apiBurst / config.workers),
+  });
 }

@@ -9,6 +9,12 @@ import { type DatabaseTarget, parseDatabaseUrl } from './database-url.js';
 const url = (field: string) =>
   z.string().refine((v) => /^https?:\/\/[^\s]+$/.test(v), { message: `${field} must be an http(s) URL` });
 
+const nonNegativeInt = (field: string) =>
+  z.coerce
+    .number({ message: `${field} must be a number` })
+    .int(`${field} must be an integer`)
+    .min(0, `${field} must be 0 or more`);
+
 const positiveInt = (field: string) =>
   z.coerce
     .number({ message: `${field} must be a number` })
@@ -58,6 +64,39 @@ export const ConfigSchema = z
      * @default 'postgres' when the call log is PostgreSQL, else 'fs'
      */
     lockBackend: z.enum(['fs', 'postgres'], { message: 'lock-backend must be fs or postgres' }).optional(),
+    /**
+     * Longest a client may take to send a whole request (headers and body), ms; answered 408 and closed
+     * after it. Must be at least `headersTimeoutMs`. @default 30000
+     */
+    requestTimeoutMs: positiveInt('request-timeout-ms').default(30_000),
+    /** Longest a client may take to send a request's headers, ms; answered 408 and closed after it. @default 10000 */
+    headersTimeoutMs: positiveInt('headers-timeout-ms').default(10_000),
+    /**
+     * How long a connection with no request in progress stays open, ms: a new connection before its first
+     * byte, and a keep-alive connection between requests. Longer than common load balancers' idle
+     * timeout (60 s), so the gateway is never the side closing a connection the balancer is reusing.
+     * @default 72000
+     */
+    idleTimeoutMs: positiveInt('idle-timeout-ms').default(72_000),
+    /**
+     * A response whose client has read nothing for this long is cut, ms (no progress, not total time: a
+     * slow client that reads is never cut). 0 = never. @default 60000
+     */
+    sendTimeoutMs: nonNegativeInt('send-timeout-ms').default(60_000),
+    /** Open connections per process at most; beyond it new ones are closed at once. 0 = no cap. @default 10000 */
+    maxConnections: nonNegativeInt('max-connections').default(10_000),
+    /** Largest request body accepted, bytes; larger ones get 413 RECGATE_PAYLOAD_TOO_LARGE. @default 65536 */
+    bodyLimitBytes: positiveInt('body-limit').default(64 * 1024),
+    /**
+     * Authenticated API requests per second per business on this host (divided among `--workers`). 0 = no
+     * limit. @default 100
+     */
+    apiRatePerS: z.coerce
+      .number({ message: 'api-rate must be a number' })
+      .min(0, 'api-rate must be 0 or more')
+      .default(100),
+    /** Authenticated API requests a business may make at once after a quiet period, per host. @default 300 */
+    apiBurst: positiveInt('api-burst').default(300),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -87,6 +126,13 @@ export const ConfigSchema = z
         code: 'custom',
         path: ['lockBackend'],
         message: 'lock-backend postgres needs a postgres:// --database',
+      });
+    }
+    if (c.headersTimeoutMs > c.requestTimeoutMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['headersTimeoutMs'],
+        message: 'headers-timeout-ms must not exceed request-timeout-ms',
       });
     }
     if ((c.twilioApiKey === undefined) !== (c.twilioApiSecret === undefined)) {
@@ -131,6 +177,14 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     lockTimeoutMs: pick('RECGATE_LOCK_TIMEOUT_MS'),
     logLevel: pick('RECGATE_LOG_LEVEL'),
     lockBackend: pick('RECGATE_LOCK_BACKEND'),
+    requestTimeoutMs: pick('RECGATE_REQUEST_TIMEOUT_MS'),
+    headersTimeoutMs: pick('RECGATE_HEADERS_TIMEOUT_MS'),
+    idleTimeoutMs: pick('RECGATE_IDLE_TIMEOUT_MS'),
+    sendTimeoutMs: pick('RECGATE_SEND_TIMEOUT_MS'),
+    maxConnections: pick('RECGATE_MAX_CONNECTIONS'),
+    bodyLimitBytes: pick('RECGATE_BODY_LIMIT'),
+    apiRatePerS: pick('RECGATE_API_RATE'),
+    apiBurst: pick('RECGATE_API_BURST'),
   }) as ConfigInput;
 }
 

@@ -15,6 +15,7 @@ export interface Metrics {
   upstreamRetries: client.Counter<'reason'>;
   bytesServed: client.Counter<'status'>;
   activeDownloads: client.Gauge;
+  connectionsCut: client.Counter<'reason'>;
   registry: client.Registry;
 }
 
@@ -106,6 +107,15 @@ export function getMetrics(): Metrics {
       'recgate_active_downloads',
       () =>
         new client.Gauge({ name: 'recgate_active_downloads', help: 'Downloads this process is running now' }),
+    ),
+    connectionsCut: getOrCreate(
+      'recgate_connections_cut_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_connections_cut_total',
+          help: 'Connections the gateway closed on a stalled client, by reason (request_timeout, send_timeout)',
+          labelNames: ['reason'] as const,
+        }),
     ),
   };
   return metrics;

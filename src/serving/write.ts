@@ -21,7 +21,24 @@ export interface WriteOptions {
   onFinish?: () => void;
 }
 
-export function writeResult(res: ServerResponse, result: ServeResult, options: WriteOptions = {}): void {
+export interface PumpOptions {
+  /**
+   * Cuts the response when the client took none of its pending bytes for this long, in ms: the socket
+   * is destroyed, which frees its descriptor and destroys the body (a download's reader lets go). It measures
+   * progress, not total time: each chunk the socket takes restarts it, so a slow client that keeps reading
+   * is never cut. A client that stops reading is cut once the kernel's buffers are full and this much time
+   * passed without a chunk going out. 0 = never. @default 0
+   */
+  sendTimeoutMs?: number;
+  /** Called when the send timeout cut the response. */
+  onSendTimeout?: () => void;
+}
+
+export function writeResult(
+  res: ServerResponse,
+  result: ServeResult,
+  options: WriteOptions & PumpOptions = {},
+): void {
   res.writeHead(result.statusCode, { ...options.headers, ...result.headers });
   if (options.onFinish !== undefined) res.once('finish', options.onFinish);
   if (result.stream === undefined) {
@@ -29,7 +46,7 @@ export function writeResult(res: ServerResponse, result: ServeResult, options: W
     return;
   }
   if (options.flushHeaders) res.flushHeaders();
-  pumpTo(result.stream, res);
+  pumpTo(result.stream, res, options);
 }
 
 /**
@@ -37,21 +54,38 @@ export function writeResult(res: ServerResponse, result: ServeResult, options: W
  * Ends `res` when the body ends; destroys `res` (so the client sees a broken response, never a short one)
  * if the body errors; destroys the body if the client goes away.
  */
-export function pumpTo(body: Readable, res: ServerResponse): void {
+export function pumpTo(body: Readable, res: ServerResponse, options: PumpOptions = {}): void {
+  const timeoutMs = options.sendTimeoutMs ?? 0;
+  // Armed only while the body waits for 'drain': a body still coming from upstream is no stalled client.
+  let stall: NodeJS.Timeout | undefined;
+  const onStall = () => {
+    stall = undefined;
+    options.onSendTimeout?.();
+    res.destroy();
+  };
   const onData = (chunk: Buffer) => {
     const flushed = res.write(chunk, (err) => {
-      if (!err) returnChunk(chunk);
+      if (err) return;
+      returnChunk(chunk);
+      stall?.refresh();
     });
     if (!flushed) {
       body.pause();
       res.once('drain', onDrain);
+      if (timeoutMs > 0) stall = setTimeout(onStall, timeoutMs);
     }
   };
-  const onDrain = () => body.resume();
+  const onDrain = () => {
+    clearTimeout(stall);
+    stall = undefined;
+    body.resume();
+  };
   body.on('data', onData);
   body.once('end', () => res.end());
   body.once('error', (err) => res.destroy(err));
   res.once('close', () => {
+    clearTimeout(stall);
+    stall = undefined;
     if (!body.destroyed) body.destroy();
   });
 }

@@ -86,6 +86,11 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           flushHeaders: !recording.complete,
           // Counted when the whole body went out; an aborted response counts nothing.
           onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+          sendTimeoutMs: deps.config.sendTimeoutMs,
+          onSendTimeout: () => {
+            metrics.connectionsCut.inc({ reason: 'send_timeout' });
+            request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
+          },
         });
         return reply;
       } finally {
