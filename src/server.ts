@@ -99,6 +99,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const state = new RecordingState(callLog);
   const resolver = new RecordingResolver({ callLog, state, upstream });
+  const limits = apiLimits(config);
   const app = await buildApp(
     {
       config,
@@ -109,7 +110,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       cache,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
-      apiLimiter: apiLimiter(config),
+      ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
@@ -139,12 +140,12 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
  * This process's share of the per-host API budget: under `--workers N`, each worker enforces rate/N and
  * burst/N (rounded up), since the primary spreads connections evenly among them. None when the rate is 0.
  */
-export function apiLimiter(
+export function apiLimits(
   config: Pick<Config, 'apiRatePerS' | 'apiBurst' | 'workers'>,
-): RateLimiter | undefined {
+): { ratePerS: number; burst: number } | undefined {
   if (config.apiRatePerS === 0) return undefined;
-  return new RateLimiter({
+  return {
     ratePerS: config.apiRatePerS / config.workers,
     burst: Math.ceil(config.apiBurst / config.workers),
-  });
+  };
 }
