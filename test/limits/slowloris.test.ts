@@ -98,8 +98,11 @@ describe('slowloris', () => {
       assert.match(answer, /^HTTP\/1\.1 408 /, answer);
       assert.match(answer, /"code":"RECGATE_REQUEST_TIMEOUT"/);
     }
-    // A connection that never sent a byte gets no answer, only the close.
-    for (const answer of answers.slice(60)) assert.equal(answer, '');
+    // A connection that never sent a byte is closed by the idle timeout, without an answer; now and then
+    // (seen under heavy load) Node's header-timeout check reaches it first and it gets the 408 instead.
+    for (const answer of answers.slice(60)) {
+      if (answer !== '') assert.match(answer, /"code":"RECGATE_REQUEST_TIMEOUT"/);
+    }
     const open = await new Promise<number>((resolve, reject) =>
       stack.gateway.app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
     );
