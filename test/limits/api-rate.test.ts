@@ -114,6 +114,43 @@ describe('per-business API rate limit', () => {
   });
 });
 
+describe('API rate limit at its defaults', () => {
+  let stack: Stack;
+
+  before(async () => {
+    // One worker's share of two: the tightest a single browser meets under --workers 2.
+    stack = await startStack({ config: { workers: 2 } });
+  });
+  after(() => stack?.close());
+
+  it('lets an <audio> player seek 100 times back to back, with its page around it', async () => {
+    const rec = await stack.emulator.createRecording({ bytes: 200_000 });
+    await stack.register({
+      businessId: 'acme',
+      callSid: rec.call_sid as CallSid,
+      startedAt: new Date().toISOString(),
+    });
+    const acme = await stack.token('acme');
+    const statuses = new Set<number>();
+    statuses.add((await get(`${stack.url}/api/calls`, { authorization: `Bearer ${acme}` })).status);
+    const res = await request(`${stack.url}/api/calls/${rec.call_sid}/playback-url`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${acme}` },
+    });
+    statuses.add(res.statusCode);
+    const { url } = (await res.body.json()) as { url: string };
+    for (let i = 0; i < 100; i++) {
+      const start = (i * 7919) % 190_000;
+      statuses.add((await get(url, { range: `bytes=${start}-` })).status);
+      if (i % 10 === 0)
+        statuses.add(
+          (await get(`${stack.url}/api/calls/${rec.call_sid}`, { authorization: `Bearer ${acme}` })).status,
+        );
+    }
+    assert.deepEqual([...statuses].sort(), [200, 206]);
+  });
+});
+
 describe('API rate limit defaults', () => {
   const defaults = ConfigSchema.parse({ demo: true });
 
