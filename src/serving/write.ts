@@ -56,8 +56,17 @@ export function writeResult(
  */
 export function pumpTo(body: Readable, res: ServerResponse, options: PumpOptions = {}): void {
   const timeoutMs = options.sendTimeoutMs ?? 0;
-  // Armed only while the body waits for 'drain': a body still coming from upstream is no stalled client.
+  // Armed only while bytes wait for the socket: while the body waits for 'drain', and after the body ended
+  // until the response is finished. A body still coming from upstream is no stalled client.
   let stall: NodeJS.Timeout | undefined;
+  let ended = false;
+  const arm = () => {
+    if (timeoutMs > 0) stall ??= setTimeout(onStall, timeoutMs);
+  };
+  const disarm = () => {
+    clearTimeout(stall);
+    stall = undefined;
+  };
   const onStall = () => {
     stall = undefined;
     options.onSendTimeout?.();
@@ -72,20 +81,25 @@ export function pumpTo(body: Readable, res: ServerResponse, options: PumpOptions
     if (!flushed) {
       body.pause();
       res.once('drain', onDrain);
-      if (timeoutMs > 0) stall = setTimeout(onStall, timeoutMs);
+      arm();
     }
   };
   const onDrain = () => {
-    clearTimeout(stall);
-    stall = undefined;
+    // After the end, what is still buffered must reach the socket too: the timer runs until 'finish'.
+    if (!ended) disarm();
     body.resume();
   };
   body.on('data', onData);
-  body.once('end', () => res.end());
+  body.once('end', () => {
+    ended = true;
+    res.end();
+    if (res.writableFinished) disarm();
+    else arm();
+  });
   body.once('error', (err) => res.destroy(err));
+  res.once('finish', disarm);
   res.once('close', () => {
-    clearTimeout(stall);
-    stall = undefined;
+    disarm();
     if (!body.destroyed) body.destroy();
   });
 }
