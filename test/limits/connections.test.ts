@@ -66,7 +66,7 @@ async function allClosed(sockets: Socket[], withinMs: number): Promise<void> {
   }
 }
 
-describe(`${IDLE} idle connections against 2 workers`, () => {
+describe(`${IDLE} idle connections against 2 workers`, { timeout: 90_000 }, () => {
   let emulator: Emulator;
   let server: ServeProcess;
   let dataDir: string;

@@ -54,7 +54,7 @@ function socketsTo(pid: number, port: number): Set<string> {
   return inodes;
 }
 
-describe('clients that disconnect at every phase, 2 workers', () => {
+describe('clients that disconnect at every phase, 2 workers', { timeout: 90_000 }, () => {
   let emulator: Emulator;
   let server: ServeProcess;
   let dataDir: string;

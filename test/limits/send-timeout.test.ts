@@ -84,7 +84,7 @@ function parseRaw(raw: Buffer): { status: number; headers: Record<string, string
   return { status: Number(statusLine!.split(' ')[1]), headers, body: raw.subarray(end + 4) };
 }
 
-describe('send timeout', () => {
+describe('send timeout', { timeout: 90_000 }, () => {
   let stack: Stack;
   let token: string;
 

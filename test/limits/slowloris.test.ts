@@ -46,7 +46,7 @@ function attacker(url: string, head: string, trickle: string): Attacker {
   return { closed };
 }
 
-describe('slowloris', () => {
+describe('slowloris', { timeout: 60_000 }, () => {
   let stack: Stack;
   let token: string;
 
