@@ -158,6 +158,7 @@ describe('clients that disconnect at every phase, 2 workers', { timeout: 90_000 
     const rec = await coldRecording();
     emulator.reset();
     const started = Date.now();
+    const logsBefore = server.logs.length;
     const phases = {
       beforeHeaders: Array.from({ length: PER_PHASE }, () =>
         leaver(`GET /api/calls/${rec.call_sid}/download HTTP/1.1\r\nHost: x\r\nAuthor`, () => sleep(50)),
@@ -174,6 +175,11 @@ describe('clients that disconnect at every phase, 2 workers', { timeout: 90_000 
       coldStreaming: await Promise.all(phases.coldStreaming),
     };
     for (const hash of await Promise.all(stayers)) assert.equal(hash, rec.sha256);
+    // The worker that did not download waited on the other's lock, the phase the "waiting" clients left in.
+    assert.ok(
+      server.logs.slice(logsBefore).some((l) => l.event === 'lock_wait'),
+      'no worker waited for the download lock',
+    );
     assert.ok(received.beforeHeaders.every((n) => n === 0));
     assert.ok(
       received.waitingForSize.every((n) => n === 0),
