@@ -39,6 +39,11 @@ export const ERRORS = {
     retryAfterS: 1,
   },
   RECGATE_PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  RECGATE_REQUEST_TIMEOUT: {
+    status: 408,
+    message: 'The request was not received in time; the connection is closed',
+  },
+  RECGATE_HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
   RECGATE_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request body must be JSON' },
   RECGATE_UPSTREAM_UNAVAILABLE: {
     status: 502,

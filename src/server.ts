@@ -145,6 +145,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const state = new RecordingState(callLog);
   const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream });
+  const limits = apiLimits(config);
   const app = await buildApp(
     {
       config,
@@ -165,6 +166,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         },
       },
       drain: drainState,
+      ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
@@ -238,4 +240,18 @@ function coldDownloadLimiter(config: Config): RateLimiter | undefined {
     ratePerS: config.coldDownloadRate / config.workers,
     burst: Math.max(1, Math.floor(config.coldDownloadBurst / config.workers)),
   });
+}
+
+/**
+ * This process's share of the per-host API budget: under `--workers N`, each worker enforces rate/N and
+ * burst/N (rounded up), since the primary spreads connections evenly among them. None when the rate is 0.
+ */
+export function apiLimits(
+  config: Pick<Config, 'apiRatePerS' | 'apiBurst' | 'workers'>,
+): { ratePerS: number; burst: number } | undefined {
+  if (config.apiRatePerS === 0) return undefined;
+  return {
+    ratePerS: config.apiRatePerS / config.workers,
+    burst: Math.ceil(config.apiBurst / config.workers),
+  };
 }

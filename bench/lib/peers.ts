@@ -351,6 +351,10 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
     // Every benchmark and the soak play one synthetic business; the per-business limit on new downloads is
     // there to keep tenants apart, not to pace a load generator.
     RECGATE_COLD_DOWNLOAD_RATE: '0',
+    // Benchmarks and the soak drive one business at thousands of requests a second: the per-business API
+    // rate limit, a guard between tenants, would measure itself rather than the gateway. A flag in
+    // extraArgs still wins.
+    RECGATE_API_RATE: '0',
   };
   delete env.NODE_OPTIONS;
   const { child, log } = spawnLogged(process.execPath, args, path.join(dataDir, 'recgate.log'), env);

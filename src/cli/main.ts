@@ -11,6 +11,13 @@ function integer(name: string) {
   };
 }
 
+function number(name: string) {
+  return (value: string): number => {
+    if (!/^\d+(\.\d+)?$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative number`);
+    return Number(value);
+  };
+}
+
 export interface CliOptions {
   /** Passed to `recgate serve`'s runServe; tests set the primary's restart delays here. @default {} */
   serve?: ServeOptions;
@@ -78,6 +85,42 @@ export function buildCli(options: CliOptions = {}): Command {
       'new downloads at once per business and host (RECGATE_COLD_DOWNLOAD_BURST)',
       integer('--cold-download-burst'),
     )
+    .option(
+      '--request-timeout-ms <ms>',
+      'longest a client may take to send a whole request (RECGATE_REQUEST_TIMEOUT_MS)',
+      integer('--request-timeout-ms'),
+    )
+    .option(
+      '--headers-timeout-ms <ms>',
+      "longest a client may take to send a request's headers (RECGATE_HEADERS_TIMEOUT_MS)",
+      integer('--headers-timeout-ms'),
+    )
+    .option(
+      '--idle-timeout-ms <ms>',
+      'closes a connection with no request in progress after this (RECGATE_IDLE_TIMEOUT_MS)',
+      integer('--idle-timeout-ms'),
+    )
+    .option(
+      '--send-timeout-ms <ms>',
+      'cuts a response whose client read nothing for this long; 0 = never (RECGATE_SEND_TIMEOUT_MS)',
+      integer('--send-timeout-ms'),
+    )
+    .option(
+      '--max-connections <n>',
+      'open connections per process at most; 0 = no cap (RECGATE_MAX_CONNECTIONS)',
+      integer('--max-connections'),
+    )
+    .option('--body-limit <bytes>', 'largest request body (RECGATE_BODY_LIMIT)', integer('--body-limit'))
+    .option(
+      '--api-rate <perS>',
+      'API requests per second per business per host; 0 = no limit (RECGATE_API_RATE)',
+      number('--api-rate'),
+    )
+    .option(
+      '--api-burst <n>',
+      'API requests a business may make at once, per host (RECGATE_API_BURST)',
+      integer('--api-burst'),
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
     .option(
       '--keep-after-upstream-delete',
@@ -123,6 +166,14 @@ export function buildCli(options: CliOptions = {}): Command {
         upstreamQueueTimeoutMs: opts.upstreamQueueTimeoutMs,
         coldDownloadRate: opts.coldDownloadRate,
         coldDownloadBurst: opts.coldDownloadBurst,
+        requestTimeoutMs: opts.requestTimeoutMs,
+        headersTimeoutMs: opts.headersTimeoutMs,
+        idleTimeoutMs: opts.idleTimeoutMs,
+        sendTimeoutMs: opts.sendTimeoutMs,
+        maxConnections: opts.maxConnections,
+        bodyLimitBytes: opts.bodyLimit,
+        apiRatePerS: opts.apiRate,
+        apiBurst: opts.apiBurst,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

@@ -147,6 +147,39 @@ export const ConfigSchema = z
       .default(10),
     /** New downloads a business may start at once after a quiet period (divided among --workers). @default 100 */
     coldDownloadBurst: positiveInt('cold-download-burst').default(100),
+    /**
+     * Longest a client may take to send a whole request (headers and body), ms; answered 408 and closed
+     * after it. Must be at least `headersTimeoutMs`. @default 30000
+     */
+    requestTimeoutMs: positiveInt('request-timeout-ms').default(30_000),
+    /** Longest a client may take to send a request's headers, ms; answered 408 and closed after it. @default 10000 */
+    headersTimeoutMs: positiveInt('headers-timeout-ms').default(10_000),
+    /**
+     * How long a connection with no request in progress stays open, ms: a new connection before its first
+     * byte, and a keep-alive connection between requests. Longer than common load balancers' idle
+     * timeout (60 s), so the gateway is never the side closing a connection the balancer is reusing.
+     * @default 72000
+     */
+    idleTimeoutMs: positiveInt('idle-timeout-ms').default(72_000),
+    /**
+     * A response whose client has read nothing for this long is cut, ms (no progress, not total time: a
+     * slow client that reads is never cut). 0 = never. @default 60000
+     */
+    sendTimeoutMs: nonNegativeInt('send-timeout-ms').default(60_000),
+    /** Open connections per process at most; beyond it new ones are closed at once. 0 = no cap. @default 10000 */
+    maxConnections: nonNegativeInt('max-connections').default(10_000),
+    /** Largest request body accepted, bytes; larger ones get 413 RECGATE_PAYLOAD_TOO_LARGE. @default 65536 */
+    bodyLimitBytes: positiveInt('body-limit').default(64 * 1024),
+    /**
+     * Authenticated API requests per second per business on this host (divided among `--workers`). 0 = no
+     * limit. @default 100
+     */
+    apiRatePerS: z.coerce
+      .number({ message: 'api-rate must be a number' })
+      .min(0, 'api-rate must be 0 or more')
+      .default(100),
+    /** Authenticated API requests a business may make at once after a quiet period, per host. @default 300 */
+    apiBurst: positiveInt('api-burst').default(300),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -190,6 +223,13 @@ export const ConfigSchema = z
         code: 'custom',
         path: ['upstreamQueueTimeoutMs'],
         message: 'upstream-queue-timeout-ms must be below lock-timeout-ms',
+      });
+    }
+    if (c.headersTimeoutMs > c.requestTimeoutMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['headersTimeoutMs'],
+        message: 'headers-timeout-ms must not exceed request-timeout-ms',
       });
     }
     if ((c.twilioApiKey === undefined) !== (c.twilioApiSecret === undefined)) {
@@ -246,6 +286,14 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     upstreamQueueTimeoutMs: pick('RECGATE_UPSTREAM_QUEUE_TIMEOUT_MS'),
     coldDownloadRate: pick('RECGATE_COLD_DOWNLOAD_RATE'),
     coldDownloadBurst: pick('RECGATE_COLD_DOWNLOAD_BURST'),
+    requestTimeoutMs: pick('RECGATE_REQUEST_TIMEOUT_MS'),
+    headersTimeoutMs: pick('RECGATE_HEADERS_TIMEOUT_MS'),
+    idleTimeoutMs: pick('RECGATE_IDLE_TIMEOUT_MS'),
+    sendTimeoutMs: pick('RECGATE_SEND_TIMEOUT_MS'),
+    maxConnections: pick('RECGATE_MAX_CONNECTIONS'),
+    bodyLimitBytes: pick('RECGATE_BODY_LIMIT'),
+    apiRatePerS: pick('RECGATE_API_RATE'),
+    apiBurst: pick('RECGATE_API_BURST'),
   }) as ConfigInput;
 }
 

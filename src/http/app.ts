@@ -9,7 +9,7 @@ import { createError } from '../errors.js';
 import { redactUrl } from '../observability/logger.js';
 import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
-import { installErrorHandlers, sendError } from './errors.js';
+import { clientErrorHandler, installErrorHandlers, sendError } from './errors.js';
 import { trackRoutes } from './route-table.js';
 import { adminRoutes } from './routes/admin.js';
 import { callRoutes } from './routes/calls.js';
@@ -37,7 +37,20 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     loggerInstance: deps.logger as FastifyBaseLogger,
     // One line per request, written in onResponse below with the fields we want (and secrets stripped).
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: 64 * 1024,
+    bodyLimit: deps.config.bodyLimitBytes,
+    // The limits of "Limits and timeouts" in the README. A connection with no request in progress is
+    // closed after the idle timeout (connectionTimeout before its first request, keepAliveTimeout between
+    // requests); while a request runs, the request timeout bounds its receipt and the send timeout
+    // (serving/write.ts) the response. Node checks the header and request timeouts every
+    // connectionsCheckingInterval, so that interval bounds how late they cut.
+    connectionTimeout: deps.config.idleTimeoutMs,
+    keepAliveTimeout: deps.config.idleTimeoutMs,
+    requestTimeout: deps.config.requestTimeoutMs,
+    http: {
+      headersTimeout: deps.config.headersTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, deps.config.headersTimeoutMs),
+    },
+    clientErrorHandler: clientErrorHandler(deps.logger),
     requestIdHeader: 'x-request-id',
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -50,7 +63,11 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     },
   });
 
+  if (deps.config.maxConnections > 0) app.server.maxConnections = deps.config.maxConnections;
   app.addHook('onRequest', async (request, reply) => {
+    // The idle timeout is for connections between requests; a request in progress is bounded by the
+    // request and send timeouts instead (a client waiting for a cold download may see no byte for a while).
+    request.raw.socket?.setTimeout(0);
     reply.header('x-request-id', request.id);
     (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
     // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the

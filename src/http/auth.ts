@@ -13,14 +13,28 @@ function bearer(request: FastifyRequest): string | undefined {
   return m[1];
 }
 
-/** The caller's business, from a bearer JWT. */
+/**
+ * Takes one request from the business's API budget, or throws RECGATE_RATE_LIMITED with the seconds until
+ * it has one again. Runs only once a credential is verified, so failed or forged credentials never spend
+ * a business's budget.
+ */
+function admit(deps: AppDeps, principal: Principal): Principal {
+  const verdict = deps.apiLimiter?.take(principal.businessId);
+  if (verdict === undefined || verdict.ok) return principal;
+  throw createError('RECGATE_RATE_LIMITED', { headers: { 'retry-after': String(verdict.retryAfterS) } });
+}
+
+/** The caller's business, from a bearer JWT, within its API rate limit. */
 export async function authenticate(deps: AppDeps, request: FastifyRequest): Promise<Principal> {
   const token = bearer(request);
   if (!token) throw createError('RECGATE_UNAUTHENTICATED');
-  return deps.jwt.verify(token);
+  return admit(deps, await deps.jwt.verify(token));
 }
 
-/** A bearer JWT, or, for this call's download only, a signed playback URL's own parameters. */
+/**
+ * A bearer JWT, or, for this call's download only, a signed playback URL's own parameters; within the
+ * business's API rate limit either way.
+ */
 export async function authenticateDownload(
   deps: AppDeps,
   request: FastifyRequest,
@@ -28,7 +42,7 @@ export async function authenticateDownload(
 ): Promise<Principal> {
   if (request.headers.authorization !== undefined) return authenticate(deps, request);
   const query = request.query as Record<string, unknown>;
-  if (query.sig !== undefined) return deps.signer.verify(callSid, query);
+  if (query.sig !== undefined) return admit(deps, await deps.signer.verify(callSid, query));
   throw createError('RECGATE_UNAUTHENTICATED');
 }
 

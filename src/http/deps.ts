@@ -4,6 +4,7 @@ import type { PlaybackSigner } from '../auth/playback-url.js';
 import type { CallLog } from '../call-log/call-log.js';
 import type { Config } from '../config/config.js';
 import type { DrainState } from '../lifecycle/drain.js';
+import type { RateLimiter } from '../limits/rate-limiter.js';
 import type { AuditTrail } from '../observability/audit.js';
 import type { PrefetchQueue } from '../prefetch/queue.js';
 import type { RecordingCache } from '../recordings/cache.js';
@@ -22,6 +23,12 @@ export interface AppDeps {
     | 'twilioAuthToken'
     | 'demo'
     | 'keepAfterUpstreamDelete'
+    | 'requestTimeoutMs'
+    | 'headersTimeoutMs'
+    | 'idleTimeoutMs'
+    | 'sendTimeoutMs'
+    | 'maxConnections'
+    | 'bodyLimitBytes'
   >;
   logger: Logger;
   callLog: CallLog;
@@ -39,4 +46,6 @@ export interface AppDeps {
   prefetch: Pick<PrefetchQueue, 'enqueue'>;
   /** Set when the process starts to stop (see src/lifecycle/drain.ts); absent in tests that never drain. */
   drain?: DrainState;
+  /** Per-business budget of authenticated API requests; none means no limit. */
+  apiLimiter?: RateLimiter;
 }

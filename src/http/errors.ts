@@ -1,5 +1,9 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
 import { createError, isRecgateError, type RecgateError } from '../errors.js';
+import { getMetrics } from '../observability/metrics.js';
 import type { RouteTable } from './route-table.js';
 
 /** Maps Fastify's own errors (bad JSON, body too large, bad URL) onto the registry. */
@@ -60,4 +64,36 @@ export function installErrorHandlers(app: FastifyInstance, routes?: RouteTable):
       createError('RECGATE_METHOD_NOT_ALLOWED', { headers: { allow: allow.join(', ') } }),
     );
   });
+}
+
+/**
+ * Answers what Node's HTTP parser refuses before any route runs (headers or a body not received within
+ * the request timeouts, oversized headers, malformed HTTP) with our error shape, then closes the
+ * connection: after such an error its bytes cannot be trusted to frame another request.
+ */
+export function clientErrorHandler(logger: Logger): (err: NodeJS.ErrnoException, socket: Socket) => void {
+  const metrics = getMetrics();
+  return (err, socket) => {
+    // A reset connection has nobody left to answer.
+    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    const error =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? createError('RECGATE_REQUEST_TIMEOUT', { cause: err })
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? createError('RECGATE_HEADERS_TOO_LARGE', { cause: err })
+          : createError('RECGATE_INVALID_REQUEST', { cause: err });
+    if (error.code === 'RECGATE_REQUEST_TIMEOUT') metrics.connectionsCut.inc({ reason: 'request_timeout' });
+    logger.debug({ event: 'client_error', code: error.code, reason: err.code }, error.message);
+    if (socket.writable) {
+      const body = JSON.stringify(error.toJSON());
+      socket.write(
+        `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\n` +
+          'Content-Type: application/json; charset=utf-8\r\n' +
+          `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+          'Cache-Control: no-store\r\nConnection: close\r\n\r\n' +
+          body,
+      );
+    }
+    socket.destroy();
+  };
 }

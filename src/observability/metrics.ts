@@ -26,6 +26,7 @@ export interface Metrics {
   upstreamRejections: client.Counter<'reason'>;
   breakerOpen: client.Gauge;
   breakerTrips: client.Counter;
+  connectionsCut: client.Counter<'reason'>;
   registry: client.Registry;
 }
 
@@ -204,6 +205,15 @@ export function getMetrics(): Metrics {
         new client.Counter({
           name: 'recgate_upstream_breaker_trips_total',
           help: 'Times a 429 opened the upstream breaker',
+        }),
+    ),
+    connectionsCut: getOrCreate(
+      'recgate_connections_cut_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_connections_cut_total',
+          help: 'Connections the gateway closed on a stalled client, by reason (request_timeout, send_timeout)',
+          labelNames: ['reason'] as const,
         }),
     ),
   };

@@ -26,7 +26,24 @@ export interface WriteOptions {
   onClose?: (bytesSent: number, finished: boolean) => void;
 }
 
-export function writeResult(res: ServerResponse, result: ServeResult, options: WriteOptions = {}): void {
+export interface PumpOptions {
+  /**
+   * Cuts the response when the client took none of its pending bytes for this long, in ms: the socket
+   * is destroyed, which frees its descriptor and destroys the body (a download's reader lets go). It measures
+   * progress, not total time: each chunk the socket takes restarts it, so a slow client that keeps reading
+   * is never cut. A client that stops reading is cut once the kernel's buffers are full and this much time
+   * passed without a chunk going out. 0 = never. @default 0
+   */
+  sendTimeoutMs?: number;
+  /** Called when the send timeout cut the response. */
+  onSendTimeout?: () => void;
+}
+
+export function writeResult(
+  res: ServerResponse,
+  result: ServeResult,
+  options: WriteOptions & PumpOptions = {},
+): void {
   res.writeHead(result.statusCode, { ...options.headers, ...result.headers });
   if (options.onFinish !== undefined) res.once('finish', options.onFinish);
   const sent = { bytes: 0 };
@@ -37,7 +54,7 @@ export function writeResult(res: ServerResponse, result: ServeResult, options: W
     return;
   }
   if (options.flushHeaders) res.flushHeaders();
-  pumpTo(result.stream, res, sent);
+  pumpTo(result.stream, res, options, sent);
 }
 
 /**
@@ -46,24 +63,59 @@ export function writeResult(res: ServerResponse, result: ServeResult, options: W
  * Ends `res` when the body ends; destroys `res` (so the client sees a broken response, never a short one)
  * if the body errors; destroys the body if the client goes away.
  */
-export function pumpTo(body: Readable, res: ServerResponse, sent: { bytes: number } = { bytes: 0 }): void {
+export function pumpTo(
+  body: Readable,
+  res: ServerResponse,
+  options: PumpOptions = {},
+  sent: { bytes: number } = { bytes: 0 },
+): void {
+  const timeoutMs = options.sendTimeoutMs ?? 0;
+  // Armed only while bytes wait for the socket: while the body waits for 'drain', and after the body ended
+  // until the response is finished. A body still coming from upstream is no stalled client.
+  let stall: NodeJS.Timeout | undefined;
+  let ended = false;
+  const arm = () => {
+    if (timeoutMs > 0) stall ??= setTimeout(onStall, timeoutMs);
+  };
+  const disarm = () => {
+    clearTimeout(stall);
+    stall = undefined;
+  };
+  const onStall = () => {
+    stall = undefined;
+    options.onSendTimeout?.();
+    res.destroy();
+  };
   const onData = (chunk: Buffer) => {
     const length = chunk.length;
     const flushed = res.write(chunk, (err) => {
       if (err) return;
       sent.bytes += length;
       returnChunk(chunk);
+      stall?.refresh();
     });
     if (!flushed) {
       body.pause();
       res.once('drain', onDrain);
+      arm();
     }
   };
-  const onDrain = () => body.resume();
+  const onDrain = () => {
+    // After the end, what is still buffered must reach the socket too: the timer runs until 'finish'.
+    if (!ended) disarm();
+    body.resume();
+  };
   body.on('data', onData);
-  body.once('end', () => res.end());
+  body.once('end', () => {
+    ended = true;
+    res.end();
+    if (res.writableFinished) disarm();
+    else arm();
+  });
   body.once('error', (err) => res.destroy(err));
+  res.once('finish', disarm);
   res.once('close', () => {
+    disarm();
     if (!body.destroyed) body.destroy();
   });
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { CHUNK_SIZE, freeChunks, takeChunk } from '../../src/io/chunks.js';
@@ -124,5 +124,35 @@ describe('writing a serve() result', () => {
     late.destroy();
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(finished.sort(), ['/full', '/head'], 'a response cut short never counts as finished');
+  });
+
+  it('cuts a client that stops reading after the send timeout, and destroys the body', async (t) => {
+    // 8 MB: more than the kernel buffers for a client that reads nothing (about 3.9 MB on loopback).
+    const size = 128 * CHUNK_SIZE;
+    let cut = 0;
+    let body: Readable | undefined;
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(size) });
+      body = Readable.from(
+        (function* () {
+          for (let i = 0; i < 128; i++) yield Buffer.alloc(CHUNK_SIZE, i);
+        })(),
+      );
+      pumpTo(body, res, { sendTimeoutMs: 200, onSendTimeout: () => cut++ });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    socket.pause();
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    t.after(() => socket.destroy());
+    for (let i = 0; cut === 0; i++) {
+      assert.ok(i < 400, 'never cut');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(cut, 1);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(body?.destroyed, true);
   });
 });

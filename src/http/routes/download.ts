@@ -149,6 +149,11 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
               },
               log,
             ),
+          sendTimeoutMs: deps.config.sendTimeoutMs,
+          onSendTimeout: () => {
+            metrics.connectionsCut.inc({ reason: 'send_timeout' });
+            request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
+          },
         });
         return reply;
       } finally {
