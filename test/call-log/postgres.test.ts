@@ -53,7 +53,7 @@ if ('reason' in found) {
       ]);
       assert.deepEqual(
         tables.rows.map((r) => r.tablename),
-        ['calls', 'schema_migrations'],
+        ['cache_totals', 'cached_files', 'calls', 'schema_migrations'],
       );
     });
 
