@@ -49,6 +49,18 @@ export function buildCli(options: CliOptions = {}): Command {
       '--lock-backend <fs|postgres>',
       'download lock: fs (one host) or postgres (several hosts) (RECGATE_LOCK_BACKEND)',
     )
+    .option(
+      '--cache-max-bytes <size>',
+      'most bytes of finished recordings: 10GiB, 500MB or 15% of the volume (RECGATE_CACHE_MAX_BYTES)',
+    )
+    .option(
+      '--cache-min-free <size>',
+      'free space to keep on the volume: 5GiB or 10% (RECGATE_CACHE_MIN_FREE)',
+    )
+    .option(
+      '--cache-max-age <duration>',
+      'evict recordings nobody played for this long: 30d, 12h (RECGATE_CACHE_MAX_AGE)',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
@@ -65,6 +77,9 @@ export function buildCli(options: CliOptions = {}): Command {
         lockTimeoutMs: opts.lockTimeoutMs,
         logLevel: opts.logLevel,
         lockBackend: opts.lockBackend,
+        cacheMaxBytes: opts.cacheMaxBytes,
+        cacheMinFree: opts.cacheMinFree,
+        cacheMaxAgeMs: opts.cacheMaxAge,
         demo: opts.demo,
       });
       await runServe(config, options.serve);
