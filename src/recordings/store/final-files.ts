@@ -8,11 +8,19 @@
  * that repaired a file of unknown identity); `stat(…, fresh)` looks at the name again, and a stream asked for
  * with a `fileId` never reads a file other than that one.
  *
+ * A file removed on purpose (bounded-disk eviction, here or in another process) is **retired**: its
+ * descriptor leaves the map, so new requests look at the name again, but stays open for a grace period, so a
+ * request that found the file a moment before the removal still streams every byte of it (POSIX keeps an
+ * unlinked file's bytes while a descriptor is open). {@link FinalFiles.prune}, run periodically, retires
+ * descriptors of files another process removed (link count 0) and closes retired ones past the grace, so
+ * removed files do not keep their disk space.
+ *
  * Consequence worth knowing: a finished file deleted by hand keeps being served from its open descriptor
- * until it is evicted, looked at afresh, or the process restarts.
+ * until it is evicted, pruned, looked at afresh, or the process restarts.
  */
 import type { BigIntStats } from 'node:fs';
-import { close, fstat, open, read } from 'node:fs';
+import { close, fstat, fstatSync, open, read } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
@@ -32,13 +40,20 @@ interface Entry {
   readers: number;
   /** Out of the map; `fd` closes when the last reader ends. */
   evicted: boolean;
+  /** When the entry was retired (performance.now()), if it was. */
+  retiredAt: number | undefined;
 }
+
+/** How long a retired descriptor stays open for requests that found it just before its file was removed. */
+const RETIRED_GRACE_MS = 10_000;
 
 export class FinalFiles {
   readonly #max: number;
   readonly #describe: DescribeFinal;
   readonly #entries = new Map<string, Entry>();
   readonly #opening = new Map<string, Promise<Entry | undefined>>();
+  /** Retired entries by file id; see the file's comment. */
+  readonly #retired = new Map<string, Entry>();
   #closed = false;
 
   /**
@@ -77,15 +92,18 @@ export class FinalFiles {
    * the one open is another file.
    */
   createReadStream(key: string, start: number, end: number, fileId?: string): Readable | undefined {
-    const entry = this.#touch(key);
-    if (entry === undefined || (fileId !== undefined && entry.info.fileId !== fileId)) return undefined;
+    let entry = this.#touch(key);
+    if (fileId !== undefined && entry?.info.fileId !== fileId) entry = this.#retired.get(fileId);
+    if (entry === undefined) return undefined;
     entry.readers++;
     let released = false;
     return new FdRange(entry.fd, start, end, () => {
       if (released) return;
       released = true;
       entry.readers--;
-      if (entry.evicted && entry.readers === 0) close(entry.fd, () => undefined);
+      // A retired descriptor stays open for its grace period; prune() closes it then.
+      if (entry.evicted && entry.readers === 0 && entry.retiredAt === undefined)
+        close(entry.fd, () => undefined);
     });
   }
 
@@ -93,6 +111,42 @@ export class FinalFiles {
   close(): void {
     this.#closed = true;
     for (const key of [...this.#entries.keys()]) this.#evict(key);
+    this.prune(Number.POSITIVE_INFINITY);
+  }
+
+  /**
+   * The file under `key` was removed on purpose: new requests look at the name again; requests that found
+   * it keep reading it for a grace period.
+   */
+  retire(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    entry.evicted = true;
+    entry.retiredAt = performance.now();
+    this.#retired.set(entry.info.fileId, entry);
+  }
+
+  /**
+   * Retires descriptors whose file was unlinked (by another process), then closes retired descriptors
+   * older than the grace period that no stream reads. Cheap: one `fstat` per open descriptor.
+   */
+  prune(now = performance.now()): void {
+    for (const [key, entry] of [...this.#entries]) {
+      let links: number;
+      try {
+        links = fstatSync(entry.fd).nlink;
+      } catch {
+        links = 0;
+      }
+      if (links === 0) this.retire(key);
+    }
+    for (const [fileId, entry] of this.#retired) {
+      if (now - (entry.retiredAt ?? 0) < RETIRED_GRACE_MS) continue;
+      this.#retired.delete(fileId);
+      entry.retiredAt = undefined;
+      if (entry.readers === 0) close(entry.fd, () => undefined);
+    }
   }
 
   #touch(key: string): Entry | undefined {
@@ -119,6 +173,7 @@ export class FinalFiles {
         info: { ...fileInfo(st), identity: await this.#describe(key, st) },
         readers: 0,
         evicted: false,
+        retiredAt: undefined,
       };
       if (this.#closed) {
         entry.evicted = true;

@@ -184,6 +184,21 @@ export interface Leftover {
   current: boolean;
 }
 
+/** A finished recording found on disk, for filling the cache index once after an upgrade. */
+export interface FinishedFile {
+  id: string;
+  size: number;
+  /** When the file was put in place (its inode's change time), epoch ms. */
+  placedAtMs: number;
+}
+
+/** The volume that holds the recordings. */
+export interface VolumeSpace {
+  totalBytes: number;
+  /** Bytes an unprivileged process may still write. */
+  freeBytes: number;
+}
+
 export interface RecordingStore {
   /**
    * The boot the partials written now are tagged with ({@link PartialMeta.bootId}): bytes of another boot may
@@ -258,6 +273,26 @@ export interface RecordingStore {
 
   /** Removes temporary files (half-made sidecars, write probes) older than `maxAgeMs`; resolves to the count. */
   sweepTemporary(maxAgeMs: number): Promise<number>;
+
+  /**
+   * Lock holder (an evictor holding the recording's lock) only. Removes the finished recording and its
+   * identity record; resolves to the bytes removed, or `undefined` when there was no finished file. Streams
+   * already reading the file, in this process (its descriptor is retired, not closed) or another, read it
+   * to the end: the bytes stay until the last descriptor closes.
+   */
+  removeFinal(id: string): Promise<number | undefined>;
+
+  /**
+   * Closes descriptors kept for warm requests whose file another process removed, so its disk space is
+   * freed (see `final-files.ts`). Run periodically.
+   */
+  releaseRemoved(): Promise<void>;
+
+  /** The finished recordings on disk now: a directory scan, only for filling an empty cache index. */
+  finished(): Promise<FinishedFile[]>;
+
+  /** Size and free space of the recordings volume, or `undefined` where the platform cannot tell. */
+  volume(): Promise<VolumeSpace | undefined>;
 
   /** Throws RECGATE_STORAGE_ERROR / RECGATE_STORAGE_FULL unless a file can be created and removed now. */
   checkWritable(): Promise<void>;
