@@ -215,14 +215,20 @@ export class Evictor {
     }
   }
 
+  /** Resolves once the background work started so far (index writes, passes, retries) is done. */
+  async settle(): Promise<void> {
+    while (this.#background.size > 0 || this.#pass !== undefined) {
+      await Promise.all([...this.#background, this.#pass?.catch(() => undefined)]);
+    }
+  }
+
   /** Stops the timers, writes buffered plays, and waits for a running pass. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#retry);
-    await this.#pass?.catch(() => undefined);
-    await Promise.all(this.#background);
+    await this.settle();
     await this.flush().catch((err: unknown) => this.#warn(err));
   }
 
