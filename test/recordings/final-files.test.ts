@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { FinalFiles } from '../../src/recordings/store/final-files.js';
 import { readAll, tempDir } from '../helpers/common.js';
@@ -35,6 +36,29 @@ describe('FinalFiles', () => {
     // The descriptor outlives the name: a renamed-over or deleted file keeps being served as it was.
     unlinkSync(join(dir, 'a.mp3'));
     assert.deepEqual(await readAll(files.createReadStream('a', 0, 9)!), body.subarray(0, 10));
+  });
+
+  it('retires a removed file: new requests look again, streams of those that found it read it whole, then it closes', async (t) => {
+    const dir = tempDir(t);
+    const body = Buffer.from(Array.from({ length: 200_000 }, (_, i) => i % 249));
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, body);
+    const files = new FinalFiles(4);
+    t.after(() => files.close());
+    const before = openFds();
+    const info = (await files.stat('a', path))!;
+    const streaming = files.createReadStream('a', 0, body.length - 1, info.fileId)!;
+    // Another process removes the file; the periodic prune notices (link count 0) and retires it.
+    unlinkSync(path);
+    files.prune();
+    assert.equal(await files.stat('a', path), undefined, 'a new request looks at the name again');
+    const late = files.createReadStream('a', 0, body.length - 1, info.fileId);
+    assert.ok(late, 'a request that found the file before still gets its descriptor');
+    assert.deepEqual(await readAll(late), body);
+    files.prune(performance.now() + 60_000);
+    assert.equal(files.createReadStream('a', 0, 9, info.fileId), undefined, 'past the grace: gone');
+    assert.deepEqual(await readAll(streaming), body, 'a stream running through it all ends whole');
+    assert.equal(openFds(), before, 'the descriptor is closed once its last stream ends');
   });
 
   it('evicts the least recently used, closing a descriptor only when its last reader ends', async (t) => {
