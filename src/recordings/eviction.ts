@@ -8,7 +8,8 @@
  * per `touchIntervalMs`), and deletes the row of each file it removes. An empty index beside a directory
  * that holds recordings (an upgrade) is filled once, in the background.
  *
- * An eviction pass runs after a commit, every `checkIntervalMs` (for min-free and max-age), and never
+ * An eviction pass runs after a commit, after a download refused with RECGATE_STORAGE_FULL, every
+ * `checkIntervalMs` (for min-free and max-age), and never
  * twice at once across processes and hosts: it holds the lock {@link EVICTION_LOCK_ID} of the download
  * lock backend, taken with `tryLock` (a process that finds it busy tries again shortly, so a commit that
  * lands just as another pass ends is not forgotten). The pass walks the index from the least recently
@@ -142,6 +143,9 @@ export class Evictor {
       });
     } else if (event.event === 'cache_hit' || event.event === 'available_while_waiting') {
       this.#plays.set(event.callSid, this.#o.now());
+    } else if (event.event === 'download_failed' && event.code === 'RECGATE_STORAGE_FULL') {
+      // A download refused for lack of room: make room now rather than at the next periodic pass.
+      this.request();
     }
   }
 

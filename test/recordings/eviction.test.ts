@@ -251,6 +251,28 @@ describe('bounded disk', () => {
     assert.equal(b.onDisk().length + b.evicted.length, 24);
   });
 
+  it('a download refused for lack of room asks for a pass at once', async (t) => {
+    const b = await bounded(t, { maxBytes: { bytes: SIZE } });
+    const recs = [b.upstream.add(SIZE), b.upstream.add(SIZE)];
+    for (const { ref } of recs) await b.play(ref);
+    await b.evictor.settle();
+    assert.equal(b.onDisk().length, 1);
+    // Rows the evictor did not see committed (another process's), over the limit, and no commit here.
+    await b.index.record(recs[0]!.ref.ownerCallSid, SIZE, 1);
+    const before = b.evicted.length;
+    b.evictor.observe({
+      event: 'download_failed',
+      code: 'RECGATE_STORAGE_FULL',
+      phase: 'download',
+      err: new Error('no room'),
+      callSid: newRef().ownerCallSid,
+      recordingSid: newRef().recordingSid,
+    });
+    await b.evictor.settle();
+    assert.equal(b.evicted.length, before, 'the stale row had no file: nothing to count');
+    assert.deepEqual(await b.index.totals(), { files: 1, bytes: SIZE }, 'the pass ran and dropped the row');
+  });
+
   it('a percentage of the volume is resolved against its size', async (t) => {
     const b = await bounded(t, { maxBytes: { percent: 1 } });
     const volume = (await b.store.volume())!;
