@@ -124,6 +124,8 @@ export class Evictor {
     this.#timers.push(
       setInterval(() => {
         this.#run(() => this.#o.store.releaseRemoved());
+        // Other processes' commits and passes change the totals too; the gauges catch up here.
+        this.#run(async () => this.#o.onTotals?.(await this.#o.index.totals()));
         this.request();
       }, checkIntervalMs).unref(),
     );
