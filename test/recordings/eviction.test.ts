@@ -9,6 +9,8 @@ import { mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import fc from 'fast-check';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import type { SizeSetting } from '../../src/config/units.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
@@ -169,6 +171,37 @@ describe('bounded disk', () => {
     assert.equal(again.outcome, 'miss', 'the next request downloads it again');
     assert.ok((await readAll(again.createReadStream(0, SIZE - 1))).equals(a.data));
     assert.equal(b.upstream.fetches.get(a.ref.recordingSid), 2);
+  });
+
+  it('random plays racing evictions: every body is whole and the right recording', async (t) => {
+    const b = await bounded(t, { maxBytes: { bytes: 3 * SIZE } });
+    const recs = Array.from({ length: 8 }, () => b.upstream.add(SIZE));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ rec: fc.nat(recs.length - 1), evict: fc.boolean() }), {
+          minLength: 10,
+          maxLength: 30,
+        }),
+        async (steps) => {
+          // Every step starts at once: plays of cached, evicted and downloading recordings, and passes.
+          const bodies = await Promise.all(
+            steps.map(async ({ rec, evict }) => {
+              if (evict) void b.evictor.evict();
+              const r = await b.cache.open(recs[rec]!.ref);
+              return { rec, body: await readAll(r.createReadStream(0, r.size - 1)) };
+            }),
+          );
+          for (const { rec, body } of bodies) assert.ok(body.equals(recs[rec]!.data), `recording ${rec}`);
+          // Readers have every byte before their download commits; each commit then asks for a pass.
+          for (let i = 0; i < 300 && b.onDisk().length > 3; i++) {
+            await sleep(10);
+            await b.evictor.settle();
+          }
+          assert.ok(b.onDisk().length <= 3, `${b.onDisk().length} on disk`);
+        },
+      ),
+      { numRuns: 8, seed: 12 },
+    );
   });
 
   it('never removes a file while its download lock is held; takes it once the lock is free', async (t) => {
