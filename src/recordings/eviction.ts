@@ -37,6 +37,8 @@ export type EvictionReason = 'max_bytes' | 'min_free' | 'max_age';
 
 /** Rows read from the index per step of a pass. */
 const BATCH = 16;
+/** How long filling an empty index waits for the eviction lock. */
+const BACKFILL_WAIT_MS = 60_000;
 /** How soon a process that found the eviction lock busy tries again. */
 const RETRY_MS = 500;
 
@@ -118,7 +120,9 @@ export class Evictor {
   async start(): Promise<CacheTotals> {
     const totals = await this.#o.index.totals();
     this.#o.onTotals?.(totals);
+    // The fill asks for a pass when it is done; a pass before it would see an empty index.
     if (totals.files === 0) this.#run(() => this.backfill());
+    else if (this.bounded) this.request();
     const { touchIntervalMs, checkIntervalMs } = this.#o;
     this.#timers.push(setInterval(() => this.#run(() => this.flush()), touchIntervalMs).unref());
     this.#timers.push(
@@ -129,7 +133,6 @@ export class Evictor {
         this.request();
       }, checkIntervalMs).unref(),
     );
-    if (this.bounded) this.request();
     return totals;
   }
 
@@ -192,33 +195,40 @@ export class Evictor {
 
   /**
    * Fills an empty index from the files on disk (the one directory scan, after an upgrade), under the
-   * eviction lock so one process does it. Resolves to the rows inserted.
+   * eviction lock so one process does it (the others find the index filled). Resolves to the rows
+   * inserted; rejects with RECGATE_LOCK_TIMEOUT when the lock stays busy for a minute.
    */
   async backfill(): Promise<number> {
     const lock = this.#o.locker.newLock(EVICTION_LOCK_ID);
-    if (!(await lock.tryLock())) return 0;
+    // Waits for a pass (or another process's fill) to end; the totals then say whether to fill.
+    await lock.lock(AbortSignal.timeout(BACKFILL_WAIT_MS));
+    let inserted = 0;
     try {
-      if ((await this.#o.index.totals()).files > 0) return 0;
-      const files = await this.#o.store.finished();
-      let inserted = 0;
-      for (let i = 0; i < files.length; i += 500) {
-        const rows: CachedFile[] = files.slice(i, i + 500).map((f) => ({
-          callSid: f.id,
-          size: f.size,
-          lastPlayedMs: f.placedAtMs,
-          cachedAtMs: f.placedAtMs,
-        }));
-        inserted += await this.#o.index.backfill(rows);
-      }
-      if (inserted > 0) {
-        this.#o.logger.info({ event: 'cache_index_filled', files: inserted }, 'Filled the cache index');
-      }
-      this.#o.onTotals?.(await this.#o.index.totals());
-      this.request();
-      return inserted;
+      if ((await this.#o.index.totals()).files === 0) inserted = await this.#fill();
     } finally {
       await lock.unlock();
     }
+    this.request();
+    return inserted;
+  }
+
+  async #fill(): Promise<number> {
+    const files = await this.#o.store.finished();
+    let inserted = 0;
+    for (let i = 0; i < files.length; i += 500) {
+      const rows: CachedFile[] = files.slice(i, i + 500).map((f) => ({
+        callSid: f.id,
+        size: f.size,
+        lastPlayedMs: f.placedAtMs,
+        cachedAtMs: f.placedAtMs,
+      }));
+      inserted += await this.#o.index.backfill(rows);
+    }
+    if (inserted > 0) {
+      this.#o.logger.info({ event: 'cache_index_filled', files: inserted }, 'Filled the cache index');
+    }
+    this.#o.onTotals?.(await this.#o.index.totals());
+    return inserted;
   }
 
   /** Resolves once the background work started so far (index writes, passes, retries) is done. */

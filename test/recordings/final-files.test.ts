@@ -58,6 +58,8 @@ describe('FinalFiles', () => {
     files.prune(performance.now() + 60_000);
     assert.equal(files.createReadStream('a', 0, 9, info.fileId), undefined, 'past the grace: gone');
     assert.deepEqual(await readAll(streaming), body, 'a stream running through it all ends whole');
+    // The close is asynchronous.
+    for (let i = 0; i < 100 && openFds() !== before; i++) await new Promise((r) => setTimeout(r, 5));
     assert.equal(openFds(), before, 'the descriptor is closed once its last stream ends');
   });
 
