@@ -25,6 +25,7 @@ export const ERRORS = {
   RECGATE_ROUTE_NOT_FOUND: { status: 404, message: 'No such route' },
   RECGATE_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
   RECGATE_RECORDING_GONE: { status: 404, message: 'The recording was deleted upstream' },
+  RECGATE_RECORDING_PURGED: { status: 410, message: 'The recording was purged by an operator' },
   RECGATE_RECORDING_NOT_READY: {
     status: 503,
     message: 'The recording is still being processed; try again shortly',

@@ -12,8 +12,11 @@ import { type Config, recordingsDir } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
+import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
+import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
+import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
 import { type CacheIndex, openCacheIndex } from './recordings/cache-index/open.js';
 import { Evictor } from './recordings/eviction.js';
 import {
@@ -36,7 +39,10 @@ export interface Gateway {
   cache: LocalRecordingCache;
   upstream: Upstream;
   logger: Logger;
+  /** Closes at once: responses in flight are waited for without limit, downloads cancelled. */
   close(): Promise<void>;
+  /** Stops the way SIGTERM does: /readyz 503, drain delay, listener closed, shutdown timeout, close. */
+  drain(options: DrainOptions): Promise<DrainReport>;
 }
 
 export interface GatewayOptions {
@@ -114,7 +120,29 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       .catch((err: unknown) => logger.warn({ err, event: 'sweep_failed' }, 'sweep of leftovers failed'));
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
+  const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
+  const prefetchQueue = await openPrefetchQueue(config.databaseUrl, config.dataDir);
+  const prefetcher = new Prefetcher({
+    queue: prefetchQueue,
+    cache,
+    callLog,
+    logger,
+    concurrency: config.prefetchConcurrency,
+    onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+  });
+  prefetcher.start();
+  const readDepth = () =>
+    prefetchQueue.depth().then(
+      (depth) => {
+        for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
+      },
+      (err: unknown) =>
+        logger.warn({ err, event: 'prefetch_depth_failed' }, 'Could not read the prefetch queue'),
+    );
+  void readDepth();
+  const depthReader = setInterval(readDepth, 10_000).unref();
   const state = new RecordingState(callLog);
+  const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream });
   const app = await buildApp(
     {
@@ -126,11 +154,36 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       cache,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
+      audit,
+      prefetch: {
+        async enqueue(job) {
+          await prefetchQueue.enqueue(job);
+          prefetcher.wake();
+          void readDepth();
+        },
+      },
+      drain: drainState,
     },
     { metrics: options.metrics, plugins: [uiRoutes] },
   );
   const address = await app.listen({ host: config.host, port: config.port });
   let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    clearInterval(sweeper);
+    clearInterval(depthReader);
+    await app.close();
+    await prefetcher.close();
+    await audit.close();
+    await evictor?.close();
+    await cache.close();
+    await bounded?.index.close();
+    await prefetchQueue.close();
+    await upstream.close();
+    await locker?.close();
+    await callLog.close();
+  };
   return {
     app,
     url: address.replace('[::1]', 'localhost'),
@@ -138,17 +191,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     cache,
     upstream,
     logger,
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearInterval(sweeper);
-      await app.close();
-      await evictor?.close();
-      await cache.close();
-      await bounded?.index.close();
-      await upstream.close();
-      await locker?.close();
-      await callLog.close();
+    close,
+    drain: (drainOptions) => {
+      // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
+      void prefetcher.close();
+      return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
     },
   };
 }

@@ -131,6 +131,12 @@ export function describeFailure(error) {
         kind: 'bad',
         text: 'Deleted from Twilio — this recording no longer exists.',
       };
+    case 'RECGATE_RECORDING_PURGED':
+      return {
+        state: 'purged',
+        kind: 'bad',
+        text: 'Purged by an operator — this recording is no longer served.',
+      };
     case 'RECGATE_NOT_FOUND':
       return { state: 'absent', kind: 'bad', text: 'No recording for this call.' };
     case 'RECGATE_UPSTREAM_UNAVAILABLE':

@@ -20,9 +20,16 @@ const MAX_RECOVERIES = 3;
 /** [css class, text] of a call's recording badge. */
 function badgeFor(call) {
   const recording = call.recording ?? { state: 'unknown' };
+  if (recording.purged_at || recording.state === 'purged') return ['purged', 'purged'];
+  // What Twilio said by webhook: it made no recording (absent), or failed to make one.
+  if (recording.upstream_status === 'failed' && recording.state !== 'available') {
+    return ['failed', 'recording failed at Twilio'];
+  }
   switch (recording.state) {
     case 'deleted':
-      return ['deleted', 'deleted upstream'];
+      return recording.upstream_status === 'absent'
+        ? ['absent', 'no recording']
+        : ['deleted', 'deleted upstream'];
     case 'absent':
       return ['absent', 'no recording'];
     case 'processing':
@@ -101,7 +108,9 @@ export class Player {
     const [kind, text] = badgeFor(call);
     this.badge.className = `badge ${kind}`;
     this.badge.textContent = text;
-    if (call.recording?.state === 'deleted') this.#showGone();
+    const recording = call.recording;
+    if (recording?.state === 'deleted' || recording?.state === 'purged' || recording?.purged_at)
+      this.#showGone();
   }
 
   /**

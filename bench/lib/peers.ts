@@ -346,6 +346,8 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
     TWILIO_ACCOUNT_SID: options.upstream.accountSid,
     TWILIO_AUTH_TOKEN: options.upstream.authToken,
     RECGATE_LOG_LEVEL: 'warn',
+    // Stopping between runs needs no time for load balancers to notice.
+    RECGATE_DRAIN_DELAY: '0',
   };
   delete env.NODE_OPTIONS;
   const { child, log } = spawnLogged(process.execPath, args, path.join(dataDir, 'recgate.log'), env);

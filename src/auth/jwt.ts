@@ -52,6 +52,9 @@ export class JwtAuth {
 
   async #check(token: string): Promise<Principal> {
     try {
+      if (!canonicalSignature(token)) {
+        throw createError('RECGATE_UNAUTHENTICATED', { message: 'The token is invalid' });
+      }
       const { payload } = await jwtVerify(token, this.#key, {
         algorithms: ['HS256'],
         clockTolerance: CLOCK_SKEW_S,
@@ -91,6 +94,16 @@ export class JwtAuth {
       .setExpirationTime(Math.floor(Date.now() / 1000) + ttlS)
       .sign(this.#key);
   }
+}
+
+/**
+ * Whether the token's last segment is canonical base64url. The last character of a 32-byte signature carries
+ * two padding bits that decoders ignore, so without this check four spellings of one signature all verify:
+ * a token changed in its last character would still be accepted.
+ */
+function canonicalSignature(token: string): boolean {
+  const signature = token.slice(token.lastIndexOf('.') + 1);
+  return Buffer.from(signature, 'base64url').toString('base64url') === signature;
 }
 
 /** Parses `30s`, `15m`, `1h`, `7d` or a bare number of seconds. */

@@ -48,11 +48,17 @@ export class PlaybackSigner {
     if (typeof bid !== 'string' || typeof exp !== 'string' || typeof sig !== 'string' || !isBusinessId(bid)) {
       throw createError('RECGATE_UNAUTHENTICATED');
     }
-    if (!/^\d{1,12}$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig))
+    // One spelling each: `0123` or a signature whose padding bits differ would otherwise verify like the
+    // URL that was issued, so a changed URL would still play.
+    if (!/^(?:0|[1-9]\d{0,11})$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig))
       throw createError('RECGATE_UNAUTHENTICATED');
     const expected = this.#mac(bid, callSid, Number(exp));
     const given = Buffer.from(sig, 'base64url');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    if (
+      given.toString('base64url') !== sig ||
+      given.length !== expected.length ||
+      !timingSafeEqual(given, expected)
+    ) {
       throw createError('RECGATE_UNAUTHENTICATED', { message: 'The playback URL signature is invalid' });
     }
     if (Number(exp) * 1000 <= now) {

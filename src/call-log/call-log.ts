@@ -40,6 +40,16 @@ export interface CallRecord {
   startedAt: string | null;
   /** Call duration in seconds. */
   durationS: number | null;
+  /**
+   * When an operator purged the call's recording (ISO 8601), or `null`. A purged call plays nothing until it
+   * is registered with another recording.
+   */
+  purgedAt: string | null;
+  /**
+   * What Twilio last reported about the recording by webhook (`completed`, `absent`, `failed`, `deleted`,
+   * …), or `null` when it reported nothing.
+   */
+  recordingStatus: string | null;
   /** ISO 8601, set by the backend. */
   createdAt: string;
   /** ISO 8601, set by the backend. */
@@ -66,6 +76,8 @@ export interface RecordingResolution {
   recordingOwnerCallSid?: CallSid | null;
   recordingSize?: number | null;
   recordingDurationS?: number | null;
+  /** Twilio's reported recording status (see {@link CallRecord.recordingStatus}). */
+  recordingStatus?: string | null;
 }
 
 export interface ListOptions {
@@ -78,6 +90,26 @@ export interface ListOptions {
 export interface CallPage {
   calls: CallRecord[];
   /** Pass as `cursor` to get the next page; `null` on the last page. */
+  nextCursor: string | null;
+}
+
+/** One play of a recording, for the audit trail: who listened to which call. */
+export interface PlayRecord {
+  /** ISO 8601. */
+  playedAt: string;
+  businessId: string;
+  callSid: CallSid;
+  recordingSid: RecordingSid;
+  /** Body bytes sent (fewer than the response promised when the client went away). */
+  bytes: number;
+  /** The response's status (200 or 206). */
+  status: number;
+  requestId: string;
+}
+
+export interface PlayPage {
+  plays: PlayRecord[];
+  /** Pass as `cursor` to get older plays; `null` on the last page. */
   nextCursor: string | null;
 }
 
@@ -110,7 +142,8 @@ export interface CallLog {
 
   /**
    * Registers a call or updates it. Fields left out keep their stored values. Changing `recordingSid`
-   * resets the stored resolution to `unknown` (or `available` for an explicit SID, owned by this call).
+   * resets the stored resolution to `unknown` (or `available` for an explicit SID, owned by this call), and
+   * clears a purge mark (see {@link markPurged}).
    * Throws RECGATE_FORBIDDEN if the call exists under another business.
    */
   upsert(input: CallUpsert): Promise<CallRecord>;
@@ -123,6 +156,21 @@ export interface CallLog {
 
   /** The business's calls, newest first (by `startedAt`, then `createdAt`, then SID), cursor-paged. */
   list(businessId: string, options: ListOptions): Promise<CallPage>;
+
+  /**
+   * Records an operator's purge: `recordingSid` (if any) joins the purged recordings, and the call and every
+   * call playing that recording get `purgedAt`. Resolves to the number of calls marked.
+   */
+  markPurged(callSid: CallSid, recordingSid: RecordingSid | null): Promise<number>;
+
+  /** Whether an operator purged `recordingSid` (see {@link markPurged}). */
+  isPurged(recordingSid: RecordingSid): Promise<boolean>;
+
+  /** Appends plays to the audit trail, in one statement. */
+  recordPlays(plays: readonly PlayRecord[]): Promise<void>;
+
+  /** The plays of a call, newest first, cursor-paged like {@link list}. */
+  listPlays(callSid: CallSid, options: ListOptions): Promise<PlayPage>;
 
   /** Whether the backend answers; used by `/readyz`. */
   ping(): Promise<boolean>;

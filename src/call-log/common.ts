@@ -8,6 +8,8 @@ import {
   type CallRecord,
   type CallUpsert,
   MAX_BUSINESSES_OF,
+  type PlayPage,
+  type PlayRecord,
   type RecordingResolution,
   type RecordingState,
 } from './call-log.js';
@@ -54,6 +56,7 @@ export interface NormalizedResolution {
   recordingOwnerCallSid: Field<CallSid>;
   recordingSize: Field<number>;
   recordingDurationS: Field<number>;
+  recordingStatus: Field<string>;
 }
 
 /** The sort key of a row: the last row of a page, encoded in the cursor. */
@@ -78,8 +81,22 @@ export interface CallRow {
   to_number: string | null;
   started_at: string | Date | null;
   duration_s: number | null;
+  purged_at: string | Date | null;
+  recording_status: string | null;
   created_at: string | Date;
   updated_at: string | Date;
+}
+
+/** A `plays` row as either driver returns it (pg gives bigint columns as strings). */
+export interface PlayRow {
+  id: number | string;
+  played_at: string | Date;
+  business_id: string;
+  call_sid: string;
+  recording_sid: string;
+  bytes: number | string;
+  status: number;
+  request_id: string;
 }
 
 /** A row of `CallLog.businessesOf`'s query. */
@@ -225,6 +242,14 @@ export function normalizeResolution(resolution: RecordingResolution): Normalized
     ),
     recordingSize: optional(resolution, 'recordingSize', nonNegative('recordingSize', true)),
     recordingDurationS: optional(resolution, 'recordingDurationS', nonNegative('recordingDurationS', false)),
+    recordingStatus: optional(resolution, 'recordingStatus', (value) => {
+      if (typeof value !== 'string' || !/^[a-z-]{1,32}$/.test(value)) {
+        throw invalid(
+          'recordingStatus must be a Twilio recording status (lower-case letters and -), or null',
+        );
+      }
+      return value;
+    }),
   };
 }
 
@@ -279,6 +304,8 @@ export function rowToRecord(row: CallRow): CallRecord {
     to: row.to_number,
     startedAt: row.started_at === null ? null : timestamp(row.started_at),
     durationS: row.duration_s,
+    purgedAt: row.purged_at === null ? null : timestamp(row.purged_at),
+    recordingStatus: row.recording_status,
     createdAt: timestamp(row.created_at),
     updatedAt: timestamp(row.updated_at),
   };
@@ -301,4 +328,52 @@ export function toPage(rows: CallRow[], limit: number): { calls: CallRecord[]; n
   const calls = rows.slice(0, limit).map(rowToRecord);
   const last = calls.at(-1);
   return { calls, nextCursor: rows.length > limit && last ? encodeCursor(sortKey(last)) : null };
+}
+
+/** Longest request id a play records (the gateway's own are UUIDs; a client's `X-Request-Id` is at most 64). */
+const MAX_REQUEST_ID_LENGTH = 128;
+
+/** Checks a play before it is written; the values come from the gateway, so a bad one is a bug: refuse it. */
+export function normalizePlay(play: PlayRecord): PlayRecord {
+  if (!isCanonicalTimestamp(play.playedAt)) throw invalid('playedAt must be a canonical UTC ISO 8601 time');
+  requireBusinessId(play.businessId);
+  requireCallSid(play.callSid);
+  requireRecordingSid(play.recordingSid);
+  if (!Number.isSafeInteger(play.bytes) || play.bytes < 0)
+    throw invalid('bytes must be a non-negative integer');
+  if (!Number.isInteger(play.status) || play.status < 100 || play.status > 599) {
+    throw invalid('status must be an HTTP status');
+  }
+  if (typeof play.requestId !== 'string' || play.requestId.length > MAX_REQUEST_ID_LENGTH) {
+    throw invalid(`requestId must be a string of at most ${MAX_REQUEST_ID_LENGTH} characters`);
+  }
+  return play;
+}
+
+/** The plays cursor is base64url of the last row's id: plays are paged by their id, newest first. */
+export function decodePlayCursor(cursor: unknown): number {
+  const bad = () => invalid('cursor is malformed; pass nextCursor from a previous page unchanged');
+  if (typeof cursor !== 'string' || cursor.length > 32 || !BASE64URL.test(cursor)) throw bad();
+  const id = Number(Buffer.from(cursor, 'base64url').toString('utf8'));
+  if (!Number.isSafeInteger(id) || id < 1) throw bad();
+  return id;
+}
+
+/** Builds a page of plays from `limit + 1` rows, newest first. */
+export function toPlayPage(rows: PlayRow[], limit: number): PlayPage {
+  const page = rows.slice(0, limit);
+  const plays = page.map(
+    (row): PlayRecord => ({
+      playedAt: timestamp(row.played_at),
+      businessId: row.business_id,
+      callSid: row.call_sid as CallSid,
+      recordingSid: row.recording_sid as RecordingSid,
+      bytes: Number(row.bytes),
+      status: row.status,
+      requestId: row.request_id,
+    }),
+  );
+  const last = page.at(-1);
+  const nextCursor = rows.length > limit && last ? Buffer.from(String(last.id)).toString('base64url') : null;
+  return { plays, nextCursor };
 }

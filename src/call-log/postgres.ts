@@ -14,6 +14,8 @@ import type {
   CallRecord,
   CallUpsert,
   ListOptions,
+  PlayPage,
+  PlayRecord,
   RecordingResolution,
 } from './call-log.js';
 import {
@@ -21,8 +23,11 @@ import {
   type CallRow,
   databaseError,
   decodeCursor,
+  decodePlayCursor,
+  normalizePlay,
   normalizeResolution,
   normalizeUpsert,
+  type PlayRow,
   parseLimit,
   requireBusinessId,
   requireCallSid,
@@ -31,6 +36,7 @@ import {
   resolutionForNewRecording,
   rowToRecord,
   toPage,
+  toPlayPage,
 } from './common.js';
 import type { Migration } from './migrations/migration.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres-migrations.js';
@@ -69,7 +75,8 @@ const RESOLUTION_SET = `
   recording_owner_call_sid = CASE WHEN $5::boolean THEN $6::text ELSE recording_owner_call_sid END,
   recording_size = CASE WHEN $7::boolean THEN $8::bigint ELSE recording_size END,
   recording_duration_s = CASE WHEN $9::boolean THEN $10::double precision ELSE recording_duration_s END,
-  updated_at = $11::timestamptz`;
+  updated_at = $11::timestamptz,
+  recording_status = CASE WHEN $12::boolean THEN $13::text ELSE recording_status END`;
 
 /**
  * One statement, so that a concurrent writer cannot slip in between a read and a write. Omitted fields
@@ -101,11 +108,29 @@ const SQL = {
         THEN EXCLUDED.recording_state ELSE calls.recording_state END,
       recording_size = CASE WHEN ${RECORDING_CHANGED} THEN NULL ELSE calls.recording_size END,
       recording_duration_s = CASE WHEN ${RECORDING_CHANGED} THEN NULL ELSE calls.recording_duration_s END,
+      purged_at = CASE WHEN ${RECORDING_CHANGED} THEN NULL ELSE calls.purged_at END,
       updated_at = EXCLUDED.updated_at
     WHERE calls.business_id = EXCLUDED.business_id
     RETURNING *`,
   setResolution: `UPDATE calls SET ${RESOLUTION_SET} WHERE call_sid = $1`,
   setResolutionByRecording: `UPDATE calls SET ${RESOLUTION_SET} WHERE recording_sid = $1`,
+  // One statement: the purged recording is remembered and its calls marked together, or neither.
+  markPurged: `
+    WITH purged AS (
+      INSERT INTO purged_recordings (recording_sid, purged_at)
+      SELECT $2::text, $3::timestamptz WHERE $2::text IS NOT NULL
+      ON CONFLICT (recording_sid) DO NOTHING
+    )
+    UPDATE calls SET purged_at = $3::timestamptz, updated_at = $3::timestamptz
+    WHERE call_sid = $1 OR ($2::text IS NOT NULL AND recording_sid = $2::text)
+    RETURNING call_sid`,
+  isPurged: 'SELECT 1 AS purged FROM purged_recordings WHERE recording_sid = $1',
+  recordPlays: `
+    INSERT INTO plays (played_at, business_id, call_sid, recording_sid, bytes, status, request_id)
+    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::integer[],
+      $7::text[])`,
+  firstPlays: 'SELECT * FROM plays WHERE call_sid = $1 ORDER BY id DESC LIMIT $2',
+  olderPlays: 'SELECT * FROM plays WHERE call_sid = $1 AND id < $3 ORDER BY id DESC LIMIT $2',
   firstPage: `SELECT * FROM calls WHERE business_id = $1 ${ORDER}`,
   afterStarted: `
     SELECT * FROM calls WHERE business_id = $1 AND (
@@ -277,6 +302,44 @@ export class PostgresCallLog implements CallLog {
     ]);
   }
 
+  async markPurged(callSid: CallSid, recordingSid: RecordingSid | null): Promise<number> {
+    const rows = await this.#query<{ call_sid: string }>(SQL.markPurged, [
+      requireCallSid(callSid),
+      recordingSid === null ? null : requireRecordingSid(recordingSid),
+      new Date().toISOString(),
+    ]);
+    return rows.length;
+  }
+
+  async isPurged(recordingSid: RecordingSid): Promise<boolean> {
+    const rows = await this.#query<{ purged: number }>(SQL.isPurged, [requireRecordingSid(recordingSid)]);
+    return rows.length > 0;
+  }
+
+  async recordPlays(plays: readonly PlayRecord[]): Promise<void> {
+    if (plays.length === 0) return;
+    const checked = plays.map(normalizePlay);
+    await this.#query(SQL.recordPlays, [
+      checked.map((p) => p.playedAt),
+      checked.map((p) => p.businessId),
+      checked.map((p) => p.callSid),
+      checked.map((p) => p.recordingSid),
+      checked.map((p) => p.bytes),
+      checked.map((p) => p.status),
+      checked.map((p) => p.requestId),
+    ]);
+  }
+
+  async listPlays(callSid: CallSid, options: ListOptions): Promise<PlayPage> {
+    const limit = parseLimit(options?.limit);
+    const params: unknown[] = [requireCallSid(callSid), limit + 1];
+    const rows =
+      options?.cursor == null
+        ? await this.#query<PlayRow>(SQL.firstPlays, params)
+        : await this.#query<PlayRow>(SQL.olderPlays, [...params, decodePlayCursor(options.cursor)]);
+    return toPlayPage(rows, limit);
+  }
+
   async list(businessId: string, options: ListOptions): Promise<CallPage> {
     const business = requireBusinessId(businessId);
     const limit = parseLimit(options?.limit);
@@ -329,6 +392,8 @@ function resolutionParams(resolution: RecordingResolution): unknown[] {
     r.recordingDurationS.set,
     r.recordingDurationS.value,
     new Date().toISOString(),
+    r.recordingStatus.set,
+    r.recordingStatus.value,
   ];
 }
 

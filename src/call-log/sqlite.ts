@@ -13,6 +13,8 @@ import type {
   CallRecord,
   CallUpsert,
   ListOptions,
+  PlayPage,
+  PlayRecord,
   RecordingResolution,
 } from './call-log.js';
 import {
@@ -20,8 +22,11 @@ import {
   type CallRow,
   databaseError,
   decodeCursor,
+  decodePlayCursor,
+  normalizePlay,
   normalizeResolution,
   normalizeUpsert,
+  type PlayRow,
   parseLimit,
   requireBusinessId,
   requireCallSid,
@@ -30,6 +35,7 @@ import {
   resolutionForNewRecording,
   rowToRecord,
   toPage,
+  toPlayPage,
 } from './common.js';
 import type { Migration } from './migrations/migration.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite-migrations.js';
@@ -72,6 +78,7 @@ const SQL = {
       recording_state = iif(@recordingChanged, excluded.recording_state, calls.recording_state),
       recording_size = iif(@recordingChanged, NULL, calls.recording_size),
       recording_duration_s = iif(@recordingChanged, NULL, calls.recording_duration_s),
+      purged_at = iif(@recordingChanged, NULL, calls.purged_at),
       updated_at = excluded.updated_at
     WHERE calls.business_id = excluded.business_id
     RETURNING *`,
@@ -81,7 +88,22 @@ const SQL = {
     recording_owner_call_sid = iif(@hasOwner, @owner, recording_owner_call_sid),
     recording_size = iif(@hasSize, @size, recording_size),
     recording_duration_s = iif(@hasDuration, @duration, recording_duration_s),
+    recording_status = iif(@hasStatus, @status, recording_status),
     updated_at = @now`,
+  purgeRecording: `
+    INSERT INTO purged_recordings (recording_sid, purged_at) VALUES (@sid, @now)
+    ON CONFLICT (recording_sid) DO NOTHING`,
+  markPurged: `
+    UPDATE calls SET purged_at = @now, updated_at = @now
+    WHERE call_sid = @callSid OR (@sid IS NOT NULL AND recording_sid = @sid)`,
+  isPurged: 'SELECT 1 FROM purged_recordings WHERE recording_sid = ?',
+  recordPlays: `
+    INSERT INTO plays (played_at, business_id, call_sid, recording_sid, bytes, status, request_id)
+    SELECT value ->> '$[0]', value ->> '$[1]', value ->> '$[2]', value ->> '$[3]', value ->> '$[4]',
+      value ->> '$[5]', value ->> '$[6]'
+    FROM json_each(?)`,
+  firstPlays: 'SELECT * FROM plays WHERE call_sid = @callSid ORDER BY id DESC LIMIT @limit',
+  olderPlays: 'SELECT * FROM plays WHERE call_sid = @callSid AND id < @before ORDER BY id DESC LIMIT @limit',
   firstPage: `SELECT * FROM calls WHERE business_id = @businessId ${ORDER}`,
   afterStarted: `
     SELECT * FROM calls WHERE business_id = @businessId AND (
@@ -264,6 +286,47 @@ export class SqliteCallLog implements CallLog {
     });
   }
 
+  markPurged(callSid: CallSid, recordingSid: RecordingSid | null): Promise<number> {
+    return this.#run(() => {
+      const params = {
+        callSid: requireCallSid(callSid),
+        sid: recordingSid === null ? null : requireRecordingSid(recordingSid),
+        now: new Date().toISOString(),
+      };
+      return this.#db.transaction(() => {
+        if (params.sid !== null) this.#stmt(SQL.purgeRecording).run(params);
+        return this.#stmt(SQL.markPurged).run(params).changes;
+      })();
+    });
+  }
+
+  isPurged(recordingSid: RecordingSid): Promise<boolean> {
+    return this.#run(() => this.#stmt(SQL.isPurged).get(requireRecordingSid(recordingSid)) !== undefined);
+  }
+
+  recordPlays(plays: readonly PlayRecord[]): Promise<void> {
+    return this.#run(() => {
+      if (plays.length === 0) return;
+      const rows = plays
+        .map(normalizePlay)
+        .map((p) => [p.playedAt, p.businessId, p.callSid, p.recordingSid, p.bytes, p.status, p.requestId]);
+      this.#stmt(SQL.recordPlays).run(JSON.stringify(rows));
+    });
+  }
+
+  listPlays(callSid: CallSid, options: ListOptions): Promise<PlayPage> {
+    return this.#run(() => {
+      const limit = parseLimit(options?.limit);
+      const params = { callSid: requireCallSid(callSid), limit: limit + 1 };
+      const rows = (
+        options?.cursor == null
+          ? this.#stmt(SQL.firstPlays).all(params)
+          : this.#stmt(SQL.olderPlays).all({ ...params, before: decodePlayCursor(options.cursor) })
+      ) as PlayRow[];
+      return toPlayPage(rows, limit);
+    });
+  }
+
   list(businessId: string, options: ListOptions): Promise<CallPage> {
     return this.#run(() => {
       const business = requireBusinessId(businessId);
@@ -325,6 +388,8 @@ function resolutionParams(resolution: RecordingResolution) {
     size: r.recordingSize.value,
     hasDuration: flag(r.recordingDurationS.set),
     duration: r.recordingDurationS.value,
+    hasStatus: flag(r.recordingStatus.set),
+    status: r.recordingStatus.value,
     now: new Date().toISOString(),
   };
 }

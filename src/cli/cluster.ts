@@ -3,7 +3,9 @@
  * both sides of the messages they exchange over the cluster's IPC channel:
  * - `recgate:start-failed`, worker to primary: the worker's start-up failed, with the message to print;
  * - `recgate:metrics-req` / `recgate:metrics-res`: a worker's /metrics asks the primary for every
- *   worker's metrics, aggregated.
+ *   worker's metrics, aggregated;
+ * - `recgate:stop`, primary to worker: stop now and hurry (skip the drain delay and shutdown timeout), sent
+ *   when the primary gives up or on a second interrupt. A plain stop is a SIGTERM, as from a supervisor.
  *
  * The primary's rules, in the order it applies them when a worker exits:
  * 1. while stopping (a signal, or giving up), exits are expected;
@@ -24,9 +26,13 @@ export const WORKER_CONFIG_ENV = 'RECGATE_WORKER_CONFIG';
 const START_FAILED = 'recgate:start-failed';
 const METRICS_REQ = 'recgate:metrics-req';
 const METRICS_RES = 'recgate:metrics-res';
+const STOP = 'recgate:stop';
 
 export interface PrimaryOptions extends RestartPolicyOptions {
-  /** How long stopping waits for a worker to exit after SIGTERM before it sends SIGKILL, in ms. @default 10000 */
+  /**
+   * How long stopping waits for a worker to exit after SIGTERM before it sends SIGKILL, in ms. `recgate
+   * serve` sets it to the drain delay plus the shutdown timeout plus 5 s. @default 10000
+   */
   stopTimeoutMs?: number;
 }
 
@@ -37,8 +43,13 @@ export interface PrimaryHooks {
 }
 
 export interface Primary {
-  /** Stops every worker: SIGTERM, then SIGKILL after `stopTimeoutMs`. Idempotent. */
+  /**
+   * Stops every worker: SIGTERM (each worker drains, see src/lifecycle/drain.ts), then SIGKILL after
+   * `stopTimeoutMs`. Idempotent.
+   */
   stop(): Promise<void>;
+  /** Relays a second interrupt: every live worker cuts its drain short (`recgate:stop`). */
+  hurry(): void;
   /**
    * Never resolves. Rejects, once every worker has stopped, with an Error whose message says why the
    * primary gave up: a first-start worker's own start-up message, or the crash loop it saw.
@@ -76,19 +87,24 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
     giveUp = reject;
   });
 
-  const stop = (): Promise<void> => {
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
+  const hurry = (): void => {
+    for (const w of live()) if (w.isConnected()) w.send({ type: STOP, hurry: true });
+  };
+  const stopAll = (hurried: boolean): Promise<void> => {
     stopping ??= (async () => {
       for (const timer of restartTimers) clearTimeout(timer);
-      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
-      await Promise.all(workers.map((w) => stopWorker(w, stopTimeoutMs)));
+      await Promise.all(live().map((w) => stopWorker(w, stopTimeoutMs, hurried)));
     })();
     return stopping;
   };
+  const stop = () => stopAll(false);
 
   const fail = (message: string, fields: Record<string, unknown>) => {
     if (stopping) return;
     logger.error({ event: 'primary_gave_up', reason: message, ...fields }, 'stopping every worker');
-    void stop().then(() => giveUp(new Error(message)));
+    // Nothing is worth draining for: a first start that failed, or a crash loop.
+    void stopAll(true).then(() => giveUp(new Error(message)));
   };
 
   const onExit = (worker: Worker, state: WorkerState, code: number | null, signal: string | null) => {
@@ -162,10 +178,10 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
   };
 
   for (let slot = 1; slot <= config.workers; slot++) fork(slot, true);
-  return { stop, gaveUp };
+  return { stop, gaveUp, hurry };
 }
 
-function stopWorker(worker: Worker, timeoutMs: number): Promise<void> {
+function stopWorker(worker: Worker, timeoutMs: number, hurried: boolean): Promise<void> {
   const proc = worker.process;
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise<void>((resolve) => {
@@ -174,7 +190,12 @@ function stopWorker(worker: Worker, timeoutMs: number): Promise<void> {
       clearTimeout(timer);
       resolve();
     });
-    worker.kill('SIGTERM');
+    // Not worker.kill(): that first disconnects the worker's IPC channel (and has it close its servers on
+    // Node's schedule), while a draining worker still needs the channel, for /metrics and for a later
+    // recgate:stop. The SIGTERM also ends a worker still starting, which has no handler yet for either; a
+    // worker that hears both stops once, hurried, whichever comes first.
+    if (hurried && worker.isConnected()) worker.send({ type: STOP, hurry: true });
+    proc.kill('SIGTERM');
   });
 }
 
@@ -192,6 +213,13 @@ export async function reportStartFailure(err: unknown): Promise<void> {
     send({ type: START_FAILED, message }, undefined, undefined, (e: Error | null) => resolve(!e));
   });
   if (sent) process.exit(1);
+}
+
+/** In a worker: calls `handler` when the primary sends `recgate:stop`. */
+export function onStopRequest(handler: (hurry: boolean) => void): void {
+  process.on('message', (msg: { type?: string; hurry?: boolean }) => {
+    if (msg?.type === STOP) handler(msg.hurry === true);
+  });
 }
 
 /** /metrics in a worker asks the primary, which gathers every worker's registry. */

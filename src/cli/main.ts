@@ -62,6 +62,24 @@ export function buildCli(options: CliOptions = {}): Command {
       'evict recordings nobody played for this long: 30d, 12h (RECGATE_CACHE_MAX_AGE)',
     )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
+    .option(
+      '--keep-after-upstream-delete',
+      'keep the local copy of a recording Twilio reports deleted (RECGATE_KEEP_AFTER_UPSTREAM_DELETE=1)',
+    )
+    .option('--audit-db', 'also store every play in the plays table (RECGATE_AUDIT_DB=1)')
+    .option(
+      '--prefetch-concurrency <n>',
+      'prefetch downloads per worker, 0 = off (RECGATE_PREFETCH_CONCURRENCY)',
+      integer('--prefetch-concurrency'),
+    )
+    .option(
+      '--drain-delay <duration>',
+      'after SIGTERM, serve with /readyz at 503 this long before closing the listener: 500ms, 5s, 1m (RECGATE_DRAIN_DELAY)',
+    )
+    .option(
+      '--shutdown-timeout <duration>',
+      'then let responses in flight finish for at most this long (RECGATE_SHUTDOWN_TIMEOUT)',
+    )
     .addOption(
       new Option('--demo', 'in-process emulator with demo calls and generated secrets (RECGATE_DEMO=1)'),
     )
@@ -80,6 +98,11 @@ export function buildCli(options: CliOptions = {}): Command {
         cacheMaxBytes: opts.cacheMaxBytes,
         cacheMinFree: opts.cacheMinFree,
         cacheMaxAgeMs: opts.cacheMaxAge,
+        keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
+        auditDb: opts.auditDb,
+        prefetchConcurrency: opts.prefetchConcurrency,
+        drainDelayMs: opts.drainDelay,
+        shutdownTimeoutMs: opts.shutdownTimeout,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

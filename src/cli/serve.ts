@@ -8,6 +8,7 @@ import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { JwtAuth } from '../auth/jwt.js';
 import { openCallLog } from '../call-log/index.js';
 import { type Config, recordingsDir } from '../config/config.js';
@@ -17,6 +18,7 @@ import { ensureWritableDir } from '../recordings/index.js';
 import { type Gateway, startGateway } from '../server.js';
 import {
   clusterMetricsSource,
+  onStopRequest,
   type PrimaryOptions,
   reportStartFailure,
   runPrimary,
@@ -46,8 +48,8 @@ export async function runServe(config: Config, options: ServeOptions = {}): Prom
   if (config.workers === 1) {
     const gateway = await startGateway(config, { logger });
     announce(config, gateway.url, logger);
-    onShutdown(async () => {
-      await gateway.close();
+    onShutdown(logger, async (hurry) => {
+      await gateway.drain(drainOptions(config, hurry));
       await emulator?.close();
     });
     return;
@@ -55,9 +57,10 @@ export async function runServe(config: Config, options: ServeOptions = {}): Prom
   const primary = runPrimary(
     config,
     { logger, onListening: (url) => announce(config, url, logger) },
-    options.primary,
+    { stopTimeoutMs: stopDeadlineMs(config), ...options.primary },
   );
-  onShutdown(async () => {
+  onShutdown(logger, async (hurry) => {
+    hurry.addEventListener('abort', () => primary.hurry(), { once: true });
     await primary.stop();
     await emulator?.close();
   });
@@ -136,21 +139,57 @@ function announce(config: Config, url: string, logger: ReturnType<typeof createL
   );
 }
 
-function onShutdown(fn: () => Promise<void>): void {
-  let done = false;
-  const handler = (signal: NodeJS.Signals) => {
-    if (done) return;
-    done = true;
-    fn().then(
+/**
+ * How long the primary waits for a draining worker before SIGKILL: the worker's own drain delay and
+ * shutdown timeout, plus a margin for closing the call log and cancelling downloads. A SIGKILL is still
+ * safe (a killed download leaves only its generation files), but it is a last resort.
+ */
+const STOP_MARGIN_MS = 5000;
+
+function stopDeadlineMs(config: Config): number {
+  return config.drainDelayMs + config.shutdownTimeoutMs + STOP_MARGIN_MS;
+}
+
+function drainOptions(config: Config, hurry: AbortSignal) {
+  return { drainDelayMs: config.drainDelayMs, shutdownTimeoutMs: config.shutdownTimeoutMs, hurry };
+}
+
+/**
+ * Runs `fn` on the first SIGTERM or SIGINT, then exits 0 (1 if it failed). Later signals never start a
+ * second stop: a repeated SIGTERM is ignored (supervisors such as systemd send it to every process of the
+ * group, and the primary relays it to its workers), and a later SIGINT (Ctrl-C pressed again) aborts
+ * `hurry`, which skips what is left of the drain delay and shutdown timeout. Either way the same close
+ * runs, so no file is left half-visible; only SIGKILL stops without it, and that too is safe.
+ * Returns the same trigger for other sources (the primary's `recgate:stop`).
+ */
+function onShutdown(
+  logger: Logger,
+  fn: (hurry: AbortSignal) => Promise<void>,
+): (source: string, hurry: boolean) => void {
+  const hurry = new AbortController();
+  let started = false;
+  const request = (source: string, hurryNow: boolean) => {
+    if (hurryNow && !hurry.signal.aborted) {
+      logger.info({ event: 'shutdown_hurried', source }, 'Cutting the drain short');
+      hurry.abort();
+    } else if (started) {
+      logger.info({ event: 'signal_ignored', source }, 'Already stopping');
+    }
+    if (started) return;
+    started = true;
+    logger.info({ event: 'shutdown_started', source }, `Stopping (${source})`);
+    fn(hurry.signal).then(
       () => process.exit(0),
       (err) => {
-        process.stderr.write(`recgate: shutdown after ${signal} failed: ${String(err)}\n`);
+        process.stderr.write(`recgate: shutdown after ${source} failed: ${String(err)}\n`);
         process.exit(1);
       },
     );
   };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
+  const handler = (signal: NodeJS.Signals) => request(signal, started && signal === 'SIGINT');
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return request;
 }
 
 async function runWorker(): Promise<void> {
@@ -164,5 +203,8 @@ async function runWorker(): Promise<void> {
     await reportStartFailure(err);
     throw err;
   }
-  onShutdown(() => gateway.close());
+  const stop = onShutdown(gateway.logger, async (hurry) => {
+    await gateway.drain(drainOptions(config, hurry));
+  });
+  onStopRequest((hurry) => stop('primary', hurry));
 }

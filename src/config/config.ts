@@ -38,6 +38,28 @@ const positiveInt = (field: string) =>
     .int(`${field} must be an integer`)
     .positive(`${field} must be positive`);
 
+/**
+ * A duration in milliseconds, written `500ms`, `5s`, `2m` or as bare seconds (`5`, `0.5`); 0 is allowed.
+ * Numbers given by code are taken as milliseconds already.
+ */
+const durationMs = (field: string, maxMs: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' ? parseDurationMs(v) : v),
+    z
+      .number({ message: `${field} must look like 500ms, 5s, 2m or a number of seconds` })
+      .int(`${field} must be a whole number of milliseconds`)
+      .min(0, `${field} must not be negative`)
+      .max(maxMs, `${field} must be at most ${maxMs / 1000} s`),
+  );
+
+/** `500ms`, `5s`, `2m` or bare seconds to milliseconds; NaN (rejected by the schema) for anything else. */
+export function parseDurationMs(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(text.trim());
+  if (!m) return Number.NaN;
+  const unit = { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm'];
+  return Math.round(Number(m[1]) * unit);
+}
+
 export const ConfigSchema = z
   .object({
     /** Interface to listen on. @default '127.0.0.1' */
@@ -65,6 +87,8 @@ export const ConfigSchema = z
     jwtSecret: z.string().optional(),
     /** Admin API token; the admin API is disabled when unset. */
     adminToken: z.string().optional(),
+    /** Bearer token /metrics requires; /metrics is open when unset (keep it off the public network then). */
+    metricsToken: z.string().min(16, 'RECGATE_METRICS_TOKEN must be at least 16 characters').optional(),
     /** Runs an in-process emulator with demo data and generated secrets. @default false */
     demo: z.boolean().default(false),
     /** Public base URL used in playback URLs; defaults to the request's own origin. */
@@ -93,6 +117,37 @@ export const ConfigSchema = z
     cacheMinFree: size('cache-min-free').optional(),
     /** Recordings nobody played for this long are evicted (`30d`, `12h`); in ms once parsed. @default never */
     cacheMaxAgeMs: duration('cache-max-age').optional(),
+    /**
+     * Keep the local copy of a recording Twilio reports deleted (recording-status webhook), instead of
+     * removing it; it is still never served (the call answers RECGATE_RECORDING_GONE). @default false
+     */
+    keepAfterUpstreamDelete: z.boolean().default(false),
+    /**
+     * Also store every play in the call log's `plays` table (always logged as an `event: "play"` line), for
+     * `GET /api/admin/calls/{callSid}/plays`. @default false
+     */
+    auditDb: z.boolean().default(false),
+    /**
+     * Prefetch downloads each worker process runs at once: a signed `completed` recording-status webhook
+     * queues the recording, so its first play is a hit. 0 turns prefetching off (the queue still fills).
+     * @default 2
+     */
+    prefetchConcurrency: z.coerce
+      .number({ message: 'prefetch-concurrency must be a number' })
+      .int('prefetch-concurrency must be an integer')
+      .min(0, 'prefetch-concurrency must be at least 0')
+      .max(64, 'prefetch-concurrency must be at most 64')
+      .default(2),
+    /**
+     * After SIGTERM, how long the gateway keeps serving with /readyz at 503 before it closes its listener,
+     * so that load balancers stop sending it new connections first. @default 5000 (5 s)
+     */
+    drainDelayMs: durationMs('drain-delay', 3_600_000).default(5000),
+    /**
+     * Once the listener is closed, how long responses in flight may take to finish before their
+     * connections are cut. @default 30000 (30 s)
+     */
+    shutdownTimeoutMs: durationMs('shutdown-timeout', 3_600_000).default(30_000),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -169,6 +224,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     twilioApiSecret: pick('TWILIO_API_SECRET'),
     jwtSecret: pick('RECGATE_JWT_SECRET'),
     adminToken: pick('RECGATE_ADMIN_TOKEN'),
+    metricsToken: pick('RECGATE_METRICS_TOKEN'),
     demo: flag(pick('RECGATE_DEMO')),
     publicUrl: pick('RECGATE_PUBLIC_URL'),
     playbackUrlTtlS: pick('RECGATE_PLAYBACK_URL_TTL'),
@@ -178,6 +234,11 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     cacheMaxBytes: pick('RECGATE_CACHE_MAX_BYTES'),
     cacheMinFree: pick('RECGATE_CACHE_MIN_FREE'),
     cacheMaxAgeMs: pick('RECGATE_CACHE_MAX_AGE'),
+    keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
+    auditDb: flag(pick('RECGATE_AUDIT_DB')),
+    prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),
+    drainDelayMs: pick('RECGATE_DRAIN_DELAY'),
+    shutdownTimeoutMs: pick('RECGATE_SHUTDOWN_TIMEOUT'),
   }) as ConfigInput;
 }
 

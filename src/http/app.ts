@@ -10,6 +10,7 @@ import { redactUrl } from '../observability/logger.js';
 import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
 import { installErrorHandlers, sendError } from './errors.js';
+import { trackRoutes } from './route-table.js';
 import { adminRoutes } from './routes/admin.js';
 import { callRoutes } from './routes/calls.js';
 import { downloadRoutes } from './routes/download.js';
@@ -21,6 +22,13 @@ export interface AppOptions {
   metrics?: MetricsSource;
   /** Extra routes (the web UI) registered after the API. */
   plugins?: Array<(app: FastifyInstance) => void | Promise<void>>;
+}
+
+/** How many Host field lines a request has (rawHeaders: name, value, name, value, …, as received). */
+function hostLines(rawHeaders: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === 'host') n++;
+  return n;
 }
 
 export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -45,6 +53,11 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
+    // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the
+    // others silently, and playback URLs are built from the Host when no public URL is configured.
+    if (hostLines(request.raw.rawHeaders) > 1) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: 'More than one Host header' });
+    }
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
@@ -62,7 +75,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     );
   });
 
-  installErrorHandlers(app);
+  installErrorHandlers(app, trackRoutes(app));
   downloadRoutes(app, deps);
   callRoutes(app, deps);
   adminRoutes(app, deps);

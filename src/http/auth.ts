@@ -36,6 +36,11 @@ export async function authenticateDownload(
 export function requireAdmin(deps: AppDeps, request: FastifyRequest): void {
   const configured = deps.config.adminToken;
   if (!configured) throw createError('RECGATE_ADMIN_DISABLED');
+  requireToken(request, configured);
+}
+
+/** `Authorization: Bearer <configured>`, compared in constant time; RECGATE_UNAUTHENTICATED otherwise. */
+export function requireToken(request: FastifyRequest, configured: string): void {
   const token = bearer(request);
   const a = createHash('sha256')
     .update(token ?? '')

@@ -3,13 +3,25 @@ import type { JwtAuth } from '../auth/jwt.js';
 import type { PlaybackSigner } from '../auth/playback-url.js';
 import type { CallLog } from '../call-log/call-log.js';
 import type { Config } from '../config/config.js';
+import type { DrainState } from '../lifecycle/drain.js';
+import type { AuditTrail } from '../observability/audit.js';
+import type { PrefetchQueue } from '../prefetch/queue.js';
 import type { RecordingCache } from '../recordings/cache.js';
 import type { RecordingResolver } from '../resolution/resolver.js';
 import type { RecordingState } from '../resolution/state.js';
 
 /** Everything the HTTP layer needs, built once per process by `src/server.ts` (or by a test). */
 export interface AppDeps {
-  config: Pick<Config, 'adminToken' | 'publicUrl' | 'playbackUrlTtlS' | 'twilioAuthToken' | 'demo'>;
+  config: Pick<
+    Config,
+    | 'adminToken'
+    | 'metricsToken'
+    | 'publicUrl'
+    | 'playbackUrlTtlS'
+    | 'twilioAuthToken'
+    | 'demo'
+    | 'keepAfterUpstreamDelete'
+  >;
   logger: Logger;
   callLog: CallLog;
   resolver: RecordingResolver;
@@ -18,4 +30,10 @@ export interface AppDeps {
   cache: RecordingCache;
   jwt: JwtAuth;
   signer: PlaybackSigner;
+  /** Where plays are recorded: the log, and with `--audit-db` the plays table. */
+  audit: AuditTrail;
+  /** Queues a recording's download before anyone asks (the recording-status webhook). */
+  prefetch: Pick<PrefetchQueue, 'enqueue'>;
+  /** Set when the process starts to stop (see src/lifecycle/drain.ts); absent in tests that never drain. */
+  drain?: DrainState;
 }

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { createError, isRecgateError, type RecgateError } from '../errors.js';
+import type { RouteTable } from './route-table.js';
 
 /** Maps Fastify's own errors (bad JSON, body too large, bad URL) onto the registry. */
 function fromFastify(err: FastifyError): RecgateError {
@@ -31,8 +32,11 @@ export function sendError(reply: FastifyReply, err: RecgateError): FastifyReply 
     .send(err.toJSON());
 }
 
-/** Every error becomes `{"error": {"code": "RECGATE_…", "message": …}}`; internals go to the log only. */
-export function installErrorHandlers(app: FastifyInstance): void {
+/**
+ * Every error becomes `{"error": {"code": "RECGATE_…", "message": …}}`; internals go to the log only. A path
+ * that `routes` serves under other methods answers 405 with `Allow`; any other unknown path, 404.
+ */
+export function installErrorHandlers(app: FastifyInstance, routes?: RouteTable): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const err = isRecgateError(error)
       ? error
@@ -47,5 +51,13 @@ export function installErrorHandlers(app: FastifyInstance): void {
       );
     return sendError(reply, err);
   });
-  app.setNotFoundHandler((_request, reply) => sendError(reply, createError('RECGATE_ROUTE_NOT_FOUND')));
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?', 1)[0]!;
+    const allow = routes?.allowed(path) ?? [];
+    if (allow.length === 0) return sendError(reply, createError('RECGATE_ROUTE_NOT_FOUND'));
+    return sendError(
+      reply,
+      createError('RECGATE_METHOD_NOT_ALLOWED', { headers: { allow: allow.join(', ') } }),
+    );
+  });
 }

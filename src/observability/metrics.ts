@@ -19,6 +19,10 @@ export interface Metrics {
   cacheFiles: client.Gauge;
   cacheEvictions: client.Counter<'reason'>;
   cacheEvictedBytes: client.Counter<'reason'>;
+  recordingsRemoved: client.Counter<'reason'>;
+  auditPlays: client.Counter<'outcome'>;
+  prefetchJobs: client.Counter<'outcome'>;
+  prefetchQueue: client.Gauge<'state'>;
   registry: client.Registry;
 }
 
@@ -149,6 +153,44 @@ export function getMetrics(): Metrics {
           labelNames: ['reason'] as const,
         }),
     ),
+    recordingsRemoved: getOrCreate(
+      'recgate_recordings_removed_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_recordings_removed_total',
+          help: 'Local copies of recordings removed, by reason (purge, upstream_deleted)',
+          labelNames: ['reason'] as const,
+        }),
+    ),
+    auditPlays: getOrCreate(
+      'recgate_audit_plays_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_audit_plays_total',
+          help: 'Plays written to the audit trail, by outcome (logged; stored in the plays table; dropped when the table could not keep up)',
+          labelNames: ['outcome'] as const,
+        }),
+    ),
+    prefetchJobs: getOrCreate(
+      'recgate_prefetch_jobs_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_prefetch_jobs_total',
+          help: 'Prefetch attempts by outcome (done, retry, failed)',
+          labelNames: ['outcome'] as const,
+        }),
+    ),
+    prefetchQueue: getOrCreate(
+      'recgate_prefetch_queue',
+      () =>
+        new client.Gauge({
+          name: 'recgate_prefetch_queue',
+          help: 'Prefetch jobs by state (queued, running, failed), read from the shared queue',
+          labelNames: ['state'] as const,
+          // Every worker reads the same shared queue: under --workers, the primary takes one reading, not the sum.
+          aggregator: 'max',
+        }),
+    ),
   };
   return metrics;
 }
@@ -172,6 +214,9 @@ export function cacheEventMetrics(metrics: Metrics): CacheEventHandler {
         break;
       case 'download_failed':
         if (e.phase === 'download') metrics.activeDownloads.dec();
+        break;
+      case 'recording_removed':
+        metrics.recordingsRemoved.inc({ reason: e.reason });
         break;
       case 'seek_ahead':
       case 'seek_ahead_discarded':

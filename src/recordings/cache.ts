@@ -5,6 +5,18 @@
 import type { Logger } from 'pino';
 import type { ByteSource } from '../serving/source.js';
 import type { CallSid, RecordingSid } from '../sid.js';
+import type { RemoveReason } from './events.js';
+
+export interface RemoveOptions {
+  /** Ends the wait for a download in progress and for the lock (then RECGATE_LOCK_TIMEOUT). */
+  signal?: AbortSignal | undefined;
+  log?: Logger | undefined;
+  /**
+   * The recording the caller means. The file is removed only if it holds this recording (or nothing says
+   * which it holds); another recording of the same call stays. Named in the event when the file is gone.
+   */
+  onlyRecording?: RecordingSid | undefined;
+}
 
 export interface RecordingRef {
   /** The call that owns the recording; the file is `{ownerCallSid}.mp3`. */
@@ -61,6 +73,13 @@ export interface RecordingCache {
    * Cached briefly, so probes cost little.
    */
   writable(): Promise<boolean>;
+
+  /**
+   * Removes everything stored for the recording of owner call `ownerCallSid` (see `LocalCache.remove`);
+   * resolves to the finished file's size, or `null` when there was none. With `onlyRecording`, a finished
+   * file holding another recording is left alone (resolves `null`).
+   */
+  remove(ownerCallSid: CallSid, reason: RemoveReason, options?: RemoveOptions): Promise<number | null>;
 
   /** Aborts downloads this process runs (their temporary files stay for a takeover) and frees handles. */
   close(): Promise<void>;

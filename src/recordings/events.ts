@@ -8,9 +8,13 @@
  * media request of kind "slice". `observability/metrics.ts` maps them to Prometheus metrics.
  */
 
+/** Why a recording's local copy is removed. */
+export type RemoveReason = 'purge' | 'upstream_deleted';
+
 /** The fields that name the recording an event is about. */
 export interface EventSubject {
   callSid: string;
+  /** Empty only for a `recording_removed` of a recording nobody could name (nothing was stored). */
   recordingSid: string;
 }
 
@@ -35,6 +39,12 @@ export type CacheEventBody =
    * RecgateError code; `err`: the cause, for the log.
    */
   | { event: 'download_failed'; code: string; phase: 'wait' | 'download'; err: unknown }
+  /**
+   * Everything stored for the recording was removed: `reason` says why (`purge`: an operator's purge;
+   * `upstream_deleted`: Twilio reported it deleted); `size`: the finished file's bytes, or `null` if there was
+   * none (only partials, or nothing).
+   */
+  | { event: 'recording_removed'; reason: RemoveReason; size: number | null }
   /** The lock came free without a final file: this process takes the download over. `received`: bytes seen. */
   | { event: 'takeover'; received: number }
   /** A download continues from `offset` (a resumed exchange, or a complete leftover found). */

@@ -20,7 +20,8 @@
  * - reads the row again under that lock and skips it when it was played (or removed) since;
  * - removes the file, then the row.
  * A file being served is removed only from the directory: open descriptors keep its bytes to the end (see
- * `store/final-files.ts`), and a request that starts afterwards downloads the recording again.
+ * `store/final-files.ts`: this process retires its descriptor for a grace period, the others stop serving
+ * it within their revalidation time), and a request that starts afterwards downloads the recording again.
  */
 import type { Logger } from 'pino';
 import { describeSize, resolveSize, type SizeSetting } from '../config/units.js';
@@ -127,7 +128,6 @@ export class Evictor {
     this.#timers.push(setInterval(() => this.#run(() => this.flush()), touchIntervalMs).unref());
     this.#timers.push(
       setInterval(() => {
-        this.#run(() => this.#o.store.releaseRemoved());
         // Other processes' commits and passes change the totals too; the gauges catch up here.
         this.#run(async () => this.#o.onTotals?.(await this.#o.index.totals()));
         this.request();
@@ -322,7 +322,7 @@ export class Evictor {
     try {
       const current = await index.get(row.callSid);
       if (current === undefined || current.lastPlayedMs !== row.lastPlayedMs) return undefined;
-      const removed = await store.removeFinal(row.callSid);
+      const removed = await store.remove(row.callSid);
       await index.remove(row.callSid);
       if (removed === undefined) {
         logger.debug({ event: 'cache_index_stale', callSid: row.callSid }, 'Indexed file was gone');

@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
 import { raceAbort } from '../io/abort.js';
+import type { CallSid } from '../sid.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type {
   CachedRecording,
@@ -22,10 +23,11 @@ import type {
   OpenOptions,
   RecordingCache,
   RecordingRef,
+  RemoveOptions,
 } from './cache.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
-import type { CacheEventHandler, EmitEvent } from './events.js';
+import type { CacheEventHandler, EmitEvent, RemoveReason } from './events.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
@@ -188,6 +190,43 @@ export class LocalCache implements LocalRecordingCache {
       this.#s.logger.info({ event: 'sweep', partials, locks, temporary }, 'Swept leftovers');
     }
     return { partials, locks, temporary };
+  }
+
+  /**
+   * Removes everything stored for the recording of owner call `id`: the finished file, its identity record,
+   * partial generations. A download of it (in this process or any other the lock reaches) finishes first,
+   * so its readers get their bytes; then the recording's lock is taken (waiting at most the cache's lock
+   * timeout, or until `signal` aborts: RECGATE_LOCK_TIMEOUT) and the files go. Streams already reading the
+   * file finish; no request started afterwards is served from it (other processes stop within their
+   * descriptors' revalidation time, about a second). Resolves to the finished file's size, or `null` when
+   * there was none.
+   */
+  async remove(id: CallSid, reason: RemoveReason, options: RemoveOptions = {}): Promise<number | null> {
+    const log = (options.log ?? this.#s.logger).child({ callSid: id });
+    const timeout = AbortSignal.timeout(this.#s.lockTimeoutMs);
+    const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
+    await raceAbort(this.#flights.get(id)?.done ?? Promise.resolve(), signal).catch((err: unknown) => {
+      throw createError('RECGATE_LOCK_TIMEOUT', { cause: err });
+    });
+    const lock = this.#s.locker.newLock(id);
+    await lock.lock(signal);
+    try {
+      const stored = (await this.#s.store.stat(id, { fresh: true }))?.identity?.recordingSid;
+      if (options.onlyRecording !== undefined && stored !== undefined && stored !== options.onlyRecording) {
+        return null;
+      }
+      const recordingSid = stored ?? options.onlyRecording ?? '';
+      const size = (await this.#s.store.remove(id)) ?? null;
+      log.info({ event: 'recording_removed', reason, size }, 'Removed the local copy of a recording');
+      try {
+        this.#s.onEvent?.({ event: 'recording_removed', reason, size, callSid: id, recordingSid });
+      } catch {
+        // Metrics must never break serving.
+      }
+      return size;
+    } finally {
+      await lock.unlock();
+    }
   }
 
   async close(): Promise<void> {

@@ -71,7 +71,8 @@ export class RecordingResolver {
 
   /**
    * The recording to play for a call the caller is allowed to see. Throws RECGATE_NOT_FOUND (no recording
-   * on the call or its parent), RECGATE_RECORDING_GONE (deleted upstream), RECGATE_RECORDING_NOT_READY
+   * on the call or its parent), RECGATE_RECORDING_GONE (deleted upstream), RECGATE_RECORDING_PURGED (an
+   * operator purged it), RECGATE_RECORDING_NOT_READY
    * (still processing; carries Retry-After) and the upstream's errors. Concurrent calls for one call share
    * one lookup; `signal` ends only this caller's wait, which then rejects with the signal's reason.
    */
@@ -85,6 +86,7 @@ export class RecordingResolver {
 
   /** What the stored resolution says, if it is still to be trusted. */
   async #fromRecord(call: CallRecord, log?: Logger): Promise<RecordingRef | undefined> {
+    if (call.purgedAt !== null) throw createError('RECGATE_RECORDING_PURGED');
     switch (call.recordingState) {
       case 'available':
         if (call.recordingSid && call.recordingOwnerCallSid) {

@@ -31,8 +31,16 @@ export class RecordingState {
     this.#log = callLog;
   }
 
-  /** A lookup found the recording that plays for `callSid`, owned by `owner` (the call or its parent). */
+  /**
+   * A lookup found the recording that plays for `callSid`, owned by `owner` (the call or its parent). A
+   * recording an operator purged is not played again: the call is marked too, and RECGATE_RECORDING_PURGED
+   * thrown.
+   */
   async found(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {
+    if (await this.#log.isPurged(recordingSid)) {
+      await this.#log.markPurged(callSid, recordingSid);
+      throw createError('RECGATE_RECORDING_PURGED');
+    }
     await this.#log.setResolution(callSid, {
       recordingState: 'available',
       recordingSid,
@@ -50,7 +58,9 @@ export class RecordingState {
    * Twilio's recording-status callback for a call. A completed recording of the call itself becomes what it
    * plays, unless it already plays one of its own (a call's first recording is the conversation): it also
    * replaces a parent's recording the call was playing. A deleted recording is deleted for every call that
-   * plays it. Calls recgate does not know, and other statuses, change nothing.
+   * plays it; so is one Twilio reports `absent` (it made none) or `failed`, and a call that had no recording
+   * yet remembers that status (it shows in the UI). Twilio's status is kept with the call. Calls recgate
+   * does not know, and other statuses, change nothing.
    */
   async statusCallback(report: RecordingStatusReport): Promise<StatusOutcome> {
     const call = await this.#log.get(report.callSid);
@@ -62,19 +72,43 @@ export class RecordingState {
         recordingSid: report.recordingSid,
         recordingOwnerCallSid: report.callSid,
         recordingDurationS: report.durationS,
+        recordingStatus: 'completed',
       });
       return 'stored';
     }
-    if (report.status === 'deleted' || report.status === 'absent') {
-      await this.gone(report.recordingSid);
+    if (report.status === 'deleted' || report.status === 'absent' || report.status === 'failed') {
+      await this.gone(report.recordingSid, report.status);
+      // A call that had found no recording yet remembers why: Twilio made none (absent) or failed to.
+      if (report.status !== 'deleted' && call.recordingSid === null) {
+        await this.#log.setResolution(report.callSid, {
+          recordingState: 'absent',
+          recordingStatus: report.status,
+        });
+      }
       return 'deleted';
     }
     return 'ignored';
   }
 
-  /** The recording is gone at the upstream: terminal, for every call that plays it. */
-  async gone(recordingSid: RecordingSid): Promise<void> {
-    await this.#log.setResolutionByRecording(recordingSid, { recordingState: 'deleted' });
+  /**
+   * An operator purges the recording of `call`: the call, and every call playing the same recording, is
+   * marked, so no play fetches it again. Resolves to the owner call whose file holds it (the file to
+   * remove), and how many calls were marked.
+   */
+  async purged(call: CallRecord): Promise<{ owner: CallSid; marked: number }> {
+    const marked = await this.#log.markPurged(call.callSid, call.recordingSid);
+    return { owner: call.recordingOwnerCallSid ?? call.callSid, marked };
+  }
+
+  /**
+   * The recording is gone at the upstream: terminal, for every call that plays it. `status` is what Twilio
+   * said, when it said it by webhook (`deleted`, `absent`, `failed`).
+   */
+  async gone(recordingSid: RecordingSid, status?: string): Promise<void> {
+    await this.#log.setResolutionByRecording(recordingSid, {
+      recordingState: 'deleted',
+      ...(status === undefined ? {} : { recordingStatus: status }),
+    });
   }
 
   /**

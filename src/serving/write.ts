@@ -19,28 +19,40 @@ export interface WriteOptions {
   flushHeaders?: boolean;
   /** Called once the whole body was handed to the socket (never for a response cut short). */
   onFinish?: () => void;
+  /**
+   * Called once when the response is over, finished or cut short, with the body bytes the socket took and
+   * whether the whole response went out.
+   */
+  onClose?: (bytesSent: number, finished: boolean) => void;
 }
 
 export function writeResult(res: ServerResponse, result: ServeResult, options: WriteOptions = {}): void {
   res.writeHead(result.statusCode, { ...options.headers, ...result.headers });
   if (options.onFinish !== undefined) res.once('finish', options.onFinish);
+  const sent = { bytes: 0 };
+  const onClose = options.onClose;
+  if (onClose !== undefined) res.once('close', () => onClose(sent.bytes, res.writableFinished));
   if (result.stream === undefined) {
     res.end();
     return;
   }
   if (options.flushHeaders) res.flushHeaders();
-  pumpTo(result.stream, res);
+  pumpTo(result.stream, res, sent);
 }
 
 /**
- * Writes `body` to `res` with backpressure, returning each chunk for reuse once the socket has taken it.
+ * Writes `body` to `res` with backpressure, returning each chunk for reuse once the socket has taken it, and
+ * counting the bytes taken in `sent`.
  * Ends `res` when the body ends; destroys `res` (so the client sees a broken response, never a short one)
  * if the body errors; destroys the body if the client goes away.
  */
-export function pumpTo(body: Readable, res: ServerResponse): void {
+export function pumpTo(body: Readable, res: ServerResponse, sent: { bytes: number } = { bytes: 0 }): void {
   const onData = (chunk: Buffer) => {
+    const length = chunk.length;
     const flushed = res.write(chunk, (err) => {
-      if (!err) returnChunk(chunk);
+      if (err) return;
+      sent.bytes += length;
+      returnChunk(chunk);
     });
     if (!flushed) {
       body.pause();

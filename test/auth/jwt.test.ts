@@ -91,6 +91,17 @@ describe('JwtAuth', () => {
     await rejects401(auth.verify(`${h}.${b64({ business_id: 'globex', exp: now() + 60 })}.${s}`));
   });
 
+  it('rejects a signature respelled in its padding bits (same bytes, other last character)', async () => {
+    const token = await auth.sign('acme', 60);
+    const last = token.at(-1)!;
+    // The last of 43 characters carries 4 signature bits and 2 padding bits: 3 other spellings decode alike.
+    const base = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const group = Math.floor(base.indexOf(last) / 4) * 4;
+    for (const c of base.slice(group, group + 4)) {
+      if (c !== last) await rejects401(new JwtAuth(SECRET).verify(`${token.slice(0, -1)}${c}`));
+    }
+  });
+
   it('rejects garbage without throwing anything but 401', async () => {
     for (const junk of ['', 'a', 'a.b.c', '....', '\u0000', 'é.é.é']) await rejects401(auth.verify(junk));
   });

@@ -44,6 +44,17 @@ describe('PlaybackSigner', () => {
     is401(() => signer.verify(A, p));
   });
 
+  it('accepts only the spelling it issued (no leading zeros, no respelled padding bits)', () => {
+    const p = signer.sign('acme', A, future);
+    is401(() => signer.verify(A, { ...p, exp: `0${p.exp}` }));
+    const base = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const last = p.sig.at(-1)!;
+    const group = Math.floor(base.indexOf(last) / 4) * 4;
+    for (const c of base.slice(group, group + 4)) {
+      if (c !== last) is401(() => signer.verify(A, { ...p, sig: `${p.sig.slice(0, -1)}${c}` }));
+    }
+  });
+
   it('rejects missing, malformed and array-valued parameters', () => {
     const p = signer.sign('acme', A, future);
     is401(() => signer.verify(A, {}));

@@ -105,6 +105,10 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
         'setResolution',
         'setResolutionByRecording',
         'list',
+        'markPurged',
+        'isPurged',
+        'recordPlays',
+        'listPlays',
         'ping',
         'close',
       ] as const) {
@@ -156,6 +160,8 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
           to: null,
           startedAt: null,
           durationS: null,
+          purgedAt: null,
+          recordingStatus: null,
           createdAt: '',
           updatedAt: '',
         },
@@ -425,6 +431,92 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
         (await log.get(parent))?.recordingState,
         'available',
         'an unknown recording touches nothing',
+      );
+    });
+
+    test('markPurged marks the call and every call playing the recording, remembers the recording, and a new recording clears it', async (t) => {
+      const { log } = await open(t);
+      const business = newBusiness();
+      const recording = newRecordingSid();
+      const [parent, child, other, unrelated] = [newCallSid(), newCallSid(), newCallSid(), newCallSid()];
+      await log.upsert({ businessId: business, callSid: parent, recordingSid: recording });
+      await log.upsert({ businessId: business, callSid: child, parentCallSid: parent });
+      await log.setResolution(child, {
+        recordingState: 'available',
+        recordingSid: recording,
+        recordingOwnerCallSid: parent,
+      });
+      await log.upsert({ businessId: business, callSid: other });
+      await log.upsert({ businessId: business, callSid: unrelated, recordingSid: newRecordingSid() });
+      assert.equal(await log.isPurged(recording), false);
+      assert.equal(
+        await log.markPurged(child, recording),
+        2,
+        'the call and the parent playing the recording',
+      );
+      assert.equal(await log.isPurged(recording), true);
+      for (const sid of [parent, child]) assert.match(String((await log.get(sid))?.purgedAt), ISO);
+      assert.equal((await log.get(unrelated))?.purgedAt, null);
+      assert.equal(await log.markPurged(other, null), 1, 'a call with no known recording is marked alone');
+      assert.match(String((await log.get(other))?.purgedAt), ISO);
+      assert.equal(await log.markPurged(newCallSid(), null), 0, 'an unknown call marks nothing');
+      await log.upsert({ businessId: business, callSid: parent, recordingSid: recording });
+      assert.notEqual(
+        (await log.get(parent))?.purgedAt,
+        null,
+        'repeating the purged recording keeps the mark',
+      );
+      const replaced = await log.upsert({
+        businessId: business,
+        callSid: parent,
+        recordingSid: newRecordingSid(),
+      });
+      assert.equal(replaced.purgedAt, null, 'another recording clears the mark');
+      assert.equal(await log.isPurged(recording), true, 'the recording itself stays purged');
+    });
+
+    test('plays are recorded in batches and listed newest first, per call, page by page', async (t) => {
+      const { log } = await open(t);
+      const [callSid, otherCall] = [newCallSid(), newCallSid()];
+      const recordingSid = newRecordingSid();
+      const play = (i: number, sid = callSid) => ({
+        playedAt: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
+        businessId: 'biz-a',
+        callSid: sid,
+        recordingSid,
+        bytes: i * 1000,
+        status: i % 2 === 0 ? 200 : 206,
+        requestId: `req-${i}`,
+      });
+      await log.recordPlays([]);
+      await log.recordPlays(Array.from({ length: 5 }, (_, i) => play(i)));
+      await log.recordPlays([play(99, otherCall), play(5)]);
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await log.listPlays(callSid, { limit: 2, cursor });
+        assert.ok(page.plays.length <= 2);
+        seen.push(...page.plays.map((p) => p.requestId));
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor !== undefined);
+      assert.deepEqual(seen, ['req-5', 'req-4', 'req-3', 'req-2', 'req-1', 'req-0']);
+      const [latest] = (await log.listPlays(callSid, { limit: 1 })).plays;
+      assert.deepEqual(latest, play(5));
+      assert.deepEqual((await log.listPlays(newCallSid(), { limit: 10 })).plays, []);
+      await rejectsWith(log.recordPlays([{ ...play(1), bytes: -1 }]), 'RECGATE_INVALID_REQUEST', /bytes/);
+      await rejectsWith(
+        log.recordPlays([{ ...play(1), callSid: 'CAnope' as CallSid }]),
+        'RECGATE_INVALID_CALL_SID',
+      );
+      await rejectsWith(
+        log.listPlays(callSid, { limit: 5, cursor: '!!' }),
+        'RECGATE_INVALID_REQUEST',
+        /cursor/,
+      );
+      assert.equal(
+        (await log.listPlays(callSid, { limit: 200 })).plays.length,
+        6,
+        'a refused batch wrote nothing',
       );
     });
 

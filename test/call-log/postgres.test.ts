@@ -48,12 +48,21 @@ if ('reason' in found) {
       const names = indexes.rows.map((r) => r.indexname);
       assert.ok(names.includes('calls_business_order_idx'));
       assert.ok(names.includes('calls_recording_sid_idx'));
+      assert.ok(names.includes('plays_call_idx'));
       const tables = await admin.query('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [
         schema,
       ]);
       assert.deepEqual(
         tables.rows.map((r) => r.tablename),
-        ['cache_totals', 'cached_files', 'calls', 'schema_migrations'],
+        [
+          'cache_totals',
+          'cached_files',
+          'calls',
+          'plays',
+          'prefetch_jobs',
+          'purged_recordings',
+          'schema_migrations',
+        ],
       );
     });
 

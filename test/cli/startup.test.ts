@@ -58,6 +58,7 @@ async function serve(
         TWILIO_ACCOUNT_SID: `AC${'0'.repeat(32)}`,
         TWILIO_AUTH_TOKEN: 'token',
         RECGATE_LOG_LEVEL: 'info',
+        RECGATE_DRAIN_DELAY: '0',
         ...options.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -66,6 +66,8 @@ export async function startServeProcess(options: {
         TWILIO_ACCOUNT_SID: options.emulator.accountSid,
         TWILIO_AUTH_TOKEN: options.emulator.authToken,
         RECGATE_LOG_LEVEL: 'info',
+        // Tests stop it often; a test of the drain passes its own --drain-delay.
+        RECGATE_DRAIN_DELAY: '0',
         ...primaryEnv,
         ...options.env,
       },

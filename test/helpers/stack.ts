@@ -25,6 +25,8 @@ export interface Stack {
 export async function startStack(
   options: {
     emulator?: EmulatorOptions;
+    /** An emulator already running, shared with another stack: used as is, and not closed with this one. */
+    sharedEmulator?: Emulator;
     config?: Partial<ConfigInput>;
     dataDir?: string;
     logger?: Logger;
@@ -32,7 +34,8 @@ export async function startStack(
     upstream?: GatewayOptions['upstream'];
   } = {},
 ): Promise<Stack> {
-  const emulator = await startEmulator({ port: 0, logger: false, ...options.emulator });
+  const emulator =
+    options.sharedEmulator ?? (await startEmulator({ port: 0, logger: false, ...options.emulator }));
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'recgate-test-')));
   const config = loadConfig(
     {
@@ -64,7 +67,7 @@ export async function startStack(
     },
     close: async () => {
       await gateway.close();
-      await emulator.close();
+      if (!options.sharedEmulator) await emulator.close();
       if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };

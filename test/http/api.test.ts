@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { getExpectedTwilioSignature } from 'twilio/lib/webhooks/webhooks.js';
 import { request } from 'undici';
+import { loadConfig } from '../../src/config/config.js';
 import type { CallSid } from '../../src/sid.js';
 import { sha256 } from '../helpers/common.js';
 import { ADMIN_TOKEN, JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
@@ -406,5 +407,37 @@ describe('gateway HTTP API', () => {
     assert.match(metrics.body.toString(), /recgate_http_requests_total/);
     assert.match(metrics.body.toString(), /recgate_cache_events_total\{event="cache_hit"\}/);
     assertError(await get(`${stack.url}/nope`), 404, 'RECGATE_ROUTE_NOT_FOUND');
+  });
+});
+
+describe('RECGATE_METRICS_TOKEN', () => {
+  it('puts /metrics behind a bearer token, and leaves health and readiness open', async (t) => {
+    const token = 'metrics-token-for-tests-0123456789';
+    const stack = await startStack({ config: { metricsToken: token } });
+    t.after(() => stack.close());
+    const metrics = (authorization?: string) =>
+      request(`${stack.url}/metrics`, authorization ? { headers: { authorization } } : {});
+    for (const authorization of [
+      undefined,
+      'Bearer wrong-token',
+      `Basic ${token}`,
+      `Bearer ${ADMIN_TOKEN}`,
+    ]) {
+      const res = await metrics(authorization);
+      assert.equal(res.statusCode, 401, String(authorization));
+      assert.equal(
+        ((await res.body.json()) as { error: { code: string } }).error.code,
+        'RECGATE_UNAUTHENTICATED',
+      );
+    }
+    const ok = await metrics(`Bearer ${token}`);
+    assert.equal(ok.statusCode, 200);
+    assert.match(await ok.body.text(), /recgate_http_requests_total/);
+    for (const path of ['/healthz', '/readyz']) {
+      const res = await request(`${stack.url}${path}`);
+      await res.body.dump();
+      assert.equal(res.statusCode, 200, path);
+    }
+    assert.throws(() => loadConfig({ jwtSecret: JWT_SECRET, metricsToken: 'short' }, {}), /at least 16/);
   });
 });

@@ -80,6 +80,8 @@ describe('tenancy of the parent fallback', () => {
       recording_sid: null,
       owner_call_sid: null,
       size: null,
+      upstream_status: null,
+      purged_at: null,
       cache: { state: 'absent' },
     });
   }

@@ -568,6 +568,46 @@ describe('recording cache', () => {
     assert.ok((await readRange(next.cache, ref)).equals(data));
   });
 
+  it('remove waits for the download in flight (its readers get every byte), then takes every file; the next open fetches again', async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(200_000);
+    const upstream = new FakeUpstream({ data, chunkDelayMs: 5 });
+    const { cache, named } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    assert.equal(await cache.remove(ref.ownerCallSid, 'purge'), null, 'nothing stored: nothing removed');
+    const reading = await cache.open(ref);
+    const body = readAll(reading.createReadStream(0, data.length - 1));
+    const removed = await cache.remove(ref.ownerCallSid, 'purge');
+    assert.deepEqual(await body, data);
+    assert.equal(removed, data.length);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.includes(ref.ownerCallSid) && !n.endsWith('.lock')),
+      [],
+    );
+    assert.deepEqual(await cache.state(ref), { state: 'absent' });
+    const removedEvents = named('recording_removed');
+    assert.deepEqual(removedEvents.at(-1), {
+      reason: 'purge',
+      size: data.length,
+      callSid: ref.ownerCallSid,
+      recordingSid: ref.recordingSid,
+    });
+    const again = await cache.open(ref);
+    assert.equal(again.outcome, 'miss');
+    assert.deepEqual(await readAll(again.createReadStream(0, data.length - 1)), data);
+    assert.equal(upstream.calls.length, 2);
+  });
+
+  it('remove gives up with RECGATE_LOCK_TIMEOUT while another process holds the lock', async (t) => {
+    const dir = tempDir(t);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data: audioBytes(1000) }), { lockTimeoutMs: 100 });
+    const ref = newRef();
+    const other = new FsLocker({ dir }).newLock(ref.ownerCallSid);
+    assert.equal(await other.tryLock(), true);
+    t.after(() => other.unlock());
+    await assert.rejects(cache.remove(ref.ownerCallSid, 'purge'), isCode('RECGATE_LOCK_TIMEOUT'));
+  });
+
   it('sweep removes only old partials nobody holds', async (t) => {
     const dir = tempDir(t);
     const store = new FsRecordingStore({ dir });

@@ -40,9 +40,9 @@ if ('reason' in found) {
     const hosts = [0, 1].map(() => {
       const index = new PostgresCacheIndex({ connectionString: url, schema });
       const store = new FsRecordingStore({ dir });
-      const removeFinal = store.removeFinal.bind(store);
-      store.removeFinal = async (id) => {
-        const removed = await removeFinal(id);
+      const remove = store.remove.bind(store);
+      store.remove = async (id) => {
+        const removed = await remove(id);
         if (removed !== undefined) removals.set(id, (removals.get(id) ?? 0) + 1);
         return removed;
       };

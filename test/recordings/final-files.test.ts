@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FinalFiles } from '../../src/recordings/store/final-files.js';
 import { readAll, tempDir } from '../helpers/common.js';
 
@@ -38,29 +38,50 @@ describe('FinalFiles', () => {
     assert.deepEqual(await readAll(files.createReadStream('a', 0, 9)!), body.subarray(0, 10));
   });
 
-  it('retires a removed file: new requests look again, streams of those that found it read it whole, then it closes', async (t) => {
+  it('retires a removed file: new requests look again, a request that found it reads it whole, then it closes', async (t) => {
     const dir = tempDir(t);
     const body = Buffer.from(Array.from({ length: 200_000 }, (_, i) => i % 249));
     const path = join(dir, 'a.mp3');
     writeFileSync(path, body);
-    const files = new FinalFiles(4);
+    const files = new FinalFiles(4, undefined, 40);
     t.after(() => files.close());
     const before = openFds();
     const info = (await files.stat('a', path))!;
     const streaming = files.createReadStream('a', 0, body.length - 1, info.fileId)!;
-    // Another process removes the file; the periodic prune notices (link count 0) and retires it.
+    // Evicted in this process (forget), and in another (found unlinked once revalidateMs passed).
     unlinkSync(path);
-    files.prune();
+    files.forget('a');
     assert.equal(await files.stat('a', path), undefined, 'a new request looks at the name again');
     const late = files.createReadStream('a', 0, body.length - 1, info.fileId);
     assert.ok(late, 'a request that found the file before still gets its descriptor');
     assert.deepEqual(await readAll(late), body);
-    files.prune(performance.now() + 60_000);
-    assert.equal(files.createReadStream('a', 0, 9, info.fileId), undefined, 'past the grace: gone');
     assert.deepEqual(await readAll(streaming), body, 'a stream running through it all ends whole');
+    files.close();
+    assert.equal(files.createReadStream('a', 0, 9, info.fileId), undefined, 'closed: gone');
     // The close is asynchronous.
     for (let i = 0; i < 100 && openFds() !== before; i++) await new Promise((r) => setTimeout(r, 5));
     assert.equal(openFds(), before, 'the descriptor is closed once its last stream ends');
+  });
+
+  it('looks at the name again after revalidateMs, and lets go of a removed file without a request', async (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, Buffer.alloc(1000, 1));
+    const files = new FinalFiles(4, undefined, 40);
+    t.after(() => files.close());
+    const before = openFds();
+    assert.equal((await files.stat('a', path))?.size, 1000);
+    unlinkSync(path);
+    assert.equal((await files.stat('a', path))?.size, 1000, 'trusted within revalidateMs');
+    await sleep(150);
+    assert.equal(openFds(), before, 'the timer closed the descriptor of the removed file');
+    assert.equal(await files.stat('a', path), undefined);
+    writeFileSync(path, Buffer.alloc(500, 2));
+    assert.equal((await files.stat('a', path))?.size, 500);
+    unlinkSync(path);
+    writeFileSync(path, Buffer.alloc(700, 3));
+    await sleep(60);
+    assert.equal((await files.stat('a', path))?.size, 700, 'a replaced file is seen on the next look');
   });
 
   it('evicts the least recently used, closing a descriptor only when its last reader ends', async (t) => {

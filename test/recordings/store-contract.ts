@@ -5,11 +5,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isRecgateError } from '../../src/errors.js';
 import type { PartialMetaInput, RecordingStore } from '../../src/recordings/store/store.js';
 import { hex32, readAll } from './helpers.js';
 
 export interface StoreBackend {
+  /** How long an instance may go on answering from a remembered finished file removed by another. */
+  revalidateMs: number;
   /** Two instances on the same fresh storage. */
   create(t: { after(fn: () => void | Promise<void>): void }): Promise<[RecordingStore, RecordingStore]>;
 }
@@ -39,6 +42,21 @@ async function readHandle(
   return buffer.subarray(0, got);
 }
 
+/** Stores a finished recording of `size` bytes of `fill` under `id`. */
+async function commitFinal(store: RecordingStore, id: string, fill: number, size = 1000) {
+  const input = meta(size);
+  const writer = await store.beginPartial(id, input);
+  await writer.append(Buffer.alloc(size, fill));
+  const info = await writer.commit({
+    expectedSize: size,
+    mtime: new Date('2025-04-01T10:00:00Z'),
+    identity: { recordingSid: input.recordingSid, etag: null, lastModified: null },
+    fence: async () => undefined,
+  });
+  await writer.close();
+  return { info, recordingSid: input.recordingSid };
+}
+
 export function storeContractTests(name: string, backend: StoreBackend): void {
   describe(`RecordingStore contract: ${name}`, () => {
     it('matches interface', async (t) => {
@@ -60,6 +78,7 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
         'removeLeftovers',
         'sweepTemporary',
         'checkWritable',
+        'remove',
       ] as const) {
         assert.equal(typeof store[method], 'function', method);
       }
@@ -236,19 +255,7 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
     it('a file replaced under the same name is seen afresh, and a stream pinned to the old one never reads the new', async (t) => {
       const [a, b] = await backend.create(t);
       const id = `CA${hex32()}`;
-      const commit = async (store: RecordingStore, fill: number) => {
-        const input = meta(1000);
-        const writer = await store.beginPartial(id, input);
-        await writer.append(Buffer.alloc(1000, fill));
-        const info = await writer.commit({
-          expectedSize: 1000,
-          mtime: new Date('2025-04-01T10:00:00Z'),
-          identity: { recordingSid: input.recordingSid, etag: null, lastModified: null },
-          fence: async () => undefined,
-        });
-        await writer.close();
-        return { info, recordingSid: input.recordingSid };
-      };
+      const commit = (store: RecordingStore, fill: number) => commitFinal(store, id, fill);
       const first = await commit(a, 1);
       const seen = await b.stat(id);
       assert.equal(seen?.identity?.recordingSid, first.recordingSid);
@@ -262,6 +269,26 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
       assert.equal(fresh?.identity?.recordingSid, second.recordingSid);
       assert.deepEqual(await readAll(b.createReadStream(id, 0, 9, fresh!.fileId)), Buffer.alloc(10, 2));
       await assert.rejects(readAll(b.createReadStream(id, 0, 9, seen!.fileId)), (err) => isRecgateError(err));
+    });
+
+    it('remove takes the recording, its identity and its partials; a stream reading it finishes, and the other instance stops seeing it', async (t) => {
+      const [a, b] = await backend.create(t);
+      const id = `CA${hex32()}`;
+      assert.equal(await a.remove(id), undefined, 'nothing stored: nothing removed');
+      await commitFinal(a, id, 7, 300_000);
+      const seen = await b.stat(id);
+      assert.equal(seen?.size, 300_000);
+      const reading = b.createReadStream(id, 0, 299_999, seen!.fileId);
+      const partial = await a.beginPartial(`${id}`, meta(10));
+      await partial.append(Buffer.alloc(5));
+      await partial.close();
+      assert.equal(await a.remove(id), 300_000);
+      assert.deepEqual(await readAll(reading), Buffer.alloc(300_000, 7), 'a stream already reading finishes');
+      assert.equal(await a.stat(id), undefined);
+      assert.equal(await a.readMeta(id), undefined);
+      assert.deepEqual(await a.leftovers(), []);
+      await sleep(backend.revalidateMs + 20);
+      assert.equal(await b.stat(id), undefined, 'the other instance looked at the name again');
     });
 
     it('sweeping: leftovers say whether a generation is current; removeLeftovers takes all of them', async (t) => {

@@ -8,9 +8,13 @@ import { hex32, tempDir } from './helpers.js';
 import { storeContractTests } from './store-contract.js';
 
 storeContractTests('fs', {
+  revalidateMs: 50,
   async create(t) {
     const dir = tempDir(t);
-    return [new FsRecordingStore({ dir }), new FsRecordingStore({ dir })];
+    return [
+      new FsRecordingStore({ dir, finalRevalidateMs: 50 }),
+      new FsRecordingStore({ dir, finalRevalidateMs: 50 }),
+    ];
   },
 });
 

@@ -6,7 +6,7 @@ import type { Migration } from './migration.js';
  * descending order by default). `parent_call_sid` is not a foreign key because a child leg may be
  * registered before (or without) its parent.
  *
- * Version 2 is the recording cache's index (`src/recordings/cache-index/`); see the SQLite list. The
+ * Version 4 is the recording cache's index (`src/recordings/cache-index/`); see the SQLite list. The
  * trigger function is created in the schema the migration runs in (`search_path`), so schemas stay apart.
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -39,6 +39,47 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
+    name: 'purges and plays',
+    sql: `
+      ALTER TABLE calls ADD COLUMN purged_at timestamptz;
+      CREATE TABLE purged_recordings (
+        recording_sid text COLLATE "C" PRIMARY KEY,
+        purged_at timestamptz NOT NULL
+      );
+      CREATE TABLE plays (
+        id bigserial PRIMARY KEY,
+        played_at timestamptz NOT NULL,
+        business_id text NOT NULL,
+        call_sid text COLLATE "C" NOT NULL,
+        recording_sid text NOT NULL,
+        bytes bigint NOT NULL CHECK (bytes >= 0),
+        status integer NOT NULL,
+        request_id text NOT NULL
+      );
+      CREATE INDEX plays_call_idx ON plays (call_sid, id DESC);
+    `,
+  },
+  {
+    version: 3,
+    name: 'prefetch queue and recording status',
+    sql: `
+      ALTER TABLE calls ADD COLUMN recording_status text;
+      CREATE TABLE prefetch_jobs (
+        recording_sid text COLLATE "C" PRIMARY KEY,
+        call_sid text NOT NULL,
+        business_id text NOT NULL,
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+        attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        run_after timestamptz NOT NULL,
+        last_error text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+      );
+      CREATE INDEX prefetch_jobs_due_idx ON prefetch_jobs (state, run_after);
+    `,
+  },
+  {
+    version: 4,
     name: 'create cached_files',
     sql: `
       CREATE TABLE cached_files (

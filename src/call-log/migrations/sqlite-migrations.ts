@@ -5,7 +5,7 @@ import type { Migration } from './migration.js';
  * sorts by time under plain text comparison. `parent_call_sid` is not a foreign key because a child leg
  * may be registered before (or without) its parent.
  *
- * Version 2 is the recording cache's index (`src/recordings/cache-index/`): one row per finished file,
+ * Version 4 is the recording cache's index (`src/recordings/cache-index/`): one row per finished file,
  * times in epoch milliseconds, an index on last play for least-recently-played eviction in O(log n), and
  * `cache_totals`, one row the triggers keep equal to the table's count and sum, so no start-up ever scans.
  */
@@ -39,6 +39,47 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
+    name: 'purges and plays',
+    sql: `
+      ALTER TABLE calls ADD COLUMN purged_at TEXT;
+      CREATE TABLE purged_recordings (
+        recording_sid TEXT PRIMARY KEY NOT NULL,
+        purged_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE plays (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        played_at TEXT NOT NULL,
+        business_id TEXT NOT NULL,
+        call_sid TEXT NOT NULL,
+        recording_sid TEXT NOT NULL,
+        bytes INTEGER NOT NULL CHECK (bytes >= 0),
+        status INTEGER NOT NULL,
+        request_id TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX plays_call_idx ON plays (call_sid, id DESC);
+    `,
+  },
+  {
+    version: 3,
+    name: 'prefetch queue and recording status',
+    sql: `
+      ALTER TABLE calls ADD COLUMN recording_status TEXT;
+      CREATE TABLE prefetch_jobs (
+        recording_sid TEXT PRIMARY KEY NOT NULL,
+        call_sid TEXT NOT NULL,
+        business_id TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        run_after TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX prefetch_jobs_due_idx ON prefetch_jobs (state, run_after);
+    `,
+  },
+  {
+    version: 4,
     name: 'create cached_files',
     sql: `
       CREATE TABLE cached_files (

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { z } from 'zod';
 import { isBusinessId } from '../../auth/jwt.js';
 import type { CallUpsert } from '../../call-log/call-log.js';
@@ -67,4 +68,74 @@ export function adminRoutes(app: FastifyInstance, deps: AppDeps): void {
     const { call, created } = await deps.state.register(input);
     return reply.code(created ? 201 : 200).send({ business_id: call.businessId, ...callJson(call) });
   });
+
+  // Purge: the call (and every call playing the same recording) is marked first, so no play fetches the
+  // recording again, then the local copy goes. Repeating it is harmless: it removes nothing more.
+  app.delete('/api/admin/calls/:callSid/recording', async (request, reply) => {
+    requireAdmin(deps, request);
+    const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+    const call = await deps.callLog.get(callSid);
+    if (!call) throw createError('RECGATE_NOT_FOUND', { message: 'No such call' });
+    const { owner, marked } = await deps.state.purged(call);
+    const abort = new AbortController();
+    const onClose = () => abort.abort(createError('RECGATE_CLIENT_CLOSED'));
+    reply.raw.once('close', onClose);
+    let removed: number | null;
+    try {
+      removed = await deps.cache.remove(owner, 'purge', {
+        signal: abort.signal,
+        log: request.log as Logger,
+        onlyRecording: call.recordingSid ?? undefined,
+      });
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+    request.log.info(
+      { event: 'purge', callSid, owner, recordingSid: call.recordingSid, removedBytes: removed ?? 0, marked },
+      'recording purged',
+    );
+    return reply.send({
+      call_sid: callSid,
+      recording_sid: call.recordingSid,
+      owner_call_sid: owner,
+      removed_bytes: removed ?? 0,
+      calls_marked: marked,
+    });
+  });
+
+  // Who listened to this call: the plays table, newest first (needs --audit-db).
+  app.get('/api/admin/calls/:callSid/plays', async (request, reply) => {
+    requireAdmin(deps, request);
+    const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+    const query = PlaysQuery.safeParse(request.query);
+    if (!query.success) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: query.error.issues[0]?.message });
+    }
+    const page = await deps.callLog.listPlays(callSid, {
+      limit: query.data.limit,
+      cursor: query.data.cursor,
+    });
+    return reply.send({
+      plays: page.plays.map((p) => ({
+        played_at: p.playedAt,
+        business_id: p.businessId,
+        call_sid: p.callSid,
+        recording_sid: p.recordingSid,
+        bytes: p.bytes,
+        status: p.status,
+        request_id: p.requestId,
+      })),
+      next_cursor: page.nextCursor,
+    });
+  });
 }
+
+const PlaysQuery = z.object({
+  limit: z.coerce
+    .number({ message: 'limit must be an integer from 1 to 200' })
+    .int('limit must be an integer from 1 to 200')
+    .min(1, 'limit must be an integer from 1 to 200')
+    .max(200, 'limit must be an integer from 1 to 200')
+    .default(50),
+  cursor: z.string().max(64, 'cursor is malformed').optional(),
+});

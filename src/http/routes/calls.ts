@@ -23,12 +23,22 @@ export function callJson(call: CallRecord, cache?: CacheState, foreign: Readonly
     started_at: call.startedAt,
     duration_s: call.durationS,
     recording: hidden
-      ? { state: 'absent', recording_sid: null, owner_call_sid: null, size: null, cache: { state: 'absent' } }
+      ? {
+          state: 'absent',
+          recording_sid: null,
+          owner_call_sid: null,
+          size: null,
+          upstream_status: null,
+          purged_at: null,
+          cache: { state: 'absent' },
+        }
       : {
           state: call.recordingState,
           recording_sid: call.recordingSid,
           owner_call_sid: call.recordingOwnerCallSid,
           size: call.recordingSize,
+          upstream_status: call.recordingStatus,
+          purged_at: call.purgedAt,
           ...(cache ? { cache: cacheJson(cache) } : {}),
         },
   };

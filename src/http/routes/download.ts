@@ -86,6 +86,20 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           flushHeaders: !recording.complete,
           // Counted when the whole body went out; an aborted response counts nothing.
           onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+          // Every response with a body is a play, with the bytes the client actually took.
+          onClose: (bytes) =>
+            deps.audit.play(
+              {
+                playedAt: new Date().toISOString(),
+                businessId,
+                callSid,
+                recordingSid: ref.recordingSid,
+                bytes,
+                status: result.statusCode,
+                requestId: request.id,
+              },
+              log,
+            ),
         });
         return reply;
       } finally {

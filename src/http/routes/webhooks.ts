@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { isCallSid, isRecordingSid } from '../../sid.js';
 import type { AppDeps } from '../deps.js';
@@ -6,7 +7,8 @@ import type { AppDeps } from '../deps.js';
 /**
  * Twilio's recordingStatusCallback: checks the signature and hands the report to the recording state
  * (`resolution/state.ts`), which decides what it changes. A completed recording is remembered for its call,
- * so the first play needs no upstream lookup; a deleted one is remembered as such.
+ * so the first play needs no upstream lookup, and queued for prefetch, so the first play is a hit; a deleted
+ * one is remembered as such and its local copy removed.
  */
 export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
   app.register(async (scope) => {
@@ -41,6 +43,24 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
         status: RecordingStatus ?? '',
         durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
       });
+      // A completed recording is fetched now, so its first play is a hit.
+      if (outcome === 'stored') {
+        const call = await deps.callLog.get(CallSid);
+        if (call !== undefined) {
+          await deps.prefetch.enqueue({
+            recordingSid: RecordingSid,
+            callSid: CallSid,
+            businessId: call.businessId,
+          });
+        }
+      }
+      // A recording Twilio deleted goes from here too, unless the operator keeps such copies.
+      if (outcome === 'deleted' && !deps.config.keepAfterUpstreamDelete) {
+        await deps.cache.remove(CallSid, 'upstream_deleted', {
+          log: request.log as Logger,
+          onlyRecording: RecordingSid,
+        });
+      }
       request.log.info(
         {
           event: 'recording_status',

@@ -8,19 +8,21 @@
  * that repaired a file of unknown identity); `stat(…, fresh)` looks at the name again, and a stream asked for
  * with a `fileId` never reads a file other than that one.
  *
- * A file removed on purpose (bounded-disk eviction, here or in another process) is **retired**: its
- * descriptor leaves the map, so new requests look at the name again, but stays open for a grace period, so a
- * request that found the file a moment before the removal still streams every byte of it (POSIX keeps an
- * unlinked file's bytes while a descriptor is open). {@link FinalFiles.prune}, run periodically, retires
- * descriptors of files another process removed (link count 0) and closes retired ones past the grace, so
- * removed files do not keep their disk space.
+ * A file removed or replaced by another process (a purge, an eviction, a repair) must not go on being
+ * served from a descriptor, nor keep its disk space allocated: a remembered file is looked at again (one
+ * `stat` of its name) when it was last checked more than `revalidateMs` ago, and a timer drops descriptors
+ * of files their name no longer names even when no request comes. So a file removed elsewhere is served
+ * from here for at most `revalidateMs` more, and its space comes free within about twice that once the
+ * streams reading it end.
  *
- * Consequence worth knowing: a finished file deleted by hand keeps being served from its open descriptor
- * until it is evicted, pruned, looked at afresh, or the process restarts.
+ * A file forgotten on purpose (a purge or a bounded-disk eviction in this process) is **retired**, not
+ * closed at once: new requests look at the name again, but a request that found the file a moment before
+ * (its `stat` done, its stream not yet made) still streams every byte of it by its `fileId` (POSIX keeps an
+ * unlinked file's bytes while a descriptor is open). A retired descriptor closes at the first prune past
+ * `revalidateMs` once no stream reads it.
  */
 import type { BigIntStats } from 'node:fs';
-import { close, fstat, fstatSync, open, read } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { close, fstat, open, read, stat } from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
@@ -29,6 +31,7 @@ import { type FinalIdentity, type FinalInfo, READ_CHUNK } from './store.js';
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
+const statAsync = promisify(stat);
 
 /** Reads what a finished file holds (its identity record), given the file's stats; `undefined` if unknown. */
 export type DescribeFinal = (key: string, stats: BigIntStats) => Promise<FinalIdentity | undefined>;
@@ -36,35 +39,42 @@ export type DescribeFinal = (key: string, stats: BigIntStats) => Promise<FinalId
 interface Entry {
   fd: number;
   info: FinalInfo;
+  path: string;
+  /** When the name was last seen to name this file (performance.now()). */
+  checkedAt: number;
   /** Streams reading from `fd` now. */
   readers: number;
   /** Out of the map; `fd` closes when the last reader ends. */
   evicted: boolean;
-  /** When the entry was retired (performance.now()), if it was. */
+  /** When the entry was retired (performance.now()); `undefined` unless it waits in the retired map. */
   retiredAt: number | undefined;
 }
-
-/** How long a retired descriptor stays open for requests that found it just before its file was removed. */
-const RETIRED_GRACE_MS = 10_000;
 
 export class FinalFiles {
   readonly #max: number;
   readonly #describe: DescribeFinal;
+  readonly #revalidateMs: number;
   readonly #entries = new Map<string, Entry>();
   readonly #opening = new Map<string, Promise<Entry | undefined>>();
   /** Retired entries by file id; see the file's comment. */
   readonly #retired = new Map<string, Entry>();
   #closed = false;
+  #pruner: NodeJS.Timeout | undefined;
+  #pruning = false;
 
   /**
    * @param max descriptors kept open at most.
    * @param describe reads a file's identity when it is opened. @default none: every identity is unknown
+   * @param revalidateMs how long a remembered file is trusted before its name is looked at again. @default 1000
    */
-  constructor(max: number, describe: DescribeFinal = async () => undefined) {
+  constructor(max: number, describe: DescribeFinal = async () => undefined, revalidateMs = 1000) {
     if (!Number.isInteger(max) || max < 1)
       throw new TypeError('options.maxOpenFiles must be a positive integer');
+    if (!Number.isInteger(revalidateMs) || revalidateMs < 1)
+      throw new TypeError('options.revalidateMs must be a positive integer');
     this.#max = max;
     this.#describe = describe;
+    this.#revalidateMs = revalidateMs;
   }
 
   /**
@@ -78,7 +88,12 @@ export class FinalFiles {
       this.#evict(key);
     }
     const known = this.#touch(key);
-    if (known !== undefined) return known.info;
+    if (known !== undefined) {
+      if (performance.now() - known.checkedAt <= this.#revalidateMs || (await this.#stillNamed(known))) {
+        return known.info;
+      }
+      if (this.#entries.get(key) === known) this.#evict(key);
+    }
     let pending = this.#opening.get(key);
     if (pending === undefined) {
       pending = this.#open(key, path).finally(() => this.#opening.delete(key));
@@ -101,51 +116,50 @@ export class FinalFiles {
       if (released) return;
       released = true;
       entry.readers--;
-      // A retired descriptor stays open for its grace period; prune() closes it then.
-      if (entry.evicted && entry.readers === 0 && entry.retiredAt === undefined)
+      // A retired descriptor stays open for its grace period; a prune closes it then.
+      if (entry.evicted && entry.readers === 0 && entry.retiredAt === undefined) {
         close(entry.fd, () => undefined);
+      }
     });
+  }
+
+  /**
+   * Forgets the file remembered for `key` (it was removed): new requests look at the name again; requests
+   * that found it keep reading it for a grace period, then its descriptor closes once no stream reads it.
+   */
+  forget(key: string): void {
+    this.#retire(key);
   }
 
   /** Closes every descriptor no stream reads; the rest close as their streams end. */
   close(): void {
     this.#closed = true;
+    clearInterval(this.#pruner);
     for (const key of [...this.#entries.keys()]) this.#evict(key);
-    this.prune(Number.POSITIVE_INFINITY);
+    this.#closeRetired(Number.POSITIVE_INFINITY);
   }
 
-  /**
-   * The file under `key` was removed on purpose: new requests look at the name again; requests that found
-   * it keep reading it for a grace period.
-   */
-  retire(key: string): void {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
-    this.#entries.delete(key);
-    entry.evicted = true;
-    entry.retiredAt = performance.now();
-    this.#retired.set(entry.info.fileId, entry);
+  /** Whether the entry's name still names its file; records when that was seen. */
+  async #stillNamed(entry: Entry): Promise<boolean> {
+    const now = performance.now();
+    const current = await statAsync(entry.path, { bigint: true }).catch(() => undefined);
+    if (current === undefined || fileInfo(current).fileId !== entry.info.fileId) return false;
+    entry.checkedAt = now;
+    return true;
   }
 
-  /**
-   * Retires descriptors whose file was unlinked (by another process), then closes retired descriptors
-   * older than the grace period that no stream reads. Cheap: one `fstat` per open descriptor.
-   */
-  prune(now = performance.now()): void {
-    for (const [key, entry] of [...this.#entries]) {
-      let links: number;
-      try {
-        links = fstatSync(entry.fd).nlink;
-      } catch {
-        links = 0;
+  /** Drops remembered files removed or replaced meanwhile, so their space comes free without a request. */
+  async #prune(): Promise<void> {
+    if (this.#pruning) return;
+    this.#pruning = true;
+    try {
+      for (const [key, entry] of [...this.#entries]) {
+        if (performance.now() - entry.checkedAt <= this.#revalidateMs) continue;
+        if (!(await this.#stillNamed(entry)) && this.#entries.get(key) === entry) this.#evict(key);
       }
-      if (links === 0) this.retire(key);
-    }
-    for (const [fileId, entry] of this.#retired) {
-      if (now - (entry.retiredAt ?? 0) < RETIRED_GRACE_MS) continue;
-      this.#retired.delete(fileId);
-      entry.retiredAt = undefined;
-      if (entry.readers === 0) close(entry.fd, () => undefined);
+      this.#closeRetired(performance.now());
+    } finally {
+      this.#pruning = false;
     }
   }
 
@@ -171,6 +185,8 @@ export class FinalFiles {
       const entry: Entry = {
         fd,
         info: { ...fileInfo(st), identity: await this.#describe(key, st) },
+        path,
+        checkedAt: performance.now(),
         readers: 0,
         evicted: false,
         retiredAt: undefined,
@@ -182,11 +198,32 @@ export class FinalFiles {
       }
       this.#evict(key);
       this.#entries.set(key, entry);
+      this.#pruner ??= setInterval(() => void this.#prune(), this.#revalidateMs).unref();
       while (this.#entries.size > this.#max) this.#evict(this.#entries.keys().next().value as string);
       return entry;
     } catch (err) {
       close(fd, () => undefined);
       throw storageError(err);
+    }
+  }
+
+  #retire(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    entry.evicted = true;
+    entry.retiredAt = performance.now();
+    this.#retired.set(entry.info.fileId, entry);
+    if (!this.#closed) this.#pruner ??= setInterval(() => void this.#prune(), this.#revalidateMs).unref();
+  }
+
+  /** Closes retired descriptors past their grace; those still read close as their last stream ends. */
+  #closeRetired(now: number): void {
+    for (const [fileId, entry] of this.#retired) {
+      if (now - (entry.retiredAt ?? 0) < this.#revalidateMs) continue;
+      this.#retired.delete(fileId);
+      entry.retiredAt = undefined;
+      if (entry.readers === 0) close(entry.fd, () => undefined);
     }
   }
 

@@ -103,6 +103,11 @@ export interface FsRecordingStoreOptions {
   /** Finished recordings whose descriptors stay open for warm requests. @default 256 */
   maxOpenFiles?: number;
   /**
+   * How long a remembered finished file is served before its name is looked at again, in ms: a file another
+   * process removed (purged, evicted) or replaced is served from here for at most this long. @default 1000
+   */
+  finalRevalidateMs?: number;
+  /**
    * How long `commit` waits for slice writers of other processes to release the partial before renaming it
    * anyway (their bytes are identical; only the mtime could move). @default 2000
    */
@@ -130,8 +135,10 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     }
     this.dir = options.dir;
     this.commitWaitMs = wait;
-    this.#finals = new FinalFiles(options.maxOpenFiles ?? 256, (id, st) =>
-      this.#describe(id, st.ino, st.size),
+    this.#finals = new FinalFiles(
+      options.maxOpenFiles ?? 256,
+      (id, st) => this.#describe(id, st.ino, st.size),
+      options.finalRevalidateMs ?? 1000,
     );
   }
 
@@ -337,25 +344,14 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     for (const name of doomed) await unlinkIfPresent(join(this.dir, name));
   }
 
-  async removeFinal(id: string): Promise<number | undefined> {
-    const path = this.finalPath(id);
-    let size: number;
-    try {
-      size = Number((await stat(path)).size);
-      // The identity record first: a crash between the two leaves a file without identity, never served.
-      await unlinkIfPresent(this.identityPath(id));
-      await unlink(path);
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw storageError(err);
-    } finally {
-      this.#finals.retire(id);
-    }
-    return size;
-  }
-
-  async releaseRemoved(): Promise<void> {
-    this.#finals.prune();
+  async remove(id: string): Promise<number | undefined> {
+    const final = await statPath(this.finalPath(id));
+    // The recording first, so nobody finds it by name while its identity record is already gone.
+    await unlinkIfPresent(this.finalPath(id));
+    this.#finals.forget(id);
+    await unlinkIfPresent(this.identityPath(id));
+    await this.removeLeftovers(id);
+    return final?.size;
   }
 
   async finished(): Promise<FinishedFile[]> {

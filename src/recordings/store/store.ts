@@ -271,22 +271,16 @@ export interface RecordingStore {
    */
   removeLeftovers(id: string): Promise<void>;
 
+  /**
+   * Lock holder only. Removes everything stored for `id`: the finished recording, its identity record, and
+   * every generation with its pointer. Resolves to the finished file's size, or `undefined` when there was
+   * none. Streams already reading the file finish; this process's later `stat`s do not see it, and other
+   * processes stop serving it within their descriptors' revalidation time (see final-files.ts).
+   */
+  remove(id: string): Promise<number | undefined>;
+
   /** Removes temporary files (half-made sidecars, write probes) older than `maxAgeMs`; resolves to the count. */
   sweepTemporary(maxAgeMs: number): Promise<number>;
-
-  /**
-   * Lock holder (an evictor holding the recording's lock) only. Removes the finished recording and its
-   * identity record; resolves to the bytes removed, or `undefined` when there was no finished file. Streams
-   * already reading the file, in this process (its descriptor is retired, not closed) or another, read it
-   * to the end: the bytes stay until the last descriptor closes.
-   */
-  removeFinal(id: string): Promise<number | undefined>;
-
-  /**
-   * Closes descriptors kept for warm requests whose file another process removed, so its disk space is
-   * freed (see `final-files.ts`). Run periodically.
-   */
-  releaseRemoved(): Promise<void>;
 
   /** The finished recordings on disk now: a directory scan, only for filling an empty cache index. */
   finished(): Promise<FinishedFile[]>;
