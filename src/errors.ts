@@ -44,6 +44,16 @@ export const ERRORS = {
     status: 502,
     message: 'The recording provider is unavailable; try again later',
   },
+  RECGATE_UPSTREAM_BUSY: {
+    status: 503,
+    message: 'Too many recordings are being fetched from the provider; try again shortly',
+    retryAfterS: 5,
+  },
+  RECGATE_UPSTREAM_THROTTLED: {
+    status: 503,
+    message: 'The recording provider asked the gateway to slow down; try again later',
+    retryAfterS: 5,
+  },
   RECGATE_UPSTREAM_TIMEOUT: { status: 504, message: 'The recording provider did not answer in time' },
   RECGATE_UPSTREAM_BAD_MEDIA: {
     status: 502,

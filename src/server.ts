@@ -8,15 +8,24 @@ import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
 import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, recordingsDir } from './config/config.js';
+import { type Config, recordingsDir, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
 import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
+import { RateLimiter } from './limits/rate-limiter.js';
 import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
-import { cacheEventMetrics, getMetrics } from './observability/metrics.js';
+import {
+  admissionMetrics,
+  breakerMetrics,
+  cacheEventMetrics,
+  getMetrics,
+  type Metrics,
+} from './observability/metrics.js';
 import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
+import type { Admission } from './recordings/admission/admission.js';
+import { LocalAdmission } from './recordings/admission/local.js';
 import { type CacheIndex, openCacheIndex } from './recordings/cache-index/open.js';
 import { Evictor } from './recordings/eviction.js';
 import {
@@ -28,6 +37,7 @@ import {
 import type { Locker } from './recordings/lock/lock.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
+import { UpstreamBreaker } from './upstream/breaker.js';
 import { TwilioClient, type TwilioClientOptions } from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
@@ -69,6 +79,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   }
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
+  const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
   const upstream = new TwilioClient({
     baseUrl: config.twilioApiBase,
     accountSid: config.twilioAccountSid,
@@ -76,6 +87,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     apiKey: config.twilioApiKey,
     apiSecret: config.twilioApiSecret,
     ...options.upstream,
+    breaker,
     logger,
     onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
     onRequest: (event) =>
@@ -95,6 +107,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
           ...(database.schema === undefined ? {} : { schema: database.schema }),
         })
       : undefined;
+  const admission = await createAdmission(config, database, metrics);
   const dir = recordingsDir(config);
   const store = new FsRecordingStore({ dir });
   const downloadLocker = locker ?? new FsLocker({ dir, pollIntervalMs: 15 });
@@ -111,6 +124,12 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     onEvent: (event) => {
       countEvent(event);
       evictor?.observe(event);
+    },
+    gate: {
+      admission,
+      breaker,
+      coldLimiter: coldDownloadLimiter(config),
+      onRefused: (reason) => metrics.upstreamRejections.inc({ reason }),
     },
   });
   // Partials of downloads that died long ago (lock free, older than an hour) are removed now and hourly.
@@ -152,6 +171,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       resolver,
       state,
       cache,
+      upstream,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
       audit,
@@ -179,6 +199,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     await evictor?.close();
     await cache.close();
     await bounded?.index.close();
+    await admission.close();
     await prefetchQueue.close();
     await upstream.close();
     await locker?.close();
@@ -237,4 +258,43 @@ async function startEvictor(
     throw err;
   }
   return { evictor, index };
+}
+
+/**
+ * The upstream admission: this process's fair queue, and with `--upstream-concurrency-global` on a
+ * PostgreSQL database, the slots every host shares.
+ */
+async function createAdmission(
+  config: Config,
+  database: ReturnType<typeof parseDatabaseUrl>,
+  metrics: Metrics,
+): Promise<Admission> {
+  const local = {
+    concurrency: config.upstreamConcurrency,
+    maxQueue: config.upstreamQueueMax,
+    timeoutMs: upstreamQueueTimeoutMs(config),
+    onEvent: admissionMetrics(metrics),
+  };
+  if (config.upstreamConcurrencyGlobal === undefined || database.kind !== 'postgres') {
+    return new LocalAdmission(local);
+  }
+  const { PostgresAdmission } = await import('./recordings/admission/postgres.js');
+  return new PostgresAdmission({
+    ...local,
+    connectionString: database.connectionString,
+    slots: config.upstreamConcurrencyGlobal,
+    namespace: database.schema ?? '',
+  });
+}
+
+/**
+ * The per-business limit on new downloads, per host: under `--workers N` each worker allows 1/N of the rate
+ * and of the burst (at least one), as a request may land on any worker. `undefined` when it is off (0).
+ */
+function coldDownloadLimiter(config: Config): RateLimiter | undefined {
+  if (config.coldDownloadRate <= 0) return undefined;
+  return new RateLimiter({
+    ratePerS: config.coldDownloadRate / config.workers,
+    burst: Math.max(1, Math.floor(config.coldDownloadBurst / config.workers)),
+  });
 }

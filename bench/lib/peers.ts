@@ -348,6 +348,9 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
     RECGATE_LOG_LEVEL: 'warn',
     // Stopping between runs needs no time for load balancers to notice.
     RECGATE_DRAIN_DELAY: '0',
+    // Every benchmark and the soak play one synthetic business; the per-business limit on new downloads is
+    // there to keep tenants apart, not to pace a load generator.
+    RECGATE_COLD_DOWNLOAD_RATE: '0',
   };
   delete env.NODE_OPTIONS;
   const { child, log } = spawnLogged(process.execPath, args, path.join(dataDir, 'recgate.log'), env);

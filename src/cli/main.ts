@@ -61,6 +61,35 @@ export function buildCli(options: CliOptions = {}): Command {
       '--cache-max-age <duration>',
       'evict recordings nobody played for this long: 30d, 12h (RECGATE_CACHE_MAX_AGE)',
     )
+    .option(
+      '--upstream-concurrency <n>',
+      'upstream downloads per process at once (RECGATE_UPSTREAM_CONCURRENCY)',
+      integer('--upstream-concurrency'),
+    )
+    .option(
+      '--upstream-concurrency-global <n>',
+      'upstream downloads at once across hosts, PostgreSQL only (RECGATE_UPSTREAM_CONCURRENCY_GLOBAL)',
+      integer('--upstream-concurrency-global'),
+    )
+    .option(
+      '--upstream-queue-max <n>',
+      'cold requests waiting for a download slot, per process (RECGATE_UPSTREAM_QUEUE_MAX)',
+      integer('--upstream-queue-max'),
+    )
+    .option(
+      '--upstream-queue-timeout-ms <ms>',
+      'longest wait for a download slot (RECGATE_UPSTREAM_QUEUE_TIMEOUT_MS)',
+      integer('--upstream-queue-timeout-ms'),
+    )
+    .option(
+      '--cold-download-rate <n>',
+      'new downloads per second per business and host, 0 = off (RECGATE_COLD_DOWNLOAD_RATE)',
+    )
+    .option(
+      '--cold-download-burst <n>',
+      'new downloads at once per business and host (RECGATE_COLD_DOWNLOAD_BURST)',
+      integer('--cold-download-burst'),
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (RECGATE_LOG_LEVEL)')
     .option(
       '--keep-after-upstream-delete',
@@ -103,6 +132,12 @@ export function buildCli(options: CliOptions = {}): Command {
         prefetchConcurrency: opts.prefetchConcurrency,
         drainDelayMs: opts.drainDelay,
         shutdownTimeoutMs: opts.shutdownTimeout,
+        upstreamConcurrency: opts.upstreamConcurrency,
+        upstreamConcurrencyGlobal: opts.upstreamConcurrencyGlobal,
+        upstreamQueueMax: opts.upstreamQueueMax,
+        upstreamQueueTimeoutMs: opts.upstreamQueueTimeoutMs,
+        coldDownloadRate: opts.coldDownloadRate,
+        coldDownloadBurst: opts.coldDownloadBurst,
         demo: opts.demo,
       });
       await runServe(config, options.serve);

@@ -32,6 +32,12 @@ const duration = (option: string) =>
     }
   });
 
+const nonNegativeInt = (field: string) =>
+  z.coerce
+    .number({ message: `${field} must be a number` })
+    .int(`${field} must be an integer`)
+    .min(0, `${field} must be 0 or more`);
+
 const positiveInt = (field: string) =>
   z.coerce
     .number({ message: `${field} must be a number` })
@@ -148,6 +154,34 @@ export const ConfigSchema = z
      * connections are cut. @default 30000 (30 s)
      */
     shutdownTimeoutMs: durationMs('shutdown-timeout', 3_600_000).default(30_000),
+    /**
+     * Upstream downloads one process runs at once (per worker under --workers); cold requests beyond wait in
+     * a queue fair across businesses. @default 16
+     */
+    upstreamConcurrency: positiveInt('upstream-concurrency').default(16),
+    /**
+     * Upstream downloads at once across every host sharing the PostgreSQL database; needs a postgres://
+     * --database. @default none (only the per-process cap)
+     */
+    upstreamConcurrencyGlobal: positiveInt('upstream-concurrency-global').optional(),
+    /** Cold requests one process lets wait for a download slot; beyond, RECGATE_UPSTREAM_BUSY. @default 1000 */
+    upstreamQueueMax: nonNegativeInt('upstream-queue-max').default(1000),
+    /**
+     * Longest wait for a download slot, ms, before RECGATE_UPSTREAM_BUSY. Must be below lock-timeout-ms: the
+     * download waits holding the recording's lock, and followers in other processes must not time out first.
+     * @default 30000, or half of lock-timeout-ms when that is shorter (see {@link upstreamQueueTimeoutMs})
+     */
+    upstreamQueueTimeoutMs: positiveInt('upstream-queue-timeout-ms').optional(),
+    /**
+     * New upstream downloads a business may start per second, per host (divided among --workers); 0 turns the
+     * limit off. Cache hits and requests joining a download never count. @default 10
+     */
+    coldDownloadRate: z.coerce
+      .number({ message: 'cold-download-rate must be a number' })
+      .min(0, 'cold-download-rate must be 0 or more')
+      .default(10),
+    /** New downloads a business may start at once after a quiet period (divided among --workers). @default 100 */
+    coldDownloadBurst: positiveInt('cold-download-burst').default(100),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -186,6 +220,20 @@ export const ConfigSchema = z
         path: ['cacheMaxBytes'],
         message:
           'cache limits keep their index in the call log, which an in-memory SQLite --database cannot share',
+      });
+    }
+    if (c.upstreamConcurrencyGlobal !== undefined && database?.kind !== 'postgres') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['upstreamConcurrencyGlobal'],
+        message: 'upstream-concurrency-global needs a postgres:// --database',
+      });
+    }
+    if (c.upstreamQueueTimeoutMs !== undefined && c.upstreamQueueTimeoutMs >= c.lockTimeoutMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['upstreamQueueTimeoutMs'],
+        message: 'upstream-queue-timeout-ms must be below lock-timeout-ms',
       });
     }
     if ((c.twilioApiKey === undefined) !== (c.twilioApiSecret === undefined)) {
@@ -239,6 +287,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),
     drainDelayMs: pick('RECGATE_DRAIN_DELAY'),
     shutdownTimeoutMs: pick('RECGATE_SHUTDOWN_TIMEOUT'),
+    upstreamConcurrency: pick('RECGATE_UPSTREAM_CONCURRENCY'),
+    upstreamConcurrencyGlobal: pick('RECGATE_UPSTREAM_CONCURRENCY_GLOBAL'),
+    upstreamQueueMax: pick('RECGATE_UPSTREAM_QUEUE_MAX'),
+    upstreamQueueTimeoutMs: pick('RECGATE_UPSTREAM_QUEUE_TIMEOUT_MS'),
+    coldDownloadRate: pick('RECGATE_COLD_DOWNLOAD_RATE'),
+    coldDownloadBurst: pick('RECGATE_COLD_DOWNLOAD_BURST'),
   }) as ConfigInput;
 }
 
@@ -260,6 +314,13 @@ export function loadConfig(flags: ConfigInput, env: NodeJS.ProcessEnv = process.
     );
   }
   return { ...parsed.data, dataDir: path.resolve(parsed.data.dataDir) };
+}
+
+/** The admission queue's timeout: as configured, else 30 s or half the lock timeout, whichever is shorter. */
+export function upstreamQueueTimeoutMs(
+  config: Pick<Config, 'upstreamQueueTimeoutMs' | 'lockTimeoutMs'>,
+): number {
+  return config.upstreamQueueTimeoutMs ?? Math.max(1, Math.min(30_000, Math.floor(config.lockTimeoutMs / 2)));
 }
 
 export function recordingsDir(config: Pick<Config, 'dataDir'>): string {

@@ -63,6 +63,14 @@ export interface EmulatorStats {
   media_bytes: Record<string, number>;
   /** Sum of `media_bytes`. */
   total_media_bytes: number;
+  /** HEAD media requests per recording SID (never counted in `media_requests`). */
+  head_requests: Record<string, number>;
+  /** Sum of `head_requests`. */
+  total_head_requests: number;
+  /** GET media requests being answered now, from arrival until the response closes. */
+  active_media_requests: number;
+  /** The most GET media requests answered at once since start or the last reset. */
+  max_concurrent_media_requests: number;
 }
 
 export interface ThrottleSettings {
@@ -129,7 +137,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   let baseUrl = '';
   const state = new EmulatorState(accountSid, () => baseUrl);
   const faults = new FaultQueue();
-  const stats: MediaStats = { requests: new Map(), bytes: new Map() };
+  const stats: MediaStats = {
+    requests: new Map(),
+    heads: new Map(),
+    bytes: new Map(),
+    active: 0,
+    maxActive: 0,
+  };
   let signalClosing = () => {};
   const closing = new Promise<void>((resolve) => {
     signalClosing = resolve;
@@ -141,11 +155,18 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       total_media_requests: sum(stats.requests),
       media_bytes: Object.fromEntries(stats.bytes),
       total_media_bytes: sum(stats.bytes),
+      head_requests: Object.fromEntries(stats.heads),
+      total_head_requests: sum(stats.heads),
+      active_media_requests: stats.active,
+      max_concurrent_media_requests: stats.maxActive,
     };
   };
   const reset = () => {
     stats.requests.clear();
+    stats.heads.clear();
     stats.bytes.clear();
+    // Requests still being answered stay counted; the peak starts again from them.
+    stats.maxActive = stats.active;
     faults.clear();
   };
 

@@ -22,6 +22,11 @@ export interface Throttle {
 export interface MediaStats {
   /** GET media requests per recording SID. */
   requests: Map<string, number>;
+  /** HEAD media requests per recording SID. */
+  heads: Map<string, number>;
+  /** GET media requests being answered now (from arrival until the response closes), and the most at once. */
+  active: number;
+  maxActive: number;
   /** Body bytes of GET media responses written to the socket per recording SID (fault bodies included). */
   bytes: Map<string, number>;
 }
@@ -242,8 +247,14 @@ async function serveMedia(
   const log = ctx.logger || undefined;
   const isGet = request.method === 'GET';
   const fault = isGet ? ctx.faults.take(sid) : undefined;
+  const stats = ctx.stats;
   if (isGet) {
-    ctx.stats.requests.set(sid, (ctx.stats.requests.get(sid) ?? 0) + 1);
+    stats.requests.set(sid, (stats.requests.get(sid) ?? 0) + 1);
+    stats.active++;
+    stats.maxActive = Math.max(stats.maxActive, stats.active);
+    reply.raw.once('close', () => stats.active--);
+  } else if (request.method === 'HEAD') {
+    stats.heads.set(sid, (stats.heads.get(sid) ?? 0) + 1);
   }
   const throttle = { ...ctx.throttle };
   if (throttle.ttfbMs > 0 && !(await waitFirstByte(ctx, reply, throttle.ttfbMs))) {

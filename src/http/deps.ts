@@ -9,6 +9,7 @@ import type { PrefetchQueue } from '../prefetch/queue.js';
 import type { RecordingCache } from '../recordings/cache.js';
 import type { RecordingResolver } from '../resolution/resolver.js';
 import type { RecordingState } from '../resolution/state.js';
+import type { Upstream } from '../upstream/upstream.js';
 
 /** Everything the HTTP layer needs, built once per process by `src/server.ts` (or by a test). */
 export interface AppDeps {
@@ -28,6 +29,8 @@ export interface AppDeps {
   /** The one writer of what is known about calls' recordings. */
   state: RecordingState;
   cache: RecordingCache;
+  /** For a HEAD on a recording not cached: the media's metadata, without a download. */
+  upstream: Pick<Upstream, 'headMedia'>;
   jwt: JwtAuth;
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */

@@ -3,6 +3,7 @@
  * `--workers N` the primary can aggregate every worker's figures (prom-client's AggregatorRegistry).
  */
 import client from 'prom-client';
+import type { AdmissionObserver } from '../recordings/admission/admission.js';
 import type { CacheEventHandler } from '../recordings/events.js';
 
 export interface Metrics {
@@ -23,6 +24,12 @@ export interface Metrics {
   auditPlays: client.Counter<'outcome'>;
   prefetchJobs: client.Counter<'outcome'>;
   prefetchQueue: client.Gauge<'state'>;
+  upstreamQueueDepth: client.Gauge;
+  upstreamAdmitted: client.Gauge;
+  upstreamQueueWait: client.Histogram;
+  upstreamRejections: client.Counter<'reason'>;
+  breakerOpen: client.Gauge;
+  breakerTrips: client.Counter;
   registry: client.Registry;
 }
 
@@ -191,6 +198,56 @@ export function getMetrics(): Metrics {
           aggregator: 'max',
         }),
     ),
+    upstreamQueueDepth: getOrCreate(
+      'recgate_upstream_queue_depth',
+      () =>
+        new client.Gauge({
+          name: 'recgate_upstream_queue_depth',
+          help: 'Cold requests waiting for an upstream download slot',
+        }),
+    ),
+    upstreamAdmitted: getOrCreate(
+      'recgate_upstream_admitted',
+      () =>
+        new client.Gauge({
+          name: 'recgate_upstream_admitted',
+          help: 'Upstream download slots in use (downloads admitted and running)',
+        }),
+    ),
+    upstreamQueueWait: getOrCreate(
+      'recgate_upstream_queue_wait_seconds',
+      () =>
+        new client.Histogram({
+          name: 'recgate_upstream_queue_wait_seconds',
+          help: 'Time a download waited for its upstream slot (0 when one was free)',
+          buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+        }),
+    ),
+    upstreamRejections: getOrCreate(
+      'recgate_upstream_rejections_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_upstream_rejections_total',
+          help: 'Cold requests refused before a download, by reason (queue_full, timeout, abandoned, throttled, rate_limited)',
+          labelNames: ['reason'] as const,
+        }),
+    ),
+    breakerOpen: getOrCreate(
+      'recgate_upstream_breaker_open',
+      () =>
+        new client.Gauge({
+          name: 'recgate_upstream_breaker_open',
+          help: 'Whether the upstream breaker is open (1) after a 429; summed over workers',
+        }),
+    ),
+    breakerTrips: getOrCreate(
+      'recgate_upstream_breaker_trips_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_upstream_breaker_trips_total',
+          help: 'Times a 429 opened the upstream breaker',
+        }),
+    ),
   };
   return metrics;
 }
@@ -224,5 +281,31 @@ export function cacheEventMetrics(metrics: Metrics): CacheEventHandler {
         metrics.upstreamBytes.inc({ kind: 'slice' }, e.bytes);
         break;
     }
+  };
+}
+
+/** Maps the admission's reports to the queue depth, slots in use, wait times and refusals. */
+export function admissionMetrics(metrics: Metrics): AdmissionObserver {
+  return (e) => {
+    switch (e.kind) {
+      case 'granted':
+        metrics.upstreamQueueWait.observe(e.waitMs / 1000);
+        break;
+      case 'rejected':
+        metrics.upstreamRejections.inc({ reason: e.reason });
+        break;
+      case 'changed':
+        metrics.upstreamQueueDepth.set(e.queued);
+        metrics.upstreamAdmitted.set(e.active);
+        break;
+    }
+  };
+}
+
+/** Maps the upstream breaker's changes to its gauge and trip counter. */
+export function breakerMetrics(metrics: Metrics): (open: boolean) => void {
+  return (open) => {
+    metrics.breakerOpen.set(open ? 1 : 0);
+    if (open) metrics.breakerTrips.inc();
   };
 }

@@ -170,7 +170,8 @@ export class Prefetcher {
     const signal = this.#abort.signal;
     const recording = await cache.open(
       { ownerCallSid: job.callSid, recordingSid: job.recordingSid },
-      { signal, log: this.#o.logger },
+      // The business's place in the fair upstream queue, as for its users' own requests.
+      { signal, log: this.#o.logger, businessId: job.businessId },
     );
     if (recording.complete) return;
     // Reading along is what keeps a reader on the download; the bytes go nowhere.

@@ -53,6 +53,12 @@ export interface OpenOptions {
    * its headers, which saves one upstream first-byte time.
    */
   readStart?: number | undefined;
+  /**
+   * The business the request is for. When this request makes the process download the recording, the
+   * business's cold-download rate limit applies and it waits its turn in the upstream admission queue, which
+   * is fair across businesses. @default '' (one anonymous business)
+   */
+  businessId?: string | undefined;
 }
 
 export interface RecordingCache {
@@ -61,7 +67,11 @@ export interface RecordingCache {
    * for the single download arrive. Starts that download if no process on the host (or, with a shared
    * lock backend, on any host) is running it. Throws RecgateError for upstream failures
    * (RECGATE_RECORDING_GONE, RECGATE_RECORDING_NOT_READY, RECGATE_UPSTREAM_*), storage failures
-   * (RECGATE_STORAGE_FULL, RECGATE_STORAGE_ERROR) and lock timeouts (RECGATE_LOCK_TIMEOUT).
+   * (RECGATE_STORAGE_FULL, RECGATE_STORAGE_ERROR), lock timeouts (RECGATE_LOCK_TIMEOUT), and when it would
+   * start a download: RECGATE_UPSTREAM_THROTTLED (the upstream breaker is open), RECGATE_RATE_LIMITED (the
+   * business's cold-download rate) and RECGATE_UPSTREAM_BUSY (the admission queue is full or its wait ran
+   * out). A request that finds the file, joins a download or follows another process's never waits for
+   * admission.
    */
   open(ref: RecordingRef, options?: OpenOptions): Promise<CachedRecording>;
 

@@ -35,16 +35,17 @@ export type CacheEventBody =
   | { event: 'recording_saved'; size: number; bytes: number; durationMs: number; ttfbMs: number }
   /**
    * `phase`: `download` (this process's download failed; also when it lost its lock and goes back to
-   * following), or `wait` (a wait on another process failed, such as a lock timeout). `code`: the
+   * following), `wait` (a wait on another process failed, such as a lock timeout), or `admit` (it was
+   * refused before it started: breaker open, rate limit, admission queue full or timed out, or abandoned). `code`: the
    * RecgateError code; `err`: the cause, for the log.
    */
-  | { event: 'download_failed'; code: string; phase: 'wait' | 'download'; err: unknown }
   /**
    * Everything stored for the recording was removed: `reason` says why (`purge`: an operator's purge;
    * `upstream_deleted`: Twilio reported it deleted); `size`: the finished file's bytes, or `null` if there was
    * none (only partials, or nothing).
    */
   | { event: 'recording_removed'; reason: RemoveReason; size: number | null }
+  | { event: 'download_failed'; code: string; phase: 'wait' | 'admit' | 'download'; err: unknown }
   /** The lock came free without a final file: this process takes the download over. `received`: bytes seen. */
   | { event: 'takeover'; received: number }
   /** A download continues from `offset` (a resumed exchange, or a complete leftover found). */

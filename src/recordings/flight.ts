@@ -46,6 +46,10 @@ export class Flight {
   #stall: StallHandler | undefined;
   /** Open read streams; handles close when the flight is over and this drops to 0. */
   #readers = 0;
+  /** Requests waiting for {@link ready}. */
+  #waiting = 0;
+  /** Aborted when the last waiting request leaves while the flight waits for admission. */
+  #queue: AbortController | undefined;
   readonly #abort = new AbortController();
   readonly #handles = new Set<ReadHandle>();
   readonly #waiters = new Set<() => void>();
@@ -107,6 +111,45 @@ export class Flight {
   /** Aborted when the flight is cancelled (the cache closes); the download and its slices stop. */
   get signal(): AbortSignal {
     return this.#abort.signal;
+  }
+
+  /**
+   * Counts a request waiting for {@link ready}; returns what uncounts it (once it is ready, or it left).
+   * When the count drops to 0 while the flight waits for admission, {@link enterQueue}'s signal aborts.
+   */
+  addWaiter(): () => void {
+    this.#waiting++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#waiting--;
+      if (this.#waiting === 0 && this.#identity === undefined) {
+        this.#queue?.abort(createError('RECGATE_CLIENT_CLOSED'));
+      }
+    };
+  }
+
+  /**
+   * The flight waits for admission: the signal aborts when no request waits for it (at once if none does).
+   * Once readers were promised a size (a takeover of another process's download), they count as wanting it
+   * and the signal never aborts.
+   */
+  enterQueue(): AbortSignal {
+    this.#queue = new AbortController();
+    if (this.#waiting === 0 && this.#identity === undefined) {
+      this.#queue.abort(createError('RECGATE_CLIENT_CLOSED'));
+    }
+    return this.#queue.signal;
+  }
+
+  leaveQueue(): void {
+    this.#queue = undefined;
+  }
+
+  /** Every request left while the flight waited for admission: it starts nothing and nobody may join it. */
+  get abandoned(): boolean {
+    return this.#queue?.signal.aborted ?? false;
   }
 
   setOrigin(origin: CacheOutcome): void {

@@ -33,6 +33,7 @@ import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
 import type { Upstream } from '../upstream/upstream.js';
+import { UpstreamGate, type UpstreamGateOptions } from './admission/gate.js';
 import type { CacheEventHandler } from './events.js';
 import { LocalCache, type LocalRecordingCache } from './local-cache.js';
 import { FsLocker } from './lock/fs.js';
@@ -41,6 +42,9 @@ import { type SeekAheadOptions, seekAheadSettings } from './seek-ahead.js';
 import { FsRecordingStore } from './store/fs.js';
 import type { RecordingStore } from './store/store.js';
 
+export type { Admission, AdmissionEvent, AdmissionPermit } from './admission/admission.js';
+export type { BreakerView, UpstreamGateOptions } from './admission/gate.js';
+export { LocalAdmission, type LocalAdmissionOptions } from './admission/local.js';
 export type {
   CachedRecording,
   CacheOutcome,
@@ -92,6 +96,12 @@ export interface RecordingCacheOptions {
    * turns them off. Each field has its own default ({@link SEEK_AHEAD_DEFAULTS}). @default on
    */
   seekAhead?: SeekAheadOptions | false;
+  /**
+   * What a download of this process passes before it starts: the upstream breaker (fail fast while it is
+   * open), a per-business cold-download rate limit, and the admission queue. Seek-ahead slices belong to an
+   * admitted download and take no permit of their own. @default none of them
+   */
+  gate?: UpstreamGateOptions;
 }
 
 /**
@@ -129,6 +139,7 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
     sweepMaxAgeMs,
     onEvent: options.onEvent,
     seekAhead,
+    gate: new UpstreamGate(options.gate),
   });
 }
 

@@ -16,6 +16,7 @@ import { createError } from '../errors.js';
 import { raceAbort } from '../io/abort.js';
 import type { CallSid } from '../sid.js';
 import type { Upstream } from '../upstream/upstream.js';
+import type { UpstreamGate } from './admission/gate.js';
 import type {
   CachedRecording,
   CacheOutcome,
@@ -51,6 +52,8 @@ export interface LocalCacheSettings {
   sweepMaxAgeMs: number;
   onEvent: CacheEventHandler | undefined;
   seekAhead: SeekAheadSettings;
+  /** Breaker, cold-download rate limit and admission queue before each download this process runs. */
+  gate: UpstreamGate;
 }
 
 export interface SweepResult {
@@ -114,7 +117,7 @@ export class LocalCache implements LocalRecordingCache {
       // Look again after the await, and start the flight without awaiting: that makes it single.
       entry = this.#running(ref);
       joined = entry !== undefined;
-      entry ??= this.#start(ref, log);
+      entry ??= this.#start(ref, log, options.businessId ?? '');
     }
     const { flight } = entry;
     if (joined) log.debug({ event: 'download_joined' }, 'Joining the download in flight');
@@ -122,7 +125,12 @@ export class LocalCache implements LocalRecordingCache {
     if (readStart !== undefined && Number.isSafeInteger(readStart) && readStart >= 0) {
       entry.seekAhead.hint(readStart);
     }
-    await raceAbort(flight.ready, signal);
+    const waited = flight.addWaiter();
+    try {
+      await raceAbort(flight.ready, signal);
+    } finally {
+      waited();
+    }
     const outcome: CacheOutcome = flight.origin === 'hit' ? 'hit' : joined ? 'wait' : flight.origin;
     return new InflightRecording(ref, flight.identity!, outcome, flight, this.#s.store, undefined);
   }
@@ -252,10 +260,12 @@ export class LocalCache implements LocalRecordingCache {
   #running(ref: RecordingRef): Entry | undefined {
     const entry = this.#flights.get(ref.ownerCallSid);
     const flight = entry?.flight;
-    return flight?.state === 'running' && flight.ref.recordingSid === ref.recordingSid ? entry : undefined;
+    return flight?.state === 'running' && !flight.abandoned && flight.ref.recordingSid === ref.recordingSid
+      ? entry
+      : undefined;
   }
 
-  #start(ref: RecordingRef, log: Logger): Entry {
+  #start(ref: RecordingRef, log: Logger, businessId: string): Entry {
     const id = ref.ownerCallSid;
     // A flight of this process that is ending (or one for the call's previous recording) finishes first.
     const previous = this.#flights.get(id);
@@ -280,6 +290,8 @@ export class LocalCache implements LocalRecordingCache {
       locker: this.#s.locker,
       upstream: this.#s.upstream,
       seekAhead,
+      gate: this.#s.gate,
+      businessId,
       settings: {
         lockTimeoutMs: this.#s.lockTimeoutMs,
         pollIntervalMs: this.#s.pollIntervalMs,

@@ -16,7 +16,10 @@
  *   their total stays within `maxFraction` of the recording, so every process agrees which claims hold and
  *   slices of all processes together fetch at most that much. A process runs at most
  *   `maxConcurrentPerRecording` slices of one recording and `maxConcurrentPerProcess` in all. A reader that
- *   gets no slice waits for the download, as without seek-ahead.
+ *   gets no slice waits for the download, as without seek-ahead. Slices belong to a download that was
+ *   admitted (`admission/`) and take no admission slot of their own: they are bounded here, per recording
+ *   and per process, and a slice that had to queue behind other recordings' downloads would come too late
+ *   to help a seek. They still pass the upstream breaker, as every upstream request does.
  * - **Correctness.** Only an upstream that announced ranges (`acceptsRanges`) with an ETag and a size is
  *   sliced. A slice must come back `206` from the requested offset with the download's ETag, Last-Modified
  *   and total size; a `200` (Range ignored) ends seek-ahead for the recording (`no_range`), other mismatches

@@ -8,7 +8,7 @@ import type { Dispatcher } from 'undici';
 import { createError } from '../errors.js';
 import { abortError, discard, errorCode, headerValue } from './http-util.js';
 import { isNonNegativeInt } from './options.js';
-import type { MediaRequest, MediaResponse } from './upstream.js';
+import type { MediaHead, MediaRequest, MediaResponse } from './upstream.js';
 
 /** The `Range` header for `request`, or `undefined` for the whole file. Throws a TypeError for a bad range. */
 export function rangeHeader(request: MediaRequest): string | undefined {
@@ -62,6 +62,19 @@ export function toMediaResponse(
     contentType: headerValue(res.headers['content-type']),
     acceptsRanges: status === 206 || (acceptRanges !== null && /\bbytes\b/i.test(acceptRanges)),
     body: guardBody(res.body, contentLength, signal, endsWithConnection(res.headers, contentLength)),
+  };
+}
+
+/** A 200 answer to a HEAD on the media as a {@link MediaHead}; its (empty) body is dropped. */
+export function toMediaHead(res: Dispatcher.ResponseData): MediaHead {
+  discard(res.body);
+  const acceptRanges = headerValue(res.headers['accept-ranges']);
+  return {
+    size: parseNonNegativeInt(headerValue(res.headers['content-length'])),
+    etag: headerValue(res.headers.etag),
+    lastModified: headerValue(res.headers['last-modified']),
+    contentType: headerValue(res.headers['content-type']),
+    acceptsRanges: acceptRanges !== null && /\bbytes\b/i.test(acceptRanges),
   };
 }
 

@@ -4,19 +4,23 @@
  */
 import type { Logger } from 'pino';
 import { isAccountSid } from '../sid.js';
+import { UpstreamBreaker } from './breaker.js';
 
 export interface TwilioRetryPolicy {
   /** Requests per operation, the first one included. @default 6 */
   maxAttempts?: number;
   /** Backoff before the first retry; doubles each retry, with full jitter. @default 200 */
   baseDelayMs?: number;
-  /** Upper bound of one backoff, including a server's `Retry-After`. @default 5000 */
+  /**
+   * Upper bound of one backoff. A server's `Retry-After` is never shortened: one longer than this (or than
+   * what is left of `maxTotalMs`) ends the operation with RECGATE_UPSTREAM_THROTTLED instead. @default 5000
+   */
   maxDelayMs?: number;
   /** No retry starts later than this after the operation began; backoffs are shortened to fit. @default 30000 */
   maxTotalMs?: number;
 }
 
-export type TwilioOperation = 'getCall' | 'getRecording' | 'listCallRecordings' | 'fetchMedia';
+export type TwilioOperation = 'getCall' | 'getRecording' | 'listCallRecordings' | 'fetchMedia' | 'headMedia';
 
 /** Why an attempt failed in a way worth retrying. */
 export type RetryReason = 'not_ready' | 'rate_limited' | 'server_error' | 'network' | 'timeout';
@@ -71,6 +75,12 @@ export interface TwilioClientOptions {
   onRetry?: (event: RetryEvent) => void;
   /** Called once per HTTP exchange, redirects included (for metrics). Exceptions are ignored. @default none */
   onRequest?: (event: RequestEvent) => void;
+  /**
+   * The process's circuit breaker: a 429 opens it for the `Retry-After`, and no request goes out while it is
+   * open. Pass the one the rest of the process reads (the recording cache fails cold requests fast with it).
+   * @default a breaker of this client's own
+   */
+  breaker?: UpstreamBreaker;
 }
 
 /** {@link TwilioClientOptions} checked, with every default filled in and the credentials encoded. */
@@ -86,6 +96,7 @@ export interface ResolvedOptions {
   logger: Logger | undefined;
   onRetry: ((event: RetryEvent) => void) | undefined;
   onRequest: ((event: RequestEvent) => void) | undefined;
+  breaker: UpstreamBreaker;
 }
 
 const DEFAULT_BASE_URL = 'https://api.twilio.com';
@@ -119,7 +130,15 @@ export function resolveOptions(options: TwilioClientOptions): ResolvedOptions {
     logger: logger?.child({ component: 'twilio-client' }),
     onRetry: options.onRetry,
     onRequest: options.onRequest,
+    breaker: resolveBreaker(options.breaker),
   };
+}
+
+function resolveBreaker(breaker: unknown): UpstreamBreaker {
+  if (breaker === undefined) return new UpstreamBreaker();
+  if (!(breaker instanceof UpstreamBreaker))
+    throw new TypeError('options.breaker must be an UpstreamBreaker');
+  return breaker;
 }
 
 function resolveBaseUrl(raw: string): URL {

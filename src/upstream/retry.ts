@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { createError, isRecgateError, type RecgateError } from '../errors.js';
+import type { UpstreamBreaker } from './breaker.js';
 import { abortError, errorCode, headerValue } from './http-util.js';
 import type { RetryEvent, RetryReason, TwilioOperation, TwilioRetryPolicy } from './options.js';
 import { type ErrorDetail, upstreamStatusError } from './twilio-json.js';
@@ -58,6 +59,8 @@ export class RetryableFailure extends Error {
 /** What the retry loop needs from the client's options. */
 export interface RetrySettings {
   retry: Required<TwilioRetryPolicy>;
+  /** No retry goes out before it closes; one that could not wait for it ends the operation throttled. */
+  breaker: UpstreamBreaker | undefined;
   logger: Logger | undefined;
   onRetry: ((event: RetryEvent) => void) | undefined;
 }
@@ -82,7 +85,10 @@ export async function withRetry<T>(
       failure = retryableFailure(ctx, err);
     }
     const elapsed = Date.now() - started;
-    const delayMs = backoffDelay(settings.retry, n, failure.retryAfterMs, elapsed);
+    // The server's Retry-After, or the breaker's window if another request opened it for longer.
+    const open = settings.breaker?.remainingMs() ?? 0;
+    const notBefore = open > 0 ? Math.max(failure.retryAfterMs ?? 0, open) : failure.retryAfterMs;
+    const delayMs = backoffDelay(settings.retry, n, notBefore, elapsed);
     if (delayMs === undefined) {
       settings.logger?.warn(
         {
@@ -95,7 +101,10 @@ export async function withRetry<T>(
         },
         'Upstream retries exhausted',
       );
-      throw exhausted(ctx, failure, n, elapsed);
+      const error = exhausted(ctx, failure, n, elapsed);
+      throw settings.breaker !== undefined && settings.breaker.remainingMs() > 0
+        ? settings.breaker.error(error.cause)
+        : error;
     }
     announceRetry(ctx, settings, n, failure, delayMs);
     try {
@@ -119,8 +128,10 @@ function retryableFailure(ctx: OperationContext, err: unknown): Failure {
 
 /**
  * How long to wait after failed attempt `attempt` (1-based), `elapsedMs` into the operation: the server's
- * `Retry-After` if it gave one, else a full-jitter draw from an exponential backoff; never more than
- * `maxDelayMs` nor than what is left of `maxTotalMs`. `undefined` when no attempt is left.
+ * `Retry-After` if it gave one, in full, else a full-jitter draw from an exponential backoff of at most
+ * `maxDelayMs`; never more than what is left of `maxTotalMs`. `undefined` when no attempt is left, and when
+ * the `Retry-After` is longer than `maxDelayMs` or than what is left: a retry is never sent sooner than the
+ * server asked.
  */
 export function backoffDelay(
   policy: Required<TwilioRetryPolicy>,
@@ -131,9 +142,11 @@ export function backoffDelay(
 ): number | undefined {
   const remaining = policy.maxTotalMs - elapsedMs;
   if (attempt >= policy.maxAttempts || remaining <= 0) return undefined;
+  if (retryAfterMs !== null) {
+    return retryAfterMs > policy.maxDelayMs || retryAfterMs >= remaining ? undefined : retryAfterMs;
+  }
   const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
-  const wanted = retryAfterMs ?? Math.floor(random() * (backoff + 1));
-  return Math.min(wanted, policy.maxDelayMs, remaining);
+  return Math.min(Math.floor(random() * (backoff + 1)), remaining);
 }
 
 /** Logs the retry at warn and tells `onRetry`, whose exceptions are logged and ignored. */

@@ -13,9 +13,15 @@ import { createError } from '../errors.js';
 import { redactUrl } from '../observability/logger.js';
 import { type CallSid, parseCallSid, parseRecordingSid, type RecordingSid } from '../sid.js';
 import { errorCode, headerValue } from './http-util.js';
-import { rangeHeader, toMediaResponse } from './media.js';
+import { rangeHeader, toMediaHead, toMediaResponse } from './media.js';
 import { type ResolvedOptions, resolveOptions, type TwilioClientOptions } from './options.js';
-import { type OperationContext, RetryableFailure, statusFailure, withRetry } from './retry.js';
+import {
+  type OperationContext,
+  parseRetryAfter,
+  RetryableFailure,
+  statusFailure,
+  withRetry,
+} from './retry.js';
 import {
   type ErrorDetail,
   malformed,
@@ -26,7 +32,14 @@ import {
   readJson,
   upstreamStatusError,
 } from './twilio-json.js';
-import type { MediaRequest, MediaResponse, Upstream, UpstreamCall, UpstreamRecording } from './upstream.js';
+import type {
+  MediaHead,
+  MediaRequest,
+  MediaResponse,
+  Upstream,
+  UpstreamCall,
+  UpstreamRecording,
+} from './upstream.js';
 
 export type {
   RequestEvent,
@@ -132,6 +145,21 @@ export class TwilioClient implements Upstream {
     return toMediaResponse(sid, res, request.signal);
   }
 
+  async headMedia(recordingSid: RecordingSid, signal?: AbortSignal): Promise<MediaHead> {
+    const sid = parseRecordingSid(recordingSid);
+    const ctx: OperationContext = { operation: 'headMedia', sid, signal };
+    const mediaUrl = `${this.#accountUrl}/Recordings/${sid}.mp3`;
+    const res = await withRetry(ctx, this.#options, async () => {
+      const response = await this.#send(ctx, mediaUrl, { accept: 'audio/mpeg' }, 'HEAD');
+      const status = response.statusCode;
+      if (status === 200) return response;
+      const detail = await readErrorDetail(response.body);
+      if (status === 404) await this.#checkRecordingStillComing(ctx, sid, detail);
+      throw statusFailure('headMedia', status, response.headers, detail);
+    });
+    return toMediaHead(res);
+  }
+
   /** Waits for requests in flight (and their bodies) to finish, then closes every connection. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -192,6 +220,7 @@ export class TwilioClient implements Upstream {
     ctx: OperationContext,
     url: string,
     extraHeaders: Record<string, string>,
+    method: 'GET' | 'HEAD' = 'GET',
   ): Promise<Dispatcher.ResponseData> {
     if (this.#closed)
       throw createError('RECGATE_SHUTTING_DOWN', { cause: new Error('TwilioClient is closed') });
@@ -200,7 +229,7 @@ export class TwilioClient implements Upstream {
       const headers: Record<string, string> = { ...extraHeaders, 'user-agent': 'recgate' };
       if (current.origin === this.#options.baseUrl.origin)
         headers.authorization = this.#options.authorization;
-      const response = await this.#exchange(ctx, current, headers);
+      const response = await this.#exchange(ctx, current, headers, method);
       if (!REDIRECT_STATUSES.has(response.statusCode)) return response;
 
       await readErrorDetail(response.body);
@@ -213,19 +242,24 @@ export class TwilioClient implements Upstream {
     }
   }
 
-  /** One HTTP exchange, reported whether it answered or failed. */
+  /**
+   * One HTTP exchange, reported whether it answered or failed. Nothing goes out while the breaker is open,
+   * and a 429 opens it.
+   */
   async #exchange(
     ctx: OperationContext,
     url: URL,
     headers: Record<string, string>,
+    method: 'GET' | 'HEAD',
   ): Promise<Dispatcher.ResponseData> {
+    this.#options.breaker.check();
     const started = performance.now();
     let response: Dispatcher.ResponseData;
     try {
       response = await this.#agent.request({
         origin: url.origin,
         path: `${url.pathname}${url.search}`,
-        method: 'GET',
+        method,
         headers,
         signal: ctx.signal,
       });
@@ -234,6 +268,9 @@ export class TwilioClient implements Upstream {
       throw err;
     }
     this.#report(ctx, url, response.statusCode, null, started);
+    if (response.statusCode === 429) {
+      this.#options.breaker.trip(parseRetryAfter(headerValue(response.headers['retry-after'])));
+    }
     return response;
   }
 

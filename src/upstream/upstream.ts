@@ -65,6 +65,17 @@ export interface MediaResponse {
   body: Readable;
 }
 
+/** What a HEAD on the media says, without its body. */
+export interface MediaHead {
+  /** Size of the whole recording (Content-Length), if the upstream said. */
+  size: number | null;
+  etag: string | null;
+  lastModified: string | null;
+  contentType: string | null;
+  /** Whether the upstream advertised `Accept-Ranges: bytes`. */
+  acceptsRanges: boolean;
+}
+
 export interface Upstream {
   /** The call, or `undefined` if the upstream does not know it (404). */
   getCall(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamCall | undefined>;
@@ -82,6 +93,12 @@ export interface Upstream {
    * RECGATE_RECORDING_NOT_READY when it stays unavailable, RECGATE_UPSTREAM_UNAVAILABLE / _TIMEOUT / _AUTH.
    */
   fetchMedia(recordingSid: RecordingSid, request?: MediaRequest): Promise<MediaResponse>;
+
+  /**
+   * The media's metadata from an HTTP HEAD (Content-Length, ETag, Last-Modified, Content-Type,
+   * Accept-Ranges): no body is transferred. Retries and throws as {@link fetchMedia} does.
+   */
+  headMedia(recordingSid: RecordingSid, signal?: AbortSignal): Promise<MediaHead>;
 
   close(): Promise<void>;
 }

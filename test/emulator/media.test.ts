@@ -98,13 +98,31 @@ describe('emulator media', () => {
     assert.ok(Buffer.from(await ranged.arrayBuffer()).equals(body.subarray(0, 44)));
   });
 
-  it('answers HEAD with headers only and does not count it', async () => {
+  it('answers HEAD with headers only and counts it apart from GET', async () => {
     const res = await media('.mp3', {}, 'HEAD');
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-length'), '200000');
     assert.equal(res.headers.get('accept-ranges'), 'bytes');
     assert.equal((await res.arrayBuffer()).byteLength, 0);
-    assert.equal(emulator.stats().total_media_requests, 0);
+    const stats = emulator.stats();
+    assert.equal(stats.total_media_requests, 0);
+    assert.deepEqual(stats.head_requests, { [recording.recording_sid!]: 1 });
+    assert.equal(stats.total_head_requests, 1);
+  });
+
+  it('reports the GET media requests answered now and the most at once', async () => {
+    emulator.setThrottle({ ttfbMs: 200 });
+    const pending = [media(), media(), media()];
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(emulator.stats().active_media_requests, 3);
+    await Promise.all(pending.map(async (p) => (await p).arrayBuffer()));
+    let stats = emulator.stats();
+    assert.equal(stats.active_media_requests, 0);
+    assert.equal(stats.max_concurrent_media_requests, 3);
+    emulator.reset();
+    stats = emulator.stats();
+    assert.equal(stats.max_concurrent_media_requests, 0);
+    assert.equal(stats.total_head_requests, 0);
   });
 
   it('serves ranges: 206 with Content-Range, suffix, open-ended, clamped', async () => {

@@ -18,7 +18,7 @@ import { createError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache, type RecordingCacheOptions } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import type { MediaRequest, MediaResponse, Upstream } from '../../src/upstream/upstream.js';
+import type { MediaHead, MediaRequest, MediaResponse, Upstream } from '../../src/upstream/upstream.js';
 
 import { hex32 } from '../helpers/common.js';
 import { finishedNames, settledFiles } from '../helpers/recordings.js';
@@ -132,8 +132,10 @@ export interface FakeUpstreamOptions {
  * An in-process {@link Upstream} serving one Buffer, counting calls and the ranges asked for. It passes the
  * fetchMedia part of the Upstream contract (test/upstream/contract.ts).
  */
-export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
+export class FakeUpstream implements Pick<Upstream, 'fetchMedia' | 'headMedia'> {
   readonly calls: MediaRequest[] = [];
+  /** HEAD requests answered. */
+  heads = 0;
   options: FakeUpstreamOptions;
   /** Bodies whose stream has been created, ended or not. */
   bodiesStarted = 0;
@@ -146,6 +148,21 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia'> {
 
   constructor(options: FakeUpstreamOptions) {
     this.options = options;
+  }
+
+  async headMedia(_sid: RecordingSid, signal?: AbortSignal): Promise<MediaHead> {
+    const o = this.options;
+    this.heads++;
+    signal?.throwIfAborted();
+    if (o.ttfbMs) await sleep(o.ttfbMs, undefined, { signal });
+    if (o.headersError) throw o.headersError;
+    return {
+      size: o.noLength ? null : o.data.length,
+      etag: o.etag === undefined ? '"up-1"' : o.etag,
+      lastModified: o.lastModified ?? null,
+      contentType: o.contentType === undefined ? 'audio/mpeg' : o.contentType,
+      acceptsRanges: o.acceptsRanges ?? true,
+    };
   }
 
   async fetchMedia(_sid: RecordingSid, req: MediaRequest = {}): Promise<MediaResponse> {
@@ -279,6 +296,11 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
     };
     if (acceptsRanges) headers['accept-ranges'] = 'bytes';
     if (ranged) headers['content-range'] = `bytes ${start}-${end}/${data.length}`;
+    if (req.method === 'HEAD') {
+      res.writeHead(200, headers);
+      res.end();
+      return;
+    }
     let pos = start;
     const pump = () => {
       if (res.destroyed) return;
@@ -325,9 +347,27 @@ export async function startMediaServer(options: MediaServerOptions): Promise<Med
   };
 }
 
-/** A minimal `fetchMedia` over HTTP for {@link startMediaServer}, as a child process uses it. */
-export function httpUpstream(url: string): Pick<Upstream, 'fetchMedia'> {
+/** A minimal `fetchMedia` and `headMedia` over HTTP for {@link startMediaServer}, as a child process uses it. */
+export function httpUpstream(url: string): Pick<Upstream, 'fetchMedia' | 'headMedia'> {
   return {
+    async headMedia(_sid: RecordingSid, signal?: AbortSignal): Promise<MediaHead> {
+      const res = await request(url, { method: 'HEAD', signal });
+      await res.body.dump();
+      if (res.statusCode !== 200) {
+        throw createError('RECGATE_UPSTREAM_UNAVAILABLE', { cause: new Error(`status ${res.statusCode}`) });
+      }
+      const header = (name: string) => {
+        const v = res.headers[name];
+        return typeof v === 'string' ? v : null;
+      };
+      return {
+        size: header('content-length') === null ? null : Number(header('content-length')),
+        etag: header('etag'),
+        lastModified: header('last-modified'),
+        contentType: header('content-type'),
+        acceptsRanges: header('accept-ranges') === 'bytes',
+      };
+    },
     async fetchMedia(_sid: RecordingSid, req: MediaRequest = {}): Promise<MediaResponse> {
       const headers: Record<string, string> = {};
       if (req.start !== undefined) {

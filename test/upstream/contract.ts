@@ -30,7 +30,7 @@ export interface MediaSetup {
 }
 
 export interface MediaFixture {
-  upstream: Pick<Upstream, 'fetchMedia'>;
+  upstream: Pick<Upstream, 'fetchMedia' | 'headMedia'>;
   sid: RecordingSid;
   /** The recording's bytes. */
   data: Buffer;
@@ -78,10 +78,11 @@ export function upstreamContractTests(name: string, subject: UpstreamSubject): v
       if (media !== undefined) {
         const { upstream } = await media(t, DEFAULT_SETUP);
         assert.equal(typeof upstream.fetchMedia, 'function');
+        assert.equal(typeof upstream.headMedia, 'function');
       }
       if (calls !== undefined) {
         const { upstream } = await calls(t);
-        for (const method of ['getCall', 'listCallRecordings', 'fetchMedia', 'close'] as const) {
+        for (const method of ['getCall', 'listCallRecordings', 'fetchMedia', 'headMedia', 'close'] as const) {
           assert.equal(typeof upstream[method], 'function', method);
         }
       }
@@ -94,6 +95,30 @@ export function upstreamContractTests(name: string, subject: UpstreamSubject): v
 
 function mediaCases(media: NonNullable<UpstreamSubject['media']>): void {
   const serve = (t: TestContext, setup: Partial<MediaSetup> = {}) => media(t, { ...DEFAULT_SETUP, ...setup });
+
+  describe('headMedia', () => {
+    it('the size and what the upstream announces, without the body', async (t) => {
+      const { upstream, sid, announced } = await serve(t);
+      const head = await upstream.headMedia(sid);
+      assert.deepEqual(head, {
+        size: SIZE,
+        etag: announced.etag,
+        lastModified: announced.lastModified,
+        contentType: announced.contentType,
+        acceptsRanges: true,
+      });
+    });
+
+    it('without Range support upstream: acceptsRanges false', async (t) => {
+      const { upstream, sid } = await serve(t, { ranges: false });
+      assert.equal((await upstream.headMedia(sid)).acceptsRanges, false);
+    });
+
+    it('an already aborted signal rejects with an AbortError', async (t) => {
+      const { upstream, sid } = await serve(t);
+      await assert.rejects(upstream.headMedia(sid, AbortSignal.abort()), isAbortError);
+    });
+  });
 
   describe('fetchMedia', () => {
     it('without a range: 200 with the whole recording and what the upstream announces', async (t) => {

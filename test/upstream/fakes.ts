@@ -28,7 +28,7 @@ export function deferred() {
  * Calls and recordings held in memory. Like TwilioClient, an unknown call is `undefined` to `getCall` and
  * has no recordings, and a request rejects with its signal's reason once the signal aborts. While `gate` is
  * set, every `listCallRecordings` waits for it, and `arrived` resolves when one starts waiting. It serves
- * no media: `fetchMedia` rejects.
+ * no media: `fetchMedia` and `headMedia` reject.
  */
 export class FakeCallsUpstream implements Upstream {
   /** Every call the upstream knows, with its parent (`null` for none). */
@@ -93,6 +93,10 @@ export class FakeCallsUpstream implements Upstream {
   }
 
   async fetchMedia(): Promise<never> {
+    throw new Error('FakeCallsUpstream serves no media; FakeUpstream in test/recordings/helpers.ts does');
+  }
+
+  async headMedia(): Promise<never> {
     throw new Error('FakeCallsUpstream serves no media; FakeUpstream in test/recordings/helpers.ts does');
   }
 

@@ -29,20 +29,24 @@ describe('backoffDelay', () => {
     );
   });
 
-  test('takes Retry-After instead, still capped by maxDelayMs', () => {
+  test('takes Retry-After instead, in full; one longer than maxDelayMs or the budget ends the retries', () => {
     assert.equal(
       backoffDelay(policy, 1, 300, 0, () => 0),
       300,
     );
     assert.equal(
       backoffDelay(policy, 1, 60_000, 0, () => 0),
-      350,
+      undefined,
+    );
+    assert.equal(
+      backoffDelay(policy, 1, 300, 9_800, () => 0),
+      undefined,
     );
   });
 
-  test('shortens the wait to what is left of maxTotalMs', () => {
+  test('shortens a backoff to what is left of maxTotalMs', () => {
     assert.equal(
-      backoffDelay(policy, 1, 300, 9_900, () => 0),
+      backoffDelay(policy, 3, null, 9_900, () => 1),
       100,
     );
   });

@@ -3,9 +3,10 @@ import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, type TestContext, test } from 'node:test';
 import { pino } from 'pino';
-import type { RecgateError } from '../../src/errors.js';
+import { isRecgateError, type RecgateError } from '../../src/errors.js';
 import { REDACT_PATHS } from '../../src/observability/logger.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
+import { UpstreamBreaker } from '../../src/upstream/breaker.js';
 import { type RetryEvent, TwilioClient, type TwilioClientOptions } from '../../src/upstream/twilio-client.js';
 import {
   ACCOUNT_SID,
@@ -319,22 +320,50 @@ describe('TwilioClient metadata', () => {
     );
   });
 
-  test('429 Retry-After as an HTTP-date is capped by maxDelayMs', async (t) => {
-    const stub = await startStub((_req, res, seen) => {
-      if (seen.length === 1) {
-        json(res, 429, {}, { 'retry-after': new Date(Date.now() + 60_000).toUTCString() });
-      } else json(res, 200, recordingJson());
+  test('429 with a Retry-After beyond maxDelayMs: no retry, RECGATE_UPSTREAM_THROTTLED, breaker open', async (t) => {
+    const stub = await startStub((_req, res) => {
+      json(res, 429, {}, { 'retry-after': new Date(Date.now() + 60_000).toUTCString() });
     });
     t.after(() => stub.close());
     const retries: RetryEvent[] = [];
-    await makeClient(t, stub.url, {
+    const breaker = new UpstreamBreaker();
+    const client = makeClient(t, stub.url, {
       onRetry: (e) => retries.push(e),
       retry: { maxDelayMs: 50 },
-    }).getRecording(RECORDING);
-    assert.deepEqual(
-      retries.map((e) => e.delayMs),
-      [50],
-    );
+      breaker,
+    });
+    await assert.rejects(client.getRecording(RECORDING), (err: unknown) => {
+      assert.ok(isRecgateError(err) && err.code === 'RECGATE_UPSTREAM_THROTTLED');
+      const seconds = Number(err.headers['retry-after']);
+      assert.ok(seconds >= 58 && seconds <= 60, `Retry-After ${seconds}`);
+      return true;
+    });
+    assert.deepEqual(retries, []);
+    assert.ok(breaker.remainingMs() > 58_000);
+    // While it is open, nothing of any kind goes out.
+    await assert.rejects(client.getCall(CALL), isCode('RECGATE_UPSTREAM_THROTTLED'));
+    await assert.rejects(client.fetchMedia(RECORDING), isCode('RECGATE_UPSTREAM_THROTTLED'));
+    await assert.rejects(client.headMedia(RECORDING), isCode('RECGATE_UPSTREAM_THROTTLED'));
+    assert.equal(stub.requests.length, 1);
+  });
+
+  test('429 without Retry-After opens the breaker for its default, and the retry waits for it', async (t) => {
+    const stub = await startStub((_req, res, seen) => {
+      if (seen.length === 1) json(res, 429, {});
+      else json(res, 200, recordingJson());
+    });
+    t.after(() => stub.close());
+    const retries: RetryEvent[] = [];
+    const breaker = new UpstreamBreaker({ defaultMs: 300 });
+    const client = makeClient(t, stub.url, {
+      onRetry: (e) => retries.push(e),
+      retry: { maxDelayMs: 1000 },
+      breaker,
+    });
+    await client.getRecording(RECORDING);
+    assert.equal(retries.length, 1);
+    assert.ok(retries[0]!.delayMs >= 250, `waited ${retries[0]!.delayMs} ms, the breaker's window`);
+    assert.equal(stub.requests.length, 2);
   });
 
   test('a headers timeout is retried and ends in RECGATE_UPSTREAM_TIMEOUT', async (t) => {

@@ -2,7 +2,9 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
+import type { RecordingRef } from '../../recordings/cache.js';
 import { serve } from '../../serving/serve.js';
+import type { ByteSource } from '../../serving/source.js';
 import { writeResult } from '../../serving/write.js';
 import { parseCallSid } from '../../sid.js';
 import { authenticateDownload } from '../auth.js';
@@ -30,6 +32,30 @@ function headersOf(reply: FastifyReply): Record<string, string> {
   return headers;
 }
 
+/**
+ * What a HEAD on a recording not cached answers from: the size and dates of the upstream's own HEAD, with
+ * the ETag a GET would give once it downloads. No bytes: serve() never reads a HEAD's body. `undefined` when
+ * the upstream did not say the size (the request then goes the GET's way).
+ */
+async function upstreamHead(
+  deps: AppDeps,
+  ref: RecordingRef,
+  signal: AbortSignal,
+): Promise<ByteSource | undefined> {
+  const head = await deps.upstream.headMedia(ref.recordingSid, signal);
+  if (head.size === null) return undefined;
+  const upstreamDate = head.lastModified === null ? Number.NaN : Date.parse(head.lastModified);
+  return {
+    size: head.size,
+    etag: `"${ref.recordingSid}-${head.size}"`,
+    // The same second a download would give the file (download/context.ts, identityOf).
+    lastModified: new Date(Number.isNaN(upstreamDate) ? Number.NaN : Math.floor(upstreamDate / 1000) * 1000),
+    createReadStream: () => {
+      throw new Error('a HEAD has no body');
+    },
+  };
+}
+
 export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
   const metrics = getMetrics();
   app.route({
@@ -49,23 +75,46 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
       try {
         const log = request.log as Logger;
         const ref = await deps.resolver.resolve(call, abort.signal, log);
+        const attachment = (request.query as Record<string, unknown>).download === '1';
+        const serveOptions = {
+          contentType: 'audio/mpeg',
+          cacheControl: RECORDING_CACHE_CONTROL,
+          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${callSid}.mp3"`,
+        };
+        // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
+        if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
+          const head = await upstreamHead(deps, ref, abort.signal).catch(async (err: unknown) => {
+            await deps.state.downloadFailed(ref, err);
+            throw err;
+          });
+          if (head !== undefined) {
+            const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
+            request.log.info(
+              {
+                event: 'serve',
+                callSid,
+                owner: ref.ownerCallSid,
+                outcome: 'head',
+                status: result.statusCode,
+              },
+              'serving recording',
+            );
+            return reply.code(result.statusCode).headers(result.headers).send();
+          }
+        }
         let recording: Awaited<ReturnType<typeof deps.cache.open>>;
         try {
           recording = await deps.cache.open(ref, {
             signal: abort.signal,
             log,
             readStart: rangeStartHint(request.headers.range),
+            businessId,
           });
         } catch (err) {
           await deps.state.downloadFailed(ref, err);
           throw err;
         }
-        const attachment = (request.query as Record<string, unknown>).download === '1';
-        const result = serve({ method: request.method, headers: request.headers }, recording, {
-          contentType: 'audio/mpeg',
-          cacheControl: RECORDING_CACHE_CONTROL,
-          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${callSid}.mp3"`,
-        });
+        const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
         request.log.info(
           {
             event: 'serve',

@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Upstream } from '../../upstream/upstream.js';
+import type { UpstreamGate } from '../admission/gate.js';
 import type { RecordingRef } from '../cache.js';
 import type { EmitEvent } from '../events.js';
 import type { Flight, Identity } from '../flight.js';
@@ -29,6 +30,10 @@ export interface DownloadContext {
   readonly locker: Locker;
   readonly upstream: Pick<Upstream, 'fetchMedia'>;
   readonly seekAhead: SeekAhead;
+  /** Breaker, cold-download rate limit and admission queue, passed before this process downloads. */
+  readonly gate: UpstreamGate;
+  /** The business of the request that started the flight (its turn in the admission queue). */
+  readonly businessId: string;
   readonly settings: DownloadSettings;
   readonly log: Logger;
   /** Logs a cache event and passes it to the cache's observer. */

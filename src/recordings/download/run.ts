@@ -6,6 +6,14 @@
  * 2. **follow** (`follow.ts`): stream that process's download until its file is final (done) or the lock
  *    comes free (take over: go on at 3);
  * 3. **final?** (here): under the lock, the finished file may already hold this recording (done);
+ * 3½. **admit** (here, with `admission/gate.ts`): the upstream breaker, the business's cold-download rate
+ *    limit (a new download only) and a turn in the admission queue. Only the process that downloads gets
+ *    here: a request that joins a flight or follows another process never queues. The flight waits here
+ *    holding the recording's lock, so followers in other processes wait behind it rather than queue for the
+ *    same recording themselves; the admission timeout is shorter than the lock timeout (the configuration
+ *    enforces it), so they never see RECGATE_LOCK_TIMEOUT because of the queue: the holder gives up first,
+ *    and one of them takes over and queues in its own process. A flight whose requests all left while it
+ *    waits here starts nothing;
  * 4. **fetch** (`fetch.ts`) and **write** (`write.ts`): resume what an earlier holder left, exchange with the
  *    upstream, write the body into this attempt's own generation; a body that breaks off is fetched again
  *    (resuming with Range when the upstream allows), a bounded number of times;
@@ -19,6 +27,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, isRecgateError, type RecgateError } from '../../errors.js';
+import type { AdmissionPermit } from '../admission/admission.js';
 import type { FinalHandle } from '../store/store.js';
 import { Claim, isLockLost } from './claim.js';
 import type { DownloadContext } from './context.js';
@@ -30,7 +39,7 @@ import { BodyBroke, PartialFile, Unusable } from './write.js';
 export async function runDownload(ctx: DownloadContext): Promise<void> {
   const { flight, ref } = ctx;
   const claim = new Claim(ctx.locker.newLock(ref.ownerCallSid), ctx.log);
-  let phase: 'wait' | 'download' = 'wait';
+  let phase: 'wait' | 'admit' | 'download' = 'wait';
   try {
     for (let losses = 0; ; losses++) {
       phase = 'wait';
@@ -57,6 +66,8 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
         });
         return;
       }
+      phase = 'admit';
+      const permit = await admit(ctx, !waited && losses === 0);
       if (waited) {
         ctx.event({ event: 'takeover', received: flight.frontier }, 'Taking over an abandoned download');
       }
@@ -77,21 +88,39 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
           'warn',
         );
         await claim.release();
+      } finally {
+        permit.release();
       }
     }
   } catch (err) {
     const error = asRecgateError(err, flight.signal);
     flight.fail(error);
+    // A queued download nobody wants any more is no failure worth a warning.
+    const abandoned = phase === 'admit' && error.code === 'RECGATE_CLIENT_CLOSED';
     ctx.event(
       { event: 'download_failed', code: error.code, phase, err: error.cause ?? error },
-      'Download failed',
-      'warn',
+      abandoned ? 'Queued download abandoned: every client left' : 'Download failed',
+      abandoned ? 'info' : 'warn',
     );
   } finally {
     flight.onStall(undefined);
     await ctx.seekAhead.stop();
     await claim.release();
     await flight.dispose();
+  }
+}
+
+/**
+ * Step 3½: waits for the gate while any request still wants the recording. `fresh`: a new download (the
+ * cold-download rate limit applies), not a takeover.
+ */
+async function admit(ctx: DownloadContext, fresh: boolean): Promise<AdmissionPermit> {
+  const { flight } = ctx;
+  const signal = AbortSignal.any([flight.signal, flight.enterQueue()]);
+  try {
+    return await ctx.gate.enter(ctx.businessId, fresh, signal);
+  } finally {
+    flight.leaveQueue();
   }
 }
 
