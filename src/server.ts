@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
-import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
+import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
 import { type Config, recordingsDir, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
@@ -26,7 +26,15 @@ import {
 import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
-import { createRecordingCache, type LocalRecordingCache } from './recordings/index.js';
+import { type CacheIndex, openCacheIndex } from './recordings/cache-index/open.js';
+import { Evictor } from './recordings/eviction.js';
+import {
+  createRecordingCache,
+  FsLocker,
+  FsRecordingStore,
+  type LocalRecordingCache,
+} from './recordings/index.js';
+import type { Locker } from './recordings/lock/lock.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
 import { UpstreamBreaker } from './upstream/breaker.js';
@@ -100,13 +108,23 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         })
       : undefined;
   const admission = await createAdmission(config, database, metrics);
+  const dir = recordingsDir(config);
+  const store = new FsRecordingStore({ dir });
+  const downloadLocker = locker ?? new FsLocker({ dir, pollIntervalMs: 15 });
+  const bounded = await startEvictor(config, database, { store, locker: downloadLocker, logger });
+  const evictor = bounded?.evictor;
+  const countEvent = cacheEventMetrics(metrics);
   const cache = createRecordingCache({
-    dir: recordingsDir(config),
+    dir,
     upstream,
-    ...(locker ? { locker } : {}),
+    store,
+    locker: downloadLocker,
     logger,
     lockTimeoutMs: config.lockTimeoutMs,
-    onEvent: cacheEventMetrics(metrics),
+    onEvent: (event) => {
+      countEvent(event);
+      evictor?.observe(event);
+    },
     gate: {
       admission,
       breaker,
@@ -180,7 +198,9 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     await app.close();
     await prefetcher.close();
     await audit.close();
+    await evictor?.close();
     await cache.close();
+    await bounded?.index.close();
     await admission.close();
     await prefetchQueue.close();
     await upstream.close();
@@ -201,6 +221,45 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
     },
   };
+}
+
+/**
+ * Bounded disk (see `recordings/eviction.ts`): the evictor keeps the cache index in the call log's database
+ * in step, and enforces the `--cache-*` limits. None for an in-memory SQLite call log, which has no index.
+ */
+async function startEvictor(
+  config: Config,
+  database: DatabaseTarget,
+  deps: { store: FsRecordingStore; locker: Locker; logger: Logger },
+): Promise<{ evictor: Evictor; index: CacheIndex } | undefined> {
+  const index = await openCacheIndex(database);
+  if (index === undefined) return undefined;
+  const metrics = getMetrics();
+  const evictor = new Evictor({
+    index,
+    ...deps,
+    limits: {
+      maxBytes: config.cacheMaxBytes,
+      minFree: config.cacheMinFree,
+      maxAgeMs: config.cacheMaxAgeMs,
+    },
+    onEvicted: (reason, bytes) => {
+      metrics.cacheEvictions.inc({ reason });
+      metrics.cacheEvictedBytes.inc({ reason }, bytes);
+    },
+    onTotals: ({ files, bytes }) => {
+      metrics.cacheFiles.set(files);
+      metrics.cacheBytes.set(bytes);
+    },
+  });
+  try {
+    await evictor.start();
+  } catch (err) {
+    await evictor.close().catch(() => undefined);
+    await index.close();
+    throw err;
+  }
+  return { evictor, index };
 }
 
 /**

@@ -57,6 +57,18 @@ export function buildCli(options: CliOptions = {}): Command {
       'download lock: fs (one host) or postgres (several hosts) (RECGATE_LOCK_BACKEND)',
     )
     .option(
+      '--cache-max-bytes <size>',
+      'most bytes of finished recordings: 10GiB, 500MB or 15% of the volume (RECGATE_CACHE_MAX_BYTES)',
+    )
+    .option(
+      '--cache-min-free <size>',
+      'free space to keep on the volume: 5GiB or 10% (RECGATE_CACHE_MIN_FREE)',
+    )
+    .option(
+      '--cache-max-age <duration>',
+      'evict recordings nobody played for this long: 30d, 12h (RECGATE_CACHE_MAX_AGE)',
+    )
+    .option(
       '--upstream-concurrency <n>',
       'upstream downloads per process at once (RECGATE_UPSTREAM_CONCURRENCY)',
       integer('--upstream-concurrency'),
@@ -155,6 +167,9 @@ export function buildCli(options: CliOptions = {}): Command {
         lockTimeoutMs: opts.lockTimeoutMs,
         logLevel: opts.logLevel,
         lockBackend: opts.lockBackend,
+        cacheMaxBytes: opts.cacheMaxBytes,
+        cacheMinFree: opts.cacheMinFree,
+        cacheMaxAgeMs: opts.cacheMaxAge,
         keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
         auditDb: opts.auditDb,
         prefetchConcurrency: opts.prefetchConcurrency,

@@ -5,9 +5,32 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { type DatabaseTarget, parseDatabaseUrl } from './database-url.js';
+import { parseDuration, parseSize } from './units.js';
 
 const url = (field: string) =>
   z.string().refine((v) => /^https?:\/\/[^\s]+$/.test(v), { message: `${field} must be an http(s) URL` });
+
+/** A size (`10GiB`, `500MB`, bytes as a number) or a share of the volume (`15%`); see `units.ts`. */
+const size = (option: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    try {
+      return parseSize(String(v), option);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+/** A duration (`30d`, `12h`), in milliseconds; a number is milliseconds already. */
+const duration = (option: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    try {
+      return typeof v === 'number' ? parseDuration(`${v}ms`, option) : parseDuration(v, option);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
 
 const nonNegativeInt = (field: string) =>
   z.coerce
@@ -88,6 +111,18 @@ export const ConfigSchema = z
      * @default 'postgres' when the call log is PostgreSQL, else 'fs'
      */
     lockBackend: z.enum(['fs', 'postgres'], { message: 'lock-backend must be fs or postgres' }).optional(),
+    /**
+     * Most bytes finished recordings may take; past it, the least recently played are evicted. Bytes with a
+     * unit (`10GiB`, `500MB`) or a share of the recordings volume (`15%`). @default unbounded
+     */
+    cacheMaxBytes: size('cache-max-bytes').optional(),
+    /**
+     * Free space to keep on the recordings volume; below it, the least recently played recordings are
+     * evicted. Same forms as cacheMaxBytes. @default none
+     */
+    cacheMinFree: size('cache-min-free').optional(),
+    /** Recordings nobody played for this long are evicted (`30d`, `12h`); in ms once parsed. @default never */
+    cacheMaxAgeMs: duration('cache-max-age').optional(),
     /**
      * Keep the local copy of a recording Twilio reports deleted (recording-status webhook), instead of
      * removing it; it is still never served (the call answers RECGATE_RECORDING_GONE). @default false
@@ -211,6 +246,15 @@ export const ConfigSchema = z
         message: 'lock-backend postgres needs a postgres:// --database',
       });
     }
+    const bounded = c.cacheMaxBytes ?? c.cacheMinFree ?? c.cacheMaxAgeMs;
+    if (bounded !== undefined && database?.kind === 'sqlite' && database.path === ':memory:') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cacheMaxBytes'],
+        message:
+          'cache limits keep their index in the call log, which an in-memory SQLite --database cannot share',
+      });
+    }
     if (c.upstreamConcurrencyGlobal !== undefined && database?.kind !== 'postgres') {
       ctx.addIssue({
         code: 'custom',
@@ -275,6 +319,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     lockTimeoutMs: pick('RECGATE_LOCK_TIMEOUT_MS'),
     logLevel: pick('RECGATE_LOG_LEVEL'),
     lockBackend: pick('RECGATE_LOCK_BACKEND'),
+    cacheMaxBytes: pick('RECGATE_CACHE_MAX_BYTES'),
+    cacheMinFree: pick('RECGATE_CACHE_MIN_FREE'),
+    cacheMaxAgeMs: pick('RECGATE_CACHE_MAX_AGE'),
     keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
     auditDb: flag(pick('RECGATE_AUDIT_DB')),
     prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),

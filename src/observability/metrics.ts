@@ -16,6 +16,10 @@ export interface Metrics {
   upstreamRetries: client.Counter<'reason'>;
   bytesServed: client.Counter<'status'>;
   activeDownloads: client.Gauge;
+  cacheBytes: client.Gauge;
+  cacheFiles: client.Gauge;
+  cacheEvictions: client.Counter<'reason'>;
+  cacheEvictedBytes: client.Counter<'reason'>;
   recordingsRemoved: client.Counter<'reason'>;
   auditPlays: client.Counter<'outcome'>;
   prefetchJobs: client.Counter<'outcome'>;
@@ -118,6 +122,44 @@ export function getMetrics(): Metrics {
       'recgate_active_downloads',
       () =>
         new client.Gauge({ name: 'recgate_active_downloads', help: 'Downloads this process is running now' }),
+    ),
+    // The cache index is shared by every worker (and host): workers report the same figure, so the
+    // primary keeps the largest rather than summing them.
+    cacheBytes: getOrCreate(
+      'recgate_cache_bytes',
+      () =>
+        new client.Gauge({
+          name: 'recgate_cache_bytes',
+          help: 'Bytes of finished recordings in the cache index',
+          aggregator: 'max',
+        }),
+    ),
+    cacheFiles: getOrCreate(
+      'recgate_cache_files',
+      () =>
+        new client.Gauge({
+          name: 'recgate_cache_files',
+          help: 'Finished recordings in the cache index',
+          aggregator: 'max',
+        }),
+    ),
+    cacheEvictions: getOrCreate(
+      'recgate_cache_evictions_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_cache_evictions_total',
+          help: 'Recordings evicted from the disk cache, by reason (max_bytes, min_free, max_age)',
+          labelNames: ['reason'] as const,
+        }),
+    ),
+    cacheEvictedBytes: getOrCreate(
+      'recgate_cache_evicted_bytes_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_cache_evicted_bytes_total',
+          help: 'Bytes evicted from the disk cache, by reason',
+          labelNames: ['reason'] as const,
+        }),
     ),
     recordingsRemoved: getOrCreate(
       'recgate_recordings_removed_total',

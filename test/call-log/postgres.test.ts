@@ -54,7 +54,15 @@ if ('reason' in found) {
       ]);
       assert.deepEqual(
         tables.rows.map((r) => r.tablename),
-        ['calls', 'plays', 'prefetch_jobs', 'purged_recordings', 'schema_migrations'],
+        [
+          'cache_totals',
+          'cached_files',
+          'calls',
+          'plays',
+          'prefetch_jobs',
+          'purged_recordings',
+          'schema_migrations',
+        ],
       );
     });
 

@@ -38,6 +38,31 @@ describe('FinalFiles', () => {
     assert.deepEqual(await readAll(files.createReadStream('a', 0, 9)!), body.subarray(0, 10));
   });
 
+  it('retires a removed file: new requests look again, a request that found it reads it whole, then it closes', async (t) => {
+    const dir = tempDir(t);
+    const body = Buffer.from(Array.from({ length: 200_000 }, (_, i) => i % 249));
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, body);
+    const files = new FinalFiles(4, undefined, 40);
+    t.after(() => files.close());
+    const before = openFds();
+    const info = (await files.stat('a', path))!;
+    const streaming = files.createReadStream('a', 0, body.length - 1, info.fileId)!;
+    // Evicted in this process (forget), and in another (found unlinked once revalidateMs passed).
+    unlinkSync(path);
+    files.forget('a');
+    assert.equal(await files.stat('a', path), undefined, 'a new request looks at the name again');
+    const late = files.createReadStream('a', 0, body.length - 1, info.fileId);
+    assert.ok(late, 'a request that found the file before still gets its descriptor');
+    assert.deepEqual(await readAll(late), body);
+    assert.deepEqual(await readAll(streaming), body, 'a stream running through it all ends whole');
+    files.close();
+    assert.equal(files.createReadStream('a', 0, 9, info.fileId), undefined, 'closed: gone');
+    // The close is asynchronous.
+    for (let i = 0; i < 100 && openFds() !== before; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(openFds(), before, 'the descriptor is closed once its last stream ends');
+  });
+
   it('looks at the name again after revalidateMs, and lets go of a removed file without a request', async (t) => {
     const dir = tempDir(t);
     const path = join(dir, 'a.mp3');

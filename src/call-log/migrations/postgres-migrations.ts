@@ -5,6 +5,9 @@ import type { Migration } from './migration.js';
  * spells out `NULLS LAST` so that it matches the list query's ORDER BY (PostgreSQL sorts NULLs first in
  * descending order by default). `parent_call_sid` is not a foreign key because a child leg may be
  * registered before (or without) its parent.
+ *
+ * Version 4 is the recording cache's index (`src/recordings/cache-index/`); see the SQLite list. The
+ * trigger function is created in the schema the migration runs in (`search_path`), so schemas stay apart.
  */
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
   {
@@ -73,6 +76,38 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         updated_at timestamptz NOT NULL
       );
       CREATE INDEX prefetch_jobs_due_idx ON prefetch_jobs (state, run_after);
+    `,
+  },
+  {
+    version: 4,
+    name: 'create cached_files',
+    sql: `
+      CREATE TABLE cached_files (
+        call_sid text COLLATE "C" PRIMARY KEY,
+        size bigint NOT NULL CHECK (size >= 0),
+        last_played_ms bigint NOT NULL,
+        cached_at_ms bigint NOT NULL
+      );
+      CREATE INDEX cached_files_last_played_idx ON cached_files (last_played_ms, call_sid);
+      CREATE TABLE cache_totals (
+        id integer PRIMARY KEY CHECK (id = 1),
+        files bigint NOT NULL,
+        bytes bigint NOT NULL
+      );
+      INSERT INTO cache_totals (id, files, bytes) VALUES (1, 0, 0);
+      CREATE FUNCTION cached_files_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF TG_OP = 'INSERT' THEN
+          UPDATE cache_totals SET files = files + 1, bytes = bytes + NEW.size WHERE id = 1;
+        ELSIF TG_OP = 'DELETE' THEN
+          UPDATE cache_totals SET files = files - 1, bytes = bytes - OLD.size WHERE id = 1;
+        ELSIF NEW.size <> OLD.size THEN
+          UPDATE cache_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 1;
+        END IF;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER cached_files_totals AFTER INSERT OR DELETE OR UPDATE OF size ON cached_files
+        FOR EACH ROW EXECUTE FUNCTION cached_files_totals();
     `,
   },
 ];

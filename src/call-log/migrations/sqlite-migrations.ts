@@ -4,6 +4,10 @@ import type { Migration } from './migration.js';
  * SQLite has no timestamp type: times are canonical UTC ISO 8601 text (`YYYY-MM-DDTHH:MM:SS.sssZ`), which
  * sorts by time under plain text comparison. `parent_call_sid` is not a foreign key because a child leg
  * may be registered before (or without) its parent.
+ *
+ * Version 4 is the recording cache's index (`src/recordings/cache-index/`): one row per finished file,
+ * times in epoch milliseconds, an index on last play for least-recently-played eviction in O(log n), and
+ * `cache_totals`, one row the triggers keep equal to the table's count and sum, so no start-up ever scans.
  */
 export const SQLITE_MIGRATIONS: readonly Migration[] = [
   {
@@ -72,6 +76,34 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
         updated_at TEXT NOT NULL
       ) STRICT;
       CREATE INDEX prefetch_jobs_due_idx ON prefetch_jobs (state, run_after);
+    `,
+  },
+  {
+    version: 4,
+    name: 'create cached_files',
+    sql: `
+      CREATE TABLE cached_files (
+        call_sid TEXT PRIMARY KEY NOT NULL,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        last_played_ms INTEGER NOT NULL,
+        cached_at_ms INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX cached_files_last_played_idx ON cached_files (last_played_ms, call_sid);
+      CREATE TABLE cache_totals (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+      ) STRICT;
+      INSERT INTO cache_totals (id, files, bytes) VALUES (1, 0, 0);
+      CREATE TRIGGER cached_files_insert AFTER INSERT ON cached_files BEGIN
+        UPDATE cache_totals SET files = files + 1, bytes = bytes + NEW.size WHERE id = 1;
+      END;
+      CREATE TRIGGER cached_files_delete AFTER DELETE ON cached_files BEGIN
+        UPDATE cache_totals SET files = files - 1, bytes = bytes - OLD.size WHERE id = 1;
+      END;
+      CREATE TRIGGER cached_files_resize AFTER UPDATE OF size ON cached_files BEGIN
+        UPDATE cache_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 1;
+      END;
     `,
   },
 ];

@@ -14,6 +14,12 @@
  * of files their name no longer names even when no request comes. So a file removed elsewhere is served
  * from here for at most `revalidateMs` more, and its space comes free within about twice that once the
  * streams reading it end.
+ *
+ * A file forgotten on purpose (a purge or a bounded-disk eviction in this process) is **retired**, not
+ * closed at once: new requests look at the name again, but a request that found the file a moment before
+ * (its `stat` done, its stream not yet made) still streams every byte of it by its `fileId` (POSIX keeps an
+ * unlinked file's bytes while a descriptor is open). A retired descriptor closes at the first prune past
+ * `revalidateMs` once no stream reads it.
  */
 import type { BigIntStats } from 'node:fs';
 import { close, fstat, open, read, stat } from 'node:fs';
@@ -40,6 +46,8 @@ interface Entry {
   readers: number;
   /** Out of the map; `fd` closes when the last reader ends. */
   evicted: boolean;
+  /** When the entry was retired (performance.now()); `undefined` unless it waits in the retired map. */
+  retiredAt: number | undefined;
 }
 
 export class FinalFiles {
@@ -48,6 +56,8 @@ export class FinalFiles {
   readonly #revalidateMs: number;
   readonly #entries = new Map<string, Entry>();
   readonly #opening = new Map<string, Promise<Entry | undefined>>();
+  /** Retired entries by file id; see the file's comment. */
+  readonly #retired = new Map<string, Entry>();
   #closed = false;
   #pruner: NodeJS.Timeout | undefined;
   #pruning = false;
@@ -97,21 +107,28 @@ export class FinalFiles {
    * the one open is another file.
    */
   createReadStream(key: string, start: number, end: number, fileId?: string): Readable | undefined {
-    const entry = this.#touch(key);
-    if (entry === undefined || (fileId !== undefined && entry.info.fileId !== fileId)) return undefined;
+    let entry = this.#touch(key);
+    if (fileId !== undefined && entry?.info.fileId !== fileId) entry = this.#retired.get(fileId);
+    if (entry === undefined) return undefined;
     entry.readers++;
     let released = false;
     return new FdRange(entry.fd, start, end, () => {
       if (released) return;
       released = true;
       entry.readers--;
-      if (entry.evicted && entry.readers === 0) close(entry.fd, () => undefined);
+      // A retired descriptor stays open for its grace period; a prune closes it then.
+      if (entry.evicted && entry.readers === 0 && entry.retiredAt === undefined) {
+        close(entry.fd, () => undefined);
+      }
     });
   }
 
-  /** Forgets the file remembered for `key` (its descriptor closes once no stream reads it). */
+  /**
+   * Forgets the file remembered for `key` (it was removed): new requests look at the name again; requests
+   * that found it keep reading it for a grace period, then its descriptor closes once no stream reads it.
+   */
   forget(key: string): void {
-    this.#evict(key);
+    this.#retire(key);
   }
 
   /** Closes every descriptor no stream reads; the rest close as their streams end. */
@@ -119,6 +136,7 @@ export class FinalFiles {
     this.#closed = true;
     clearInterval(this.#pruner);
     for (const key of [...this.#entries.keys()]) this.#evict(key);
+    this.#closeRetired(Number.POSITIVE_INFINITY);
   }
 
   /** Whether the entry's name still names its file; records when that was seen. */
@@ -139,6 +157,7 @@ export class FinalFiles {
         if (performance.now() - entry.checkedAt <= this.#revalidateMs) continue;
         if (!(await this.#stillNamed(entry)) && this.#entries.get(key) === entry) this.#evict(key);
       }
+      this.#closeRetired(performance.now());
     } finally {
       this.#pruning = false;
     }
@@ -170,6 +189,7 @@ export class FinalFiles {
         checkedAt: performance.now(),
         readers: 0,
         evicted: false,
+        retiredAt: undefined,
       };
       if (this.#closed) {
         entry.evicted = true;
@@ -184,6 +204,26 @@ export class FinalFiles {
     } catch (err) {
       close(fd, () => undefined);
       throw storageError(err);
+    }
+  }
+
+  #retire(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    entry.evicted = true;
+    entry.retiredAt = performance.now();
+    this.#retired.set(entry.info.fileId, entry);
+    if (!this.#closed) this.#pruner ??= setInterval(() => void this.#prune(), this.#revalidateMs).unref();
+  }
+
+  /** Closes retired descriptors past their grace; those still read close as their last stream ends. */
+  #closeRetired(now: number): void {
+    for (const [fileId, entry] of this.#retired) {
+      if (now - (entry.retiredAt ?? 0) < this.#revalidateMs) continue;
+      this.#retired.delete(fileId);
+      entry.retiredAt = undefined;
+      if (entry.readers === 0) close(entry.fd, () => undefined);
     }
   }
 

@@ -29,7 +29,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { link, mkdir, open, readdir, rename, statfs, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -69,6 +69,7 @@ import type {
   FinalHandle,
   FinalIdentity,
   FinalInfo,
+  FinishedFile,
   Leftover,
   PartialMeta,
   PartialMetaInput,
@@ -77,9 +78,12 @@ import type {
   RecordingStore,
   ResumeFrom,
   SliceHandle,
+  VolumeSpace,
 } from './store.js';
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** A finished recording's name. */
+const FINAL = /^([A-Za-z0-9_-]{1,128})\.mp3$/;
 /**
  * Files of a recording that only a download needs (and the pre-generation layout's names), and the pointer
  * and identity record being written aside: only the lock holder writes those, so whoever holds the lock
@@ -348,6 +352,33 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     await unlinkIfPresent(this.identityPath(id));
     await this.removeLeftovers(id);
     return final?.size;
+  }
+
+  async finished(): Promise<FinishedFile[]> {
+    const files: FinishedFile[] = [];
+    for (const name of await this.#list()) {
+      const id = FINAL.exec(name)?.[1];
+      if (id === undefined) continue;
+      try {
+        const st = await stat(join(this.dir, name));
+        if (st.isFile()) files.push({ id, size: st.size, placedAtMs: Math.floor(st.ctimeMs) });
+      } catch (err) {
+        if (!isMissing(err)) throw storageError(err);
+      }
+    }
+    return files;
+  }
+
+  async volume(): Promise<VolumeSpace | undefined> {
+    try {
+      const fs = await statfs(this.dir);
+      const block = Number(fs.bsize);
+      return { totalBytes: Number(fs.blocks) * block, freeBytes: Number(fs.bavail) * block };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOSYS' || code === 'ENOTSUP') return undefined;
+      throw storageError(err);
+    }
   }
 
   async sweepTemporary(maxAgeMs: number): Promise<number> {

@@ -184,6 +184,21 @@ export interface Leftover {
   current: boolean;
 }
 
+/** A finished recording found on disk, for filling the cache index once after an upgrade. */
+export interface FinishedFile {
+  id: string;
+  size: number;
+  /** When the file was put in place (its inode's change time), epoch ms. */
+  placedAtMs: number;
+}
+
+/** The volume that holds the recordings. */
+export interface VolumeSpace {
+  totalBytes: number;
+  /** Bytes an unprivileged process may still write. */
+  freeBytes: number;
+}
+
 export interface RecordingStore {
   /**
    * The boot the partials written now are tagged with ({@link PartialMeta.bootId}): bytes of another boot may
@@ -266,6 +281,12 @@ export interface RecordingStore {
 
   /** Removes temporary files (half-made sidecars, write probes) older than `maxAgeMs`; resolves to the count. */
   sweepTemporary(maxAgeMs: number): Promise<number>;
+
+  /** The finished recordings on disk now: a directory scan, only for filling an empty cache index. */
+  finished(): Promise<FinishedFile[]>;
+
+  /** Size and free space of the recordings volume, or `undefined` where the platform cannot tell. */
+  volume(): Promise<VolumeSpace | undefined>;
 
   /** Throws RECGATE_STORAGE_ERROR / RECGATE_STORAGE_FULL unless a file can be created and removed now. */
   checkWritable(): Promise<void>;

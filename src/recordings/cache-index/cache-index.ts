@@ -1,0 +1,78 @@
+/**
+ * The cache index: which finished recordings are on disk, how big, and when each was last played, kept in
+ * the call log's database (table `cached_files`, migration 2) so that bounded-disk eviction never scans the
+ * recordings directory. One interface here, one file per backend beside it (`sqlite.ts`, `postgres.ts`);
+ * `test/recordings/cache-index-contract.ts` is the suite both pass.
+ *
+ * Rows are keyed by the owner call SID (the file is `{callSid}.mp3`). Times are epoch milliseconds. Every
+ * method is one indexed statement (or one transaction of them): O(log n) in the number of rows, except
+ * {@link CacheIndex.backfill}, which is O(k log n) in the rows it is given. Several processes and hosts may
+ * share one index; each method is atomic on its own.
+ *
+ * Methods reject with RecgateError RECGATE_DATABASE_ERROR when the database fails.
+ */
+
+/** One finished recording on disk. */
+export interface CachedFile {
+  /** The owner call SID, naming the file `{callSid}.mp3`. */
+  callSid: string;
+  /** Bytes on disk. */
+  size: number;
+  /** When the recording was last played (a hit or a download), epoch ms. */
+  lastPlayedMs: number;
+  /** When the file was committed, epoch ms. */
+  cachedAtMs: number;
+}
+
+/** Where a walk in least-recently-played order resumes: after this row. */
+export interface OldestCursor {
+  lastPlayedMs: number;
+  callSid: string;
+}
+
+export interface CacheTotals {
+  files: number;
+  bytes: number;
+}
+
+export interface CacheIndex {
+  /**
+   * Records a committed file: inserts the row, or replaces size and times when the call's file was
+   * replaced by a new download. `atMs` is both the cache time and the last play.
+   */
+  record(callSid: string, size: number, atMs: number): Promise<void>;
+
+  /**
+   * Inserts rows for files found on disk that have none (an upgrade from a version without the index);
+   * rows already present are left as they are, so a concurrent {@link record} wins. Resolves to the count
+   * inserted.
+   */
+  backfill(files: readonly CachedFile[]): Promise<number>;
+
+  /**
+   * Moves each listed row's last play forward to the given time (never back), in one transaction. Calls
+   * without a row are ignored. Callers batch plays, so a hot recording costs one write per batch.
+   */
+  touch(plays: ReadonlyMap<string, number>): Promise<void>;
+
+  /** The row of `callSid`, or `undefined`. */
+  get(callSid: string): Promise<CachedFile | undefined>;
+
+  /**
+   * Up to `limit` rows in least-recently-played order (ties by call SID), after `after` when given. Served
+   * by the index on `(last_played_ms, call_sid)`: O(log n + limit).
+   */
+  oldest(limit: number, after?: OldestCursor): Promise<CachedFile[]>;
+
+  /**
+   * Deletes the row of `callSid` if its last play is still `lastPlayedMs` (nobody played it since the
+   * evictor looked): `true` when a row was deleted. Without `lastPlayedMs`, deletes whatever row there is.
+   */
+  remove(callSid: string, lastPlayedMs?: number): Promise<boolean>;
+
+  /** Files and bytes in the index, from the totals row the database keeps in step: O(1). */
+  totals(): Promise<CacheTotals>;
+
+  /** Releases the connection(s); idempotent. */
+  close(): Promise<void>;
+}

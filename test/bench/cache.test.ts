@@ -1,0 +1,30 @@
+/**
+ * A tiny run of `npm run bench:cache` so it cannot rot: both backends, small sizes, every figure present,
+ * and the passes removed exactly the real files (the least recently played rows). No speed is asserted.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type Backend, renderCacheBench, runCacheBench } from '../../bench/cache.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
+
+test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
+  const found = await findPostgres();
+  const backends: Backend[] = ['sqlite'];
+  if ('url' in found) backends.push('postgres');
+  else postgresUnavailable(t, found.reason);
+  const rows = await runCacheBench({
+    sizes: [600, 1200],
+    backends,
+    postgresUrl: 'url' in found ? found.url : undefined,
+  });
+  assert.equal(rows.length, backends.length * 2);
+  for (const row of rows) {
+    for (const figure of [row.fillS, row.startupMs, row.passMs, row.stepMs, row.oldestMs]) {
+      assert.ok(Number.isFinite(figure) && figure >= 0, `${row.backend} ${row.rows}: ${figure}`);
+    }
+    assert.equal(row.realFilesRemoved, 5, 'the least recently played files went first');
+  }
+  const table = renderCacheBench(rows);
+  assert.match(table, /\| sqlite \| start-up \(ms\) \|/);
+  assert.match(table, /\| 600 \| 1\.2k \|/);
+});
