@@ -207,14 +207,17 @@ export const ConfigSchema = z
     bodyLimitBytes: positiveInt('body-limit').default(64 * 1024),
     /**
      * Authenticated API requests per second per business on this host (divided among `--workers`). 0 = no
-     * limit. @default 100
+     * limit. @default 200
      */
     apiRatePerS: z.coerce
       .number({ message: 'api-rate must be a number' })
       .min(0, 'api-rate must be 0 or more')
-      .default(100),
-    /** Authenticated API requests a business may make at once after a quiet period, per host. @default 300 */
-    apiBurst: positiveInt('api-burst').default(300),
+      .default(200),
+    /**
+     * Authenticated API requests a business may make at once after a quiet period, per host: room for a
+     * stampede of the business's agents on one recording. @default 1000
+     */
+    apiBurst: positiveInt('api-burst').default(1000),
     /** Log level. @default 'info' */
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })

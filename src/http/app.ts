@@ -67,7 +67,9 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   app.addHook('onRequest', async (request, reply) => {
     // The idle timeout is for connections between requests; a request in progress is bounded by the
     // request and send timeouts instead (a client waiting for a cold download may see no byte for a while).
-    request.raw.socket?.setTimeout(0);
+    // (inject()'s requests, from tests and embedders, come on a stand-in socket without timers.)
+    const socket = request.raw.socket as { setTimeout?: (ms: number) => unknown } | undefined;
+    if (typeof socket?.setTimeout === 'function') socket.setTimeout(0);
     reply.header('x-request-id', request.id);
     (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
     // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the

@@ -155,9 +155,9 @@ describe('API rate limit defaults', () => {
   const defaults = ConfigSchema.parse({ demo: true });
 
   it('divides the per-host rate and burst among workers, and 0 turns it off', () => {
-    assert.deepEqual(apiLimits(defaults), { ratePerS: 100, burst: 300 });
-    assert.deepEqual(apiLimits({ ...defaults, workers: 2 }), { ratePerS: 50, burst: 150 });
-    assert.deepEqual(apiLimits({ ...defaults, workers: 7 }), { ratePerS: 100 / 7, burst: 43 });
+    assert.deepEqual(apiLimits(defaults), { ratePerS: 200, burst: 1000 });
+    assert.deepEqual(apiLimits({ ...defaults, workers: 2 }), { ratePerS: 100, burst: 500 });
+    assert.deepEqual(apiLimits({ ...defaults, workers: 7 }), { ratePerS: 200 / 7, burst: 143 });
     assert.equal(apiLimits({ ...defaults, apiRatePerS: 0 }), undefined);
   });
 

@@ -71,7 +71,7 @@ describe('limit options', () => {
       [c.requestTimeoutMs, c.headersTimeoutMs, c.idleTimeoutMs, c.sendTimeoutMs, c.maxConnections],
       [30_000, 10_000, 72_000, 60_000, 10_000],
     );
-    assert.deepEqual([c.bodyLimitBytes, c.apiRatePerS, c.apiBurst], [65_536, 100, 300]);
+    assert.deepEqual([c.bodyLimitBytes, c.apiRatePerS, c.apiBurst], [65_536, 200, 1000]);
   });
 
   it('are read from the environment, flags first', () => {
