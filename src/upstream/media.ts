@@ -3,7 +3,7 @@
  * (Content-Length, Content-Range, ETag, Last-Modified, Content-Type, Accept-Ranges), and the guard around
  * its body that turns a short, long, broken or stalled body into an error instead of a quiet end.
  */
-import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { createError } from '../errors.js';
 import { abortError, discard, errorCode, headerValue } from './http-util.js';
@@ -115,12 +115,17 @@ export function endsWithConnection(
  * Wraps an undici body so that it errors, never ends quietly, when fewer (or more) bytes than
  * Content-Length arrive, and maps undici's errors to RecgateErrors (an abort stays an AbortError).
  *
+ * Bytes that arrived before a break are delivered before the error: the reader may still be opening its
+ * file when the connection breaks, and what the upstream did send is what a resume continues from. (A plain
+ * `destroy(err)` drops whatever is buffered and unread: a reader that started late then saw nothing, and
+ * every resume started from the same offset again.) An abort is delivered at once.
+ *
  * With `eager`, the body is read as fast as it arrives, whatever the reader's pace (the bytes wait in
  * this stream instead), so undici's parser never pauses for backpressure. undici 7 crashes the process
  * with an uncatchable `assert(!this.paused)` when a connection that ends with its response (see
  * {@link endsWithConnection}) sends its FIN while the parser is paused (nodejs/undici#5360, fixed only
  * in undici 8, which needs Node 22). The cost: such a body can sit in memory up to its size while the
- * disk is slower than the network.
+ * disk is slower than the network. Without it, the source is paused while a highWaterMark's worth waits.
  */
 export function guardBody(
   source: Readable,
@@ -128,60 +133,99 @@ export function guardBody(
   signal: AbortSignal | undefined,
   eager: boolean,
 ): Readable {
-  const out = new LengthGuard(expected);
+  const out = new LengthGuard(expected, eager ? undefined : source);
   source.on('error', (err: unknown) => {
-    out.destroy(signal?.aborted ? abortError(signal) : bodyFailure(err, out.received, expected));
+    if (signal?.aborted) out.destroy(abortError(signal));
+    else out.fail(bodyFailure(err, out.received, expected));
   });
+  source.on('data', (chunk: Buffer) => out.feed(chunk));
+  source.on('end', () => out.finish());
   out.on('close', () => {
     if (!source.destroyed) source.destroy();
   });
   // The caller may still be opening its file when the connection breaks: an error emitted before anyone
   // listens must not crash the process. The stream stays errored, so a later reader gets the error at once.
   out.on('error', () => {});
-  if (eager) {
-    source.on('data', (chunk: Buffer) => {
-      if (!out.destroyed) out.write(chunk);
-    });
-    source.on('end', () => {
-      if (!out.destroyed) out.end();
-    });
-  } else {
-    source.pipe(out);
-  }
   return out;
 }
 
-/** Passes a body through, erroring when it carries more or fewer bytes than `expected` (when known). */
-class LengthGuard extends Transform {
+/** Bytes queued before a source read with backpressure is paused. */
+const QUEUE_LIMIT = 64 * 1024;
+
+/**
+ * A body's bytes as they came, then its end, or its error once every byte that came before it was read.
+ * Errors when it carries more or fewer bytes than `expected` (when known).
+ */
+class LengthGuard extends Readable {
   readonly #expected: number | null;
+  /** Paused while the queue holds a highWaterMark's worth; `undefined` when the source is read eagerly. */
+  readonly #source: Readable | undefined;
+  readonly #queue: Buffer[] = [];
+  #queued = 0;
+  #wanted = false;
+  #ended = false;
+  #failure: Error | undefined;
   received = 0;
 
-  constructor(expected: number | null) {
-    super();
+  constructor(expected: number | null, source: Readable | undefined) {
+    // No buffer of its own beyond the chunk being handed over: the queue below is the buffer, so that when
+    // the error is delivered nothing already pushed is still unread (destroy would drop it).
+    super({ highWaterMark: 0 });
     this.#expected = expected;
+    this.#source = source;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  feed(chunk: Buffer): void {
+    if (this.destroyed || this.#ended || this.#failure !== undefined) return;
     this.received += chunk.length;
     const expected = this.#expected;
     if (expected !== null && this.received > expected) {
-      callback(
+      this.#source?.destroy();
+      this.fail(
         bodyError('RECGATE_UPSTREAM_UNAVAILABLE', `received more than the ${expected} bytes announced`),
       );
       return;
     }
-    callback(null, chunk);
+    this.#queue.push(chunk);
+    this.#queued += chunk.length;
+    if (this.#source !== undefined && this.#queued >= QUEUE_LIMIT) this.#source.pause();
+    this.#deliver();
   }
 
-  override _flush(callback: TransformCallback): void {
+  finish(): void {
     const expected = this.#expected;
     if (expected !== null && this.received < expected) {
-      callback(
+      this.fail(
         bodyError('RECGATE_UPSTREAM_UNAVAILABLE', `ended after ${this.received} of ${expected} bytes`),
       );
       return;
     }
-    callback();
+    this.#ended = true;
+    this.#deliver();
+  }
+
+  /** Errors with `failure` once the bytes already queued are read. */
+  fail(failure: Error): void {
+    this.#failure ??= failure;
+    this.#deliver();
+  }
+
+  override _read(): void {
+    this.#wanted = true;
+    this.#deliver();
+  }
+
+  #deliver(): void {
+    while (this.#wanted && this.#queue.length > 0) {
+      const chunk = this.#queue.shift()!;
+      this.#queued -= chunk.length;
+      this.#wanted = this.push(chunk);
+    }
+    if (this.#queue.length > 0) return;
+    this.#source?.resume();
+    if (this.#ended) this.push(null);
+    // Once the reader took the last chunk (it asks for more with an empty buffer): then the error.
+    else if (this.#failure !== undefined && this.readableLength === 0) this.destroy(this.#failure);
   }
 }
 

@@ -1,7 +1,12 @@
-/** The media helpers' pure parts: the Range asked for, Content-Range, and whether a body ends its connection. */
+/**
+ * The media helpers: the Range asked for, Content-Range, whether a body ends its connection, and the guard
+ * around a body.
+ */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
-import { endsWithConnection, parseContentRange, rangeHeader } from '../../src/upstream/media.js';
+import { PassThrough } from 'node:stream';
+import { describe, it, test } from 'node:test';
+import { isRecgateError } from '../../src/errors.js';
+import { endsWithConnection, guardBody, parseContentRange, rangeHeader } from '../../src/upstream/media.js';
 
 describe('rangeHeader', () => {
   test('asks for a Range only when start or end is given', () => {
@@ -42,5 +47,71 @@ describe('endsWithConnection', () => {
     assert.equal(endsWithConnection({ connection: 'keep-alive' }, 100), false);
     assert.equal(endsWithConnection({}, 100), false);
     assert.equal(endsWithConnection({ 'transfer-encoding': 'chunked' }, null), false);
+  });
+});
+
+describe('guardBody', () => {
+  const chunks = (n: number, size: number) => Array.from({ length: n }, (_, i) => Buffer.alloc(size, i));
+  const broken = () =>
+    Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) as Error & { code: string };
+
+  for (const eager of [false, true]) {
+    it(`delivers every byte that came before a break, then the error, to a reader that starts late (eager ${eager})`, async () => {
+      const source = new PassThrough();
+      const body = guardBody(source, 400_000, undefined, eager);
+      for (const chunk of chunks(5, 20_000)) source.write(chunk);
+      await new Promise((r) => setTimeout(r, 20));
+      source.destroy(broken());
+      await new Promise((r) => setTimeout(r, 20));
+      // The reader only starts now, as a download step still opening its file would.
+      let received = 0;
+      let said = '';
+      await assert.rejects(
+        (async () => {
+          for await (const chunk of body) received += (chunk as Buffer).length;
+        })(),
+        (err: unknown) => {
+          said = isRecgateError(err) ? err.message : String(err);
+          return true;
+        },
+      );
+      // Every byte the guard took in reaches the reader, and the error says how many that was. Read with
+      // backpressure, the guard stops taking at 64 KiB queued; what the source still held is the source's.
+      assert.equal(said, `The recording download from the provider ended after ${received} of 400000 bytes`);
+      assert.equal(received, eager ? 100_000 : 80_000);
+    });
+  }
+
+  it('ends cleanly at exactly Content-Length, and errors on more', async () => {
+    const whole = new PassThrough();
+    const body = guardBody(whole, 30_000, undefined, false);
+    whole.end(Buffer.alloc(30_000));
+    let n = 0;
+    for await (const chunk of body) n += (chunk as Buffer).length;
+    assert.equal(n, 30_000);
+    const long = new PassThrough();
+    const over = guardBody(long, 10, undefined, false);
+    long.end(Buffer.alloc(11));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of over);
+      })(),
+      /more than the 10 bytes/,
+    );
+  });
+
+  it('an abort is delivered at once, whatever is queued', async () => {
+    const source = new PassThrough();
+    const controller = new AbortController();
+    const body = guardBody(source, 100_000, controller.signal, false);
+    source.write(Buffer.alloc(10_000));
+    controller.abort();
+    source.destroy(new Error('aborted'));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of body);
+      })(),
+      (err: unknown) => (err as Error).name === 'AbortError',
+    );
   });
 });
