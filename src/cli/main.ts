@@ -1,13 +1,53 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { JwtAuth, parseTtl } from '../auth/jwt.js';
 import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
+import { type CallSid, isCallSid } from '../sid.js';
+import { EXIT_USAGE, processIo } from './admin.js';
 import { LOCK_PROBE_COMMAND, lockProbeChild, runDoctor } from './doctor.js';
+import { runPurge } from './purge.js';
 import { runServe, type ServeOptions } from './serve.js';
 
 function integer(name: string) {
   return (value: string): number => {
     if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
     return Number(value);
+  };
+}
+
+function callSid(name: string) {
+  return (value: string): CallSid => {
+    if (!isCallSid(value))
+      throw new InvalidArgumentError(`${name} must be a call SID (CA and 32 hex digits)`);
+    return value;
+  };
+}
+
+/**
+ * An admin command (`purge`, `prefetch`, `stats`): the data dir, database and lock backend options of
+ * `serve`, and exit code 2 for bad usage (commander's own default is 1, which these commands keep for a
+ * failed run).
+ */
+function adminCommand(program: Command, name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .option('--data-dir <dir>', 'data directory (RECGATE_DATA_DIR)')
+    .option(
+      '--database <url>',
+      'postgres:// URL, or SQLite in the data dir by default (RECGATE_DATABASE_URL)',
+    )
+    .option('--lock-backend <fs|postgres>', 'download lock, as the gateways use (RECGATE_LOCK_BACKEND)')
+    .exitOverride((err) => {
+      if (err.exitCode === 0) throw err;
+      throw new CommanderError(EXIT_USAGE, err.code, err.message);
+    });
+}
+
+function adminFlags(opts: { dataDir?: string; database?: string; lockBackend?: string }) {
+  return {
+    dataDir: opts.dataDir,
+    databaseUrl: opts.database,
+    lockBackend: opts.lockBackend as 'fs' | 'postgres' | undefined,
   };
 }
 
@@ -248,6 +288,12 @@ export function buildCli(options: CliOptions = {}): Command {
         write: (line) => process.stdout.write(`${line}\n`),
       });
       process.exitCode = ok ? 0 : 1;
+    });
+
+  adminCommand(program, 'purge', "remove a call's recording from the cache and refuse it from now on")
+    .requiredOption('--call <sid>', 'the call (CA…)', callSid('--call'))
+    .action(async (opts) => {
+      process.exitCode = await runPurge(opts.call, adminFlags(opts), processIo());
     });
 
   program

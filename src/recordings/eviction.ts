@@ -5,7 +5,8 @@
  * What is on disk is known from the {@link CacheIndex} in the call log's database, never from a directory
  * scan: the evictor records each committed download (`recording_saved`), moves a recording's last play
  * forward on each play (`cache_hit`, `available_while_waiting`; batched, so a hot recording writes once
- * per `touchIntervalMs`), and deletes the row of each file it removes. An empty index beside a directory
+ * per `touchIntervalMs`), and deletes the row of each file it removes and of each file the cache removed
+ * (`recording_removed`: a purge, or a recording deleted upstream). An empty index beside a directory
  * that holds recordings (an upgrade) is filled once, in the background.
  *
  * An eviction pass runs after a commit, after a download refused with RECGATE_STORAGE_FULL, every
@@ -146,6 +147,11 @@ export class Evictor {
         await this.#o.index.record(event.callSid, event.size, at);
         this.request();
       });
+    } else if (event.event === 'recording_removed') {
+      // A purge, or a recording deleted upstream: the file is gone, so is its row (and its bytes from the
+      // totals `recgate stats` reports).
+      this.#plays.delete(event.callSid);
+      this.#run(() => this.#o.index.remove(event.callSid));
     } else if (event.event === 'cache_hit' || event.event === 'available_while_waiting') {
       this.#plays.set(event.callSid, this.#o.now());
     } else if (event.event === 'download_failed' && event.code === 'RECGATE_STORAGE_FULL') {
