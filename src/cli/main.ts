@@ -4,6 +4,7 @@ import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
 import { type CallSid, isCallSid } from '../sid.js';
 import { EXIT_USAGE, processIo } from './admin.js';
 import { LOCK_PROBE_COMMAND, lockProbeChild, runDoctor } from './doctor.js';
+import { type PrefetchSelection, runPrefetch } from './prefetch.js';
 import { runPurge } from './purge.js';
 import { runServe, type ServeOptions } from './serve.js';
 
@@ -41,6 +42,41 @@ function adminCommand(program: Command, name: string, description: string): Comm
       if (err.exitCode === 0) throw err;
       throw new CommanderError(EXIT_USAGE, err.code, err.message);
     });
+}
+
+/**
+ * A `--since` / `--until` value: a date (`2026-11-30`, midnight UTC; as `--until`, the end of that day) or
+ * an ISO 8601 date-time with an offset.
+ */
+function dateBound(name: string, endOfDay: boolean) {
+  return (value: string): Date => {
+    const day = /^\d{4}-\d\d-\d\d$/.test(value);
+    const ms = day ? Date.parse(`${value}T${endOfDay ? '23:59:59' : '00:00:00'}Z`) : Date.parse(value);
+    if (
+      (!day && !/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/.test(value)) ||
+      Number.isNaN(ms)
+    ) {
+      throw new InvalidArgumentError(
+        `${name} must be a date (2026-11-30) or an ISO 8601 date-time with an offset`,
+      );
+    }
+    return new Date(ms);
+  };
+}
+
+/** Exactly one of `--call`, `--business`, `--since`; `--until` only with `--since`. */
+function prefetchSelection(
+  opts: { call?: CallSid; business?: string; since?: Date; until?: Date },
+  fail: (message: string) => never,
+): PrefetchSelection {
+  const given = [opts.call, opts.business, opts.since].filter((v) => v !== undefined).length;
+  if (given !== 1) fail('give one of --call, --business or --since');
+  if (opts.until !== undefined && opts.since === undefined) fail('--until goes with --since');
+  if (opts.call !== undefined) return { kind: 'call', callSid: opts.call };
+  if (opts.business !== undefined) return { kind: 'business', businessId: opts.business };
+  const since = opts.since!;
+  if (opts.until !== undefined && opts.until < since) fail('--until is before --since');
+  return { kind: 'range', since, until: opts.until };
 }
 
 function adminFlags(opts: { dataDir?: string; database?: string; lockBackend?: string }) {
@@ -294,6 +330,34 @@ export function buildCli(options: CliOptions = {}): Command {
     .requiredOption('--call <sid>', 'the call (CA…)', callSid('--call'))
     .action(async (opts) => {
       process.exitCode = await runPurge(opts.call, adminFlags(opts), processIo());
+    });
+
+  const prefetch = adminCommand(
+    program,
+    'prefetch',
+    "download recordings before anyone asks: a call, a business's calls, or Twilio's recordings in a date range",
+  );
+  prefetch
+    .option('--call <sid>', 'one call (CA…)', callSid('--call'))
+    .option('--business <id>', "the business's calls in the call log")
+    .option(
+      '--since <date>',
+      "Twilio's recordings created from this date or date-time",
+      dateBound('--since', false),
+    )
+    .option('--until <date>', '… up to this date (inclusive) or date-time', dateBound('--until', true))
+    .option('--twilio-api-base <url>', 'Twilio REST base URL (TWILIO_API_BASE)')
+    .option('--no-run', "only queue the jobs, for the gateways' prefetchers")
+    .action(async (opts) => {
+      const selection = prefetchSelection(opts, (message) =>
+        prefetch.error(`error: ${message}`, { exitCode: EXIT_USAGE, code: 'commander.usageError' }),
+      );
+      process.exitCode = await runPrefetch({
+        selection,
+        run: opts.run,
+        flags: { ...adminFlags(opts), twilioApiBase: opts.twilioApiBase },
+        io: processIo(),
+      });
     });
 
   program
