@@ -7,6 +7,7 @@ import { LOCK_PROBE_COMMAND, lockProbeChild, runDoctor } from './doctor.js';
 import { type PrefetchSelection, runPrefetch } from './prefetch.js';
 import { runPurge } from './purge.js';
 import { runServe, type ServeOptions } from './serve.js';
+import { runStats } from './stats.js';
 
 function integer(name: string) {
   return (value: string): number => {
@@ -62,6 +63,14 @@ function dateBound(name: string, endOfDay: boolean) {
     }
     return new Date(ms);
   };
+}
+
+function topCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 1000) {
+    throw new InvalidArgumentError('--top must be an integer from 1 to 1000');
+  }
+  return n;
 }
 
 /** Exactly one of `--call`, `--business`, `--since`; `--until` only with `--since`. */
@@ -356,6 +365,18 @@ export function buildCli(options: CliOptions = {}): Command {
         selection,
         run: opts.run,
         flags: { ...adminFlags(opts), twilioApiBase: opts.twilioApiBase },
+        io: processIo(),
+      });
+    });
+
+  adminCommand(program, 'stats', 'cache size, hit ratio and the most played recordings, from the cache index')
+    .option('--top <n>', 'how many recordings to list, 1 to 1000', topCount, 10)
+    .option('--json', 'one JSON object instead of text')
+    .action(async (opts) => {
+      process.exitCode = await runStats({
+        top: opts.top,
+        json: opts.json === true,
+        flags: adminFlags(opts),
         io: processIo(),
       });
     });

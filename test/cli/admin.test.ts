@@ -10,9 +10,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import { sha256 } from '../helpers/common.js';
+import { sha256, tempDir } from '../helpers/common.js';
+import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { callFiles, finishedNames, settledFiles } from '../helpers/recordings.js';
 import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 
@@ -235,5 +237,73 @@ describe('recgate prefetch', () => {
       assert.equal(run.code, 2, `${args.join(' ')}: ${run.err}`);
       assert.match(run.err, message);
     }
+  });
+});
+
+describe('recgate stats, on PostgreSQL', async () => {
+  const found = await findPostgres();
+  if (!('url' in found)) {
+    it('needs PostgreSQL', (t) => postgresUnavailable(t, found.reason));
+    return;
+  }
+  const schema = `recgate_stats_${randomBytes(6).toString('hex')}`;
+  const database = `${found.url}?schema=${schema}`;
+  after(async () => {
+    const admin = new pg.Client({ connectionString: found.url });
+    await admin.connect();
+    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await admin.end();
+  });
+
+  it('reports size, files, hit ratio and the top recordings from the cache index, as text and JSON', async (t) => {
+    const dataDir = tempDir(t);
+    const stack = await startStack({ dataDir, config: { databaseUrl: database } });
+    const dir = path.join(dataDir, 'recordings');
+    const hot = await recordedCall(stack, 'acme', 9_000);
+    const cold = await recordedCall(stack, 'globex', 5_000);
+    for (const [call, plays] of [
+      [hot, 3],
+      [cold, 1],
+    ] as const) {
+      for (let i = 0; i < plays; i++) {
+        assert.equal((await play(stack, call.callSid, call === hot ? 'acme' : 'globex')).status, 200);
+        await settledFiles(dir, call.callSid);
+      }
+    }
+    // Stopping writes the batched counts, as a running gateway does every few seconds.
+    await stack.close();
+
+    const json = await recgate(stack, ['stats', '--database', database, '--json', '--top', '1']);
+    assert.equal(json.code, 0, json.err);
+    const report = JSON.parse(json.out);
+    assert.deepEqual(
+      { ...report, top: undefined },
+      { files: 2, bytes: hot.size + cold.size, hits: 2, downloads: 2, hit_ratio: 0.5, top: undefined },
+    );
+    assert.equal(report.top.length, 1);
+    assert.deepEqual(
+      { ...report.top[0], last_played_at: undefined },
+      {
+        call_sid: hot.callSid,
+        business_id: 'acme',
+        recording_sid: hot.recordingSid,
+        size: hot.size,
+        hits: 2,
+        last_played_at: undefined,
+      },
+    );
+
+    const text = await recgate(stack, ['stats', '--database', database]);
+    assert.equal(text.code, 0, text.err);
+    const lines = text.out.trim().split('\n');
+    assert.match(lines[0]!, /^cache\s+\d+(\.\d)? KiB in 2 files$/);
+    assert.equal(lines[1], 'hit ratio  50.0% (2 hits, 2 downloads)');
+    assert.equal(lines[2], 'top 2 by hits:');
+    assert.match(lines[4]!, new RegExp(`^\\s+2\\s+.*${hot.callSid}\\s+acme\\s+${hot.recordingSid}$`));
+    assert.match(lines[5]!, new RegExp(`^\\s+0\\s+.*${cold.callSid}\\s+globex\\s+${cold.recordingSid}$`));
+
+    const bad = await recgate(stack, ['stats', '--database', database, '--top', '0']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--top must be an integer from 1 to 1000/);
   });
 });
