@@ -7,11 +7,14 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { request } from 'undici';
+import { runPrefetch } from '../../src/cli/prefetch.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { sha256, tempDir } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
@@ -223,6 +226,52 @@ describe('recgate prefetch', () => {
       [early, first, second, unregistered, late].map((sid) => mediaRequests(stack, sid)),
       [0, 1, 1, 0, 0],
     );
+  });
+
+  it("--no-run only queues: the running gateway's prefetcher fetches it", async () => {
+    const call = await recordedCall(stack, 'acme');
+    const run = await recgate(stack, ['prefetch', '--call', call.callSid, '--no-run']);
+    assert.equal(run.code, 0, run.err);
+    assert.equal(run.out, "queued 1 for the gateways' prefetchers, skipped 0\n");
+    const deadline = Date.now() + 15_000;
+    while (mediaRequests(stack, call.recordingSid) === 0 && Date.now() < deadline) await sleep(50);
+    assert.equal(mediaRequests(stack, call.recordingSid), 1, 'the gateway fetched the queued recording');
+    await settledFiles(path.join(stack.dataDir, 'recordings'), call.callSid);
+    assert.equal((await play(stack, call.callSid, 'acme')).status, 200);
+    assert.equal(mediaRequests(stack, call.recordingSid), 1, 'the play was a hit');
+  });
+
+  it('draws a progress bar on a terminal instead of one line per job', async () => {
+    const calls = [await recordedCall(stack, 'umbrella'), await recordedCall(stack, 'umbrella')];
+    const out: string[] = [];
+    const bar = new PassThrough();
+    let drawn = '';
+    bar.on('data', (chunk: Buffer) => {
+      drawn += chunk.toString();
+    });
+    Object.assign(bar, { isTTY: true, columns: 100 });
+    const code = await runPrefetch({
+      selection: { kind: 'business', businessId: 'umbrella' },
+      run: true,
+      flags: { dataDir: stack.dataDir },
+      io: {
+        out: (line) => out.push(line),
+        err: (line) => out.push(`err: ${line}`),
+        isTTY: true,
+        barStream: bar,
+      },
+      env: {
+        RECGATE_JWT_SECRET: JWT_SECRET,
+        TWILIO_ACCOUNT_SID: stack.emulator.accountSid,
+        TWILIO_AUTH_TOKEN: stack.emulator.authToken,
+        TWILIO_API_BASE: stack.emulator.url,
+        RECGATE_LOG_LEVEL: 'silent',
+      },
+    });
+    assert.equal(code, 0, out.join('\n'));
+    assert.deepEqual(out, ['queued 2, done 2, failed 0, skipped 0'], 'no per-job lines on a terminal');
+    assert.match(drawn, /prefetch \[.*\] 2\/2 100%/);
+    for (const call of calls) assert.equal(mediaRequests(stack, call.recordingSid), 1);
   });
 
   it('exits 2 for bad usage', async () => {
