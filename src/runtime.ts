@@ -47,7 +47,9 @@ export interface CacheRuntime {
 }
 
 /** The lock backend of `config`: `--lock-backend`, or PostgreSQL's when the call log is on it. */
-export function lockBackendOf(config: Pick<Config, 'lockBackend' | 'databaseUrl' | 'dataDir'>) {
+export function lockBackendOf(
+  config: Pick<Config, 'lockBackend' | 'databaseUrl' | 'dataDir'>,
+): 'fs' | 'postgres' {
   return (
     config.lockBackend ??
     (parseDatabaseUrl(config.databaseUrl, config.dataDir).kind === 'postgres' ? 'postgres' : 'fs')

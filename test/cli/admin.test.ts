@@ -289,22 +289,46 @@ describe('recgate prefetch', () => {
   });
 });
 
-describe('recgate stats, on PostgreSQL', async () => {
+describe('recgate stats and purge, on PostgreSQL', async () => {
   const found = await findPostgres();
   if (!('url' in found)) {
     it('needs PostgreSQL', (t) => postgresUnavailable(t, found.reason));
     return;
   }
-  const schema = `recgate_stats_${randomBytes(6).toString('hex')}`;
-  const database = `${found.url}?schema=${schema}`;
+  const schemas: string[] = [];
+  /** A database URL on a schema of its own, dropped after the suite. */
+  const newDatabase = () => {
+    const schema = `recgate_cli_${randomBytes(6).toString('hex')}`;
+    schemas.push(schema);
+    return `${found.url}?schema=${schema}`;
+  };
   after(async () => {
     const admin = new pg.Client({ connectionString: found.url });
     await admin.connect();
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    for (const schema of schemas) await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await admin.end();
   });
 
-  it('reports size, files, hit ratio and the top recordings from the cache index, as text and JSON', async (t) => {
+  it('purge takes the PostgreSQL download lock, and the gateway on the database refuses later plays', async (t) => {
+    const database = newDatabase();
+    const stack = await startStack({ dataDir: tempDir(t), config: { databaseUrl: database } });
+    t.after(() => stack.close());
+    const call = await recordedCall(stack, 'acme');
+    assert.equal((await play(stack, call.callSid, 'acme')).status, 200);
+    await settledFiles(path.join(stack.dataDir, 'recordings'), call.callSid);
+    const purged = await recgate(stack, ['purge', '--call', call.callSid, '--database', database]);
+    assert.equal(purged.code, 0, purged.err);
+    assert.match(
+      purged.out,
+      new RegExp(`^removed .* \\(${call.size} bytes\\) of ${call.recordingSid}\nmarked 1 call purged\n$`),
+    );
+    assert.equal((await play(stack, call.callSid, 'acme')).status, 410);
+    const stats = await recgate(stack, ['stats', '--database', database, '--json']);
+    assert.equal(JSON.parse(stats.out).files, 0, 'the purged file left the cache index');
+  });
+
+  it('stats reports size, files, hit ratio and the top recordings from the cache index, as text and JSON', async (t) => {
+    const database = newDatabase();
     const dataDir = tempDir(t);
     const stack = await startStack({ dataDir, config: { databaseUrl: database } });
     const dir = path.join(dataDir, 'recordings');
