@@ -16,9 +16,11 @@
  *    line per job otherwise, so logs stay clean), then a summary: queued, done, failed (with reasons),
  *    skipped.
  *
- * Exit 0 when every job is done (or there was nothing to do), 1 when any failed, 2 for bad usage. A job that
- * fails here is not retried by this command (a gateway's prefetcher would retry a job it ran itself; it is
- * then reported failed, with the gateways retrying it).
+ * Exit 0 when every job is done (or there was nothing to do), 1 when any failed, 2 for bad usage. The
+ * in-process prefetcher is a prefetcher like a gateway's, with the same retry policy: it may run other due
+ * jobs of the queue too, and a job that fails for a reason that may pass (Twilio unavailable, a full disk)
+ * goes back to the queue with a backoff. This command does not wait for that retry: it reports the job
+ * failed, and the gateways' prefetchers retry it.
  */
 import { SingleBar } from 'cli-progress';
 import type { CallRecord } from '../call-log/call-log.js';
@@ -237,7 +239,6 @@ async function runAndWait(
     callLog: admin.callLog,
     logger: admin.logger,
     concurrency: Math.max(1, admin.config.prefetchConcurrency),
-    maxAttempts: 1,
   });
   const progress = new Progress(options.io, jobs.length);
   prefetcher.start();
