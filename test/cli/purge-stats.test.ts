@@ -44,6 +44,13 @@ describe('recgate purge', () => {
     assert.equal(refused.status, 410);
     assert.equal(JSON.parse(refused.bytes.toString()).error.code, 'RECGATE_RECORDING_PURGED');
     assert.equal(stack.emulator.stats().total_media_requests, fetched, 'nothing was fetched again');
+    const stats = await recgate(stack, ['stats', '--json']);
+    assert.equal(stats.code, 0, stats.err);
+    assert.deepEqual(
+      [JSON.parse(stats.out).files, JSON.parse(stats.out).bytes],
+      [0, 0],
+      'the purged file left the SQLite cache index',
+    );
 
     const again = await recgate(stack, ['purge', '--call', call.callSid]);
     assert.equal(again.code, 0, again.err);
