@@ -122,8 +122,12 @@ async function select(admin: AdminContext, selection: PrefetchSelection, io: Com
     selected.skipped.push({ what, reason });
     io.out(`skip  ${what}: ${reason}`);
   };
+  // Calls that play one recording (a <Dial> pair) make one job.
+  const seen = new Set<RecordingSid>();
   const add = (job: PrefetchJobInput) => {
-    if (!selected.jobs.some((j) => j.recordingSid === job.recordingSid)) selected.jobs.push(job);
+    if (seen.has(job.recordingSid)) return;
+    seen.add(job.recordingSid);
+    selected.jobs.push(job);
   };
   if (selection.kind === 'range') {
     await selectRange(admin, selection, add, skip);
