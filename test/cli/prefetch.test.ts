@@ -45,6 +45,12 @@ describe('recgate prefetch', () => {
 
   it('--business skips purged and deleted calls, saying so; a failed download exits 1 with its reason', async () => {
     const ok = await recordedCall(stack, 'globex');
+    // A <Dial> pair: the child plays its parent's recording, so the two calls make one job.
+    const parent = newCallSid();
+    const child = newCallSid();
+    const dialled = await stack.emulator.createRecording({ call_sid: parent, bytes: 7_000 });
+    await stack.register({ businessId: 'globex', callSid: parent });
+    await stack.register({ businessId: 'globex', callSid: child, parentCallSid: parent });
     const purged = await recordedCall(stack, 'globex');
     await stack.gateway.callLog.markPurged(purged.callSid, null);
     // Twilio's webhook said the recording was deleted.
@@ -64,7 +70,13 @@ describe('recgate prefetch', () => {
     assert.ok(lines.includes(`skip  ${deleted.callSid}: deleted at Twilio`), run.out);
     assert.ok(lines.includes(`skip  ${never.callSid}: no recording`), run.out);
     assert.ok(lines.includes(`done  ${ok.recordingSid} (call ${ok.callSid}, globex)`), run.out);
-    assert.equal(lines.at(-1), 'queued 1, done 1, failed 0, skipped 3');
+    assert.equal(
+      lines.filter((l) => l === `done  ${dialled.recording_sid} (call ${parent}, globex)`).length,
+      1,
+      run.out,
+    );
+    assert.equal(lines.at(-1), 'queued 2, done 2, failed 0, skipped 3');
+    assert.equal(mediaRequests(stack, String(dialled.recording_sid)), 1);
     assert.equal(mediaRequests(stack, purged.recordingSid), 0);
 
     // Resolved while it existed, deleted at Twilio since: the download fails, and says why.
