@@ -7,8 +7,8 @@ import type { Logger } from 'pino';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
-import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, recordingsDir, upstreamQueueTimeoutMs } from './config/config.js';
+import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
+import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
@@ -26,17 +26,10 @@ import {
 import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
-import { type CacheIndex, openCacheIndex } from './recordings/cache-index/open.js';
-import { Evictor } from './recordings/eviction.js';
-import {
-  createRecordingCache,
-  FsLocker,
-  FsRecordingStore,
-  type LocalRecordingCache,
-} from './recordings/index.js';
-import type { Locker } from './recordings/lock/lock.js';
+import type { LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
+import { openCacheRuntime } from './runtime.js';
 import { UpstreamBreaker } from './upstream/breaker.js';
 import { TwilioClient, type TwilioClientOptions } from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
@@ -97,41 +90,30 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       }),
   });
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
-  const lockBackend = config.lockBackend ?? (database.kind === 'postgres' ? 'postgres' : 'fs');
-  // Several hosts over shared storage need a lock they all see; the call log's PostgreSQL is one. Its
-  // fencing table goes in the call log's schema, which openCallLog has created by now.
-  const locker =
-    lockBackend === 'postgres' && database.kind === 'postgres'
-      ? new (await import('./recordings/lock/postgres.js')).PostgresLocker({
-          connectionString: database.connectionString,
-          ...(database.schema === undefined ? {} : { schema: database.schema }),
-        })
-      : undefined;
   const admission = await createAdmission(config, database, metrics);
-  const dir = recordingsDir(config);
-  const store = new FsRecordingStore({ dir });
-  const downloadLocker = locker ?? new FsLocker({ dir, pollIntervalMs: 15 });
-  const bounded = await startEvictor(config, database, { store, locker: downloadLocker, logger });
-  const evictor = bounded?.evictor;
   const countEvent = cacheEventMetrics(metrics);
-  const cache = createRecordingCache({
-    dir,
+  const runtime = await openCacheRuntime(config, {
     upstream,
-    store,
-    locker: downloadLocker,
     logger,
-    lockTimeoutMs: config.lockTimeoutMs,
-    onEvent: (event) => {
-      countEvent(event);
-      evictor?.observe(event);
-    },
+    onEvent: countEvent,
     gate: {
       admission,
       breaker,
       coldLimiter: coldDownloadLimiter(config),
       onRefused: (reason) => metrics.upstreamRejections.inc({ reason }),
     },
+    evictor: {
+      onEvicted: (reason, bytes) => {
+        metrics.cacheEvictions.inc({ reason });
+        metrics.cacheEvictedBytes.inc({ reason }, bytes);
+      },
+      onTotals: ({ files, bytes }) => {
+        metrics.cacheFiles.set(files);
+        metrics.cacheBytes.set(bytes);
+      },
+    },
   });
+  const { cache } = runtime;
   // Partials of downloads that died long ago (lock free, older than an hour) are removed now and hourly.
   const sweep = () =>
     cache
@@ -198,13 +180,10 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     await app.close();
     await prefetcher.close();
     await audit.close();
-    await evictor?.close();
-    await cache.close();
-    await bounded?.index.close();
+    await runtime.close();
     await admission.close();
     await prefetchQueue.close();
     await upstream.close();
-    await locker?.close();
     await callLog.close();
   };
   return {
@@ -221,45 +200,6 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
     },
   };
-}
-
-/**
- * Bounded disk (see `recordings/eviction.ts`): the evictor keeps the cache index in the call log's database
- * in step, and enforces the `--cache-*` limits. None for an in-memory SQLite call log, which has no index.
- */
-async function startEvictor(
-  config: Config,
-  database: DatabaseTarget,
-  deps: { store: FsRecordingStore; locker: Locker; logger: Logger },
-): Promise<{ evictor: Evictor; index: CacheIndex } | undefined> {
-  const index = await openCacheIndex(database);
-  if (index === undefined) return undefined;
-  const metrics = getMetrics();
-  const evictor = new Evictor({
-    index,
-    ...deps,
-    limits: {
-      maxBytes: config.cacheMaxBytes,
-      minFree: config.cacheMinFree,
-      maxAgeMs: config.cacheMaxAgeMs,
-    },
-    onEvicted: (reason, bytes) => {
-      metrics.cacheEvictions.inc({ reason });
-      metrics.cacheEvictedBytes.inc({ reason }, bytes);
-    },
-    onTotals: ({ files, bytes }) => {
-      metrics.cacheFiles.set(files);
-      metrics.cacheBytes.set(bytes);
-    },
-  });
-  try {
-    await evictor.start();
-  } catch (err) {
-    await evictor.close().catch(() => undefined);
-    await index.close();
-    throw err;
-  }
-  return { evictor, index };
 }
 
 /**

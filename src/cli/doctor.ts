@@ -28,6 +28,7 @@ import { isRecgateError } from '../errors.js';
 import { ensureWritableDir } from '../recordings/index.js';
 import { FsLocker } from '../recordings/lock/fs.js';
 import type { Locker } from '../recordings/lock/lock.js';
+import { lockBackendOf } from '../runtime.js';
 import { parseCallSid } from '../sid.js';
 import { TwilioClient } from '../upstream/twilio-client.js';
 
@@ -125,13 +126,6 @@ function describeConfig(config: Config): string {
   return `call log ${database.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'}, lock ${lockBackendOf(
     config,
   )}, data dir ${config.dataDir}`;
-}
-
-function lockBackendOf(config: Config): 'fs' | 'postgres' {
-  return (
-    config.lockBackend ??
-    (parseDatabaseUrl(config.databaseUrl, config.dataDir).kind === 'postgres' ? 'postgres' : 'fs')
-  );
 }
 
 async function checkDataDir(config: Config): Promise<string> {

@@ -1,13 +1,98 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { JwtAuth, parseTtl } from '../auth/jwt.js';
 import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
+import { type CallSid, isCallSid } from '../sid.js';
+import { EXIT_USAGE, processIo } from './admin.js';
 import { LOCK_PROBE_COMMAND, lockProbeChild, runDoctor } from './doctor.js';
+import { type PrefetchSelection, runPrefetch } from './prefetch.js';
+import { runPurge } from './purge.js';
 import { runServe, type ServeOptions } from './serve.js';
+import { runStats } from './stats.js';
 
 function integer(name: string) {
   return (value: string): number => {
     if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
     return Number(value);
+  };
+}
+
+function callSid(name: string) {
+  return (value: string): CallSid => {
+    if (!isCallSid(value))
+      throw new InvalidArgumentError(`${name} must be a call SID (CA and 32 hex digits)`);
+    return value;
+  };
+}
+
+/**
+ * An admin command (`purge`, `prefetch`, `stats`): the data dir, database and lock backend options of
+ * `serve`, and exit code 2 for bad usage (commander's own default is 1, which these commands keep for a
+ * failed run).
+ */
+function adminCommand(program: Command, name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .option('--data-dir <dir>', 'data directory (RECGATE_DATA_DIR)')
+    .option(
+      '--database <url>',
+      'postgres:// URL, or SQLite in the data dir by default (RECGATE_DATABASE_URL)',
+    )
+    .option('--lock-backend <fs|postgres>', 'download lock, as the gateways use (RECGATE_LOCK_BACKEND)')
+    .exitOverride((err) => {
+      if (err.exitCode === 0) throw err;
+      throw new CommanderError(EXIT_USAGE, err.code, err.message);
+    });
+}
+
+/**
+ * A `--since` / `--until` value: a date (`2026-11-30`, midnight UTC; as `--until`, the end of that day) or
+ * an ISO 8601 date-time with an offset.
+ */
+function dateBound(name: string, endOfDay: boolean) {
+  return (value: string): Date => {
+    const day = /^\d{4}-\d\d-\d\d$/.test(value);
+    const ms = day ? Date.parse(`${value}T${endOfDay ? '23:59:59' : '00:00:00'}Z`) : Date.parse(value);
+    if (
+      (!day && !/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/.test(value)) ||
+      Number.isNaN(ms)
+    ) {
+      throw new InvalidArgumentError(
+        `${name} must be a date (2026-11-30) or an ISO 8601 date-time with an offset`,
+      );
+    }
+    return new Date(ms);
+  };
+}
+
+function topCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 1000) {
+    throw new InvalidArgumentError('--top must be an integer from 1 to 1000');
+  }
+  return n;
+}
+
+/** Exactly one of `--call`, `--business`, `--since`; `--until` only with `--since`. */
+function prefetchSelection(
+  opts: { call?: CallSid; business?: string; since?: Date; until?: Date },
+  fail: (message: string) => never,
+): PrefetchSelection {
+  const given = [opts.call, opts.business, opts.since].filter((v) => v !== undefined).length;
+  if (given !== 1) fail('give one of --call, --business or --since');
+  if (opts.until !== undefined && opts.since === undefined) fail('--until goes with --since');
+  if (opts.call !== undefined) return { kind: 'call', callSid: opts.call };
+  if (opts.business !== undefined) return { kind: 'business', businessId: opts.business };
+  const since = opts.since!;
+  if (opts.until !== undefined && opts.until < since) fail('--until is before --since');
+  return { kind: 'range', since, until: opts.until };
+}
+
+function adminFlags(opts: { dataDir?: string; database?: string; lockBackend?: string }) {
+  return {
+    dataDir: opts.dataDir,
+    databaseUrl: opts.database,
+    lockBackend: opts.lockBackend as 'fs' | 'postgres' | undefined,
   };
 }
 
@@ -248,6 +333,52 @@ export function buildCli(options: CliOptions = {}): Command {
         write: (line) => process.stdout.write(`${line}\n`),
       });
       process.exitCode = ok ? 0 : 1;
+    });
+
+  adminCommand(program, 'purge', "remove a call's recording from the cache and refuse it from now on")
+    .requiredOption('--call <sid>', 'the call (CA…)', callSid('--call'))
+    .action(async (opts) => {
+      process.exitCode = await runPurge(opts.call, adminFlags(opts), processIo());
+    });
+
+  const prefetch = adminCommand(
+    program,
+    'prefetch',
+    "download recordings before anyone asks: a call, a business's calls, or Twilio's recordings in a date range",
+  );
+  prefetch
+    .option('--call <sid>', 'one call (CA…)', callSid('--call'))
+    .option('--business <id>', "the business's calls in the call log")
+    .option(
+      '--since <date>',
+      "Twilio's recordings created from this date or date-time",
+      dateBound('--since', false),
+    )
+    .option('--until <date>', '… up to this date (inclusive) or date-time', dateBound('--until', true))
+    .option('--twilio-api-base <url>', 'Twilio REST base URL (TWILIO_API_BASE)')
+    .option('--no-run', "only queue the jobs, for the gateways' prefetchers")
+    .action(async (opts) => {
+      const selection = prefetchSelection(opts, (message) =>
+        prefetch.error(`error: ${message}`, { exitCode: EXIT_USAGE, code: 'commander.usageError' }),
+      );
+      process.exitCode = await runPrefetch({
+        selection,
+        run: opts.run,
+        flags: { ...adminFlags(opts), twilioApiBase: opts.twilioApiBase },
+        io: processIo(),
+      });
+    });
+
+  adminCommand(program, 'stats', 'cache size, hit ratio and the most played recordings, from the cache index')
+    .option('--top <n>', 'how many recordings to list, 1 to 1000', topCount, 10)
+    .option('--json', 'one JSON object instead of text')
+    .action(async (opts) => {
+      process.exitCode = await runStats({
+        top: opts.top,
+        json: opts.json === true,
+        flags: adminFlags(opts),
+        io: processIo(),
+      });
     });
 
   program

@@ -167,8 +167,16 @@ export function buildServer(ctx: ServerContext) {
       const { collection } = request.params;
       if (collection === 'Recordings.json') {
         const callSid = request.query.CallSid;
-        const items = ctx.state.listRecordings(callSid).map((r) => ({ key: r.sid, json: r }));
-        const filters: Record<string, string> = callSid === undefined ? {} : { CallSid: callSid };
+        const range = dateCreatedRange(request.query);
+        if (typeof range === 'string') return twilioError(reply, 400, 20001, range);
+        const items = ctx.state
+          .listRecordings(callSid)
+          .filter((r) => inRange(r.startTime, range))
+          .map((r) => ({ key: r.sid, json: r }));
+        const filters: Record<string, string> = {
+          ...(callSid === undefined ? {} : { CallSid: callSid }),
+          ...range.filters,
+        };
         return page(reply, request.query, `${account}/Recordings.json`, filters, 'recordings', items, (r) =>
           ctx.state.recordingJson(r),
         );
@@ -473,6 +481,45 @@ function twilioError(reply: FastifyReply, status: number, code: number, message:
  * Twilio's list envelope. `Page` and `PageSize` select a page; `PageToken` (`PA{sid}`: after that item,
  * `PB{sid}`: before it) keeps paging stable while items come and go, as Twilio's own tokens do.
  */
+/** The `DateCreated>=` / `DateCreated<=` filters of a recording list, in ms; or what is wrong with them. */
+interface DateRange {
+  after: number;
+  before: number;
+  /** The filters as given, carried into the page URIs. */
+  filters: Record<string, string>;
+}
+
+/**
+ * Twilio's date filters on the account's recordings: `DateCreated>=` and `DateCreated<=` take a date
+ * (`YYYY-MM-DD`, midnight UTC) or an ISO 8601 date-time, both inclusive. A client that does not encode the
+ * key sends `DateCreated>=X` as the key `DateCreated>` with the value `X`, taken the same way.
+ */
+function dateCreatedRange(query: Record<string, string>): DateRange | string {
+  const range: DateRange = { after: Number.NEGATIVE_INFINITY, before: Number.POSITIVE_INFINITY, filters: {} };
+  for (const [key, bound] of [
+    ['DateCreated>=', 'after'],
+    ['DateCreated>', 'after'],
+    ['DateCreated<=', 'before'],
+    ['DateCreated<', 'before'],
+  ] as const) {
+    const value = query[key];
+    if (value === undefined) continue;
+    const ms = /^\d{4}-\d\d-\d\d$/.test(value) ? Date.parse(`${value}T00:00:00Z`) : Date.parse(value);
+    if (!/^\d{4}-\d\d-\d\d/.test(value) || Number.isNaN(ms)) {
+      return `${key} must be a date (YYYY-MM-DD) or an ISO 8601 date-time`;
+    }
+    range[bound] = ms;
+    range.filters[key] = value;
+  }
+  return range;
+}
+
+/** Twilio shows `date_created` to the second; the filters compare what it shows. */
+function inRange(created: Date, range: DateRange): boolean {
+  const at = Math.floor(created.getTime() / 1000) * 1000;
+  return at >= range.after && at <= range.before;
+}
+
 function page<T>(
   reply: FastifyReply,
   query: Record<string, string>,

@@ -5,7 +5,9 @@
  * What is on disk is known from the {@link CacheIndex} in the call log's database, never from a directory
  * scan: the evictor records each committed download (`recording_saved`), moves a recording's last play
  * forward on each play (`cache_hit`, `available_while_waiting`; batched, so a hot recording writes once
- * per `touchIntervalMs`), and deletes the row of each file it removes. An empty index beside a directory
+ * per `touchIntervalMs`; the same flush adds to the play counters of `recgate stats`: a hit per `cache_hit`,
+ * a download per `cache_miss`), and deletes the row of each file it removes and of each file the cache removed
+ * (`recording_removed`: a purge, or a recording deleted upstream). An empty index beside a directory
  * that holds recordings (an upgrade) is filled once, in the background.
  *
  * An eviction pass runs after a commit, after a download refused with RECGATE_STORAGE_FULL, every
@@ -86,6 +88,9 @@ export class Evictor {
     Pick<EvictorOptions, 'onEvicted' | 'onTotals'>;
   /** Plays not yet written to the index: call SID to the latest play. */
   #plays = new Map<string, number>();
+  /** Plays a finished file served (`cache_hit`) since the last flush, per call SID; and downloads started. */
+  #hits = new Map<string, number>();
+  #downloads = 0;
   #pass: Promise<EvictionResult> | undefined;
   #again = false;
   #timers: NodeJS.Timeout[] = [];
@@ -146,16 +151,29 @@ export class Evictor {
         await this.#o.index.record(event.callSid, event.size, at);
         this.request();
       });
+    } else if (event.event === 'recording_removed') {
+      // A purge, or a recording deleted upstream: the file is gone, so is its row (and its bytes from the
+      // totals `recgate stats` reports).
+      this.#plays.delete(event.callSid);
+      this.#run(() => this.#o.index.remove(event.callSid));
     } else if (event.event === 'cache_hit' || event.event === 'available_while_waiting') {
       this.#plays.set(event.callSid, this.#o.now());
+      if (event.event === 'cache_hit')
+        this.#hits.set(event.callSid, (this.#hits.get(event.callSid) ?? 0) + 1);
+    } else if (event.event === 'cache_miss') {
+      this.#downloads++;
     } else if (event.event === 'download_failed' && event.code === 'RECGATE_STORAGE_FULL') {
       // A download refused for lack of room: make room now rather than at the next periodic pass.
       this.request();
     }
   }
 
-  /** Writes buffered plays to the index, in one transaction. */
+  /** Writes buffered plays to the index (last plays in one transaction, the play counters in another). */
   async flush(): Promise<void> {
+    const { hits, downloads } = { hits: this.#hits, downloads: this.#downloads };
+    this.#hits = new Map();
+    this.#downloads = 0;
+    if (hits.size > 0 || downloads > 0) await this.#o.index.countPlays(hits, downloads);
     if (this.#plays.size === 0) return;
     const plays = this.#plays;
     this.#plays = new Map();

@@ -20,7 +20,13 @@ export interface TwilioRetryPolicy {
   maxTotalMs?: number;
 }
 
-export type TwilioOperation = 'getCall' | 'getRecording' | 'listCallRecordings' | 'fetchMedia' | 'headMedia';
+export type TwilioOperation =
+  | 'getCall'
+  | 'getRecording'
+  | 'listCallRecordings'
+  | 'listRecordings'
+  | 'fetchMedia'
+  | 'headMedia';
 
 /** Why an attempt failed in a way worth retrying. */
 export type RetryReason = 'not_ready' | 'rate_limited' | 'server_error' | 'network' | 'timeout';

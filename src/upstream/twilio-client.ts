@@ -33,6 +33,7 @@ import {
   upstreamStatusError,
 } from './twilio-json.js';
 import type {
+  ListRecordingsOptions,
   MediaHead,
   MediaRequest,
   MediaResponse,
@@ -95,9 +96,38 @@ export class TwilioClient implements Upstream {
   async listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]> {
     const sid = parseCallSid(callSid);
     const ctx: OperationContext = { operation: 'listCallRecordings', sid, signal };
+    return this.#listRecordingPages(ctx, `${this.#accountUrl}/Calls/${sid}/Recordings.json`, sid);
+  }
+
+  async listRecordings(options: ListRecordingsOptions = {}): Promise<UpstreamRecording[]> {
+    const query = new URLSearchParams();
+    for (const [name, value] of [
+      ['dateCreatedAfter', options.dateCreatedAfter],
+      ['dateCreatedBefore', options.dateCreatedBefore],
+    ] as const) {
+      if (value === undefined) continue;
+      if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+        throw new TypeError(`options.${name} must be a valid Date`);
+      }
+      query.set(name === 'dateCreatedAfter' ? 'DateCreated>=' : 'DateCreated<=', iso8601(value));
+    }
+    const ctx: OperationContext = { operation: 'listRecordings', sid: '', signal: options.signal };
+    const search = query.size > 0 ? `?${query.toString()}` : '';
+    return this.#listRecordingPages(ctx, `${this.#accountUrl}/Recordings.json${search}`, undefined);
+  }
+
+  /**
+   * Every recording of a paged list, from `first` on, following `next_page_uri`; `[]` when the first page
+   * is a 404 (an unknown call).
+   */
+  async #listRecordingPages(
+    ctx: OperationContext,
+    first: string,
+    callSid: CallSid | undefined,
+  ): Promise<UpstreamRecording[]> {
     const recordings: UpstreamRecording[] = [];
     const seen = new Set<string>();
-    let url: string | null = `${this.#accountUrl}/Calls/${sid}/Recordings.json`;
+    let url: string | null = first;
     while (url !== null) {
       if (seen.has(url)) throw malformed('next_page_uri points back to a page already read');
       seen.add(url);
@@ -108,7 +138,7 @@ export class TwilioClient implements Upstream {
           cause: new Error(`page ${redactUrl(url)} of a recording list answered 404`),
         });
       }
-      const page = parseRecordingPage(json, sid);
+      const page = parseRecordingPage(json, callSid);
       recordings.push(...page.recordings);
       url = page.nextPageUri === null ? null : new URL(page.nextPageUri, this.#options.baseUrl).href;
     }
@@ -336,4 +366,9 @@ function redirectTarget(
 /** Origin and path only: signed storage URLs carry their credentials in the query. */
 function safeUrl(url: URL): string {
   return `${url.origin}${url.pathname}`;
+}
+
+/** Twilio's date-time filters take ISO 8601 in UTC, to the second. */
+function iso8601(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }

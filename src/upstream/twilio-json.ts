@@ -142,7 +142,7 @@ export interface RecordingPage {
 }
 
 /** One page of a call's recording list. */
-export function parseRecordingPage(json: unknown, callSid: CallSid): RecordingPage {
+export function parseRecordingPage(json: unknown, callSid: CallSid | undefined): RecordingPage {
   if (typeof json !== 'object' || json === null) throw malformed('recording list is not an object');
   const page = json as Record<string, unknown>;
   const items = page.recordings;

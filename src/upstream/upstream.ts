@@ -76,6 +76,15 @@ export interface MediaHead {
   acceptsRanges: boolean;
 }
 
+/** Which recordings of the account {@link Upstream.listRecordings} lists. */
+export interface ListRecordingsOptions {
+  /** Only recordings created at or after this instant (Twilio's `DateCreated>=`). */
+  dateCreatedAfter?: Date | undefined;
+  /** Only recordings created at or before this instant (Twilio's `DateCreated<=`). */
+  dateCreatedBefore?: Date | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 export interface Upstream {
   /** The call, or `undefined` if the upstream does not know it (404). */
   getCall(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamCall | undefined>;
@@ -85,6 +94,12 @@ export interface Upstream {
    * know.
    */
   listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]>;
+
+  /**
+   * The account's recordings created in the range (both bounds inclusive, each optional), in any status,
+   * each once, following Twilio's paging (newest first, as Twilio lists them).
+   */
+  listRecordings(options?: ListRecordingsOptions): Promise<UpstreamRecording[]>;
 
   /**
    * Starts a media download (MP3). Retries transient failures (not-ready 404s, 429 with Retry-After, 5xx,

@@ -49,12 +49,14 @@ if ('reason' in found) {
       assert.ok(names.includes('calls_business_order_idx'));
       assert.ok(names.includes('calls_recording_sid_idx'));
       assert.ok(names.includes('plays_call_idx'));
+      assert.ok(names.includes('cached_files_hits_idx'));
       const tables = await admin.query('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [
         schema,
       ]);
       assert.deepEqual(
         tables.rows.map((r) => r.tablename),
         [
+          'cache_plays',
           'cache_totals',
           'cached_files',
           'calls',

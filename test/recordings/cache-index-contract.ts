@@ -35,11 +35,25 @@ export function cacheIndexContract(name: string, open: () => Promise<CacheIndexS
     test(
       'matches interface',
       withIndex(async ({ index }) => {
-        for (const method of ['record', 'backfill', 'touch', 'get', 'oldest', 'remove', 'totals', 'close']) {
+        for (const method of [
+          'record',
+          'backfill',
+          'touch',
+          'get',
+          'oldest',
+          'remove',
+          'countPlays',
+          'playCounts',
+          'top',
+          'totals',
+          'close',
+        ]) {
           assert.equal(typeof (index as unknown as Record<string, unknown>)[method], 'function', method);
         }
         assert.deepEqual(await index.totals(), { files: 0, bytes: 0 });
         assert.deepEqual(await index.oldest(10), []);
+        assert.deepEqual(await index.playCounts(), { hits: 0, downloads: 0 });
+        assert.deepEqual(await index.top(10), []);
       }),
     );
 
@@ -153,6 +167,45 @@ export function cacheIndexContract(name: string, open: () => Promise<CacheIndexS
         assert.deepEqual(await index.get(b), { callSid: b, size: 20, lastPlayedMs: 2, cachedAtMs: 1 });
         assert.deepEqual(await index.totals(), { files: 2, bytes: 30 });
         assert.equal(await index.backfill([]), 0);
+      }),
+    );
+
+    test(
+      'countPlays adds hits per row and to the counters, from any instance; top lists the most played',
+      withIndex(async ({ index, second }) => {
+        const [a, b, c] = [newSid(), newSid(), newSid()].sort();
+        for (const sid of [a!, b!, c!]) await index.record(sid, 10, 1000);
+        await index.countPlays(
+          new Map([
+            [a!, 2],
+            [b!, 5],
+            [newSid(), 4],
+          ]),
+          3,
+        );
+        await second.countPlays(new Map([[a!, 3]]), 1);
+        await second.countPlays(new Map(), 0);
+        assert.deepEqual(await second.playCounts(), { hits: 14, downloads: 4 });
+        const top = await index.top(2);
+        assert.deepEqual(
+          top.map((f) => [f.callSid, f.hits]),
+          [
+            [a, 5],
+            [b, 5],
+          ],
+          'most hits first, ties by SID',
+        );
+        assert.deepEqual(top[0], { callSid: a, size: 10, lastPlayedMs: 1000, cachedAtMs: 1000, hits: 5 });
+        assert.deepEqual(
+          (await second.top(10)).map((f) => f.hits),
+          [5, 5, 0],
+        );
+        await index.remove(a!);
+        assert.deepEqual(await index.playCounts(), { hits: 14, downloads: 4 }, 'counters outlive their rows');
+        assert.deepEqual(
+          (await index.top(1)).map((f) => f.callSid),
+          [b],
+        );
       }),
     );
 

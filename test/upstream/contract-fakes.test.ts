@@ -21,7 +21,7 @@ upstreamContractTests('FakeCallsUpstream (resolver tests)', {
     return {
       upstream,
       addCall: async (parent) => upstream.addCall(undefined, parent ?? null),
-      addRecording: async (call, status) => upstream.addRecording(call, status),
+      addRecording: async (call, status, createdAt) => upstream.addRecording(call, status, createdAt),
     };
   },
 });

@@ -87,8 +87,13 @@ upstreamContractTests('TwilioClient against the emulator', {
       );
       return created.call_sid as CallSid;
     },
-    async addRecording(call, status) {
-      const created = await emulator.createRecording({ call_sid: call, status, bytes: 4000 });
+    async addRecording(call, status, createdAt) {
+      const created = await emulator.createRecording({
+        call_sid: call,
+        status,
+        bytes: 4000,
+        ...(createdAt === undefined ? {} : { start_time: createdAt.toISOString() }),
+      });
       return created.recording_sid as RecordingSid;
     },
   }),

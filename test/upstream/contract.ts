@@ -4,7 +4,8 @@
  * {@link upstreamContractTests} with a {@link UpstreamSubject}.
  *
  * Two parts, each run when the subject implements it: media (`fetchMedia`, all the recording cache uses) and
- * calls (`getCall`, `listCallRecordings`, what the resolver uses). The suite's title names the parts run.
+ * calls (`getCall`, `listCallRecordings`, what the resolver uses, and `listRecordings`, what
+ * `recgate prefetch --since` uses). The suite's title names the parts run.
  */
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
@@ -42,8 +43,8 @@ export interface CallsFixture {
   upstream: Upstream;
   /** Makes a call known upstream, a child leg of `parent` if given, and returns its SID. */
   addCall(parent?: CallSid): Promise<CallSid>;
-  /** Adds a recording in this state to a known call, and returns its SID. */
-  addRecording(call: CallSid, status: 'completed' | 'processing'): Promise<RecordingSid>;
+  /** Adds a recording in this state to a known call, created at `createdAt` if given; returns its SID. */
+  addRecording(call: CallSid, status: 'completed' | 'processing', createdAt?: Date): Promise<RecordingSid>;
   /** Recordings on one page of the upstream's list (it pages beyond). @default 1: it does not page */
   pageSize?: number;
 }
@@ -82,7 +83,14 @@ export function upstreamContractTests(name: string, subject: UpstreamSubject): v
       }
       if (calls !== undefined) {
         const { upstream } = await calls(t);
-        for (const method of ['getCall', 'listCallRecordings', 'fetchMedia', 'headMedia', 'close'] as const) {
+        for (const method of [
+          'getCall',
+          'listCallRecordings',
+          'listRecordings',
+          'fetchMedia',
+          'headMedia',
+          'close',
+        ] as const) {
           assert.equal(typeof upstream[method], 'function', method);
         }
       }
@@ -286,6 +294,52 @@ function callsCases(calls: NonNullable<UpstreamSubject['calls']>): void {
       const call = await addCall();
       await assert.rejects(upstream.getCall(call, AbortSignal.abort()), isAbortError);
       await assert.rejects(upstream.listCallRecordings(call, AbortSignal.abort()), isAbortError);
+    });
+  });
+
+  describe('listRecordings', () => {
+    // Dates of their own, far from the other cases' recordings (an upstream may be shared between cases).
+    const at = (day: number, time = '00:00:00') =>
+      new Date(`2001-03-${String(day).padStart(2, '0')}T${time}Z`);
+
+    it('lists exactly the recordings created in the range, both bounds inclusive, any status', async (t) => {
+      const { upstream, addCall, addRecording } = await open(t);
+      const call = await addCall();
+      const other = await addCall();
+      const before = await addRecording(call, 'completed', at(1, '23:59:59'));
+      const first = await addRecording(call, 'completed', at(2));
+      const middle = await addRecording(other, 'processing', at(3, '12:00:00'));
+      const last = await addRecording(other, 'completed', at(4));
+      const beyond = await addRecording(call, 'completed', at(4, '00:00:01'));
+      const listed = await upstream.listRecordings({ dateCreatedAfter: at(2), dateCreatedBefore: at(4) });
+      assert.deepEqual(listed.map((r) => r.sid).sort(), [first, middle, last].sort());
+      const byId = new Map(listed.map((r) => [r.sid, r]));
+      assert.equal(byId.get(middle)?.status, 'processing');
+      assert.equal(byId.get(middle)?.callSid, other);
+      assert.equal(byId.get(first)?.callSid, call);
+      for (const r of listed) assertRecordingFields(r);
+      const open_ = await upstream.listRecordings({ dateCreatedAfter: at(4, '00:00:01') });
+      assert.ok(open_.some((r) => r.sid === beyond));
+      assert.ok(!open_.some((r) => r.sid === last || r.sid === before));
+      const upTo = await upstream.listRecordings({ dateCreatedBefore: at(1, '23:59:59') });
+      assert.ok(upTo.some((r) => r.sid === before));
+      assert.ok(!upTo.some((r) => r.sid === first));
+    });
+
+    it('more recordings in the range than fit one page: every one listed, once', async (t) => {
+      const { upstream, addCall, addRecording, pageSize = 1 } = await open(t);
+      const call = await addCall();
+      const made: RecordingSid[] = [];
+      for (let i = 0; i <= pageSize; i++) {
+        made.push(await addRecording(call, 'completed', at(20, `10:00:${String(i % 60).padStart(2, '0')}`)));
+      }
+      const listed = await upstream.listRecordings({ dateCreatedAfter: at(20), dateCreatedBefore: at(21) });
+      assert.deepEqual(listed.map((r) => r.sid).sort(), [...made].sort());
+    });
+
+    it('an already aborted signal rejects with an AbortError', async (t) => {
+      const { upstream } = await open(t);
+      await assert.rejects(upstream.listRecordings({ signal: AbortSignal.abort() }), isAbortError);
     });
   });
 }

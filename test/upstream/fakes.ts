@@ -5,7 +5,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import type { Upstream, UpstreamCall, UpstreamRecording } from '../../src/upstream/upstream.js';
+import type {
+  ListRecordingsOptions,
+  Upstream,
+  UpstreamCall,
+  UpstreamRecording,
+} from '../../src/upstream/upstream.js';
 
 export function newCallSid(): CallSid {
   return `CA${randomBytes(16).toString('hex')}` as CallSid;
@@ -25,7 +30,7 @@ export function deferred() {
 }
 
 /**
- * Calls and recordings held in memory. Like TwilioClient, an unknown call is `undefined` to `getCall` and
+ * Calls and recordings held in memory (`listRecordings` filters them by `dateCreated`). Like TwilioClient, an unknown call is `undefined` to `getCall` and
  * has no recordings, and a request rejects with its signal's reason once the signal aborts. While `gate` is
  * set, every `listCallRecordings` waits for it, and `arrived` resolves when one starts waiting. It serves
  * no media: `fetchMedia` and `headMedia` reject.
@@ -49,11 +54,14 @@ export class FakeCallsUpstream implements Upstream {
     return sid;
   }
 
-  /** Adds a recording to `call` (known from then on), each one created a second after the one before. */
-  addRecording(call: CallSid, status = 'completed'): RecordingSid {
+  /**
+   * Adds a recording to `call` (known from then on), created at `createdAt`, or else a second after the one
+   * before.
+   */
+  addRecording(call: CallSid, status = 'completed', createdAt?: Date): RecordingSid {
     if (!this.calls.has(call)) this.addCall(call);
     const sid = newRecordingSid();
-    const dateCreated = new Date(Date.UTC(2026, 0, 1) + 1000 * this.#created++).toISOString();
+    const dateCreated = (createdAt ?? new Date(Date.UTC(2026, 0, 1) + 1000 * this.#created++)).toISOString();
     const done = status === 'completed';
     const list = this.recordings.get(call) ?? [];
     list.push({ sid, callSid: call, status, durationS: done ? 10 : null, dateCreated });
@@ -90,6 +98,20 @@ export class FakeCallsUpstream implements Upstream {
     }
     signal?.throwIfAborted();
     return [...(this.recordings.get(sid) ?? [])];
+  }
+
+  async listRecordings(options: ListRecordingsOptions = {}): Promise<UpstreamRecording[]> {
+    this.asked.push('listRecordings');
+    options.signal?.throwIfAborted();
+    const after = options.dateCreatedAfter?.getTime() ?? Number.NEGATIVE_INFINITY;
+    const before = options.dateCreatedBefore?.getTime() ?? Number.POSITIVE_INFINITY;
+    return [...this.recordings.values()]
+      .flat()
+      .filter((r) => {
+        const at = Date.parse(r.dateCreated ?? '');
+        return at >= after && at <= before;
+      })
+      .sort((a, b) => Date.parse(b.dateCreated ?? '') - Date.parse(a.dateCreated ?? ''));
   }
 
   async fetchMedia(): Promise<never> {

@@ -110,4 +110,19 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION cached_files_totals();
     `,
   },
+  {
+    // See sqlite-migrations.ts: per-file hits for the top recordings, and the counters of the hit ratio.
+    version: 5,
+    name: 'count cache hits and downloads',
+    sql: `
+      ALTER TABLE cached_files ADD COLUMN hits bigint NOT NULL DEFAULT 0;
+      CREATE INDEX cached_files_hits_idx ON cached_files (hits DESC, call_sid);
+      CREATE TABLE cache_plays (
+        id integer PRIMARY KEY CHECK (id = 1),
+        hits bigint NOT NULL,
+        downloads bigint NOT NULL
+      );
+      INSERT INTO cache_plays (id, hits, downloads) VALUES (1, 0, 0);
+    `,
+  },
 ];

@@ -8,6 +8,9 @@ import type { Migration } from './migration.js';
  * Version 4 is the recording cache's index (`src/recordings/cache-index/`): one row per finished file,
  * times in epoch milliseconds, an index on last play for least-recently-played eviction in O(log n), and
  * `cache_totals`, one row the triggers keep equal to the table's count and sum, so no start-up ever scans.
+ * Version 5 counts plays for `recgate stats`: `cached_files.hits` (plays the finished file served, with an
+ * index for the top recordings) and `cache_plays`, one row of hits and downloads started since, for the
+ * hit ratio.
  */
 export const SQLITE_MIGRATIONS: readonly Migration[] = [
   {
@@ -104,6 +107,20 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER cached_files_resize AFTER UPDATE OF size ON cached_files BEGIN
         UPDATE cache_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 1;
       END;
+    `,
+  },
+  {
+    version: 5,
+    name: 'count cache hits and downloads',
+    sql: `
+      ALTER TABLE cached_files ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX cached_files_hits_idx ON cached_files (hits DESC, call_sid);
+      CREATE TABLE cache_plays (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        hits INTEGER NOT NULL,
+        downloads INTEGER NOT NULL
+      ) STRICT;
+      INSERT INTO cache_plays (id, hits, downloads) VALUES (1, 0, 0);
     `,
   },
 ];

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { isBusinessId } from '../../auth/jwt.js';
 import type { CallUpsert } from '../../call-log/call-log.js';
 import { createError } from '../../errors.js';
+import { type PurgeResult, purgeRecording } from '../../resolution/purge.js';
 import { isCallSid, isRecordingSid, parseCallSid } from '../../sid.js';
 import { requireAdmin } from '../auth.js';
 import type { AppDeps } from '../deps.js';
@@ -69,37 +70,25 @@ export function adminRoutes(app: FastifyInstance, deps: AppDeps): void {
     return reply.code(created ? 201 : 200).send({ business_id: call.businessId, ...callJson(call) });
   });
 
-  // Purge: the call (and every call playing the same recording) is marked first, so no play fetches the
-  // recording again, then the local copy goes. Repeating it is harmless: it removes nothing more.
+  // Purge (see resolution/purge.ts): marks the call and its recording's other calls, then removes the file.
   app.delete('/api/admin/calls/:callSid/recording', async (request, reply) => {
     requireAdmin(deps, request);
     const callSid = parseCallSid((request.params as { callSid: string }).callSid);
-    const call = await deps.callLog.get(callSid);
-    if (!call) throw createError('RECGATE_NOT_FOUND', { message: 'No such call' });
-    const { owner, marked } = await deps.state.purged(call);
     const abort = new AbortController();
     const onClose = () => abort.abort(createError('RECGATE_CLIENT_CLOSED'));
     reply.raw.once('close', onClose);
-    let removed: number | null;
+    let result: PurgeResult;
     try {
-      removed = await deps.cache.remove(owner, 'purge', {
-        signal: abort.signal,
-        log: request.log as Logger,
-        onlyRecording: call.recordingSid ?? undefined,
-      });
+      result = await purgeRecording(deps, callSid, { signal: abort.signal, log: request.log as Logger });
     } finally {
       reply.raw.off('close', onClose);
     }
-    request.log.info(
-      { event: 'purge', callSid, owner, recordingSid: call.recordingSid, removedBytes: removed ?? 0, marked },
-      'recording purged',
-    );
     return reply.send({
-      call_sid: callSid,
-      recording_sid: call.recordingSid,
-      owner_call_sid: owner,
-      removed_bytes: removed ?? 0,
-      calls_marked: marked,
+      call_sid: result.callSid,
+      recording_sid: result.recordingSid,
+      owner_call_sid: result.owner,
+      removed_bytes: result.removedBytes,
+      calls_marked: result.marked,
     });
   });
 

@@ -35,6 +35,17 @@ export interface CacheTotals {
   bytes: number;
 }
 
+/** What the hit ratio is made of (migration 5 on): plays a finished local file served, and downloads started. */
+export interface PlayCounts {
+  hits: number;
+  downloads: number;
+}
+
+/** A row with its hits: plays the finished file served since the row was made. */
+export interface TopFile extends CachedFile {
+  hits: number;
+}
+
 export interface CacheIndex {
   /**
    * Records a committed file: inserts the row, or replaces size and times when the call's file was
@@ -69,6 +80,19 @@ export interface CacheIndex {
    * evictor looked): `true` when a row was deleted. Without `lastPlayedMs`, deletes whatever row there is.
    */
   remove(callSid: string, lastPlayedMs?: number): Promise<boolean>;
+
+  /**
+   * Adds to the play counters, in one transaction: `hits` per call SID (plays a finished file served; a
+   * call without a row counts in the totals only) and `downloads` started. Callers batch, as for
+   * {@link touch}.
+   */
+  countPlays(hits: ReadonlyMap<string, number>, downloads: number): Promise<void>;
+
+  /** The play counters' totals: O(1). */
+  playCounts(): Promise<PlayCounts>;
+
+  /** Up to `limit` rows with the most hits (ties by call SID), served by the index on hits: O(log n + limit). */
+  top(limit: number): Promise<TopFile[]>;
 
   /** Files and bytes in the index, from the totals row the database keeps in step: O(1). */
   totals(): Promise<CacheTotals>;

@@ -6,7 +6,14 @@
 import type { DatabaseTarget } from '../../config/database-url.js';
 import type { CacheIndex } from './cache-index.js';
 
-export type { CachedFile, CacheIndex, CacheTotals, OldestCursor } from './cache-index.js';
+export type {
+  CachedFile,
+  CacheIndex,
+  CacheTotals,
+  OldestCursor,
+  PlayCounts,
+  TopFile,
+} from './cache-index.js';
 
 /** The index beside the call log `target` names, or `undefined` for an in-memory SQLite database. */
 export async function openCacheIndex(target: DatabaseTarget): Promise<CacheIndex | undefined> {

@@ -5,7 +5,14 @@
  */
 import pg from 'pg';
 import { databaseError } from '../../call-log/common.js';
-import type { CachedFile, CacheIndex, CacheTotals, OldestCursor } from './cache-index.js';
+import type {
+  CachedFile,
+  CacheIndex,
+  CacheTotals,
+  OldestCursor,
+  PlayCounts,
+  TopFile,
+} from './cache-index.js';
 
 export interface PostgresCacheIndexOptions {
   /** A `postgres://` URL: the call log's. */
@@ -49,6 +56,16 @@ const SQL = {
   removeIf: 'DELETE FROM cached_files WHERE call_sid = $1 AND last_played_ms = $2',
   remove: 'DELETE FROM cached_files WHERE call_sid = $1',
   totals: 'SELECT files, bytes FROM cache_totals WHERE id = 1',
+  // One statement: the rows (in SID order, as touch) and the counters row move together.
+  countPlays: `
+    WITH hit AS (
+      UPDATE cached_files AS f SET hits = f.hits + p.n
+      FROM (SELECT * FROM unnest($1::text[], $2::bigint[]) AS t(call_sid, n) ORDER BY call_sid) AS p
+      WHERE f.call_sid = p.call_sid
+    )
+    UPDATE cache_plays SET hits = hits + $3, downloads = downloads + $4 WHERE id = 1`,
+  playCounts: 'SELECT hits, downloads FROM cache_plays WHERE id = 1',
+  top: `SELECT ${COLUMNS}, hits FROM cached_files ORDER BY hits DESC, call_sid LIMIT $1`,
 } as const;
 
 export class PostgresCacheIndex implements CacheIndex {
@@ -112,6 +129,25 @@ export class PostgresCacheIndex implements CacheIndex {
         ? await this.#exec(SQL.remove, [callSid])
         : await this.#exec(SQL.removeIf, [callSid, lastPlayedMs]);
     return (result.rowCount ?? 0) > 0;
+  }
+
+  async countPlays(hits: ReadonlyMap<string, number>, downloads: number): Promise<void> {
+    let total = 0;
+    for (const n of hits.values()) total += n;
+    if (total === 0 && downloads === 0) return;
+    await this.#exec(SQL.countPlays, [[...hits.keys()], [...hits.values()], total, downloads]);
+  }
+
+  async playCounts(): Promise<PlayCounts> {
+    const row = (await this.#exec(SQL.playCounts, [])).rows[0] as
+      | { hits: string; downloads: string }
+      | undefined;
+    return { hits: Number(row?.hits ?? 0), downloads: Number(row?.downloads ?? 0) };
+  }
+
+  async top(limit: number): Promise<TopFile[]> {
+    const rows = (await this.#exec(SQL.top, [limit])).rows as Array<Row & { hits: string }>;
+    return rows.map((row) => ({ ...toFile(row), hits: Number(row.hits) }));
   }
 
   async totals(): Promise<CacheTotals> {

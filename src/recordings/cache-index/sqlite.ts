@@ -5,7 +5,14 @@
  */
 import Database from 'better-sqlite3';
 import { databaseError } from '../../call-log/common.js';
-import type { CachedFile, CacheIndex, CacheTotals, OldestCursor } from './cache-index.js';
+import type {
+  CachedFile,
+  CacheIndex,
+  CacheTotals,
+  OldestCursor,
+  PlayCounts,
+  TopFile,
+} from './cache-index.js';
 
 export interface SqliteCacheIndexOptions {
   /** How long a write waits for another process's write lock, ms. @default 5000 */
@@ -39,6 +46,10 @@ const SQL = {
   removeIf: 'DELETE FROM cached_files WHERE call_sid = ? AND last_played_ms = ?',
   remove: 'DELETE FROM cached_files WHERE call_sid = ?',
   totals: 'SELECT files, bytes FROM cache_totals WHERE id = 1',
+  hit: 'UPDATE cached_files SET hits = hits + ? WHERE call_sid = ?',
+  countPlays: 'UPDATE cache_plays SET hits = hits + ?, downloads = downloads + ? WHERE id = 1',
+  playCounts: 'SELECT hits, downloads FROM cache_plays WHERE id = 1',
+  top: `SELECT ${COLUMNS}, hits FROM cached_files ORDER BY hits DESC, call_sid LIMIT ?`,
 } as const;
 
 export class SqliteCacheIndex implements CacheIndex {
@@ -115,6 +126,36 @@ export class SqliteCacheIndex implements CacheIndex {
           : this.#stmt(SQL.removeIf).run(callSid, lastPlayedMs);
       return result.changes > 0;
     });
+  }
+
+  countPlays(hits: ReadonlyMap<string, number>, downloads: number): Promise<void> {
+    return this.#run(() => {
+      let total = 0;
+      const hit = this.#stmt(SQL.hit);
+      this.#db.transaction(() => {
+        for (const [callSid, n] of hits) {
+          hit.run(n, callSid);
+          total += n;
+        }
+        if (total > 0 || downloads > 0) this.#stmt(SQL.countPlays).run(total, downloads);
+      })();
+    });
+  }
+
+  playCounts(): Promise<PlayCounts> {
+    return this.#run(() => {
+      const row = this.#stmt(SQL.playCounts).get() as PlayCounts | undefined;
+      return { hits: Number(row?.hits ?? 0), downloads: Number(row?.downloads ?? 0) };
+    });
+  }
+
+  top(limit: number): Promise<TopFile[]> {
+    return this.#run(() =>
+      (this.#stmt(SQL.top).all(limit) as Array<Row & { hits: number }>).map((row) => ({
+        ...toFile(row),
+        hits: Number(row.hits),
+      })),
+    );
   }
 
   totals(): Promise<CacheTotals> {

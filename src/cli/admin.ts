@@ -1,0 +1,119 @@
+/**
+ * What the admin commands (`recgate purge`, `prefetch`, `stats`) share: the configuration (flags over
+ * environment, as `serve` and `doctor` read it), the call log, and the recording cache built by
+ * {@link openCacheRuntime} on the same data dir, database and lock backend as the gateways, so a command
+ * and running gateways see one cache. Log lines go to stderr (warnings and worse unless RECGATE_LOG_LEVEL
+ * says otherwise); stdout carries only the command's report.
+ *
+ * Exit codes, for every admin command: 0 success, 1 failure (named on stderr), 2 bad usage.
+ */
+import type { Logger } from 'pino';
+import type { CallLog } from '../call-log/call-log.js';
+import { openCallLog } from '../call-log/index.js';
+import { type Config, type ConfigInput, loadConfig } from '../config/config.js';
+import { createError } from '../errors.js';
+import { createLogger } from '../observability/logger.js';
+import { RecordingState } from '../resolution/state.js';
+import { type CacheRuntime, openCacheRuntime } from '../runtime.js';
+import { TwilioClient } from '../upstream/twilio-client.js';
+import type { Upstream } from '../upstream/upstream.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+/** Where a command writes its report and its errors; a test passes its own. */
+export interface CommandIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  /** Whether stdout is a terminal: then long runs draw a progress bar. */
+  isTTY: boolean;
+  /** The stream the progress bar draws on. @default process.stderr */
+  barStream?: NodeJS.WritableStream;
+}
+
+export const processIo = (): CommandIo => ({
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+  isTTY: process.stdout.isTTY === true,
+});
+
+export interface AdminContext {
+  config: Config;
+  logger: Logger;
+  callLog: CallLog;
+  state: RecordingState;
+  /** Present when {@link openAdmin} was asked for the cache. */
+  runtime: CacheRuntime | undefined;
+  /** Present when asked for, and Twilio credentials are configured. */
+  upstream: (Upstream & { close(): Promise<void> }) | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Stands in for Twilio when a command only removes (purge): the cache never starts a download in such a
+ * process, and if something asked it to, the caller is told plainly rather than sent to Twilio without
+ * credentials.
+ */
+const NO_DOWNLOADS: Pick<Upstream, 'fetchMedia'> = {
+  fetchMedia: () =>
+    Promise.reject(
+      createError('RECGATE_UPSTREAM_UNAVAILABLE', { message: 'this command does not download recordings' }),
+    ),
+};
+
+export function adminConfig(flags: ConfigInput, env: NodeJS.ProcessEnv = process.env): Config {
+  return loadConfig(flags, env);
+}
+
+/** Opens the call log, and the cache and Twilio client when `needs` says so. */
+export async function openAdmin(
+  config: Config,
+  needs: { cache: boolean; upstream: boolean },
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<AdminContext> {
+  const logger = createLogger({ level: env.RECGATE_LOG_LEVEL ?? 'warn', destination: process.stderr });
+  const callLog = await openCallLog(config.databaseUrl, config.dataDir);
+  let upstream: AdminContext['upstream'];
+  let runtime: CacheRuntime | undefined;
+  try {
+    if (needs.upstream) upstream = twilioClient(config, logger);
+    if (needs.cache) runtime = await openCacheRuntime(config, { upstream: upstream ?? NO_DOWNLOADS, logger });
+  } catch (err) {
+    await upstream?.close();
+    await callLog.close();
+    throw err;
+  }
+  return {
+    config,
+    logger,
+    callLog,
+    state: new RecordingState(callLog),
+    runtime,
+    upstream,
+    close: async () => {
+      await runtime?.close();
+      await upstream?.close();
+      await callLog.close();
+    },
+  };
+}
+
+function twilioClient(config: Config, logger: Logger): TwilioClient {
+  if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is not set');
+  if (!config.twilioAuthToken && !config.twilioApiKey) {
+    throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is not set');
+  }
+  return new TwilioClient({
+    baseUrl: config.twilioApiBase,
+    accountSid: config.twilioAccountSid,
+    authToken: config.twilioAuthToken,
+    apiKey: config.twilioApiKey,
+    apiSecret: config.twilioApiSecret,
+    logger,
+  });
+}
+
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
