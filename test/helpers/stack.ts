@@ -3,6 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { getExpectedTwilioSignature } from 'twilio/lib/webhooks/webhooks.js';
+import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import type { CallUpsert } from '../../src/call-log/call-log.js';
 import { type ConfigInput, loadConfig } from '../../src/config/config.js';
@@ -19,6 +21,11 @@ export interface Stack {
   dataDir: string;
   token(businessId: string, ttlS?: number): Promise<string>;
   register(call: CallUpsert): Promise<void>;
+  /**
+   * Posts Twilio's recording-status callback with `params`, signed with the emulator's auth token as
+   * Twilio signs it; resolves to the status the gateway answered.
+   */
+  recordingStatus(params: Record<string, string>): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -64,6 +71,19 @@ export async function startStack(
     token: (businessId, ttlS = 600) => jwt.sign(businessId, ttlS),
     register: async (call) => {
       await gateway.callLog.upsert(call);
+    },
+    recordingStatus: async (params) => {
+      const url = `${gateway.url}/webhooks/twilio/recording-status`;
+      const res = await request(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          'x-twilio-signature': getExpectedTwilioSignature(emulator.authToken, url, params),
+        },
+        body: new URLSearchParams(params).toString(),
+      });
+      await res.body.dump();
+      return res.statusCode;
     },
     close: async () => {
       await gateway.close();
