@@ -84,6 +84,8 @@ export function pumpTo(
   const onStall = () => {
     stall = undefined;
     options.onSendTimeout?.();
+    // The body first, at once: a download's reader lets go now, not when the socket's close comes round.
+    if (!body.destroyed) body.destroy();
     res.destroy();
   };
   const onData = (chunk: Buffer) => {
