@@ -1,6 +1,6 @@
 /**
  * The cache index: which finished recordings are on disk, how big, and when each was last played, kept in
- * the call log's database (table `cached_files`, migration 2) so that bounded-disk eviction never scans the
+ * the call log's database (table `cached_files`, migration 4) so that bounded-disk eviction never scans the
  * recordings directory. One interface here, one file per backend beside it (`sqlite.ts`, `postgres.ts`);
  * `test/recordings/cache-index-contract.ts` is the suite both pass.
  *

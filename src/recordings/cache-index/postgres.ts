@@ -1,6 +1,6 @@
 /**
  * The cache index in the call log's PostgreSQL schema (table `cached_files`, created by the call log's
- * migration 2), through a small `pg` pool of its own with `search_path` set to that schema. Several hosts
+ * migration 4), through a small `pg` pool of its own with `search_path` set to that schema. Several hosts
  * share it; each method is one statement, so each is atomic.
  */
 import pg from 'pg';

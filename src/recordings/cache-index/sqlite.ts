@@ -1,6 +1,6 @@
 /**
  * The cache index in the call log's SQLite file (table `cached_files`, created by the call log's migration
- * 2), through its own better-sqlite3 connection. Like the call log, statements run inline and return settled
+ * 4), through its own better-sqlite3 connection. Like the call log, statements run inline and return settled
  * promises; WAL mode and `busy_timeout` let worker processes share the file.
  */
 import Database from 'better-sqlite3';
