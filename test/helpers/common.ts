@@ -34,7 +34,8 @@ export function isCode(code: string): (err: unknown) => true {
 /** A fresh temporary directory, removed after the test. */
 export function tempDir(t: { after(fn: () => void): void }, prefix = 'recgate-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // Retries: a background task of the test may still be writing a file as the directory goes.
+  t.after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }));
   return dir;
 }
 

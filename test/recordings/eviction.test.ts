@@ -49,7 +49,7 @@ interface Limits {
 
 /** A cache with an evictor on a fresh SQLite call log, as startGateway wires them. */
 async function bounded(t: TestContext, limits: Limits, options: { dir?: string; now?: () => number } = {}) {
-  const root = tempDir(t);
+  const root = mkdtempSync(join(tmpdir(), 'recgate-test-'));
   const dir = options.dir ?? join(root, 'recordings');
   const dbPath = join(root, 'recgate.db');
   const log = new SqliteCallLog(dbPath);
@@ -87,11 +87,19 @@ async function bounded(t: TestContext, limits: Limits, options: { dir?: string; 
     },
   });
   await evictor.start();
-  t.after(async () => {
-    await evictor.close();
-    await cache.close();
-    await index.close();
-  });
+  // Closed once, by the test or after it; either way before the directories go (after-hooks run in
+  // the order they were added, so a temporary directory made first would otherwise be removed first).
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      await evictor.close();
+      await cache.close();
+      await index.close();
+      rmSync(root, { recursive: true, force: true });
+    })();
+    return closing;
+  };
+  t.after(close);
   const play = async (ref: RecordingRef): Promise<Buffer> => {
     const committed = new Promise<void>((resolve) => saved.set(ref.ownerCallSid, resolve));
     const rec = await cache.open(ref);
@@ -101,7 +109,7 @@ async function bounded(t: TestContext, limits: Limits, options: { dir?: string; 
     return body;
   };
   const onDisk = () => readdirSync(dir).filter((n) => n.endsWith('.mp3'));
-  return { dir, index, store, locker, evictor, cache, upstream, play, onDisk, evicted, lines };
+  return { dir, index, store, locker, evictor, cache, upstream, play, onDisk, evicted, lines, close };
 }
 
 const SIZE = 40 * 417;
@@ -322,7 +330,7 @@ describe('bounded disk', () => {
     const first = await bounded(t, {}, { dir });
     const recs = [first.upstream.add(SIZE), first.upstream.add(SIZE)];
     for (const { ref } of recs) await first.play(ref);
-    await first.cache.close();
+    await first.close();
     // A file from before the index existed: on disk, not indexed.
     writeFileSync(join(dir, 'CA00000000000000000000000000000001.mp3'), Buffer.alloc(123));
     const b = await bounded(t, { maxBytes: { bytes: 100 * SIZE } }, { dir });
@@ -330,5 +338,6 @@ describe('bounded disk', () => {
     assert.deepEqual(await b.index.totals(), { files: 3, bytes: 2 * SIZE + 123 });
     assert.ok(b.lines.some((l) => l.event === 'cache_index_filled' && l.files === 3));
     assert.equal(await b.evictor.backfill(), 0, 'a filled index is not filled again');
+    await b.close();
   });
 });
