@@ -11,7 +11,7 @@ import { isRecgateError } from '../errors.js';
 import { CALL_SID_PATTERN, RECORDING_SID_PATTERN } from '../sid.js';
 import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
-import type { EmulatorState, RecordingEntry } from './state.js';
+import type { EmulatorState } from './state.js';
 
 export interface Throttle {
   ttfbMs: number;
@@ -294,8 +294,17 @@ async function serveMedia(
   if (fault?.kind === 'not_ready' || !recording || ctx.state.status(recording) !== 'completed') {
     return twilioError(reply, 404, 20404, notFoundMessage(request.url));
   }
+  const requested = (request.query as Record<string, unknown>).RequestedChannels;
+  if (requested !== undefined && requested !== '1' && requested !== '2') {
+    return twilioError(reply, 400, 20001, 'RequestedChannels must be 1 or 2');
+  }
+  const channels = requested === '2' ? 2 : 1;
+  if (channels === 2 && recording.channels === 1) {
+    // What Twilio documents as warning 16113; the emulator answers it as a 400 carrying that code.
+    return twilioError(reply, 400, 16113, 'Cannot download a dual-channel presentation of a mono recording');
+  }
 
-  const media = mediaOf(ctx, recording, format);
+  const media = ctx.state.media(recording, { format, channels });
   const etag = `"${media.sha256}"`;
   const lastModified = recording.completedAt.toUTCString();
   const headers: Record<string, string> = {
@@ -426,14 +435,6 @@ async function sendBody(
 
 function mediaType(format: 'mp3' | 'wav'): string {
   return format === 'wav' ? 'audio/x-wav' : 'audio/mpeg';
-}
-
-function mediaOf(
-  ctx: ServerContext,
-  recording: RecordingEntry,
-  format: 'mp3' | 'wav',
-): { data: Buffer; sha256: string } {
-  return format === 'wav' ? ctx.state.wav(recording) : recording.mp3;
 }
 
 function single(value: string | string[] | undefined): string | undefined {

@@ -49,6 +49,11 @@ export const createRecordingSchema = z
     direction: z.enum(['inbound', 'outbound-api']).optional(),
     /** ISO 8601 start of the call. Default: now minus the duration. */
     start_time: z.iso.datetime({ offset: true }).optional(),
+    /**
+     * 2 for a dual-channel recording (each leg on its own channel), which serves `RequestedChannels=2`;
+     * a mono one answers that with Twilio's 400 code 16113. Default 1.
+     */
+    channels: z.union([z.literal(1), z.literal(2)]).optional(),
   })
   .refine((v) => v.bytes === undefined || v.duration_s === undefined, {
     message: 'give bytes or duration_s, not both',
@@ -104,6 +109,8 @@ export interface RecordingEntry {
   startTime: Date;
   durationS: number;
   mp3: GeneratedMp3;
+  /** 1 (mono) or 2 (dual-channel: the mono `mp3` is the mix Twilio serves by default). */
+  channels: 1 | 2;
   /** `processing` until `readyAt` (if any), then reported `completed`. */
   initialStatus: 'completed' | 'processing';
   readyAt: number | null;
@@ -114,12 +121,18 @@ export interface RecordingEntry {
 
 export type RecordingStatus = 'completed' | 'processing' | 'deleted';
 
-const WAV_CACHE_ENTRIES = 4;
+const RENDITION_CACHE_ENTRIES = 4;
+
+/** A rendition of a recording other than its mono MP3: the WAV, or a dual-channel file. */
+export interface Rendition {
+  format: 'mp3' | 'wav';
+  channels: 1 | 2;
+}
 
 export class EmulatorState {
   readonly calls = new Map<string, CallEntry>();
   readonly recordings = new Map<string, RecordingEntry>();
-  private readonly wavCache = new Map<string, GeneratedWav>();
+  private readonly renditions = new Map<string, GeneratedWav | GeneratedMp3>();
   private counter = 0;
   private seq = 0;
 
@@ -232,6 +245,7 @@ export class EmulatorState {
         startTime: parentSid !== null ? new Date(startTime.getTime() + 2000) : startTime,
         durationS,
         mp3,
+        channels: input.channels ?? 1,
         initialStatus: status === 'processing' ? 'processing' : 'completed',
         readyAt,
         completedAt,
@@ -262,21 +276,35 @@ export class EmulatorState {
     const recording = this.visibleRecording(sid);
     if (!recording) return false;
     recording.deleted = true;
-    this.wavCache.delete(sid);
+    for (const key of this.renditions.keys()) if (key.startsWith(`${sid}:`)) this.renditions.delete(key);
     return true;
   }
 
-  /** The WAV rendition, generated on first use; a few are kept, since WAVs are large and rarely asked for. */
-  wav(recording: RecordingEntry): GeneratedWav {
-    let wav = this.wavCache.get(recording.sid);
-    if (wav) {
-      this.wavCache.delete(recording.sid);
+  /**
+   * The media of a rendition: the mono MP3 as created, else (the WAV, the dual-channel MP3 of the same
+   * size) generated on first use; a few are kept, since they are large and rarely asked for. The caller
+   * checks that a dual-channel rendition exists (`recording.channels`).
+   */
+  media(recording: RecordingEntry, rendition: Rendition): { data: Buffer; sha256: string } {
+    if (rendition.format === 'mp3' && rendition.channels === 1) return recording.mp3;
+    const key = `${recording.sid}:${rendition.format}:${rendition.channels}`;
+    let media = this.renditions.get(key);
+    if (media) {
+      this.renditions.delete(key);
+    } else if (rendition.format === 'wav') {
+      media = generateWav({
+        seed: recording.sid,
+        durationS: recording.mp3.durationS,
+        channels: rendition.channels,
+      });
     } else {
-      wav = generateWav({ seed: recording.sid, durationS: recording.mp3.durationS });
+      media = generateMp3({ seed: recording.sid, bytes: recording.mp3.data.length, channels: 2 });
     }
-    this.wavCache.set(recording.sid, wav);
-    while (this.wavCache.size > WAV_CACHE_ENTRIES) this.wavCache.delete(this.wavCache.keys().next().value!);
-    return wav;
+    this.renditions.set(key, media);
+    while (this.renditions.size > RENDITION_CACHE_ENTRIES) {
+      this.renditions.delete(this.renditions.keys().next().value!);
+    }
+    return media;
   }
 
   /** Newest first, as Twilio lists. */
@@ -363,7 +391,7 @@ export class EmulatorState {
       price: done ? (-0.0025 * Math.ceil(recording.durationS / 60)).toFixed(4) : null,
       price_unit: 'USD',
       status,
-      channels: 1,
+      channels: recording.channels,
       source: recording.source,
       error_code: null,
       encryption_details: null,
@@ -378,7 +406,7 @@ export class EmulatorState {
 
   /** Forgets the cached WAV renditions; calls and recordings stay. */
   dropCaches(): void {
-    this.wavCache.clear();
+    this.renditions.clear();
   }
 }
 

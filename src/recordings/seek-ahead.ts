@@ -343,6 +343,7 @@ export class SeekAhead {
       signal: slice.abort.signal,
       start: slice.start,
       end: slice.stop - 1,
+      variant: this.#d.flight.ref.variant,
     });
     response.catch(() => undefined);
     this.#launch(slice, response);

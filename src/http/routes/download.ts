@@ -3,6 +3,14 @@ import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
 import type { RecordingRef } from '../../recordings/cache.js';
+import {
+  contentTypeOf,
+  fileNameOf,
+  isCanonical,
+  parseVariant,
+  recordingEtag,
+  variantKey,
+} from '../../recordings/variant.js';
 import { serve } from '../../serving/serve.js';
 import type { ByteSource } from '../../serving/source.js';
 import { writeResult } from '../../serving/write.js';
@@ -42,12 +50,12 @@ async function upstreamHead(
   ref: RecordingRef,
   signal: AbortSignal,
 ): Promise<ByteSource | undefined> {
-  const head = await deps.upstream.headMedia(ref.recordingSid, signal);
+  const head = await deps.upstream.headMedia(ref.recordingSid, signal, ref.variant);
   if (head.size === null) return undefined;
   const upstreamDate = head.lastModified === null ? Number.NaN : Date.parse(head.lastModified);
   return {
     size: head.size,
-    etag: `"${ref.recordingSid}-${head.size}"`,
+    etag: recordingEtag(ref, head.size),
     // The same second a download would give the file (download/context.ts, identityOf).
     lastModified: new Date(Number.isNaN(upstreamDate) ? Number.NaN : Math.floor(upstreamDate / 1000) * 1000),
     createReadStream: () => {
@@ -64,6 +72,8 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
     exposeHeadRoute: false,
     handler: async (request, reply) => {
       const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+      const query = request.query as Record<string, unknown>;
+      const variant = parseVariant(query);
       const { businessId } = await authenticateDownload(deps, request, callSid);
       const call = await deps.callLog.getForBusiness(businessId, callSid);
       if (!call) throw createError('RECGATE_NOT_FOUND');
@@ -74,12 +84,13 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
       reply.raw.once('close', onClose);
       try {
         const log = request.log as Logger;
-        const ref = await deps.resolver.resolve(call, abort.signal, log);
-        const attachment = (request.query as Record<string, unknown>).download === '1';
+        const resolved = await deps.resolver.resolve(call, abort.signal, log);
+        const ref: RecordingRef = isCanonical(variant) ? resolved : { ...resolved, variant };
+        const attachment = query.download === '1';
         const serveOptions = {
-          contentType: 'audio/mpeg',
+          contentType: contentTypeOf(variant),
           cacheControl: RECORDING_CACHE_CONTROL,
-          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${callSid}.mp3"`,
+          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${fileNameOf(variantKey(callSid, variant))}"`,
         };
         // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
         if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {

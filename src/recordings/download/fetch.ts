@@ -42,7 +42,9 @@ export async function exchange(
   ctx.seekAhead.downloadStarting();
   const response = await ctx.upstream.fetchMedia(
     ctx.ref.recordingSid,
-    offset > 0 ? { signal, start: offset, ifRange: from!.meta.etag! } : { signal },
+    offset > 0
+      ? { signal, start: offset, ifRange: from!.meta.etag!, variant: ctx.ref.variant }
+      : { signal, variant: ctx.ref.variant },
   );
   transfer.ttfbMs ??= performance.now() - transfer.started;
   try {

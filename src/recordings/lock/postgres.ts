@@ -24,6 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
+import { KEY_PATTERN } from '../variant.js';
 import { Hold, NEVER_LOST, notHeld } from './hold.js';
 import type { Lock, Locker } from './lock.js';
 
@@ -54,7 +55,8 @@ export interface PostgresLockerOptions {
   queryTimeoutMs?: number;
 }
 
-const ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** A cache key: an id, with a variant's suffix (see `../variant.ts`). */
+const ID = new RegExp(`^${KEY_PATTERN}$`);
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 export function advisoryKey(id: string): string {
@@ -167,7 +169,7 @@ export class PostgresLocker implements Locker {
   }
 
   newLock(id: string): Lock {
-    if (!ID.test(id)) throw new TypeError('lock id must match ^[A-Za-z0-9_-]{1,128}$');
+    if (!ID.test(id)) throw new TypeError(`lock id must match ^${KEY_PATTERN}$`);
     return new PostgresLock(this.#shared, advisoryKey(id));
   }
 
