@@ -33,6 +33,10 @@ export const ERRORS = {
   },
   RECGATE_PRECONDITION_FAILED: { status: 412, message: 'A precondition in the request failed' },
   RECGATE_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The requested range is not satisfiable' },
+  RECGATE_WAVEFORM_UNAVAILABLE: {
+    status: 422,
+    message: 'The recording is not audio the gateway can draw a waveform of',
+  },
   RECGATE_VARIANT_UNAVAILABLE: {
     status: 409,
     message: 'The recording was made in mono: there is no dual-channel file; ask without channels=2',

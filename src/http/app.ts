@@ -15,6 +15,7 @@ import { adminRoutes } from './routes/admin.js';
 import { callRoutes } from './routes/calls.js';
 import { downloadRoutes } from './routes/download.js';
 import { healthRoutes, type MetricsSource } from './routes/health.js';
+import { peaksRoutes } from './routes/peaks.js';
 import { webhookRoutes } from './routes/webhooks.js';
 
 export interface AppOptions {
@@ -96,6 +97,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
 
   installErrorHandlers(app, trackRoutes(app));
   downloadRoutes(app, deps);
+  peaksRoutes(app, deps);
   callRoutes(app, deps);
   adminRoutes(app, deps);
   webhookRoutes(app, deps);

@@ -102,6 +102,15 @@ export interface RecordingCache {
    */
   remove(ownerCallSid: CallSid, reason: RemoveReason, options?: RemoveOptions): Promise<number | null>;
 
+  /**
+   * Peaks stored beside the recording's finished file (the text `writePeaks` stored), or `undefined`.
+   * Optional: without it (and `writePeaks`), peaks are computed for every request.
+   */
+  readPeaks?(ref: RecordingRef): Promise<string | undefined>;
+
+  /** Stores peaks computed from the finished file, atomically; removed with the file (purge, eviction). */
+  writePeaks?(ref: RecordingRef, text: string): Promise<void>;
+
   /** Aborts downloads this process runs (their temporary files stay for a takeover) and frees handles. */
   close(): Promise<void>;
 }

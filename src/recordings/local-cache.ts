@@ -261,6 +261,14 @@ export class LocalCache implements LocalRecordingCache {
     }
   }
 
+  async readPeaks(ref: RecordingRef): Promise<string | undefined> {
+    return this.#s.store.readPeaks?.(cacheKeyOf(ref));
+  }
+
+  async writePeaks(ref: RecordingRef, text: string): Promise<void> {
+    await this.#s.store.writePeaks?.(cacheKeyOf(ref), text);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     const entries = [...this.#flights.values()];

@@ -56,6 +56,7 @@ const ROUTE_KINDS: Record<string, RouteKind> = {
   '/api/calls/:callSid': 'bearer',
   '/api/calls/:callSid/playback-url': 'bearer',
   '/api/calls/:callSid/download': 'download',
+  '/api/calls/:callSid/peaks': 'download',
   '/api/admin/calls/:callSid': 'admin',
   '/api/admin/calls/:callSid/recording': 'admin',
   '/api/admin/calls/:callSid/plays': 'admin',

@@ -142,7 +142,7 @@ describe('variants: channels and formats', () => {
       ['format=ogg', 'format'],
       ['format=WAV', 'format'],
     ] as const) {
-      for (const route of ['download']) {
+      for (const route of ['download', 'peaks']) {
         const res = await get(stack, `/api/calls/${rec.callSid}/${route}?${query}`, auth);
         assert.equal(res.status, 400, `${route}?${query}`);
         assert.equal(res.json().error.code, 'RECGATE_INVALID_REQUEST');
