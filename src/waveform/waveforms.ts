@@ -32,9 +32,14 @@ export interface WaveformOptions {
   businessId?: string | undefined;
 }
 
+/** Computed peaks remembered in memory, per process. */
+const RECENT_ENTRIES = 64;
+
 export class Waveforms {
   readonly #cache: RecordingCache;
   readonly #running = new Map<string, Promise<Waveform>>();
+  /** The last peaks this process computed (stored text), by key: requests racing their write use them. */
+  readonly #recent = new Map<string, string>();
 
   constructor(cache: RecordingCache) {
     this.#cache = cache;
@@ -45,21 +50,27 @@ export class Waveforms {
    * `open` throws, and RECGATE_WAVEFORM_UNAVAILABLE when the file is not audio it can measure.
    */
   async get(ref: RecordingRef, options: WaveformOptions = {}): Promise<Waveform> {
-    const stored = await this.#stored(ref);
-    if (stored !== undefined) return stored;
     const key = `${cacheKeyOf(ref)}\n${ref.recordingSid}`;
     let running = this.#running.get(key);
     if (running === undefined) {
-      running = this.#compute(ref, options).finally(() => this.#running.delete(key));
+      const text = await this.#cache.readPeaks?.(ref);
+      const stored = await this.#valid(ref, text);
+      if (stored !== undefined) return stored;
+      // A computation that ended while the file was read wrote it just after: no need for another.
+      const recent = await this.#valid(ref, this.#recent.get(key));
+      if (recent !== undefined) return recent;
+      running = this.#running.get(key);
+    }
+    if (running === undefined) {
+      running = this.#compute(ref, key, options).finally(() => this.#running.delete(key));
       running.catch(() => undefined);
       this.#running.set(key, running);
     }
     return raceAbort(running, options.signal);
   }
 
-  /** Stored peaks that belong to the file cached now, if any. */
-  async #stored(ref: RecordingRef): Promise<Waveform | undefined> {
-    const text = await this.#cache.readPeaks?.(ref);
+  /** Peaks (stored text) if they belong to the file cached now. */
+  async #valid(ref: RecordingRef, text: string | undefined): Promise<Waveform | undefined> {
     if (text === undefined) return undefined;
     let parsed: Partial<StoredPeaks>;
     try {
@@ -71,7 +82,8 @@ export class Waveforms {
     if (
       parsed.version !== 1 ||
       parsed.recording_sid !== ref.recordingSid ||
-      state.state !== 'cached' ||
+      // Peaks measured on a download's stream are written before its file is renamed into place.
+      state.state === 'absent' ||
       parsed.size !== state.size ||
       typeof parsed.duration_s !== 'number' ||
       !Array.isArray(parsed.peaks)
@@ -85,7 +97,7 @@ export class Waveforms {
    * Reads the whole recording through the cache (from disk, or as the one download streams it) into a
    * meter. The computation is shared, so it does not stop when the request that started it goes away.
    */
-  async #compute(ref: RecordingRef, options: WaveformOptions): Promise<Waveform> {
+  async #compute(ref: RecordingRef, key: string, options: WaveformOptions): Promise<Waveform> {
     const recording = await this.#cache.open(ref, { log: options.log, businessId: options.businessId });
     const meter = new PeakMeter();
     let waveform: Waveform;
@@ -108,7 +120,11 @@ export class Waveforms {
       duration_s: waveform.durationS,
       peaks: waveform.peaks,
     };
-    await this.#cache.writePeaks?.(ref, JSON.stringify(stored)).catch((err: unknown) => {
+    const text = JSON.stringify(stored);
+    this.#recent.delete(key);
+    this.#recent.set(key, text);
+    if (this.#recent.size > RECENT_ENTRIES) this.#recent.delete(this.#recent.keys().next().value!);
+    await this.#cache.writePeaks?.(ref, text).catch((err: unknown) => {
       // The peaks are still right; the next request computes them again.
       options.log?.warn({ err, event: 'peaks_not_stored' }, 'Could not store the waveform peaks');
     });

@@ -5,7 +5,7 @@
  * and eviction remove variants too.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -187,6 +187,63 @@ describe('variants: channels and formats', () => {
     );
   });
 
+  it('peaks: computed once from the cached file, stored beside it, bounded by ?points', async () => {
+    const rec = await recording(1);
+    const mp3 = generateMp3({ seed: rec.sid, bytes: SIZE });
+    const url = `/api/calls/${rec.callSid}/peaks`;
+    // Not cached yet: every request waits for the one download.
+    const answers = await Promise.all(Array.from({ length: 4 }, () => get(stack, url, auth)));
+    for (const res of answers) {
+      assert.equal(res.status, 200);
+      assert.deepEqual(res.json(), answers[0]!.json());
+    }
+    const body = answers[0]!.json();
+    assert.equal(body.duration_s, Math.round(mp3.durationS * 1000) / 1000);
+    assert.equal(body.points, Math.min(800, mp3.frames));
+    assert.equal(body.peaks.length, body.points);
+    assert.ok(body.peaks.every((p: number) => Number.isInteger(p) && p >= 0 && p <= 255));
+    assert.equal(requests(rec.sid), 1, 'one download');
+    await until('the recording and its peaks are stored', () => stored(stack, rec.callSid).length === 2);
+    assert.deepEqual(stored(stack, rec.callSid), [`${rec.callSid}.mp3`, `${rec.callSid}.peaks.json`]);
+    // Later requests read the stored peaks: change them on disk and the answer follows.
+    const file = path.join(stack.dataDir, 'recordings', `${rec.callSid}.peaks.json`);
+    const kept = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...kept, peaks: [1, 2, 3, 4, 5, 6] }));
+    assert.deepEqual((await get(stack, `${url}?points=3`, auth)).json(), {
+      duration_s: body.duration_s,
+      points: 3,
+      peaks: [2, 4, 6],
+    });
+    // Peaks of another recording under the name are not used.
+    writeFileSync(file, JSON.stringify({ ...kept, recording_sid: `RE${'0'.repeat(32)}`, peaks: [9] }));
+    assert.deepEqual((await get(stack, url, auth)).json(), body);
+    for (const bad of ['0', '2001', 'x', '1.5']) {
+      const res = await get(stack, `${url}?points=${bad}`, auth);
+      assert.equal(res.status, 400, bad);
+      assert.match(res.json().error.message, /^points /);
+    }
+    // The WAV variant's peaks are exact and kept beside it; a mono recording has no dual-channel peaks.
+    const wav = await get(stack, `${url}?format=wav&points=50`, auth);
+    assert.equal(wav.status, 200);
+    assert.equal(wav.json().points, 50);
+    assert.equal(Math.max(...wav.json().peaks), 255);
+    await until('the WAV peaks are stored', () =>
+      stored(stack, rec.callSid).includes(`${rec.callSid}.wav.peaks.json`),
+    );
+    const dual = await get(stack, `${url}?channels=2`, auth);
+    assert.equal(dual.status, 409);
+    assert.equal(dual.json().error.code, 'RECGATE_VARIANT_UNAVAILABLE');
+    // A purge takes the peaks with the recording.
+    const purged = await get(
+      stack,
+      `/api/admin/calls/${rec.callSid}/recording`,
+      { authorization: `Bearer ${ADMIN_TOKEN}` },
+      'DELETE',
+    );
+    assert.equal(purged.status, 200);
+    assert.deepEqual(stored(stack, rec.callSid), []);
+  });
+
   it('purge removes every variant', async () => {
     const rec = dual;
     assert.equal(stored(stack, rec.callSid).length, 4);
@@ -228,11 +285,29 @@ describe('variants and the bounded disk', () => {
     for (const [i, query] of ['', '?channels=2'].entries()) {
       assert.equal((await get(stack, `/api/calls/${callSid}/download${query}`, auth)).status, 200);
       await until(`file ${i + 1} is cached`, () => files().length === i + 1);
+      if (i === 0) assert.equal((await get(stack, `/api/calls/${callSid}/peaks`, auth)).status, 200);
     }
+    const peaks = path.join(stack.dataDir, 'recordings', `${callSid}.peaks.json`);
+    await until('the peaks are stored', () =>
+      readdirSync(path.dirname(peaks)).includes(path.basename(peaks)),
+    );
     // A third file goes over the limit: the least recently played (the canonical file) goes.
     const wav = await get(stack, `/api/calls/${callSid}/download?format=wav`, auth);
     assert.equal(wav.status, 200);
-    await until('the oldest variant was evicted', () => !files().includes(`${callSid}.mp3`));
+    // The file goes first, then what belongs to it.
+    await until(
+      'the oldest variant was evicted, its peaks too',
+      () =>
+        !files().includes(`${callSid}.mp3`) &&
+        !readdirSync(path.dirname(peaks)).includes(path.basename(peaks)),
+    );
     assert.deepEqual(files(), [`${callSid}.dual.mp3`, `${callSid}.wav`].sort());
+    assert.deepEqual(
+      readdirSync(path.dirname(peaks))
+        .filter((n) => !n.startsWith('.'))
+        .sort(),
+      [`${callSid}.dual.mp3`, `${callSid}.wav`].sort(),
+      'its peaks went with it',
+    );
   });
 });
