@@ -80,6 +80,12 @@ export function recordingEtag(
   return `"${ref.recordingSid}${variantSuffix(ref.variant)}-${size}"`;
 }
 
+/** The owner call SID of a cache key: the key without its variant suffix. */
+export function ownerOfKey(key: string): string {
+  const dot = key.indexOf('.');
+  return dot < 0 ? key : key.slice(0, dot);
+}
+
 /** The Content-Type a variant is served with. */
 export function contentTypeOf(variant: Variant | undefined): string {
   return variant?.format === 'wav' ? 'audio/wav' : 'audio/mpeg';
