@@ -33,6 +33,14 @@ function stored(stack: Stack, callSid: string): string[] {
     .sort();
 }
 
+/** An operator's purge of the call's recording; then nothing of it is left. */
+async function purge(stack: Stack, callSid: string): Promise<void> {
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+  const purged = await get(stack, `/api/admin/calls/${callSid}/recording`, admin, 'DELETE');
+  assert.equal(purged.status, 200);
+  assert.deepEqual(stored(stack, callSid), []);
+}
+
 async function until(what: string, ok: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 1500 && !(await ok()); i++) await sleep(10);
   assert.ok(await ok(), what);
@@ -234,27 +242,13 @@ describe('variants: channels and formats', () => {
     assert.equal(dual.status, 409);
     assert.equal(dual.json().error.code, 'RECGATE_VARIANT_UNAVAILABLE');
     // A purge takes the peaks with the recording.
-    const purged = await get(
-      stack,
-      `/api/admin/calls/${rec.callSid}/recording`,
-      { authorization: `Bearer ${ADMIN_TOKEN}` },
-      'DELETE',
-    );
-    assert.equal(purged.status, 200);
-    assert.deepEqual(stored(stack, rec.callSid), []);
+    await purge(stack, rec.callSid);
   });
 
   it('purge removes every variant', async () => {
     const rec = dual;
     assert.equal(stored(stack, rec.callSid).length, 4);
-    const purged = await get(
-      stack,
-      `/api/admin/calls/${rec.callSid}/recording`,
-      { authorization: `Bearer ${ADMIN_TOKEN}` },
-      'DELETE',
-    );
-    assert.equal(purged.status, 200);
-    assert.deepEqual(stored(stack, rec.callSid), []);
+    await purge(stack, rec.callSid);
     assert.equal(
       readdirSync(path.join(stack.dataDir, 'recordings')).filter(
         (n) => n.includes(rec.callSid) && !n.endsWith('.lock'),
