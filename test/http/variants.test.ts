@@ -305,3 +305,30 @@ describe('variants and the bounded disk', () => {
     );
   });
 });
+
+describe('variants across gateways', () => {
+  it('two gateways on one recordings directory download each variant once between them', async (t) => {
+    const first = await startStack();
+    t.after(() => first.close());
+    const second = await startStack({ sharedEmulator: first.emulator, dataDir: first.dataDir });
+    t.after(() => second.close());
+    const rec = await first.emulator.createRecording({ bytes: SIZE, channels: 2 });
+    await first.register({ businessId: 'acme', callSid: rec.call_sid as CallSid });
+    const auth = { authorization: `Bearer ${await first.token('acme')}` };
+    const expected = generateMp3({ seed: rec.recording_sid!, bytes: SIZE, channels: 2 }).data;
+    for (const [i, query] of ['?channels=2', '?channels=2&format=wav'].entries()) {
+      const answers = await Promise.all(
+        [first, second, first, second].map((stack) =>
+          get(stack, `/api/calls/${rec.call_sid}/download${query}`, auth),
+        ),
+      );
+      for (const res of answers) assert.equal(res.status, 200, query);
+      if (i === 0) for (const res of answers) assert.ok(res.bytes.equals(expected));
+      assert.equal(
+        first.emulator.stats().media_requests[rec.recording_sid!],
+        i + 1,
+        `${query}: one download`,
+      );
+    }
+  });
+});
