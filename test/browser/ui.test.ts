@@ -418,8 +418,8 @@ test('renews an expiring playback URL, keeping the position, and recovers when t
 test('draws the waveform, seeks where it is clicked, and offers the WAV and dual-channel files', async (t) => {
   const env = setup(t);
   if (!env) return;
-  const dual = await addCall(env.s, 'acme', { duration_s: 20, channels: 2, from: '+15005550191' });
-  const mono = await addCall(env.s, 'acme', { duration_s: 20, from: '+15005550192' });
+  const dual = await addCall(env.s, 'acme', { duration_s: 8, channels: 2, from: '+15005550191' });
+  const mono = await addCall(env.s, 'acme', { duration_s: 8, from: '+15005550192' });
   const context = await env.browser.newContext();
   t.after(() => context.close());
   const page = await openUi(context, env.s.url, await env.s.token('acme'));
