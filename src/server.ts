@@ -10,6 +10,7 @@ import type { CallLog } from './call-log/call-log.js';
 import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
 import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
+import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
 import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
@@ -63,7 +64,64 @@ export interface GatewayOptions {
   >;
 }
 
+/**
+ * One process's runtime pieces, without a listener: what the HTTP routes need ({@link AppDeps}), the
+ * background jobs (sweep of leftovers, prefetcher), and one `close()` for all of them. `startGateway` serves
+ * them with its own listener; src/embed mounts them in another app.
+ */
+export interface GatewayRuntime {
+  deps: AppDeps & { drain: DrainState };
+  callLog: CallLog;
+  cache: LocalRecordingCache;
+  upstream: Upstream;
+  logger: Logger;
+  /** Stops taking prefetch jobs (they go back to the queue for another process); close() does too. */
+  stopPrefetch(): Promise<void>;
+  /** Stops the background jobs and closes the cache, the locks, the queues and the call log, once. */
+  close(): Promise<void>;
+}
+
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
+  const runtime = await openGatewayRuntime(config, options);
+  const { deps, callLog, cache, upstream, logger } = runtime;
+  let app: FastifyInstance;
+  let address: string;
+  try {
+    app = await buildApp(deps, { metrics: options.metrics, plugins: [uiRoutes] });
+    address = await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+  const drainState = deps.drain;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await app.close();
+    await runtime.close();
+  };
+  return {
+    app,
+    url: address.replace('[::1]', 'localhost'),
+    callLog,
+    cache,
+    upstream,
+    logger,
+    close,
+    drain: (drainOptions) => {
+      // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
+      void runtime.stopPrefetch();
+      return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
+    },
+  };
+}
+
+/** Opens everything `startGateway` serves (see {@link GatewayRuntime}); validates what it needs first. */
+export async function openGatewayRuntime(
+  config: Config,
+  options: Pick<GatewayOptions, 'logger' | 'upstream'> = {},
+): Promise<GatewayRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   if (!config.jwtSecret) throw new Error('jwtSecret is required');
   if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is required');
@@ -146,58 +204,47 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream });
   const limits = apiLimits(config);
-  const app = await buildApp(
-    {
-      config,
-      logger,
-      callLog,
-      resolver,
-      state,
-      cache,
-      upstream,
-      jwt: new JwtAuth(config.jwtSecret),
-      signer: new PlaybackSigner(config.jwtSecret),
-      audit,
-      prefetch: {
-        async enqueue(job) {
-          await prefetchQueue.enqueue(job);
-          prefetcher.wake();
-          void readDepth();
-        },
+  const deps: GatewayRuntime['deps'] = {
+    config,
+    logger,
+    callLog,
+    resolver,
+    state,
+    cache,
+    upstream,
+    jwt: new JwtAuth(config.jwtSecret),
+    signer: new PlaybackSigner(config.jwtSecret),
+    audit,
+    prefetch: {
+      async enqueue(job) {
+        await prefetchQueue.enqueue(job);
+        prefetcher.wake();
+        void readDepth();
       },
-      drain: drainState,
-      ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
     },
-    { metrics: options.metrics, plugins: [uiRoutes] },
-  );
-  const address = await app.listen({ host: config.host, port: config.port });
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    clearInterval(sweeper);
-    clearInterval(depthReader);
-    await app.close();
-    await prefetcher.close();
-    await audit.close();
-    await runtime.close();
-    await admission.close();
-    await prefetchQueue.close();
-    await upstream.close();
-    await callLog.close();
+    drain: drainState,
+    ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
   };
+  let closed = false;
   return {
-    app,
-    url: address.replace('[::1]', 'localhost'),
+    deps,
     callLog,
     cache,
     upstream,
     logger,
-    close,
-    drain: (drainOptions) => {
-      // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
-      void prefetcher.close();
-      return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
+    stopPrefetch: () => prefetcher.close(),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(sweeper);
+      clearInterval(depthReader);
+      await prefetcher.close();
+      await audit.close();
+      await runtime.close();
+      await admission.close();
+      await prefetchQueue.close();
+      await upstream.close();
+      await callLog.close();
     },
   };
 }

@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { JwtAuth } from '../auth/jwt.js';
 import type { PlaybackSigner } from '../auth/playback-url.js';
@@ -48,4 +49,10 @@ export interface AppDeps {
   drain?: DrainState;
   /** Per-business budget of authenticated API requests; none means no limit. */
   apiLimiter?: RateLimiter;
+  /**
+   * The embedding app's own authentication (src/embed): the business a request acts for, or `null` when it
+   * has no valid credential. Replaces the bearer JWT on the calls routes; a download still also accepts its
+   * signed playback URL. @default none: bearer JWTs signed with the JWT secret
+   */
+  authenticate?: (request: FastifyRequest) => Promise<string | null | undefined> | string | null | undefined;
 }
