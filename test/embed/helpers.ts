@@ -51,7 +51,7 @@ export async function recordedCall(
   emulator: Emulator,
   recgate: Pick<Recgate, 'registerCall'>,
   businessId: string,
-  bytes = 40_000,
+  bytes = 8_000,
 ): Promise<Recorded> {
   const callSid = `CA${hex32()}`;
   const res = await fetch(`${emulator.url}/__emulator/recordings`, {
