@@ -140,6 +140,13 @@ export async function createRecgate<Req extends IncomingMessage = IncomingMessag
     const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/';
     if (next !== undefined && inner.routes.allowed(url.split('?', 1)[0]!).length === 0) return next();
     req.url = url;
+    // A body parser of the host's (`express.json()`) may have read the body already: Fastify would wait for
+    // it forever. recgate's routes read no body, so the request goes on as one without.
+    if (req.readableEnded) {
+      delete req.headers['content-type'];
+      delete req.headers['content-length'];
+      delete req.headers['transfer-encoding'];
+    }
     inner.app.routing(req, res);
   };
   let closing: Promise<void> | undefined;

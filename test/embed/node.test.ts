@@ -9,6 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import express from 'express';
+import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import type { Emulator } from '../../src/emulator/index.js';
 import { createRecgate, type Recgate } from '../../src/index.js';
@@ -79,8 +80,9 @@ describe('embedded in Express 5 and in a Node server', () => {
     assert.equal(wrongMethod.headers.allow, 'GET, HEAD');
   });
 
-  it('is found at its prefix when Express mounts it under a path', async () => {
+  it('is found at its prefix when Express mounts it under a path, after a body parser', async () => {
     const app = express();
+    app.use(express.json());
     app.use((req: SessionRequest, _res, next) => {
       req.session = { businessId: 'biz-a' };
       next();
@@ -93,6 +95,14 @@ describe('embedded in Express 5 and in a Node server', () => {
     const played = await get(`${base}/recordings/api/calls/${call.callSid}/download`);
     assert.equal(played.status, 200);
     assert.equal(sha256(played.body), call.sha256);
+    // express.json() read this body before recgate saw the request; the playback URL is issued all the same.
+    const issued = await request(`${base}/recordings/api/calls/${call.callSid}/playback-url`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"ignored": true}',
+    });
+    assert.equal(issued.statusCode, 200);
+    assert.match(((await issued.body.json()) as { url: string }).url, /\/recordings\/api\/calls\/CA/);
   });
 
   it('serves a plain Node server as its whole handler: bearer JWTs by default, 404 and 405 of its own', async () => {
