@@ -33,6 +33,7 @@ describe('embedded in a Fastify app', () => {
         authenticate: async (req, request) => {
           hookCalls.push(request.url);
           const who = session(req.headers.cookie);
+          if (who === 'down') throw new Error('session store unreachable');
           return who === 'broken' ? 'not a business id!' : who;
         },
       }),
@@ -60,7 +61,7 @@ describe('embedded in a Fastify app', () => {
     assert.ok(hookCalls.every((url) => url.startsWith('/recordings/api/calls')));
   });
 
-  it('answers 500 RECGATE_INTERNAL when the hook returns something that is not a business id', async () => {
+  it('answers 500 RECGATE_INTERNAL when the hook throws or returns something that is not a business id', async () => {
     const { callSid } = await recordedCall(emulator, recgate, 'biz-a', 2000);
     const answer = await get(`${base}/recordings/api/calls/${callSid}/download`, {
       headers: { cookie: 'session=broken' },
@@ -69,6 +70,12 @@ describe('embedded in a Fastify app', () => {
     assert.equal(codeOf(answer), 'RECGATE_INTERNAL');
     // The host's bug stays in the log: the client sees the generic message.
     assert.doesNotMatch(answer.body.toString(), /business id/);
+    const thrown = await get(`${base}/recordings/api/calls/${callSid}/download`, {
+      headers: { cookie: 'session=down' },
+    });
+    assert.equal(thrown.status, 500);
+    assert.equal(codeOf(thrown), 'RECGATE_INTERNAL');
+    assert.doesNotMatch(thrown.body.toString(), /session store/);
   });
 
   it("leaves the host's routes and not-found answers alone; a bad SID under the prefix is recgate's 400", async () => {
