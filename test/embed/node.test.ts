@@ -105,6 +105,36 @@ describe('embedded in Express 5 and in a Node server', () => {
     assert.match(((await issued.body.json()) as { url: string }).url, /\/recordings\/api\/calls\/CA/);
   });
 
+  it('streams a cold recording through the middleware while Twilio is still sending it', async () => {
+    const app = express();
+    app.use((req: SessionRequest, _res, next) => {
+      req.session = { businessId: 'biz-a' };
+      next();
+    });
+    app.use(recgate.middleware);
+    const server = createServer(app);
+    const base = await listen(server);
+    cleanups.unshift(() => new Promise((r) => server.close(r)));
+    const call = await recordedCall(emulator, recgate, 'biz-a', 8000);
+    // Twilio sends the first 4000 bytes, then nothing more for as long as this test runs.
+    const fault = await fetch(`${emulator.url}/__emulator/faults`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ kind: 'stall', after_bytes: 4000 }),
+    });
+    assert.equal(fault.status, 201);
+    const res = await request(`${base}/recordings/api/calls/${call.callSid}/download`);
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['content-length'], String(call.size));
+    // A response buffered until the download ends would never give a byte here.
+    let received = 0;
+    for await (const chunk of res.body) {
+      received += (chunk as Buffer).length;
+      if (received > 0) break;
+    }
+    assert.ok(received > 0 && received <= 4000, `${received} bytes arrived while the upstream is stalled`);
+  });
+
   it('serves a plain Node server as its whole handler: bearer JWTs by default, 404 and 405 of its own', async () => {
     const plain = await createRecgate(optionsFor(suite, emulator, { prefix: '/recordings' }));
     cleanups.unshift(() => plain.close());
