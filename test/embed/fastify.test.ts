@@ -58,7 +58,7 @@ describe('embedded in a Fastify app', () => {
       recgate,
       as: (businessId) => ({ cookie: `theme=dark; session=${businessId}` }),
     });
-    assert.ok(hookCalls.every((url) => url.startsWith('/recordings/api/calls')));
+    assert.ok(hookCalls.length > 0 && hookCalls.every((url) => url.startsWith('/recordings/api/calls')));
   });
 
   it('answers 500 RECGATE_INTERNAL when the hook throws or returns something that is not a business id', async () => {
