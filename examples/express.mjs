@@ -4,7 +4,7 @@ import { createRecgate } from 'recgate';
 // Twilio's credentials, RECGATE_JWT_SECRET and RECGATE_DATA_DIR come from the environment.
 const recgate = await createRecgate({
   prefix: '/recordings',
-  // Your own login goes here: a `session` cookie naming the business stands in for it.
+  // Your own login goes here. This `session` cookie naming the business is a stand-in, not security.
   authenticate: (req) => /(?:^|; )session=([\w-]+)/.exec(req.headers.cookie ?? '')?.[1] ?? null,
 });
 const app = express();
