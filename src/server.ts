@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
-import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
+import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
 import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
@@ -23,7 +23,7 @@ import {
   getMetrics,
   type Metrics,
 } from './observability/metrics.js';
-import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
+import { openPrefetchQueue, Prefetcher, type PrefetchQueue } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
 import type { LocalRecordingCache } from './recordings/index.js';
@@ -122,26 +122,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
-  const prefetchQueue = await openPrefetchQueue(config.databaseUrl, config.dataDir);
-  const prefetcher = new Prefetcher({
-    queue: prefetchQueue,
-    cache,
-    callLog,
-    logger,
-    concurrency: config.prefetchConcurrency,
-    onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
-  });
-  prefetcher.start();
-  const readDepth = () =>
-    prefetchQueue.depth().then(
-      (depth) => {
-        for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
-      },
-      (err: unknown) =>
-        logger.warn({ err, event: 'prefetch_depth_failed' }, 'Could not read the prefetch queue'),
-    );
-  void readDepth();
-  const depthReader = setInterval(readDepth, 10_000).unref();
+  const prefetch = await startPrefetch(database, { cache, callLog, logger, metrics, config });
   const state = new RecordingState(callLog);
   const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream });
@@ -158,13 +139,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
       audit,
-      prefetch: {
-        async enqueue(job) {
-          await prefetchQueue.enqueue(job);
-          prefetcher.wake();
-          void readDepth();
-        },
-      },
+      ...(prefetch === undefined ? {} : { prefetch }),
       drain: drainState,
       ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
     },
@@ -176,13 +151,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     if (closed) return;
     closed = true;
     clearInterval(sweeper);
-    clearInterval(depthReader);
     await app.close();
-    await prefetcher.close();
+    await prefetch?.close();
     await audit.close();
     await runtime.close();
     await admission.close();
-    await prefetchQueue.close();
     await upstream.close();
     await callLog.close();
   };
@@ -196,8 +169,69 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     close,
     drain: (drainOptions) => {
       // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
-      void prefetcher.close();
+      void prefetch?.stop();
       return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
+    },
+  };
+}
+
+/** The prefetch queue and this process's prefetcher, as the recording-status webhook and shutdown see them. */
+interface PrefetchRuntime extends Pick<PrefetchQueue, 'enqueue'> {
+  /** Takes no more jobs (a draining process): what it held goes back to the queue for another worker. */
+  stop(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the prefetch queue in the call log's database and starts this process's prefetcher, or returns
+ * `undefined` where the database has no queue (in-memory SQLite): prefetch is then off.
+ */
+async function startPrefetch(
+  database: DatabaseTarget,
+  deps: {
+    cache: LocalRecordingCache;
+    callLog: CallLog;
+    logger: Logger;
+    metrics: Metrics;
+    config: Config;
+  },
+): Promise<PrefetchRuntime | undefined> {
+  const { cache, callLog, logger, metrics, config } = deps;
+  const queue = await openPrefetchQueue(database);
+  if (queue === undefined) {
+    logger.info({ event: 'prefetch_off' }, 'Prefetch is off: an in-memory database has no shared queue');
+    return undefined;
+  }
+  const prefetcher = new Prefetcher({
+    queue,
+    cache,
+    callLog,
+    logger,
+    concurrency: config.prefetchConcurrency,
+    onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+  });
+  prefetcher.start();
+  const readDepth = () =>
+    queue.depth().then(
+      (depth) => {
+        for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
+      },
+      (err: unknown) =>
+        logger.warn({ err, event: 'prefetch_depth_failed' }, 'Could not read the prefetch queue'),
+    );
+  void readDepth();
+  const depthReader = setInterval(readDepth, 10_000).unref();
+  return {
+    async enqueue(job) {
+      await queue.enqueue(job);
+      prefetcher.wake();
+      void readDepth();
+    },
+    stop: () => prefetcher.close(),
+    async close() {
+      clearInterval(depthReader);
+      await prefetcher.close();
+      await queue.close();
     },
   };
 }
