@@ -13,7 +13,7 @@ import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
 import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
-import { RateLimiter } from './limits/rate-limiter.js';
+import { RateLimiter, workerShare } from './limits/rate-limiter.js';
 import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import {
@@ -264,27 +264,18 @@ async function createAdmission(
 }
 
 /**
- * The per-business limit on new downloads, per host: under `--workers N` each worker allows 1/N of the rate
- * and of the burst (at least one), as a request may land on any worker. `undefined` when it is off (0).
+ * The per-business limit on new downloads, per host, as this worker's share of it (see {@link workerShare}).
+ * `undefined` when it is off (0).
  */
 function coldDownloadLimiter(config: Config): RateLimiter | undefined {
   if (config.coldDownloadRate <= 0) return undefined;
-  return new RateLimiter({
-    ratePerS: config.coldDownloadRate / config.workers,
-    burst: Math.max(1, Math.floor(config.coldDownloadBurst / config.workers)),
-  });
+  return new RateLimiter(workerShare(config.coldDownloadRate, config.coldDownloadBurst, config.workers));
 }
 
-/**
- * This process's share of the per-host API budget: under `--workers N`, each worker enforces rate/N and
- * burst/N (rounded up), since the primary spreads connections evenly among them. None when the rate is 0.
- */
+/** This process's share of the per-host API budget (see {@link workerShare}). None when the rate is 0. */
 export function apiLimits(
   config: Pick<Config, 'apiRatePerS' | 'apiBurst' | 'workers'>,
 ): { ratePerS: number; burst: number } | undefined {
   if (config.apiRatePerS === 0) return undefined;
-  return {
-    ratePerS: config.apiRatePerS / config.workers,
-    burst: Math.ceil(config.apiBurst / config.workers),
-  };
+  return workerShare(config.apiRatePerS, config.apiBurst, config.workers);
 }
