@@ -7,14 +7,14 @@ import type { Logger } from 'pino';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
-import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
+import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
 import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
 import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
-import { RateLimiter } from './limits/rate-limiter.js';
+import { RateLimiter, workerShare } from './limits/rate-limiter.js';
 import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import {
@@ -24,7 +24,7 @@ import {
   getMetrics,
   type Metrics,
 } from './observability/metrics.js';
-import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
+import { openPrefetchQueue, Prefetcher, type PrefetchQueue } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
 import type { LocalRecordingCache } from './recordings/index.js';
@@ -180,26 +180,7 @@ export async function openGatewayRuntime(
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
-  const prefetchQueue = await openPrefetchQueue(config.databaseUrl, config.dataDir);
-  const prefetcher = new Prefetcher({
-    queue: prefetchQueue,
-    cache,
-    callLog,
-    logger,
-    concurrency: config.prefetchConcurrency,
-    onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
-  });
-  prefetcher.start();
-  const readDepth = () =>
-    prefetchQueue.depth().then(
-      (depth) => {
-        for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
-      },
-      (err: unknown) =>
-        logger.warn({ err, event: 'prefetch_depth_failed' }, 'Could not read the prefetch queue'),
-    );
-  void readDepth();
-  const depthReader = setInterval(readDepth, 10_000).unref();
+  const prefetch = await startPrefetch(database, { cache, callLog, logger, metrics, config });
   const state = new RecordingState(callLog);
   const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream });
@@ -215,13 +196,7 @@ export async function openGatewayRuntime(
     jwt: new JwtAuth(config.jwtSecret),
     signer: new PlaybackSigner(config.jwtSecret),
     audit,
-    prefetch: {
-      async enqueue(job) {
-        await prefetchQueue.enqueue(job);
-        prefetcher.wake();
-        void readDepth();
-      },
-    },
+    ...(prefetch === undefined ? {} : { prefetch }),
     drain: drainState,
     ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
   };
@@ -232,19 +207,80 @@ export async function openGatewayRuntime(
     cache,
     upstream,
     logger,
-    stopPrefetch: () => prefetcher.close(),
+    stopPrefetch: async () => {
+      await prefetch?.stop();
+    },
     close: async () => {
       if (closed) return;
       closed = true;
       clearInterval(sweeper);
-      clearInterval(depthReader);
-      await prefetcher.close();
+      await prefetch?.close();
       await audit.close();
       await runtime.close();
       await admission.close();
-      await prefetchQueue.close();
       await upstream.close();
       await callLog.close();
+    },
+  };
+}
+
+/** The prefetch queue and this process's prefetcher, as the recording-status webhook and shutdown see them. */
+interface PrefetchRuntime extends Pick<PrefetchQueue, 'enqueue'> {
+  /** Takes no more jobs (a draining process): what it held goes back to the queue for another worker. */
+  stop(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the prefetch queue in the call log's database and starts this process's prefetcher, or returns
+ * `undefined` where the database has no queue (in-memory SQLite): prefetch is then off.
+ */
+async function startPrefetch(
+  database: DatabaseTarget,
+  deps: {
+    cache: LocalRecordingCache;
+    callLog: CallLog;
+    logger: Logger;
+    metrics: Metrics;
+    config: Config;
+  },
+): Promise<PrefetchRuntime | undefined> {
+  const { cache, callLog, logger, metrics, config } = deps;
+  const queue = await openPrefetchQueue(database);
+  if (queue === undefined) {
+    logger.info({ event: 'prefetch_off' }, 'Prefetch is off: an in-memory database has no shared queue');
+    return undefined;
+  }
+  const prefetcher = new Prefetcher({
+    queue,
+    cache,
+    callLog,
+    logger,
+    concurrency: config.prefetchConcurrency,
+    onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+  });
+  prefetcher.start();
+  const readDepth = () =>
+    queue.depth().then(
+      (depth) => {
+        for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
+      },
+      (err: unknown) =>
+        logger.warn({ err, event: 'prefetch_depth_failed' }, 'Could not read the prefetch queue'),
+    );
+  void readDepth();
+  const depthReader = setInterval(readDepth, 10_000).unref();
+  return {
+    async enqueue(job) {
+      await queue.enqueue(job);
+      prefetcher.wake();
+      void readDepth();
+    },
+    stop: () => prefetcher.close(),
+    async close() {
+      clearInterval(depthReader);
+      await prefetcher.close();
+      await queue.close();
     },
   };
 }
@@ -277,27 +313,18 @@ async function createAdmission(
 }
 
 /**
- * The per-business limit on new downloads, per host: under `--workers N` each worker allows 1/N of the rate
- * and of the burst (at least one), as a request may land on any worker. `undefined` when it is off (0).
+ * The per-business limit on new downloads, per host, as this worker's share of it (see {@link workerShare}).
+ * `undefined` when it is off (0).
  */
 function coldDownloadLimiter(config: Config): RateLimiter | undefined {
   if (config.coldDownloadRate <= 0) return undefined;
-  return new RateLimiter({
-    ratePerS: config.coldDownloadRate / config.workers,
-    burst: Math.max(1, Math.floor(config.coldDownloadBurst / config.workers)),
-  });
+  return new RateLimiter(workerShare(config.coldDownloadRate, config.coldDownloadBurst, config.workers));
 }
 
-/**
- * This process's share of the per-host API budget: under `--workers N`, each worker enforces rate/N and
- * burst/N (rounded up), since the primary spreads connections evenly among them. None when the rate is 0.
- */
+/** This process's share of the per-host API budget (see {@link workerShare}). None when the rate is 0. */
 export function apiLimits(
   config: Pick<Config, 'apiRatePerS' | 'apiBurst' | 'workers'>,
 ): { ratePerS: number; burst: number } | undefined {
   if (config.apiRatePerS === 0) return undefined;
-  return {
-    ratePerS: config.apiRatePerS / config.workers,
-    burst: Math.ceil(config.apiBurst / config.workers),
-  };
+  return workerShare(config.apiRatePerS, config.apiBurst, config.workers);
 }

@@ -43,8 +43,11 @@ export interface AppDeps {
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */
   audit: AuditTrail;
-  /** Queues a recording's download before anyone asks (the recording-status webhook). */
-  prefetch: Pick<PrefetchQueue, 'enqueue'>;
+  /**
+   * Queues a recording's download before anyone asks (the recording-status webhook); absent when the call
+   * log has no queue (an in-memory SQLite database).
+   */
+  prefetch?: Pick<PrefetchQueue, 'enqueue'>;
   /** Set when the process starts to stop (see src/lifecycle/drain.ts); absent in tests that never drain. */
   drain?: DrainState;
   /** Per-business budget of authenticated API requests; none means no limit. */
