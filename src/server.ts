@@ -4,11 +4,13 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { AccountDirectory } from './accounts/directory.js';
+import { openAccountStore } from './accounts/open.js';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
 import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
+import { type Config, sealerOf, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
@@ -31,7 +33,12 @@ import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
 import { openCacheRuntime } from './runtime.js';
 import { UpstreamBreaker } from './upstream/breaker.js';
-import { TwilioClient, type TwilioClientOptions } from './upstream/twilio-client.js';
+import {
+  type RequestEvent,
+  type RetryEvent,
+  TwilioClient,
+  type TwilioClientOptions,
+} from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
 export interface Gateway {
@@ -73,27 +80,40 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
-  const upstream = new TwilioClient({
+  const clientDefaults = {
     baseUrl: config.twilioApiBase,
-    accountSid: config.twilioAccountSid,
-    authToken: config.twilioAuthToken,
-    apiKey: config.twilioApiKey,
-    apiSecret: config.twilioApiSecret,
     ...options.upstream,
-    breaker,
     logger,
-    onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
-    onRequest: (event) =>
+    onRetry: (event: RetryEvent) => metrics.upstreamRetries.inc({ reason: event.reason }),
+    onRequest: (event: RequestEvent) =>
       metrics.upstreamRequests.inc({
         operation: event.operation,
         status: String(event.status ?? event.errorCode),
       }),
-  });
+  };
+  const main = {
+    accountSid: config.twilioAccountSid,
+    authToken: config.twilioAuthToken,
+    apiKey: config.twilioApiKey,
+    apiSecret: config.twilioApiSecret,
+  };
+  const upstream = new TwilioClient({ ...clientDefaults, ...main, breaker });
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
+  // Which account serves each business (src/accounts/); the cache downloads through it.
+  const accountStore = await openAccountStore(database);
+  const sealer = sealerOf(config);
+  const accounts = new AccountDirectory({
+    store: accountStore,
+    main,
+    mainClient: upstream,
+    mainBreaker: breaker,
+    sealer,
+    clientDefaults,
+  });
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
-    upstream,
+    upstream: accounts.media,
     logger,
     onEvent: countEvent,
     gate: {
@@ -130,6 +150,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     logger,
     concurrency: config.prefetchConcurrency,
     onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+    accountOf: async (businessId) => (await accounts.account(businessId)).accountSid,
   });
   prefetcher.start();
   const readDepth = () =>
@@ -144,7 +165,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const depthReader = setInterval(readDepth, 10_000).unref();
   const state = new RecordingState(callLog);
   const drainState = new DrainState();
-  const resolver = new RecordingResolver({ callLog, state, upstream });
+  const resolver = new RecordingResolver({ callLog, state, upstream, accounts });
   const limits = apiLimits(config);
   const app = await buildApp(
     {
@@ -155,6 +176,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       state,
       cache,
       upstream,
+      accounts: { directory: accounts, store: accountStore, sealer },
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
       audit,
@@ -183,7 +205,9 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     await runtime.close();
     await admission.close();
     await prefetchQueue.close();
+    await accounts.close();
     await upstream.close();
+    await accountStore.close();
     await callLog.close();
   };
   return {

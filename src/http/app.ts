@@ -11,6 +11,7 @@ import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, installErrorHandlers, sendError } from './errors.js';
 import { trackRoutes } from './route-table.js';
+import { accountRoutes } from './routes/accounts.js';
 import { adminRoutes } from './routes/admin.js';
 import { callRoutes } from './routes/calls.js';
 import { downloadRoutes } from './routes/download.js';
@@ -98,6 +99,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   downloadRoutes(app, deps);
   callRoutes(app, deps);
   adminRoutes(app, deps);
+  accountRoutes(app, deps);
   webhookRoutes(app, deps);
   healthRoutes(
     app,

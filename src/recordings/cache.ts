@@ -22,6 +22,11 @@ export interface RecordingRef {
   /** The call that owns the recording; the file is `{ownerCallSid}.mp3`. */
   ownerCallSid: CallSid;
   recordingSid: RecordingSid;
+  /**
+   * The Twilio account the recording was found in (`AC…`), which the download then reads it from: the
+   * requesting business's account (src/accounts/). Omitted: the main account.
+   */
+  account?: string | undefined;
 }
 
 /** How a request was served: from a finished file, by starting the download, or by joining one. */

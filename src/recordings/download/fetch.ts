@@ -42,7 +42,9 @@ export async function exchange(
   ctx.seekAhead.downloadStarting();
   const response = await ctx.upstream.fetchMedia(
     ctx.ref.recordingSid,
-    offset > 0 ? { signal, start: offset, ifRange: from!.meta.etag! } : { signal },
+    offset > 0
+      ? { signal, start: offset, ifRange: from!.meta.etag!, account: ctx.ref.account }
+      : { signal, account: ctx.ref.account },
   );
   transfer.ttfbMs ??= performance.now() - transfer.started;
   try {
