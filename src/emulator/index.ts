@@ -85,6 +85,12 @@ export interface EmulatorStats {
    * per recording SID: shows which credentials fetched a recording.
    */
   media_requests_by_credential: Record<string, Record<string, number>>;
+  /**
+   * GET media requests per account SID named in the path, then per recording SID. Both counters include
+   * requests answered 404 because the recording is not in that account; requests whose credentials may not
+   * reach the account named are refused before (404) and not counted.
+   */
+  media_requests_by_account: Record<string, Record<string, number>>;
   /** GET media requests being answered now, from arrival until the response closes. */
   active_media_requests: number;
   /** The most GET media requests answered at once since start or the last reset. */
@@ -165,6 +171,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     heads: new Map(),
     bytes: new Map(),
     byCredential: new Map(),
+    byAccount: new Map(),
     active: 0,
     maxActive: 0,
   };
@@ -181,9 +188,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       total_media_bytes: sum(stats.bytes),
       head_requests: Object.fromEntries(stats.heads),
       total_head_requests: sum(stats.heads),
-      media_requests_by_credential: Object.fromEntries(
-        [...stats.byCredential].map(([account, counts]) => [account, Object.fromEntries(counts)]),
-      ),
+      media_requests_by_credential: nested(stats.byCredential),
+      media_requests_by_account: nested(stats.byAccount),
       active_media_requests: stats.active,
       max_concurrent_media_requests: stats.maxActive,
     };
@@ -193,6 +199,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     stats.heads.clear();
     stats.bytes.clear();
     stats.byCredential.clear();
+    stats.byAccount.clear();
     // Requests still being answered stay counted; the peak starts again from them.
     stats.maxActive = stats.active;
     faults.clear();
@@ -273,6 +280,10 @@ function applyThrottle(target: Throttle, settings: ThrottleSettings, name: strin
   if (ttfbMs !== undefined) target.ttfbMs = ttfbMs;
   if (bandwidth !== undefined) target.bandwidth = bandwidth;
   if (rangeSupport !== undefined) target.rangeSupport = rangeSupport;
+}
+
+function nested(counters: Map<string, Map<string, number>>): Record<string, Record<string, number>> {
+  return Object.fromEntries([...counters].map(([key, counts]) => [key, Object.fromEntries(counts)]));
 }
 
 function invalid(message: string): never {

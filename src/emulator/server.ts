@@ -31,6 +31,8 @@ export interface MediaStats {
   bytes: Map<string, number>;
   /** GET media requests per account whose credentials made them, then per recording SID. */
   byCredential: Map<string, Map<string, number>>;
+  /** GET media requests per account named in the path, then per recording SID. */
+  byAccount: Map<string, Map<string, number>>;
 }
 
 export interface ServerContext {
@@ -229,6 +231,11 @@ export function buildServer(ctx: ServerContext) {
       const sid = match[1]!;
       const extension = match[2];
       const { account } = request.params;
+      // Counted before the account check: the counters show every attempt, answered or refused.
+      if (request.method === 'GET' && extension !== '.json') {
+        count(ctx.stats.byCredential, principals.get(request)!, sid);
+        count(ctx.stats.byAccount, account, sid);
+      }
       if (ctx.state.recordings.get(sid)?.accountSid !== account) {
         return twilioError(reply, 404, 20404, notFoundMessage(request.url));
       }
@@ -243,11 +250,6 @@ export function buildServer(ctx: ServerContext) {
         const recording = ctx.state.visibleRecording(sid);
         if (!recording) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
         return ctx.state.recordingJson(recording);
-      }
-      if (request.method === 'GET') {
-        const principal = principals.get(request)!;
-        const counts = ctx.stats.byCredential.get(principal) ?? new Map<string, number>();
-        ctx.stats.byCredential.set(principal, counts.set(sid, (counts.get(sid) ?? 0) + 1));
       }
       await serveMedia(ctx, request, reply, sid, extension === '.wav' ? 'wav' : 'mp3');
       return reply;
@@ -502,6 +504,11 @@ function authenticated(header: string | undefined, ctx: ServerContext): string |
   if (account !== undefined) return safeEquals(password, account.authToken) ? user : undefined;
   const secret = Object.hasOwn(ctx.apiKeys, user) ? ctx.apiKeys[user] : undefined;
   return secret !== undefined && safeEquals(password, secret) ? ctx.state.accountSid : undefined;
+}
+
+function count(counters: Map<string, Map<string, number>>, key: string, sid: string): void {
+  const counts = counters.get(key) ?? new Map<string, number>();
+  counters.set(key, counts.set(sid, (counts.get(sid) ?? 0) + 1));
 }
 
 function safeEquals(a: string, b: string): boolean {

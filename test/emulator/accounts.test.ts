@@ -87,8 +87,12 @@ describe('emulator accounts and subaccounts', () => {
 
     const stats = emulator.stats();
     assert.deepEqual(stats.media_requests_by_credential[subA.account_sid], { [rec.recording_sid!]: 1 });
-    assert.deepEqual(stats.media_requests_by_credential[emulator.accountSid], { [rec.recording_sid!]: 1 });
-    assert.equal(stats.media_requests_by_credential[subB.account_sid], undefined);
+    // The main account asked twice: once in A's path (served), once in its own (refused).
+    assert.deepEqual(stats.media_requests_by_credential[emulator.accountSid], { [rec.recording_sid!]: 2 });
+    // The sibling's try in its own path is counted (and was refused); its try in A's path never got that far.
+    assert.deepEqual(stats.media_requests_by_credential[subB.account_sid], { [rec.recording_sid!]: 1 });
+    assert.deepEqual(stats.media_requests_by_account[subA.account_sid], { [rec.recording_sid!]: 2 });
+    assert.deepEqual(stats.media_requests_by_account[subB.account_sid], { [rec.recording_sid!]: 1 });
   });
 
   it('answers wrong credentials with 401 20003, and an independent account only to its own', async () => {
