@@ -198,7 +198,6 @@ describe('businesses on separate Twilio accounts', () => {
   it("checks webhooks with the token of the AccountSid's account, and keeps them to that account's calls", async () => {
     const rec = await stack.emulator.createRecording({
       account_sid: subA.account_sid,
-      status: 'processing',
       bytes: 3_000,
     });
     const call = rec.call_sid as CallSid;
@@ -223,6 +222,15 @@ describe('businesses on separate Twilio accounts', () => {
     // A's own token (read from Twilio with the main credentials): accepted.
     assert.equal(await webhook(report, subA.auth_token), 204);
     assert.equal((await stack.gateway.callLog.get(call))?.recordingSid, rec.recording_sid);
+    // The webhook queued its prefetch, which reads the recording from A's subaccount.
+    for (
+      let i = 0;
+      i < 200 && !stack.emulator.stats().media_requests_by_account[subA.account_sid]?.[rec.recording_sid!];
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(stack.emulator.stats().media_requests_by_account[subA.account_sid]?.[rec.recording_sid!], 1);
     // An own account's webhooks use its own token.
     const ownRec = await stack.emulator.createRecording({ account_sid: own.account_sid, bytes: 3_000 });
     await stack.register({ businessId: 'biz-c', callSid: ownRec.call_sid as CallSid });
