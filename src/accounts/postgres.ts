@@ -2,21 +2,13 @@
  * {@link AccountStore} in the call log's PostgreSQL schema (table `business_accounts`, migration 7), through
  * a small `pg` pool of its own with `search_path` set to that schema. Each method is one statement.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { databaseError } from '../call-log/common.js';
+import { type SchemaPoolOptions, schemaPool } from '../call-log/schema-pool.js';
 import { type AccountDbRow, checkInput, requireAccountSid, requireBusinessId, toRow } from './common.js';
 import type { AccountInput, AccountRow, AccountStore } from './store.js';
 
-export interface PostgresAccountStoreOptions {
-  /** A `postgres://` URL: the call log's. */
-  connectionString: string;
-  /** The call log's schema. @default the server's default search_path */
-  schema?: string;
-  /** Most connections. @default 2 */
-  poolSize?: number;
-}
-
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+export type PostgresAccountStoreOptions = SchemaPoolOptions;
 
 const SQL = {
   get: 'SELECT * FROM business_accounts WHERE business_id = $1',
@@ -40,24 +32,7 @@ export class PostgresAccountStore implements AccountStore {
 
   /** Throws TypeError naming a bad option; connects lazily. */
   constructor(options: PostgresAccountStoreOptions) {
-    const { connectionString, schema, poolSize = 2 } = options;
-    if (typeof connectionString !== 'string' || connectionString === '') {
-      throw new TypeError('options.connectionString must be a postgres:// URL');
-    }
-    if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
-      throw new TypeError('options.schema must match ^[a-z_][a-z0-9_]{0,62}$');
-    }
-    if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-      throw new TypeError('options.poolSize must be a positive integer');
-    }
-    this.#pool = new pg.Pool({
-      connectionString,
-      max: poolSize,
-      connectionTimeoutMillis: 10_000,
-      ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
-    });
-    // An idle connection's error (a server restart) is replaced on next use; unhandled, it would crash.
-    this.#pool.on('error', () => undefined);
+    this.#pool = schemaPool(options);
   }
 
   async get(businessId: string): Promise<AccountRow | undefined> {

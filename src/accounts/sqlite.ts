@@ -3,8 +3,9 @@
  * own better-sqlite3 connection; the call log must have migrated the file. Statements run inline and return
  * settled promises, as the call log's do.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { databaseError } from '../call-log/common.js';
+import { openSqliteFile } from '../call-log/sqlite-file.js';
 import { type AccountDbRow, checkInput, requireAccountSid, requireBusinessId, toRow } from './common.js';
 import type { AccountInput, AccountRow, AccountStore } from './store.js';
 
@@ -34,17 +35,7 @@ export class SqliteAccountStore implements AccountStore {
 
   /** Opens the call log's database file at `path`. Throws RECGATE_DATABASE_ERROR if it cannot. */
   constructor(path: string, options: SqliteAccountStoreOptions = {}) {
-    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
-      throw new TypeError('options.busyTimeoutMs must be a non-negative integer');
-    }
-    try {
-      this.#db = new Database(path, { timeout: busyTimeoutMs });
-      this.#db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-      this.#db.pragma('journal_mode = WAL');
-    } catch (err) {
-      throw databaseError(err);
-    }
+    this.#db = openSqliteFile(path, options.busyTimeoutMs);
   }
 
   get(businessId: string): Promise<AccountRow | undefined> {
