@@ -183,6 +183,14 @@ describe('businesses on separate Twilio accounts', () => {
   it("reads a business's own account with its own credentials", async () => {
     const rec = await stack.emulator.createRecording({ account_sid: own.account_sid, bytes: 3_000 });
     await stack.register({ businessId: 'biz-c', callSid: rec.call_sid as CallSid });
+    // A HEAD before anything is cached asks the own account's HEAD, and downloads nothing.
+    const head = await request(`${stack.url}/api/calls/${rec.call_sid}/download`, {
+      method: 'HEAD',
+      headers: { authorization: `Bearer ${await stack.token('biz-c')}` },
+    });
+    await head.body.dump();
+    assert.deepEqual([head.statusCode, head.headers['content-length']], [200, String(rec.size)]);
+    assert.equal(stack.emulator.stats().head_requests[rec.recording_sid!], 1);
     const c = await play(rec.call_sid!, 'biz-c');
     assert.equal(c.status, 200);
     assert.equal(sha256(c.bytes), rec.sha256);
