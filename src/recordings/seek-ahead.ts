@@ -343,6 +343,7 @@ export class SeekAhead {
       signal: slice.abort.signal,
       start: slice.start,
       end: slice.stop - 1,
+      account: this.#d.flight.ref.account,
     });
     response.catch(() => undefined);
     this.#launch(slice, response);

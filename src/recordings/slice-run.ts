@@ -150,6 +150,7 @@ export class SliceRun {
       start: slice.start,
       end: slice.stop - 1,
       ifRange: meta.etag,
+      account: this.#d.flight.ref.account,
     });
     this.#ttfbMs = performance.now() - this.#started;
     if (await this.#c.validate(this.#response, slice, meta)) return true;
