@@ -15,6 +15,7 @@ import type { CreatedAccount } from '../../src/emulator/index.js';
 import type { CallSid } from '../../src/sid.js';
 import { sha256 } from '../helpers/common.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+import { captureLogger } from '../recordings/helpers.js';
 
 const KEY = randomBytes(32).toString('hex');
 const callSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
@@ -24,6 +25,7 @@ describe('businesses on separate Twilio accounts', () => {
   let subA: CreatedAccount;
   let subB: CreatedAccount;
   let own: CreatedAccount;
+  const logs = captureLogger();
 
   async function admin(method: 'GET' | 'PUT' | 'DELETE', path: string, body?: unknown) {
     const res = await request(`${stack.url}${path}`, {
@@ -62,7 +64,7 @@ describe('businesses on separate Twilio accounts', () => {
   }
 
   before(async () => {
-    stack = await startStack({ config: { credentialsKey: KEY } });
+    stack = await startStack({ config: { credentialsKey: KEY }, logger: logs.logger });
     subA = await stack.emulator.createAccount({ friendly_name: 'A' });
     subB = await stack.emulator.createAccount({ friendly_name: 'B' });
     own = await stack.emulator.createAccount({ parent_account_sid: null, auth_token: 'own-account-token' });
@@ -274,5 +276,13 @@ describe('businesses on separate Twilio accounts', () => {
     const played = await play(parent, 'biz-d');
     assert.equal(played.status, 200);
     assert.equal(sha256(played.bytes), rec.sha256);
+  });
+
+  it('wrote no secret to any log line of the run, debug included (runs last)', () => {
+    const text = JSON.stringify(logs.lines);
+    assert.ok(logs.lines.length > 0);
+    for (const secret of [KEY, own.auth_token, subA.auth_token, subB.auth_token, 'leak-me']) {
+      assert.ok(!text.includes(secret), 'a secret reached the logs');
+    }
   });
 });
