@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { AccountDirectory } from '../accounts/directory.js';
 import type { AccountStore } from '../accounts/store.js';
@@ -59,10 +60,19 @@ export interface AppDeps {
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */
   audit: AuditTrail;
-  /** Queues a recording's download before anyone asks (the recording-status webhook). */
-  prefetch: Pick<PrefetchQueue, 'enqueue'>;
+  /**
+   * Queues a recording's download before anyone asks (the recording-status webhook); absent when the call
+   * log has no queue (an in-memory SQLite database).
+   */
+  prefetch?: Pick<PrefetchQueue, 'enqueue'>;
   /** Set when the process starts to stop (see src/lifecycle/drain.ts); absent in tests that never drain. */
   drain?: DrainState;
   /** Per-business budget of authenticated API requests; none means no limit. */
   apiLimiter?: RateLimiter;
+  /**
+   * The embedding app's own authentication (src/embed): the business a request acts for, or `null` when it
+   * has no valid credential. Replaces the bearer JWT on the calls routes; a download still also accepts its
+   * signed playback URL. @default none: bearer JWTs signed with the JWT secret
+   */
+  authenticate?: (request: FastifyRequest) => Promise<string | null | undefined> | string | null | undefined;
 }

@@ -125,7 +125,8 @@ export function callRoutes(app: FastifyInstance, deps: AppDeps): void {
     const params = new URLSearchParams({ ...deps.signer.sign(businessId, callSid, expiresAt) });
     const base = deps.config.publicUrl ?? `${request.protocol}://${request.host}`;
     return {
-      url: `${base.replace(/\/+$/, '')}/api/calls/${callSid}/download?${params}`,
+      // Under the prefix these routes are mounted at (an embedding app's), where the download is too.
+      url: `${base.replace(/\/+$/, '')}${app.prefix}/api/calls/${callSid}/download?${params}`,
       expires_at: expiresAt.toISOString(),
     };
   });

@@ -63,7 +63,7 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
         durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
       });
       // A completed recording is fetched now, so its first play is a hit.
-      if (outcome === 'stored') {
+      if (outcome === 'stored' && deps.prefetch !== undefined) {
         const call = registered ?? (await deps.callLog.get(CallSid));
         if (call !== undefined) {
           await deps.prefetch.enqueue({
