@@ -86,6 +86,14 @@ export const ERRORS = {
   RECGATE_STORAGE_ERROR: { status: 500, message: 'The recording store failed' },
   RECGATE_DATABASE_ERROR: { status: 500, message: 'The call log failed' },
   RECGATE_WEBHOOK_SIGNATURE: { status: 403, message: 'Invalid X-Twilio-Signature' },
+  RECGATE_CREDENTIALS_KEY_MISSING: {
+    status: 409,
+    message: "Storing a business's own Twilio credentials needs RECGATE_CREDENTIALS_KEY",
+  },
+  RECGATE_CREDENTIALS_UNREADABLE: {
+    status: 500,
+    message: "The business's stored Twilio credentials could not be decrypted",
+  },
   RECGATE_ADMIN_DISABLED: { status: 404, message: 'The admin API is disabled' },
   RECGATE_CLIENT_CLOSED: {
     status: 499,

@@ -4,11 +4,13 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { AccountDirectory } from './accounts/directory.js';
+import { openAccountStore } from './accounts/open.js';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
 import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
+import { type Config, sealerOf, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
@@ -32,7 +34,12 @@ import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
 import { openCacheRuntime } from './runtime.js';
 import { UpstreamBreaker } from './upstream/breaker.js';
-import { TwilioClient, type TwilioClientOptions } from './upstream/twilio-client.js';
+import {
+  type RequestEvent,
+  type RetryEvent,
+  TwilioClient,
+  type TwilioClientOptions,
+} from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
 export interface Gateway {
@@ -131,27 +138,40 @@ export async function openGatewayRuntime(
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
-  const upstream = new TwilioClient({
+  const clientDefaults = {
     baseUrl: config.twilioApiBase,
-    accountSid: config.twilioAccountSid,
-    authToken: config.twilioAuthToken,
-    apiKey: config.twilioApiKey,
-    apiSecret: config.twilioApiSecret,
     ...options.upstream,
-    breaker,
     logger,
-    onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
-    onRequest: (event) =>
+    onRetry: (event: RetryEvent) => metrics.upstreamRetries.inc({ reason: event.reason }),
+    onRequest: (event: RequestEvent) =>
       metrics.upstreamRequests.inc({
         operation: event.operation,
         status: String(event.status ?? event.errorCode),
       }),
-  });
+  };
+  const main = {
+    accountSid: config.twilioAccountSid,
+    authToken: config.twilioAuthToken,
+    apiKey: config.twilioApiKey,
+    apiSecret: config.twilioApiSecret,
+  };
+  const upstream = new TwilioClient({ ...clientDefaults, ...main, breaker });
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
+  // Which account serves each business (src/accounts/); the cache downloads through it.
+  const accountStore = await openAccountStore(database);
+  const sealer = sealerOf(config);
+  const accounts = new AccountDirectory({
+    store: accountStore,
+    main,
+    mainClient: upstream,
+    mainBreaker: breaker,
+    sealer,
+    clientDefaults,
+  });
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
-    upstream,
+    upstream: accounts.media,
     logger,
     onEvent: countEvent,
     gate: {
@@ -180,10 +200,10 @@ export async function openGatewayRuntime(
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
-  const prefetch = await startPrefetch(database, { cache, callLog, logger, metrics, config });
+  const prefetch = await startPrefetch(database, { cache, callLog, logger, metrics, config, accounts });
   const state = new RecordingState(callLog);
   const drainState = new DrainState();
-  const resolver = new RecordingResolver({ callLog, state, upstream });
+  const resolver = new RecordingResolver({ callLog, state, upstream, accounts });
   const limits = apiLimits(config);
   const deps: GatewayRuntime['deps'] = {
     config,
@@ -193,6 +213,7 @@ export async function openGatewayRuntime(
     state,
     cache,
     upstream,
+    accounts: { directory: accounts, store: accountStore, sealer },
     jwt: new JwtAuth(config.jwtSecret),
     signer: new PlaybackSigner(config.jwtSecret),
     audit,
@@ -218,7 +239,9 @@ export async function openGatewayRuntime(
       await audit.close();
       await runtime.close();
       await admission.close();
+      await accounts.close();
       await upstream.close();
+      await accountStore.close();
       await callLog.close();
     },
   };
@@ -243,9 +266,11 @@ async function startPrefetch(
     logger: Logger;
     metrics: Metrics;
     config: Config;
+    /** Which account each business's recordings are read from. */
+    accounts: Pick<AccountDirectory, 'account'>;
   },
 ): Promise<PrefetchRuntime | undefined> {
-  const { cache, callLog, logger, metrics, config } = deps;
+  const { cache, callLog, logger, metrics, config, accounts } = deps;
   const queue = await openPrefetchQueue(database);
   if (queue === undefined) {
     logger.info({ event: 'prefetch_off' }, 'Prefetch is off: an in-memory database has no shared queue');
@@ -258,6 +283,7 @@ async function startPrefetch(
     logger,
     concurrency: config.prefetchConcurrency,
     onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+    accountOf: async (businessId) => (await accounts.account(businessId)).accountSid,
   });
   prefetcher.start();
   const readDepth = () =>

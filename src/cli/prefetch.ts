@@ -145,6 +145,7 @@ async function select(admin: AdminContext, selection: PrefetchSelection, io: Com
     callLog: admin.callLog,
     state: admin.state,
     upstream: admin.upstream!,
+    accounts: admin.accounts,
   });
   for await (const call of callsOf(admin, selection)) {
     const job = await jobOfCall(admin, resolver, call, skip);
@@ -251,6 +252,9 @@ async function runAndWait(
     callLog: admin.callLog,
     logger: admin.logger,
     concurrency: Math.max(1, admin.config.prefetchConcurrency),
+    ...(admin.accounts === undefined
+      ? {}
+      : { accountOf: async (businessId: string) => (await admin.accounts!.account(businessId)).accountSid }),
   });
   const progress = new Progress(options.io, jobs.length);
   prefetcher.start();

@@ -12,6 +12,7 @@ import type { AppDeps } from './deps.js';
 import { clientErrorHandler, installErrorHandlers, sendError } from './errors.js';
 import { apiPlugin } from './plugin.js';
 import { trackRoutes } from './route-table.js';
+import { accountRoutes } from './routes/accounts.js';
 import { adminRoutes } from './routes/admin.js';
 import { healthRoutes, type MetricsSource } from './routes/health.js';
 import { webhookRoutes } from './routes/webhooks.js';
@@ -96,6 +97,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   installErrorHandlers(app, trackRoutes(app));
   await app.register(apiPlugin, { deps });
   adminRoutes(app, deps);
+  accountRoutes(app, deps);
   webhookRoutes(app, deps);
   healthRoutes(
     app,

@@ -1,5 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import type { AccountDirectory } from '../accounts/directory.js';
+import type { AccountStore } from '../accounts/store.js';
 import type { JwtAuth } from '../auth/jwt.js';
 import type { PlaybackSigner } from '../auth/playback-url.js';
 import type { CallLog } from '../call-log/call-log.js';
@@ -11,6 +13,7 @@ import type { PrefetchQueue } from '../prefetch/queue.js';
 import type { RecordingCache } from '../recordings/cache.js';
 import type { RecordingResolver } from '../resolution/resolver.js';
 import type { RecordingState } from '../resolution/state.js';
+import type { Sealer } from '../secrets/sealed.js';
 import type { Upstream } from '../upstream/upstream.js';
 
 /** Everything the HTTP layer needs, built once per process by `src/server.ts` (or by a test). */
@@ -39,6 +42,20 @@ export interface AppDeps {
   cache: RecordingCache;
   /** For a HEAD on a recording not cached: the media's metadata, without a download. */
   upstream: Pick<Upstream, 'headMedia'>;
+  /**
+   * The business → Twilio account mapping: which account's client serves a HEAD, which auth token checks a
+   * webhook, and what `/api/admin/businesses/{id}/twilio-account` manages. Absent: the main account serves
+   * every business, and those admin routes answer 404 RECGATE_ROUTE_NOT_FOUND.
+   */
+  accounts?: {
+    directory: Pick<
+      AccountDirectory,
+      'mainAccountSid' | 'account' | 'forAccount' | 'webhookToken' | 'forget'
+    >;
+    store: AccountStore;
+    /** Seals own credentials; without it, storing them answers RECGATE_CREDENTIALS_KEY_MISSING. */
+    sealer: Sealer | undefined;
+  };
   jwt: JwtAuth;
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */

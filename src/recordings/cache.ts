@@ -24,6 +24,11 @@ export interface RecordingRef {
   ownerCallSid: CallSid;
   recordingSid: RecordingSid;
   /**
+   * The Twilio account the recording was found in (`AC…`), which the download then reads it from: the
+   * requesting business's account (src/accounts/). Omitted: the main account.
+   */
+  account?: string | undefined;
+  /**
    * Which rendition (see `variant.ts`): each is a cache entry of its own, `{ownerCallSid}.dual.mp3`,
    * `{ownerCallSid}.wav`, … @default the canonical mono MP3
    */

@@ -344,6 +344,7 @@ export class SeekAhead {
       start: slice.start,
       end: slice.stop - 1,
       variant: this.#d.flight.ref.variant,
+      account: this.#d.flight.ref.account,
     });
     response.catch(() => undefined);
     this.#launch(slice, response);

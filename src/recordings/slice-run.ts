@@ -151,6 +151,7 @@ export class SliceRun {
       end: slice.stop - 1,
       ifRange: meta.etag,
       variant: this.#d.flight.ref.variant,
+      account: this.#d.flight.ref.account,
     });
     this.#ttfbMs = performance.now() - this.#started;
     if (await this.#c.validate(this.#response, slice, meta)) return true;

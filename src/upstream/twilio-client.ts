@@ -94,6 +94,24 @@ export class TwilioClient implements Upstream {
     return json === undefined ? undefined : parseRecording(json, undefined);
   }
 
+  /**
+   * The account's own resource: its SID and auth token (Twilio shows a subaccount's auth token to its
+   * parent). Used to validate a subaccount's webhooks. Not part of {@link Upstream}. Throws as the other
+   * methods do; RECGATE_UPSTREAM_AUTH when the account is unknown or out of these credentials' reach.
+   */
+  async getAccount(signal?: AbortSignal): Promise<{ sid: string; authToken: string | null }> {
+    const ctx: OperationContext = { operation: 'getAccount', sid: this.#options.accountSid, signal };
+    const json = await this.#getJson(ctx, `${this.#accountUrl}.json`);
+    if (json === undefined) {
+      throw createError('RECGATE_UPSTREAM_AUTH', {
+        cause: new Error(`account ${this.#options.accountSid} answered 404`),
+      });
+    }
+    const { sid, auth_token: authToken } = json as { sid?: unknown; auth_token?: unknown };
+    if (typeof sid !== 'string') throw malformed('account resource without a sid');
+    return { sid, authToken: typeof authToken === 'string' && authToken !== '' ? authToken : null };
+  }
+
   async listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]> {
     const sid = parseCallSid(callSid);
     const ctx: OperationContext = { operation: 'listCallRecordings', sid, signal };
@@ -148,6 +166,7 @@ export class TwilioClient implements Upstream {
 
   async fetchMedia(recordingSid: RecordingSid, request: MediaRequest = {}): Promise<MediaResponse> {
     const sid = parseRecordingSid(recordingSid);
+    this.#requireAccount(request.account);
     const headers: Record<string, string> = { accept: acceptOf(request.variant) };
     const range = rangeHeader(request);
     if (range !== undefined) {
@@ -198,6 +217,14 @@ export class TwilioClient implements Upstream {
     if (this.#closed) return;
     this.#closed = true;
     await this.#agent.close();
+  }
+
+  /** A request for another account than this client's must not go out under its credentials. */
+  #requireAccount(account: string | undefined): void {
+    if (account === undefined || account === this.#options.accountSid) return;
+    throw createError('RECGATE_UPSTREAM_AUTH', {
+      cause: new Error(`a client of account ${this.#options.accountSid} was asked for account ${account}`),
+    });
   }
 
   /** GETs a JSON document with retries; `undefined` on 404. */

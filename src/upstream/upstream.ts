@@ -48,6 +48,12 @@ export interface MediaRequest {
    * 16113). @default the mono MP3
    */
   variant?: Variant | undefined;
+  /**
+   * The Twilio account the recording lives in (`AC…`), as {@link RecordingRef.account} names it: an
+   * upstream serving several accounts (src/accounts/router.ts) picks that account's credentials and path;
+   * a single-account client refuses any other account (RECGATE_UPSTREAM_AUTH). Omitted: the main account.
+   */
+  account?: string | undefined;
 }
 
 export interface MediaResponse {

@@ -51,7 +51,9 @@ async function upstreamHead(
   ref: RecordingRef,
   signal: AbortSignal,
 ): Promise<ByteSource | undefined> {
-  const head = await deps.upstream.headMedia(ref.recordingSid, signal, ref.variant);
+  const upstream =
+    deps.accounts === undefined ? deps.upstream : await deps.accounts.directory.forAccount(ref.account);
+  const head = await upstream.headMedia(ref.recordingSid, signal, ref.variant);
   if (head.size === null) return undefined;
   const upstreamDate = head.lastModified === null ? Number.NaN : Date.parse(head.lastModified);
   return {

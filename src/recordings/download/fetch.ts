@@ -43,8 +43,14 @@ export async function exchange(
   const response = await ctx.upstream.fetchMedia(
     ctx.ref.recordingSid,
     offset > 0
-      ? { signal, start: offset, ifRange: from!.meta.etag!, variant: ctx.ref.variant }
-      : { signal, variant: ctx.ref.variant },
+      ? {
+          signal,
+          start: offset,
+          ifRange: from!.meta.etag!,
+          variant: ctx.ref.variant,
+          account: ctx.ref.account,
+        }
+      : { signal, variant: ctx.ref.variant, account: ctx.ref.account },
   );
   transfer.ttfbMs ??= performance.now() - transfer.started;
   try {
