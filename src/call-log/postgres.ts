@@ -67,7 +67,6 @@ export interface PostgresCallLogOptions {
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT $2';
-const AFTER_CREATED = '(created_at < $3::timestamptz OR (created_at = $3::timestamptz AND call_sid < $4))';
 
 const RESOLUTION_SET = `
   recording_state = $2,
@@ -85,7 +84,7 @@ const RESOLUTION_SET = `
  */
 const RECORDING_CHANGED = '($13::boolean AND calls.recording_sid IS DISTINCT FROM EXCLUDED.recording_sid)';
 
-const SQL = {
+export const SQL = {
   get: 'SELECT * FROM calls WHERE call_sid = $1',
   getForBusiness: 'SELECT * FROM calls WHERE call_sid = $1 AND business_id = $2',
   businessesOf: 'SELECT call_sid, business_id FROM calls WHERE call_sid = ANY($1::text[])',
@@ -132,13 +131,18 @@ const SQL = {
   firstPlays: 'SELECT * FROM plays WHERE call_sid = $1 ORDER BY id DESC LIMIT $2',
   olderPlays: 'SELECT * FROM plays WHERE call_sid = $1 AND id < $3 ORDER BY id DESC LIMIT $2',
   firstPage: `SELECT * FROM calls WHERE business_id = $1 ${ORDER}`,
+  // Keyset pages seek straight to the cursor in calls_business_order_idx, at any depth: the row-value
+  // comparison is an index condition. `started_at <= $5` repeats part of it because the planner cannot
+  // estimate a row comparison: alone, it guessed a handful of rows and sorted everything behind the cursor.
+  // Undated calls (NULL start, sorted last) are a second range, read by firstUnstarted once the dated ones
+  // run out.
   afterStarted: `
-    SELECT * FROM calls WHERE business_id = $1 AND (
-      started_at < $5::timestamptz OR started_at IS NULL
-      OR (started_at = $5::timestamptz AND ${AFTER_CREATED})
-    ) ${ORDER}`,
+    SELECT * FROM calls WHERE business_id = $1 AND started_at <= $5::timestamptz
+      AND (started_at, created_at, call_sid) < ($5::timestamptz, $3::timestamptz, $4) ${ORDER}`,
+  firstUnstarted: `SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL ${ORDER}`,
   afterUnstarted: `
-    SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL AND ${AFTER_CREATED} ${ORDER}`,
+    SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL
+      AND (created_at, call_sid) < ($3::timestamptz, $4) ${ORDER}`,
 } as const;
 
 function invalidOption(message: string): never {
@@ -349,10 +353,15 @@ export class PostgresCallLog implements CallLog {
       rows = await this.#query(SQL.firstPage, [business, limit + 1]);
     } else {
       const after = [business, limit + 1, cursor.createdAt, cursor.callSid];
-      rows =
-        cursor.startedAt === null
-          ? await this.#query(SQL.afterUnstarted, after)
-          : await this.#query(SQL.afterStarted, [...after, cursor.startedAt]);
+      if (cursor.startedAt === null) rows = await this.#query(SQL.afterUnstarted, after);
+      else {
+        // Two reads without a shared snapshot: an undated call registered in between shows up as if it had
+        // been there before, which is what a later page would show anyway; none can appear twice.
+        rows = await this.#query(SQL.afterStarted, [...after, cursor.startedAt]);
+        if (rows.length <= limit) {
+          rows = rows.concat(await this.#query(SQL.firstUnstarted, [business, limit + 1 - rows.length]));
+        }
+      }
     }
     return toPage(rows, limit);
   }
