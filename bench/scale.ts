@@ -228,6 +228,8 @@ async function sqliteLog(
   await log.close();
   const db = new Database(partial);
   try {
+    // The call log left the file in WAL mode; a bulk load needs no journal at all (a failed one is discarded).
+    db.pragma('journal_mode = DELETE');
     db.pragma('journal_mode = OFF');
     db.pragma('synchronous = OFF');
     db.pragma('cache_size = -1000000');

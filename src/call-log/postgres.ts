@@ -52,6 +52,14 @@ export interface PostgresCallLogOptions {
   schema?: string;
   /** Most connections the pool opens. @default 10 */
   poolSize?: number;
+  /**
+   * Connections {@link PostgresCallLog.migrate} opens and the pool keeps open however long they sit idle,
+   * at most `poolSize`. Opening one costs a round of authentication and a server process, tens of ms
+   * (hundreds when many processes start at once): without warm connections the first burst of requests
+   * after a start, the first stampede on a recording, waits for them.
+   * @default 2 (or `poolSize`, when smaller)
+   */
+  minConnections?: number;
   /** How long to wait for a new connection before failing, in milliseconds. @default 10000 */
   connectionTimeoutMs?: number;
   /**
@@ -153,9 +161,10 @@ export class PostgresCallLog implements CallLog {
   readonly #pool: pg.Pool;
   readonly #schema: string | undefined;
   readonly #migrations: readonly Migration[];
+  readonly #minConnections: number;
   #closed = false;
 
-  /** Validates the options and creates the pool; no connection is opened until the first query. */
+  /** Validates the options and creates the pool; no connection is opened until {@link migrate} or a query. */
   constructor(options: PostgresCallLogOptions) {
     if (typeof options !== 'object' || options === null) invalidOption('options must be an object');
     const { connectionString, schema, poolSize = 10, connectionTimeoutMs = 10_000 } = options;
@@ -171,11 +180,19 @@ export class PostgresCallLog implements CallLog {
     if (!Number.isSafeInteger(connectionTimeoutMs) || connectionTimeoutMs < 1) {
       invalidOption('options.connectionTimeoutMs must be a positive integer');
     }
+    const minConnections = options.minConnections ?? Math.min(2, poolSize);
+    if (!Number.isSafeInteger(minConnections) || minConnections < 0 || minConnections > poolSize) {
+      invalidOption('options.minConnections must be an integer from 0 to options.poolSize');
+    }
+    this.#minConnections = minConnections;
     this.#schema = schema;
     this.#migrations = options.migrations ?? POSTGRES_MIGRATIONS;
     this.#pool = new pg.Pool({
       connectionString,
       max: poolSize,
+      min: minConnections,
+      // Warm idle connections must not keep a process alive that has nothing else to do.
+      allowExitOnIdle: true,
       connectionTimeoutMillis: connectionTimeoutMs,
       // A startup parameter rather than a SET after connecting: it is in force before any query runs.
       // The schema name was checked against SCHEMA_NAME, so it needs no quoting.
@@ -200,9 +217,28 @@ export class PostgresCallLog implements CallLog {
    * Applies the migrations not yet recorded in `schema_migrations`, in one transaction holding a
    * transaction-level advisory lock keyed by the schema name: a second process migrating the same schema
    * waits for the first to commit, then finds every version recorded and does nothing. The schema itself
-   * is created under the same lock, since concurrent `CREATE SCHEMA IF NOT EXISTS` can fail.
+   * is created under the same lock, since concurrent `CREATE SCHEMA IF NOT EXISTS` can fail. Then opens
+   * the pool's `minConnections`.
    */
   async migrate(): Promise<void> {
+    await this.#migrate();
+    await this.#warm();
+  }
+
+  /** Opens `minConnections` at once (the pool keeps them), so that no request waits for their set-up. */
+  async #warm(): Promise<void> {
+    const opened = await Promise.allSettled(
+      Array.from({ length: this.#minConnections }, () => this.#pool.connect()),
+    );
+    let failure: unknown;
+    for (const result of opened) {
+      if (result.status === 'fulfilled') result.value.release();
+      else failure ??= result.reason;
+    }
+    if (failure !== undefined) throw databaseError(failure);
+  }
+
+  async #migrate(): Promise<void> {
     if (this.#closed) throw databaseError(new Error('the call log is closed'));
     let client: pg.PoolClient;
     try {
