@@ -18,6 +18,7 @@
  * every parameter, the generator's version and the schema's migration count; delete them to regenerate.
  */
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -540,23 +541,42 @@ function sampleCalls(shape: Shape, n: number, child: boolean, rand: () => number
   return out;
 }
 
-async function measureLookups(subject: Subject, shape: Shape, n: number, child: boolean): Promise<Figure> {
+/**
+ * Samples of one measure, taken one at a time so that series can be interleaved: the main log, the peer
+ * log and OFFSET take turns, so a busy moment of the machine falls on all of them alike. The first tenth
+ * of each series warms statement caches and connections and is left out.
+ */
+interface Series {
+  probes: Array<() => Promise<number>>;
+  keep: number;
+}
+
+async function runInterleaved(series: Series[]): Promise<Figure[]> {
+  const samples = series.map(() => [] as number[]);
+  const longest = Math.max(...series.map((s) => s.probes.length));
+  for (let k = 0; k < longest; k++) {
+    for (const [j, s] of series.entries()) {
+      const probe = s.probes[k];
+      if (probe) samples[j]!.push(await probe());
+    }
+  }
+  return series.map((s, j) => figure(samples[j]!.slice(-s.keep)));
+}
+
+function lookupSeries(subject: Subject, shape: Shape, n: number, child: boolean): Series {
   const state = new RecordingState(subject.log);
   const resolver = new RecordingResolver({ callLog: subject.log, state, upstream: NO_UPSTREAM });
   const calls = sampleCalls(shape, n + Math.ceil(n / 10), child, random(child ? 2 : 1));
-  const samples: number[] = [];
-  for (const [k, i] of calls.entries()) {
+  const probes = calls.map((i) => () => {
     const c = callAt(shape, i);
-    const ms = await time(async () => {
+    return time(async () => {
       const call = await subject.log.getForBusiness(c.businessId, c.callSid as CallSid);
       if (call === undefined) throw new Error(`bench call ${c.callSid} is missing`);
       const ref = await resolver.resolve(call);
       if (ref.ownerCallSid !== c.owner) throw new Error(`${c.callSid} resolved to ${ref.ownerCallSid}`);
     });
-    // The first tenth warms the statement caches and connections.
-    if (k >= calls.length - n) samples.push(ms);
-  }
-  return figure(samples);
+  });
+  return { probes, keep: n };
 }
 
 interface Position {
@@ -579,39 +599,33 @@ function pickBusinesses(shape: Shape, largest: boolean, n: number, rand: () => n
   return Array.from({ length: n }, () => 1 + Math.floor(rand() * (shape.businesses - 1)));
 }
 
-async function measurePages(
+/** Pages of one position: by keyset (`CallLog.list`), or the same rows by OFFSET. */
+function pageSeries(
   subject: Subject,
   shape: Shape,
   n: number,
   largest: boolean,
   position: Position,
-  offsetPeer: boolean,
-): Promise<{ keyset: Figure; offset?: Figure }> {
-  const rand = random(largest ? 7 : 8);
-  const businesses = pickBusinesses(shape, largest, n + Math.ceil(n / 10), rand);
-  const keyset: number[] = [];
-  const offsets: number[] = [];
-  for (const [k, b] of businesses.entries()) {
+  by: 'keyset' | 'offset',
+): Series {
+  const businesses = pickBusinesses(shape, largest, n + Math.ceil(n / 10), random(largest ? 7 : 8));
+  const probes = businesses.map((b) => async () => {
     const business = `biz-${b}`;
-    const count = callsOf(shape, b);
-    const at = position.offset(count);
+    const at = position.offset(callsOf(shape, b));
+    if (by === 'offset') {
+      return time(async () => {
+        const rows = await subject.offsetPage(business, at === undefined ? 0 : at + 1, PAGE);
+        if (rows.length === 0) throw new Error(`empty OFFSET page for ${business} at ${position.name}`);
+      });
+    }
+    // Finding the cursor is set-up, not timed.
     const cursor = at === undefined ? undefined : await subject.cursorAt(business, at);
-    const keep = k >= businesses.length - n;
-    const ms = await time(async () => {
+    return time(async () => {
       const page = await subject.log.list(business, { limit: PAGE, cursor });
       if (page.calls.length === 0) throw new Error(`empty page for ${business} at ${position.name}`);
     });
-    if (keep) keyset.push(ms);
-    if (offsetPeer) {
-      const from = at === undefined ? 0 : at + 1;
-      const ms2 = await time(async () => {
-        const rows = await subject.offsetPage(business, from, PAGE);
-        if (rows.length === 0) throw new Error(`empty OFFSET page for ${business} at ${position.name}`);
-      });
-      if (keep) offsets.push(ms2);
-    }
-  }
-  return offsetPeer ? { keyset: figure(keyset), offset: figure(offsets) } : { keyset: figure(keyset) };
+  });
+  return { probes, keep: n };
 }
 
 /** The peer log's shape: `peerCalls` calls with as many calls per business as the main log. */
@@ -674,29 +688,23 @@ export async function runScaleBench(options: ScaleOptions): Promise<ScaleResult>
           ? "download lookup: child leg (parent's recording)"
           : 'download lookup: own recording';
         log(`${backend}: ${measure}`);
-        rows.push({
-          backend,
-          measure,
-          kind: 'lookup',
-          main: await measureLookups(big, main, lookups, child),
-          small: await measureLookups(peer, small, lookups, child),
-        });
+        const [onMain, onPeer] = await runInterleaved([
+          lookupSeries(big, main, lookups, child),
+          lookupSeries(peer, small, lookups, child),
+        ]);
+        rows.push({ backend, measure, kind: 'lookup', main: onMain!, small: onPeer! });
       }
       for (const largest of [false, true]) {
         for (const position of POSITIONS) {
           const who = largest ? `largest business (${fmtNum(callsOf(main, 0))} calls)` : 'typical business';
           const measure = `calls page, ${who}: ${position.name}`;
           log(`${backend}: ${measure}`);
-          const onMain = await measurePages(big, main, pages, largest, position, true);
-          const onPeer = await measurePages(peer, small, pages, largest, position, false);
-          rows.push({
-            backend,
-            measure,
-            kind: 'page',
-            main: onMain.keyset,
-            small: onPeer.keyset,
-            ...(onMain.offset ? { offset: onMain.offset } : {}),
-          });
+          const [onMain, onPeer, byOffset] = await runInterleaved([
+            pageSeries(big, main, pages, largest, position, 'keyset'),
+            pageSeries(peer, small, pages, largest, position, 'keyset'),
+            pageSeries(big, main, pages, largest, position, 'offset'),
+          ]);
+          rows.push({ backend, measure, kind: 'page', main: onMain!, small: onPeer!, offset: byOffset! });
         }
       }
     } finally {
@@ -792,7 +800,10 @@ async function main(): Promise<void> {
   console.log(
     `\nnode ${process.version}; pages of ${PAGE}; every list and lookup query checked with EXPLAIN to read ` +
       `an index in order (--plans prints them). Generation (${result.generatedS.toFixed(0)} s in this run) ` +
-      'is not timed; generated logs are kept in bench/.data and recgate_scale_* schemas.',
+      'is not timed; generated logs are kept in bench/.data and recgate_scale_* schemas. Main log, peer log ' +
+      `and OFFSET take turns sample by sample. Load average at the end: ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(', ')} on ${availableParallelism()} cores.`,
   );
 }
 
