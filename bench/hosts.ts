@@ -30,6 +30,7 @@ import {
   type UpstreamInfo,
 } from './lib/peers.js';
 import { fmtMs, summarize } from './lib/stats.js';
+import { ensureBuild } from './run.js';
 
 export interface HostsOptions {
   /** Instances per peer. @default 3 */
@@ -44,7 +45,7 @@ export interface HostsOptions {
   ttfbMs?: number;
   /** Upstream bandwidth per response, bytes/s. @default 4000000 */
   bandwidth?: number;
-  /** `dist` runs bin/recgate.js (build it first); `source` runs the TypeScript. @default 'source' */
+  /** `dist` runs bin/recgate.js (build it first); `source` runs the TypeScript through tsx. @default 'dist' */
   entry?: 'dist' | 'source';
   postgresUrl: string;
   nginx?: string | undefined;
@@ -138,7 +139,7 @@ export async function runHostsBench(options: HostsOptions): Promise<HostsRow[]> 
       startRecgate({
         workers,
         upstream,
-        entry: options.entry ?? 'source',
+        entry: options.entry ?? 'dist',
         name: `recgate host ${i + 1}`,
         // Later flags win: every instance shares the data dir and the database.
         extraArgs: ['--data-dir', sharedDir, '--database', database],
@@ -238,7 +239,8 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '5000000' },
       'ttfb-ms': { type: 'string', default: '300' },
       bandwidth: { type: 'string', default: '4000000' },
-      dist: { type: 'boolean', default: false },
+      source: { type: 'boolean', default: false },
+      'no-build': { type: 'boolean', default: false },
       'no-install': { type: 'boolean', default: false },
     },
   });
@@ -246,6 +248,7 @@ async function main(): Promise<void> {
   const found = await findPostgres();
   if (!('url' in found)) throw new Error(`bench:hosts needs PostgreSQL: ${found.reason}`);
   const install = !values['no-install'];
+  if (!values.source && !values['no-build']) ensureBuild((line) => console.error(line));
   const rows = await runHostsBench({
     hosts: Number(values.hosts),
     workers: Number(values.workers),
@@ -253,7 +256,7 @@ async function main(): Promise<void> {
     size: Number(values.size),
     ttfbMs: Number(values['ttfb-ms']),
     bandwidth: Number(values.bandwidth),
-    entry: values.dist ? 'dist' : 'source',
+    entry: values.source ? 'source' : 'dist',
     postgresUrl: found.url,
     nginx: ensureBinary('nginx', 'nginx', install),
     varnish: ensureBinary('varnishd', 'varnish', install),
