@@ -36,6 +36,7 @@ import { RecordingResolver } from '../src/resolution/resolver.js';
 import { RecordingState } from '../src/resolution/state.js';
 import type { CallSid } from '../src/sid.js';
 import type { Upstream } from '../src/upstream/upstream.js';
+import { seededRandom } from '../test/faults/seed.js';
 import { fmtNum, percentile } from './lib/stats.js';
 
 export type Backend = 'sqlite' | 'postgres';
@@ -508,18 +509,6 @@ function openPostgres(url: string, schema: string): Subject {
   };
 }
 
-/** A small seeded generator (mulberry32), so runs sample the same calls. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function figure(samples: number[]): Figure {
   const sorted = [...samples].sort((a, b) => a - b);
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length };
@@ -566,7 +555,7 @@ async function runInterleaved(series: Series[]): Promise<Figure[]> {
 function lookupSeries(subject: Subject, shape: Shape, n: number, child: boolean): Series {
   const state = new RecordingState(subject.log);
   const resolver = new RecordingResolver({ callLog: subject.log, state, upstream: NO_UPSTREAM });
-  const calls = sampleCalls(shape, n + Math.ceil(n / 10), child, random(child ? 2 : 1));
+  const calls = sampleCalls(shape, n + Math.ceil(n / 10), child, seededRandom(child ? 2 : 1));
   const probes = calls.map((i) => () => {
     const c = callAt(shape, i);
     return time(async () => {
@@ -608,7 +597,7 @@ function pageSeries(
   position: Position,
   by: 'keyset' | 'offset',
 ): Series {
-  const businesses = pickBusinesses(shape, largest, n + Math.ceil(n / 10), random(largest ? 7 : 8));
+  const businesses = pickBusinesses(shape, largest, n + Math.ceil(n / 10), seededRandom(largest ? 7 : 8));
   const probes = businesses.map((b) => async () => {
     const business = `biz-${b}`;
     const at = position.offset(callsOf(shape, b));
