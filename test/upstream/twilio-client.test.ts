@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, type TestContext, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { isRecgateError, type RecgateError } from '../../src/errors.js';
 import { REDACT_PATHS } from '../../src/observability/logger.js';
@@ -444,9 +445,14 @@ describe('TwilioClient metadata', () => {
     t.after(() => stub.close());
     const controller = new AbortController();
     const pending = makeClient(t, stub.url).getCall(CALL, controller.signal);
-    setTimeout(() => controller.abort(), 50);
+    pending.catch(() => undefined);
+    // Aborted once the request is waiting at the server (a fixed delay could fire before it arrives).
+    for (let i = 0; i < 1000 && stub.requests.length === 0; i++) await sleep(5);
+    assert.equal(stub.requests.length, 1, 'the request reached the server');
+    controller.abort();
     await assert.rejects(pending, isAbortError);
-    assert.equal(stub.requests.length, 1);
+    await sleep(100);
+    assert.equal(stub.requests.length, 1, 'and was not sent again');
   });
 });
 
