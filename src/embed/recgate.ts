@@ -1,5 +1,5 @@
 /**
- * recgate inside another app: the download, playback-URL and calls routes mounted by an existing backend,
+ * recgate inside another app: the download, playback-URL, calls and peaks routes mounted by an existing backend,
  * under its own prefix and with its own authentication, over the same runtime `recgate serve` runs
  * (src/server.ts `openGatewayRuntime`: the call log, the recording store and its lock, the cache index).
  *
