@@ -8,7 +8,7 @@ import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
 import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
+import { assertGatewaySettings, type Config, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
@@ -65,11 +65,7 @@ export interface GatewayOptions {
 
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
-  if (!config.jwtSecret) throw new Error('jwtSecret is required');
-  if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is required');
-  if (!config.twilioAuthToken && !config.twilioApiKey) {
-    throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is required');
-  }
+  assertGatewaySettings(config);
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
