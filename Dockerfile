@@ -38,8 +38,8 @@ FROM ${BASE_IMAGE}
 ENV RECGATE_HOST=0.0.0.0 \
     RECGATE_PORT=8080 \
     RECGATE_DATA_DIR=/data
-RUN groupadd --system --gid 10001 recgate \
-    && useradd --system --uid 10001 --gid recgate --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 recgate \
+    && useradd --uid 10001 --gid recgate --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin recgate \
     && mkdir -p /data/recordings \
     && chown -R recgate:recgate /data

@@ -6,8 +6,9 @@
  *
  * Debian bookworm's own `nodejs` is 18, below recgate's 20.18.1, and no other apt source with Node 20 is
  * reachable from here; so the Node.js added is this machine's own (the `node` running this test, with the
- * npm and headers installed beside it). The machine's extra CA certificates (NODE_EXTRA_CA_CERTS: its
- * egress proxy's) go along, so that `npm ci` in the build reaches the registry as it does on the host.
+ * npm and headers installed beside it). The machine's extra CA certificates (NODE_EXTRA_CA_CERTS, else its
+ * CA bundle, which holds its egress proxy's) go along as the image's NODE_EXTRA_CA_CERTS, so that `npm ci`
+ * in the build reaches the registry as it does on the host.
  *
  * The image is tagged by a hash of every input (this file, the suite, the mirror, the Node binary, npm's
  * version, the CA file), so a second run finds it and skips the minute of debootstrap.
@@ -31,6 +32,8 @@ import { podman, podmanEnv, run } from './podman.js';
 
 const SUITE = 'bookworm';
 const FALLBACK_MIRROR = 'http://deb.debian.org/debian';
+/** The machine's CA bundle, which holds any local CA (an egress proxy's) that update-ca-certificates added. */
+const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
 /** The Debian mirror this machine's apt uses for `SUITE` (deb822 `.sources` or one-line `.list` files). */
 export function debianMirror(): string {
@@ -100,8 +103,7 @@ function fileHash(path: string): string {
 export async function ensureBaseImage(log: (line: string) => void = () => {}): Promise<string> {
   const node = hostNode();
   const mirror = debianMirror();
-  const ca = process.env.NODE_EXTRA_CA_CERTS;
-  const caFile = ca && existsSync(ca) ? ca : undefined;
+  const caFile = [process.env.NODE_EXTRA_CA_CERTS, SYSTEM_CA_BUNDLE].find((f) => f && existsSync(f));
   const key = createHash('sha256')
     .update(
       JSON.stringify({
@@ -174,8 +176,22 @@ export async function ensureBaseImage(log: (line: string) => void = () => {}): P
         `podman import exited ${imported.code ?? imported.signal}:\n${imported.stderr.slice(-4000)}`,
       );
     }
+    await removeStaleBaseImages(tag, log);
     return tag;
   } finally {
     rmSync(rootfs, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes the base images of earlier inputs, with the images built on them (the Dockerfile's stage caches
+ * and test images): each is hundreds of megabytes that no later run can use.
+ */
+async function removeStaleBaseImages(current: string, log: (line: string) => void): Promise<void> {
+  const listed = await podman(['images', '--format', '{{.Repository}}:{{.Tag}}', 'localhost/recgate-base']);
+  for (const tag of listed.stdout.split('\n').map((l) => l.trim())) {
+    if (tag === '' || tag === current || !tag.startsWith('localhost/recgate-base:')) continue;
+    log(`base image ${tag}: stale, removed`);
+    await podman(['rmi', '--force', tag]);
   }
 }

@@ -104,7 +104,7 @@ if (unavailable !== undefined) {
         '--auth-token',
         AUTH_TOKEN,
       ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+      { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] },
     );
     const emulatorUrl = `http://127.0.0.1:${emulatorPort}`;
     await waitFor(async () => (await fetch(`${emulatorUrl}/__emulator/stats`)).ok, 'the emulator');
