@@ -28,7 +28,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { podman, podmanEnv, run } from './podman.js';
+import { descendantsOf, imageGraph, podman, podmanEnv, run } from './podman.js';
 
 const SUITE = 'bookworm';
 const FALLBACK_MIRROR = 'http://deb.debian.org/debian';
@@ -184,14 +184,15 @@ export async function ensureBaseImage(log: (line: string) => void = () => {}): P
 }
 
 /**
- * Removes the base images of earlier inputs, with the images built on them (the Dockerfile's stage caches
- * and test images): each is hundreds of megabytes that no later run can use.
+ * Removes the base images of earlier inputs, with every image built on them (the Dockerfile's stage caches
+ * and test images): hundreds of megabytes each that no later run can use.
  */
 async function removeStaleBaseImages(current: string, log: (line: string) => void): Promise<void> {
-  const listed = await podman(['images', '--format', '{{.Repository}}:{{.Tag}}', 'localhost/recgate-base']);
-  for (const tag of listed.stdout.split('\n').map((l) => l.trim())) {
-    if (tag === '' || tag === current || !tag.startsWith('localhost/recgate-base:')) continue;
-    log(`base image ${tag}: stale, removed`);
-    await podman(['rmi', '--force', tag]);
+  const graph = await imageGraph();
+  for (const [id, node] of graph) {
+    const stale = node.tags.filter((t) => t.startsWith('localhost/recgate-base:') && t !== current);
+    if (stale.length === 0) continue;
+    log(`base image ${stale.join(', ')}: stale, removed with the images built on it`);
+    await podman(['rmi', '--force', ...descendantsOf(graph, id), id]);
   }
 }

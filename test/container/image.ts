@@ -26,7 +26,7 @@ import { JwtAuth } from '../../src/auth/jwt.js';
 import { imageFacts, ROOT } from '../deploy/helpers.js';
 import { freePort, sha256 } from '../helpers/common.js';
 import { ensureBaseImage } from './base-image.js';
-import { podman, podmanOk, podmanUnavailable } from './podman.js';
+import { descendantsOf, imageGraph, podman, podmanOk, podmanUnavailable } from './podman.js';
 
 const IMAGE = 'localhost/recgate:test-container';
 const JWT_SECRET = 'container-test-secret-'.padEnd(48, 'x');
@@ -88,6 +88,7 @@ if (unavailable !== undefined) {
     );
     assert.equal(build.code, 0, `podman build failed:\n${(build.stdout + build.stderr).slice(-6000)}`);
     log(`image built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await removeStaleBuildImages(base, build.stdout + build.stderr);
 
     const emulatorPort = await freePort();
     emulator = spawn(
@@ -294,4 +295,29 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
     await sleep(250);
   }
   throw new Error(`timed out waiting for ${what}${last ? ` (last: ${String(last)})` : ''}`);
+}
+
+/**
+ * Removes what earlier builds on the same base image left and this build no longer uses: untagged images
+ * built on `base`, other than the steps of this build (`--> ID` in its output) and their ancestors.
+ * Without it every source change leaves about 1 GB of stage images behind. (Images of earlier base images
+ * go with their base: see base-image.ts.)
+ */
+async function removeStaleBuildImages(base: string, buildOutput: string): Promise<void> {
+  const graph = await imageGraph();
+  const baseId = [...graph].find(([, node]) => node.tags.includes(base))?.[0];
+  if (baseId === undefined) return;
+  const used = [...buildOutput.matchAll(/^--> (?:Using cache )?([0-9a-f]{12,64})\b/gm)].map((m) => m[1]!);
+  const keep = new Set<string>();
+  for (const [id, node] of graph) {
+    if (node.tags.length === 0 && !used.some((u) => id.startsWith(u))) continue;
+    for (let at: string | undefined = id; at !== undefined && !keep.has(at); at = graph.get(at)?.parent) {
+      keep.add(at);
+    }
+  }
+  const stale = descendantsOf(graph, baseId).filter((id) => !keep.has(id));
+  if (stale.length > 0) {
+    log(`removing ${stale.length} images of earlier builds`);
+    await podman(['rmi', '--force', ...stale]);
+  }
 }

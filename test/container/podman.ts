@@ -94,3 +94,50 @@ export async function podmanOk(
   }
   return result.stdout;
 }
+
+export interface ImageNode {
+  tags: string[];
+  parent?: string;
+}
+
+/** Every local image, build steps included, by full ID (no `sha256:`), with its tags and its parent. */
+export async function imageGraph(): Promise<Map<string, ImageNode>> {
+  const listing = await podmanOk([
+    'images',
+    '--all',
+    '--no-trunc',
+    '--format',
+    '{{.ID}} {{.Repository}}:{{.Tag}}',
+  ]);
+  const graph = new Map<string, ImageNode>();
+  for (const line of listing.split('\n').filter(Boolean)) {
+    const [rawId, tag] = line.split(' ') as [string, string];
+    const id = rawId.replace(/^sha256:/, '');
+    const node = graph.get(id) ?? { tags: [] };
+    if (tag !== '<none>:<none>') node.tags.push(tag);
+    graph.set(id, node);
+  }
+  if (graph.size === 0) return graph;
+  const parents = await podman(['image', 'inspect', '--format', '{{.Id}} {{.Parent}}', ...graph.keys()]);
+  for (const line of parents.stdout.split('\n')) {
+    const [id, parent] = line.trim().split(' ');
+    if (id && parent) graph.get(id.replace(/^sha256:/, ''))!.parent = parent.replace(/^sha256:/, '');
+  }
+  return graph;
+}
+
+/** The images built on `ancestor` (a full ID), the youngest first, so they can be removed in that order. */
+export function descendantsOf(graph: Map<string, ImageNode>, ancestor: string): string[] {
+  const depth = new Map<string, number>();
+  for (const id of graph.keys()) {
+    let d = 0;
+    for (let at = graph.get(id)?.parent; at !== undefined; at = graph.get(at)?.parent) {
+      d++;
+      if (at === ancestor) {
+        depth.set(id, d);
+        break;
+      }
+    }
+  }
+  return [...depth].sort((a, b) => b[1] - a[1]).map(([id]) => id);
+}
