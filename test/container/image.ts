@@ -307,7 +307,7 @@ async function removeStaleBuildImages(base: string, buildOutput: string): Promis
   const graph = await imageGraph();
   const baseId = [...graph].find(([, node]) => node.tags.includes(base))?.[0];
   if (baseId === undefined) return;
-  const used = [...buildOutput.matchAll(/^--> (?:Using cache )?([0-9a-f]{12,64})\b/gm)].map((m) => m[1]!);
+  const used = [...buildOutput.matchAll(/^--> (?:Using cache )?([0-9a-f]{8,64})\b/gm)].map((m) => m[1]!);
   const keep = new Set<string>();
   for (const [id, node] of graph) {
     if (node.tags.length === 0 && !used.some((u) => id.startsWith(u))) continue;
