@@ -33,12 +33,16 @@ import type { CacheEventBody, EmitEvent } from './events.js';
 import type { Flight } from './flight.js';
 import {
   headerOf,
+  room,
   type Slice,
   type SliceableMeta,
+  type SliceBudget,
   type SliceCoordinator,
   SliceRun,
   sameHeader,
   sliceable,
+  type Tally,
+  tally,
 } from './slice-run.js';
 import type { BlockMap, RecordingStore } from './store/store.js';
 
@@ -159,8 +163,8 @@ export class SeekAhead {
   /** The partial generation the state below is about. */
   #generation: string | undefined;
   #off: string | undefined;
-  /** Claimed slice bytes per the block map, all processes. */
-  #claimed = 0;
+  /** Granted slice claims per the block map, all processes. */
+  #claimed: Tally = { regular: 0, early: undefined };
   #mapReading = false;
   #mapReadAt = Number.NEGATIVE_INFINITY;
   #earlyStart: number | undefined;
@@ -288,12 +292,14 @@ export class SeekAhead {
     if (this.#generation === meta.fileId) return;
     this.#generation = meta.fileId;
     this.#off = undefined;
-    this.#claimed = 0;
+    this.#claimed = { regular: 0, early: undefined };
     this.#busy.clear();
   }
 
-  #budget(size: number): number {
-    return Math.floor(size * this.#s.maxFraction);
+  /** The recording's slice budget; a block of it is kept for this flight's early slice once one went out. */
+  #budget(size: number): SliceBudget {
+    const total = Math.floor(size * this.#s.maxFraction);
+    return { total, reserve: this.#earlyLaunched ? Math.min(total, this.#s.blockBytes) : 0 };
   }
 
   #decide(position: number, end: number): 'started' | 'capped' | 'no' {
@@ -315,7 +321,7 @@ export class SeekAhead {
     );
     for (const [s] of flight.extents) if (s > start && s < stop) stop = s;
     for (const slice of this.#slices) if (slice.start > start && slice.start < stop) stop = slice.start;
-    stop = Math.min(stop, start + this.#budget(size) - this.#claimed);
+    stop = Math.min(stop, start + room(this.#claimed, this.#budget(size)));
     if (stop <= position || start > position) return 'no';
     this.#d.log.debug(
       { event: 'seek_ahead_start', offset: start, end: stop, frontier: flight.frontier, rate: flight.rate() },
@@ -344,7 +350,14 @@ export class SeekAhead {
       start: slice.start,
       end: slice.stop - 1,
     });
-    response.catch(() => undefined);
+    // A 200 is the whole recording (the upstream ignores Range): no use as a slice, so its body stops at once
+    // rather than pile up while the download's headers are awaited.
+    response.then(
+      (r) => {
+        if (r.status !== 206) r.body.destroy();
+      },
+      () => undefined,
+    );
     this.#launch(slice, response);
   }
 
@@ -454,18 +467,17 @@ export class SeekAhead {
       }
       return;
     }
-    let claimed = 0;
-    const budget = this.#budget(meta.size);
     for (const record of map.records) {
-      if (record.t === 'have') flight.addExtent(meta.fileId, record.start, record.end);
-      else if (record.t === 'claim' && claimed + record.end - record.start <= budget) {
-        claimed += record.end - record.start;
-      }
-      if (record.t === 'have') {
-        this.#busy.delete(Math.floor(record.start / this.#s.blockBytes) * this.#s.blockBytes);
-      }
+      if (record.t !== 'have') continue;
+      flight.addExtent(meta.fileId, record.start, record.end);
+      this.#busy.delete(Math.floor(record.start / this.#s.blockBytes) * this.#s.blockBytes);
     }
-    this.#claimed = Math.max(this.#claimed, claimed);
+    // Reads may overlap and the block map only grows: the larger tally is the later one.
+    const now = tally(map.records, this.#budget(meta.size).total);
+    this.#claimed = {
+      regular: Math.max(this.#claimed.regular, now.regular),
+      early: now.early ?? this.#claimed.early,
+    };
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Seek-ahead: reads far beyond the download's frontier get their bytes from ranged upstream slices, kept
  * in the partial with a block map that other processes and a later holder reuse; bounded in bytes and
- * concurrency; discarded when the upstream ignores Range or a validator differs.
+ * concurrency (upstream bytes at most 1.1× the file, counted by the emulator as the bench does); discarded
+ * when the upstream ignores Range or a validator differs.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -15,7 +16,9 @@ import {
   type RecordingCacheOptions,
   type SeekAheadOptions,
 } from '../../src/recordings/index.js';
+import { EARLY_TOKEN, granted, room, tally } from '../../src/recordings/slice-run.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
+import type { BlockMap, BlockRecord } from '../../src/recordings/store/store.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { TwilioClient } from '../../src/upstream/twilio-client.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
@@ -344,6 +347,32 @@ describe('seek-ahead', () => {
     );
   });
 
+  it('budget: an early claim is always granted and counted, regular claims share what it leaves', () => {
+    const header = { fileId: 'f', size: 1000, etag: '"e"', lastModified: null };
+    const claim = (token: string, start: number, end: number): BlockRecord => ({
+      t: 'claim',
+      token,
+      start,
+      end,
+    });
+    const map = (...records: BlockRecord[]): BlockMap => ({ header, records });
+    // Early first (as its process makes it): regular claims get the budget less the early bytes.
+    const first = map(claim(`${EARLY_TOKEN}a`, 900, 960), claim('b', 100, 140), claim('c', 200, 201));
+    assert.equal(granted(first, `${EARLY_TOKEN}a`, 100), true);
+    assert.equal(granted(first, 'b', 100), true);
+    assert.equal(granted(first, 'c', 100), false, '60 + 40 + 1 > 100');
+    assert.deepEqual(tally(first.records, 100), { regular: 40, early: 60 });
+    // An early claim that comes late is granted all the same (its bytes were fetched already), and counts.
+    const late = map(claim('b', 100, 150), claim(`${EARLY_TOKEN}a`, 900, 960), claim('c', 200, 210));
+    assert.equal(granted(late, `${EARLY_TOKEN}a`, 100), true);
+    assert.equal(granted(late, 'c', 100), false);
+    assert.equal(granted(late, 'missing', 100), false);
+    // This process's own early slice, not in the map yet, is kept out of what regular slices may take.
+    assert.equal(room({ regular: 10, early: undefined }, { total: 100, reserve: 64 }), 26);
+    assert.equal(room({ regular: 10, early: 30 }, { total: 100, reserve: 0 }), 60);
+    assert.equal(room({ regular: 90, early: 30 }, { total: 100, reserve: 0 }), 0);
+  });
+
   it('validates its options, naming the bad field', (t) => {
     const dir = tempDir(t);
     const upstream = new FakeUpstream({ data: Buffer.alloc(1) });
@@ -445,5 +474,62 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
     // The early slice went out with the download, learned the upstream ignores Range, and ended seek-ahead.
     assert.equal(named('seek_ahead_discarded')[0]?.reason, 'no_range');
     assert.equal(named('seek_ahead').length, 0);
+  });
+
+  it('upstream bytes stay within 1.1× the file in a mixed cold stampede: full reads, windows everywhere, suffixes', async (t) => {
+    const emulator = await startEmulator({ port: 0, ttfbMs: 100, bandwidth: 1_000_000 });
+    t.after(() => emulator.close());
+    const client = new TwilioClient({
+      baseUrl: emulator.url,
+      accountSid: DEFAULT_ACCOUNT_SID,
+      authToken: DEFAULT_AUTH_TOKEN,
+    });
+    t.after(() => client.close());
+    const dir = tempDir(t);
+    // The defaults scaled down with the file (a 5 MB file at 4 MB/s in the bench): slices within 10% of it,
+    // blocks of 64 KiB, and far seeks (early slices included) from 200 kB on.
+    const { cache, named } = makeCache(t, dir, client, {
+      lockTimeoutMs: 10_000,
+      seekAhead: {
+        blockBytes: 64 * 1024,
+        minDistanceBytes: 64 * 1024,
+        assumedBytesPerSecond: 200_000,
+        maxSliceBytes: 256 * 1024,
+      },
+    });
+    const c = await emulator.createRecording({ bytes: 1_250_000 });
+    const ref: RecordingRef = {
+      ownerCallSid: c.recording_call_sid as CallSid,
+      recordingSid: c.recording_sid as RecordingSid,
+    };
+    const size = c.size;
+    const window = 16_384;
+    const reads: Array<{ start: number; end: number; hint: boolean }> = [];
+    for (let i = 0; i < 8; i++) reads.push({ start: 0, end: size - 1, hint: i % 2 === 0 });
+    // Windows spread over the whole file, the far ones each a candidate for a slice.
+    for (let i = 0; i < 24; i++) {
+      const start = Math.floor(((i * 7919) % 24) * ((size - window) / 23));
+      reads.push({ start, end: start + window - 1, hint: true });
+    }
+    for (let i = 0; i < 8; i++) reads.push({ start: size - window, end: size - 1, hint: true });
+    const bodies = await Promise.all(
+      reads.map(async ({ start, end, hint }) => {
+        const rec = await cache.open(ref, hint ? { readStart: start } : {});
+        return { start, end, body: await readAll(rec.createReadStream(start, end)) };
+      }),
+    );
+    await settled(dir, ref, 30_000);
+    const onDisk = readFileSync(join(dir, `${ref.ownerCallSid}.mp3`));
+    assert.equal(sha256(onDisk), c.sha256);
+    for (const { start, end, body } of bodies) {
+      assert.ok(body.equals(onDisk.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    }
+    const stats = emulator.stats();
+    const bytes = stats.media_bytes[String(c.recording_sid)] ?? 0;
+    t.diagnostic(
+      `upstream ${bytes} bytes = ${(bytes / size).toFixed(3)}× the file, ${stats.media_requests[String(c.recording_sid)]} requests, ${named('seek_ahead').length} slices used, ${named('seek_ahead_discarded').length} discarded`,
+    );
+    assert.ok(bytes <= 1.1 * size, `upstream sent ${bytes} bytes for a ${size}-byte file`);
+    assert.equal(named('cache_miss').length, 1, 'one download');
   });
 });
