@@ -33,6 +33,7 @@ import type { CacheEventBody, EmitEvent } from './events.js';
 import type { Flight } from './flight.js';
 import {
   headerOf,
+  NO_EARLY_TOKEN,
   room,
   type Slice,
   type SliceableMeta,
@@ -44,7 +45,7 @@ import {
   type Tally,
   tally,
 } from './slice-run.js';
-import type { BlockMap, RecordingStore } from './store/store.js';
+import type { BlockMap, BlockRecord, PartialMeta, RecordingStore } from './store/store.js';
 
 export interface SeekAheadOptions {
   /** Whether far seeks fetch slices at all. @default true */
@@ -169,6 +170,8 @@ export class SeekAhead {
   #mapReadAt = Number.NEGATIVE_INFINITY;
   #earlyStart: number | undefined;
   #earlyLaunched = false;
+  /** This process downloads and its generation exists: an early slice is too late now. */
+  #earlyClosed = false;
   #downloadStarted = false;
   #stopped = false;
 
@@ -242,7 +245,13 @@ export class SeekAhead {
   /** `open()` was told the caller will read from `start`: a far start on a cold recording may go out at once. */
   hint(start: number): void {
     const flight = this.#d.flight;
-    if (!this.#s.enabled || this.#stopped || flight.identity !== undefined || this.#earlyStart !== undefined)
+    if (
+      !this.#s.enabled ||
+      this.#stopped ||
+      this.#earlyClosed ||
+      flight.identity !== undefined ||
+      this.#earlyStart !== undefined
+    )
       return;
     if (start < Math.max(this.#s.minDistanceBytes, this.#coldThreshold())) return;
     this.#earlyStart = start;
@@ -253,6 +262,21 @@ export class SeekAhead {
   downloadStarting(): void {
     this.#downloadStarted = true;
     if (this.#earlyStart !== undefined) this.#launchEarly();
+  }
+
+  /**
+   * This process's download created generation `meta`, not yet shown to readers: no early slice starts from
+   * now on, and when none went out, the block map says so at once, so that other processes' slices may use
+   * the block of the budget kept for one. Never throws.
+   */
+  async generationStarted(meta: PartialMeta): Promise<void> {
+    this.#earlyClosed = true;
+    if (!this.#s.enabled || this.#stopped || this.#earlyLaunched || !sliceable(meta)) return;
+    // One byte long: block maps hold no empty ranges. It counts against the budget like any claim.
+    const none: BlockRecord = { t: 'claim', token: NO_EARLY_TOKEN, start: 0, end: 1 };
+    await this.#d.store
+      .appendBlockMap(this.#d.flight.id, headerOf(meta), [none])
+      .catch((err: unknown) => this.#d.log.debug({ err }, 'Could not record that no early slice went out'));
   }
 
   /** Stops every slice of this flight and waits for them (before the commit, and when the flight ends). */
@@ -296,10 +320,10 @@ export class SeekAhead {
     this.#busy.clear();
   }
 
-  /** The recording's slice budget; a block of it is kept for this flight's early slice once one went out. */
+  /** The recording's slice budget, a block of it kept for the early slice (see `granted` in slice-run.ts). */
   #budget(size: number): SliceBudget {
     const total = Math.floor(size * this.#s.maxFraction);
-    return { total, reserve: this.#earlyLaunched ? Math.min(total, this.#s.blockBytes) : 0 };
+    return { total, reserve: Math.min(total, this.#s.blockBytes) };
   }
 
   #decide(position: number, end: number): 'started' | 'capped' | 'no' {
@@ -473,7 +497,7 @@ export class SeekAhead {
       this.#busy.delete(Math.floor(record.start / this.#s.blockBytes) * this.#s.blockBytes);
     }
     // Reads may overlap and the block map only grows: the larger tally is the later one.
-    const now = tally(map.records, this.#budget(meta.size).total);
+    const now = tally(map.records, this.#budget(meta.size));
     this.#claimed = {
       regular: Math.max(this.#claimed.regular, now.regular),
       early: now.early ?? this.#claimed.early,

@@ -34,8 +34,9 @@ export interface SliceCoordinator {
 }
 
 /**
- * Slice bytes one recording may cost, all processes together: `total`. `reserve` is what this process keeps
- * for an early slice of its own whose claim is not in the block map yet (see {@link room}).
+ * Slice bytes one recording may cost, all processes together: `total`, of which `reserve` (a block) is kept
+ * for the early slice until the block map says how much it took (see {@link granted}). Every process of a
+ * deployment computes the same numbers from the same settings.
  */
 export interface SliceBudget {
   total: number;
@@ -48,6 +49,12 @@ export interface SliceBudget {
  * spent whatever the block map says, so its claim is always granted and counted (see {@link granted}).
  */
 export const EARLY_TOKEN = 'early:';
+
+/**
+ * The stand-in early claim (one byte, as block maps hold no empty ranges): the downloading process sent no
+ * early slice for this generation, and will not.
+ */
+export const NO_EARLY_TOKEN = `${EARLY_TOKEN}none`;
 
 /**
  * One slice, from its request to its event: the steps run in order, each may end the slice, and every slice
@@ -144,8 +151,8 @@ export class SliceRun {
     this.#c.sync(meta);
     if (this.#c.off() !== undefined) return undefined;
     // An early slice asked for a block before the size, and so the budget, was known: it claims no more
-    // than the budget.
-    const cap = early ? this.#slice.start + this.#c.budget(meta.size).total : meta.size;
+    // than the budget keeps for it.
+    const cap = early ? this.#slice.start + this.#c.budget(meta.size).reserve : meta.size;
     this.#slice.stop = Math.min(this.#slice.stop, meta.size, cap);
     if (this.#slice.start >= this.#slice.stop) return undefined;
     return meta;
@@ -167,7 +174,7 @@ export class SliceRun {
     if (!(await store.appendBlockMap(flight.id, headerOf(meta), [claim]))) return false;
     const map = await store.readBlockMap(flight.id, meta.fileId);
     this.#c.apply(map, meta);
-    return this.#c.off() === undefined && granted(map, token, this.#c.budget(meta.size).total);
+    return this.#c.off() === undefined && granted(map, token, this.#c.budget(meta.size));
   }
 
   /** The slice's response: the early one, or a ranged request now; `false` when the validators refuse it. */
@@ -282,14 +289,15 @@ export function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {
 
 /**
  * Whether the claim `token` is granted, reading claims in the order every process reads them (so every process
- * agrees). Slice bytes stay within `total` although an early slice's request went out before its claim: the
- * early claim, at most one per recording (only the downloading process sends one) and at most `total` long,
- * is always granted, since its bytes are on their way whatever the map says. Its process makes it as soon as
- * the download's generation exists, before any reader can ask for a slice, so it comes first.
+ * agrees). Slice bytes stay within `total` although an early slice's request went out before its claim could
+ * be made: the early claim, at most one per generation (only the downloading process sends one, and it says
+ * so at once with a one-byte stand-in when it sends none) and at most `reserve` long, is always granted, since its
+ * bytes are on their way whatever the map says; regular claims share `total − reserve` until the early claim
+ * is in the map, then `total` less what it took.
  */
-export function granted(map: BlockMap | undefined, token: string, total: number): boolean {
+export function granted(map: BlockMap | undefined, token: string, budget: SliceBudget): boolean {
   if (map === undefined) return false;
-  return walk(map.records, total, token).verdict === 'granted';
+  return walk(map.records, budget, token).verdict === 'granted';
 }
 
 /** Granted slice bytes in a block map, all processes: regular claims, and the early claim once there. */
@@ -298,21 +306,18 @@ export interface Tally {
   early: number | undefined;
 }
 
-export function tally(records: readonly BlockRecord[], total: number): Tally {
-  return walk(records, total).tally;
+export function tally(records: readonly BlockRecord[], budget: SliceBudget): Tally {
+  return walk(records, budget).tally;
 }
 
-/**
- * Bytes a new regular claim of this process may still take: the budget less what is granted, and less the
- * process's own early slice while its claim is not in the map yet.
- */
+/** Bytes a new regular claim may still take, given what is granted (see {@link granted}). */
 export function room(t: Tally, budget: SliceBudget): number {
-  return Math.max(0, budget.total - Math.max(t.early ?? 0, budget.reserve) - t.regular);
+  return Math.max(0, budget.total - (t.early ?? budget.reserve) - t.regular);
 }
 
 function walk(
   records: readonly BlockRecord[],
-  total: number,
+  budget: SliceBudget,
   token?: string,
 ): { tally: Tally; verdict: 'granted' | 'denied' } {
   const t: Tally = { regular: 0, early: undefined };
@@ -322,7 +327,7 @@ function walk(
     let fits = true;
     if (record.token.startsWith(EARLY_TOKEN)) t.early = (t.early ?? 0) + length;
     else {
-      fits = t.regular + length <= total - (t.early ?? 0);
+      fits = length <= room(t, budget);
       if (fits) t.regular += length;
     }
     if (record.token === token) return { tally: t, verdict: fits ? 'granted' : 'denied' };

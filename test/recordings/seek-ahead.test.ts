@@ -16,7 +16,7 @@ import {
   type RecordingCacheOptions,
   type SeekAheadOptions,
 } from '../../src/recordings/index.js';
-import { EARLY_TOKEN, granted, room, tally } from '../../src/recordings/slice-run.js';
+import { EARLY_TOKEN, granted, NO_EARLY_TOKEN, room, tally } from '../../src/recordings/slice-run.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { BlockMap, BlockRecord } from '../../src/recordings/store/store.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
@@ -347,7 +347,7 @@ describe('seek-ahead', () => {
     );
   });
 
-  it('budget: an early claim is always granted and counted, regular claims share what it leaves', () => {
+  it('budget: the early claim is always granted and counted; regular claims keep a block for it until it shows', () => {
     const header = { fileId: 'f', size: 1000, etag: '"e"', lastModified: null };
     const claim = (token: string, start: number, end: number): BlockRecord => ({
       t: 'claim',
@@ -356,21 +356,27 @@ describe('seek-ahead', () => {
       end,
     });
     const map = (...records: BlockRecord[]): BlockMap => ({ header, records });
-    // Early first (as its process makes it): regular claims get the budget less the early bytes.
+    const budget = { total: 100, reserve: 64 };
+    // Early first (as the downloading process makes it): regular claims get the budget less its bytes.
     const first = map(claim(`${EARLY_TOKEN}a`, 900, 960), claim('b', 100, 140), claim('c', 200, 201));
-    assert.equal(granted(first, `${EARLY_TOKEN}a`, 100), true);
-    assert.equal(granted(first, 'b', 100), true);
-    assert.equal(granted(first, 'c', 100), false, '60 + 40 + 1 > 100');
-    assert.deepEqual(tally(first.records, 100), { regular: 40, early: 60 });
-    // An early claim that comes late is granted all the same (its bytes were fetched already), and counts.
-    const late = map(claim('b', 100, 150), claim(`${EARLY_TOKEN}a`, 900, 960), claim('c', 200, 210));
-    assert.equal(granted(late, `${EARLY_TOKEN}a`, 100), true);
-    assert.equal(granted(late, 'c', 100), false);
-    assert.equal(granted(late, 'missing', 100), false);
-    // This process's own early slice, not in the map yet, is kept out of what regular slices may take.
-    assert.equal(room({ regular: 10, early: undefined }, { total: 100, reserve: 64 }), 26);
-    assert.equal(room({ regular: 10, early: 30 }, { total: 100, reserve: 0 }), 60);
-    assert.equal(room({ regular: 90, early: 30 }, { total: 100, reserve: 0 }), 0);
+    assert.equal(granted(first, `${EARLY_TOKEN}a`, budget), true);
+    assert.equal(granted(first, 'b', budget), true);
+    assert.equal(granted(first, 'c', budget), false, '60 + 40 + 1 > 100');
+    assert.deepEqual(tally(first.records, budget), { regular: 40, early: 60 });
+    // Before the early claim shows, regular claims share total − reserve; the early one, late, still fits.
+    const late = map(claim('b', 100, 130), claim('c', 200, 210), claim(`${EARLY_TOKEN}a`, 900, 964));
+    assert.equal(granted(late, 'b', budget), true);
+    assert.equal(granted(late, 'c', budget), false, '30 + 10 > 100 − 64');
+    assert.equal(granted(late, `${EARLY_TOKEN}a`, budget), true);
+    assert.deepEqual(tally(late.records, budget), { regular: 30, early: 64 });
+    assert.equal(granted(late, 'missing', budget), false);
+    // "No early slice" frees the reserve.
+    const none = map(claim(NO_EARLY_TOKEN, 0, 1), claim('b', 100, 199), claim('c', 200, 201));
+    assert.equal(granted(none, 'b', budget), true);
+    assert.equal(granted(none, 'c', budget), false);
+    assert.equal(room({ regular: 10, early: undefined }, budget), 26);
+    assert.equal(room({ regular: 10, early: 0 }, budget), 90);
+    assert.equal(room({ regular: 90, early: 30 }, budget), 0);
   });
 
   it('validates its options, naming the bad field', (t) => {
