@@ -20,6 +20,7 @@ import type { BenchContext, BenchMode, Tools } from './lib/context.js';
 import { startLoadgen } from './lib/loadgen.js';
 import { binaryVersion, ensureBinary, scratchDir, setPeerFilter, startRecgate } from './lib/peers.js';
 import { type RunReport, renderMarkdown, renderSvg, renderText, type ScenarioResult } from './lib/report.js';
+import { coldMany } from './scenarios/cold-many.js';
 import { coldMixed } from './scenarios/cold-mixed.js';
 import { coldSeek } from './scenarios/cold-seek.js';
 import { coldStampede } from './scenarios/cold-stampede.js';
@@ -32,6 +33,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const SCENARIOS = {
   cold: coldStampede,
   mixed: coldMixed,
+  many: coldMany,
   seek: coldSeek,
   warm: warmThroughput,
   memory,

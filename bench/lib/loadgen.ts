@@ -35,8 +35,8 @@ export interface LoadSpec {
   /** @default 'GET' (a HEAD expects no body) */
   method?: 'GET' | 'HEAD';
   /**
-   * Resources to spread the clients over: client `i` requests `targets[i % length]` (its own path, size and
-   * sha256) instead of `path`/`size`/`sha256`.
+   * Resources to spread the requests over, instead of `path`/`size`/`sha256`: request `j` of client `i` asks
+   * for `targets[(i + j × concurrency) % length]` (so N clients making turns go through the list once).
    */
   targets?: Array<{ path: string; size: number; sha256?: string }>;
   /**
@@ -126,10 +126,10 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const perClient = spec.durationMs !== undefined ? Number.POSITIVE_INFINITY : (spec.requestsPerClient ?? 1);
 
   const client = async (index: number) => {
-    const target = spec.targets?.[index % spec.targets.length];
-    const size = target?.size ?? spec.size;
-    const sha256 = target === undefined ? spec.sha256 : target.sha256;
     for (let i = 0; i < perClient && performance.now() < deadline; i++) {
+      const target = spec.targets?.[(index + i * spec.concurrency) % spec.targets.length];
+      const size = target?.size ?? spec.size;
+      const sha256 = target === undefined ? spec.sha256 : target.sha256;
       let range: Shape['range'] = spec.range;
       if (spec.randomRangeBytes !== undefined) {
         const len = Math.min(spec.randomRangeBytes, size);
