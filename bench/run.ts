@@ -2,10 +2,10 @@
  * `npm run bench [-- options]`: runs recgate and its peers (nginx, Varnish, @fastify/static) in one run against
  * the same recgate emulator, prints one table per scenario, and writes bench/results/latest.{json,md,svg}.
  *
- *   node --import tsx bench/run.ts [cold|seek|warm|memory|scaling ...] [--full] [--smoke] [--source]
+ *   node --import tsx bench/run.ts [cold|mixed|seek|many|warm|memory|scaling ...] [--full] [--smoke] [--source]
  *       [--no-build] [--no-install] [--no-wrk] [--out DIR] [--cpu-prof DIR] [--peers PREFIX,...]
  *
- * With no scenario names it runs all five with the default matrix (about 10 minutes on 2 cores); `--full` runs
+ * With no scenario names it runs all seven with the default matrix (about 12 minutes on 2 cores); `--full` runs
  * the whole matrix of the issue; `--smoke` runs tiny sizes in seconds (what the test suite does).
  */
 import { execFileSync } from 'node:child_process';
