@@ -9,9 +9,8 @@ import {
   type BenchContext,
   MB,
   newRecording,
+  probeUpstreamTtfb,
   sizeLabel,
-  upstreamHeaders,
-  upstreamPath,
   writeRecordingFile,
 } from '../lib/context.js';
 import type { LoadResult, LoadSpec } from '../lib/loadgen.js';
@@ -105,15 +104,8 @@ export async function coldMixed(ctx: BenchContext): Promise<ScenarioResult> {
       const contentFile = await writeRecordingFile(ctx, rec, ctx.scratch);
       ctx.emulator.reset();
       const path = await peer.prepare(rec);
-      const ref = await ctx.loadgen.run({
-        origin: ctx.upstream.url,
-        path: upstreamPath(ctx, probe),
-        headers: upstreamHeaders(ctx),
-        concurrency: 3,
-        range: { start: 0, end: 16_383 },
-        size: probe.size,
-      });
-      refs.push(ref.ttfbMs.p50);
+      const ref = await probeUpstreamTtfb(ctx, probe);
+      refs.push(ref);
       ctx.emulator.reset();
       const each = Math.max(1, Math.floor(clients / KINDS.length));
       const base: LoadSpec = {
@@ -125,7 +117,7 @@ export async function coldMixed(ctx: BenchContext): Promise<ScenarioResult> {
         sha256: rec.sha256,
         contentFile,
         verifySample: 4,
-        reach: { ttfbMs: ref.ttfbMs.p50, bytesPerS: p.bandwidth },
+        reach: { ttfbMs: ref, bytesPerS: p.bandwidth },
       };
       const results = await Promise.all(
         KINDS.map((kind) => ctx.loadgen.run({ ...base, ...shapesOf(p)[kind] })),

@@ -9,7 +9,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, startEmulator } from '../../src/emulator/index.js';
+import {
+  DEFAULT_ACCOUNT_SID,
+  DEFAULT_AUTH_TOKEN,
+  type EmulatorOptions,
+  startEmulator,
+} from '../../src/emulator/index.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import {
   createRecordingCache,
@@ -399,16 +404,22 @@ describe('seek-ahead', () => {
   });
 });
 
+/** An emulator on port 0 with a TwilioClient on it, both closed after the test. */
+async function emulatorClient(t: T, options: Omit<EmulatorOptions, 'port'>) {
+  const emulator = await startEmulator({ port: 0, ...options });
+  t.after(() => emulator.close());
+  const client = new TwilioClient({
+    baseUrl: emulator.url,
+    accountSid: DEFAULT_ACCOUNT_SID,
+    authToken: DEFAULT_AUTH_TOKEN,
+  });
+  t.after(() => client.close());
+  return { emulator, client };
+}
+
 describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   it('cold seek to the last 100 KB of a 30 MB recording at 300 ms TTFB and 4 MB/s', async (t) => {
-    const emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000 });
-    t.after(() => emulator.close());
-    const client = new TwilioClient({
-      baseUrl: emulator.url,
-      accountSid: DEFAULT_ACCOUNT_SID,
-      authToken: DEFAULT_AUTH_TOKEN,
-    });
-    t.after(() => client.close());
+    const { emulator, client } = await emulatorClient(t, { ttfbMs: 300, bandwidth: 4_000_000 });
     const dir = tempDir(t);
     const { cache, named } = makeCache(t, dir, client);
     // Two cold recordings side by side: one whose open() is told where the read starts, one that is not.
@@ -448,14 +459,11 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   });
 
   it('with Range off at the emulator the same read is correct, just later', async (t) => {
-    const emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000, rangeSupport: false });
-    t.after(() => emulator.close());
-    const client = new TwilioClient({
-      baseUrl: emulator.url,
-      accountSid: DEFAULT_ACCOUNT_SID,
-      authToken: DEFAULT_AUTH_TOKEN,
+    const { emulator, client } = await emulatorClient(t, {
+      ttfbMs: 300,
+      bandwidth: 4_000_000,
+      rangeSupport: false,
     });
-    t.after(() => client.close());
     const dir = tempDir(t);
     const { cache, named } = makeCache(t, dir, client);
     const c = await emulator.createRecording({ bytes: 8_000_000 });
@@ -483,14 +491,7 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   });
 
   it('upstream bytes stay within 1.1× the file in a mixed cold stampede: full reads, windows everywhere, suffixes', async (t) => {
-    const emulator = await startEmulator({ port: 0, ttfbMs: 100, bandwidth: 1_000_000 });
-    t.after(() => emulator.close());
-    const client = new TwilioClient({
-      baseUrl: emulator.url,
-      accountSid: DEFAULT_ACCOUNT_SID,
-      authToken: DEFAULT_AUTH_TOKEN,
-    });
-    t.after(() => client.close());
+    const { emulator, client } = await emulatorClient(t, { ttfbMs: 100, bandwidth: 1_000_000 });
     const dir = tempDir(t);
     // The defaults scaled down with the file (a 5 MB file at 4 MB/s in the bench): slices within 10% of it,
     // blocks of 64 KiB, and far seeks (early slices included) from 200 kB on.
