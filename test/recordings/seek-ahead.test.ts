@@ -436,11 +436,11 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
       const t0 = performance.now();
       const rec = await cache.open(ref, i === 0 ? { readStart: start } : {});
       const read = await timedRead(rec.createReadStream(start, c.size - 1), t0);
-      return { c, ref, start, read };
+      await settled(dir, ref, 30_000);
+      return { c, ref, start, read, downloadMs: performance.now() - t0 };
     });
     const results = await Promise.all(runs);
-    for (const { c, ref, start, read } of results) {
-      await settled(dir, ref, 30_000);
+    for (const { c, ref, start, read, downloadMs } of results) {
       const onDisk = readFileSync(join(dir, `${ref.ownerCallSid}.mp3`));
       assert.equal(sha256(onDisk), c.sha256);
       assert.ok(read.body.equals(onDisk.subarray(start)), 'every byte equals the source');
@@ -449,13 +449,17 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
       t.diagnostic(
         `${c === results[0]!.c ? 'with readStart' : 'createReadStream only'}: first byte after ${read.firstByteMs.toFixed(0)} ms (upstream TTFB 300 ms), upstream bytes ${bytes} = ${(bytes / c.size).toFixed(3)} x size, requests ${stats.media_requests[String(c.recording_sid)]}`,
       );
-      assert.ok(read.firstByteMs < 2000, `first byte after ${read.firstByteMs} ms`);
+      // Timing belongs to the bench (npm run bench:seek); here only the order: the far bytes came from the
+      // slice, long before the download reached them (not a fixed time, which a loaded machine stretches).
+      assert.ok(
+        read.firstByteMs < downloadMs / 2,
+        `first byte after ${read.firstByteMs} ms, the whole download ${downloadMs} ms`,
+      );
       assert.ok(bytes <= 1.1 * c.size, `upstream sent ${bytes} bytes`);
       assert.equal(stats.media_requests[String(c.recording_sid)], 2, 'one download and one slice');
     }
     assert.equal(named('cache_miss').length, 2);
     assert.equal(named('seek_ahead').length, 2);
-    assert.ok(results[0]!.read.firstByteMs < 450 * 2, 'with readStart, about the upstream TTFB');
   });
 
   it('with Range off at the emulator the same read is correct, just later', async (t) => {
