@@ -17,9 +17,11 @@
  * linear scale shows the syllables and the pauses between them, where a decibel scale lifts breaths and
  * line noise to nearly the level of the voice.
  *
- * Memory: the format's parser or the decoder's WebAssembly instance, one slice of {@link SLICE_BYTES} of
- * input and its samples, and 4 bytes per block of peaks (3.6 MB for an hour at 16 kHz). Between slices
- * the pass yields to the event loop: decoding a long recording takes seconds of CPU, in small steps.
+ * Memory: the format's parser or the decoder's WebAssembly instance, the chunks read until the format is
+ * known (past the ID3v2 tags, which the sniffer bounds to 1 MiB), then one slice of {@link SLICE_BYTES}
+ * of input at a time and its samples, and the block peaks, at most {@link MAX_BLOCKS} numbers (512 KiB)
+ * whatever the recording's length. Between slices the pass yields to the event loop, so a long recording
+ * is decoded in small steps.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { MPEGDecoder } from 'mpg123-decoder';
@@ -27,8 +29,13 @@ import { MediaSniffer, type SniffResult } from '../recordings/media-check.js';
 
 /** Peaks kept per recording, and the most a request may ask for. */
 export const MAX_POINTS = 2000;
-/** Sample frames summarized by one value before the peaks are pooled (4 ms at 16 kHz, 8 ms at 8 kHz). */
+/**
+ * Sample frames summarized by one value before the peaks are pooled (4 ms at 16 kHz, 8 ms at 8 kHz), or a
+ * power of two times as many when more than `maxBlocks` blocks would be needed.
+ */
 export const BLOCK_FRAMES = 64;
+/** Default of {@link MeasureOptions.maxBlocks}. */
+export const MAX_BLOCKS = 131_072;
 /** Most bytes handled between two turns of the event loop. */
 export const SLICE_BYTES = 16 * 1024;
 /** Most bytes of WAV chunks before the `data` chunk (a `LIST` tag, …) that the meter accepts. */
@@ -51,6 +58,12 @@ export type Mp3Decoder = Pick<MPEGDecoder, 'ready' | 'decode' | 'free'>;
 
 export interface MeasureOptions {
   /**
+   * Most block peaks kept in memory (4 bytes each), an even number of at least twice {@link MAX_POINTS}.
+   * A longer recording keeps longer blocks (see {@link BLOCK_FRAMES}).
+   * @default 131072 ({@link MAX_BLOCKS}: 512 KiB; blocks of 64 frames up to 8.7 minutes at 16 kHz)
+   */
+  maxBlocks?: number;
+  /**
    * Makes the decoder for an MP3; the meter frees it when it is done.
    * @default () => new MPEGDecoder()
    */
@@ -65,71 +78,110 @@ export async function measurePeaks(
   chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: MeasureOptions = {},
 ): Promise<Waveform> {
+  const maxBlocks = options.maxBlocks ?? MAX_BLOCKS;
+  if (!Number.isSafeInteger(maxBlocks) || maxBlocks % 2 !== 0 || maxBlocks < 2 * MAX_POINTS) {
+    throw new RangeError(`options.maxBlocks must be an even integer >= ${2 * MAX_POINTS}`);
+  }
   const sniffer = new MediaSniffer();
   /** Chunks held until the sniffer names the format. */
   const held: Uint8Array[] = [];
-  let meter: Mp3Levels | WavLevels | undefined;
+  let feeder: Feeder | undefined;
   try {
     for await (const chunk of chunks) {
-      if (meter === undefined) {
+      if (feeder === undefined) {
         held.push(chunk);
         const format = sniffer.push(chunk);
         if (format.kind === 'need-more') continue;
-        meter = await open(format, options);
-        for (const part of held.splice(0)) await feed(meter, part);
+        feeder = new Feeder(await open(format, maxBlocks, options));
+        for (const part of held.splice(0)) await feeder.push(part);
       } else {
-        await feed(meter, chunk);
+        await feeder.push(chunk);
       }
     }
-    if (meter === undefined) {
-      meter = await open(sniffer.end(), options);
-      for (const part of held.splice(0)) await feed(meter, part);
+    if (feeder === undefined) {
+      feeder = new Feeder(await open(sniffer.end(), maxBlocks, options));
+      for (const part of held.splice(0)) await feeder.push(part);
     }
-    return meter.end();
+    return feeder.meter.end();
   } finally {
-    meter?.close();
+    feeder?.meter.close();
   }
 }
 
 /** The meter for the format the sniffer found. */
-async function open(format: SniffResult, options: MeasureOptions): Promise<Mp3Levels | WavLevels> {
+async function open(
+  format: SniffResult,
+  maxBlocks: number,
+  options: MeasureOptions,
+): Promise<Mp3Levels | WavLevels> {
   if (format.kind !== 'ok') throw new WaveformError(format.kind === 'bad' ? format.reason : 'no audio');
-  if (format.format === 'wav') return new WavLevels();
+  if (format.format === 'wav') return new WavLevels(maxBlocks);
   const decoder = (options.createDecoder ?? (() => new MPEGDecoder()))();
   // A decoder that never became ready holds nothing to free (and mpg123-decoder's `free` would throw).
   await decoder.ready;
-  return new Mp3Levels(decoder);
+  return new Mp3Levels(decoder, maxBlocks);
 }
 
-/** Feeds a chunk in slices, letting the event loop run after each. */
-async function feed(meter: Mp3Levels | WavLevels, chunk: Uint8Array): Promise<void> {
-  for (let i = 0; i < chunk.length; i += SLICE_BYTES) {
-    meter.push(chunk.subarray(i, i + SLICE_BYTES));
-    await nextTurn();
+/**
+ * Feeds a meter in slices of at most {@link SLICE_BYTES}, and lets the event loop run whenever that many
+ * bytes went in since it last did (the chunks of a file's read stream may follow each other without one).
+ */
+class Feeder {
+  readonly meter: Mp3Levels | WavLevels;
+  #sinceTurn = 0;
+
+  constructor(meter: Mp3Levels | WavLevels) {
+    this.meter = meter;
+  }
+
+  async push(chunk: Uint8Array): Promise<void> {
+    for (let i = 0; i < chunk.length; ) {
+      const slice = chunk.subarray(i, i + SLICE_BYTES - this.#sinceTurn);
+      this.meter.push(slice);
+      i += slice.length;
+      this.#sinceTurn += slice.length;
+      if (this.#sinceTurn === SLICE_BYTES) {
+        this.#sinceTurn = 0;
+        await nextTurn();
+      }
+    }
   }
 }
 
 /**
  * Block peaks of a recording: fed the largest absolute sample of each sample frame, keeps the largest of
- * each block of {@link BLOCK_FRAMES} in a growable array.
+ * each block of {@link BLOCK_FRAMES} frames, in at most `maxBlocks` numbers: when they would not do, every
+ * two neighbours are merged and blocks twice as long kept from then on.
  */
 class Blocks {
-  #values = new Float32Array(4096);
+  readonly #maxBlocks: number;
+  #values: Float32Array;
   #length = 0;
+  /** Sample frames per block: {@link BLOCK_FRAMES}, doubled at every merge. */
+  #blockSize = BLOCK_FRAMES;
   #blockMax = 0;
   #blockFrames = 0;
   /** Sample frames fed so far. */
   frames = 0;
 
+  constructor(maxBlocks: number) {
+    this.#maxBlocks = maxBlocks;
+    this.#values = new Float32Array(Math.min(4096, maxBlocks));
+  }
+
   frame(max: number): void {
     if (max > this.#blockMax) this.#blockMax = max;
     this.frames++;
-    if (++this.#blockFrames === BLOCK_FRAMES) this.#flush();
+    if (++this.#blockFrames < this.#blockSize) return;
+    // A full array: the block just ended becomes the first half of one twice as long.
+    if (this.#length === this.#maxBlocks) this.#merge();
+    else this.#push();
   }
 
-  #flush(): void {
+  #push(): void {
+    if (this.#length === this.#maxBlocks) this.#merge();
     if (this.#length === this.#values.length) {
-      const next = new Float32Array(this.#values.length * 2);
+      const next = new Float32Array(Math.min(this.#values.length * 2, this.#maxBlocks));
       next.set(this.#values);
       this.#values = next;
     }
@@ -138,9 +190,18 @@ class Blocks {
     this.#blockFrames = 0;
   }
 
+  /** Halves the blocks kept by merging neighbours, and doubles the block size. */
+  #merge(): void {
+    const values = this.#values;
+    const half = this.#length / 2;
+    for (let i = 0; i < half; i++) values[i] = Math.max(values[2 * i]!, values[2 * i + 1]!);
+    this.#length = half;
+    this.#blockSize *= 2;
+  }
+
   /** Pooled (maximum) into at most `points` buckets and scaled linearly so that the largest is 255. */
   peaks(points: number): number[] {
-    if (this.#blockFrames > 0) this.#flush();
+    if (this.#blockFrames > 0) this.#push();
     const pooled = pool(this.#values.subarray(0, this.#length), points);
     let max = 0;
     for (const v of pooled) max = Math.max(max, v);
@@ -172,13 +233,14 @@ export function resample(peaks: readonly number[], points: number): number[] {
 
 /** MPEG audio, decoded; the exact peak of each block of decoded sample frames. */
 class Mp3Levels {
-  readonly #blocks = new Blocks();
+  readonly #blocks: Blocks;
   readonly #decoder: Mp3Decoder;
   /** Seconds decoded, each output at the sampling rate the decoder reported for it. */
   #seconds = 0;
 
-  constructor(decoder: Mp3Decoder) {
+  constructor(decoder: Mp3Decoder, maxBlocks: number) {
     this.#decoder = decoder;
+    this.#blocks = new Blocks(maxBlocks);
   }
 
   push(chunk: Uint8Array): void {
@@ -226,12 +288,16 @@ function quietly<T>(decode: () => T): T {
 
 /** A RIFF WAVE file of integer PCM; the exact peak of each block of sample frames. */
 class WavLevels {
-  readonly #blocks = new Blocks();
+  readonly #blocks: Blocks;
   #header = Buffer.alloc(0);
   /** Set once the `data` chunk starts. */
   #format: { channels: number; bytes: number; sampleRate: number } | undefined;
   #dataLeft = 0;
   #carry = Buffer.alloc(0);
+
+  constructor(maxBlocks: number) {
+    this.#blocks = new Blocks(maxBlocks);
+  }
 
   push(chunk: Uint8Array): void {
     if (this.#format === undefined) {

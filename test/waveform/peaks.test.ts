@@ -190,6 +190,39 @@ describe('measurePeaks', () => {
     assert.equal(Math.max(...waveform.peaks), 255);
   });
 
+  it('keeps at most maxBlocks block peaks, merging neighbours into longer blocks when more would be needed', async () => {
+    // 40 s of 8 kHz: 5,000 blocks of 64 frames. Ten seconds each at half scale, full scale, silence, quarter.
+    const section = 80_000;
+    const levels = [16384, 32767, 0, 8192];
+    const file = wav(4 * section, (f) => (f % 2 === 0 ? 1 : -1) * levels[Math.floor(f / section)]!);
+    const expected = [128, 255, 0, 64];
+    for (const maxBlocks of [undefined, 2 * MAX_POINTS]) {
+      const { peaks, durationS } = await measure(file, 65536, { maxBlocks });
+      assert.equal(durationS, 40);
+      assert.equal(peaks.length, MAX_POINTS);
+      const per = MAX_POINTS / 4;
+      for (let i = 0; i < 4; i++) {
+        // Away from the edges, where a block may straddle two sections.
+        const inside = peaks.slice(i * per + 2, (i + 1) * per - 2);
+        assert.deepEqual(new Set(inside), new Set([expected[i]]), `section ${i}, maxBlocks ${maxBlocks}`);
+      }
+    }
+    // One loud sample at frame 300, in block 4 of 64 frames (of 5,000: peak 1 of 2,000 covers blocks 2 to 4)
+    // or, merged, in block 2 of 128 frames (of 2,500: peak 2 covers block 2 alone).
+    const click = wav(4 * section, (f) => (f === 300 ? 30000 : 0));
+    for (const [maxBlocks, at] of [
+      [undefined, 1],
+      [2 * MAX_POINTS, 2],
+    ] as const) {
+      const { peaks } = await measure(click, 65536, { maxBlocks });
+      assert.equal(peaks.indexOf(255), at, `maxBlocks ${maxBlocks}`);
+      assert.equal(peaks.filter((p) => p > 0).length, 1);
+    }
+    for (const maxBlocks of [2 * MAX_POINTS - 2, 2 * MAX_POINTS + 1, 1.5e4 + 0.5]) {
+      await assert.rejects(measure(file, 65536, { maxBlocks }), RangeError, String(maxBlocks));
+    }
+  });
+
   it('refuses what it cannot measure with a WaveformError', async () => {
     const mp3 = generateMp3({ seed: 'REpeaks', durationS: 1 });
     const random = Buffer.alloc(4096);
