@@ -1,30 +1,43 @@
 /**
- * A recording's waveform as a compact array of peaks, computed in one streaming pass over its bytes in
- * bounded memory (a few numbers per 36 ms of audio). Pure: no I/O.
+ * A recording's waveform as a compact array of peaks, computed in one streaming pass over its bytes.
  *
- * - **WAV** (PCM, 8, 16, 24 or 32-bit integer, any channel count): the exact peak, the largest absolute
- *   sample over all channels, per block of {@link WAV_BLOCK_FRAMES} sample frames.
- * - **MP3** (MPEG Layer III): no MP3 decoder ships with recgate (its one audio dependency, lamejs, only
- *   encodes), so the level is estimated from each frame's side information, without decoding the
- *   spectrum: a granule's quantizer step is 2^((global_gain − 210) / 4), and a quantized spectral value
- *   coded with b bits is about 2^b, so with `part2_3_length` bits spread over its `big_values` pairs the
- *   granule's level is about step × 2^((4/3) × bits per value). A granule that carries no spectral bits
- *   (`part2_3_length` = 0) is digital silence: 0. The frame's level is the largest of its granules and
- *   channels. This is a rough envelope: exact where the audio is silent, coarse elsewhere (Scalefactors,
- *   which reshape the spectrum band by band, are not read; on the emulator's speech its correlation with
- *   the true per-frame level is about 0.3 to 0.5), drawn on a logarithmic scale (60 dB below the loudest
- *   frame to 255). An MP3 decoder would make it exact; see the README.
+ * Both formats give exact peaks: the largest absolute sample over all channels of each block of
+ * {@link BLOCK_FRAMES} sample frames, of the audio itself.
+ * - **WAV** (PCM, 8, 16, 24 or 32-bit integer, any channel count): the samples are read from the file.
+ * - **MP3** (MPEG audio: Layer III as Twilio records it, Layers I and II too): decoded by `mpg123-decoder`
+ *   (mpg123 compiled to WebAssembly), fed the bytes as they arrive; the decoder is freed when the pass
+ *   ends, however it ends. Frames it cannot decode (a corrupt frame, a file cut short mid-frame) are
+ *   skipped: the peaks are those of the audio it could decode.
  *
- * Peaks are scaled so that the loudest point of the recording is 255 (0 = silence), the usual way a
- * waveform is drawn: the shape matters, not the absolute level. WAV peaks are linear, MP3 levels
- * logarithmic (see above).
+ * Which format the bytes are is decided by the download's {@link MediaSniffer}; anything else (an HTML
+ * page, random bytes) is a {@link WaveformError}, as is audio without a single sample.
+ *
+ * Peaks are scaled linearly so that the loudest point of the recording is 255 (0 = silence), the usual way
+ * a waveform is drawn: the shape matters, not the absolute level. Linear, not logarithmic: on speech a
+ * linear scale shows the syllables and the pauses between them, where a decibel scale lifts breaths and
+ * line noise to nearly the level of the voice.
+ *
+ * Memory: the format's parser or the decoder's WebAssembly instance, the chunks read until the format is
+ * known (past the ID3v2 tags, which the sniffer bounds to 1 MiB), then one slice of {@link SLICE_BYTES}
+ * of input at a time and its samples, and the block peaks, at most {@link MAX_BLOCKS} numbers (512 KiB)
+ * whatever the recording's length. Between slices the pass yields to the event loop, so a long recording
+ * is decoded in small steps.
  */
-import { frameLength, frameSampleRate, id3v2TagLength } from '../recordings/media-check.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { MPEGDecoder } from 'mpg123-decoder';
+import { MediaSniffer, type SniffResult } from '../recordings/media-check.js';
 
 /** Peaks kept per recording, and the most a request may ask for. */
 export const MAX_POINTS = 2000;
-/** Sample frames of a WAV summarized by one value before the peaks are pooled. */
-export const WAV_BLOCK_FRAMES = 64;
+/**
+ * Sample frames summarized by one value before the peaks are pooled (4 ms at 16 kHz, 8 ms at 8 kHz), or a
+ * power of two times as many when more than `maxBlocks` blocks would be needed.
+ */
+export const BLOCK_FRAMES = 64;
+/** Default of {@link MeasureOptions.maxBlocks}. */
+export const MAX_BLOCKS = 131_072;
+/** Most bytes handled between two turns of the event loop. */
+export const SLICE_BYTES = 16 * 1024;
 /** Most bytes of WAV chunks before the `data` chunk (a `LIST` tag, …) that the meter accepts. */
 const MAX_WAV_HEADER_BYTES = 1024 * 1024;
 
@@ -35,36 +48,165 @@ export interface Waveform {
   peaks: number[];
 }
 
-/** Why bytes could not be measured: not MP3 Layer III or integer PCM WAV, or no audio in them. */
+/** Why bytes could not be measured: not MP3 or integer PCM WAV, or no audio in them. */
 export class WaveformError extends Error {
   override readonly name = 'WaveformError';
 }
 
-/** A growable array of amplitudes (0..1, or MP3 gain scales), one per block or frame. */
-class Levels {
-  #values = new Float32Array(4096);
-  length = 0;
+/** What the meter needs of an MPEG audio decoder: `mpg123-decoder`'s `MPEGDecoder`. */
+export type Mp3Decoder = Pick<MPEGDecoder, 'ready' | 'decode' | 'free'>;
 
-  push(value: number): void {
-    if (this.length === this.#values.length) {
-      const next = new Float32Array(this.#values.length * 2);
+export interface MeasureOptions {
+  /**
+   * Most block peaks kept in memory (4 bytes each), an even number of at least twice {@link MAX_POINTS}.
+   * A longer recording keeps longer blocks (see {@link BLOCK_FRAMES}).
+   * @default 131072 ({@link MAX_BLOCKS}: 512 KiB; blocks of 64 frames up to 8.7 minutes at 16 kHz)
+   */
+  maxBlocks?: number;
+  /**
+   * Makes the decoder for an MP3; the meter frees it when it is done.
+   * @default () => new MPEGDecoder()
+   */
+  createDecoder?: () => Mp3Decoder;
+}
+
+/**
+ * The waveform of a recording whose bytes `chunks` yields in order (a file's read stream). Throws
+ * {@link WaveformError} when they hold no audio it can measure, and whatever `chunks` throws.
+ */
+export async function measurePeaks(
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: MeasureOptions = {},
+): Promise<Waveform> {
+  const maxBlocks = options.maxBlocks ?? MAX_BLOCKS;
+  if (!Number.isSafeInteger(maxBlocks) || maxBlocks % 2 !== 0 || maxBlocks < 2 * MAX_POINTS) {
+    throw new RangeError(`options.maxBlocks must be an even integer >= ${2 * MAX_POINTS}`);
+  }
+  const sniffer = new MediaSniffer();
+  /** Chunks held until the sniffer names the format. */
+  const held: Uint8Array[] = [];
+  let feeder: Feeder | undefined;
+  try {
+    for await (const chunk of chunks) {
+      if (feeder === undefined) {
+        held.push(chunk);
+        const format = sniffer.push(chunk);
+        if (format.kind === 'need-more') continue;
+        feeder = new Feeder(await open(format, maxBlocks, options));
+        for (const part of held.splice(0)) await feeder.push(part);
+      } else {
+        await feeder.push(chunk);
+      }
+    }
+    if (feeder === undefined) {
+      feeder = new Feeder(await open(sniffer.end(), maxBlocks, options));
+      for (const part of held.splice(0)) await feeder.push(part);
+    }
+    return feeder.meter.end();
+  } finally {
+    feeder?.meter.close();
+  }
+}
+
+/** The meter for the format the sniffer found. */
+async function open(
+  format: SniffResult,
+  maxBlocks: number,
+  options: MeasureOptions,
+): Promise<Mp3Levels | WavLevels> {
+  if (format.kind !== 'ok') throw new WaveformError(format.kind === 'bad' ? format.reason : 'no audio');
+  if (format.format === 'wav') return new WavLevels(maxBlocks);
+  const decoder = (options.createDecoder ?? (() => new MPEGDecoder()))();
+  // A decoder that never became ready holds nothing to free (and mpg123-decoder's `free` would throw).
+  await decoder.ready;
+  return new Mp3Levels(decoder, maxBlocks);
+}
+
+/**
+ * Feeds a meter in slices of at most {@link SLICE_BYTES}, and lets the event loop run whenever that many
+ * bytes went in since it last did (the chunks of a file's read stream may follow each other without one).
+ */
+class Feeder {
+  readonly meter: Mp3Levels | WavLevels;
+  #sinceTurn = 0;
+
+  constructor(meter: Mp3Levels | WavLevels) {
+    this.meter = meter;
+  }
+
+  async push(chunk: Uint8Array): Promise<void> {
+    for (let i = 0; i < chunk.length; ) {
+      const slice = chunk.subarray(i, i + SLICE_BYTES - this.#sinceTurn);
+      this.meter.push(slice);
+      i += slice.length;
+      this.#sinceTurn += slice.length;
+      if (this.#sinceTurn === SLICE_BYTES) {
+        this.#sinceTurn = 0;
+        await nextTurn();
+      }
+    }
+  }
+}
+
+/**
+ * Block peaks of a recording: fed the largest absolute sample of each sample frame, keeps the largest of
+ * each block of {@link BLOCK_FRAMES} frames, in at most `maxBlocks` numbers: when they would not do, every
+ * two neighbours are merged and blocks twice as long kept from then on.
+ */
+class Blocks {
+  readonly #maxBlocks: number;
+  #values: Float32Array;
+  #length = 0;
+  /** Sample frames per block: {@link BLOCK_FRAMES}, doubled at every merge. */
+  #blockSize = BLOCK_FRAMES;
+  #blockMax = 0;
+  #blockFrames = 0;
+  /** Sample frames fed so far. */
+  frames = 0;
+
+  constructor(maxBlocks: number) {
+    this.#maxBlocks = maxBlocks;
+    this.#values = new Float32Array(Math.min(4096, maxBlocks));
+  }
+
+  frame(max: number): void {
+    if (max > this.#blockMax) this.#blockMax = max;
+    this.frames++;
+    if (++this.#blockFrames < this.#blockSize) return;
+    // A full array: the block just ended becomes the first half of one twice as long.
+    if (this.#length === this.#maxBlocks) this.#merge();
+    else this.#push();
+  }
+
+  #push(): void {
+    if (this.#length === this.#maxBlocks) this.#merge();
+    if (this.#length === this.#values.length) {
+      const next = new Float32Array(Math.min(this.#values.length * 2, this.#maxBlocks));
       next.set(this.#values);
       this.#values = next;
     }
-    this.#values[this.length++] = value;
+    this.#values[this.#length++] = this.#blockMax;
+    this.#blockMax = 0;
+    this.#blockFrames = 0;
   }
 
-  /**
-   * Pooled (maximum) into at most `points` buckets and scaled so that the largest is 255: linearly, or with
-   * `octaves`, logarithmically over that many octaves below the largest (0 below them).
-   */
-  peaks(points: number, octaves?: number): number[] {
-    const pooled = pool(this.#values.subarray(0, this.length), points);
+  /** Halves the blocks kept by merging neighbours, and doubles the block size. */
+  #merge(): void {
+    const values = this.#values;
+    const half = this.#length / 2;
+    for (let i = 0; i < half; i++) values[i] = Math.max(values[2 * i]!, values[2 * i + 1]!);
+    this.#length = half;
+    this.#blockSize *= 2;
+  }
+
+  /** Pooled (maximum) into at most `points` buckets and scaled linearly so that the largest is 255. */
+  peaks(points: number): number[] {
+    if (this.#blockFrames > 0) this.#push();
+    const pooled = pool(this.#values.subarray(0, this.#length), points);
     let max = 0;
     for (const v of pooled) max = Math.max(max, v);
     if (max === 0) return pooled.map(() => 0);
-    if (octaves === undefined) return pooled.map((v) => Math.round((v / max) * 255));
-    return pooled.map((v) => (v > 0 ? Math.round(Math.max(0, 1 + Math.log2(v / max) / octaves) * 255) : 0));
+    return pooled.map((v) => Math.round((v / max) * 255));
   }
 }
 
@@ -89,144 +231,73 @@ export function resample(peaks: readonly number[], points: number): number[] {
   return peaks.length <= points ? [...peaks] : pool(peaks, points);
 }
 
-/** Feed it a recording's bytes in order; `end()` gives its waveform. */
-export class PeakMeter {
-  #decoder: Mp3Levels | WavLevels | undefined;
-  #head = Buffer.alloc(0);
-
-  push(chunk: Uint8Array): void {
-    if (this.#decoder === undefined) {
-      // Four bytes tell the formats apart.
-      this.#head = Buffer.concat([this.#head, chunk]);
-      if (this.#head.length < 4) return;
-      this.#decoder = this.#head.toString('latin1', 0, 4) === 'RIFF' ? new WavLevels() : new Mp3Levels();
-      const head = this.#head;
-      this.#head = Buffer.alloc(0);
-      this.#decoder.push(head);
-      return;
-    }
-    this.#decoder.push(chunk);
-  }
-
-  /** The waveform; throws {@link WaveformError} when the bytes hold no audio it can measure. */
-  end(): Waveform {
-    if (this.#decoder === undefined) throw new WaveformError('the recording is empty');
-    return this.#decoder.end();
-  }
-}
-
-/** MPEG Layer III frames, after any ID3v2 tags; amplitude from each frame's side information. */
+/** MPEG audio, decoded; the exact peak of each block of decoded sample frames. */
 class Mp3Levels {
-  readonly #levels = new Levels();
-  #carry = Buffer.alloc(0);
-  /** Bytes of a tag still to skip. */
-  #skip = 0;
-  #started = false;
-  #samples = 0;
-  #sampleRate = 0;
+  readonly #blocks: Blocks;
+  readonly #decoder: Mp3Decoder;
+  /** Seconds decoded, each output at the sampling rate the decoder reported for it. */
+  #seconds = 0;
 
-  push(chunk: Uint8Array): void {
-    let buf = this.#carry.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#carry, chunk]);
-    let pos = Math.min(this.#skip, buf.length);
-    this.#skip -= pos;
-    while (buf.length - pos >= 10) {
-      if (!this.#started && buf[pos] === 0x49 && buf[pos + 1] === 0x44 && buf[pos + 2] === 0x33) {
-        const tag = id3v2TagLength(buf, pos);
-        if (typeof tag === 'string') throw new WaveformError(`a malformed ID3v2 tag: ${tag}`);
-        const skipped = Math.min(tag, buf.length - pos);
-        pos += skipped;
-        this.#skip = tag - skipped;
-        continue;
-      }
-      const header = buf.readUInt32BE(pos);
-      const length = frameLength(header);
-      if (length === 0) {
-        // Padding, an ID3v1 tag, junk between frames: look for the next frame header.
-        pos++;
-        continue;
-      }
-      if (buf.length - pos < length) break;
-      this.#frame(buf, pos, header);
-      pos += length;
-    }
-    buf = buf.subarray(pos);
-    this.#carry = Buffer.from(buf);
+  constructor(decoder: Mp3Decoder, maxBlocks: number) {
+    this.#decoder = decoder;
+    this.#blocks = new Blocks(maxBlocks);
   }
 
-  #frame(buf: Buffer, pos: number, header: number): void {
-    this.#started = true;
-    const version = (header >>> 19) & 3;
-    const layer = (header >>> 17) & 3;
-    if (layer !== 1) return;
-    const mpeg1 = version === 3;
-    const mono = ((header >>> 6) & 3) === 3;
-    const channels = mono ? 1 : 2;
-    const granules = mpeg1 ? 2 : 1;
-    const sampleRate = frameSampleRate(header);
-    if (this.#sampleRate === 0) this.#sampleRate = sampleRate;
-    if (sampleRate !== this.#sampleRate) return;
-    // Side information: main_data_begin, private bits and (MPEG-1) scfsi, then one block per granule and
-    // channel that starts with part2_3_length (12 bits), big_values (9) and global_gain (8).
-    const crc = ((header >>> 16) & 1) === 0 ? 16 : 0;
-    let bit = (pos + 4) * 8 + crc + (mpeg1 ? (mono ? 18 : 20) : mono ? 9 : 10);
-    const block = mpeg1 ? 59 : 63;
-    let level = 0;
-    for (let g = 0; g < granules * channels; g++, bit += block) {
-      const part23 = readBits(buf, bit, 12);
-      const bigValues = readBits(buf, bit + 12, 9);
-      const gain = readBits(buf, bit + 21, 8);
-      if (part23 === 0) continue;
-      const bitsPerValue = Math.min(part23 / (2 * bigValues + 1), MAX_BITS_PER_VALUE);
-      level = Math.max(level, 2 ** ((gain - 210) / 4 + (4 / 3) * bitsPerValue));
+  push(chunk: Uint8Array): void {
+    const { channelData, samplesDecoded, sampleRate } = quietly(() => this.#decoder.decode(chunk));
+    if (samplesDecoded === 0) return;
+    this.#seconds += samplesDecoded / sampleRate;
+    for (let i = 0; i < samplesDecoded; i++) {
+      let max = 0;
+      for (const channel of channelData) {
+        const v = Math.abs(channel[i]!);
+        if (v > max) max = v;
+      }
+      this.#blocks.frame(max);
     }
-    this.#levels.push(level);
-    this.#samples += mpeg1 ? 1152 : 576;
   }
 
   end(): Waveform {
-    if (this.#levels.length === 0 || this.#sampleRate === 0) {
-      throw new WaveformError('no MPEG Layer III frame found');
-    }
+    if (this.#blocks.frames === 0) throw new WaveformError('no MPEG audio frame could be decoded');
     return {
-      durationS: Math.round((this.#samples / this.#sampleRate) * 1000) / 1000,
-      peaks: this.#levels.peaks(MAX_POINTS, MP3_RANGE_OCTAVES),
+      durationS: Math.round(this.#seconds * 1000) / 1000,
+      peaks: this.#blocks.peaks(MAX_POINTS),
     };
   }
+
+  /** Frees the decoder; call once, when done. */
+  close(): void {
+    this.#decoder.free();
+  }
 }
 
 /**
- * MP3 levels are drawn on a logarithmic scale over this many octaves (about 60 dB): the estimate is a
- * power of two of side-information fields, far too spread out for a linear scale.
+ * Runs `decode` with `console.error` silenced: mpg123-decoder prints every frame it cannot decode there
+ * (it also returns them), which would bypass the gateway's log and flood it for a corrupt file. `decode` is
+ * synchronous, so nothing else runs meanwhile.
  */
-const MP3_RANGE_OCTAVES = 10;
-/**
- * Bits per spectral value counted at most: a granule whose bits went to the count1 region (few big values)
- * would otherwise read as far louder than it is.
- */
-const MAX_BITS_PER_VALUE = 4;
-
-/** `n` bits (at most 24) of `buf` starting at bit `bit`, most significant first. */
-function readBits(buf: Buffer, bit: number, n: number): number {
-  const byte = bit >>> 3;
-  const word =
-    ((buf[byte] ?? 0) << 24) |
-    ((buf[byte + 1] ?? 0) << 16) |
-    ((buf[byte + 2] ?? 0) << 8) |
-    (buf[byte + 3] ?? 0);
-  return ((word << (bit & 7)) >>> (32 - n)) & ((1 << n) - 1);
+function quietly<T>(decode: () => T): T {
+  const error = console.error;
+  console.error = () => undefined;
+  try {
+    return decode();
+  } finally {
+    console.error = error;
+  }
 }
 
 /** A RIFF WAVE file of integer PCM; the exact peak of each block of sample frames. */
 class WavLevels {
-  readonly #levels = new Levels();
+  readonly #blocks: Blocks;
   #header = Buffer.alloc(0);
   /** Set once the `data` chunk starts. */
   #format: { channels: number; bytes: number; sampleRate: number } | undefined;
   #dataLeft = 0;
   #carry = Buffer.alloc(0);
-  #frames = 0;
-  #blockMax = 0;
-  #blockFrames = 0;
+
+  constructor(maxBlocks: number) {
+    this.#blocks = new Blocks(maxBlocks);
+  }
 
   push(chunk: Uint8Array): void {
     if (this.#format === undefined) {
@@ -252,18 +323,10 @@ class WavLevels {
       let max = 0;
       for (let c = 0; c < format.channels; c++)
         max = Math.max(max, sampleAt(buf, pos + c * format.bytes, format.bytes));
-      this.#blockMax = Math.max(this.#blockMax, max);
-      if (++this.#blockFrames === WAV_BLOCK_FRAMES) this.#flush();
+      this.#blocks.frame(max);
     }
-    this.#frames += whole / frameBytes;
     buf = buf.subarray(whole);
     this.#carry = Buffer.from(buf);
-  }
-
-  #flush(): void {
-    this.#levels.push(this.#blockMax);
-    this.#blockMax = 0;
-    this.#blockFrames = 0;
   }
 
   /** Reads the chunks before `data`; the bytes after its header, or `undefined` until it is complete. */
@@ -292,13 +355,15 @@ class WavLevels {
 
   end(): Waveform {
     if (this.#format === undefined) throw new WaveformError('no WAV data chunk');
-    if (this.#blockFrames > 0) this.#flush();
-    if (this.#frames === 0) throw new WaveformError('a WAV file without samples');
+    if (this.#blocks.frames === 0) throw new WaveformError('a WAV file without samples');
     return {
-      durationS: Math.round((this.#frames / this.#format.sampleRate) * 1000) / 1000,
-      peaks: this.#levels.peaks(MAX_POINTS),
+      durationS: Math.round((this.#blocks.frames / this.#format.sampleRate) * 1000) / 1000,
+      peaks: this.#blocks.peaks(MAX_POINTS),
     };
   }
+
+  /** Nothing to free: the parser holds only buffers. */
+  close(): void {}
 }
 
 function parseFmt(fmt: Buffer): { channels: number; bytes: number; sampleRate: number } {

@@ -13,11 +13,17 @@ import type { Logger } from 'pino';
 import { createError } from '../errors.js';
 import { raceAbort } from '../io/abort.js';
 import { cacheKeyOf, type RecordingCache, type RecordingRef } from '../recordings/cache.js';
-import { MAX_POINTS, PeakMeter, type Waveform, WaveformError } from './peaks.js';
+import { MAX_POINTS, measurePeaks, type Waveform, WaveformError } from './peaks.js';
+
+/**
+ * Version of `{key}.peaks.json`. 2: exact peaks of decoded MP3 on a linear scale; files of version 1 hold
+ * the estimate from MP3 frames' side information, and are computed again.
+ */
+const STORED_VERSION = 2;
 
 /** What `{key}.peaks.json` holds. */
 interface StoredPeaks {
-  version: 1;
+  version: typeof STORED_VERSION;
   recording_sid: string;
   /** Size of the file the peaks were measured on. */
   size: number;
@@ -80,7 +86,7 @@ export class Waveforms {
     }
     const state = await this.#cache.state(ref);
     if (
-      parsed.version !== 1 ||
+      parsed.version !== STORED_VERSION ||
       parsed.recording_sid !== ref.recordingSid ||
       // Peaks measured on a download's stream are written before its file is renamed into place.
       state.state === 'absent' ||
@@ -94,19 +100,17 @@ export class Waveforms {
   }
 
   /**
-   * Reads the whole recording through the cache (from disk, or as the one download streams it) into a
-   * meter. The computation is shared, so it does not stop when the request that started it goes away.
+   * Reads the whole recording through the cache (from disk, or as the one download streams it) into
+   * {@link measurePeaks}. The computation is shared, so it does not stop when the request that started it
+   * goes away.
    */
   async #compute(ref: RecordingRef, key: string, options: WaveformOptions): Promise<Waveform> {
     const recording = await this.#cache.open(ref, { log: options.log, businessId: options.businessId });
-    const meter = new PeakMeter();
     let waveform: Waveform;
     try {
-      if (recording.size > 0) {
-        for await (const chunk of recording.createReadStream(0, recording.size - 1))
-          meter.push(chunk as Buffer);
-      }
-      waveform = meter.end();
+      waveform = await measurePeaks(
+        recording.size > 0 ? recording.createReadStream(0, recording.size - 1) : [],
+      );
     } catch (err) {
       if (err instanceof WaveformError) {
         throw createError('RECGATE_WAVEFORM_UNAVAILABLE', { cause: err });
@@ -114,7 +118,7 @@ export class Waveforms {
       throw err;
     }
     const stored: StoredPeaks = {
-      version: 1,
+      version: STORED_VERSION,
       recording_sid: ref.recordingSid,
       size: recording.size,
       duration_s: waveform.durationS,
