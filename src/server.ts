@@ -26,6 +26,9 @@ import {
 import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
+import { NO_RECORDING_KEYS } from './recordings/decrypt/keys.js';
+import { DirectoryRecordingKeys } from './recordings/decrypt/keys-dir.js';
+import { RecordingDecryption } from './recordings/decrypt/media.js';
 import type { LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
@@ -42,6 +45,11 @@ export interface Gateway {
   cache: LocalRecordingCache;
   upstream: Upstream;
   logger: Logger;
+  /**
+   * Reads `--recording-keys-dir` again (`recgate serve` calls it on SIGHUP). Throws an Error naming a bad
+   * file; the keys loaded before then stay in use. Does nothing without the option.
+   */
+  reloadRecordingKeys(): void;
   /** Closes at once: responses in flight are waited for without limit, downloads cancelled. */
   close(): Promise<void>;
   /** Stops the way SIGTERM does: /readyz 503, drain delay, listener closed, shutdown timeout, close. */
@@ -70,6 +78,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   if (!config.twilioAuthToken && !config.twilioApiKey) {
     throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is required');
   }
+  // Before anything is opened: a bad key file is a start-up error naming the file.
+  const recordingKeys =
+    config.recordingKeysDir === undefined
+      ? undefined
+      : DirectoryRecordingKeys.open({ dir: config.recordingKeysDir, logger });
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
@@ -89,11 +102,19 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         status: String(event.status ?? event.errorCode),
       }),
   });
+  // Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them.
+  const decryption = new RecordingDecryption({
+    upstream,
+    lookup: (sid, signal) => upstream.getRecording(sid, signal),
+    keys: recordingKeys ?? NO_RECORDING_KEYS,
+  });
+  const mediaFor = (businessId: string) => decryption.forBusiness(businessId);
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
     upstream,
+    mediaFor,
     logger,
     onEvent: countEvent,
     gate: {
@@ -155,6 +176,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       state,
       cache,
       upstream,
+      mediaFor,
       jwt: new JwtAuth(config.jwtSecret),
       signer: new PlaybackSigner(config.jwtSecret),
       audit,
@@ -193,6 +215,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     cache,
     upstream,
     logger,
+    reloadRecordingKeys: () => recordingKeys?.reload(),
     close,
     drain: (drainOptions) => {
       // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.

@@ -38,6 +38,11 @@ export interface AppDeps {
   cache: RecordingCache;
   /** For a HEAD on a recording not cached: the media's metadata, without a download. */
   upstream: Pick<Upstream, 'headMedia'>;
+  /**
+   * What a business's HEAD asks instead of `upstream`: sizes of encrypted recordings are their plaintext's
+   * (`recordings/decrypt/media.ts`). @default `upstream`
+   */
+  mediaFor?: (businessId: string) => Pick<Upstream, 'headMedia'>;
   jwt: JwtAuth;
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */

@@ -40,9 +40,11 @@ function headersOf(reply: FastifyReply): Record<string, string> {
 async function upstreamHead(
   deps: AppDeps,
   ref: RecordingRef,
+  businessId: string,
   signal: AbortSignal,
 ): Promise<ByteSource | undefined> {
-  const head = await deps.upstream.headMedia(ref.recordingSid, signal);
+  const media = deps.mediaFor?.(businessId) ?? deps.upstream;
+  const head = await media.headMedia(ref.recordingSid, signal);
   if (head.size === null) return undefined;
   const upstreamDate = head.lastModified === null ? Number.NaN : Date.parse(head.lastModified);
   return {
@@ -83,7 +85,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
         };
         // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
         if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
-          const head = await upstreamHead(deps, ref, abort.signal).catch(async (err: unknown) => {
+          const head = await upstreamHead(deps, ref, businessId, abort.signal).catch(async (err: unknown) => {
             await deps.state.downloadFailed(ref, err);
             throw err;
           });
