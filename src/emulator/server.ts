@@ -9,6 +9,7 @@ import { type FastifyReply, type FastifyRequest, fastify, LogController } from '
 import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
 import { CALL_SID_PATTERN, RECORDING_SID_PATTERN } from '../sid.js';
+import { parsePublicKey } from './encryption.js';
 import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
 import type { EmulatorState, RecordingEntry } from './state.js';
@@ -227,6 +228,13 @@ export function buildServer(ctx: ServerContext) {
     return reply.code(201).send(created);
   });
 
+  app.post('/__emulator/public-keys', async (request, reply) => {
+    const { sid, key } = parsePublicKey(request.body);
+    ctx.state.publicKeys.set(sid, key);
+    log?.info({ publicKeySid: sid }, 'public key registered');
+    return reply.code(201).send({ sid, account_sid: ctx.state.accountSid });
+  });
+
   app.get('/__emulator/stats', async () => ctx.statsJson());
 
   app.post('/__emulator/faults', async (request, reply) => {
@@ -335,6 +343,10 @@ async function serveMedia(
     body = media.data.subarray(outcome.start, outcome.end + 1);
     headers['Content-Range'] = `bytes ${outcome.start}-${outcome.end}/${size}`;
   }
+  if (fault?.kind === 'flip_byte') {
+    body = flipByte(body, outcome.kind === 'partial' ? outcome.start : 0, size, fault.at);
+    log?.debug({ recordingSid: sid, fault: fault.kind }, 'media fault injected');
+  }
 
   let ending: BodyEnding = { kind: 'end' };
   if (fault?.kind === 'reset_mid_body') {
@@ -424,6 +436,15 @@ async function sendBody(
   });
 }
 
+/** `body` (bytes from `start` of a `size`-byte media) with byte `at` of the media inverted, in a copy. */
+function flipByte(body: Buffer, start: number, size: number, at: number | null): Buffer {
+  const index = (at === null ? Math.floor(size / 2) : at < 0 ? size + at : at) - start;
+  if (index < 0 || index >= body.length) return body;
+  const copy = Buffer.from(body);
+  copy[index] = copy[index]! ^ 0xff;
+  return copy;
+}
+
 function mediaType(format: 'mp3' | 'wav'): string {
   return format === 'wav' ? 'audio/x-wav' : 'audio/mpeg';
 }
@@ -433,7 +454,8 @@ function mediaOf(
   recording: RecordingEntry,
   format: 'mp3' | 'wav',
 ): { data: Buffer; sha256: string } {
-  return format === 'wav' ? ctx.state.wav(recording) : recording.mp3;
+  if (format === 'wav') return ctx.state.wav(recording);
+  return recording.encrypted ?? recording.mp3;
 }
 
 function single(value: string | string[] | undefined): string | undefined {

@@ -2,11 +2,12 @@
  * The emulator's in-memory account: calls, recordings with their generated media, and how Twilio would
  * describe them. Nothing here knows about HTTP.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { createError } from '../errors.js';
 import { CALL_SID_PATTERN, isCallSid, isRecordingSid, RECORDING_SID_PATTERN } from '../sid.js';
 import { type GeneratedMp3, type GeneratedWav, generateMp3, generateWav, minMp3Bytes } from './audio.js';
+import { type EncryptedMedia, encryptMedia, PUBLIC_KEY_SID_PATTERN } from './encryption.js';
 
 export type CallDirection = 'inbound' | 'outbound-api' | 'outbound-dial';
 
@@ -49,6 +50,14 @@ export const createRecordingSchema = z
     direction: z.enum(['inbound', 'outbound-api']).optional(),
     /** ISO 8601 start of the call. Default: now minus the duration. */
     start_time: z.iso.datetime({ offset: true }).optional(),
+    /**
+     * A public key registered with `POST /__emulator/public-keys` (`CR…`): the MP3 is served encrypted as
+     * Twilio's Voice Recording Encryption does, and the resource carries `encryption_details`.
+     */
+    encrypt_with: z
+      .string()
+      .regex(new RegExp(`^${PUBLIC_KEY_SID_PATTERN}$`), `must match ^${PUBLIC_KEY_SID_PATTERN}$`)
+      .optional(),
   })
   .refine((v) => v.bytes === undefined || v.duration_s === undefined, {
     message: 'give bytes or duration_s, not both',
@@ -84,6 +93,9 @@ export interface CreatedRecording {
   start_time: string;
   /** Twilio's `media_url` (no extension: MP3). */
   media_url: string | null;
+  /** With `encrypt_with`: the details the resource carries, and the size of the encrypted MP3 (+16, its tag). */
+  encryption_details?: EncryptedMedia['details'];
+  encrypted_size?: number;
 }
 
 export interface CallEntry {
@@ -104,6 +116,8 @@ export interface RecordingEntry {
   startTime: Date;
   durationS: number;
   mp3: GeneratedMp3;
+  /** The MP3 as served when the recording is encrypted (`encrypt_with`); `null` otherwise. */
+  encrypted: EncryptedMedia | null;
   /** `processing` until `readyAt` (if any), then reported `completed`. */
   initialStatus: 'completed' | 'processing';
   readyAt: number | null;
@@ -119,6 +133,8 @@ const WAV_CACHE_ENTRIES = 4;
 export class EmulatorState {
   readonly calls = new Map<string, CallEntry>();
   readonly recordings = new Map<string, RecordingEntry>();
+  /** Public keys for Voice Recording Encryption (`POST /__emulator/public-keys`), by `CR…` SID. */
+  readonly publicKeys = new Map<string, KeyObject>();
   private readonly wavCache = new Map<string, GeneratedWav>();
   private counter = 0;
   private seq = 0;
@@ -162,6 +178,10 @@ export class EmulatorState {
     const status: CreateStatus = input.no_recording ? 'absent' : (input.status ?? 'completed');
     if (input.recording_sid !== undefined && this.recordings.has(input.recording_sid)) {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'recording_sid: already exists' });
+    }
+    const publicKey = input.encrypt_with === undefined ? undefined : this.publicKeys.get(input.encrypt_with);
+    if (input.encrypt_with !== undefined && publicKey === undefined) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: 'encrypt_with: no such public key' });
     }
     if (input.ready_after_ms !== undefined && status !== 'processing') {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'ready_after_ms: needs status "processing"' });
@@ -218,6 +238,8 @@ export class EmulatorState {
     }
 
     const ownerSid = parentSid ?? ownSid;
+    const encrypted =
+      mp3 === null || publicKey === undefined ? null : encryptMedia(mp3.data, input.encrypt_with!, publicKey);
     if (recordingSid !== null && mp3 !== null) {
       const readyAt =
         status === 'processing' && input.ready_after_ms !== undefined
@@ -232,6 +254,7 @@ export class EmulatorState {
         startTime: parentSid !== null ? new Date(startTime.getTime() + 2000) : startTime,
         durationS,
         mp3,
+        encrypted,
         initialStatus: status === 'processing' ? 'processing' : 'completed',
         readyAt,
         completedAt,
@@ -254,6 +277,9 @@ export class EmulatorState {
       to: call.to,
       start_time: call.startTime.toISOString(),
       media_url: recordingSid === null ? null : `${this.baseUrl()}${this.recordingPath(recordingSid)}`,
+      ...(encrypted === null
+        ? {}
+        : { encryption_details: encrypted.details, encrypted_size: encrypted.data.length }),
     };
   }
 
@@ -366,7 +392,7 @@ export class EmulatorState {
       channels: 1,
       source: recording.source,
       error_code: null,
-      encryption_details: null,
+      encryption_details: recording.encrypted?.details ?? null,
       media_url: `${this.baseUrl()}${path}`,
       uri: `${path}.json`,
       subresource_uris: {
