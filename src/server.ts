@@ -26,9 +26,7 @@ import {
 import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
-import { NO_RECORDING_KEYS } from './recordings/decrypt/keys.js';
-import { DirectoryRecordingKeys } from './recordings/decrypt/keys-dir.js';
-import { RecordingDecryption } from './recordings/decrypt/media.js';
+import { openDecryption } from './recordings/decrypt/index.js';
 import type { LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
@@ -78,11 +76,6 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   if (!config.twilioAuthToken && !config.twilioApiKey) {
     throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is required');
   }
-  // Before anything is opened: a bad key file is a start-up error naming the file.
-  const recordingKeys =
-    config.recordingKeysDir === undefined
-      ? undefined
-      : DirectoryRecordingKeys.open({ dir: config.recordingKeysDir, logger });
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
@@ -102,13 +95,17 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
         status: String(event.status ?? event.errorCode),
       }),
   });
-  // Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them.
-  const decryption = new RecordingDecryption({
-    upstream,
-    lookup: (sid, signal) => upstream.getRecording(sid, signal),
-    keys: recordingKeys ?? NO_RECORDING_KEYS,
-  });
-  const mediaFor = (businessId: string) => decryption.forBusiness(businessId);
+  // Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them. A
+  // bad key file is a start-up error naming the file.
+  let decryption: ReturnType<typeof openDecryption>;
+  try {
+    decryption = openDecryption(upstream, config.recordingKeysDir, logger);
+  } catch (err) {
+    await upstream.close();
+    await callLog.close();
+    throw err;
+  }
+  const mediaFor = decryption.mediaFor;
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
@@ -215,7 +212,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     cache,
     upstream,
     logger,
-    reloadRecordingKeys: () => recordingKeys?.reload(),
+    reloadRecordingKeys: () => decryption.reloadKeys(),
     close,
     drain: (drainOptions) => {
       // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.

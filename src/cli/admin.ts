@@ -13,6 +13,7 @@ import { openCallLog } from '../call-log/index.js';
 import { type Config, type ConfigInput, loadConfig } from '../config/config.js';
 import { createError } from '../errors.js';
 import { createLogger } from '../observability/logger.js';
+import { openDecryption } from '../recordings/decrypt/index.js';
 import { RecordingState } from '../resolution/state.js';
 import { type CacheRuntime, openCacheRuntime } from '../runtime.js';
 import { TwilioClient } from '../upstream/twilio-client.js';
@@ -77,8 +78,18 @@ export async function openAdmin(
   let upstream: AdminContext['upstream'];
   let runtime: CacheRuntime | undefined;
   try {
-    if (needs.upstream) upstream = twilioClient(config, logger);
-    if (needs.cache) runtime = await openCacheRuntime(config, { upstream: upstream ?? NO_DOWNLOADS, logger });
+    const client = needs.upstream ? twilioClient(config, logger) : undefined;
+    upstream = client;
+    // Downloads of encrypted recordings are opened with the same keys as the gateways'.
+    const mediaFor =
+      client === undefined ? undefined : openDecryption(client, config.recordingKeysDir, logger).mediaFor;
+    if (needs.cache) {
+      runtime = await openCacheRuntime(config, {
+        upstream: upstream ?? NO_DOWNLOADS,
+        ...(mediaFor === undefined ? {} : { mediaFor }),
+        logger,
+      });
+    }
   } catch (err) {
     await upstream?.close();
     await callLog.close();

@@ -13,10 +13,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { loadConfig } from '../../src/config/config.js';
+import { startGateway } from '../../src/server.js';
 import type { CallSid } from '../../src/sid.js';
 import { hex32, sha256, tempDir } from '../helpers/common.js';
 import { settledFiles } from '../helpers/recordings.js';
-import { type Stack, startStack } from '../helpers/stack.js';
+import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 import { captureLogger } from './helpers.js';
 
 const pem = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }) as string;
@@ -230,5 +232,18 @@ describe('encrypted recordings through the gateway', () => {
 it('a bad key file stops the gateway at start, naming the file', async (t) => {
   const dir = tempDir(t);
   writeFileSync(join(dir, `biz-${hex32()}.pem`), 'not a key');
-  await assert.rejects(startStack({ config: { recordingKeysDir: dir } }), /biz-[0-9a-f]{32}\.pem/);
+  const config = loadConfig(
+    {
+      port: 0,
+      dataDir: tempDir(t),
+      jwtSecret: JWT_SECRET,
+      twilioApiBase: 'http://127.0.0.1:9',
+      twilioAccountSid: `AC${hex32()}`,
+      twilioAuthToken: 'token',
+      logLevel: 'silent',
+      recordingKeysDir: dir,
+    },
+    {},
+  );
+  await assert.rejects(startGateway(config), /biz-[0-9a-f]{32}\.pem/);
 });

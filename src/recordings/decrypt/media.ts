@@ -99,9 +99,11 @@ class BusinessMedia implements PlainMedia {
     if (request.start !== undefined && request.start > 0 && request.end === undefined) {
       const key = await this.#key(sid, signal);
       if (key === undefined) return upstream.fetchMedia(sid, request);
-      return decrypt(await upstream.fetchMedia(sid, { signal }), key, true);
+      return decryptOrDestroy(await upstream.fetchMedia(sid, { signal }), key, true);
     }
     const pending = upstream.fetchMedia(sid, request);
+    // Handled at once: it may fail while the key is still being looked up (then `await pending` rethrows).
+    pending.catch(() => undefined);
     let key: ContentKey | undefined;
     try {
       key = await this.#key(sid, signal);
@@ -114,12 +116,7 @@ class BusinessMedia implements PlainMedia {
     }
     const response = await pending;
     if (key === undefined) return response;
-    try {
-      return decrypt(response, key, request.start === undefined && request.end === undefined);
-    } catch (err) {
-      response.body.destroy();
-      throw err;
-    }
+    return decryptOrDestroy(response, key, request.start === undefined && request.end === undefined);
   }
 
   async headMedia(sid: RecordingSid, signal?: AbortSignal): Promise<MediaHead> {
@@ -199,6 +196,16 @@ function decrypt(response: MediaResponse, key: ContentKey, whole: boolean): Medi
     totalSize: total,
     body: pipe(response.body, openRange(key, response.start, limit)),
   };
+}
+
+/** {@link decrypt}, freeing the upstream connection when the response cannot be used. */
+function decryptOrDestroy(response: MediaResponse, key: ContentKey, whole: boolean): MediaResponse {
+  try {
+    return decrypt(response, key, whole);
+  } catch (err) {
+    response.body.destroy();
+    throw err;
+  }
 }
 
 function plainSize(cipherSize: number): number {
