@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -211,6 +211,21 @@ describe('encrypted recordings through the gateway', () => {
     assert.equal(res.status, 409);
     assert.equal(JSON.parse(res.body.toString()).error.code, 'RECGATE_RECORDING_ENCRYPTED');
     assert.deepEqual(files(rec.callSid), []);
+  });
+
+  it('a reload (SIGHUP) that finds a bad file names it and keeps the keys it had', async () => {
+    const bad = join(keysDir, 'broken.pem');
+    writeFileSync(bad, 'not a key');
+    try {
+      assert.throws(() => stack.gateway.reloadRecordingKeys(), /broken\.pem/);
+      const rec = await encrypted('acme', 20_000);
+      const res = await get('acme', rec.callSid);
+      assert.equal(res.status, 200);
+      assert.equal(sha256(res.body), rec.sha256);
+    } finally {
+      rmSync(bad);
+    }
+    stack.gateway.reloadRecordingKeys();
   });
 
   it('an unencrypted recording beside them plays as before', async () => {
