@@ -21,6 +21,7 @@
  */
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import { createError } from '../../errors.js';
+import { raceAbort } from '../../io/abort.js';
 import type { RecordingSid } from '../../sid.js';
 import type {
   MediaHead,
@@ -125,19 +126,24 @@ class BusinessMedia implements PlainMedia {
     return { ...head, size: plainSize(head.size) };
   }
 
-  /** The recording's key, `undefined` when it is not encrypted. Asked once per recording; a failure is not kept. */
+  /**
+   * The recording's key, `undefined` when it is not encrypted. Asked once per recording, for every caller
+   * (the download and its slices): the look-up runs on the upstream client's own timeouts, and `signal`
+   * ends only this caller's wait, so a slice that is cancelled never fails the download. A failure is not
+   * kept.
+   */
   #key(sid: RecordingSid, signal: AbortSignal | undefined): Promise<ContentKey | undefined> {
     let key = this.#keys.get(sid);
     if (key === undefined) {
-      key = this.#open(sid, signal);
+      key = this.#open(sid);
       this.#keys.set(sid, key);
       key.catch(() => this.#keys.delete(sid));
     }
-    return key;
+    return raceAbort(key, signal);
   }
 
-  async #open(sid: RecordingSid, signal: AbortSignal | undefined): Promise<ContentKey | undefined> {
-    const recording = await this.#o.lookup(sid, signal);
+  async #open(sid: RecordingSid): Promise<ContentKey | undefined> {
+    const recording = await this.#o.lookup(sid);
     const raw = recording?.encryptionDetails;
     if (raw === undefined || raw === null) return undefined;
     const privateKey = this.#o.keys.get(this.#businessId);
