@@ -100,7 +100,9 @@ class BusinessMedia implements PlainMedia {
     if (request.start !== undefined && request.start > 0 && request.end === undefined) {
       const key = await this.#key(sid, signal);
       if (key === undefined) return upstream.fetchMedia(sid, request);
-      return decryptOrDestroy(await upstream.fetchMedia(sid, { signal }), key, true);
+      // The same request but for the whole body: whatever else it names (its signal) carries over.
+      const whole = { ...request, start: undefined, end: undefined, ifRange: undefined };
+      return decryptOrDestroy(await upstream.fetchMedia(sid, whole), key, true);
     }
     const pending = upstream.fetchMedia(sid, request);
     // Handled at once: it may fail while the key is still being looked up (then `await pending` rethrows).
