@@ -57,6 +57,7 @@ function encryptedCache(
   const lookups: string[] = [];
   const decryption = new RecordingDecryption({
     upstream,
+    headFor: async () => upstream,
     lookup: async (sid) => {
       lookups.push(sid);
       return {

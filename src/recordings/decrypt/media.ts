@@ -31,6 +31,7 @@ import type {
   UpstreamRecording,
 } from '../../upstream/upstream.js';
 import { Unusable } from '../download/write.js';
+import { isCanonical, type Variant } from '../variant.js';
 import {
   CannotOpen,
   type ContentKey,
@@ -42,15 +43,20 @@ import {
 } from './gcm.js';
 import type { RecordingKeys } from './keys.js';
 
-/** The recording resource, or `undefined` when the upstream does not know it (then nothing is decrypted). */
+/**
+ * The recording resource in the Twilio account `account` (`undefined`: the main one), or `undefined` when
+ * the upstream does not know it (then nothing is decrypted).
+ */
 export type RecordingLookup = (
   sid: RecordingSid,
-  signal?: AbortSignal,
+  account: string | undefined,
 ) => Promise<UpstreamRecording | undefined>;
 
 export interface RecordingDecryptionOptions {
-  /** Where media comes from. */
-  upstream: Pick<Upstream, 'fetchMedia' | 'headMedia'>;
+  /** Where media comes from: requests name their account (`MediaRequest.account`). */
+  upstream: Pick<Upstream, 'fetchMedia'>;
+  /** The HEADs of an account's media (`undefined`: the main account). */
+  headFor: (account: string | undefined) => Promise<Pick<Upstream, 'headMedia'>>;
   /** Reads a recording's resource, for its `encryption_details` (Twilio: `GET /Recordings/{sid}.json`). */
   lookup: RecordingLookup;
   /** The businesses' private keys. */
@@ -64,12 +70,10 @@ export class RecordingDecryption {
   readonly #o: RecordingDecryptionOptions;
 
   constructor(options: RecordingDecryptionOptions) {
-    if (
-      typeof options?.upstream?.fetchMedia !== 'function' ||
-      typeof options.upstream.headMedia !== 'function'
-    ) {
-      throw new TypeError('options.upstream must implement fetchMedia and headMedia');
+    if (typeof options?.upstream?.fetchMedia !== 'function') {
+      throw new TypeError('options.upstream must implement fetchMedia');
     }
+    if (typeof options.headFor !== 'function') throw new TypeError('options.headFor must be a function');
     if (typeof options.lookup !== 'function') throw new TypeError('options.lookup must be a function');
     if (typeof options.keys?.get !== 'function') throw new TypeError('options.keys must implement get');
     this.#o = options;
@@ -79,26 +83,32 @@ export class RecordingDecryption {
    * A view for one business. It remembers each recording's key for its own life, so make one per download
    * (one flight) or per request: a key added or replaced later is seen by the next view.
    */
-  forBusiness(businessId: string): PlainMedia {
-    return new BusinessMedia(this.#o, businessId);
+  forBusiness(businessId: string, account?: string): PlainMedia {
+    return new BusinessMedia(this.#o, businessId, account);
   }
 }
 
 class BusinessMedia implements PlainMedia {
   readonly #o: RecordingDecryptionOptions;
   readonly #businessId: string;
+  /** The account a HEAD asks (a download's requests name their own). */
+  readonly #account: string | undefined;
   readonly #keys = new Map<RecordingSid, Promise<ContentKey | undefined>>();
 
-  constructor(options: RecordingDecryptionOptions, businessId: string) {
+  constructor(options: RecordingDecryptionOptions, businessId: string, account: string | undefined) {
     this.#o = options;
     this.#businessId = businessId;
+    this.#account = account;
   }
 
   async fetchMedia(sid: RecordingSid, request: MediaRequest = {}): Promise<MediaResponse> {
     const { upstream } = this.#o;
     const signal = request.signal;
+    // Twilio encrypts the recording; its renditions (WAV, dual-channel) are served as they come.
+    if (!isCanonical(request.variant)) return upstream.fetchMedia(sid, request);
+    const account = request.account;
     if (request.start !== undefined && request.start > 0 && request.end === undefined) {
-      const key = await this.#key(sid, signal);
+      const key = await this.#key(sid, account, signal);
       if (key === undefined) return upstream.fetchMedia(sid, request);
       // The same request but for the whole body: whatever else it names (its signal) carries over.
       const whole = { ...request, start: undefined, end: undefined, ifRange: undefined };
@@ -109,7 +119,7 @@ class BusinessMedia implements PlainMedia {
     pending.catch(() => undefined);
     let key: ContentKey | undefined;
     try {
-      key = await this.#key(sid, signal);
+      key = await this.#key(sid, account, signal);
     } catch (err) {
       pending.then(
         (response) => response.body.destroy(),
@@ -122,8 +132,13 @@ class BusinessMedia implements PlainMedia {
     return decryptOrDestroy(response, key, request.start === undefined && request.end === undefined);
   }
 
-  async headMedia(sid: RecordingSid, signal?: AbortSignal): Promise<MediaHead> {
-    const [head, key] = await Promise.all([this.#o.upstream.headMedia(sid, signal), this.#key(sid, signal)]);
+  async headMedia(sid: RecordingSid, signal?: AbortSignal, variant?: Variant): Promise<MediaHead> {
+    const client = await this.#o.headFor(this.#account);
+    if (!isCanonical(variant)) return client.headMedia(sid, signal, variant);
+    const [head, key] = await Promise.all([
+      client.headMedia(sid, signal, variant),
+      this.#key(sid, this.#account, signal),
+    ]);
     if (key === undefined || head.size === null) return head;
     return { ...head, size: plainSize(head.size) };
   }
@@ -134,18 +149,22 @@ class BusinessMedia implements PlainMedia {
    * ends only this caller's wait, so a slice that is cancelled never fails the download. A failure is not
    * kept.
    */
-  #key(sid: RecordingSid, signal: AbortSignal | undefined): Promise<ContentKey | undefined> {
+  #key(
+    sid: RecordingSid,
+    account: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<ContentKey | undefined> {
     let key = this.#keys.get(sid);
     if (key === undefined) {
-      key = this.#open(sid);
+      key = this.#open(sid, account);
       this.#keys.set(sid, key);
       key.catch(() => this.#keys.delete(sid));
     }
     return raceAbort(key, signal);
   }
 
-  async #open(sid: RecordingSid): Promise<ContentKey | undefined> {
-    const recording = await this.#o.lookup(sid);
+  async #open(sid: RecordingSid, account: string | undefined): Promise<ContentKey | undefined> {
+    const recording = await this.#o.lookup(sid, account);
     const raw = recording?.encryptionDetails;
     if (raw === undefined || raw === null) return undefined;
     const privateKey = this.#o.keys.get(this.#businessId);
