@@ -69,8 +69,9 @@ describe('encrypted recordings through the gateway', () => {
     callSid: string,
     headers: Record<string, string> = {},
     method = 'GET',
+    query = '',
   ) {
-    const res = await request(`${stack.url}/api/calls/${callSid}/download`, {
+    const res = await request(`${stack.url}/api/calls/${callSid}/download${query}`, {
       method: method as 'GET',
       headers: { authorization: `Bearer ${await stack.token(business)}`, ...headers },
     });
@@ -226,6 +227,13 @@ describe('encrypted recordings through the gateway', () => {
       rmSync(bad);
     }
     stack.gateway.reloadRecordingKeys();
+  });
+
+  it('renditions of an encrypted recording (here the WAV) are served as Twilio sends them', async () => {
+    const rec = await encrypted('acme', 20_000);
+    const res = await get('acme', rec.callSid, {}, 'GET', '?format=wav');
+    assert.equal(res.status, 200);
+    assert.equal(res.body.subarray(0, 4).toString('latin1'), 'RIFF');
   });
 
   it('an unencrypted recording beside them plays as before', async () => {
