@@ -2,10 +2,10 @@
  * `npm run bench [-- options]`: runs recgate and its peers (nginx, Varnish, @fastify/static) in one run against
  * the same recgate emulator, prints one table per scenario, and writes bench/results/latest.{json,md,svg}.
  *
- *   node --import tsx bench/run.ts [cold|seek|warm|memory|scaling ...] [--full] [--smoke] [--source]
- *       [--no-build] [--no-install] [--no-wrk] [--out DIR] [--cpu-prof DIR]
+ *   node --import tsx bench/run.ts [cold|mixed|seek|many|warm|memory|scaling ...] [--full] [--smoke] [--source]
+ *       [--no-build] [--no-install] [--no-wrk] [--out DIR] [--cpu-prof DIR] [--peers PREFIX,...]
  *
- * With no scenario names it runs all five with the default matrix (about 10 minutes on 2 cores); `--full` runs
+ * With no scenario names it runs all seven with the default matrix (about 12 minutes on 2 cores); `--full` runs
  * the whole matrix of the issue; `--smoke` runs tiny sizes in seconds (what the test suite does).
  */
 import { execFileSync } from 'node:child_process';
@@ -18,8 +18,10 @@ import { parseArgs } from 'node:util';
 import { startEmulator } from '../src/emulator/index.js';
 import type { BenchContext, BenchMode, Tools } from './lib/context.js';
 import { startLoadgen } from './lib/loadgen.js';
-import { binaryVersion, ensureBinary, scratchDir, startRecgate } from './lib/peers.js';
+import { binaryVersion, ensureBinary, scratchDir, setPeerFilter, startRecgate } from './lib/peers.js';
 import { type RunReport, renderMarkdown, renderSvg, renderText, type ScenarioResult } from './lib/report.js';
+import { coldMany } from './scenarios/cold-many.js';
+import { coldMixed } from './scenarios/cold-mixed.js';
 import { coldSeek } from './scenarios/cold-seek.js';
 import { coldStampede } from './scenarios/cold-stampede.js';
 import { memory } from './scenarios/memory.js';
@@ -30,6 +32,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 export const SCENARIOS = {
   cold: coldStampede,
+  mixed: coldMixed,
+  many: coldMany,
   seek: coldSeek,
   warm: warmThroughput,
   memory,
@@ -188,13 +192,14 @@ async function main(argv: string[]): Promise<void> {
       'no-wrk': { type: 'boolean', default: false },
       out: { type: 'string', default: path.join(ROOT, 'bench/results') },
       'cpu-prof': { type: 'string' },
+      peers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   const ids = Object.keys(SCENARIOS) as ScenarioId[];
   if (values.help) {
     process.stdout.write(
-      `usage: npm run bench [-- ${ids.join('|')} ...] [--full|--smoke] [--source] [--no-build] [--no-install] [--no-wrk] [--out DIR] [--cpu-prof DIR]\n`,
+      `usage: npm run bench [-- ${ids.join('|')} ...] [--full|--smoke] [--source] [--no-build] [--no-install] [--no-wrk] [--out DIR] [--cpu-prof DIR] [--peers recgate,Varnish,...]\n`,
     );
     return;
   }
@@ -203,6 +208,8 @@ async function main(argv: string[]): Promise<void> {
       throw new Error(`unknown scenario "${p}"; choose from ${ids.join(', ')}`);
   }
   if (values.full && values.smoke) throw new Error('--full and --smoke exclude each other');
+  // For quick looks while working on one peer; the README's tables come from runs with every peer.
+  if (values.peers !== undefined) setPeerFilter(values.peers.split(',').filter(Boolean));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const entry = values.source ? 'source' : 'dist';
   if (entry === 'dist' && !values['no-build']) ensureBuild(log);

@@ -10,7 +10,7 @@ import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
 import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, sealerOf, upstreamQueueTimeoutMs } from './config/config.js';
+import { assertGatewaySettings, type Config, sealerOf, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
@@ -139,11 +139,7 @@ export async function openGatewayRuntime(
   options: Pick<GatewayOptions, 'logger' | 'upstream'> = {},
 ): Promise<GatewayRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
-  if (!config.jwtSecret) throw new Error('jwtSecret is required');
-  if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is required');
-  if (!config.twilioAuthToken && !config.twilioApiKey) {
-    throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is required');
-  }
+  assertGatewaySettings(config);
   // Before anything is opened: a bad key file is a start-up error naming the file.
   const recordingKeys = openRecordingKeys(config.recordingKeysDir, logger);
   const metrics = getMetrics();

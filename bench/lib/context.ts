@@ -67,6 +67,22 @@ export function sizeLabel(bytes: number): string {
   return bytes >= MB ? `${+(bytes / MB).toFixed(1)} MB` : `${Math.round(bytes / 1000)} kB`;
 }
 
+/**
+ * The upstream's own first-byte time right now: the median of 3 concurrent 16 KB ranges of `probe` (a recording
+ * of its own, so that the run's counters stay clean), taken right before a run.
+ */
+export async function probeUpstreamTtfb(ctx: BenchContext, probe: Recording): Promise<number> {
+  const ref = await ctx.loadgen.run({
+    origin: ctx.upstream.url,
+    path: upstreamPath(ctx, probe),
+    headers: upstreamHeaders(ctx),
+    concurrency: 3,
+    range: { start: 0, end: 16_383 },
+    size: probe.size,
+  });
+  return ref.ttfbMs.p50;
+}
+
 /** Creates a completed recording of exactly `bytes` bytes in the emulator. */
 export async function newRecording(ctx: BenchContext, bytes: number): Promise<Recording> {
   const created = await ctx.emulator.createRecording({ bytes });

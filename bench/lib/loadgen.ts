@@ -33,6 +33,23 @@ export interface LoadSpec {
   range?: { start: number; end: number };
   /** Request a random window of this many bytes each time (deterministic sequence per run). */
   randomRangeBytes?: number;
+  /** Request `bytes=N-` (the rest of the resource from byte N, a 206 even from byte 0). */
+  openRangeFrom?: number;
+  /** Request the last N bytes: `bytes=-N`. */
+  suffixBytes?: number;
+  /** @default 'GET' (a HEAD expects no body) */
+  method?: 'GET' | 'HEAD';
+  /**
+   * Resources to spread the requests over, instead of `path`/`size`/`sha256`: request `j` of client `i` asks
+   * for `targets[(i + j × concurrency) % length]` (so N clients making turns go through the list once).
+   */
+  targets?: Array<{ path: string; size: number; sha256?: string }>;
+  /**
+   * When the upstream download reaches a byte, as a model: `ttfbMs + (byte + 1) / bytesPerS` after the request
+   * starts. With it, {@link LoadResult.beyondMs} reports how long each response's last byte came after the
+   * download reached it.
+   */
+  reach?: { ttfbMs: number; bytesPerS: number };
   /** Size of the full resource in bytes. */
   size: number;
   /** sha256 (hex) of the full resource: sampled full bodies are hashed against it. */
@@ -65,6 +82,8 @@ export interface LoadResult {
   ttfbByOrigin?: Record<string, Summary>;
   reqPerS: number;
   bytesPerS: number;
+  /** Last byte after the modelled download reached it (see {@link LoadSpec.reach}), ms; only with `reach`. */
+  beyondMs?: Summary;
 }
 
 interface Outcome {
@@ -77,6 +96,8 @@ interface Outcome {
   ttlb: number;
   verified: boolean;
   mismatch: boolean;
+  /** Last byte of the resource this response carries. */
+  lastByte: number;
 }
 
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
@@ -91,7 +112,13 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     connectTimeout: 30_000,
   });
   const content =
-    spec.contentFile && (spec.range || spec.randomRangeBytes) ? await readFile(spec.contentFile) : undefined;
+    spec.contentFile &&
+    (spec.range ||
+      spec.randomRangeBytes ||
+      spec.openRangeFrom !== undefined ||
+      spec.suffixBytes !== undefined)
+      ? await readFile(spec.contentFile)
+      : undefined;
   let sampleLeft = spec.verifySample ?? 10;
   let rng = 0x9e3779b9;
   const random = () => {
@@ -107,21 +134,31 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const perClient = spec.durationMs !== undefined ? Number.POSITIVE_INFINITY : (spec.requestsPerClient ?? 1);
 
   const origins = spec.origins ?? [spec.origin];
-  const client = async (k: number) => {
-    const origin = origins[k % origins.length]!;
+  const client = async (index: number) => {
+    const origin = origins[index % origins.length]!;
     for (let i = 0; i < perClient && performance.now() < deadline; i++) {
-      let range = spec.range;
+      const target = spec.targets?.[(index + i * spec.concurrency) % spec.targets.length];
+      const size = target?.size ?? spec.size;
+      const sha256 = target === undefined ? spec.sha256 : target.sha256;
+      let range: Shape['range'] = spec.range;
       if (spec.randomRangeBytes !== undefined) {
-        const len = Math.min(spec.randomRangeBytes, spec.size);
-        const start = Math.floor(random() * (spec.size - len + 1));
+        const len = Math.min(spec.randomRangeBytes, size);
+        const start = Math.floor(random() * (size - len + 1));
         range = { start, end: start + len - 1 };
+      } else if (spec.openRangeFrom !== undefined) {
+        range = { start: spec.openRangeFrom, end: size - 1, header: `bytes=${spec.openRangeFrom}-` };
+      } else if (spec.suffixBytes !== undefined) {
+        const len = Math.min(spec.suffixBytes, size);
+        range = { start: size - len, end: size - 1, header: `bytes=-${spec.suffixBytes}` };
       }
-      const verify = sampleLeft > 0 && (range ? content !== undefined : spec.sha256 !== undefined);
+      const head = spec.method === 'HEAD';
+      const verify = !head && sampleLeft > 0 && (range ? content !== undefined : sha256 !== undefined);
       if (verify) sampleLeft--;
-      outcomes.push(await one(agent, spec, origin, range, verify ? content : undefined, verify));
+      const shape: Shape = { origin, path: target?.path ?? spec.path, size, sha256, range, head };
+      outcomes.push(await one(agent, spec, shape, verify ? content : undefined, verify));
     }
   };
-  await Promise.all(Array.from({ length: spec.concurrency }, (_, k) => client(k)));
+  await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => client(i)));
   const elapsedMs = performance.now() - started;
   await agent.close();
 
@@ -154,21 +191,39 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       : {}),
     reqPerS: good.length / (elapsedMs / 1000),
     bytesPerS: bytes / (elapsedMs / 1000),
+    ...(spec.reach === undefined ? {} : { beyondMs: summarize(good.map((o) => beyond(o, spec.reach!))) }),
   };
+}
+
+/** How long after the modelled download reached a response's last byte that byte arrived (negative: before). */
+function beyond(o: Outcome, reach: NonNullable<LoadSpec['reach']>): number {
+  return o.ttlb - (reach.ttfbMs + ((o.lastByte + 1) * 1000) / reach.bytesPerS);
+}
+
+/** One request: what to ask for and what to expect. */
+interface Shape {
+  origin: string;
+  path: string;
+  size: number;
+  sha256: string | undefined;
+  /** The inclusive range expected back; `header` when the request spells it otherwise (`bytes=N-`, `bytes=-N`). */
+  range: { start: number; end: number; header?: string } | undefined;
+  head: boolean;
 }
 
 function one(
   agent: Agent,
   spec: LoadSpec,
-  origin: string,
-  range: { start: number; end: number } | undefined,
+  shape: Shape,
   content: Buffer | undefined,
   verify: boolean,
 ): Promise<Outcome> {
+  const { range, head } = shape;
   const headers: Record<string, string> = { ...spec.headers };
-  if (range) headers.range = `bytes=${range.start}-${range.end}`;
+  if (range) headers.range = range.header ?? `bytes=${range.start}-${range.end}`;
   const expectStatus = range ? 206 : 200;
-  const expectBytes = range ? range.end - range.start + 1 : spec.size;
+  const expectBytes = head ? 0 : range ? range.end - range.start + 1 : shape.size;
+  const lastByte = head ? 0 : (range?.end ?? shape.size - 1);
   return new Promise<Outcome>((resolve) => {
     const t0 = performance.now();
     let status = 0;
@@ -196,7 +251,7 @@ function one(
       },
       onResponseEnd() {
         const ttlb = performance.now() - t0;
-        if (hash && hash.digest('hex') !== spec.sha256) mismatch = true;
+        if (hash && hash.digest('hex') !== shape.sha256) mismatch = true;
         if (bytes === 0) ttfb = ttlb;
         const problem =
           status !== expectStatus
@@ -207,7 +262,7 @@ function one(
                 ? 'body bytes differ from the original'
                 : undefined;
         resolve({
-          origin,
+          origin: shape.origin,
           ok: problem === undefined,
           ...(problem ? { error: problem } : {}),
           status,
@@ -216,11 +271,12 @@ function one(
           ttlb,
           verified: verify,
           mismatch,
+          lastByte,
         });
       },
       onResponseError(_controller, err) {
         resolve({
-          origin,
+          origin: shape.origin,
           ok: false,
           error: `${err.name}: ${err.message}`,
           status,
@@ -229,10 +285,14 @@ function one(
           ttlb: performance.now() - t0,
           verified: false,
           mismatch: false,
+          lastByte,
         });
       },
     };
-    agent.dispatch({ origin, path: spec.path, method: 'GET', headers }, handler);
+    agent.dispatch(
+      { origin: shape.origin, path: shape.path, method: head ? 'HEAD' : 'GET', headers },
+      handler,
+    );
   });
 }
 

@@ -62,6 +62,7 @@ export async function forEachPeer(
   use: (peer: Peer) => Promise<void>,
 ): Promise<void> {
   for (const starter of starters) {
+    if (peerFilter !== undefined && !peerFilter.some((prefix) => starter.name.startsWith(prefix))) continue;
     let peer: Peer;
     try {
       peer = await starter.start();
@@ -76,6 +77,14 @@ export async function forEachPeer(
       await peer.stop();
     }
   }
+}
+
+/** Name prefixes of the peers a run starts (`--peers`); every peer when undefined. */
+let peerFilter: readonly string[] | undefined;
+
+/** Limits {@link forEachPeer} to peers whose name starts with one of `prefixes` (undefined: all of them). */
+export function setPeerFilter(prefixes: readonly string[] | undefined): void {
+  peerFilter = prefixes;
 }
 
 /** A scratch directory the harness removes at the end. */

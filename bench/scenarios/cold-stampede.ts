@@ -8,6 +8,7 @@ import {
   type BenchContext,
   MB,
   newRecording,
+  probeUpstreamTtfb,
   sizeLabel,
   upstreamHeaders,
   upstreamPath,
@@ -143,15 +144,8 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     for (const cell of p.cells) {
       const rec = await newRecording(ctx, cell.size);
       const path = await peer.prepare(rec);
-      const ref = await ctx.loadgen.run({
-        origin: ctx.upstream.url,
-        path: upstreamPath(ctx, probe),
-        headers: upstreamHeaders(ctx),
-        concurrency: 3,
-        range: { start: 0, end: 16_383 },
-        size: probe.size,
-      });
-      refSamples.set(cellKey(cell), [...(refSamples.get(cellKey(cell)) ?? []), ref.ttfbMs.p50]);
+      const ref = await probeUpstreamTtfb(ctx, probe);
+      refSamples.set(cellKey(cell), [...(refSamples.get(cellKey(cell)) ?? []), ref]);
       const load = await ctx.loadgen.run({
         origin: peer.origin,
         path,

@@ -389,6 +389,30 @@ export function loadConfig(flags: ConfigInput, env: NodeJS.ProcessEnv = process.
   return { ...parsed.data, dataDir: path.resolve(parsed.data.dataDir) };
 }
 
+/**
+ * What a gateway needs beyond what {@link ConfigSchema} checks (other commands, such as `token`, do without
+ * it): the JWT secret and Twilio credentials. Returns the message naming the first one missing, or
+ * undefined. The deploy checks (test/deploy) hold compose.yaml and the Kubernetes manifests to it too.
+ */
+export function missingGatewaySetting(
+  config: Pick<Config, 'jwtSecret' | 'twilioAccountSid' | 'twilioAuthToken' | 'twilioApiKey'>,
+): string | undefined {
+  if (!config.jwtSecret) return 'jwtSecret is required';
+  if (!config.twilioAccountSid) return 'TWILIO_ACCOUNT_SID is required';
+  if (!config.twilioAuthToken && !config.twilioApiKey) {
+    return 'TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is required';
+  }
+  return undefined;
+}
+
+/** Throws {@link missingGatewaySetting}'s message, if any; afterwards the secrets are known to be set. */
+export function assertGatewaySettings(
+  config: Config,
+): asserts config is Config & { jwtSecret: string; twilioAccountSid: string } {
+  const missing = missingGatewaySetting(config);
+  if (missing !== undefined) throw new Error(missing);
+}
+
 /** The admission queue's timeout: as configured, else 30 s or half the lock timeout, whichever is shorter. */
 export function upstreamQueueTimeoutMs(
   config: Pick<Config, 'upstreamQueueTimeoutMs' | 'lockTimeoutMs'>,

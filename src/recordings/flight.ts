@@ -305,6 +305,16 @@ export class Flight {
     });
   }
 
+  /**
+   * Calls `wake` once, at the next change; returns what unregisters it. The cheap form of {@link changed} for
+   * a reader that cancels its own waits: no abort listener added and removed per wake-up, which under a
+   * stampede is hundreds of readers on every advance.
+   */
+  onNextChange(wake: () => void): () => void {
+    this.#waiters.add(wake);
+    return () => this.#waiters.delete(wake);
+  }
+
   /** Wakes readers, for example after the seek-ahead gave up on a slice they waited for. */
   wake(): void {
     this.#notify();
@@ -363,7 +373,9 @@ export class Flight {
       this.#batchTimer = undefined;
     }
     this.#notifiedFrontier = this.#frontier;
-    for (const wake of [...this.#waiters]) wake();
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const wake of waiters) wake();
   }
 }
 
@@ -375,7 +387,8 @@ export class Flight {
 class FlightReadStream extends Readable {
   readonly #flight: Flight;
   readonly #end: number;
-  readonly #abort = new AbortController();
+  /** Ends the wait for the flight in progress, if any, with the error given (the stream was destroyed). */
+  #cancelWait: ((err: Error) => void) | undefined;
   #position: number;
   #stalledAt = -1;
   #released = false;
@@ -393,12 +406,38 @@ class FlightReadStream extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.#abort.abort(new Error('the read stream was destroyed'));
+    this.#cancelWait?.(new Error('the read stream was destroyed'));
     if (!this.#released) {
       this.#released = true;
       this.#flight.detachReader();
     }
     callback(err);
+  }
+
+  /** Resolves at the flight's next change, or after `timeoutMs`; rejects when the stream is destroyed. */
+  #nextChange(timeoutMs: number | undefined): Promise<void> {
+    if (this.destroyed) return Promise.reject(new Error('the read stream was destroyed'));
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const wake = () => {
+        clearTimeout(timer);
+        this.#cancelWait = undefined;
+        resolve();
+      };
+      const off = this.#flight.onNextChange(wake);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          off();
+          wake();
+        }, timeoutMs);
+      }
+      this.#cancelWait = (err) => {
+        clearTimeout(timer);
+        off();
+        this.#cancelWait = undefined;
+        reject(err);
+      };
+    });
   }
 
   async #readNext(): Promise<void> {
@@ -417,7 +456,7 @@ class FlightReadStream extends Readable {
         this.#stalledAt = this.#position;
         // Slices of other processes show up only in the block map, so a reader far ahead also looks again
         // every so often without being woken.
-        await flight.changed(this.#abort.signal, recheck ? STALL_RECHECK_MS : undefined);
+        await this.#nextChange(recheck ? STALL_RECHECK_MS : undefined);
         continue;
       }
       const buffer = takeChunk(wanted);

@@ -33,14 +33,19 @@ import type { CacheEventBody, EmitEvent } from './events.js';
 import type { Flight } from './flight.js';
 import {
   headerOf,
+  NO_EARLY_TOKEN,
+  room,
   type Slice,
   type SliceableMeta,
+  type SliceBudget,
   type SliceCoordinator,
   SliceRun,
   sameHeader,
   sliceable,
+  type Tally,
+  tally,
 } from './slice-run.js';
-import type { BlockMap, RecordingStore } from './store/store.js';
+import type { BlockMap, BlockRecord, PartialMeta, RecordingStore } from './store/store.js';
 
 export interface SeekAheadOptions {
   /** Whether far seeks fetch slices at all. @default true */
@@ -159,12 +164,14 @@ export class SeekAhead {
   /** The partial generation the state below is about. */
   #generation: string | undefined;
   #off: string | undefined;
-  /** Claimed slice bytes per the block map, all processes. */
-  #claimed = 0;
+  /** Granted slice claims per the block map, all processes. */
+  #claimed: Tally = { regular: 0, early: undefined };
   #mapReading = false;
   #mapReadAt = Number.NEGATIVE_INFINITY;
   #earlyStart: number | undefined;
   #earlyLaunched = false;
+  /** This process downloads and its generation exists: an early slice is too late now. */
+  #earlyClosed = false;
   #downloadStarted = false;
   #stopped = false;
 
@@ -238,7 +245,13 @@ export class SeekAhead {
   /** `open()` was told the caller will read from `start`: a far start on a cold recording may go out at once. */
   hint(start: number): void {
     const flight = this.#d.flight;
-    if (!this.#s.enabled || this.#stopped || flight.identity !== undefined || this.#earlyStart !== undefined)
+    if (
+      !this.#s.enabled ||
+      this.#stopped ||
+      this.#earlyClosed ||
+      flight.identity !== undefined ||
+      this.#earlyStart !== undefined
+    )
       return;
     if (start < Math.max(this.#s.minDistanceBytes, this.#coldThreshold())) return;
     this.#earlyStart = start;
@@ -249,6 +262,21 @@ export class SeekAhead {
   downloadStarting(): void {
     this.#downloadStarted = true;
     if (this.#earlyStart !== undefined) this.#launchEarly();
+  }
+
+  /**
+   * This process's download created generation `meta`, not yet shown to readers: no early slice starts from
+   * now on, and when none went out, the block map says so at once, so that other processes' slices may use
+   * the block of the budget kept for one. Never throws.
+   */
+  async generationStarted(meta: PartialMeta): Promise<void> {
+    this.#earlyClosed = true;
+    if (!this.#s.enabled || this.#stopped || this.#earlyLaunched || !sliceable(meta)) return;
+    // One byte long: block maps hold no empty ranges. It counts against the budget like any claim.
+    const none: BlockRecord = { t: 'claim', token: NO_EARLY_TOKEN, start: 0, end: 1 };
+    await this.#d.store
+      .appendBlockMap(this.#d.flight.id, headerOf(meta), [none])
+      .catch((err: unknown) => this.#d.log.debug({ err }, 'Could not record that no early slice went out'));
   }
 
   /** Stops every slice of this flight and waits for them (before the commit, and when the flight ends). */
@@ -288,12 +316,14 @@ export class SeekAhead {
     if (this.#generation === meta.fileId) return;
     this.#generation = meta.fileId;
     this.#off = undefined;
-    this.#claimed = 0;
+    this.#claimed = { regular: 0, early: undefined };
     this.#busy.clear();
   }
 
-  #budget(size: number): number {
-    return Math.floor(size * this.#s.maxFraction);
+  /** The recording's slice budget, a block of it kept for the early slice (see `granted` in slice-run.ts). */
+  #budget(size: number): SliceBudget {
+    const total = Math.floor(size * this.#s.maxFraction);
+    return { total, reserve: Math.min(total, this.#s.blockBytes) };
   }
 
   #decide(position: number, end: number): 'started' | 'capped' | 'no' {
@@ -315,7 +345,7 @@ export class SeekAhead {
     );
     for (const [s] of flight.extents) if (s > start && s < stop) stop = s;
     for (const slice of this.#slices) if (slice.start > start && slice.start < stop) stop = slice.start;
-    stop = Math.min(stop, start + this.#budget(size) - this.#claimed);
+    stop = Math.min(stop, start + room(this.#claimed, this.#budget(size)));
     if (stop <= position || start > position) return 'no';
     this.#d.log.debug(
       { event: 'seek_ahead_start', offset: start, end: stop, frontier: flight.frontier, rate: flight.rate() },
@@ -346,7 +376,14 @@ export class SeekAhead {
       variant: this.#d.flight.ref.variant,
       account: this.#d.flight.ref.account,
     });
-    response.catch(() => undefined);
+    // A 200 is the whole recording (the upstream ignores Range): no use as a slice, so its body stops at once
+    // rather than pile up while the download's headers are awaited.
+    response.then(
+      (r) => {
+        if (r.status !== 206) r.body.destroy();
+      },
+      () => undefined,
+    );
     this.#launch(slice, response);
   }
 
@@ -456,18 +493,17 @@ export class SeekAhead {
       }
       return;
     }
-    let claimed = 0;
-    const budget = this.#budget(meta.size);
     for (const record of map.records) {
-      if (record.t === 'have') flight.addExtent(meta.fileId, record.start, record.end);
-      else if (record.t === 'claim' && claimed + record.end - record.start <= budget) {
-        claimed += record.end - record.start;
-      }
-      if (record.t === 'have') {
-        this.#busy.delete(Math.floor(record.start / this.#s.blockBytes) * this.#s.blockBytes);
-      }
+      if (record.t !== 'have') continue;
+      flight.addExtent(meta.fileId, record.start, record.end);
+      this.#busy.delete(Math.floor(record.start / this.#s.blockBytes) * this.#s.blockBytes);
     }
-    this.#claimed = Math.max(this.#claimed, claimed);
+    // Reads may overlap and the block map only grows: the larger tally is the later one.
+    const now = tally(map.records, this.#budget(meta.size));
+    this.#claimed = {
+      regular: Math.max(this.#claimed.regular, now.regular),
+      early: now.early ?? this.#claimed.early,
+    };
   }
 }
 

@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { isRecgateError } from '../errors.js';
-import { raceAbort } from '../io/abort.js';
 import type { MediaResponse } from '../upstream/upstream.js';
 import type { SeekAheadDeps } from './seek-ahead.js';
 import type { BlockMap, BlockMapHeader, BlockRecord, PartialMeta, SliceHandle } from './store/store.js';
@@ -31,8 +30,31 @@ export interface SliceCoordinator {
   /** Another process fetches the block holding `start`: look again later. */
   busy(start: number): void;
   apply(map: BlockMap | undefined, meta: SliceableMeta): void;
-  budget(size: number): number;
+  budget(size: number): SliceBudget;
 }
+
+/**
+ * Slice bytes one recording may cost, all processes together: `total`, of which `reserve` (a block) is kept
+ * for the early slice until the block map says how much it took (see {@link granted}). Every process of a
+ * deployment computes the same numbers from the same settings.
+ */
+export interface SliceBudget {
+  total: number;
+  reserve: number;
+}
+
+/**
+ * Claims of early slices carry tokens that start with this (never hex, so never a regular token's start).
+ * An early slice's request went out before the recording's size, and so its budget, was known: its bytes are
+ * spent whatever the block map says, so its claim is always granted and counted (see {@link granted}).
+ */
+export const EARLY_TOKEN = 'early:';
+
+/**
+ * The stand-in early claim (one byte, as block maps hold no empty ranges): the downloading process sent no
+ * early slice for this generation, and will not.
+ */
+export const NO_EARLY_TOKEN = `${EARLY_TOKEN}none`;
 
 /**
  * One slice, from its request to its event: the steps run in order, each may end the slice, and every slice
@@ -81,29 +103,44 @@ export class SliceRun {
     const signal = this.#slice.abort.signal;
     try {
       const meta = await this.#ready();
-      if (meta === undefined || !(await this.#claim(meta)) || !(await this.#exchange(meta))) return;
+      if (meta === undefined || !(await this.#claim(meta))) {
+        // An early request went out all the same: its response is reported as unused.
+        if (this.#early !== undefined) this.#response = await this.#early;
+        return;
+      }
+      if (!(await this.#exchange(meta))) return;
       await this.#stream(meta);
     } catch (err) {
       if (signal.aborted) return;
       this.#failure = isRecgateError(err) ? err.code : 'RECGATE_UPSTREAM_UNAVAILABLE';
       throw err;
     } finally {
-      this.#response?.body.destroy();
+      if (this.#response !== undefined) this.#response.body.destroy();
+      // An early response nobody took must still free its connection whenever it comes.
+      else
+        void this.#early?.then(
+          (r) => r.body.destroy(),
+          () => undefined,
+        );
       await this.#handle?.close();
       this.#report();
     }
   }
 
-  /** The generation to slice, once the download knows its size; `undefined` when there is none to slice. */
+  /**
+   * The generation to slice; `undefined` when there is none to slice. A slice asked for by a reader waits for
+   * nothing (the download knew its size). An early slice waits only for the download's generation (its
+   * headers), not for the size to be promised to readers: it claims its range at once, before any reader of
+   * any process can stall and ask for a slice of the same bytes.
+   */
   async #ready(): Promise<SliceableMeta | undefined> {
     const { flight } = this.#d;
-    if (this.#early !== undefined) {
-      this.#response = await this.#early;
-      this.#ttfbMs = performance.now() - this.#started;
-      await raceAbort(flight.ready, this.#slice.abort.signal);
+    const early = this.#early !== undefined;
+    while (early && flight.meta === undefined && flight.state === 'running') {
+      await flight.changed(this.#slice.abort.signal);
     }
     const meta = flight.meta;
-    if (!sliceable(meta) || flight.identity === undefined || flight.state !== 'running') {
+    if (!sliceable(meta) || (!early && flight.identity === undefined) || flight.state !== 'running') {
       // An early slice went out before the download said it serves no ranges: nothing more is tried.
       if (meta !== undefined && !meta.acceptsRanges) {
         this.#c.noRanges();
@@ -113,12 +150,11 @@ export class SliceRun {
     }
     this.#c.sync(meta);
     if (this.#c.off() !== undefined) return undefined;
-    this.#slice.stop = Math.min(this.#slice.stop, meta.size);
+    // An early slice asked for a block before the size, and so the budget, was known: it claims no more
+    // than the budget keeps for it.
+    const cap = early ? this.#slice.start + this.#c.budget(meta.size).reserve : meta.size;
+    this.#slice.stop = Math.min(this.#slice.stop, meta.size, cap);
     if (this.#slice.start >= this.#slice.stop) return undefined;
-    if (this.#response !== undefined && !(await this.#c.validate(this.#response, this.#slice, meta))) {
-      this.#outcome = 'rejected';
-      return undefined;
-    }
     return meta;
   }
 
@@ -133,7 +169,7 @@ export class SliceRun {
       this.#c.busy(slice.start);
       return false;
     }
-    const token = randomBytes(8).toString('hex');
+    const token = `${this.#early === undefined ? '' : EARLY_TOKEN}${randomBytes(8).toString('hex')}`;
     const claim: BlockRecord = { t: 'claim', token, start: slice.start, end: slice.stop };
     if (!(await store.appendBlockMap(flight.id, headerOf(meta), [claim]))) return false;
     const map = await store.readBlockMap(flight.id, meta.fileId);
@@ -143,16 +179,16 @@ export class SliceRun {
 
   /** The slice's response: the early one, or a ranged request now; `false` when the validators refuse it. */
   async #exchange(meta: SliceableMeta): Promise<boolean> {
-    if (this.#response !== undefined) return true;
     const slice = this.#slice;
-    this.#response = await this.#d.upstream.fetchMedia(this.#d.flight.ref.recordingSid, {
-      signal: slice.abort.signal,
-      start: slice.start,
-      end: slice.stop - 1,
-      ifRange: meta.etag,
-      variant: this.#d.flight.ref.variant,
-      account: this.#d.flight.ref.account,
-    });
+    this.#response = await (this.#early ??
+      this.#d.upstream.fetchMedia(this.#d.flight.ref.recordingSid, {
+        signal: slice.abort.signal,
+        start: slice.start,
+        end: slice.stop - 1,
+        ifRange: meta.etag,
+        variant: this.#d.flight.ref.variant,
+        account: this.#d.flight.ref.account,
+      }));
     this.#ttfbMs = performance.now() - this.#started;
     if (await this.#c.validate(this.#response, slice, meta)) return true;
     this.#outcome = 'rejected';
@@ -253,16 +289,50 @@ export function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {
   return a.fileId === b.fileId && a.size === b.size && a.etag === b.etag && a.lastModified === b.lastModified;
 }
 
-/** Whether the claim `token` fits the budget, counting claims in the order every process reads them. */
-export function granted(map: BlockMap | undefined, token: string, budget: number): boolean {
+/**
+ * Whether the claim `token` is granted, reading claims in the order every process reads them (so every process
+ * agrees). Slice bytes stay within `total` although an early slice's request went out before its claim could
+ * be made: the early claim, at most one per generation (only the downloading process sends one, and it says
+ * so at once with a one-byte stand-in when it sends none) and at most `reserve` long, is always granted, since its
+ * bytes are on their way whatever the map says; regular claims share `total − reserve` until the early claim
+ * is in the map, then `total` less what it took.
+ */
+export function granted(map: BlockMap | undefined, token: string, budget: SliceBudget): boolean {
   if (map === undefined) return false;
-  let claimed = 0;
-  for (const record of map.records) {
+  return walk(map.records, budget, token).verdict === 'granted';
+}
+
+/** Granted slice bytes in a block map, all processes: regular claims, and the early claim once there. */
+export interface Tally {
+  regular: number;
+  early: number | undefined;
+}
+
+export function tally(records: readonly BlockRecord[], budget: SliceBudget): Tally {
+  return walk(records, budget).tally;
+}
+
+/** Bytes a new regular claim may still take, given what is granted (see {@link granted}). */
+export function room(t: Tally, budget: SliceBudget): number {
+  return Math.max(0, budget.total - (t.early ?? budget.reserve) - t.regular);
+}
+
+function walk(
+  records: readonly BlockRecord[],
+  budget: SliceBudget,
+  token?: string,
+): { tally: Tally; verdict: 'granted' | 'denied' } {
+  const t: Tally = { regular: 0, early: undefined };
+  for (const record of records) {
     if (record.t !== 'claim') continue;
     const length = record.end - record.start;
-    const fits = claimed + length <= budget;
-    if (fits) claimed += length;
-    if (record.token === token) return fits;
+    let fits = true;
+    if (record.token.startsWith(EARLY_TOKEN)) t.early = (t.early ?? 0) + length;
+    else {
+      fits = length <= room(t, budget);
+      if (fits) t.regular += length;
+    }
+    if (record.token === token) return { tally: t, verdict: fits ? 'granted' : 'denied' };
   }
-  return false;
+  return { tally: t, verdict: 'denied' };
 }

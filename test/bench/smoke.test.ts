@@ -23,7 +23,7 @@ after(async () => {
 test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (t) => {
   const missing = ['nginx', 'varnishd'].filter((b) => !findBinary(b));
   const report = await runBench({
-    scenarios: ['cold', 'seek', 'warm', 'memory', 'scaling'],
+    scenarios: ['cold', 'seek', 'warm', 'memory', 'scaling', 'mixed', 'many'],
     mode: 'smoke',
     recgateEntry: 'source',
     outDir,
@@ -35,7 +35,7 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   });
   assert.deepEqual(
     report.scenarios.map((s) => s.id),
-    ['cold', 'seek', 'warm', 'memory', 'scaling'],
+    ['cold', 'seek', 'warm', 'memory', 'scaling', 'mixed', 'many'],
   );
   for (const s of report.scenarios) assert.ok(s.rows.length > 0, `${s.id} has rows`);
 
@@ -58,8 +58,40 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
     assert.ok(phase.peakRss > 0);
   }
 
+  // The mixed stampede and many distinct recordings (issue 14): every client served, within the upstream bounds.
+  const mixed = report.scenarios[5]!.data as {
+    params: { size: number };
+    runs: Array<{
+      peer: string;
+      upstreamBytes: number;
+      loads: Record<string, { failed: number; mismatched: number; verified: number; errors: string[] }>;
+    }>;
+  };
+  assert.ok(mixed.runs.some((r) => r.peer === 'recgate 2w'));
+  for (const run of mixed.runs) {
+    for (const [kind, load] of Object.entries(run.loads)) {
+      assert.equal(load.failed, 0, `${run.peer} ${kind}: ${load.errors.join('; ')}`);
+      assert.equal(load.mismatched, 0, `${run.peer} ${kind} served different bytes`);
+      if (kind !== 'HEAD') assert.ok(load.verified > 0, `${run.peer} ${kind}: bodies were checked`);
+    }
+    if (run.peer.startsWith('recgate')) {
+      assert.ok(
+        run.upstreamBytes <= 1.1 * mixed.params.size,
+        `${run.peer}: ${run.upstreamBytes} upstream bytes`,
+      );
+    }
+  }
+  const many = report.scenarios[6]!.data as {
+    params: { recordings: number };
+    runs: Array<{ peer: string; upstreamRequests: number; notOnce: number; load: { failed: number } }>;
+  };
+  const mine = many.runs.find((r) => r.peer === 'recgate 1w');
+  assert.ok(mine, 'recgate ran');
+  assert.equal(mine.load.failed, 0);
+  assert.equal(mine.upstreamRequests, many.params.recordings, 'one upstream request per recording');
+  assert.equal(mine.notOnce, 0);
   const json = JSON.parse(await readFile(path.join(outDir, 'latest.json'), 'utf8'));
-  assert.equal(json.scenarios.length, 5);
+  assert.equal(json.scenarios.length, 7);
   assert.match(
     await readFile(path.join(outDir, 'latest.svg'), 'utf8'),
     /^<svg [^>]*>[\s\S]*<rect[\s\S]*<\/svg>\n$/,

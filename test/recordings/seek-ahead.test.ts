@@ -1,21 +1,29 @@
 /**
  * Seek-ahead: reads far beyond the download's frontier get their bytes from ranged upstream slices, kept
  * in the partial with a block map that other processes and a later holder reuse; bounded in bytes and
- * concurrency; discarded when the upstream ignores Range or a validator differs.
+ * concurrency (upstream bytes at most 1.1× the file, counted by the emulator as the bench does); discarded
+ * when the upstream ignores Range or a validator differs.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, startEmulator } from '../../src/emulator/index.js';
+import {
+  DEFAULT_ACCOUNT_SID,
+  DEFAULT_AUTH_TOKEN,
+  type EmulatorOptions,
+  startEmulator,
+} from '../../src/emulator/index.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import {
   createRecordingCache,
   type RecordingCacheOptions,
   type SeekAheadOptions,
 } from '../../src/recordings/index.js';
+import { EARLY_TOKEN, granted, NO_EARLY_TOKEN, room, tally } from '../../src/recordings/slice-run.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
+import type { BlockMap, BlockRecord } from '../../src/recordings/store/store.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { TwilioClient } from '../../src/upstream/twilio-client.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
@@ -344,6 +352,38 @@ describe('seek-ahead', () => {
     );
   });
 
+  it('budget: the early claim is always granted and counted; regular claims keep a block for it until it shows', () => {
+    const header = { fileId: 'f', size: 1000, etag: '"e"', lastModified: null };
+    const claim = (token: string, start: number, end: number): BlockRecord => ({
+      t: 'claim',
+      token,
+      start,
+      end,
+    });
+    const map = (...records: BlockRecord[]): BlockMap => ({ header, records });
+    const budget = { total: 100, reserve: 64 };
+    // Early first (as the downloading process makes it): regular claims get the budget less its bytes.
+    const first = map(claim(`${EARLY_TOKEN}a`, 900, 960), claim('b', 100, 140), claim('c', 200, 201));
+    assert.equal(granted(first, `${EARLY_TOKEN}a`, budget), true);
+    assert.equal(granted(first, 'b', budget), true);
+    assert.equal(granted(first, 'c', budget), false, '60 + 40 + 1 > 100');
+    assert.deepEqual(tally(first.records, budget), { regular: 40, early: 60 });
+    // Before the early claim shows, regular claims share total − reserve; the early one, late, still fits.
+    const late = map(claim('b', 100, 130), claim('c', 200, 210), claim(`${EARLY_TOKEN}a`, 900, 964));
+    assert.equal(granted(late, 'b', budget), true);
+    assert.equal(granted(late, 'c', budget), false, '30 + 10 > 100 − 64');
+    assert.equal(granted(late, `${EARLY_TOKEN}a`, budget), true);
+    assert.deepEqual(tally(late.records, budget), { regular: 30, early: 64 });
+    assert.equal(granted(late, 'missing', budget), false);
+    // "No early slice" frees the reserve.
+    const none = map(claim(NO_EARLY_TOKEN, 0, 1), claim('b', 100, 199), claim('c', 200, 201));
+    assert.equal(granted(none, 'b', budget), true);
+    assert.equal(granted(none, 'c', budget), false);
+    assert.equal(room({ regular: 10, early: undefined }, budget), 26);
+    assert.equal(room({ regular: 10, early: 0 }, budget), 90);
+    assert.equal(room({ regular: 90, early: 30 }, budget), 0);
+  });
+
   it('validates its options, naming the bad field', (t) => {
     const dir = tempDir(t);
     const upstream = new FakeUpstream({ data: Buffer.alloc(1) });
@@ -364,16 +404,22 @@ describe('seek-ahead', () => {
   });
 });
 
+/** An emulator on port 0 with a TwilioClient on it, both closed after the test. */
+async function emulatorClient(t: T, options: Omit<EmulatorOptions, 'port'>) {
+  const emulator = await startEmulator({ port: 0, ...options });
+  t.after(() => emulator.close());
+  const client = new TwilioClient({
+    baseUrl: emulator.url,
+    accountSid: DEFAULT_ACCOUNT_SID,
+    authToken: DEFAULT_AUTH_TOKEN,
+  });
+  t.after(() => client.close());
+  return { emulator, client };
+}
+
 describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   it('cold seek to the last 100 KB of a 30 MB recording at 300 ms TTFB and 4 MB/s', async (t) => {
-    const emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000 });
-    t.after(() => emulator.close());
-    const client = new TwilioClient({
-      baseUrl: emulator.url,
-      accountSid: DEFAULT_ACCOUNT_SID,
-      authToken: DEFAULT_AUTH_TOKEN,
-    });
-    t.after(() => client.close());
+    const { emulator, client } = await emulatorClient(t, { ttfbMs: 300, bandwidth: 4_000_000 });
     const dir = tempDir(t);
     const { cache, named } = makeCache(t, dir, client);
     // Two cold recordings side by side: one whose open() is told where the read starts, one that is not.
@@ -413,14 +459,11 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
   });
 
   it('with Range off at the emulator the same read is correct, just later', async (t) => {
-    const emulator = await startEmulator({ port: 0, ttfbMs: 300, bandwidth: 4_000_000, rangeSupport: false });
-    t.after(() => emulator.close());
-    const client = new TwilioClient({
-      baseUrl: emulator.url,
-      accountSid: DEFAULT_ACCOUNT_SID,
-      authToken: DEFAULT_AUTH_TOKEN,
+    const { emulator, client } = await emulatorClient(t, {
+      ttfbMs: 300,
+      bandwidth: 4_000_000,
+      rangeSupport: false,
     });
-    t.after(() => client.close());
     const dir = tempDir(t);
     const { cache, named } = makeCache(t, dir, client);
     const c = await emulator.createRecording({ bytes: 8_000_000 });
@@ -445,5 +488,55 @@ describe('seek-ahead end to end (emulator + TwilioClient)', () => {
     // The early slice went out with the download, learned the upstream ignores Range, and ended seek-ahead.
     assert.equal(named('seek_ahead_discarded')[0]?.reason, 'no_range');
     assert.equal(named('seek_ahead').length, 0);
+  });
+
+  it('upstream bytes stay within 1.1× the file in a mixed cold stampede: full reads, windows everywhere, suffixes', async (t) => {
+    const { emulator, client } = await emulatorClient(t, { ttfbMs: 100, bandwidth: 1_000_000 });
+    const dir = tempDir(t);
+    // The defaults scaled down with the file (a 5 MB file at 4 MB/s in the bench): slices within 10% of it,
+    // blocks of 64 KiB, and far seeks (early slices included) from 200 kB on.
+    const { cache, named } = makeCache(t, dir, client, {
+      lockTimeoutMs: 10_000,
+      seekAhead: {
+        blockBytes: 64 * 1024,
+        minDistanceBytes: 64 * 1024,
+        assumedBytesPerSecond: 200_000,
+        maxSliceBytes: 256 * 1024,
+      },
+    });
+    const c = await emulator.createRecording({ bytes: 1_250_000 });
+    const ref: RecordingRef = {
+      ownerCallSid: c.recording_call_sid as CallSid,
+      recordingSid: c.recording_sid as RecordingSid,
+    };
+    const size = c.size;
+    const window = 16_384;
+    const reads: Array<{ start: number; end: number; hint: boolean }> = [];
+    for (let i = 0; i < 8; i++) reads.push({ start: 0, end: size - 1, hint: i % 2 === 0 });
+    // Windows spread over the whole file, the far ones each a candidate for a slice.
+    for (let i = 0; i < 24; i++) {
+      const start = Math.floor(((i * 7919) % 24) * ((size - window) / 23));
+      reads.push({ start, end: start + window - 1, hint: true });
+    }
+    for (let i = 0; i < 8; i++) reads.push({ start: size - window, end: size - 1, hint: true });
+    const bodies = await Promise.all(
+      reads.map(async ({ start, end, hint }) => {
+        const rec = await cache.open(ref, hint ? { readStart: start } : {});
+        return { start, end, body: await readAll(rec.createReadStream(start, end)) };
+      }),
+    );
+    await settled(dir, ref, 30_000);
+    const onDisk = readFileSync(join(dir, `${ref.ownerCallSid}.mp3`));
+    assert.equal(sha256(onDisk), c.sha256);
+    for (const { start, end, body } of bodies) {
+      assert.ok(body.equals(onDisk.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    }
+    const stats = emulator.stats();
+    const bytes = stats.media_bytes[String(c.recording_sid)] ?? 0;
+    t.diagnostic(
+      `upstream ${bytes} bytes = ${(bytes / size).toFixed(3)}× the file, ${stats.media_requests[String(c.recording_sid)]} requests, ${named('seek_ahead').length} slices used, ${named('seek_ahead_discarded').length} discarded`,
+    );
+    assert.ok(bytes <= 1.1 * size, `upstream sent ${bytes} bytes for a ${size}-byte file`);
+    assert.equal(named('cache_miss').length, 1, 'one download');
   });
 });

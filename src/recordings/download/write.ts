@@ -127,6 +127,9 @@ export class PartialFile {
         acceptsRanges: response.acceptsRanges,
         startedAt: new Date().toISOString(),
       });
+      // Before readers hear of the generation, so that the block map's first claim says whether an early
+      // slice is coming (see slice-run.ts).
+      await ctx.seekAhead.generationStarted(writer.meta);
       this.#adopt(writer);
     }
     const size = writer.meta.size;

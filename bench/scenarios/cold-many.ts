@@ -1,0 +1,228 @@
+/**
+ * Scenario "many": 1,000 different uncached recordings requested at once, one client each, upstream at 300 ms to
+ * first byte and 4 MB/s per response. Measures upstream requests (exactly one per recording), the time until the
+ * last client has its whole recording against the upstream's own time for the same load at the same
+ * concurrency, and the resident memory of the one recgate worker (target: under 150 MiB).
+ */
+import {
+  type BenchContext,
+  MB,
+  newRecording,
+  sizeLabel,
+  upstreamHeaders,
+  upstreamPath,
+} from '../lib/context.js';
+import type { LoadResult, LoadSpec } from '../lib/loadgen.js';
+import type { Recording } from '../lib/peers.js';
+import { readMemory, sampleMemory } from '../lib/procfs.js';
+import type { ScenarioResult, TargetCheck } from '../lib/report.js';
+import { fmtBytes, fmtMs, ratio } from '../lib/stats.js';
+
+interface Params {
+  ttfbMs: number;
+  bandwidth: number;
+  recordings: number;
+  size: number;
+  /** recgate's upstream-concurrency, and the concurrency of the upstream reference run that matches it. */
+  upstreamConcurrency: number;
+  memoryLimit: number;
+}
+
+function params(ctx: BenchContext): Params {
+  const memoryLimit = 150 * 2 ** 20;
+  if (ctx.mode === 'smoke') {
+    return {
+      ttfbMs: 50,
+      bandwidth: 4 * MB,
+      recordings: 20,
+      size: 20_000,
+      upstreamConcurrency: 5,
+      memoryLimit,
+    };
+  }
+  return {
+    ttfbMs: 300,
+    bandwidth: 4 * MB,
+    recordings: 1000,
+    size: 200_000,
+    upstreamConcurrency: 100,
+    memoryLimit,
+  };
+}
+
+interface ManyRun {
+  peer: string;
+  concurrency: number;
+  /** Upstream media requests for the run's recordings, summed, and how many recordings got other than one. */
+  upstreamRequests: number;
+  notOnce: number;
+  upstreamBytes: number;
+  load: LoadResult;
+  peakRss?: number;
+}
+
+const MiB = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
+  const p = params(ctx);
+  ctx.emulator.setThrottle({ ttfbMs: p.ttfbMs, bandwidth: p.bandwidth, rangeSupport: true });
+  const notes = [
+    `${p.recordings} different uncached ${sizeLabel(p.size)} recordings, one client each, all at once; upstream at ${p.ttfbMs} ms to first byte and ${fmtBytes(p.bandwidth)}/s per response. sha256 checked on 20 bodies, status and length on all.`,
+    `recgate is configured as a user expecting this load would: --upstream-concurrency ${p.upstreamConcurrency} (Twilio's default limit of concurrent API requests per account is 100), --upstream-queue-max ${p.recordings} (every cold request may wait for a slot) and the cold-download rate limit off (RECGATE_COLD_DOWNLOAD_RATE=0: one business asks for every recording). Requests beyond the cap queue in recgate; none is refused.`,
+    `The reference is the upstream itself serving the same ${p.recordings} downloads, all at once and ${p.upstreamConcurrency} at a time (the cap recgate runs with): throughput bounded by the upstream means recgate's total time is close to the latter.`,
+  ];
+  const recordings = async () => {
+    const out: Recording[] = [];
+    for (let i = 0; i < p.recordings; i++) out.push(await newRecording(ctx, p.size));
+    return out;
+  };
+  const runs: ManyRun[] = [];
+  const measure = async (
+    peer: string,
+    concurrency: number,
+    recs: Recording[],
+    spec: Pick<LoadSpec, 'origin' | 'headers'>,
+    paths: string[],
+    pid?: number,
+  ) => {
+    ctx.emulator.reset();
+    const sampler = pid === undefined ? undefined : sampleMemory([pid], 25);
+    // Clients beyond `concurrency` take their turn after a previous one finishes, like a capped pool.
+    const load = await ctx.loadgen.run({
+      ...spec,
+      path: paths[0]!,
+      concurrency,
+      requestsPerClient: Math.ceil(recs.length / concurrency),
+      size: p.size,
+      targets: recs.map((rec, i) => ({ path: paths[i]!, size: rec.size, sha256: rec.sha256 })),
+      verifySample: 20,
+      timeoutMs: 120_000,
+    });
+    const peak = sampler?.stop()[0]?.peakRss;
+    await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 50 : 300));
+    const stats = ctx.emulator.stats();
+    const counts = recs.map((rec) => stats.media_requests[rec.recording_sid] ?? 0);
+    const run: ManyRun = {
+      peer,
+      concurrency,
+      upstreamRequests: counts.reduce((a, b) => a + b, 0),
+      notOnce: counts.filter((n) => n !== 1).length,
+      upstreamBytes: recs.reduce((a, rec) => a + (stats.media_bytes[rec.recording_sid] ?? 0), 0),
+      load,
+      ...(peak === undefined ? {} : { peakRss: peak }),
+    };
+    runs.push(run);
+    ctx.emulator.reset();
+    ctx.log(
+      `  ${peer} (${concurrency} at once): ${load.ok}/${load.requests} ok in ${fmtMs(load.elapsedMs)}, upstream ${run.upstreamRequests} requests${peak === undefined ? '' : `, peak RSS ${MiB(peak)}`}${load.failed ? ` (${load.errors.join('; ')})` : ''}`,
+    );
+  };
+
+  for (const concurrency of [p.recordings, p.upstreamConcurrency]) {
+    const recs = await recordings();
+    await measure(
+      'upstream direct',
+      concurrency,
+      recs,
+      { origin: ctx.upstream.url, headers: upstreamHeaders(ctx) },
+      recs.map((rec) => upstreamPath(ctx, rec)),
+    );
+  }
+  const peer = await ctx.startRecgate({
+    workers: 1,
+    extraArgs: [
+      '--upstream-concurrency',
+      String(p.upstreamConcurrency),
+      '--upstream-queue-max',
+      String(p.recordings),
+    ],
+  });
+  let hwm = Number.NaN;
+  try {
+    const recs = await recordings();
+    const paths: string[] = [];
+    for (const rec of recs) paths.push(await peer.prepare(rec));
+    const [pid] = peer.servingPids();
+    await measure(
+      'recgate 1w',
+      p.recordings,
+      recs,
+      { origin: peer.origin, headers: peer.headers },
+      paths,
+      pid,
+    );
+    hwm = readMemory(pid!)?.hwm ?? Number.NaN;
+  } finally {
+    await peer.stop();
+  }
+
+  const find = (name: string, concurrency: number) =>
+    runs.find((r) => r.peer === name && r.concurrency === concurrency);
+  const capped = find('upstream direct', p.upstreamConcurrency);
+  const columns = [
+    'peer',
+    'clients at once',
+    'ok / checked',
+    'all done',
+    'TTLB p50',
+    'TTLB p99',
+    '÷ upstream at the same cap',
+    'upstream req',
+    'recordings not fetched once',
+    'upstream bytes',
+    'peak RSS',
+  ];
+  const rows = runs.map((r) => [
+    r.peer,
+    String(r.concurrency),
+    `${r.load.ok}/${r.load.requests}, ${r.load.verified - r.load.mismatched}/${r.load.verified}`,
+    fmtMs(r.load.elapsedMs),
+    fmtMs(r.load.ttlbMs.p50),
+    fmtMs(r.load.ttlbMs.p99),
+    r.peer.startsWith('recgate') ? ratio(r.load.elapsedMs, capped?.load.elapsedMs) : '',
+    String(r.upstreamRequests),
+    String(r.notOnce),
+    fmtBytes(r.upstreamBytes),
+    r.peakRss === undefined ? '' : MiB(r.peakRss),
+  ]);
+  const targets: TargetCheck[] = [];
+  const mine = find('recgate 1w', p.recordings);
+  if (mine) {
+    const ok = mine.load.failed === 0 && mine.load.mismatched === 0;
+    targets.push({
+      target: `${p.recordings} distinct cold recordings at once: exactly ${p.recordings} upstream requests, every client served`,
+      measured: `${mine.upstreamRequests} requests (${mine.notOnce} recordings fetched other than once), ${mine.load.ok}/${mine.load.requests} ok`,
+      met: ok && mine.upstreamRequests === p.recordings && mine.notOnce === 0,
+    });
+    targets.push({
+      target: `${p.recordings} distinct cold recordings: throughput bounded by the upstream (total time within 1.25× the upstream's own at the same concurrency)`,
+      measured: `recgate ${fmtMs(mine.load.elapsedMs)}, upstream ${p.upstreamConcurrency} at a time ${fmtMs(capped?.load.elapsedMs)} (${ratio(mine.load.elapsedMs, capped?.load.elapsedMs)})`,
+      met: capped === undefined ? null : ok && mine.load.elapsedMs <= 1.25 * capped.load.elapsedMs,
+    });
+    targets.push({
+      target: `${p.recordings} distinct cold recordings: one recgate worker under ${MiB(p.memoryLimit)} RSS`,
+      measured: `peak RSS ${MiB(mine.peakRss ?? Number.NaN)}, VmHWM ${MiB(hwm)}`,
+      met: Number.isFinite(hwm) ? hwm < p.memoryLimit && ok : null,
+    });
+  }
+  return {
+    id: 'many',
+    title: 'Many distinct cold recordings',
+    notes,
+    columns,
+    rows,
+    targets,
+    charts: [
+      {
+        title: `${p.recordings} distinct cold ${sizeLabel(p.size)} recordings at once: time until every client is done`,
+        unit: 'ms',
+        groups: ['all done'],
+        series: runs.map((r) => ({
+          name: `${r.peer} (${r.concurrency} at once)`,
+          values: [r.load.elapsedMs],
+        })),
+      },
+    ],
+    data: { params: p, hwm, runs },
+  };
+}
