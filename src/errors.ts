@@ -72,6 +72,14 @@ export const ERRORS = {
     status: 502,
     message: 'The recording provider sent something that is not a playable recording',
   },
+  RECGATE_RECORDING_ENCRYPTED: {
+    status: 409,
+    message: 'The recording is encrypted and the gateway has no key that opens it',
+  },
+  RECGATE_RECORDING_TAMPERED: {
+    status: 502,
+    message: 'The recording failed its integrity check; try again later',
+  },
   RECGATE_UPSTREAM_AUTH: {
     status: 502,
     message: 'The gateway could not authenticate to the recording provider',

@@ -26,6 +26,8 @@ import type { Upstream } from './upstream/upstream.js';
 export interface CacheRuntimeOptions {
   /** Where downloads come from. */
   upstream: Pick<Upstream, 'fetchMedia'>;
+  /** The media a business's downloads fetch instead (decryption, see `createRecordingCache`). @default `upstream` */
+  mediaFor?: (businessId: string) => Pick<Upstream, 'fetchMedia'>;
   logger: Logger;
   /** Also told each cache event (metrics); the evictor always is. */
   onEvent?: CacheEventHandler;
@@ -85,6 +87,7 @@ export async function openCacheRuntime(config: Config, options: CacheRuntimeOpti
   const cache = createRecordingCache({
     dir,
     upstream: options.upstream,
+    ...(options.mediaFor === undefined ? {} : { mediaFor: options.mediaFor }),
     store,
     locker,
     logger,

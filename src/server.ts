@@ -29,6 +29,7 @@ import {
 import { openPrefetchQueue, Prefetcher, type PrefetchQueue } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
+import { openDecryption, openRecordingKeys } from './recordings/decrypt/index.js';
 import type { LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
@@ -50,6 +51,11 @@ export interface Gateway {
   cache: LocalRecordingCache;
   upstream: Upstream;
   logger: Logger;
+  /**
+   * Reads `--recording-keys-dir` again (`recgate serve` calls it on SIGHUP). Throws an Error naming a bad
+   * file; the keys loaded before then stay in use. Does nothing without the option.
+   */
+  reloadRecordingKeys(): void;
   /** Closes at once: responses in flight are waited for without limit, downloads cancelled. */
   close(): Promise<void>;
   /** Stops the way SIGTERM does: /readyz 503, drain delay, listener closed, shutdown timeout, close. */
@@ -84,6 +90,8 @@ export interface GatewayRuntime {
   logger: Logger;
   /** Stops taking prefetch jobs (they go back to the queue for another process); close() does too. */
   stopPrefetch(): Promise<void>;
+  /** See {@link Gateway.reloadRecordingKeys}. */
+  reloadRecordingKeys(): void;
   /** Stops the background jobs and closes the cache, the locks, the queues and the call log, once. */
   close(): Promise<void>;
 }
@@ -115,6 +123,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     cache,
     upstream,
     logger,
+    reloadRecordingKeys: runtime.reloadRecordingKeys,
     close,
     drain: (drainOptions) => {
       // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
@@ -131,6 +140,8 @@ export async function openGatewayRuntime(
 ): Promise<GatewayRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   assertGatewaySettings(config);
+  // Before anything is opened: a bad key file is a start-up error naming the file.
+  const recordingKeys = openRecordingKeys(config.recordingKeysDir, logger);
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
@@ -164,10 +175,13 @@ export async function openGatewayRuntime(
     sealer,
     clientDefaults,
   });
+  // Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them.
+  const decryption = openDecryption(accounts.media, (account) => accounts.forAccount(account), recordingKeys);
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
     upstream: accounts.media,
+    mediaFor: (businessId) => decryption.mediaFor(businessId),
     logger,
     onEvent: countEvent,
     gate: {
@@ -210,6 +224,7 @@ export async function openGatewayRuntime(
     cache,
     upstream,
     accounts: { directory: accounts, store: accountStore, sealer },
+    mediaFor: (businessId, account) => decryption.mediaFor(businessId, account),
     jwt: new JwtAuth(config.jwtSecret),
     signer: new PlaybackSigner(config.jwtSecret),
     audit,
@@ -227,6 +242,7 @@ export async function openGatewayRuntime(
     stopPrefetch: async () => {
       await prefetch?.stop();
     },
+    reloadRecordingKeys: () => decryption.reloadKeys(),
     close: async () => {
       if (closed) return;
       closed = true;

@@ -184,6 +184,13 @@ export function describeFailure(error) {
     case 'HTTP_502':
     case 'HTTP_504':
       return { kind: 'bad', text: 'Twilio is unavailable — try again.' };
+    case 'RECGATE_RECORDING_ENCRYPTED':
+      return {
+        kind: 'bad',
+        text: 'Encrypted at Twilio — the gateway has no key for it; ask an administrator.',
+      };
+    case 'RECGATE_RECORDING_TAMPERED':
+      return { kind: 'bad', text: 'The recording failed its integrity check — try again.' };
     case 'RECGATE_LOCK_TIMEOUT':
       return { kind: 'busy', text: 'The recording is still being fetched — try again in a moment.' };
     case 'RECGATE_UNAUTHENTICATED':

@@ -16,6 +16,7 @@ import { openCallLog, parseDatabaseUrl } from '../call-log/index.js';
 import { type Config, type ConfigInput, loadConfig, sealerOf } from '../config/config.js';
 import { createError } from '../errors.js';
 import { createLogger } from '../observability/logger.js';
+import { openDecryption, openRecordingKeys } from '../recordings/decrypt/index.js';
 import { RecordingState } from '../resolution/state.js';
 import { type CacheRuntime, openCacheRuntime } from '../runtime.js';
 import { UpstreamBreaker } from '../upstream/breaker.js';
@@ -103,8 +104,24 @@ export async function openAdmin(
         clientDefaults: { baseUrl: config.twilioApiBase, logger },
       });
     }
+    // Downloads of encrypted recordings are opened with the same keys as the gateways'.
+    const directory = accounts;
+    const decryption =
+      directory === undefined
+        ? undefined
+        : openDecryption(
+            directory.media,
+            (account) => directory.forAccount(account),
+            openRecordingKeys(config.recordingKeysDir, logger),
+          );
     if (needs.cache) {
-      runtime = await openCacheRuntime(config, { upstream: accounts?.media ?? NO_DOWNLOADS, logger });
+      runtime = await openCacheRuntime(config, {
+        upstream: accounts?.media ?? NO_DOWNLOADS,
+        ...(decryption === undefined
+          ? {}
+          : { mediaFor: (businessId: string) => decryption.mediaFor(businessId) }),
+        logger,
+      });
     }
   } catch (err) {
     await accounts?.close();

@@ -226,6 +226,10 @@ export function buildCli(options: CliOptions = {}): Command {
     )
     .option('--audit-db', 'also store every play in the plays table (RECGATE_AUDIT_DB=1)')
     .option(
+      '--recording-keys-dir <dir>',
+      'directory of {business_id}.pem private keys for encrypted recordings (RECGATE_RECORDING_KEYS_DIR)',
+    )
+    .option(
       '--prefetch-concurrency <n>',
       'prefetch downloads per worker, 0 = off (RECGATE_PREFETCH_CONCURRENCY)',
       integer('--prefetch-concurrency'),
@@ -257,6 +261,7 @@ export function buildCli(options: CliOptions = {}): Command {
         cacheMinFree: opts.cacheMinFree,
         cacheMaxAgeMs: opts.cacheMaxAge,
         keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
+        recordingKeysDir: opts.recordingKeysDir,
         auditDb: opts.auditDb,
         prefetchConcurrency: opts.prefetchConcurrency,
         drainDelayMs: opts.drainDelay,

@@ -14,6 +14,7 @@ import { openCallLog } from '../call-log/index.js';
 import { type Config, recordingsDir } from '../config/config.js';
 import type { Emulator } from '../emulator/index.js';
 import { createLogger } from '../observability/logger.js';
+import { DirectoryRecordingKeys } from '../recordings/decrypt/keys-dir.js';
 import { ensureWritableDir } from '../recordings/index.js';
 import { type Gateway, startGateway } from '../server.js';
 import {
@@ -47,6 +48,7 @@ export async function runServe(config: Config, options: ServeOptions = {}): Prom
 
   if (config.workers === 1) {
     const gateway = await startGateway(config, { logger });
+    onReloadKeys(config, logger, () => gateway.reloadRecordingKeys());
     announce(config, gateway.url, logger);
     onShutdown(logger, async (hurry) => {
       await gateway.drain(drainOptions(config, hurry));
@@ -59,6 +61,10 @@ export async function runServe(config: Config, options: ServeOptions = {}): Prom
     { logger, onListening: (url) => announce(config, url, logger) },
     { stopTimeoutMs: stopDeadlineMs(config), ...options.primary },
   );
+  // Each worker reads the keys again itself.
+  onReloadKeys(config, logger, () => {
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
+  });
   onShutdown(logger, async (hurry) => {
     hurry.addEventListener('abort', () => primary.hurry(), { once: true });
     await primary.stop();
@@ -79,6 +85,26 @@ async function preflight(config: Config): Promise<void> {
   // Also migrates, once, before any worker opens the call log.
   await (await openCallLog(config.databaseUrl, config.dataDir)).close();
   ensureWritableDir(recordingsDir(config));
+  if (config.recordingKeysDir !== undefined) DirectoryRecordingKeys.open({ dir: config.recordingKeysDir });
+}
+
+/**
+ * SIGHUP reads `--recording-keys-dir` again (`reload`); a bad file is logged, naming it, and the keys loaded
+ * before stay. Without the option SIGHUP keeps Node's default (the process ends), as before.
+ */
+function onReloadKeys(config: Config, logger: Logger, reload: () => void): void {
+  if (config.recordingKeysDir === undefined) return;
+  process.on('SIGHUP', () => {
+    try {
+      reload();
+      logger.info({ event: 'recording_keys_reloaded' }, 'Recording keys read again');
+    } catch (err) {
+      logger.error(
+        { err, event: 'recording_keys_reload_failed' },
+        'Recording keys not reloaded; the previous ones stay',
+      );
+    }
+  });
 }
 
 async function prepareDemo(config: Config): Promise<{ config: Config; emulator: Emulator }> {
@@ -206,5 +232,6 @@ async function runWorker(): Promise<void> {
   const stop = onShutdown(gateway.logger, async (hurry) => {
     await gateway.drain(drainOptions(config, hurry));
   });
+  onReloadKeys(config, gateway.logger, () => gateway.reloadRecordingKeys());
   onStopRequest((hurry) => stop('primary', hurry));
 }

@@ -137,6 +137,12 @@ export const ConfigSchema = z
      */
     keepAfterUpstreamDelete: z.boolean().default(false),
     /**
+     * Directory of `{business_id}.pem` RSA private keys (PEM, PKCS#8) that open recordings Twilio encrypted
+     * with Voice Recording Encryption; read at start (a bad file stops it), on SIGHUP and on a miss. Without
+     * it, an encrypted recording answers RECGATE_RECORDING_ENCRYPTED. @default none
+     */
+    recordingKeysDir: z.string().min(1).optional(),
+    /**
      * Also store every play in the call log's `plays` table (always logged as an `event: "play"` line), for
      * `GET /api/admin/calls/{callSid}/plays`. @default false
      */
@@ -341,6 +347,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     cacheMinFree: pick('RECGATE_CACHE_MIN_FREE'),
     cacheMaxAgeMs: pick('RECGATE_CACHE_MAX_AGE'),
     keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
+    recordingKeysDir: pick('RECGATE_RECORDING_KEYS_DIR'),
     auditDb: flag(pick('RECGATE_AUDIT_DB')),
     prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),
     drainDelayMs: pick('RECGATE_DRAIN_DELAY'),

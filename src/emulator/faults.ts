@@ -30,6 +30,12 @@ export const FAULT_KINDS = [
   'html_page',
   /** 200 with `Content-Length: 0` and no body, typed as the media would be unless `content_type` says otherwise. */
   'empty_body',
+  /**
+   * The media (200 or 206 as asked) with one byte inverted: byte `at` of the whole media (negative counts from
+   * its end: -1 is the last byte, an encrypted recording's GCM tag; default the middle). A range that does
+   * not hold the byte is sent unchanged.
+   */
+  'flip_byte',
 ] as const;
 
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -103,10 +109,16 @@ export const faultSchema = z
      * with `after_bytes` at or above the size it sends the whole media that way. Default false.
      */
     omit_content_length: z.boolean().optional(),
+    /** `flip_byte` only: which byte of the media to invert; negative counts from the end. Default the middle. */
+    at: z.number().int().min(-2_000_000_000).max(2_000_000_000).optional(),
   })
   .refine((v) => v.content_type === undefined || TYPED_KINDS.has(v.kind), {
     message: 'applies only to kinds html_page and empty_body',
     path: ['content_type'],
+  })
+  .refine((v) => v.at === undefined || v.kind === 'flip_byte', {
+    message: 'applies only to kind flip_byte',
+    path: ['at'],
   })
   .refine((v) => v.omit_content_length === undefined || BODY_KINDS.has(v.kind), {
     message: 'applies only to kinds reset_mid_body, short_body, stall, html_page and empty_body',
@@ -125,6 +137,8 @@ export interface Fault {
   /** Content-Type override (`html_page`, `empty_body`); `null` for the kind's default. */
   contentType: string | null;
   omitContentLength: boolean;
+  /** `flip_byte`: the byte to invert (negative from the end); `null` for the middle. */
+  at: number | null;
 }
 
 export class FaultQueue {
@@ -147,6 +161,7 @@ export class FaultQueue {
       afterBytes: input.after_bytes ?? null,
       contentType: input.content_type ?? null,
       omitContentLength: input.omit_content_length ?? false,
+      at: input.at ?? null,
     };
     this.faults.push(fault);
     return fault;

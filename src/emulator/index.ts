@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { createError } from '../errors.js';
 import { isAccountSid } from '../sid.js';
 import { type DemoCall, seedDemo } from './demo.js';
+import { parsePublicKey } from './encryption.js';
 import { type FaultInput, FaultQueue } from './faults.js';
 import { buildServer, type MediaStats, type Throttle } from './server.js';
 import {
@@ -117,6 +118,11 @@ export interface Emulator {
    * `POST /__emulator/recordings` does. Throws RECGATE_INVALID_REQUEST naming the bad field.
    */
   createRecording(input?: CreateRecordingInput): Promise<CreatedRecording>;
+  /**
+   * Registers an RSA public key (PEM) for Voice Recording Encryption, as `POST /__emulator/public-keys`
+   * does; resolves to its `CR…` SID, for `createRecording({encrypt_with})`.
+   */
+  registerPublicKey(input: { public_key: string; sid?: string }): Promise<string>;
   /**
    * Adds an account (by default a subaccount of the main one), exactly as `POST /__emulator/accounts` does.
    * Throws RECGATE_INVALID_REQUEST naming the bad field.
@@ -235,6 +241,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     demoCalls,
     async createRecording(input) {
       return state.create(input ?? {});
+    },
+    async registerPublicKey(input) {
+      const { sid, key } = parsePublicKey(input);
+      state.publicKeys.set(sid, key);
+      return sid;
     },
     async createAccount(input) {
       return state.createAccount(input ?? {});

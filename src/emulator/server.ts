@@ -9,6 +9,7 @@ import { type FastifyReply, type FastifyRequest, fastify, LogController } from '
 import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
 import { CALL_SID_PATTERN, RECORDING_SID_PATTERN } from '../sid.js';
+import { parsePublicKey } from './encryption.js';
 import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
 import type { EmulatorState } from './state.js';
@@ -262,6 +263,13 @@ export function buildServer(ctx: ServerContext) {
     return reply.code(201).send(created);
   });
 
+  app.post('/__emulator/public-keys', async (request, reply) => {
+    const { sid, key } = parsePublicKey(request.body);
+    ctx.state.publicKeys.set(sid, key);
+    log?.info({ publicKeySid: sid }, 'public key registered');
+    return reply.code(201).send({ sid, account_sid: ctx.state.accountSid });
+  });
+
   app.post('/__emulator/accounts', async (request, reply) => {
     const created = ctx.state.createAccount(request.body);
     log?.info({ accountSid: created.account_sid, parent: created.parent_account_sid }, 'account created');
@@ -385,6 +393,10 @@ async function serveMedia(
     body = media.data.subarray(outcome.start, outcome.end + 1);
     headers['Content-Range'] = `bytes ${outcome.start}-${outcome.end}/${size}`;
   }
+  if (fault?.kind === 'flip_byte') {
+    body = flipByte(body, outcome.kind === 'partial' ? outcome.start : 0, size, fault.at);
+    log?.debug({ recordingSid: sid, fault: fault.kind }, 'media fault injected');
+  }
 
   let ending: BodyEnding = { kind: 'end' };
   if (fault?.kind === 'reset_mid_body') {
@@ -472,6 +484,15 @@ async function sendBody(
     closing: ctx.closing,
     onBytes: (n) => ctx.stats.bytes.set(sid, (ctx.stats.bytes.get(sid) ?? 0) + n),
   });
+}
+
+/** `body` (bytes from `start` of a `size`-byte media) with byte `at` of the media inverted, in a copy. */
+function flipByte(body: Buffer, start: number, size: number, at: number | null): Buffer {
+  const index = (at === null ? Math.floor(size / 2) : at < 0 ? size + at : at) - start;
+  if (index < 0 || index >= body.length) return body;
+  const copy = Buffer.from(body);
+  copy[index] = copy[index]! ^ 0xff;
+  return copy;
 }
 
 function mediaType(format: 'mp3' | 'wav'): string {

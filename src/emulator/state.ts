@@ -2,7 +2,7 @@
  * The emulator's in-memory account: calls, recordings with their generated media, and how Twilio would
  * describe them. Nothing here knows about HTTP.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { createError } from '../errors.js';
 import {
@@ -14,6 +14,7 @@ import {
   RECORDING_SID_PATTERN,
 } from '../sid.js';
 import { type GeneratedMp3, type GeneratedWav, generateMp3, generateWav, minMp3Bytes } from './audio.js';
+import { type EncryptedMedia, encryptMedia, PUBLIC_KEY_SID_PATTERN } from './encryption.js';
 
 export type CallDirection = 'inbound' | 'outbound-api' | 'outbound-dial';
 
@@ -93,6 +94,14 @@ export const createRecordingSchema = z
     /** ISO 8601 start of the call. Default: now minus the duration. */
     start_time: z.iso.datetime({ offset: true }).optional(),
     /**
+     * A public key registered with `POST /__emulator/public-keys` (`CR…`): the MP3 is served encrypted as
+     * Twilio's Voice Recording Encryption does, and the resource carries `encryption_details`.
+     */
+    encrypt_with: z
+      .string()
+      .regex(new RegExp(`^${PUBLIC_KEY_SID_PATTERN}$`), `must match ^${PUBLIC_KEY_SID_PATTERN}$`)
+      .optional(),
+    /**
      * 2 for a dual-channel recording (each leg on its own channel), which serves `RequestedChannels=2`;
      * a mono one answers that with Twilio's 400 code 16113. Default 1.
      */
@@ -132,6 +141,9 @@ export interface CreatedRecording {
   start_time: string;
   /** Twilio's `media_url` (no extension: MP3). */
   media_url: string | null;
+  /** With `encrypt_with`: the details the resource carries, and the size of the encrypted MP3 (+16, its tag). */
+  encryption_details?: EncryptedMedia['details'];
+  encrypted_size?: number;
 }
 
 export interface CallEntry {
@@ -154,6 +166,8 @@ export interface RecordingEntry {
   startTime: Date;
   durationS: number;
   mp3: GeneratedMp3;
+  /** The MP3 as served when the recording is encrypted (`encrypt_with`); `null` otherwise. */
+  encrypted: EncryptedMedia | null;
   /** 1 (mono) or 2 (dual-channel: the mono `mp3` is the mix Twilio serves by default). */
   channels: 1 | 2;
   /** `processing` until `readyAt` (if any), then reported `completed`. */
@@ -177,6 +191,8 @@ export interface Rendition {
 export class EmulatorState {
   readonly calls = new Map<string, CallEntry>();
   readonly recordings = new Map<string, RecordingEntry>();
+  /** Public keys for Voice Recording Encryption (`POST /__emulator/public-keys`), by `CR…` SID. */
+  readonly publicKeys = new Map<string, KeyObject>();
   private readonly renditions = new Map<string, GeneratedWav | GeneratedMp3>();
   readonly accounts = new Map<string, EmulatorAccount>();
   private counter = 0;
@@ -291,6 +307,10 @@ export class EmulatorState {
     if (input.recording_sid !== undefined && this.recordings.has(input.recording_sid)) {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'recording_sid: already exists' });
     }
+    const publicKey = input.encrypt_with === undefined ? undefined : this.publicKeys.get(input.encrypt_with);
+    if (input.encrypt_with !== undefined && publicKey === undefined) {
+      throw createError('RECGATE_INVALID_REQUEST', { message: 'encrypt_with: no such public key' });
+    }
     if (input.ready_after_ms !== undefined && status !== 'processing') {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'ready_after_ms: needs status "processing"' });
     }
@@ -348,6 +368,8 @@ export class EmulatorState {
     }
 
     const ownerSid = parentSid ?? ownSid;
+    const encrypted =
+      mp3 === null || publicKey === undefined ? null : encryptMedia(mp3.data, input.encrypt_with!, publicKey);
     if (recordingSid !== null && mp3 !== null) {
       const readyAt =
         status === 'processing' && input.ready_after_ms !== undefined
@@ -363,6 +385,7 @@ export class EmulatorState {
         startTime: parentSid !== null ? new Date(startTime.getTime() + 2000) : startTime,
         durationS,
         mp3,
+        encrypted,
         channels: input.channels ?? 1,
         initialStatus: status === 'processing' ? 'processing' : 'completed',
         readyAt,
@@ -387,6 +410,9 @@ export class EmulatorState {
       start_time: call.startTime.toISOString(),
       media_url:
         recordingSid === null ? null : `${this.baseUrl()}${this.recordingPath(recordingSid, account)}`,
+      ...(encrypted === null
+        ? {}
+        : { encryption_details: encrypted.details, encrypted_size: encrypted.data.length }),
     };
   }
 
@@ -400,12 +426,12 @@ export class EmulatorState {
   }
 
   /**
-   * The media of a rendition: the mono MP3 as created, else (the WAV, the dual-channel MP3 of the same
+   * The media of a rendition: the mono MP3 as created (ciphertext and tag when `encrypt_with` encrypted it), else (the WAV, the dual-channel MP3 of the same
    * size) generated on first use; a few are kept, since they are large and rarely asked for. The caller
    * checks that a dual-channel rendition exists (`recording.channels`).
    */
   media(recording: RecordingEntry, rendition: Rendition): { data: Buffer; sha256: string } {
-    if (rendition.format === 'mp3' && rendition.channels === 1) return recording.mp3;
+    if (rendition.format === 'mp3' && rendition.channels === 1) return recording.encrypted ?? recording.mp3;
     const key = `${recording.sid}:${rendition.format}:${rendition.channels}`;
     let media = this.renditions.get(key);
     if (media) {
@@ -538,7 +564,7 @@ export class EmulatorState {
       channels: recording.channels,
       source: recording.source,
       error_code: null,
-      encryption_details: null,
+      encryption_details: recording.encrypted?.details ?? null,
       media_url: `${this.baseUrl()}${path}`,
       uri: `${path}.json`,
       subresource_uris: {

@@ -56,6 +56,11 @@ export interface AppDeps {
     /** Seals own credentials; without it, storing them answers RECGATE_CREDENTIALS_KEY_MISSING. */
     sealer: Sealer | undefined;
   };
+  /**
+   * What a business's HEAD asks for a recording in `account`, instead of that account's client: sizes of
+   * encrypted recordings are their plaintext's (`recordings/decrypt/media.ts`). @default the account's client
+   */
+  mediaFor?: (businessId: string, account: string | undefined) => Pick<Upstream, 'headMedia'>;
   jwt: JwtAuth;
   signer: PlaybackSigner;
   /** Where plays are recorded: the log, and with `--audit-db` the plays table. */

@@ -66,6 +66,11 @@ export interface RecordingCacheOptions {
   dir: string;
   /** Where recordings come from; only `fetchMedia` is used. */
   upstream: Pick<Upstream, 'fetchMedia'>;
+  /**
+   * The media a download started for a business fetches from instead of `upstream`, made once per
+   * download: the gateway decrypts encrypted recordings there (`decrypt/media.ts`). @default `upstream`
+   */
+  mediaFor?: (businessId: string) => Pick<Upstream, 'fetchMedia'>;
   /** Logger for events not tied to a request; requests pass their own to `open()`. */
   logger: Logger;
   /** Lock backend. @default an {@link FsLocker} on `dir` (processes of one host) */
@@ -115,6 +120,9 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
   if (typeof upstream?.fetchMedia !== 'function') {
     throw new TypeError('options.upstream must implement fetchMedia');
   }
+  if (options.mediaFor !== undefined && typeof options.mediaFor !== 'function') {
+    throw new TypeError('options.mediaFor must be a function');
+  }
   if (typeof logger?.child !== 'function') throw new TypeError('options.logger must be a pino logger');
   const lockTimeoutMs = integerOption('lockTimeoutMs', options.lockTimeoutMs, 120_000, 1);
   const pollIntervalMs = integerOption('pollIntervalMs', options.pollIntervalMs, 15, 1);
@@ -132,6 +140,7 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
     store: options.store ?? new FsRecordingStore({ dir }),
     locker: options.locker ?? new FsLocker({ dir, pollIntervalMs }),
     upstream,
+    mediaFor: options.mediaFor,
     logger,
     lockTimeoutMs,
     pollIntervalMs,

@@ -47,6 +47,8 @@ export interface LocalCacheSettings {
   store: RecordingStore;
   locker: Locker;
   upstream: Pick<Upstream, 'fetchMedia'>;
+  /** The media a flight started for a business downloads, when it is not `upstream` (decryption). */
+  mediaFor: ((businessId: string) => Pick<Upstream, 'fetchMedia'>) | undefined;
   logger: Logger;
   lockTimeoutMs: number;
   pollIntervalMs: number;
@@ -303,10 +305,11 @@ export class LocalCache implements LocalRecordingCache {
     const previous = this.#flights.get(id);
     const flight = new Flight(ref);
     const event = this.#emitter(log, ref);
+    const upstream = this.#s.mediaFor?.(businessId) ?? this.#s.upstream;
     const seekAhead = new SeekAhead({
       flight,
       store: this.#s.store,
-      upstream: this.#s.upstream,
+      upstream,
       pool: this.#pool,
       pollIntervalMs: this.#s.pollIntervalMs,
       log,
@@ -320,7 +323,7 @@ export class LocalCache implements LocalRecordingCache {
       ref,
       store: this.#s.store,
       locker: this.#s.locker,
-      upstream: this.#s.upstream,
+      upstream,
       seekAhead,
       gate: this.#s.gate,
       businessId,

@@ -132,6 +132,9 @@ export function parseRecording(json: unknown, fallbackCallSid: CallSid | undefin
     status: o.status,
     durationS: durationOrNull(o.duration),
     dateCreated: stringOrNull(o.date_created),
+    ...(o.encryption_details === null || o.encryption_details === undefined
+      ? {}
+      : { encryptionDetails: o.encryption_details }),
   };
 }
 

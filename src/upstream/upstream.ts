@@ -28,6 +28,11 @@ export interface UpstreamRecording {
   status: string;
   durationS: number | null;
   dateCreated: string | null;
+  /**
+   * Twilio's `encryption_details` as it gave them, present only for a recording encrypted with Voice
+   * Recording Encryption (its media is then ciphertext; `recordings/decrypt/` opens it).
+   */
+  encryptionDetails?: unknown;
 }
 
 export interface MediaRequest {

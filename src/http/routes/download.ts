@@ -49,10 +49,12 @@ function headersOf(reply: FastifyReply): Record<string, string> {
 async function upstreamHead(
   deps: AppDeps,
   ref: RecordingRef,
+  businessId: string,
   signal: AbortSignal,
 ): Promise<ByteSource | undefined> {
   const upstream =
-    deps.accounts === undefined ? deps.upstream : await deps.accounts.directory.forAccount(ref.account);
+    deps.mediaFor?.(businessId, ref.account) ??
+    (deps.accounts === undefined ? deps.upstream : await deps.accounts.directory.forAccount(ref.account));
   const head = await upstream.headMedia(ref.recordingSid, signal, ref.variant);
   if (head.size === null) return undefined;
   const upstreamDate = head.lastModified === null ? Number.NaN : Date.parse(head.lastModified);
@@ -87,7 +89,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           };
           // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
           if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
-            const head = await upstreamHead(deps, ref, signal).catch(async (err: unknown) => {
+            const head = await upstreamHead(deps, ref, businessId, signal).catch(async (err: unknown) => {
               await deps.state.downloadFailed(ref, err);
               throw err;
             });

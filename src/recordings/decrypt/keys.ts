@@ -1,0 +1,18 @@
+/**
+ * Where the private keys that open encrypted recordings come from. One key per business: the RSA private
+ * key whose public half the business registered with Twilio for Voice Recording Encryption.
+ * `keys-dir.ts` reads them from a directory; the code that decrypts names only {@link RecordingKeys}.
+ */
+import type { KeyObject } from 'node:crypto';
+
+export interface RecordingKeys {
+  /**
+   * The business's RSA private key, or `undefined` when none is configured (its encrypted recordings then
+   * answer RECGATE_RECORDING_ENCRYPTED). Synchronous and cheap: called once per download of an encrypted
+   * recording. Never throws.
+   */
+  get(businessId: string): KeyObject | undefined;
+}
+
+/** No keys at all: every encrypted recording answers RECGATE_RECORDING_ENCRYPTED. */
+export const NO_RECORDING_KEYS: RecordingKeys = { get: () => undefined };
