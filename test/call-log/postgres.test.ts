@@ -56,6 +56,7 @@ if ('reason' in found) {
       assert.deepEqual(
         tables.rows.map((r) => r.tablename),
         [
+          'business_accounts',
           'cache_plays',
           'cache_totals',
           'cached_files',

@@ -270,3 +270,26 @@ it('a bad key file stops the gateway at start, naming the file', async (t) => {
   );
   await assert.rejects(startGateway(config), /biz-[0-9a-f]{32}\.pem/);
 });
+
+it('without --recording-keys-dir nothing is looked up: an encrypted recording fails the media check and is not stored', async (t) => {
+  const stack = await startStack();
+  t.after(() => stack.close());
+  const keys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const keySid = await stack.emulator.registerPublicKey({
+    public_key: keys.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+  });
+  const created = await stack.emulator.createRecording({ bytes: 20_000, encrypt_with: keySid });
+  const callSid = created.call_sid as CallSid;
+  await stack.register({ businessId: 'acme', callSid });
+  const res = await request(`${stack.url}/api/calls/${callSid}/download`, {
+    headers: { authorization: `Bearer ${await stack.token('acme')}` },
+  });
+  const body = (await res.body.json()) as { error: { code: string } };
+  assert.equal(body.error.code, 'RECGATE_UPSTREAM_BAD_MEDIA', 'the ciphertext is not audio');
+  assert.equal(res.statusCode, 502);
+  assert.deepEqual(
+    readdirSync(join(stack.dataDir, 'recordings')).filter((n) => n.startsWith(callSid) && n.endsWith('.mp3')),
+    [],
+    'nothing stored',
+  );
+});

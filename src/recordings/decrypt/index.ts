@@ -7,12 +7,11 @@
 import type { Logger } from 'pino';
 import type { TwilioClient } from '../../upstream/twilio-client.js';
 import type { Upstream } from '../../upstream/upstream.js';
-import { NO_RECORDING_KEYS, type RecordingKeys } from './keys.js';
+import type { RecordingKeys } from './keys.js';
 import { DirectoryRecordingKeys } from './keys-dir.js';
 import { type PlainMedia, RecordingDecryption } from './media.js';
 
 export type { RecordingKeys } from './keys.js';
-export { NO_RECORDING_KEYS } from './keys.js';
 export { DirectoryRecordingKeys } from './keys-dir.js';
 export { type PlainMedia, RecordingDecryption } from './media.js';
 
@@ -34,13 +33,24 @@ export function openRecordingKeys(
 /**
  * Decrypts over `media` (requests name their account) with `keys`, learning which recordings are encrypted
  * from their resource on the account's client (`clientFor`; a client without `getRecording` decrypts
- * nothing).
+ * nothing). Without `keys` (no `--recording-keys-dir`) the media passes through and no resource is read:
+ * a deployment that decrypts nothing pays no extra Twilio request per download, and the ciphertext of an
+ * encrypted recording fails the download's media check (RECGATE_UPSTREAM_BAD_MEDIA), so it is never stored.
  */
 export function openDecryption(
   media: Pick<Upstream, 'fetchMedia'>,
   clientFor: (account: string | undefined) => Promise<Pick<Upstream, 'headMedia'>>,
   keys: (RecordingKeys & { reload?(): void }) | undefined,
 ): Decryption {
+  if (keys === undefined) {
+    return {
+      mediaFor: (_businessId, account) => ({
+        fetchMedia: (sid, request) => media.fetchMedia(sid, request),
+        headMedia: async (sid, signal, variant) => (await clientFor(account)).headMedia(sid, signal, variant),
+      }),
+      reloadKeys: () => undefined,
+    };
+  }
   const decryption = new RecordingDecryption({
     upstream: media,
     headFor: clientFor,
@@ -48,7 +58,7 @@ export function openDecryption(
       const client = (await clientFor(account)) as Partial<Pick<TwilioClient, 'getRecording'>>;
       return client.getRecording === undefined ? undefined : client.getRecording(sid);
     },
-    keys: keys ?? NO_RECORDING_KEYS,
+    keys,
   });
   return {
     mediaFor: (businessId, account) => decryption.forBusiness(businessId, account),

@@ -13,6 +13,3 @@ export interface RecordingKeys {
    */
   get(businessId: string): KeyObject | undefined;
 }
-
-/** No keys at all: every encrypted recording answers RECGATE_RECORDING_ENCRYPTED. */
-export const NO_RECORDING_KEYS: RecordingKeys = { get: () => undefined };
