@@ -15,6 +15,7 @@ import { Evictor, type EvictorOptions } from './recordings/eviction.js';
 import {
   type CacheEventHandler,
   createRecordingCache,
+  type DecryptStored,
   FsLocker,
   FsRecordingStore,
   type LocalRecordingCache,
@@ -28,6 +29,8 @@ export interface CacheRuntimeOptions {
   upstream: Pick<Upstream, 'fetchMedia'>;
   /** The media a business's downloads fetch instead (decryption, see `createRecordingCache`). @default `upstream` */
   mediaFor?: (businessId: string) => Pick<Upstream, 'fetchMedia'>;
+  /** Opens recordings kept encrypted on disk (see `createRecordingCache`). @default none */
+  decryptStored?: DecryptStored;
   logger: Logger;
   /** Also told each cache event (metrics); the evictor always is. */
   onEvent?: CacheEventHandler;
@@ -88,6 +91,7 @@ export async function openCacheRuntime(config: Config, options: CacheRuntimeOpti
     dir,
     upstream: options.upstream,
     ...(options.mediaFor === undefined ? {} : { mediaFor: options.mediaFor }),
+    ...(options.decryptStored === undefined ? {} : { decryptStored: options.decryptStored }),
     store,
     locker,
     logger,

@@ -176,12 +176,20 @@ export async function openGatewayRuntime(
     clientDefaults,
   });
   // Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them.
-  const decryption = openDecryption(accounts.media, (account) => accounts.forAccount(account), recordingKeys);
+  const decryption = openDecryption(
+    accounts.media,
+    (account) => accounts.forAccount(account),
+    recordingKeys,
+    {
+      storeEncrypted: config.storeEncrypted,
+    },
+  );
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
     upstream: accounts.media,
     mediaFor: (businessId) => decryption.mediaFor(businessId),
+    decryptStored: decryption.decryptStored,
     logger,
     onEvent: countEvent,
     gate: {

@@ -113,13 +113,17 @@ export async function openAdmin(
             directory.media,
             (account) => directory.forAccount(account),
             openRecordingKeys(config.recordingKeysDir, logger),
+            { storeEncrypted: config.storeEncrypted },
           );
     if (needs.cache) {
       runtime = await openCacheRuntime(config, {
         upstream: accounts?.media ?? NO_DOWNLOADS,
         ...(decryption === undefined
           ? {}
-          : { mediaFor: (businessId: string) => decryption.mediaFor(businessId) }),
+          : {
+              mediaFor: (businessId: string) => decryption.mediaFor(businessId),
+              decryptStored: decryption.decryptStored,
+            }),
         logger,
       });
     }

@@ -230,6 +230,10 @@ export function buildCli(options: CliOptions = {}): Command {
       'directory of {business_id}.pem private keys for encrypted recordings (RECGATE_RECORDING_KEYS_DIR)',
     )
     .option(
+      '--store-encrypted',
+      'keep encrypted recordings encrypted on disk and decrypt every read (RECGATE_STORE_ENCRYPTED=1)',
+    )
+    .option(
       '--prefetch-concurrency <n>',
       'prefetch downloads per worker, 0 = off (RECGATE_PREFETCH_CONCURRENCY)',
       integer('--prefetch-concurrency'),
@@ -262,6 +266,7 @@ export function buildCli(options: CliOptions = {}): Command {
         cacheMaxAgeMs: opts.cacheMaxAge,
         keepAfterUpstreamDelete: opts.keepAfterUpstreamDelete,
         recordingKeysDir: opts.recordingKeysDir,
+        storeEncrypted: opts.storeEncrypted,
         auditDb: opts.auditDb,
         prefetchConcurrency: opts.prefetchConcurrency,
         drainDelayMs: opts.drainDelay,

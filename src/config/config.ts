@@ -143,6 +143,13 @@ export const ConfigSchema = z
      */
     recordingKeysDir: z.string().min(1).optional(),
     /**
+     * Keep an encrypted recording on disk as Twilio sent it (ciphertext and GCM tag, checked before it is
+     * committed, with its wrapped key beside it) and decrypt every read, instead of storing the plaintext:
+     * removing a business's key (then SIGHUP) then also closes its finished files. Needs
+     * `recordingKeysDir`. @default false
+     */
+    storeEncrypted: z.boolean().default(false),
+    /**
      * Also store every play in the call log's `plays` table (always logged as an `event: "play"` line), for
      * `GET /api/admin/calls/{callSid}/plays`. @default false
      */
@@ -348,6 +355,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     cacheMaxAgeMs: pick('RECGATE_CACHE_MAX_AGE'),
     keepAfterUpstreamDelete: flag(pick('RECGATE_KEEP_AFTER_UPSTREAM_DELETE')),
     recordingKeysDir: pick('RECGATE_RECORDING_KEYS_DIR'),
+    storeEncrypted: flag(pick('RECGATE_STORE_ENCRYPTED')),
     auditDb: flag(pick('RECGATE_AUDIT_DB')),
     prefetchConcurrency: pick('RECGATE_PREFETCH_CONCURRENCY'),
     drainDelayMs: pick('RECGATE_DRAIN_DELAY'),

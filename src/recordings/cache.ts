@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ByteSource } from '../serving/source.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type { RemoveReason } from './events.js';
+import type { StoredEncryption } from './store/store.js';
 import { type Variant, variantKey } from './variant.js';
 
 export interface RemoveOptions {
@@ -47,6 +48,12 @@ export interface CachedRecording extends ByteSource {
   readonly outcome: CacheOutcome;
   /** Whether every byte is already on disk under the final name. */
   readonly complete: boolean;
+  /**
+   * Set when the bytes are the ciphertext and GCM tag of an encrypted recording kept so on disk
+   * (`--store-encrypted`); sizes then count the tag. The cache's `open()` never returns one: it hands it to
+   * its `decryptStored` (`decrypt/at-rest.ts`), which answers a plaintext view. @default absent
+   */
+  readonly encryption?: StoredEncryption | undefined;
 }
 
 export type CacheState =

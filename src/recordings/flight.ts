@@ -11,7 +11,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
 import { takeChunk } from '../io/chunks.js';
 import { type CacheOutcome, cacheKeyOf, type RecordingRef } from './cache.js';
-import { type FileInfo, type PartialMeta, READ_CHUNK, type ReadHandle } from './store/store.js';
+import {
+  type FinalInfo,
+  type PartialMeta,
+  READ_CHUNK,
+  type ReadHandle,
+  type StoredEncryption,
+} from './store/store.js';
 
 export interface Identity {
   size: number;
@@ -43,6 +49,7 @@ export class Flight {
   #current: ReadHandle | undefined;
   /** The sidecar of the generation {@link current} reads, once known (what slices are checked against). */
   #meta: PartialMeta | undefined;
+  #finalEncryption: StoredEncryption | undefined;
   #stall: StallHandler | undefined;
   /** Open read streams; handles close when the flight is over and this drops to 0. */
   #readers = 0;
@@ -107,6 +114,11 @@ export class Flight {
 
   get meta(): PartialMeta | undefined {
     return this.#meta;
+  }
+
+  /** How to open the bytes when they are kept encrypted (the generation's, or the finished file's). */
+  get encryption(): StoredEncryption | undefined {
+    return this.#meta?.encryption ?? this.#finalEncryption;
   }
 
   /** Aborted when the flight is cancelled (the cache closes); the download and its slices stop. */
@@ -321,8 +333,9 @@ export class Flight {
   }
 
   /** Every byte is under the final name; `handle` reads it (the same file, or the partial it was renamed from). */
-  complete(final: FileInfo, handle: ReadHandle): void {
+  complete(final: FinalInfo, handle: ReadHandle): void {
     if (this.#state !== 'running') return;
+    this.#finalEncryption = final.identity?.encryption;
     // Throws if the finished file is not the size readers were promised.
     this.setIdentity({ size: final.size, lastModified: final.mtime, upstreamEtag: null });
     this.adopt(handle, final.size);

@@ -35,7 +35,7 @@ import { createError } from '../errors.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { UpstreamGate, type UpstreamGateOptions } from './admission/gate.js';
 import type { CacheEventHandler } from './events.js';
-import { LocalCache, type LocalRecordingCache } from './local-cache.js';
+import { type DecryptStored, LocalCache, type LocalRecordingCache } from './local-cache.js';
 import { FsLocker } from './lock/fs.js';
 import type { Locker } from './lock/lock.js';
 import { type SeekAheadOptions, seekAheadSettings } from './seek-ahead.js';
@@ -54,7 +54,7 @@ export type {
   RecordingRef,
 } from './cache.js';
 export type { CacheEvent, CacheEventHandler, CacheEventName } from './events.js';
-export type { LocalRecordingCache, SweepResult } from './local-cache.js';
+export type { DecryptStored, LocalRecordingCache, SweepResult } from './local-cache.js';
 export { FsLocker, type FsLockerOptions } from './lock/fs.js';
 export type { Lock, Locker } from './lock/lock.js';
 export { SEEK_AHEAD_DEFAULTS, type SeekAheadOptions } from './seek-ahead.js';
@@ -71,6 +71,12 @@ export interface RecordingCacheOptions {
    * download: the gateway decrypts encrypted recordings there (`decrypt/media.ts`). @default `upstream`
    */
   mediaFor?: (businessId: string) => Pick<Upstream, 'fetchMedia'>;
+  /**
+   * Opens recordings kept encrypted on disk (`--store-encrypted`) for the business reading them: the
+   * gateway's `AtRestDecryption.open` (`decrypt/at-rest.ts`). @default none: such a recording answers
+   * RECGATE_RECORDING_ENCRYPTED
+   */
+  decryptStored?: DecryptStored;
   /** Logger for events not tied to a request; requests pass their own to `open()`. */
   logger: Logger;
   /** Lock backend. @default an {@link FsLocker} on `dir` (processes of one host) */
@@ -123,6 +129,9 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
   if (options.mediaFor !== undefined && typeof options.mediaFor !== 'function') {
     throw new TypeError('options.mediaFor must be a function');
   }
+  if (options.decryptStored !== undefined && typeof options.decryptStored !== 'function') {
+    throw new TypeError('options.decryptStored must be a function');
+  }
   if (typeof logger?.child !== 'function') throw new TypeError('options.logger must be a pino logger');
   const lockTimeoutMs = integerOption('lockTimeoutMs', options.lockTimeoutMs, 120_000, 1);
   const pollIntervalMs = integerOption('pollIntervalMs', options.pollIntervalMs, 15, 1);
@@ -141,6 +150,7 @@ export function createRecordingCache(options: RecordingCacheOptions): LocalRecor
     locker: options.locker ?? new FsLocker({ dir, pollIntervalMs }),
     upstream,
     mediaFor: options.mediaFor,
+    decryptStored: options.decryptStored,
     logger,
     lockTimeoutMs,
     pollIntervalMs,

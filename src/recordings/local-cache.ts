@@ -27,14 +27,22 @@ import {
   type RecordingRef,
   type RemoveOptions,
 } from './cache.js';
+import { GCM_TAG_BYTES } from './decrypt/gcm.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
 import type { CacheEventHandler, EmitEvent, RemoveReason } from './events.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
-import type { FinalInfo, RecordingStore } from './store/store.js';
+import type { FinalInfo, RecordingStore, StoredEncryption } from './store/store.js';
 import { isCanonical, recordingEtag, VARIANTS, variantKey, variantSuffix } from './variant.js';
+
+/** See {@link LocalCacheSettings.decryptStored}. */
+export type DecryptStored = (
+  recording: CachedRecording,
+  ref: RecordingRef,
+  businessId: string,
+) => CachedRecording;
 
 /** How often one flight goes back to following after losing its lock, before it fails. */
 const MAX_LOCK_LOSSES = 3;
@@ -49,6 +57,11 @@ export interface LocalCacheSettings {
   upstream: Pick<Upstream, 'fetchMedia'>;
   /** The media a flight started for a business downloads, when it is not `upstream` (decryption). */
   mediaFor: ((businessId: string) => Pick<Upstream, 'fetchMedia'>) | undefined;
+  /**
+   * Opens a recording whose bytes are kept encrypted ({@link CachedRecording.encryption}) for a business:
+   * a plaintext view, or RECGATE_RECORDING_ENCRYPTED. Without it such a recording is refused the same way.
+   */
+  decryptStored: DecryptStored | undefined;
   logger: Logger;
   lockTimeoutMs: number;
   pollIntervalMs: number;
@@ -117,7 +130,8 @@ export class LocalCache implements LocalRecordingCache {
       if (final !== undefined) {
         this.#emitter(log, ref)({ event: 'cache_hit', size: final.size }, 'Cache hit');
         const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
-        return new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
+        const hit = new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
+        return this.#plain(hit, final.identity?.encryption, ref, options);
       }
       // Look again after the await, and start the flight without awaiting: that makes it single.
       entry = this.#running(ref);
@@ -137,22 +151,50 @@ export class LocalCache implements LocalRecordingCache {
       waited();
     }
     const outcome: CacheOutcome = flight.origin === 'hit' ? 'hit' : joined ? 'wait' : flight.origin;
-    return new InflightRecording(ref, flight.identity!, outcome, flight, this.#s.store, undefined);
+    const recording = new InflightRecording(ref, flight.identity!, outcome, flight, this.#s.store, undefined);
+    return this.#plain(recording, flight.encryption, ref, options);
+  }
+
+  /** `recording` as the caller reads it: through `decryptStored` when its bytes are kept encrypted. */
+  #plain(
+    recording: InflightRecording,
+    encryption: StoredEncryption | undefined,
+    ref: RecordingRef,
+    options: OpenOptions,
+  ): CachedRecording {
+    if (encryption === undefined) return recording;
+    recording.encryption = encryption;
+    if (this.#s.decryptStored === undefined) {
+      throw createError('RECGATE_RECORDING_ENCRYPTED', {
+        cause: new Error('the recording is kept encrypted and this cache decrypts nothing'),
+      });
+    }
+    return this.#s.decryptStored(recording, ref, options.businessId ?? '');
   }
 
   async state(ref: RecordingRef): Promise<CacheState> {
     const { store } = this.#s;
     const flight = this.#running(ref)?.flight;
     if (flight?.identity !== undefined && flight.current !== undefined) {
-      return { state: 'downloading', size: flight.identity.size, received: flight.frontier };
+      const tag = tagBytes(flight.encryption);
+      return {
+        state: 'downloading',
+        size: flight.identity.size - tag,
+        received: Math.min(flight.frontier, flight.identity.size - tag),
+      };
     }
     const final = await this.#final(ref);
-    if (final !== undefined) return { state: 'cached', size: final.size };
+    if (final !== undefined)
+      return { state: 'cached', size: final.size - tagBytes(final.identity?.encryption) };
     const key = cacheKeyOf(ref);
     const meta = await store.readMeta(key);
     if (meta?.recordingSid === ref.recordingSid) {
       const received = await store.readFrontier(key, meta.fileId);
-      if (received !== undefined) return { state: 'downloading', size: meta.size, received };
+      const tag = tagBytes(meta.encryption);
+      if (received !== undefined) {
+        const size = meta.size === null ? null : meta.size - tag;
+        return { state: 'downloading', size, received: size === null ? received : Math.min(received, size) };
+      }
     }
     if (flight !== undefined) return { state: 'downloading', size: null, received: 0 };
     return { state: 'absent' };
@@ -361,7 +403,13 @@ export class LocalCache implements LocalRecordingCache {
   }
 }
 
+/** The GCM tag a recording kept encrypted carries after its bytes: not part of what is served. */
+function tagBytes(encryption: StoredEncryption | undefined): number {
+  return encryption === undefined ? 0 : GCM_TAG_BYTES;
+}
+
 class InflightRecording implements CachedRecording {
+  encryption: StoredEncryption | undefined;
   readonly size: number;
   readonly etag: string;
   readonly lastModified: Date;

@@ -7,6 +7,7 @@
  * makes the body error; the error is an `AbortError` for a signal aborted without a reason of its own.
  */
 import type { Readable } from 'node:stream';
+import type { StoredEncryption } from '../recordings/store/store.js';
 import type { Variant } from '../recordings/variant.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 
@@ -76,6 +77,12 @@ export interface MediaResponse {
   contentType: string | null;
   /** Whether the upstream advertised `Accept-Ranges: bytes` or answered 206. */
   acceptsRanges: boolean;
+  /**
+   * Set by the decrypting media view with `--store-encrypted` (`recordings/decrypt/media.ts`): the body is
+   * the ciphertext and GCM tag of an encrypted recording, kept as it is, and this opens it. A whole body's
+   * tag is checked before its last 16 bytes flow. @default absent (the body is the recording)
+   */
+  encryption?: StoredEncryption | undefined;
   /**
    * The body. It errors (never ends early without an error) if the connection breaks, closes before
    * Content-Length bytes, or stays idle too long. Without Content-Length, a clean close ends it.

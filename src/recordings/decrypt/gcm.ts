@@ -10,6 +10,7 @@
  * - {@link openRange}: a range starting at any byte. GCM's keystream is CTR mode: ciphertext byte X is
  *   keyed by counter block `inc32^(1 + floor(X/16))(J0)` (J0 = IV || 0x00000001 for a 12-byte IV), so a range
  *   decrypts on its own. A range cannot be authenticated: only the whole body carries the tag's proof.
+ * - {@link verifyWhole}: the whole body checked but passed on as ciphertext, for keeping it encrypted on disk.
  */
 import { createDecipheriv, constants as cryptoConstants, type KeyObject, privateDecrypt } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -135,6 +136,46 @@ export function openWhole(key: ContentKey, onBadTag: (why: string, cause?: unkno
         return;
       }
       callback(null, last);
+    },
+  });
+}
+
+/**
+ * Checks a whole body (ciphertext then tag) as it streams and passes it on unchanged: what is kept on disk
+ * with `--store-encrypted`. The last 16 bytes (the tag) are held back until it verifies, so a body that
+ * fails never yields its last byte (a download that stops there is never "complete"); the stream then
+ * errors with `onBadTag()`'s error, as {@link openWhole}'s does.
+ */
+export function verifyWhole(key: ContentKey, onBadTag: (why: string, cause?: unknown) => Error): Transform {
+  const decipher = createDecipheriv('aes-256-gcm', key.cek, key.iv);
+  let tail = Buffer.alloc(0);
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
+      const joined = tail.length === 0 ? chunk : Buffer.concat([tail, chunk]);
+      if (joined.length <= GCM_TAG_BYTES) {
+        tail = Buffer.from(joined);
+        callback();
+        return;
+      }
+      const release = joined.subarray(0, joined.length - GCM_TAG_BYTES);
+      // The plaintext is not needed, only the tag's running state.
+      decipher.update(release);
+      tail = Buffer.from(joined.subarray(release.length));
+      callback(null, release);
+    },
+    flush(callback: TransformCallback) {
+      if (tail.length < GCM_TAG_BYTES) {
+        callback(onBadTag(`the body is ${tail.length} bytes, shorter than a GCM tag`));
+        return;
+      }
+      try {
+        decipher.setAuthTag(tail);
+        decipher.final();
+      } catch (err) {
+        callback(onBadTag('the GCM tag does not verify', err));
+        return;
+      }
+      callback(null, tail);
     },
   });
 }

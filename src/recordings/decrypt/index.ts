@@ -7,10 +7,13 @@
 import type { Logger } from 'pino';
 import type { TwilioClient } from '../../upstream/twilio-client.js';
 import type { Upstream } from '../../upstream/upstream.js';
+import type { DecryptStored } from '../local-cache.js';
+import { AtRestDecryption } from './at-rest.js';
 import type { RecordingKeys } from './keys.js';
 import { DirectoryRecordingKeys } from './keys-dir.js';
 import { type PlainMedia, RecordingDecryption } from './media.js';
 
+export { AtRestDecryption } from './at-rest.js';
 export type { RecordingKeys } from './keys.js';
 export { DirectoryRecordingKeys } from './keys-dir.js';
 export { type PlainMedia, RecordingDecryption } from './media.js';
@@ -18,8 +21,24 @@ export { type PlainMedia, RecordingDecryption } from './media.js';
 export interface Decryption {
   /** The media a business's downloads (and, for `account`, its HEADs) use: plaintext of encrypted recordings. */
   mediaFor(businessId: string, account?: string): PlainMedia;
-  /** Reads the keys directory again (SIGHUP); throws naming a bad file, keeping the keys before. No-op without one. */
+  /**
+   * Opens recordings kept encrypted on disk for the business reading them (the cache's `decryptStored`);
+   * without keys, every such recording answers RECGATE_RECORDING_ENCRYPTED.
+   */
+  decryptStored: DecryptStored;
+  /**
+   * Reads the keys directory again (SIGHUP) and forgets every unwrapped content key; throws naming a bad
+   * file, keeping the keys before. No-op without one.
+   */
   reloadKeys(): void;
+}
+
+export interface DecryptionOptions {
+  /**
+   * `--store-encrypted`: downloads keep an encrypted recording's ciphertext and tag on disk (with its
+   * wrapped key), and every read decrypts. @default false (the plaintext is stored)
+   */
+  storeEncrypted?: boolean | undefined;
 }
 
 /** The keys in `keysDir`, or none without it. Throws an Error naming the directory or a bad file. */
@@ -41,13 +60,19 @@ export function openDecryption(
   media: Pick<Upstream, 'fetchMedia'>,
   clientFor: (account: string | undefined) => Promise<Pick<Upstream, 'headMedia'>>,
   keys: (RecordingKeys & { reload?(): void }) | undefined,
+  options: DecryptionOptions = {},
 ): Decryption {
+  // Files a run with --store-encrypted kept stay readable with the keys, whatever this run stores.
+  const atRest = new AtRestDecryption({ keys });
+  const decryptStored: DecryptStored = (recording, ref, businessId) =>
+    atRest.open(recording, ref, businessId);
   if (keys === undefined) {
     return {
       mediaFor: (_businessId, account) => ({
         fetchMedia: (sid, request) => media.fetchMedia(sid, request),
         headMedia: async (sid, signal, variant) => (await clientFor(account)).headMedia(sid, signal, variant),
       }),
+      decryptStored,
       reloadKeys: () => undefined,
     };
   }
@@ -59,9 +84,18 @@ export function openDecryption(
       return client.getRecording === undefined ? undefined : client.getRecording(sid);
     },
     keys,
+    storeEncrypted: options.storeEncrypted,
   });
   return {
     mediaFor: (businessId, account) => decryption.forBusiness(businessId, account),
-    reloadKeys: () => keys?.reload?.(),
+    decryptStored,
+    reloadKeys: () => {
+      try {
+        keys.reload?.();
+      } finally {
+        // Even when the new keys fail to load: forgetting costs one RSA operation per recording, no more.
+        atRest.forget();
+      }
+    },
   };
 }

@@ -31,6 +31,7 @@ import type {
   UpstreamRecording,
 } from '../../upstream/upstream.js';
 import { Unusable } from '../download/write.js';
+import type { StoredEncryption } from '../store/store.js';
 import { isCanonical, type Variant } from '../variant.js';
 import {
   CannotOpen,
@@ -40,6 +41,7 @@ import {
   openWhole,
   parseEncryptionDetails,
   unwrapContentKey,
+  verifyWhole,
 } from './gcm.js';
 import type { RecordingKeys } from './keys.js';
 
@@ -61,6 +63,13 @@ export interface RecordingDecryptionOptions {
   lookup: RecordingLookup;
   /** The businesses' private keys. */
   keys: RecordingKeys;
+  /**
+   * `--store-encrypted`: downloads get the ciphertext and tag as Twilio sent them (the tag still checked
+   * before the last 16 bytes flow), with {@link MediaResponse.encryption} saying how to open them; the
+   * cache keeps them so and decrypts every read (`at-rest.ts`). HEADs answer plaintext sizes either way.
+   * @default false (downloads get the plaintext)
+   */
+  storeEncrypted?: boolean | undefined;
 }
 
 /** The media a business's downloads and HEADs see: plaintext, whether or not Twilio encrypted it. */
@@ -93,7 +102,7 @@ class BusinessMedia implements PlainMedia {
   readonly #businessId: string;
   /** The account a HEAD asks (a download's requests name their own). */
   readonly #account: string | undefined;
-  readonly #keys = new Map<RecordingSid, Promise<ContentKey | undefined>>();
+  readonly #keys = new Map<RecordingSid, Promise<Opened | undefined>>();
 
   constructor(options: RecordingDecryptionOptions, businessId: string, account: string | undefined) {
     this.#o = options;
@@ -112,12 +121,12 @@ class BusinessMedia implements PlainMedia {
       if (key === undefined) return upstream.fetchMedia(sid, request);
       // The same request but for the whole body: whatever else it names (its signal) carries over.
       const whole = { ...request, start: undefined, end: undefined, ifRange: undefined };
-      return decryptOrDestroy(await upstream.fetchMedia(sid, whole), key, true);
+      return this.#open(await upstream.fetchMedia(sid, whole), key, true);
     }
     const pending = upstream.fetchMedia(sid, request);
     // Handled at once: it may fail while the key is still being looked up (then `await pending` rethrows).
     pending.catch(() => undefined);
-    let key: ContentKey | undefined;
+    let key: Opened | undefined;
     try {
       key = await this.#key(sid, account, signal);
     } catch (err) {
@@ -129,7 +138,14 @@ class BusinessMedia implements PlainMedia {
     }
     const response = await pending;
     if (key === undefined) return response;
-    return decryptOrDestroy(response, key, request.start === undefined && request.end === undefined);
+    return this.#open(response, key, request.start === undefined && request.end === undefined);
+  }
+
+  /** The response as the cache gets it: plaintext, or with `storeEncrypted`, checked ciphertext. */
+  #open(response: MediaResponse, key: Opened, whole: boolean): MediaResponse {
+    return this.#o.storeEncrypted === true
+      ? verifyOrDestroy(response, key, whole)
+      : decryptOrDestroy(response, key.key, whole);
   }
 
   async headMedia(sid: RecordingSid, signal?: AbortSignal, variant?: Variant): Promise<MediaHead> {
@@ -153,17 +169,17 @@ class BusinessMedia implements PlainMedia {
     sid: RecordingSid,
     account: string | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<ContentKey | undefined> {
+  ): Promise<Opened | undefined> {
     let key = this.#keys.get(sid);
     if (key === undefined) {
-      key = this.#open(sid, account);
+      key = this.#unwrap(sid, account);
       this.#keys.set(sid, key);
       key.catch(() => this.#keys.delete(sid));
     }
     return raceAbort(key, signal);
   }
 
-  async #open(sid: RecordingSid, account: string | undefined): Promise<ContentKey | undefined> {
+  async #unwrap(sid: RecordingSid, account: string | undefined): Promise<Opened | undefined> {
     const recording = await this.#o.lookup(sid, account);
     const raw = recording?.encryptionDetails;
     if (raw === undefined || raw === null) return undefined;
@@ -175,12 +191,42 @@ class BusinessMedia implements PlainMedia {
       });
     }
     try {
-      return unwrapContentKey(parseEncryptionDetails(raw), privateKey);
+      const details = parseEncryptionDetails(raw);
+      const stored = {
+        encryptedCek: details.encryptedCek.toString('base64'),
+        iv: details.iv.toString('base64'),
+      };
+      return { key: unwrapContentKey(details, privateKey), stored };
     } catch (err) {
       if (!(err instanceof CannotOpen)) throw err;
       throw createError('RECGATE_RECORDING_ENCRYPTED', { cause: err });
     }
   }
+}
+
+/** A recording's unwrapped key, and its wrapped form as the store keeps it. */
+interface Opened {
+  key: ContentKey;
+  stored: StoredEncryption;
+}
+
+/**
+ * The response kept encrypted (`storeEncrypted`): bytes and sizes as Twilio sent them, marked with how to
+ * open them. A whole body's tag is checked as it streams (see {@link verifyWhole}); a range (a seek-ahead
+ * slice) passes as it is, and the download that commits the file checks the tag over every byte.
+ */
+function verifyOrDestroy(response: MediaResponse, opened: Opened, whole: boolean): MediaResponse {
+  const cipherTotal = response.totalSize;
+  if (cipherTotal !== null && cipherTotal < GCM_TAG_BYTES) {
+    response.body.destroy();
+    throw new Unusable(tampered(`the body is ${cipherTotal} bytes, shorter than a GCM tag`));
+  }
+  if (!coversAll(response, whole)) return { ...response, encryption: opened.stored };
+  const body = pipe(
+    response.body,
+    verifyWhole(opened.key, (why, cause) => new Unusable(tampered(why, cause))),
+  );
+  return { ...response, encryption: opened.stored, body };
 }
 
 /**
@@ -193,11 +239,7 @@ function decrypt(response: MediaResponse, key: ContentKey, whole: boolean): Medi
     throw new Unusable(tampered(`the body is ${cipherTotal} bytes, shorter than a GCM tag`));
   }
   const total = cipherTotal === null ? null : plainSize(cipherTotal);
-  const coversAll =
-    response.start === 0 &&
-    (response.status === 200 ||
-      (whole && (response.contentLength === null || response.contentLength === cipherTotal)));
-  if (coversAll) {
+  if (coversAll(response, whole)) {
     const body = pipe(
       response.body,
       openWhole(key, (why, cause) => new Unusable(tampered(why, cause))),
@@ -225,6 +267,18 @@ function decrypt(response: MediaResponse, key: ContentKey, whole: boolean): Medi
   };
 }
 
+/**
+ * Whether `response` is the whole body: a 200, or, when the request asked for the whole body (`whole`), a
+ * 206 from byte 0 to the end.
+ */
+function coversAll(response: MediaResponse, whole: boolean): boolean {
+  return (
+    response.start === 0 &&
+    (response.status === 200 ||
+      (whole && (response.contentLength === null || response.contentLength === response.totalSize)))
+  );
+}
+
 /** {@link decrypt}, freeing the upstream connection when the response cannot be used. */
 function decryptOrDestroy(response: MediaResponse, key: ContentKey, whole: boolean): MediaResponse {
   try {
@@ -249,7 +303,7 @@ function tampered(why: string, cause?: unknown) {
  * `source` through `transform`: an error of either destroys both (the upstream's own error, a reset or a
  * short body, reaches the reader as it is), and destroying the result frees the upstream connection.
  */
-function pipe(source: Readable, transform: Transform): Readable {
+export function pipe(source: Readable, transform: Transform): Readable {
   // The reader sees every error on `transform` itself; the callback has nothing left to do.
   pipeline(source, transform, () => undefined);
   return transform;

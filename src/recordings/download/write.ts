@@ -126,6 +126,7 @@ export class PartialFile {
         lastModified: response.lastModified,
         acceptsRanges: response.acceptsRanges,
         startedAt: new Date().toISOString(),
+        ...(response.encryption === undefined ? {} : { encryption: response.encryption }),
       });
       // Before readers hear of the generation, so that the block map's first claim says whether an early
       // slice is coming (see slice-run.ts).
@@ -134,9 +135,12 @@ export class PartialFile {
     }
     const size = writer.meta.size;
     // Bytes of a resumed generation were checked before they were published; a new one is checked now.
-    const sniffer = exchange.kind === 'resume' ? undefined : new MediaSniffer();
+    // Ciphertext kept encrypted frames as nothing: its GCM tag, checked before its last bytes flow, proves
+    // both that it is Twilio's recording and that it is whole.
+    const cipher = writer.meta.encryption !== undefined;
+    const sniffer = exchange.kind === 'resume' || cipher ? undefined : new MediaSniffer();
     if (sniffer === undefined && size !== null) ctx.flight.setIdentity(identityOf(writer.meta, size));
-    const walker = size === null ? new FrameWalker() : undefined;
+    const walker = size === null && !cipher ? new FrameWalker() : undefined;
     const body = new Body(ctx, writer, sniffer, exchange.declared, walker, transfer);
     try {
       for await (const chunk of response.body as AsyncIterable<Buffer>) {
@@ -174,6 +178,7 @@ export class PartialFile {
         recordingSid: ref.recordingSid,
         etag: writer.meta.etag,
         lastModified: writer.meta.lastModified,
+        ...(writer.meta.encryption === undefined ? {} : { encryption: writer.meta.encryption }),
       },
       fence: this.#fence,
     });

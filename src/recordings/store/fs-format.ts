@@ -3,7 +3,7 @@
  * JSON sidecar), the frontier line, the block map's header and records. Parsers answer `undefined` for
  * anything torn or foreign, never throw.
  */
-import type { BlockMapHeader, BlockRecord, PartialMeta } from './store.js';
+import { type BlockMapHeader, type BlockRecord, type PartialMeta, parseStoredEncryption } from './store.js';
 
 /** A generation id: 16 lower-case hex digits. */
 export const GENERATION = /^[0-9a-f]{16}$/;
@@ -78,6 +78,9 @@ export function parseMeta(text: string): PartialMeta | undefined {
   ) {
     return undefined;
   }
+  const encryption = parseStoredEncryption(m.encryption);
+  // A pointer that says the bytes are ciphertext but not how to open them is torn or foreign.
+  if (m.encryption !== undefined && encryption === undefined) return undefined;
   return m as unknown as PartialMeta;
 }
 

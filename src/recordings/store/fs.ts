@@ -67,24 +67,25 @@ import {
   parseMeta,
   sameHeader,
 } from './fs-format.js';
-import type {
-  BlockMap,
-  BlockMapHeader,
-  BlockRecord,
-  CommitOptions,
-  FinalHandle,
-  FinalIdentity,
-  FinalInfo,
-  FinishedFile,
-  Leftover,
-  PartialMeta,
-  PartialMetaInput,
-  PartialWriter,
-  ReadHandle,
-  RecordingStore,
-  ResumeFrom,
-  SliceHandle,
-  VolumeSpace,
+import {
+  type BlockMap,
+  type BlockMapHeader,
+  type BlockRecord,
+  type CommitOptions,
+  type FinalHandle,
+  type FinalIdentity,
+  type FinalInfo,
+  type FinishedFile,
+  type Leftover,
+  type PartialMeta,
+  type PartialMetaInput,
+  type PartialWriter,
+  parseStoredEncryption,
+  type ReadHandle,
+  type RecordingStore,
+  type ResumeFrom,
+  type SliceHandle,
+  type VolumeSpace,
 } from './store.js';
 
 const ID = new RegExp(`^${KEY_PATTERN}$`);
@@ -569,11 +570,15 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     ) {
       return undefined;
     }
+    const encryption = parseStoredEncryption(record.encryption);
+    // Ciphertext whose key details are unreadable has no usable identity: it is downloaded again.
+    if (record.encryption !== undefined && encryption === undefined) return undefined;
     return {
       recordingSid: record.recordingSid,
       etag: record.etag as string | null,
       lastModified: record.lastModified as string | null,
       generation: record.generation,
+      ...(encryption === undefined ? {} : { encryption }),
     };
   }
 

@@ -26,6 +26,24 @@ import type { Readable } from 'node:stream';
 /** Bytes one read moves from disk to a response: the unit of the constant-memory guarantee. */
 export const READ_CHUNK = 64 * 1024;
 
+/**
+ * What opens a recording kept encrypted on disk (`--store-encrypted`): Twilio's `encryption_details`,
+ * base64 as Twilio sends them. The CEK is the wrapped one; the unwrapped key is never written anywhere.
+ */
+export interface StoredEncryption {
+  /** The RSA-wrapped AES-256 content key. */
+  encryptedCek: string;
+  /** The 12-byte GCM IV. */
+  iv: string;
+}
+
+/** `value` as {@link StoredEncryption}, or `undefined` when it is not one (absent, torn, foreign). */
+export function parseStoredEncryption(value: unknown): StoredEncryption | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { encryptedCek, iv } = value as Record<string, unknown>;
+  return typeof encryptedCek === 'string' && typeof iv === 'string' ? { encryptedCek, iv } : undefined;
+}
+
 /** What the lock holder knows about the generation it is writing, shared with readers in other processes. */
 export interface PartialMeta {
   recordingSid: string;
@@ -39,6 +57,11 @@ export interface PartialMeta {
   acceptsRanges: boolean;
   /** When this recording's download started (ISO 8601); a resumed generation keeps its predecessor's. */
   startedAt: string;
+  /**
+   * Set when the bytes are the ciphertext and GCM tag of an encrypted recording (`--store-encrypted`): what
+   * readers need to decrypt them. `size` then counts the tag. @default absent (the bytes are the recording)
+   */
+  encryption?: StoredEncryption | undefined;
   /** The generation: a random id naming this attempt's file, the same on every host. Set by the store. */
   fileId: string;
   /**
@@ -66,6 +89,8 @@ export interface FinalIdentity {
   lastModified: string | null;
   /** The generation that was committed. */
   generation: string;
+  /** Set when the file is ciphertext and tag, kept encrypted ({@link PartialMeta.encryption}). */
+  encryption?: StoredEncryption | undefined;
 }
 
 export interface FinalInfo extends FileInfo {
