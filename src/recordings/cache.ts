@@ -121,8 +121,12 @@ export interface RecordingCache {
    */
   readPeaks?(ref: RecordingRef): Promise<string | undefined>;
 
-  /** Stores peaks computed from the finished file, atomically; removed with the file (purge, eviction). */
-  writePeaks?(ref: RecordingRef, text: string): Promise<void>;
+  /**
+   * Stores peaks computed from the finished file, atomically; removed with the file (purge, eviction).
+   * Resolves to `false` when it keeps none and nothing may reuse them (a recording kept encrypted: every
+   * waveform must open it, with the business's key).
+   */
+  writePeaks?(ref: RecordingRef, text: string): Promise<boolean | undefined>;
 
   /** Aborts downloads this process runs (their temporary files stay for a takeover) and frees handles. */
   close(): Promise<void>;

@@ -305,12 +305,28 @@ export class LocalCache implements LocalRecordingCache {
     }
   }
 
+  /**
+   * Peaks are never kept beside a recording kept encrypted: they are measured from its plaintext, and
+   * would outlive the business's key. Each waveform then opens the recording (and needs the key).
+   */
   async readPeaks(ref: RecordingRef): Promise<string | undefined> {
+    if (await this.#keptEncrypted(ref)) return undefined;
     return this.#s.store.readPeaks?.(cacheKeyOf(ref));
   }
 
-  async writePeaks(ref: RecordingRef, text: string): Promise<void> {
+  async writePeaks(ref: RecordingRef, text: string): Promise<boolean> {
+    if (await this.#keptEncrypted(ref)) return false;
     await this.#s.store.writePeaks?.(cacheKeyOf(ref), text);
+    return true;
+  }
+
+  /** Whether the recording's bytes (its download's, or its finished file's) are kept encrypted. */
+  async #keptEncrypted(ref: RecordingRef): Promise<boolean> {
+    const flight = this.#flights.get(cacheKeyOf(ref))?.flight;
+    if (flight?.encryption !== undefined) return true;
+    const final = await this.#final(ref);
+    if (final !== undefined) return final.identity?.encryption !== undefined;
+    return (await this.#s.store.readMeta(cacheKeyOf(ref)))?.encryption !== undefined;
   }
 
   async close(): Promise<void> {

@@ -125,13 +125,17 @@ export class Waveforms {
       peaks: waveform.peaks,
     };
     const text = JSON.stringify(stored);
-    this.#recent.delete(key);
-    this.#recent.set(key, text);
-    if (this.#recent.size > RECENT_ENTRIES) this.#recent.delete(this.#recent.keys().next().value!);
-    await this.#cache.writePeaks?.(ref, text).catch((err: unknown) => {
+    const kept = await this.#cache.writePeaks?.(ref, text).catch((err: unknown) => {
       // The peaks are still right; the next request computes them again.
       options.log?.warn({ err, event: 'peaks_not_stored' }, 'Could not store the waveform peaks');
     });
+    // Peaks the cache will not keep (a recording kept encrypted) are not reused from memory either.
+    // Requests during the write join this computation; those after it, until the write is seen, use these.
+    if (kept !== false) {
+      this.#recent.delete(key);
+      this.#recent.set(key, text);
+      if (this.#recent.size > RECENT_ENTRIES) this.#recent.delete(this.#recent.keys().next().value!);
+    }
     return waveform;
   }
 }

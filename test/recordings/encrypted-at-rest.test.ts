@@ -114,6 +114,13 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
     return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), whole };
   }
 
+  const peaks = async (callSid: string) => {
+    const res = await request(`${stack.url}/api/calls/${callSid}/peaks`, {
+      headers: { authorization: `Bearer ${await stack.token('acme')}` },
+    });
+    await res.body.dump();
+    return { status: res.statusCode };
+  };
   const recordingsDir = () => join(dataDir, 'recordings');
   const onDisk = (callSid: string) => readFileSync(join(recordingsDir(), `${callSid}.mp3`));
   const mediaRequests = (recordingSid: string) => emulator.stats().media_requests[recordingSid] ?? 0;
@@ -239,6 +246,12 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
     const rec = await encrypted(20_000);
     assert.equal(sha256((await get(rec.callSid)).body), rec.sha256);
     await settledFiles(recordingsDir(), rec.callSid);
+    assert.equal((await peaks(rec.callSid)).status, 200);
+    assert.deepEqual(
+      readdirSync(recordingsDir()).filter((n) => n.startsWith(rec.callSid) && n.includes('peaks')),
+      [],
+      'no peaks kept beside a recording kept encrypted',
+    );
     const keyFile = join(keysDir, 'acme.pem');
     renameSync(keyFile, join(keysDir, 'acme.pem.removed'));
     try {
@@ -254,6 +267,7 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
           assert.equal(JSON.parse(res.body.toString()).error.code, 'RECGATE_RECORDING_ENCRYPTED');
         }
       }
+      assert.equal((await peaks(rec.callSid)).status, 409, 'the waveform too');
     } finally {
       renameSync(join(keysDir, 'acme.pem.removed'), keyFile);
     }

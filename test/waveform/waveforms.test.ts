@@ -14,7 +14,7 @@ const ref: RecordingRef = {
 };
 
 /** A cache holding `data` as the finished file of `ref`, with `stored` as its peaks file. */
-function cacheOf(data: Buffer, stored?: string) {
+function cacheOf(data: Buffer, stored?: string, keeps = true) {
   const written: string[] = [];
   let opened = 0;
   const recording: Partial<CachedRecording> = {
@@ -30,6 +30,7 @@ function cacheOf(data: Buffer, stored?: string) {
     readPeaks: async () => stored,
     writePeaks: async (_ref, text) => {
       written.push(text);
+      return keeps;
     },
   };
   return { cache: cache as RecordingCache, written, opened: () => opened };
@@ -70,5 +71,14 @@ describe('Waveforms', () => {
       return true;
     });
     assert.deepEqual(html.written, []);
+  });
+
+  it('peaks the cache does not keep (a recording kept encrypted) are measured again for every request', async () => {
+    const mp3 = generateMp3({ seed: ref.recordingSid, durationS: 1 });
+    const encrypted = cacheOf(mp3.data, undefined, false);
+    const waveforms = new Waveforms(encrypted.cache);
+    const first = await waveforms.get(ref);
+    assert.deepEqual(await waveforms.get(ref), first);
+    assert.equal(encrypted.opened(), 2, 'each request opens the recording (and needs its key)');
   });
 });
