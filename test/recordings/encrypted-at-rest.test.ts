@@ -8,10 +8,13 @@
  */
 import assert from 'node:assert/strict';
 import {
+  createCipheriv,
   constants as cryptoConstants,
   generateKeyPairSync,
   type KeyObject,
   privateDecrypt,
+  publicEncrypt,
+  randomBytes,
 } from 'node:crypto';
 import {
   closeSync,
@@ -24,12 +27,16 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
-import type { CallSid } from '../../src/sid.js';
+import type { CachedRecording, RecordingRef } from '../../src/recordings/cache.js';
+import { AtRestDecryption } from '../../src/recordings/decrypt/at-rest.js';
+import type { StoredEncryption } from '../../src/recordings/store/store.js';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { api } from '../emulator/helpers.js';
-import { sha256, tempDir } from '../helpers/common.js';
+import { isCode, readAll, sha256, tempDir } from '../helpers/common.js';
 import { settledFiles } from '../helpers/recordings.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -285,5 +292,89 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
     assert.equal(sha256(res.body), created.sha256);
     await settledFiles(recordingsDir(), callSid);
     assert.equal(sha256(onDisk(callSid)), created.sha256);
+  });
+});
+
+describe('AtRestDecryption', () => {
+  const ref: RecordingRef = {
+    ownerCallSid: `CA${'1'.repeat(32)}` as CallSid,
+    recordingSid: `RE${'2'.repeat(32)}` as RecordingSid,
+  };
+  const plaintext = randomBytes(5000);
+  const cek = randomBytes(32);
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', cek, iv);
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  const wrap = (key: Buffer) =>
+    publicEncrypt(
+      { key: keys.publicKey, padding: cryptoConstants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+      key,
+    ).toString('base64');
+  const stored = (encryptedCek = wrap(cek)) => ({ encryptedCek, iv: iv.toString('base64') });
+  const kept = (encryption: StoredEncryption | undefined): CachedRecording => ({
+    size: body.length,
+    etag: '"cipher"',
+    lastModified: new Date(0),
+    outcome: 'hit',
+    complete: true,
+    encryption,
+    createReadStream: (start, end) => Readable.from([body.subarray(start, end + 1)]),
+  });
+  /** Keys that count how often they are asked, and can be swapped or removed. */
+  const keyring = () => {
+    let key: KeyObject | undefined = keys.privateKey;
+    return {
+      get: (_businessId: string) => key,
+      set: (next: KeyObject | undefined) => {
+        key = next;
+      },
+    };
+  };
+
+  it('hands back a recording whose bytes are plain as it is', () => {
+    const plain = kept(undefined);
+    assert.equal(new AtRestDecryption({ keys: keyring() }).open(plain, ref, 'acme'), plain);
+  });
+
+  it('decrypts whole and ranged reads in plaintext terms; the ETag names the plaintext size', async () => {
+    const view = new AtRestDecryption({ keys: keyring() }).open(kept(stored()), ref, 'acme');
+    assert.equal(view.size, plaintext.length);
+    assert.equal(view.etag, `"${ref.recordingSid}-${plaintext.length}"`);
+    assert.equal(view.encryption, undefined);
+    assert.ok((await readAll(view.createReadStream(0, view.size - 1))).equals(plaintext));
+    for (const [start, end] of [
+      [0, 0],
+      [15, 16],
+      [4983, 4999],
+      [4984, 4999],
+    ] as const) {
+      const got = await readAll(view.createReadStream(start, end));
+      assert.ok(got.equals(plaintext.subarray(start, end + 1)), `${start}-${end}`);
+    }
+    assert.throws(() => view.createReadStream(0, view.size), RangeError, 'the tag is never read out');
+  });
+
+  it('keeps at most maxKeys unwrapped keys, drops them on forget, and needs the key at every open', () => {
+    const ring = keyring();
+    const atRest = new AtRestDecryption({ keys: ring, maxKeys: 2 });
+    // OAEP is randomized: each wrap of the same key is another stored record, as for other recordings.
+    for (let i = 0; i < 3; i++) atRest.open(kept(stored(wrap(cek))), ref, 'acme');
+    assert.equal(atRest.size, 2);
+    atRest.forget();
+    assert.equal(atRest.size, 0);
+    const record = stored();
+    atRest.open(kept(record), ref, 'acme');
+    ring.set(undefined);
+    assert.throws(() => atRest.open(kept(record), ref, 'acme'), isCode('RECGATE_RECORDING_ENCRYPTED'));
+    ring.set(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);
+    assert.throws(
+      () => atRest.open(kept(record), ref, 'acme'),
+      isCode('RECGATE_RECORDING_ENCRYPTED'),
+      'a replaced key does not reuse what the old one unwrapped',
+    );
+    assert.throws(
+      () => new AtRestDecryption({ keys: undefined }).open(kept(record), ref, 'acme'),
+      isCode('RECGATE_RECORDING_ENCRYPTED'),
+    );
   });
 });

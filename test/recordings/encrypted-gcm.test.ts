@@ -25,6 +25,7 @@ import {
   openWhole,
   parseEncryptionDetails,
   unwrapContentKey,
+  verifyWhole,
 } from '../../src/recordings/decrypt/gcm.js';
 import { DirectoryRecordingKeys } from '../../src/recordings/decrypt/keys-dir.js';
 import { readAll, tempDir } from '../helpers/common.js';
@@ -122,6 +123,49 @@ describe('openWhole', () => {
   it('fails under another key', async () => {
     const { err } = await openAll({ cek: randomBytes(32), iv: key.iv }, [body]);
     assert.ok(err instanceof BadTag);
+  });
+});
+
+describe('verifyWhole', () => {
+  const plaintext = randomBytes(50_001);
+  const { key, body } = sealed(plaintext);
+
+  async function verifyAll(k: ContentKey, pieces: Buffer[]): Promise<{ out: Buffer; err: unknown }> {
+    const got: Buffer[] = [];
+    const stream = Readable.from(pieces).pipe(verifyWhole(k, (why) => new BadTag(why)));
+    try {
+      for await (const chunk of stream) got.push(chunk as Buffer);
+      return { out: Buffer.concat(got), err: undefined };
+    } catch (err) {
+      return { out: Buffer.concat(got), err };
+    }
+  }
+
+  it('passes the ciphertext and tag on unchanged however it is chunked', async () => {
+    for (const sizes of [[body.length], [1, 15, 16, 17], [4096], [50_001, 1, 1]]) {
+      const { out, err } = await verifyAll(key, chunks(body, sizes));
+      assert.equal(err, undefined, `chunking ${sizes.join(',')}`);
+      assert.ok(out.equals(body), `chunking ${sizes.join(',')}`);
+    }
+  });
+
+  for (const [name, index] of [
+    ['a ciphertext byte', 20_000],
+    ['a tag byte', body.length - 1],
+  ] as const) {
+    it(`fails on ${name}, never releasing the tag`, async () => {
+      const bad = Buffer.from(body);
+      bad[index] = bad[index]! ^ 0x01;
+      const { out, err } = await verifyAll(key, chunks(bad, [4096]));
+      assert.ok(err instanceof BadTag, String(err));
+      assert.ok(out.length <= body.length - 16, `${out.length} of ${body.length} bytes released`);
+    });
+  }
+
+  it('fails on a truncated body and on one shorter than a tag', async () => {
+    const { err } = await verifyAll(key, [body.subarray(0, body.length - 100)]);
+    assert.ok(err instanceof BadTag);
+    assert.match(String((await verifyAll(key, [body.subarray(0, 10)])).err), /shorter than a GCM tag/);
   });
 });
 
