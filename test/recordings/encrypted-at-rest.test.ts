@@ -66,11 +66,11 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
   let dataDir: string;
   let keySid: string;
   const dirs: Array<() => void> = [];
-  const startGateway = () =>
+  const startGateway = (storeEncrypted = true) =>
     startStack({
       sharedEmulator: emulator,
       dataDir,
-      config: { recordingKeysDir: keysDir, storeEncrypted: true },
+      config: { recordingKeysDir: keysDir, storeEncrypted },
     });
 
   before(async () => {
@@ -237,7 +237,7 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
     assert.ok(range.body.equals(expected), 'CTR: the changed byte comes out changed, nothing else');
   });
 
-  it('a new gateway on the same data directory serves the file without downloading it again', async () => {
+  it('a new gateway on the same data directory serves the file without downloading it again, with the option or without', async () => {
     const rec = await encrypted(30_000);
     const plain = (await get(rec.callSid)).body;
     assert.equal(sha256(plain), rec.sha256);
@@ -246,6 +246,13 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
     stack = await startGateway();
     await checkReads(rec, plain);
     assert.equal(sha256((await get(rec.callSid)).body), rec.sha256);
+    // Without the option, files kept encrypted are still decrypted (with the keys), not served as they are.
+    await stack.close();
+    stack = await startGateway(false);
+    await checkReads(rec, plain);
+    assert.equal(sha256((await get(rec.callSid)).body), rec.sha256);
+    await stack.close();
+    stack = await startGateway();
     assert.equal(mediaRequests(rec.recordingSid), 1);
   });
 
