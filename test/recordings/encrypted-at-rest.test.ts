@@ -39,17 +39,10 @@ import { api } from '../emulator/helpers.js';
 import { isCode, readAll, sha256, tempDir } from '../helpers/common.js';
 import { settledFiles } from '../helpers/recordings.js';
 import { type Stack, startStack } from '../helpers/stack.js';
+import { type Outcome, requestOutcome } from './helpers.js';
 
 const pem = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }) as string;
 const keys = generateKeyPairSync('rsa', { modulusLength: 2048 });
-
-interface Outcome {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-  /** The body ended cleanly (not cut). */
-  whole: boolean;
-}
 
 interface Encrypted {
   callSid: CallSid;
@@ -107,18 +100,11 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
     headers: Record<string, string> = {},
     method = 'GET',
   ): Promise<Outcome> {
-    const res = await request(`${stack.url}/api/calls/${callSid}/download`, {
-      method: method as 'GET',
-      headers: { authorization: `Bearer ${await stack.token('acme')}`, ...headers },
-    });
-    const chunks: Buffer[] = [];
-    let whole = true;
-    try {
-      for await (const chunk of res.body) chunks.push(chunk as Buffer);
-    } catch {
-      whole = false;
-    }
-    return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), whole };
+    return requestOutcome(
+      `${stack.url}/api/calls/${callSid}/download`,
+      { authorization: `Bearer ${await stack.token('acme')}`, ...headers },
+      method,
+    );
   }
 
   const peaks = async (callSid: string) => {

@@ -19,19 +19,11 @@ import type { CallSid } from '../../src/sid.js';
 import { hex32, sha256, tempDir } from '../helpers/common.js';
 import { settledFiles } from '../helpers/recordings.js';
 import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
-import { captureLogger } from './helpers.js';
+import { captureLogger, requestOutcome } from './helpers.js';
 
 const pem = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }) as string;
 const acmeKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const otherKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
-
-interface Outcome {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-  /** The body ended cleanly (not cut). */
-  whole: boolean;
-}
 
 describe('encrypted recordings through the gateway', () => {
   let stack: Stack;
@@ -71,23 +63,11 @@ describe('encrypted recordings through the gateway', () => {
     method = 'GET',
     query = '',
   ) {
-    const res = await request(`${stack.url}/api/calls/${callSid}/download${query}`, {
-      method: method as 'GET',
-      headers: { authorization: `Bearer ${await stack.token(business)}`, ...headers },
-    });
-    const chunks: Buffer[] = [];
-    let whole = true;
-    try {
-      for await (const chunk of res.body) chunks.push(chunk as Buffer);
-    } catch {
-      whole = false;
-    }
-    return {
-      status: res.statusCode,
-      headers: res.headers,
-      body: Buffer.concat(chunks),
-      whole,
-    } satisfies Outcome;
+    return requestOutcome(
+      `${stack.url}/api/calls/${callSid}/download${query}`,
+      { authorization: `Bearer ${await stack.token(business)}`, ...headers },
+      method,
+    );
   }
 
   const mediaRequests = (recordingSid: string) => stack.emulator.stats().media_requests[recordingSid] ?? 0;

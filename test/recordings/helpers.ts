@@ -493,3 +493,29 @@ export function makeCache(
     named: (name: string) => events.filter((e) => e[0] === name).map((e) => e[1]),
   };
 }
+
+/** A response read to its end, or to where it was cut. */
+export interface Outcome {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  /** The body ended cleanly (not cut). */
+  whole: boolean;
+}
+
+/** `method` on `url` with `headers`, its body read to its end or to where it broke off. */
+export async function requestOutcome(
+  url: string,
+  headers: Record<string, string>,
+  method = 'GET',
+): Promise<Outcome> {
+  const res = await request(url, { method: method as 'GET', headers });
+  const chunks: Buffer[] = [];
+  let whole = true;
+  try {
+    for await (const chunk of res.body) chunks.push(chunk as Buffer);
+  } catch {
+    whole = false;
+  }
+  return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), whole };
+}
