@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import { loadConfig } from '../../src/config/config.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import type { CachedRecording, RecordingRef } from '../../src/recordings/cache.js';
 import { AtRestDecryption } from '../../src/recordings/decrypt/at-rest.js';
@@ -370,4 +371,10 @@ describe('AtRestDecryption', () => {
       isCode('RECGATE_RECORDING_ENCRYPTED'),
     );
   });
+});
+
+it('--store-encrypted comes from the flag or RECGATE_STORE_ENCRYPTED=1, off by default', () => {
+  assert.equal(loadConfig({ demo: true }, {}).storeEncrypted, false);
+  assert.equal(loadConfig({ demo: true }, { RECGATE_STORE_ENCRYPTED: '1' }).storeEncrypted, true);
+  assert.equal(loadConfig({ demo: true, storeEncrypted: true }, {}).storeEncrypted, true);
 });
