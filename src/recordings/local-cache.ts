@@ -373,4 +373,12 @@ class InflightRecording implements CachedRecording {
     }
     return this.#store.createReadStream(this.#ref.ownerCallSid, start, end, this.#fileId);
   }
+
+  readNow(start: number, end: number): Buffer | undefined {
+    if (this.#flight !== undefined && this.#flight.state !== 'complete') return undefined;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
+      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
+    }
+    return this.#store.read?.(this.#ref.ownerCallSid, start, end, this.#fileId);
+  }
 }

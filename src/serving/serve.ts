@@ -54,6 +54,12 @@ export interface ServeResult {
   readonly headers: Record<string, string>;
   /** The body; absent for HEAD, 304, 412 and 416 (whose Content-Length is then 0 or the GET's length). */
   readonly stream?: Readable;
+  /**
+   * The whole body at once, when the source had it at hand ({@link ByteSource.readNow}: a small range of a
+   * cached file). `stream` then reads these same bytes, but a writer should send this buffer and skip the
+   * stream (`write.ts` does): no stream is made unless `stream` is read.
+   */
+  readonly body?: Buffer;
 }
 
 /**
@@ -109,7 +115,7 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     responseHeaders['Content-Type'] = contentType;
     responseHeaders['Content-Length'] = String(end - start + 1);
     responseHeaders['Content-Range'] = contentRange(start, end, size);
-    return withStream(206, responseHeaders, withBody ? () => source.createReadStream(start, end) : undefined);
+    return withStream(206, responseHeaders, withBody ? rangeBody(source, start, end) : undefined);
   }
 
   if (range.kind === 'ranges') {
@@ -117,21 +123,50 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     const plan = planMultipart(range.ranges, size, contentType, boundary);
     responseHeaders['Content-Type'] = `multipart/byteranges; boundary=${boundary}`;
     responseHeaders['Content-Length'] = String(plan.length);
-    return withStream(206, responseHeaders, withBody ? () => new MultipartStream(source, plan) : undefined);
+    return withStream(
+      206,
+      responseHeaders,
+      withBody ? { open: () => new MultipartStream(source, plan) } : undefined,
+    );
   }
 
   responseHeaders['Content-Type'] = contentType;
   responseHeaders['Content-Length'] = String(size);
-  const full = () => (size === 0 ? Readable.from([]) : source.createReadStream(0, size - 1));
+  const full: Body = size === 0 ? { open: () => Readable.from([]) } : rangeBody(source, 0, size - 1);
   return withStream(200, responseHeaders, withBody ? full : undefined);
+}
+
+/** How a response's body is made: a stream, or the bytes at once when the source has them at hand. */
+interface Body {
+  open(): Readable;
+  now?(): Buffer | undefined;
+}
+
+function rangeBody(source: ByteSource, start: number, end: number): Body {
+  return {
+    open: () => source.createReadStream(start, end),
+    now: source.readNow === undefined ? undefined : () => source.readNow?.(start, end),
+  };
 }
 
 function withStream(
   statusCode: 200 | 206,
   headers: Record<string, string>,
-  open: (() => Readable) | undefined,
+  body: Body | undefined,
 ): ServeResult {
-  return open === undefined ? { statusCode, headers } : { statusCode, headers, stream: open() };
+  if (body === undefined) return { statusCode, headers };
+  const bytes = body.now?.();
+  if (bytes === undefined) return { statusCode, headers, stream: body.open() };
+  let stream: Readable | undefined;
+  return {
+    statusCode,
+    headers,
+    body: bytes,
+    get stream() {
+      stream ??= Readable.from([bytes]);
+      return stream;
+    },
+  };
 }
 
 interface ResolvedOptions {

@@ -125,7 +125,9 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           },
           'serving recording',
         );
-        if (!result.stream) return reply.code(result.statusCode).headers(result.headers).send();
+        if (result.body === undefined && result.stream === undefined) {
+          return reply.code(result.statusCode).headers(result.headers).send();
+        }
         // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
         // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
         reply.hijack();

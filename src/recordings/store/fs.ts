@@ -171,6 +171,10 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     );
   }
 
+  read(id: string, start: number, end: number, fileId?: string): Buffer | undefined {
+    return this.#finals.read(id, start, end, fileId);
+  }
+
   async close(): Promise<void> {
     this.#finals.close();
   }
