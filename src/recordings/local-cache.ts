@@ -28,7 +28,7 @@ import type {
 } from './cache.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
-import type { CacheEventHandler, EmitEvent, RemoveReason } from './events.js';
+import type { CacheEvent, CacheEventHandler, EmitEvent, RemoveReason } from './events.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
@@ -98,10 +98,6 @@ export class LocalCache implements LocalRecordingCache {
 
   async open(ref: RecordingRef, options: OpenOptions = {}): Promise<CachedRecording> {
     if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
-    const log = (options.log ?? this.#s.logger).child({
-      callSid: ref.ownerCallSid,
-      recordingSid: ref.recordingSid,
-    });
     const signal = options.signal;
     signal?.throwIfAborted();
 
@@ -110,10 +106,25 @@ export class LocalCache implements LocalRecordingCache {
     if (entry === undefined) {
       const final = await this.#final(ref);
       if (final !== undefined) {
-        this.#emitter(log, ref)({ event: 'cache_hit', size: final.size }, 'Cache hit');
+        // The hit is the warm path: its event is logged with the recording's SIDs as fields, which costs no
+        // child logger.
+        const hit: CacheEvent = {
+          event: 'cache_hit',
+          size: final.size,
+          callSid: ref.ownerCallSid,
+          recordingSid: ref.recordingSid,
+        };
+        (options.log ?? this.#s.logger).info(hit, 'Cache hit');
+        this.#observe(hit);
         const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
         return new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
       }
+    }
+    const log = (options.log ?? this.#s.logger).child({
+      callSid: ref.ownerCallSid,
+      recordingSid: ref.recordingSid,
+    });
+    if (entry === undefined) {
       // Look again after the await, and start the flight without awaiting: that makes it single.
       entry = this.#running(ref);
       joined = entry !== undefined;
@@ -317,12 +328,16 @@ export class LocalCache implements LocalRecordingCache {
   #emitter(log: Logger, ref: RecordingRef): EmitEvent {
     return (body, message, level = 'info') => {
       log[level](body, message);
-      try {
-        this.#s.onEvent?.({ ...body, callSid: ref.ownerCallSid, recordingSid: ref.recordingSid });
-      } catch {
-        // Metrics must never break serving.
-      }
+      this.#observe({ ...body, callSid: ref.ownerCallSid, recordingSid: ref.recordingSid });
     };
+  }
+
+  #observe(event: CacheEvent): void {
+    try {
+      this.#s.onEvent?.(event);
+    } catch {
+      // Metrics must never break serving.
+    }
   }
 }
 

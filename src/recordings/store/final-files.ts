@@ -173,7 +173,6 @@ export class FinalFiles {
       // A disk answering from the medium, not from memory; one slow read alone may be a preempted process.
       this.#slowReads = 0;
       this.#syncReadsOffUntil = started + took + SYNC_READ_BACKOFF_MS;
-      if (process.env.PW_DEBUG) process.stderr.write(`sync reads off (${took} ms)\n`);
     }
     if (bytesRead < length) {
       throw createError('RECGATE_STORAGE_ERROR', {
