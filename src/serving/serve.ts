@@ -201,20 +201,23 @@ function validateOptions(options: ServeOptions): ResolvedOptions {
   };
 }
 
-const CONSULTED = [
+const CONSULTED = new Set([
   'range',
   'if-range',
   'if-match',
   'if-none-match',
   'if-modified-since',
   'if-unmodified-since',
-];
+]);
 
 function normalizeHeaders(raw: Readonly<Record<string, string | string[] | undefined>>): HeaderValues {
   const out: Record<string, string | undefined> = {};
-  for (const [name, value] of Object.entries(raw)) {
-    const key = name.toLowerCase();
-    if (value === undefined || !CONSULTED.includes(key)) continue;
+  // for…in rather than Object.entries: no array of pairs per request.
+  for (const name in raw) {
+    const value = raw[name];
+    if (value === undefined) continue;
+    const key = CONSULTED.has(name) ? name : name.toLowerCase();
+    if (!CONSULTED.has(key)) continue;
     // Repeated fields combine into one list (RFC 9110 §5.3); for singletons the result is invalid, so ignored.
     const joined = Array.isArray(value) ? value.join(', ') : value;
     out[key] = out[key] === undefined ? joined : `${out[key]}, ${joined}`;

@@ -19,9 +19,11 @@ export const RECORDING_CACHE_CONTROL = 'private, max-age=31536000, immutable';
  * the Range header is parsed properly by serve() once the size is known.
  */
 function rangeStartHint(header: string | undefined): number | undefined {
-  const m = header === undefined ? null : /^bytes=(\d{1,15})-/i.exec(header);
+  if (header === undefined) return undefined;
+  const m = RANGE_START.exec(header);
   return m ? Number(m[1]) : undefined;
 }
+const RANGE_START = /^bytes=(\d{1,15})-/i;
 
 /** The headers Fastify set on the reply so far (the request id), as strings for a raw response. */
 function headersOf(reply: FastifyReply): Record<string, string> {

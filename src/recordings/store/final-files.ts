@@ -101,9 +101,10 @@ export class FinalFiles {
 
   /**
    * The finished file at `path` (opening and remembering it), or `undefined` if there is none. `fresh` drops
-   * what is remembered first, so a file that replaced the remembered one is seen.
+   * what is remembered first, so a file that replaced the remembered one is seen. `path` may be a function,
+   * called only when the file must be opened: a remembered file needs no path built.
    */
-  async stat(key: string, path: string, fresh = false): Promise<FinalInfo | undefined> {
+  async stat(key: string, path: string | (() => string), fresh = false): Promise<FinalInfo | undefined> {
     if (fresh) {
       // A pending open started before the caller asked for a fresh look may have read the old file.
       await this.#opening.get(key)?.catch(() => undefined);
@@ -118,7 +119,9 @@ export class FinalFiles {
     }
     let pending = this.#opening.get(key);
     if (pending === undefined) {
-      pending = this.#open(key, path).finally(() => this.#opening.delete(key));
+      pending = this.#open(key, typeof path === 'string' ? path : path()).finally(() =>
+        this.#opening.delete(key),
+      );
       this.#opening.set(key, pending);
     }
     return (await pending)?.info;

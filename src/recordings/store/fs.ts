@@ -161,7 +161,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   }
 
   async stat(id: string, options: { fresh?: boolean } = {}): Promise<FinalInfo | undefined> {
-    return this.#finals.stat(id, this.finalPath(id), options.fresh === true);
+    return this.#finals.stat(id, () => this.finalPath(id), options.fresh === true);
   }
 
   createReadStream(id: string, start: number, end: number, fileId?: string): Readable {
