@@ -77,7 +77,7 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
 
   const validatorHeaders: Record<string, string> = { ETag: source.etag };
   if (!Number.isNaN(source.lastModified.getTime())) {
-    validatorHeaders['Last-Modified'] = formatHttpDate(source.lastModified);
+    validatorHeaders['Last-Modified'] = httpDateOf(source.lastModified);
   }
   if (cacheControl !== undefined) validatorHeaders['Cache-Control'] = cacheControl;
 
@@ -149,6 +149,19 @@ function rangeBody(source: ByteSource, start: number, end: number): Body {
   };
 }
 
+/** Formatted Last-Modified dates by Date object: a cached recording's is the same object on every request. */
+const httpDates = new WeakMap<Date, { time: number; text: string }>();
+
+function httpDateOf(date: Date): string {
+  const time = date.getTime();
+  let known = httpDates.get(date);
+  if (known?.time !== time) {
+    known = { time, text: formatHttpDate(date) };
+    httpDates.set(date, known);
+  }
+  return known.text;
+}
+
 function withStream(
   statusCode: 200 | 206,
   headers: Record<string, string>,
@@ -179,14 +192,20 @@ interface ResolvedOptions {
 // Header values must not smuggle CR/LF or other controls into the response (RFC 9110 §5.5).
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+/** Option values already found valid; most requests repeat the last few (bounded, emptied when full). */
+const validValues = new Set<string>();
+const VALID_VALUES_KEPT = 1024;
+
 function validateOptions(options: ServeOptions): ResolvedOptions {
   const check = (name: string, value: string | undefined): string | undefined => {
-    if (value === undefined) return undefined;
+    if (value === undefined || validValues.has(value)) return value;
     if (typeof value !== 'string' || value.trim() === '' || !FIELD_VALUE.test(value)) {
       throw createError('RECGATE_INTERNAL', {
         message: `options.${name} must be a non-empty string without control characters`,
       });
     }
+    if (validValues.size >= VALID_VALUES_KEPT) validValues.clear();
+    validValues.add(value);
     return value;
   };
   const { maxRanges } = options;

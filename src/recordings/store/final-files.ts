@@ -58,13 +58,13 @@ interface Entry {
   fd: number;
   info: FinalInfo;
   path: string;
-  /** When the name was last seen to name this file (performance.now()). */
+  /** When the name was last seen to name this file (the clock). */
   checkedAt: number;
   /** Streams reading from `fd` now. */
   readers: number;
   /** Out of the map; `fd` closes when the last reader ends. */
   evicted: boolean;
-  /** When the entry was retired (performance.now()); `undefined` unless it waits in the retired map. */
+  /** When the entry was retired (the clock); `undefined` unless it waits in the retired map. */
   retiredAt: number | undefined;
 }
 
@@ -72,12 +72,13 @@ export class FinalFiles {
   readonly #max: number;
   readonly #describe: DescribeFinal;
   readonly #revalidateMs: number;
+  readonly #clock: () => number;
   readonly #entries = new Map<string, Entry>();
   readonly #opening = new Map<string, Promise<Entry | undefined>>();
   /** Retired entries by file id; see the file's comment. */
   readonly #retired = new Map<string, Entry>();
   #closed = false;
-  /** performance.now() until which {@link read} declines, after slow synchronous reads. */
+  /** The clock time until which {@link read} declines, after slow synchronous reads. */
   #syncReadsOffUntil = 0;
   /** Recent slow synchronous reads: +1 for each, fading by {@link SLOW_READ_DECAY} with each fast one. */
   #slowReads = 0;
@@ -88,8 +89,14 @@ export class FinalFiles {
    * @param max descriptors kept open at most.
    * @param describe reads a file's identity when it is opened. @default none: every identity is unknown
    * @param revalidateMs how long a remembered file is trusted before its name is looked at again. @default 1000
+   * @param clock milliseconds from a monotonic origin; tests pass a fake one. @default performance.now
    */
-  constructor(max: number, describe: DescribeFinal = async () => undefined, revalidateMs = 1000) {
+  constructor(
+    max: number,
+    describe: DescribeFinal = async () => undefined,
+    revalidateMs = 1000,
+    clock: () => number = () => performance.now(),
+  ) {
     if (!Number.isInteger(max) || max < 1)
       throw new TypeError('options.maxOpenFiles must be a positive integer');
     if (!Number.isInteger(revalidateMs) || revalidateMs < 1)
@@ -97,6 +104,7 @@ export class FinalFiles {
     this.#max = max;
     this.#describe = describe;
     this.#revalidateMs = revalidateMs;
+    this.#clock = clock;
   }
 
   /**
@@ -112,7 +120,7 @@ export class FinalFiles {
     }
     const known = this.#touch(key);
     if (known !== undefined) {
-      if (performance.now() - known.checkedAt <= this.#revalidateMs || (await this.#stillNamed(known))) {
+      if (this.#clock() - known.checkedAt <= this.#revalidateMs || (await this.#stillNamed(known))) {
         return known.info;
       }
       if (this.#entries.get(key) === known) this.#evict(key);
@@ -157,20 +165,20 @@ export class FinalFiles {
    */
   read(key: string, start: number, end: number, fileId?: string): Buffer | undefined {
     const length = end - start + 1;
-    if (!(length > 0 && length <= READ_CHUNK) || performance.now() < this.#syncReadsOffUntil)
+    if (!(length > 0 && length <= READ_CHUNK) || this.#clock() < this.#syncReadsOffUntil)
       return undefined;
     let entry = this.#touch(key);
     if (fileId !== undefined && entry?.info.fileId !== fileId) entry = this.#retired.get(fileId);
     if (entry === undefined) return undefined;
     const buffer = takeChunk(length);
-    const started = performance.now();
+    const started = this.#clock();
     let bytesRead: number;
     try {
       bytesRead = readSync(entry.fd, buffer, 0, length, start);
     } catch (err) {
       throw storageError(err);
     }
-    const took = performance.now() - started;
+    const took = this.#clock() - started;
     if (took <= SLOW_SYNC_READ_MS) this.#slowReads = Math.max(0, this.#slowReads - SLOW_READ_DECAY);
     else if (++this.#slowReads >= SLOW_READS_OFF) {
       // A disk answering from the medium, not from memory; one slow read alone may be a preempted process.
@@ -203,7 +211,7 @@ export class FinalFiles {
 
   /** Whether the entry's name still names its file; records when that was seen. */
   async #stillNamed(entry: Entry): Promise<boolean> {
-    const now = performance.now();
+    const now = this.#clock();
     const current = await statAsync(entry.path, { bigint: true }).catch(() => undefined);
     if (current === undefined || fileInfo(current).fileId !== entry.info.fileId) return false;
     entry.checkedAt = now;
@@ -216,10 +224,10 @@ export class FinalFiles {
     this.#pruning = true;
     try {
       for (const [key, entry] of [...this.#entries]) {
-        if (performance.now() - entry.checkedAt <= this.#revalidateMs) continue;
+        if (this.#clock() - entry.checkedAt <= this.#revalidateMs) continue;
         if (!(await this.#stillNamed(entry)) && this.#entries.get(key) === entry) this.#evict(key);
       }
-      this.#closeRetired(performance.now());
+      this.#closeRetired(this.#clock());
     } finally {
       this.#pruning = false;
     }
@@ -248,7 +256,7 @@ export class FinalFiles {
         fd,
         info: { ...fileInfo(st), identity: await this.#describe(key, st) },
         path,
-        checkedAt: performance.now(),
+        checkedAt: this.#clock(),
         readers: 0,
         evicted: false,
         retiredAt: undefined,
@@ -274,7 +282,7 @@ export class FinalFiles {
     if (entry === undefined) return;
     this.#entries.delete(key);
     entry.evicted = true;
-    entry.retiredAt = performance.now();
+    entry.retiredAt = this.#clock();
     this.#retired.set(entry.info.fileId, entry);
     if (!this.#closed) this.#pruner ??= setInterval(() => void this.#prune(), this.#revalidateMs).unref();
   }
