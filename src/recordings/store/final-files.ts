@@ -165,8 +165,7 @@ export class FinalFiles {
    */
   read(key: string, start: number, end: number, fileId?: string): Buffer | undefined {
     const length = end - start + 1;
-    if (!(length > 0 && length <= READ_CHUNK) || this.#clock() < this.#syncReadsOffUntil)
-      return undefined;
+    if (!(length > 0 && length <= READ_CHUNK) || this.#clock() < this.#syncReadsOffUntil) return undefined;
     let entry = this.#touch(key);
     if (fileId !== undefined && entry?.info.fileId !== fileId) entry = this.#retired.get(fileId);
     if (entry === undefined) return undefined;
