@@ -143,7 +143,6 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           onClose: (bytes) =>
             deps.audit.play(
               {
-                playedAt: new Date().toISOString(),
                 businessId,
                 callSid,
                 recordingSid: ref.recordingSid,
