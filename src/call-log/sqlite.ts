@@ -50,8 +50,8 @@ export interface SqliteCallLogOptions {
   migrations?: readonly Migration[];
 }
 
-/** Calls the records cache holds at most (see SqliteCallLog's #lookup). */
-const RECORDS_CACHED = 10_000;
+/** Calls the records cache holds at most (see #lookup): those being played now, not the whole log. */
+const RECORDS_CACHED = 1000;
 
 const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT @limit';
 const AFTER_CREATED = '(created_at < @createdAt OR (created_at = @createdAt AND call_sid < @callSid))';
