@@ -33,6 +33,14 @@ export const ERRORS = {
   },
   RECGATE_PRECONDITION_FAILED: { status: 412, message: 'A precondition in the request failed' },
   RECGATE_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The requested range is not satisfiable' },
+  RECGATE_WAVEFORM_UNAVAILABLE: {
+    status: 422,
+    message: 'The recording is not audio the gateway can draw a waveform of',
+  },
+  RECGATE_VARIANT_UNAVAILABLE: {
+    status: 409,
+    message: 'The recording was made in mono: there is no dual-channel file; ask without channels=2',
+  },
   RECGATE_RATE_LIMITED: {
     status: 429,
     message: 'Too many requests for this business; try again later',
@@ -78,6 +86,14 @@ export const ERRORS = {
   RECGATE_STORAGE_ERROR: { status: 500, message: 'The recording store failed' },
   RECGATE_DATABASE_ERROR: { status: 500, message: 'The call log failed' },
   RECGATE_WEBHOOK_SIGNATURE: { status: 403, message: 'Invalid X-Twilio-Signature' },
+  RECGATE_CREDENTIALS_KEY_MISSING: {
+    status: 409,
+    message: "Storing a business's own Twilio credentials needs RECGATE_CREDENTIALS_KEY",
+  },
+  RECGATE_CREDENTIALS_UNREADABLE: {
+    status: 500,
+    message: "The business's stored Twilio credentials could not be decrypted",
+  },
   RECGATE_ADMIN_DISABLED: { status: 404, message: 'The admin API is disabled' },
   RECGATE_CLIENT_CLOSED: {
     status: 499,

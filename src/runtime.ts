@@ -73,6 +73,9 @@ export async function openCacheRuntime(config: Config, options: CacheRuntimeOpti
   const locker: Locker = pgLocker ?? new FsLocker({ dir, pollIntervalMs: 15 });
   let bounded: { evictor: Evictor; index: CacheIndex } | undefined;
   try {
+    // Before the first request: otherwise the first stampede after a start waits for the fencing table
+    // and the lock's connections, in every process at once.
+    await pgLocker?.warm();
     bounded = await startEvictor(config, database, { store, locker, logger, ...options.evictor });
   } catch (err) {
     await pgLocker?.close();

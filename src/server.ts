@@ -4,16 +4,19 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { AccountDirectory } from './accounts/directory.js';
+import { openAccountStore } from './accounts/open.js';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
-import { openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, upstreamQueueTimeoutMs } from './config/config.js';
+import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
+import { type Config, sealerOf, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
+import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
 import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
-import { RateLimiter } from './limits/rate-limiter.js';
+import { RateLimiter, workerShare } from './limits/rate-limiter.js';
 import { AuditTrail } from './observability/audit.js';
 import { createLogger } from './observability/logger.js';
 import {
@@ -23,7 +26,7 @@ import {
   getMetrics,
   type Metrics,
 } from './observability/metrics.js';
-import { openPrefetchQueue, Prefetcher } from './prefetch/index.js';
+import { openPrefetchQueue, Prefetcher, type PrefetchQueue } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
 import type { LocalRecordingCache } from './recordings/index.js';
@@ -31,7 +34,12 @@ import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
 import { openCacheRuntime } from './runtime.js';
 import { UpstreamBreaker } from './upstream/breaker.js';
-import { TwilioClient, type TwilioClientOptions } from './upstream/twilio-client.js';
+import {
+  type RequestEvent,
+  type RetryEvent,
+  TwilioClient,
+  type TwilioClientOptions,
+} from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
 export interface Gateway {
@@ -63,7 +71,64 @@ export interface GatewayOptions {
   >;
 }
 
+/**
+ * One process's runtime pieces, without a listener: what the HTTP routes need ({@link AppDeps}), the
+ * background jobs (sweep of leftovers, prefetcher), and one `close()` for all of them. `startGateway` serves
+ * them with its own listener; src/embed mounts them in another app.
+ */
+export interface GatewayRuntime {
+  deps: AppDeps & { drain: DrainState };
+  callLog: CallLog;
+  cache: LocalRecordingCache;
+  upstream: Upstream;
+  logger: Logger;
+  /** Stops taking prefetch jobs (they go back to the queue for another process); close() does too. */
+  stopPrefetch(): Promise<void>;
+  /** Stops the background jobs and closes the cache, the locks, the queues and the call log, once. */
+  close(): Promise<void>;
+}
+
 export async function startGateway(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
+  const runtime = await openGatewayRuntime(config, options);
+  const { deps, callLog, cache, upstream, logger } = runtime;
+  let app: FastifyInstance;
+  let address: string;
+  try {
+    app = await buildApp(deps, { metrics: options.metrics, plugins: [uiRoutes] });
+    address = await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+  const drainState = deps.drain;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await app.close();
+    await runtime.close();
+  };
+  return {
+    app,
+    url: address.replace('[::1]', 'localhost'),
+    callLog,
+    cache,
+    upstream,
+    logger,
+    close,
+    drain: (drainOptions) => {
+      // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
+      void runtime.stopPrefetch();
+      return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
+    },
+  };
+}
+
+/** Opens everything `startGateway` serves (see {@link GatewayRuntime}); validates what it needs first. */
+export async function openGatewayRuntime(
+  config: Config,
+  options: Pick<GatewayOptions, 'logger' | 'upstream'> = {},
+): Promise<GatewayRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   if (!config.jwtSecret) throw new Error('jwtSecret is required');
   if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is required');
@@ -73,27 +138,40 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
-  const upstream = new TwilioClient({
+  const clientDefaults = {
     baseUrl: config.twilioApiBase,
-    accountSid: config.twilioAccountSid,
-    authToken: config.twilioAuthToken,
-    apiKey: config.twilioApiKey,
-    apiSecret: config.twilioApiSecret,
     ...options.upstream,
-    breaker,
     logger,
-    onRetry: (event) => metrics.upstreamRetries.inc({ reason: event.reason }),
-    onRequest: (event) =>
+    onRetry: (event: RetryEvent) => metrics.upstreamRetries.inc({ reason: event.reason }),
+    onRequest: (event: RequestEvent) =>
       metrics.upstreamRequests.inc({
         operation: event.operation,
         status: String(event.status ?? event.errorCode),
       }),
-  });
+  };
+  const main = {
+    accountSid: config.twilioAccountSid,
+    authToken: config.twilioAuthToken,
+    apiKey: config.twilioApiKey,
+    apiSecret: config.twilioApiSecret,
+  };
+  const upstream = new TwilioClient({ ...clientDefaults, ...main, breaker });
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
+  // Which account serves each business (src/accounts/); the cache downloads through it.
+  const accountStore = await openAccountStore(database);
+  const sealer = sealerOf(config);
+  const accounts = new AccountDirectory({
+    store: accountStore,
+    main,
+    mainClient: upstream,
+    mainBreaker: breaker,
+    sealer,
+    clientDefaults,
+  });
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
-    upstream,
+    upstream: accounts.media,
     logger,
     onEvent: countEvent,
     gate: {
@@ -122,18 +200,94 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
-  const prefetchQueue = await openPrefetchQueue(config.databaseUrl, config.dataDir);
+  const prefetch = await startPrefetch(database, { cache, callLog, logger, metrics, config, accounts });
+  const state = new RecordingState(callLog);
+  const drainState = new DrainState();
+  const resolver = new RecordingResolver({ callLog, state, upstream, accounts });
+  const limits = apiLimits(config);
+  const deps: GatewayRuntime['deps'] = {
+    config,
+    logger,
+    callLog,
+    resolver,
+    state,
+    cache,
+    upstream,
+    accounts: { directory: accounts, store: accountStore, sealer },
+    jwt: new JwtAuth(config.jwtSecret),
+    signer: new PlaybackSigner(config.jwtSecret),
+    audit,
+    ...(prefetch === undefined ? {} : { prefetch }),
+    drain: drainState,
+    ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
+  };
+  let closed = false;
+  return {
+    deps,
+    callLog,
+    cache,
+    upstream,
+    logger,
+    stopPrefetch: async () => {
+      await prefetch?.stop();
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(sweeper);
+      await prefetch?.close();
+      await audit.close();
+      await runtime.close();
+      await admission.close();
+      await accounts.close();
+      await upstream.close();
+      await accountStore.close();
+      await callLog.close();
+    },
+  };
+}
+
+/** The prefetch queue and this process's prefetcher, as the recording-status webhook and shutdown see them. */
+interface PrefetchRuntime extends Pick<PrefetchQueue, 'enqueue'> {
+  /** Takes no more jobs (a draining process): what it held goes back to the queue for another worker. */
+  stop(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the prefetch queue in the call log's database and starts this process's prefetcher, or returns
+ * `undefined` where the database has no queue (in-memory SQLite): prefetch is then off.
+ */
+async function startPrefetch(
+  database: DatabaseTarget,
+  deps: {
+    cache: LocalRecordingCache;
+    callLog: CallLog;
+    logger: Logger;
+    metrics: Metrics;
+    config: Config;
+    /** Which account each business's recordings are read from. */
+    accounts: Pick<AccountDirectory, 'account'>;
+  },
+): Promise<PrefetchRuntime | undefined> {
+  const { cache, callLog, logger, metrics, config, accounts } = deps;
+  const queue = await openPrefetchQueue(database);
+  if (queue === undefined) {
+    logger.info({ event: 'prefetch_off' }, 'Prefetch is off: an in-memory database has no shared queue');
+    return undefined;
+  }
   const prefetcher = new Prefetcher({
-    queue: prefetchQueue,
+    queue,
     cache,
     callLog,
     logger,
     concurrency: config.prefetchConcurrency,
     onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),
+    accountOf: async (businessId) => (await accounts.account(businessId)).accountSid,
   });
   prefetcher.start();
   const readDepth = () =>
-    prefetchQueue.depth().then(
+    queue.depth().then(
       (depth) => {
         for (const [state, n] of Object.entries(depth)) metrics.prefetchQueue.set({ state }, n);
       },
@@ -142,62 +296,17 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     );
   void readDepth();
   const depthReader = setInterval(readDepth, 10_000).unref();
-  const state = new RecordingState(callLog);
-  const drainState = new DrainState();
-  const resolver = new RecordingResolver({ callLog, state, upstream });
-  const limits = apiLimits(config);
-  const app = await buildApp(
-    {
-      config,
-      logger,
-      callLog,
-      resolver,
-      state,
-      cache,
-      upstream,
-      jwt: new JwtAuth(config.jwtSecret),
-      signer: new PlaybackSigner(config.jwtSecret),
-      audit,
-      prefetch: {
-        async enqueue(job) {
-          await prefetchQueue.enqueue(job);
-          prefetcher.wake();
-          void readDepth();
-        },
-      },
-      drain: drainState,
-      ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
-    },
-    { metrics: options.metrics, plugins: [uiRoutes] },
-  );
-  const address = await app.listen({ host: config.host, port: config.port });
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    clearInterval(sweeper);
-    clearInterval(depthReader);
-    await app.close();
-    await prefetcher.close();
-    await audit.close();
-    await runtime.close();
-    await admission.close();
-    await prefetchQueue.close();
-    await upstream.close();
-    await callLog.close();
-  };
   return {
-    app,
-    url: address.replace('[::1]', 'localhost'),
-    callLog,
-    cache,
-    upstream,
-    logger,
-    close,
-    drain: (drainOptions) => {
-      // No new prefetch once the process starts to stop: its jobs go back to the queue for another worker.
-      void prefetcher.close();
-      return drainGateway({ app, state: drainState, logger, release: close }, drainOptions);
+    async enqueue(job) {
+      await queue.enqueue(job);
+      prefetcher.wake();
+      void readDepth();
+    },
+    stop: () => prefetcher.close(),
+    async close() {
+      clearInterval(depthReader);
+      await prefetcher.close();
+      await queue.close();
     },
   };
 }
@@ -230,27 +339,18 @@ async function createAdmission(
 }
 
 /**
- * The per-business limit on new downloads, per host: under `--workers N` each worker allows 1/N of the rate
- * and of the burst (at least one), as a request may land on any worker. `undefined` when it is off (0).
+ * The per-business limit on new downloads, per host, as this worker's share of it (see {@link workerShare}).
+ * `undefined` when it is off (0).
  */
 function coldDownloadLimiter(config: Config): RateLimiter | undefined {
   if (config.coldDownloadRate <= 0) return undefined;
-  return new RateLimiter({
-    ratePerS: config.coldDownloadRate / config.workers,
-    burst: Math.max(1, Math.floor(config.coldDownloadBurst / config.workers)),
-  });
+  return new RateLimiter(workerShare(config.coldDownloadRate, config.coldDownloadBurst, config.workers));
 }
 
-/**
- * This process's share of the per-host API budget: under `--workers N`, each worker enforces rate/N and
- * burst/N (rounded up), since the primary spreads connections evenly among them. None when the rate is 0.
- */
+/** This process's share of the per-host API budget (see {@link workerShare}). None when the rate is 0. */
 export function apiLimits(
   config: Pick<Config, 'apiRatePerS' | 'apiBurst' | 'workers'>,
 ): { ratePerS: number; burst: number } | undefined {
   if (config.apiRatePerS === 0) return undefined;
-  return {
-    ratePerS: config.apiRatePerS / config.workers,
-    burst: Math.ceil(config.apiBurst / config.workers),
-  };
+  return workerShare(config.apiRatePerS, config.apiBurst, config.workers);
 }

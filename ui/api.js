@@ -5,8 +5,11 @@
  * What it asks the gateway (all JSON; errors are {"error": {"code": "RECGATE_…", "message": "…"}}):
  *   GET  /api/calls?limit=50&cursor=…      the business's calls, newest first, paged
  *   GET  /api/calls/{sid}                   one call; polled while its recording downloads
- *   POST /api/calls/{sid}/playback-url      {url, expires_at}: a short-lived signed URL for <audio src>
+ *   POST /api/calls/{sid}/playback-url      {url, expires_at}: a short-lived signed URL for <audio src>;
+ *                                           ?channels=2 / ?format=wav for the dual-channel or WAV file
  *   GET  {signed url}                       the audio (audio/mpeg), with Range support for seeking
+ *   GET  /api/calls/{sid}/peaks?points=N    {duration_s, points, peaks: [0..255]}: the waveform
+ *   HEAD /api/calls/{sid}/download?channels=2  200 when the recording has a dual-channel file, 409 if mono
  */
 
 export class ApiError extends Error {
@@ -68,9 +71,34 @@ export class ApiClient {
     return this.#request(`/api/calls/${encodeURIComponent(callSid)}`);
   }
 
-  /** A new signed playback URL for the call's recording: {url, expires_at}. */
-  createPlaybackUrl(callSid) {
-    return this.#request(`/api/calls/${encodeURIComponent(callSid)}/playback-url`, { method: 'POST' });
+  /**
+   * A new signed playback URL for the call's recording: {url, expires_at}. `variant` ({channels, format})
+   * asks for the dual-channel or WAV file instead; the URL is good for that variant only.
+   */
+  createPlaybackUrl(callSid, variant = {}) {
+    const query = variantQuery(variant);
+    return this.#request(`/api/calls/${encodeURIComponent(callSid)}/playback-url${query}`, {
+      method: 'POST',
+    });
+  }
+
+  /** The recording's waveform: {duration_s, points, peaks}, `points` integers 0..255. */
+  getPeaks(callSid, points) {
+    return this.#request(`/api/calls/${encodeURIComponent(callSid)}/peaks?points=${points}`);
+  }
+
+  /**
+   * Whether the call's recording has a dual-channel file (Twilio keeps one only for recordings made
+   * dual-channel): a HEAD of it answers 200, or 409 for a mono recording. Any other answer counts as no.
+   */
+  async hasDualChannel(callSid) {
+    const token = this.#token();
+    if (!token) return false;
+    const response = await fetch(`/api/calls/${encodeURIComponent(callSid)}/download?channels=2`, {
+      method: 'HEAD',
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    return response.ok;
   }
 
   /** A JSON request with the session's bearer token. A 401 ends the session. */
@@ -102,6 +130,15 @@ export async function probe(url) {
     return null;
   }
   return apiErrorFrom(response);
+}
+
+/** `?channels=2&format=wav` and the like for a variant ({channels, format}); '' for the plain MP3. */
+function variantQuery(variant) {
+  const query = new URLSearchParams();
+  if (variant.channels === 2) query.set('channels', '2');
+  if (variant.format === 'wav') query.set('format', 'wav');
+  const text = query.toString();
+  return text === '' ? '' : `?${text}`;
 }
 
 /** The signed URL that makes the gateway answer with `Content-Disposition: attachment`. */
@@ -137,6 +174,8 @@ export function describeFailure(error) {
         kind: 'bad',
         text: 'Purged by an operator — this recording is no longer served.',
       };
+    case 'RECGATE_VARIANT_UNAVAILABLE':
+      return { kind: 'bad', text: 'This recording was made in mono: there is no dual-channel file.' };
     case 'RECGATE_NOT_FOUND':
       return { state: 'absent', kind: 'bad', text: 'No recording for this call.' };
     case 'RECGATE_UPSTREAM_UNAVAILABLE':

@@ -1,7 +1,9 @@
 /**
  * One call's player: a badge with the recording's cache state, a Play button that turns into a native
  * `<audio controls>` on first press (so a list of 50 calls fetches nothing until asked), a Download button
- * and a message line for what went wrong. It keeps its signed playback URL fresh, recovers the `<audio>`
+ * and a message line for what went wrong. Once playing, it draws the recording's waveform above the
+ * controls (a click on it seeks there) and offers the WAV file, and the dual-channel file where the
+ * recording has one. It keeps its signed playback URL fresh, recovers the `<audio>`
  * from an expired URL or a dropped connection, and polls the call to show download progress.
  */
 import { ApiError, describeFailure, downloadUrl, probe } from './api.js';
@@ -16,6 +18,19 @@ const MAX_IDLE_POLLS = 10;
 const MAX_NOT_READY_RETRIES = 24;
 /** Consecutive media errors recovered (expired URL, dropped connection) before giving up. */
 const MAX_RECOVERIES = 3;
+/** Peaks drawn: about one per two CSS pixels of a desktop row. */
+const WAVEFORM_POINTS = 400;
+
+/** The other files of a recording the UI offers, with what their buttons say. */
+const VARIANTS = {
+  wav: { variant: { format: 'wav' }, text: 'WAV', label: 'Download WAV of', suffix: '.wav' },
+  dual: {
+    variant: { channels: 2 },
+    text: 'Dual channel',
+    label: 'Download dual-channel recording of',
+    suffix: '.dual.mp3',
+  },
+};
 
 /** [css class, text] of a call's recording badge. */
 function badgeFor(call) {
@@ -96,10 +111,40 @@ export class Player {
     this.downloadButton.setAttribute('aria-label', `Download recording of ${this.label}`);
     this.downloadButton.addEventListener('click', () => this.download());
 
+    this.variantButtons = {};
+    for (const [name, { variant, text, label }] of Object.entries(VARIANTS)) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = `button secondary download-${name}`;
+      button.textContent = text;
+      button.setAttribute('aria-label', `${label} ${this.label}`);
+      button.hidden = true;
+      button.addEventListener('click', () => this.downloadVariant(name, variant));
+      this.variantButtons[name] = button;
+    }
+
+    /** The waveform (peaks 0..255 and the audio's length), drawn once the player is open. */
+    this.peaks = null;
+    this.extrasLoaded = false;
+    this.waveform = document.createElement('canvas');
+    this.waveform.className = 'waveform';
+    this.waveform.hidden = true;
+    // Mouse and touch seek here; keyboard users have the native controls' own seeking.
+    this.waveform.setAttribute('aria-hidden', 'true');
+    this.waveform.title = 'Click to seek';
+    this.waveform.addEventListener('click', (event) => this.#seekTo(event));
+
     this.message = document.createElement('p');
     this.message.className = 'message';
 
-    this.element.append(this.playButton, this.downloadButton, this.badge, this.message);
+    this.element.append(
+      this.playButton,
+      this.downloadButton,
+      this.variantButtons.wav,
+      this.variantButtons.dual,
+      this.badge,
+      this.message,
+    );
     this.update(call);
   }
 
@@ -139,6 +184,7 @@ export class Player {
       }
       this.#attachAudio(url);
       this.#play();
+      this.#loadExtras();
     } catch (error) {
       this.#fail(error);
     } finally {
@@ -168,6 +214,101 @@ export class Player {
     } finally {
       this.downloadButton.disabled = this.gone;
     }
+  }
+
+  /** Downloads another file of the recording (WAV, dual channel) through a URL signed for it. */
+  async downloadVariant(name, variant) {
+    if (this.gone) return;
+    const button = this.variantButtons[name];
+    button.disabled = true;
+    try {
+      const { url } = await this.#api.createPlaybackUrl(this.call.call_sid, variant);
+      const problem = await probe(url);
+      if (problem) {
+        this.#say(describeFailure(problem).text, 'bad', true);
+        return;
+      }
+      const a = document.createElement('a');
+      a.href = downloadUrl(url);
+      a.download = `${this.call.call_sid}${VARIANTS[name].suffix}`;
+      a.click();
+    } catch (error) {
+      this.#say(describeFailure(error).text, 'bad', true);
+    } finally {
+      button.disabled = this.gone;
+    }
+  }
+
+  /**
+   * Once per player, after it first plays: the waveform, and which other files the recording has (WAV
+   * always; dual channel when a HEAD of it answers 200). Failures only leave them out.
+   */
+  #loadExtras() {
+    if (this.extrasLoaded) return;
+    this.extrasLoaded = true;
+    const sid = this.call.call_sid;
+    this.#api.getPeaks(sid, WAVEFORM_POINTS).then(
+      (body) => {
+        if (this.gone) return;
+        this.peaks = body;
+        this.waveform.hidden = false;
+        if (!this.waveform.isConnected) this.element.prepend(this.waveform);
+        this.#drawWaveform();
+      },
+      () => {},
+    );
+    this.variantButtons.wav.hidden = false;
+    this.#api.hasDualChannel(sid).then(
+      (dual) => {
+        if (this.gone) return;
+        this.variantButtons.dual.hidden = !dual;
+        this.element.dataset.dualChannel = dual ? 'yes' : 'no';
+      },
+      () => {},
+    );
+  }
+
+  /** Bars for the peaks, the part already played in the accent colour. */
+  #drawWaveform() {
+    const canvas = this.waveform;
+    if (!this.peaks || canvas.hidden) return;
+    const ratio = window.devicePixelRatio || 1;
+    const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+    const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+    if (canvas.width !== width) canvas.width = width;
+    if (canvas.height !== height) canvas.height = height;
+    const context = canvas.getContext('2d');
+    if (!context) return;
+    const style = getComputedStyle(canvas);
+    const played = style.getPropertyValue('--wave-played').trim() || '#2457c5';
+    const rest = style.getPropertyValue('--wave-rest').trim() || '#9aa7bd';
+    const { peaks } = this.peaks;
+    const duration = this.#duration();
+    const position = duration > 0 && this.audio ? this.audio.currentTime / duration : 0;
+    context.clearRect(0, 0, width, height);
+    const step = width / peaks.length;
+    for (let i = 0; i < peaks.length; i++) {
+      const bar = Math.max(1, (peaks[i] / 255) * height);
+      context.fillStyle = (i + 0.5) / peaks.length <= position ? played : rest;
+      context.fillRect(i * step, (height - bar) / 2, Math.max(1, step - ratio), bar);
+    }
+  }
+
+  /** The audio's length: the player's once it knows it, else the waveform's. */
+  #duration() {
+    const known = this.audio?.duration;
+    return Number.isFinite(known) && known > 0 ? known : (this.peaks?.duration_s ?? 0);
+  }
+
+  /** A click on the waveform: play from there. */
+  #seekTo(event) {
+    const duration = this.#duration();
+    if (!this.audio || duration <= 0) return;
+    const box = this.waveform.getBoundingClientRect();
+    const fraction = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
+    this.audio.currentTime = fraction * duration;
+    this.#drawWaveform();
+    if (this.audio.paused) this.#play();
   }
 
   destroy() {
@@ -235,10 +376,14 @@ export class Player {
     audio.addEventListener('error', () => {
       if (audio === this.audio) this.#onMediaError();
     });
+    audio.addEventListener('timeupdate', () => {
+      if (audio === this.audio) this.#drawWaveform();
+    });
     audio.src = url;
     this.audio = audio;
     this.playButton.hidden = true;
     this.element.prepend(audio);
+    if (this.waveform.isConnected) this.element.prepend(this.waveform);
     // Keyboard users continue on the native controls (Space pauses, arrow keys seek).
     if (this.element.contains(document.activeElement) || document.activeElement === document.body)
       audio.focus();
@@ -338,6 +483,8 @@ export class Player {
     this.playButton.hidden = false;
     this.playButton.disabled = true;
     this.downloadButton.disabled = true;
+    for (const button of Object.values(this.variantButtons)) button.disabled = true;
+    this.waveform.hidden = true;
   }
 
   /** Sets the player's message; important ones also go to the page's live region. */

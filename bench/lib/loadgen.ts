@@ -15,6 +15,11 @@ import { type Summary, summarize } from './stats.js';
 export interface LoadSpec {
   /** e.g. `http://127.0.0.1:8080` */
   origin: string;
+  /**
+   * Spread the clients over these origins instead (client k uses `origins[k % n]`), as a load balancer in
+   * front of several hosts would; the result then has {@link LoadResult.ttfbByOrigin}.
+   */
+  origins?: string[];
   /** Request path, the same for every request. */
   path: string;
   headers?: Record<string, string>;
@@ -56,11 +61,14 @@ export interface LoadResult {
   ttfbMs: Summary;
   /** Request start to the last body byte, in ms, over successful responses. */
   ttlbMs: Summary;
+  /** With {@link LoadSpec.origins}: time to first byte per origin, over successful responses. */
+  ttfbByOrigin?: Record<string, Summary>;
   reqPerS: number;
   bytesPerS: number;
 }
 
 interface Outcome {
+  origin: string;
   ok: boolean;
   error?: string;
   status: number;
@@ -98,7 +106,9 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const deadline = spec.durationMs !== undefined ? started + spec.durationMs : Number.POSITIVE_INFINITY;
   const perClient = spec.durationMs !== undefined ? Number.POSITIVE_INFINITY : (spec.requestsPerClient ?? 1);
 
-  const client = async () => {
+  const origins = spec.origins ?? [spec.origin];
+  const client = async (k: number) => {
+    const origin = origins[k % origins.length]!;
     for (let i = 0; i < perClient && performance.now() < deadline; i++) {
       let range = spec.range;
       if (spec.randomRangeBytes !== undefined) {
@@ -108,10 +118,10 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       }
       const verify = sampleLeft > 0 && (range ? content !== undefined : spec.sha256 !== undefined);
       if (verify) sampleLeft--;
-      outcomes.push(await one(agent, spec, range, verify ? content : undefined, verify));
+      outcomes.push(await one(agent, spec, origin, range, verify ? content : undefined, verify));
     }
   };
-  await Promise.all(Array.from({ length: spec.concurrency }, client));
+  await Promise.all(Array.from({ length: spec.concurrency }, (_, k) => client(k)));
   const elapsedMs = performance.now() - started;
   await agent.close();
 
@@ -135,6 +145,13 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     elapsedMs,
     ttfbMs: summarize(good.map((o) => o.ttfb)),
     ttlbMs: summarize(good.map((o) => o.ttlb)),
+    ...(spec.origins
+      ? {
+          ttfbByOrigin: Object.fromEntries(
+            spec.origins.map((o) => [o, summarize(good.filter((g) => g.origin === o).map((g) => g.ttfb))]),
+          ),
+        }
+      : {}),
     reqPerS: good.length / (elapsedMs / 1000),
     bytesPerS: bytes / (elapsedMs / 1000),
   };
@@ -143,6 +160,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
 function one(
   agent: Agent,
   spec: LoadSpec,
+  origin: string,
   range: { start: number; end: number } | undefined,
   content: Buffer | undefined,
   verify: boolean,
@@ -189,6 +207,7 @@ function one(
                 ? 'body bytes differ from the original'
                 : undefined;
         resolve({
+          origin,
           ok: problem === undefined,
           ...(problem ? { error: problem } : {}),
           status,
@@ -201,6 +220,7 @@ function one(
       },
       onResponseError(_controller, err) {
         resolve({
+          origin,
           ok: false,
           error: `${err.name}: ${err.message}`,
           status,
@@ -212,13 +232,16 @@ function one(
         });
       },
     };
-    agent.dispatch({ origin: spec.origin, path: spec.path, method: 'GET', headers }, handler);
+    agent.dispatch({ origin, path: spec.path, method: 'GET', headers }, handler);
   });
 }
 
 function validate(spec: LoadSpec): void {
   if (!Number.isInteger(spec.concurrency) || spec.concurrency < 1) {
     throw new TypeError('spec.concurrency must be a positive integer');
+  }
+  if (spec.origins !== undefined && spec.origins.length === 0) {
+    throw new TypeError('spec.origins must name at least one origin');
   }
   if (!Number.isInteger(spec.size) || spec.size < 1)
     throw new TypeError('spec.size must be a positive integer');

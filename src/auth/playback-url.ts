@@ -1,9 +1,12 @@
 /**
  * Playback URLs: `<audio src>` cannot send an Authorization header, so a short-lived URL carries its own
- * signature, an HMAC-SHA256 bound to the business, the call and the expiry, checked in constant time.
+ * signature, an HMAC-SHA256 bound to the business, the call, the expiry and the variant (`channels`,
+ * `format`; see `recordings/variant.ts`), checked in constant time. The canonical variant adds nothing to
+ * what is signed, so URLs issued before variants existed still verify, and no variant can be added to them.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createError } from '../errors.js';
+import { parseVariant, type Variant, variantSuffix } from '../recordings/variant.js';
 import type { CallSid } from '../sid.js';
 import { isBusinessId, type Principal } from './jwt.js';
 
@@ -24,27 +27,37 @@ export class PlaybackSigner {
     this.#key = createHmac('sha256', secret).update('recgate playback-url v1').digest();
   }
 
-  #mac(businessId: string, callSid: string, exp: number): Buffer {
-    return createHmac('sha256', this.#key).update(`${businessId}\n${callSid}\n${exp}`).digest();
+  #mac(businessId: string, callSid: string, exp: number, variant: Variant | undefined): Buffer {
+    const suffix = variantSuffix(variant);
+    return createHmac('sha256', this.#key)
+      .update(`${businessId}\n${callSid}\n${exp}${suffix === '' ? '' : `\n${suffix}`}`)
+      .digest();
   }
 
-  /** Query parameters that authorize GET/HEAD of one call's download until `expiresAt`. */
-  sign(businessId: string, callSid: CallSid, expiresAt: Date): SignedParams {
+  /**
+   * Query parameters that authorize GET/HEAD of one call's download, of `variant` only (the URL must also
+   * carry the variant's own `channels` / `format` parameters), until `expiresAt`.
+   */
+  sign(businessId: string, callSid: CallSid, expiresAt: Date, variant?: Variant): SignedParams {
     const exp = Math.floor(expiresAt.getTime() / 1000);
     return {
       bid: businessId,
       exp: String(exp),
-      sig: this.#mac(businessId, callSid, exp).toString('base64url'),
+      sig: this.#mac(businessId, callSid, exp, variant).toString('base64url'),
     };
   }
 
-  /** Checks the parameters for this call; throws RECGATE_UNAUTHENTICATED when missing, expired or forged. */
+  /**
+   * Checks the parameters for this call and the variant they ask for (`channels`, `format`); throws
+   * RECGATE_UNAUTHENTICATED when missing, expired or forged (a variant other than the signed one included).
+   */
   verify(
     callSid: CallSid,
-    params: Partial<Record<keyof SignedParams, unknown>>,
+    params: Partial<Record<keyof SignedParams | 'channels' | 'format', unknown>>,
     now = Date.now(),
   ): Principal {
     const { bid, exp, sig } = params;
+    const variant = parseVariant(params);
     if (typeof bid !== 'string' || typeof exp !== 'string' || typeof sig !== 'string' || !isBusinessId(bid)) {
       throw createError('RECGATE_UNAUTHENTICATED');
     }
@@ -52,7 +65,7 @@ export class PlaybackSigner {
     // URL that was issued, so a changed URL would still play.
     if (!/^(?:0|[1-9]\d{0,11})$/.test(exp) || !/^[A-Za-z0-9_-]{43}$/.test(sig))
       throw createError('RECGATE_UNAUTHENTICATED');
-    const expected = this.#mac(bid, callSid, Number(exp));
+    const expected = this.#mac(bid, callSid, Number(exp), variant);
     const given = Buffer.from(sig, 'base64url');
     if (
       given.toString('base64url') !== sig ||

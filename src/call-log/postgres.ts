@@ -52,6 +52,14 @@ export interface PostgresCallLogOptions {
   schema?: string;
   /** Most connections the pool opens. @default 10 */
   poolSize?: number;
+  /**
+   * Connections {@link PostgresCallLog.migrate} opens and the pool keeps open however long they sit idle,
+   * at most `poolSize`. Opening one costs a round of authentication and a server process, tens of ms
+   * (hundreds when many processes start at once): without warm connections the first burst of requests
+   * after a start, the first stampede on a recording, waits for them.
+   * @default 2 (or `poolSize`, when smaller)
+   */
+  minConnections?: number;
   /** How long to wait for a new connection before failing, in milliseconds. @default 10000 */
   connectionTimeoutMs?: number;
   /**
@@ -67,7 +75,6 @@ export interface PostgresCallLogOptions {
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT $2';
-const AFTER_CREATED = '(created_at < $3::timestamptz OR (created_at = $3::timestamptz AND call_sid < $4))';
 
 const RESOLUTION_SET = `
   recording_state = $2,
@@ -85,7 +92,7 @@ const RESOLUTION_SET = `
  */
 const RECORDING_CHANGED = '($13::boolean AND calls.recording_sid IS DISTINCT FROM EXCLUDED.recording_sid)';
 
-const SQL = {
+export const SQL = {
   get: 'SELECT * FROM calls WHERE call_sid = $1',
   getForBusiness: 'SELECT * FROM calls WHERE call_sid = $1 AND business_id = $2',
   businessesOf: 'SELECT call_sid, business_id FROM calls WHERE call_sid = ANY($1::text[])',
@@ -132,13 +139,18 @@ const SQL = {
   firstPlays: 'SELECT * FROM plays WHERE call_sid = $1 ORDER BY id DESC LIMIT $2',
   olderPlays: 'SELECT * FROM plays WHERE call_sid = $1 AND id < $3 ORDER BY id DESC LIMIT $2',
   firstPage: `SELECT * FROM calls WHERE business_id = $1 ${ORDER}`,
+  // Keyset pages seek straight to the cursor in calls_business_order_idx, at any depth: the row-value
+  // comparison is an index condition. `started_at <= $5` repeats part of it because the planner cannot
+  // estimate a row comparison: alone, it guessed a handful of rows and sorted everything behind the cursor.
+  // Undated calls (NULL start, sorted last) are a second range, read by firstUnstarted once the dated ones
+  // run out.
   afterStarted: `
-    SELECT * FROM calls WHERE business_id = $1 AND (
-      started_at < $5::timestamptz OR started_at IS NULL
-      OR (started_at = $5::timestamptz AND ${AFTER_CREATED})
-    ) ${ORDER}`,
+    SELECT * FROM calls WHERE business_id = $1 AND started_at <= $5::timestamptz
+      AND (started_at, created_at, call_sid) < ($5::timestamptz, $3::timestamptz, $4) ${ORDER}`,
+  firstUnstarted: `SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL ${ORDER}`,
   afterUnstarted: `
-    SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL AND ${AFTER_CREATED} ${ORDER}`,
+    SELECT * FROM calls WHERE business_id = $1 AND started_at IS NULL
+      AND (created_at, call_sid) < ($3::timestamptz, $4) ${ORDER}`,
 } as const;
 
 function invalidOption(message: string): never {
@@ -149,9 +161,10 @@ export class PostgresCallLog implements CallLog {
   readonly #pool: pg.Pool;
   readonly #schema: string | undefined;
   readonly #migrations: readonly Migration[];
+  readonly #minConnections: number;
   #closed = false;
 
-  /** Validates the options and creates the pool; no connection is opened until the first query. */
+  /** Validates the options and creates the pool; no connection is opened until {@link migrate} or a query. */
   constructor(options: PostgresCallLogOptions) {
     if (typeof options !== 'object' || options === null) invalidOption('options must be an object');
     const { connectionString, schema, poolSize = 10, connectionTimeoutMs = 10_000 } = options;
@@ -167,11 +180,19 @@ export class PostgresCallLog implements CallLog {
     if (!Number.isSafeInteger(connectionTimeoutMs) || connectionTimeoutMs < 1) {
       invalidOption('options.connectionTimeoutMs must be a positive integer');
     }
+    const minConnections = options.minConnections ?? Math.min(2, poolSize);
+    if (!Number.isSafeInteger(minConnections) || minConnections < 0 || minConnections > poolSize) {
+      invalidOption('options.minConnections must be an integer from 0 to options.poolSize');
+    }
+    this.#minConnections = minConnections;
     this.#schema = schema;
     this.#migrations = options.migrations ?? POSTGRES_MIGRATIONS;
     this.#pool = new pg.Pool({
       connectionString,
       max: poolSize,
+      min: minConnections,
+      // Warm idle connections must not keep a process alive that has nothing else to do.
+      allowExitOnIdle: true,
       connectionTimeoutMillis: connectionTimeoutMs,
       // A startup parameter rather than a SET after connecting: it is in force before any query runs.
       // The schema name was checked against SCHEMA_NAME, so it needs no quoting.
@@ -196,9 +217,28 @@ export class PostgresCallLog implements CallLog {
    * Applies the migrations not yet recorded in `schema_migrations`, in one transaction holding a
    * transaction-level advisory lock keyed by the schema name: a second process migrating the same schema
    * waits for the first to commit, then finds every version recorded and does nothing. The schema itself
-   * is created under the same lock, since concurrent `CREATE SCHEMA IF NOT EXISTS` can fail.
+   * is created under the same lock, since concurrent `CREATE SCHEMA IF NOT EXISTS` can fail. Then opens
+   * the pool's `minConnections`.
    */
   async migrate(): Promise<void> {
+    await this.#migrate();
+    await this.#warm();
+  }
+
+  /** Opens `minConnections` at once (the pool keeps them), so that no request waits for their set-up. */
+  async #warm(): Promise<void> {
+    const opened = await Promise.allSettled(
+      Array.from({ length: this.#minConnections }, () => this.#pool.connect()),
+    );
+    let failure: unknown;
+    for (const result of opened) {
+      if (result.status === 'fulfilled') result.value.release();
+      else failure ??= result.reason;
+    }
+    if (failure !== undefined) throw databaseError(failure);
+  }
+
+  async #migrate(): Promise<void> {
     if (this.#closed) throw databaseError(new Error('the call log is closed'));
     let client: pg.PoolClient;
     try {
@@ -349,10 +389,15 @@ export class PostgresCallLog implements CallLog {
       rows = await this.#query(SQL.firstPage, [business, limit + 1]);
     } else {
       const after = [business, limit + 1, cursor.createdAt, cursor.callSid];
-      rows =
-        cursor.startedAt === null
-          ? await this.#query(SQL.afterUnstarted, after)
-          : await this.#query(SQL.afterStarted, [...after, cursor.startedAt]);
+      if (cursor.startedAt === null) rows = await this.#query(SQL.afterUnstarted, after);
+      else {
+        // Two reads without a shared snapshot: an undated call registered in between shows up as if it had
+        // been there before, which is what a later page would show anyway; none can appear twice.
+        rows = await this.#query(SQL.afterStarted, [...after, cursor.startedAt]);
+        if (rows.length <= limit) {
+          rows = rows.concat(await this.#query(SQL.firstUnstarted, [business, limit + 1 - rows.length]));
+        }
+      }
     }
     return toPage(rows, limit);
   }

@@ -54,9 +54,8 @@ export interface SqliteCallLogOptions {
 const RECORDS_CACHED = 1000;
 
 const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT @limit';
-const AFTER_CREATED = '(created_at < @createdAt OR (created_at = @createdAt AND call_sid < @callSid))';
 
-const SQL = {
+export const SQL = {
   get: 'SELECT * FROM calls WHERE call_sid = ?',
   // What changed since: commits of other connections (data_version), and this one's writes.
   changes: 'SELECT data_version, total_changes() FROM pragma_data_version',
@@ -109,12 +108,17 @@ const SQL = {
   firstPlays: 'SELECT * FROM plays WHERE call_sid = @callSid ORDER BY id DESC LIMIT @limit',
   olderPlays: 'SELECT * FROM plays WHERE call_sid = @callSid AND id < @before ORDER BY id DESC LIMIT @limit',
   firstPage: `SELECT * FROM calls WHERE business_id = @businessId ${ORDER}`,
+  // Keyset pages seek straight to the cursor in calls_business_order_idx, at any depth: a row-value
+  // comparison is a range on the index, where an OR of the cursor's cases made SQLite walk the business's
+  // rows from the newest. Undated calls (NULL start, sorted last) are a second range, read by
+  // firstUnstarted once the dated ones run out.
   afterStarted: `
-    SELECT * FROM calls WHERE business_id = @businessId AND (
-      started_at < @startedAt OR started_at IS NULL OR (started_at = @startedAt AND ${AFTER_CREATED})
-    ) ${ORDER}`,
+    SELECT * FROM calls WHERE business_id = @businessId AND started_at <= @startedAt
+      AND (started_at, created_at, call_sid) < (@startedAt, @createdAt, @callSid) ${ORDER}`,
+  firstUnstarted: `SELECT * FROM calls WHERE business_id = @businessId AND started_at IS NULL ${ORDER}`,
   afterUnstarted: `
-    SELECT * FROM calls WHERE business_id = @businessId AND started_at IS NULL AND ${AFTER_CREATED} ${ORDER}`,
+    SELECT * FROM calls WHERE business_id = @businessId AND started_at IS NULL
+      AND (created_at, call_sid) < (@createdAt, @callSid) ${ORDER}`,
 } as const;
 
 /**
@@ -362,13 +366,23 @@ export class SqliteCallLog implements CallLog {
       let rows: CallRow[];
       if (cursor === undefined) {
         rows = this.#stmt(SQL.firstPage).all(params) as CallRow[];
-      } else {
+      } else if (cursor.startedAt === null) {
         const after = { ...params, createdAt: cursor.createdAt, callSid: cursor.callSid };
-        rows = (
-          cursor.startedAt === null
-            ? this.#stmt(SQL.afterUnstarted).all(after)
-            : this.#stmt(SQL.afterStarted).all({ ...after, startedAt: cursor.startedAt })
-        ) as CallRow[];
+        rows = this.#stmt(SQL.afterUnstarted).all(after) as CallRow[];
+      } else {
+        const after = {
+          ...params,
+          startedAt: cursor.startedAt,
+          createdAt: cursor.createdAt,
+          callSid: cursor.callSid,
+        };
+        // Both reads in one transaction, so the page is one snapshot.
+        rows = this.#db.transaction(() => {
+          const dated = this.#stmt(SQL.afterStarted).all(after) as CallRow[];
+          if (dated.length > limit) return dated;
+          const rest = { businessId: business, limit: limit + 1 - dated.length };
+          return dated.concat(this.#stmt(SQL.firstUnstarted).all(rest) as CallRow[]);
+        })();
       }
       return toPage(rows, limit);
     });

@@ -8,13 +8,17 @@
  * Exit codes, for every admin command: 0 success, 1 failure (named on stderr), 2 bad usage.
  */
 import type { Logger } from 'pino';
+import { AccountDirectory } from '../accounts/directory.js';
+import { openAccountStore } from '../accounts/open.js';
+import type { AccountStore } from '../accounts/store.js';
 import type { CallLog } from '../call-log/call-log.js';
-import { openCallLog } from '../call-log/index.js';
-import { type Config, type ConfigInput, loadConfig } from '../config/config.js';
+import { openCallLog, parseDatabaseUrl } from '../call-log/index.js';
+import { type Config, type ConfigInput, loadConfig, sealerOf } from '../config/config.js';
 import { createError } from '../errors.js';
 import { createLogger } from '../observability/logger.js';
 import { RecordingState } from '../resolution/state.js';
 import { type CacheRuntime, openCacheRuntime } from '../runtime.js';
+import { UpstreamBreaker } from '../upstream/breaker.js';
 import { TwilioClient } from '../upstream/twilio-client.js';
 import type { Upstream } from '../upstream/upstream.js';
 
@@ -47,6 +51,8 @@ export interface AdminContext {
   runtime: CacheRuntime | undefined;
   /** Present when asked for, and Twilio credentials are configured. */
   upstream: (Upstream & { close(): Promise<void> }) | undefined;
+  /** With the upstream: which account (and client) serves each business, as the gateways use it. */
+  accounts: AccountDirectory | undefined;
   close(): Promise<void>;
 }
 
@@ -74,13 +80,36 @@ export async function openAdmin(
 ): Promise<AdminContext> {
   const logger = createLogger({ level: env.RECGATE_LOG_LEVEL ?? 'warn', destination: process.stderr });
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
-  let upstream: AdminContext['upstream'];
+  let upstream: TwilioClient | undefined;
   let runtime: CacheRuntime | undefined;
+  let accountStore: AccountStore | undefined;
+  let accounts: AccountDirectory | undefined;
   try {
-    if (needs.upstream) upstream = twilioClient(config, logger);
-    if (needs.cache) runtime = await openCacheRuntime(config, { upstream: upstream ?? NO_DOWNLOADS, logger });
+    if (needs.upstream) {
+      const breaker = new UpstreamBreaker();
+      upstream = twilioClient(config, logger, breaker);
+      accountStore = await openAccountStore(parseDatabaseUrl(config.databaseUrl, config.dataDir));
+      accounts = new AccountDirectory({
+        store: accountStore,
+        main: {
+          accountSid: config.twilioAccountSid!,
+          authToken: config.twilioAuthToken,
+          apiKey: config.twilioApiKey,
+          apiSecret: config.twilioApiSecret,
+        },
+        mainClient: upstream,
+        mainBreaker: breaker,
+        sealer: sealerOf(config),
+        clientDefaults: { baseUrl: config.twilioApiBase, logger },
+      });
+    }
+    if (needs.cache) {
+      runtime = await openCacheRuntime(config, { upstream: accounts?.media ?? NO_DOWNLOADS, logger });
+    }
   } catch (err) {
+    await accounts?.close();
     await upstream?.close();
+    await accountStore?.close();
     await callLog.close();
     throw err;
   }
@@ -91,15 +120,18 @@ export async function openAdmin(
     state: new RecordingState(callLog),
     runtime,
     upstream,
+    accounts,
     close: async () => {
       await runtime?.close();
+      await accounts?.close();
       await upstream?.close();
+      await accountStore?.close();
       await callLog.close();
     },
   };
 }
 
-function twilioClient(config: Config, logger: Logger): TwilioClient {
+function twilioClient(config: Config, logger: Logger, breaker: UpstreamBreaker): TwilioClient {
   if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is not set');
   if (!config.twilioAuthToken && !config.twilioApiKey) {
     throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is not set');
@@ -111,6 +143,7 @@ function twilioClient(config: Config, logger: Logger): TwilioClient {
     apiKey: config.twilioApiKey,
     apiSecret: config.twilioApiSecret,
     logger,
+    breaker,
   });
 }
 

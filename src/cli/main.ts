@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { JwtAuth, parseTtl } from '../auth/jwt.js';
 import { ConfigError, configFromEnv, loadConfig } from '../config/config.js';
 import { type CallSid, isCallSid } from '../sid.js';
+import { type AccountsAction, runAccounts } from './accounts.js';
 import { EXIT_USAGE, processIo } from './admin.js';
 import { LOCK_PROBE_COMMAND, lockProbeChild, runDoctor } from './doctor.js';
 import { type PrefetchSelection, runPrefetch } from './prefetch.js';
@@ -380,6 +381,58 @@ export function buildCli(options: CliOptions = {}): Command {
         io: processIo(),
       });
     });
+
+  const accounts = program
+    .command('accounts')
+    .description(
+      "which Twilio account serves each business: the main one, a subaccount, or the business's own",
+    );
+  const accountsAction = (action: AccountsAction, opts: Parameters<typeof adminFlags>[0]) =>
+    runAccounts(action, adminFlags(opts), processIo()).then((code) => {
+      process.exitCode = code;
+    });
+  adminCommand(accounts, 'list', 'every business not on the main account')
+    .option('--json', 'one JSON object instead of text')
+    .action((opts) => accountsAction({ kind: 'list', json: opts.json === true }, opts));
+  adminCommand(accounts, 'show', "one business's mapping, as JSON (never a secret)")
+    .requiredOption('--business <id>', 'the business')
+    .action((opts) => accountsAction({ kind: 'show', businessId: opts.business }, opts));
+  const set = adminCommand(
+    accounts,
+    'set',
+    'map a business to the main account, a subaccount, or its own account (credentials from RECGATE_ACCOUNT_AUTH_TOKEN, or RECGATE_ACCOUNT_API_KEY and RECGATE_ACCOUNT_API_SECRET)',
+  )
+    .requiredOption('--business <id>', 'the business')
+    .option('--main', 'the main account (TWILIO_ACCOUNT_SID)')
+    .option(
+      '--subaccount <sid>',
+      "a subaccount of the main account (AC…): the main credentials, the subaccount's SID",
+    )
+    .option('--own <sid>', "the business's own account (AC…), with its own credentials");
+  set.action((opts) => {
+    const given = [opts.main, opts.subaccount, opts.own].filter((v) => v !== undefined);
+    if (given.length !== 1) {
+      set.error('error: give one of --main, --subaccount or --own', {
+        exitCode: EXIT_USAGE,
+        code: 'commander.usageError',
+      });
+    }
+    const target: Extract<AccountsAction, { kind: 'set' }>['target'] =
+      opts.main === true
+        ? { kind: 'main' }
+        : opts.subaccount !== undefined
+          ? { kind: 'subaccount', accountSid: opts.subaccount }
+          : { kind: 'own', accountSid: opts.own };
+    return accountsAction({ kind: 'set', businessId: opts.business, target }, opts);
+  });
+  adminCommand(accounts, 'remove', 'put a business back on the main account')
+    .requiredOption('--business <id>', 'the business')
+    .action((opts) => accountsAction({ kind: 'remove', businessId: opts.business }, opts));
+  adminCommand(
+    accounts,
+    'rotate-key',
+    're-seal every stored credential under RECGATE_CREDENTIALS_KEY',
+  ).action((opts) => accountsAction({ kind: 'rotate-key' }, opts));
 
   program
     .command(LOCK_PROBE_COMMAND, { hidden: true })

@@ -25,6 +25,7 @@
 import { SingleBar } from 'cli-progress';
 import type { CallRecord } from '../call-log/call-log.js';
 import type { ConfigInput } from '../config/config.js';
+import { parseDatabaseUrl } from '../config/database-url.js';
 import { isRecgateError } from '../errors.js';
 import {
   openPrefetchQueue,
@@ -87,10 +88,17 @@ export async function runPrefetch(options: PrefetchCommandOptions): Promise<numb
   try {
     const config = adminConfig(options.flags, env);
     admin = await openAdmin(config, { cache: options.run, upstream: true }, env);
-    queue = await openPrefetchQueue(config.databaseUrl, config.dataDir).catch(async (err: unknown) => {
+    const opened = await openPrefetchQueue(parseDatabaseUrl(config.databaseUrl, config.dataDir)).catch(
+      async (err: unknown) => {
+        await admin.close();
+        throw err;
+      },
+    );
+    if (opened === undefined) {
       await admin.close();
-      throw err;
-    });
+      throw new Error('an in-memory database has no prefetch queue: use a database file or PostgreSQL');
+    }
+    queue = opened;
   } catch (err) {
     io.err(`recgate prefetch: ${messageOf(err)}`);
     return EXIT_FAILED;
@@ -137,6 +145,7 @@ async function select(admin: AdminContext, selection: PrefetchSelection, io: Com
     callLog: admin.callLog,
     state: admin.state,
     upstream: admin.upstream!,
+    accounts: admin.accounts,
   });
   for await (const call of callsOf(admin, selection)) {
     const job = await jobOfCall(admin, resolver, call, skip);
@@ -243,6 +252,9 @@ async function runAndWait(
     callLog: admin.callLog,
     logger: admin.logger,
     concurrency: Math.max(1, admin.config.prefetchConcurrency),
+    ...(admin.accounts === undefined
+      ? {}
+      : { accountOf: async (businessId: string) => (await admin.accounts!.account(businessId)).accountSid }),
   });
   const progress = new Progress(options.io, jobs.length);
   prefetcher.start();

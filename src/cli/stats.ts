@@ -13,6 +13,7 @@
 import { openCallLog, parseDatabaseUrl } from '../call-log/index.js';
 import type { ConfigInput } from '../config/config.js';
 import { openCacheIndex } from '../recordings/cache-index/open.js';
+import { ownerOfKey } from '../recordings/variant.js';
 import type { CallSid } from '../sid.js';
 import { adminConfig, type CommandIo, EXIT_FAILED, EXIT_OK, messageOf } from './admin.js';
 import { formatBytes } from './doctor.js';
@@ -62,7 +63,8 @@ async function readStats(flags: ConfigInput, top: number, env: NodeJS.ProcessEnv
       const plays = counts.hits + counts.downloads;
       const rows: StatsReport['top'] = [];
       for (const file of files) {
-        const call = await callLog.get(file.callSid as CallSid);
+        // A variant's row (`CA….dual`, `CA….wav`) belongs to its owner call.
+        const call = await callLog.get(ownerOfKey(file.callSid) as CallSid);
         rows.push({
           call_sid: file.callSid,
           business_id: call?.businessId ?? null,

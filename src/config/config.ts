@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { Sealer } from '../secrets/sealed.js';
 import { type DatabaseTarget, parseDatabaseUrl } from './database-url.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -93,6 +94,13 @@ export const ConfigSchema = z
     jwtSecret: z.string().optional(),
     /** Admin API token; the admin API is disabled when unset. */
     adminToken: z.string().optional(),
+    /**
+     * Key (32 bytes, hex or base64) sealing businesses' own Twilio credentials (src/secrets/sealed.ts).
+     * Unset: businesses can use the main account and its subaccounts only. @default none
+     */
+    credentialsKey: z.string().optional(),
+    /** Earlier keys (comma-separated), still opening credentials until `accounts rotate-key`. @default none */
+    credentialsKeyPrevious: z.string().optional(),
     /** Bearer token /metrics requires; /metrics is open when unset (keep it off the public network then). */
     metricsToken: z.string().min(16, 'RECGATE_METRICS_TOKEN must be at least 16 characters').optional(),
     /** Runs an in-process emulator with demo data and generated secrets. @default false */
@@ -229,6 +237,11 @@ export const ConfigSchema = z
         message: 'RECGATE_JWT_SECRET is required (or use --demo)',
       });
     }
+    try {
+      sealerOf(c);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['credentialsKey'], message: (err as Error).message });
+    }
     if (c.jwtSecret !== undefined && c.jwtSecret.length < 32) {
       ctx.addIssue({
         code: 'custom',
@@ -315,6 +328,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     twilioApiSecret: pick('TWILIO_API_SECRET'),
     jwtSecret: pick('RECGATE_JWT_SECRET'),
     adminToken: pick('RECGATE_ADMIN_TOKEN'),
+    credentialsKey: pick('RECGATE_CREDENTIALS_KEY'),
+    credentialsKeyPrevious: pick('RECGATE_CREDENTIALS_KEY_PREVIOUS'),
     metricsToken: pick('RECGATE_METRICS_TOKEN'),
     demo: flag(pick('RECGATE_DEMO')),
     publicUrl: pick('RECGATE_PUBLIC_URL'),
@@ -376,4 +391,17 @@ export function upstreamQueueTimeoutMs(
 
 export function recordingsDir(config: Pick<Config, 'dataDir'>): string {
   return path.join(config.dataDir, 'recordings');
+}
+
+/**
+ * The sealer of businesses' own Twilio credentials, from `RECGATE_CREDENTIALS_KEY` and
+ * `RECGATE_CREDENTIALS_KEY_PREVIOUS`; `undefined` when no key is set. Throws TypeError naming the variable.
+ */
+export function sealerOf(
+  config: Pick<Config, 'credentialsKey' | 'credentialsKeyPrevious'>,
+): Sealer | undefined {
+  return Sealer.fromEnv({
+    RECGATE_CREDENTIALS_KEY: config.credentialsKey,
+    RECGATE_CREDENTIALS_KEY_PREVIOUS: config.credentialsKeyPrevious,
+  });
 }

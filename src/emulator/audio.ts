@@ -10,6 +10,11 @@
  * Tiling stays decodable: the first frame of every encoded utterance has `main_data_begin = 0`, so no frame
  * reaches back across a tile boundary into the previous tile's bit reservoir.
  *
+ * A dual-channel recording (`channels: 2`) puts one speaker on each channel, as Twilio's dual-channel files
+ * put each call leg on its own: the same utterance order on the left, and on the right the utterances of a
+ * second, seed-derived order, quieter (in the MP3, tiles of 2.25 s of each utterance). Its MP3 is joint-stereo at the same bit rate, so its frames and its
+ * size are those of the mono file; its WAV is 16-bit stereo.
+ *
  * An MP3 starts with an ID3v2.3 tag (title names the seed) whose zero padding makes the file exactly the
  * requested byte count; the rest is whole frames.
  */
@@ -38,6 +43,8 @@ export interface Mp3Options {
   bytes?: number;
   /** Approximate length of the audio in seconds, rounded to whole 36 ms frames. Default 30. */
   durationS?: number;
+  /** 2 for a dual-channel (stereo) file of the same size. Default 1. */
+  channels?: 1 | 2;
 }
 
 export interface GeneratedMp3 {
@@ -56,6 +63,8 @@ export interface WavOptions {
   seed: string;
   /** Length of the audio in seconds. Default 30. */
   durationS?: number;
+  /** 2 for a dual-channel (stereo) file. Default 1. */
+  channels?: 1 | 2;
 }
 
 export interface GeneratedWav {
@@ -72,6 +81,8 @@ interface Utterance {
 }
 
 const utterances = new Map<number, Utterance>();
+/** Stereo utterances: voice `i` on the left, the other speaker on the right; MP3 frames only. */
+const stereoUtterances = new Map<number, Buffer>();
 
 /** Smallest byte count {@link generateMp3} accepts for this seed: the ID3 tag plus one frame. */
 export function minMp3Bytes(seed: string): number {
@@ -106,10 +117,12 @@ export function generateMp3(options: Mp3Options): GeneratedMp3 {
   writeId3Tag(data, tagBytes, seed);
   let offset = tagBytes;
   const order = tileOrder(seed);
+  const stereo = channelsOption(options.channels) === 2;
   while (offset < total) {
-    const piece = utterance(order.next());
-    const n = Math.min(piece.mp3.length, total - offset);
-    piece.mp3.copy(data, offset, 0, n);
+    const index = order.next();
+    const piece = stereo ? stereoUtterance(index) : utterance(index).mp3;
+    const n = Math.min(piece.length, total - offset);
+    piece.copy(data, offset, 0, n);
     offset += n;
   }
   return {
@@ -121,9 +134,13 @@ export function generateMp3(options: Mp3Options): GeneratedMp3 {
   };
 }
 
-/** Generates a 16-bit mono PCM WAV at 8 kHz; the same seed tiles the same utterances as its MP3. */
+/**
+ * Generates a 16-bit PCM WAV at 8 kHz, mono or (`channels: 2`) stereo; the same seed tiles the same
+ * utterances as its MP3.
+ */
 export function generateWav(options: WavOptions): GeneratedWav {
   const durationS = options.durationS ?? 30;
+  const channels = channelsOption(options.channels);
   if (typeof options.seed !== 'string' || options.seed.length === 0) {
     throw new TypeError('options.seed must be a non-empty string');
   }
@@ -131,31 +148,56 @@ export function generateWav(options: WavOptions): GeneratedWav {
     throw new RangeError('options.durationS must be a positive number');
   }
   const samples = Math.max(1, Math.round(durationS * WAV_SAMPLE_RATE));
-  const data = Buffer.alloc(44 + samples * 2);
+  const frameBytes = 2 * channels;
+  const data = Buffer.alloc(44 + samples * frameBytes);
   data.write('RIFF', 0, 'latin1');
-  data.writeUInt32LE(36 + samples * 2, 4);
+  data.writeUInt32LE(36 + samples * frameBytes, 4);
   data.write('WAVE', 8, 'latin1');
   data.write('fmt ', 12, 'latin1');
   data.writeUInt32LE(16, 16);
   data.writeUInt16LE(1, 20);
-  data.writeUInt16LE(1, 22);
+  data.writeUInt16LE(channels, 22);
   data.writeUInt32LE(WAV_SAMPLE_RATE, 24);
-  data.writeUInt32LE(WAV_SAMPLE_RATE * 2, 28);
-  data.writeUInt16LE(2, 32);
+  data.writeUInt32LE(WAV_SAMPLE_RATE * frameBytes, 28);
+  data.writeUInt16LE(frameBytes, 32);
   data.writeUInt16LE(16, 34);
   data.write('data', 36, 'latin1');
-  data.writeUInt32LE(samples * 2, 40);
-  const order = tileOrder(options.seed);
+  data.writeUInt32LE(samples * frameBytes, 40);
+  tileWavChannel(data, tileOrder(options.seed), samples, 0, frameBytes, 1);
+  if (channels === 2)
+    tileWavChannel(data, tileOrder(`${options.seed}:right`), samples, 2, frameBytes, RIGHT_GAIN);
+  return { data, sha256: sha256(data), durationS: samples / WAV_SAMPLE_RATE };
+}
+
+/** Samples of one stereo tile: 2.25 s, whole 576-sample frames. */
+const STEREO_TILE_SAMPLES = 576 * 62;
+
+/** The right channel's speaker is quieter, so the two channels are told apart at a glance. */
+const RIGHT_GAIN = 0.6;
+
+/** Writes one channel of a WAV's PCM: utterances in `order`, halved to 8 kHz, scaled by `gain`. */
+function tileWavChannel(
+  data: Buffer,
+  order: { next(): number },
+  samples: number,
+  offset: number,
+  stride: number,
+  gain: number,
+): void {
   let written = 0;
   while (written < samples) {
-    const pcm = utterance(order.next()).pcm;
+    const pcm = speech(order.next());
     // Halving the rate by averaging pairs: the voice's energy sits well below 4 kHz.
     for (let i = 0; i + 1 < pcm.length && written < samples; i += 2) {
-      data.writeInt16LE((pcm[i]! + pcm[i + 1]!) >> 1, 44 + written * 2);
+      data.writeInt16LE(Math.round(((pcm[i]! + pcm[i + 1]!) / 2) * gain), 44 + offset + written * stride);
       written++;
     }
   }
-  return { data, sha256: sha256(data), durationS: samples / WAV_SAMPLE_RATE };
+}
+
+function channelsOption(channels: unknown): 1 | 2 {
+  if (channels === undefined || channels === 1 || channels === 2) return channels ?? 1;
+  throw new RangeError('options.channels must be 1 or 2');
 }
 
 function sha256(data: Buffer): string {
@@ -220,7 +262,7 @@ function prng(seed: string): () => number {
 function utterance(index: number): Utterance {
   let cached = utterances.get(index);
   if (!cached) {
-    const pcm = synthesizeSpeech(index);
+    const pcm = speech(index);
     const mp3 = encodeMp3(pcm);
     cached = { pcm, mp3 };
     utterances.set(index, cached);
@@ -228,13 +270,48 @@ function utterance(index: number): Utterance {
   return cached;
 }
 
-function encodeMp3(pcm: Int16Array): Buffer {
-  const encoder = new Mp3Encoder(1, MP3_SAMPLE_RATE, MP3_BITRATE_KBPS);
+/** Utterance `index`'s 16 kHz PCM, synthesized once: WAVs and stereo files need no mono encode. */
+function speech(index: number): Int16Array {
+  let pcm = speeches.get(index);
+  if (!pcm) {
+    pcm = synthesizeSpeech(index);
+    speeches.set(index, pcm);
+  }
+  return pcm;
+}
+const speeches = new Map<number, Int16Array>();
+
+/**
+ * Utterance `index` on the left channel and another voice's (the next index of the other pitch) on the
+ * right at {@link RIGHT_GAIN}, cut or padded with silence to the left's length.
+ */
+function stereoUtterance(index: number): Buffer {
+  let cached = stereoUtterances.get(index);
+  if (!cached) {
+    // A shorter tile than the mono one: lamejs encodes stereo slowly, and tiles only need to be many.
+    const left = speech(index).subarray(0, STEREO_TILE_SAMPLES);
+    const other = speech((index + 3) % VARIANTS);
+    const right = new Int16Array(left.length);
+    for (let i = 0; i < right.length && i < other.length; i++) right[i] = Math.round(other[i]! * RIGHT_GAIN);
+    cached = encodeMp3(left, right);
+    stereoUtterances.set(index, cached);
+  }
+  return cached;
+}
+
+function encodeMp3(pcm: Int16Array, right?: Int16Array): Buffer {
+  const encoder = new Mp3Encoder(right === undefined ? 1 : 2, MP3_SAMPLE_RATE, MP3_BITRATE_KBPS);
   const parts: Buffer[] = [];
   const push = (chunk: Uint8Array) => {
     if (chunk.length > 0) parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
   };
-  for (let i = 0; i < pcm.length; i += 1152) push(encoder.encodeBuffer(pcm.subarray(i, i + 1152)));
+  for (let i = 0; i < pcm.length; i += 1152) {
+    push(
+      right === undefined
+        ? encoder.encodeBuffer(pcm.subarray(i, i + 1152))
+        : encoder.encodeBuffer(pcm.subarray(i, i + 1152), right.subarray(i, i + 1152)),
+    );
+  }
   push(encoder.flush());
   const mp3 = Buffer.concat(parts);
   if (mp3.length % MP3_FRAME_BYTES !== 0 || mp3.readUInt32BE(0) >>> 21 !== 0x7ff) {

@@ -116,6 +116,8 @@ export async function seedDemo(emulator: Emulator): Promise<DemoCall[]> {
           call_sid: childSid,
           parent_call_sid: callSid,
           recording_sid: `RE${sid('recording')}`,
+          // Recorded as `<Dial record="record-from-answer-dual">`: each leg on its own channel.
+          channels: 2,
           duration_s: plan.durationS,
           to: `+1415555${String(150 + index).padStart(4, '0')}`,
           start_time: startTime.toISOString(),

@@ -12,7 +12,13 @@ import { isAccountSid } from '../sid.js';
 import { type DemoCall, seedDemo } from './demo.js';
 import { type FaultInput, FaultQueue } from './faults.js';
 import { buildServer, type MediaStats, type Throttle } from './server.js';
-import { type CreatedRecording, type CreateRecordingInput, EmulatorState } from './state.js';
+import {
+  type CreateAccountInput,
+  type CreatedAccount,
+  type CreatedRecording,
+  type CreateRecordingInput,
+  EmulatorState,
+} from './state.js';
 
 export type { GeneratedMp3, GeneratedWav, Mp3Options, WavOptions } from './audio.js';
 export { generateMp3, generateWav, minMp3Bytes } from './audio.js';
@@ -20,7 +26,14 @@ export { generateMp3, generateWav, minMp3Bytes } from './audio.js';
 export { DEMO_PROCESSING_MS, type DemoCall, type DemoScenario, seedDemo } from './demo.js';
 export type { FaultInput, FaultKind } from './faults.js';
 export { FAULT_KINDS, HTML_FAULT_PAGE } from './faults.js';
-export type { CallDirection, CreatedRecording, CreateRecordingInput, CreateStatus } from './state.js';
+export type {
+  CallDirection,
+  CreateAccountInput,
+  CreatedAccount,
+  CreatedRecording,
+  CreateRecordingInput,
+  CreateStatus,
+} from './state.js';
 
 /** The account SID an emulator answers to unless told otherwise. */
 export const DEFAULT_ACCOUNT_SID = `AC${'a'.repeat(32)}`;
@@ -67,6 +80,17 @@ export interface EmulatorStats {
   head_requests: Record<string, number>;
   /** Sum of `head_requests`. */
   total_head_requests: number;
+  /**
+   * GET media requests per account whose credentials made them (the main account for its API keys), then
+   * per recording SID: shows which credentials fetched a recording.
+   */
+  media_requests_by_credential: Record<string, Record<string, number>>;
+  /**
+   * GET media requests per account SID named in the path, then per recording SID. Both counters include
+   * requests answered 404 because the recording is not in that account; requests whose credentials may not
+   * reach the account named are refused before (404) and not counted.
+   */
+  media_requests_by_account: Record<string, Record<string, number>>;
   /** GET media requests being answered now, from arrival until the response closes. */
   active_media_requests: number;
   /** The most GET media requests answered at once since start or the last reset. */
@@ -93,6 +117,11 @@ export interface Emulator {
    * `POST /__emulator/recordings` does. Throws RECGATE_INVALID_REQUEST naming the bad field.
    */
   createRecording(input?: CreateRecordingInput): Promise<CreatedRecording>;
+  /**
+   * Adds an account (by default a subaccount of the main one), exactly as `POST /__emulator/accounts` does.
+   * Throws RECGATE_INVALID_REQUEST naming the bad field.
+   */
+  createAccount(input?: CreateAccountInput): Promise<CreatedAccount>;
   /** Queues a fault for upcoming GET media requests, as `POST /__emulator/faults` does. */
   addFault(input: FaultInput): void;
   /** Media request and byte counters since start or the last {@link reset}; `GET /__emulator/stats` answers the same. */
@@ -135,12 +164,14 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const logger = options.logger ? options.logger.child({ component: 'emulator' }) : false;
 
   let baseUrl = '';
-  const state = new EmulatorState(accountSid, () => baseUrl);
+  const state = new EmulatorState(accountSid, () => baseUrl, authToken);
   const faults = new FaultQueue();
   const stats: MediaStats = {
     requests: new Map(),
     heads: new Map(),
     bytes: new Map(),
+    byCredential: new Map(),
+    byAccount: new Map(),
     active: 0,
     maxActive: 0,
   };
@@ -157,6 +188,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       total_media_bytes: sum(stats.bytes),
       head_requests: Object.fromEntries(stats.heads),
       total_head_requests: sum(stats.heads),
+      media_requests_by_credential: nested(stats.byCredential),
+      media_requests_by_account: nested(stats.byAccount),
       active_media_requests: stats.active,
       max_concurrent_media_requests: stats.maxActive,
     };
@@ -165,6 +198,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     stats.requests.clear();
     stats.heads.clear();
     stats.bytes.clear();
+    stats.byCredential.clear();
+    stats.byAccount.clear();
     // Requests still being answered stay counted; the peak starts again from them.
     stats.maxActive = stats.active;
     faults.clear();
@@ -200,6 +235,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     demoCalls,
     async createRecording(input) {
       return state.create(input ?? {});
+    },
+    async createAccount(input) {
+      return state.createAccount(input ?? {});
     },
     addFault(input) {
       faults.add(input);
@@ -242,6 +280,10 @@ function applyThrottle(target: Throttle, settings: ThrottleSettings, name: strin
   if (ttfbMs !== undefined) target.ttfbMs = ttfbMs;
   if (bandwidth !== undefined) target.bandwidth = bandwidth;
   if (rangeSupport !== undefined) target.rangeSupport = rangeSupport;
+}
+
+function nested(counters: Map<string, Map<string, number>>): Record<string, Record<string, number>> {
+  return Object.fromEntries([...counters].map(([key, counts]) => [key, Object.fromEntries(counts)]));
 }
 
 function invalid(message: string): never {

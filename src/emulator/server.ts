@@ -11,7 +11,7 @@ import { isRecgateError } from '../errors.js';
 import { CALL_SID_PATTERN, RECORDING_SID_PATTERN } from '../sid.js';
 import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
-import type { EmulatorState, RecordingEntry } from './state.js';
+import type { EmulatorState } from './state.js';
 
 export interface Throttle {
   ttfbMs: number;
@@ -29,6 +29,10 @@ export interface MediaStats {
   maxActive: number;
   /** Body bytes of GET media responses written to the socket per recording SID (fault bodies included). */
   bytes: Map<string, number>;
+  /** GET media requests per account whose credentials made them, then per recording SID. */
+  byCredential: Map<string, Map<string, number>>;
+  /** GET media requests per account named in the path, then per recording SID. */
+  byAccount: Map<string, Map<string, number>>;
 }
 
 export interface ServerContext {
@@ -59,7 +63,8 @@ export function buildServer(ctx: ServerContext) {
     exposeHeadRoutes: false,
   });
   const log = ctx.logger || undefined;
-  const account = ctx.state.accountPath();
+  /** The account whose credentials authenticated each REST request. */
+  const principals = new WeakMap<FastifyRequest, string>();
 
   // Control calls like `curl -X POST -H 'content-type: application/json' .../reset` carry no body at all.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
@@ -99,26 +104,37 @@ export function buildServer(ctx: ServerContext) {
 
   app.addHook('onRequest', async (request, reply) => {
     if (!request.url.startsWith('/2010-04-01/')) return;
-    if (!authenticated(request.headers.authorization, ctx)) {
+    const principal = authenticated(request.headers.authorization, ctx);
+    if (principal === undefined) {
       void reply.header('WWW-Authenticate', 'Basic realm="Twilio API"');
       twilioError(reply, 401, 20003, 'Authenticate');
       return reply;
     }
-    const accountSid = /^\/2010-04-01\/Accounts\/([^/?]+)/.exec(request.url)?.[1];
-    if (accountSid !== undefined && accountSid !== ctx.state.accountSid) {
+    // Twilio's access rule: an account's credentials reach its own resources and its subaccounts'; another
+    // account's path answers as if it did not exist.
+    const accountSid = /^\/2010-04-01\/Accounts\/([^/?.]+)/.exec(request.url)?.[1];
+    if (accountSid !== undefined && !ctx.state.mayAccess(principal, accountSid)) {
       twilioError(reply, 404, 20404, notFoundMessage(request.url));
       return reply;
     }
+    principals.set(request, principal);
     return undefined;
   });
 
   type AccountParams = { account: string };
 
+  app.get<{ Params: { file: string } }>('/2010-04-01/Accounts/:file', async (request, reply) => {
+    const sid = /^(AC[0-9a-f]{32})\.json$/.exec(request.params.file)?.[1];
+    const found = sid === undefined ? undefined : ctx.state.accounts.get(sid);
+    if (!found) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+    return ctx.state.accountJson(found);
+  });
+
   app.get<{ Params: AccountParams & { file: string } }>(
     '/2010-04-01/Accounts/:account/Calls/:file',
     async (request, reply) => {
       const sid = CALL_FILE.exec(request.params.file)?.[1];
-      const call = sid === undefined ? undefined : ctx.state.calls.get(sid);
+      const call = sid === undefined ? undefined : ctx.state.callIn(request.params.account, sid);
       if (!call) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
       return ctx.state.callJson(call);
     },
@@ -127,15 +143,15 @@ export function buildServer(ctx: ServerContext) {
   app.get<{ Params: AccountParams & { callSid: string; sub: string }; Querystring: Record<string, string> }>(
     '/2010-04-01/Accounts/:account/Calls/:callSid/:sub',
     async (request, reply) => {
-      const { callSid, sub } = request.params;
-      if (sub !== 'Recordings.json' || !ctx.state.calls.has(callSid)) {
+      const { callSid, sub, account } = request.params;
+      if (sub !== 'Recordings.json' || !ctx.state.callIn(account, callSid)) {
         return twilioError(reply, 404, 20404, notFoundMessage(request.url));
       }
-      const items = ctx.state.listRecordings(callSid).map((r) => ({ key: r.sid, json: r }));
+      const items = ctx.state.listRecordings(callSid, account).map((r) => ({ key: r.sid, json: r }));
       return page(
         reply,
         request.query,
-        `${account}/Calls/${callSid}/Recordings.json`,
+        `${ctx.state.accountPath(account)}/Calls/${callSid}/Recordings.json`,
         {},
         'recordings',
         items,
@@ -149,7 +165,10 @@ export function buildServer(ctx: ServerContext) {
     url: '/2010-04-01/Accounts/:account/Calls/:callSid/Recordings/:file',
     handler: async (request, reply) => {
       const match = FILE.exec(request.params.file);
-      const recording = match && match[2] === '.json' ? ctx.state.visibleRecording(match[1]!) : undefined;
+      const recording =
+        match && match[2] === '.json'
+          ? ctx.state.visibleRecording(match[1]!, request.params.account)
+          : undefined;
       if (!recording || recording.callSid !== request.params.callSid) {
         return twilioError(reply, 404, 20404, notFoundMessage(request.url));
       }
@@ -164,31 +183,38 @@ export function buildServer(ctx: ServerContext) {
   app.get<{ Params: AccountParams & { collection: string }; Querystring: Record<string, string> }>(
     '/2010-04-01/Accounts/:account/:collection',
     async (request, reply) => {
-      const { collection } = request.params;
+      const { collection, account } = request.params;
+      const accountPath = ctx.state.accountPath(account);
       if (collection === 'Recordings.json') {
         const callSid = request.query.CallSid;
         const range = dateCreatedRange(request.query);
         if (typeof range === 'string') return twilioError(reply, 400, 20001, range);
         const items = ctx.state
-          .listRecordings(callSid)
+          .listRecordings(callSid, account)
           .filter((r) => inRange(r.startTime, range))
           .map((r) => ({ key: r.sid, json: r }));
         const filters: Record<string, string> = {
           ...(callSid === undefined ? {} : { CallSid: callSid }),
           ...range.filters,
         };
-        return page(reply, request.query, `${account}/Recordings.json`, filters, 'recordings', items, (r) =>
-          ctx.state.recordingJson(r),
+        return page(
+          reply,
+          request.query,
+          `${accountPath}/Recordings.json`,
+          filters,
+          'recordings',
+          items,
+          (r) => ctx.state.recordingJson(r),
         );
       }
       if (collection === 'Calls.json') {
         const parent = request.query.ParentCallSid;
         const items = ctx.state
-          .listCalls()
+          .listCalls(account)
           .filter((c) => parent === undefined || c.parentCallSid === parent)
           .map((c) => ({ key: c.sid, json: c }));
         const filters: Record<string, string> = parent === undefined ? {} : { ParentCallSid: parent };
-        return page(reply, request.query, `${account}/Calls.json`, filters, 'calls', items, (c) =>
+        return page(reply, request.query, `${accountPath}/Calls.json`, filters, 'calls', items, (c) =>
           ctx.state.callJson(c),
         );
       }
@@ -204,6 +230,15 @@ export function buildServer(ctx: ServerContext) {
       if (!match) return twilioError(reply, 404, 20404, notFoundMessage(request.url));
       const sid = match[1]!;
       const extension = match[2];
+      const { account } = request.params;
+      // Counted before the account check: the counters show every attempt, answered or refused.
+      if (request.method === 'GET' && extension !== '.json') {
+        count(ctx.stats.byCredential, principals.get(request)!, sid);
+        count(ctx.stats.byAccount, account, sid);
+      }
+      if (ctx.state.recordings.get(sid)?.accountSid !== account) {
+        return twilioError(reply, 404, 20404, notFoundMessage(request.url));
+      }
       if (request.method === 'DELETE') {
         if (extension === '.mp3' || extension === '.wav' || !ctx.state.delete(sid)) {
           return twilioError(reply, 404, 20404, notFoundMessage(request.url));
@@ -224,6 +259,12 @@ export function buildServer(ctx: ServerContext) {
   app.post('/__emulator/recordings', async (request, reply) => {
     const created = ctx.state.create(request.body);
     log?.info({ created }, 'recording created');
+    return reply.code(201).send(created);
+  });
+
+  app.post('/__emulator/accounts', async (request, reply) => {
+    const created = ctx.state.createAccount(request.body);
+    log?.info({ accountSid: created.account_sid, parent: created.parent_account_sid }, 'account created');
     return reply.code(201).send(created);
   });
 
@@ -294,8 +335,17 @@ async function serveMedia(
   if (fault?.kind === 'not_ready' || !recording || ctx.state.status(recording) !== 'completed') {
     return twilioError(reply, 404, 20404, notFoundMessage(request.url));
   }
+  const requested = (request.query as Record<string, unknown>).RequestedChannels;
+  if (requested !== undefined && requested !== '1' && requested !== '2') {
+    return twilioError(reply, 400, 20001, 'RequestedChannels must be 1 or 2');
+  }
+  const channels = requested === '2' ? 2 : 1;
+  if (channels === 2 && recording.channels === 1) {
+    // What Twilio documents as warning 16113; the emulator answers it as a 400 carrying that code.
+    return twilioError(reply, 400, 16113, 'Cannot download a dual-channel presentation of a mono recording');
+  }
 
-  const media = mediaOf(ctx, recording, format);
+  const media = ctx.state.media(recording, { format, channels });
   const etag = `"${media.sha256}"`;
   const lastModified = recording.completedAt.toUTCString();
   const headers: Record<string, string> = {
@@ -428,14 +478,6 @@ function mediaType(format: 'mp3' | 'wav'): string {
   return format === 'wav' ? 'audio/x-wav' : 'audio/mpeg';
 }
 
-function mediaOf(
-  ctx: ServerContext,
-  recording: RecordingEntry,
-  format: 'mp3' | 'wav',
-): { data: Buffer; sha256: string } {
-  return format === 'wav' ? ctx.state.wav(recording) : recording.mp3;
-}
-
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
@@ -445,18 +487,29 @@ function weakEquals(a: string, b: string): boolean {
   return a.replace(/^W\//, '') === b.replace(/^W\//, '');
 }
 
-function authenticated(header: string | undefined, ctx: ServerContext): boolean {
-  if (header === undefined) return false;
+/**
+ * The account whose credentials the Basic header carries (an account SID with its auth token, or one of the
+ * main account's API keys), or `undefined` when they are wrong.
+ */
+function authenticated(header: string | undefined, ctx: ServerContext): string | undefined {
+  if (header === undefined) return undefined;
   const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
-  if (!match) return false;
+  if (!match) return undefined;
   const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
-  if (colon < 0) return false;
+  if (colon < 0) return undefined;
   const user = decoded.slice(0, colon);
   const password = decoded.slice(colon + 1);
-  if (user === ctx.state.accountSid) return safeEquals(password, ctx.authToken);
+  if (user === ctx.state.accountSid) return safeEquals(password, ctx.authToken) ? user : undefined;
+  const account = ctx.state.accounts.get(user);
+  if (account !== undefined) return safeEquals(password, account.authToken) ? user : undefined;
   const secret = Object.hasOwn(ctx.apiKeys, user) ? ctx.apiKeys[user] : undefined;
-  return secret !== undefined && safeEquals(password, secret);
+  return secret !== undefined && safeEquals(password, secret) ? ctx.state.accountSid : undefined;
+}
+
+function count(counters: Map<string, Map<string, number>>, key: string, sid: string): void {
+  const counts = counters.get(key) ?? new Map<string, number>();
+  counters.set(key, counts.set(sid, (counts.get(sid) ?? 0) + 1));
 }
 
 function safeEquals(a: string, b: string): boolean {

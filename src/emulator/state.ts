@@ -5,7 +5,14 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { createError } from '../errors.js';
-import { CALL_SID_PATTERN, isCallSid, isRecordingSid, RECORDING_SID_PATTERN } from '../sid.js';
+import {
+  ACCOUNT_SID_PATTERN,
+  CALL_SID_PATTERN,
+  isAccountSid,
+  isCallSid,
+  isRecordingSid,
+  RECORDING_SID_PATTERN,
+} from '../sid.js';
 import { type GeneratedMp3, type GeneratedWav, generateMp3, generateWav, minMp3Bytes } from './audio.js';
 
 export type CallDirection = 'inbound' | 'outbound-api' | 'outbound-dial';
@@ -19,6 +26,40 @@ export type CreateStatus = 'completed' | 'processing' | 'deleted' | 'absent';
 
 const callSid = z.string().refine(isCallSid, `must match ^${CALL_SID_PATTERN}$`);
 const recordingSid = z.string().refine(isRecordingSid, `must match ^${RECORDING_SID_PATTERN}$`);
+const accountSid = z.string().refine(isAccountSid, `must match ^${ACCOUNT_SID_PATTERN}$`);
+
+/**
+ * Body of `POST /__emulator/accounts` and argument of `Emulator.createAccount`: another account the REST
+ * API serves. It is a subaccount of `parent_account_sid` (default: the main account); `null` makes an
+ * independent account, reachable only with its own credentials. A parent may read its subaccounts'
+ * resources with its own credentials (the subaccount's SID in the path); no account reads another's.
+ */
+export const createAccountSchema = z.strictObject({
+  account_sid: accountSid.optional(),
+  /** The account's auth token (Basic auth password, webhook signing key). Default: generated. */
+  auth_token: z.string().min(1).max(128).optional(),
+  parent_account_sid: accountSid.nullable().optional(),
+  friendly_name: z.string().min(1).max(64).optional(),
+});
+
+export type CreateAccountInput = z.input<typeof createAccountSchema>;
+
+export interface EmulatorAccount {
+  sid: string;
+  authToken: string;
+  /** The owner account of a subaccount; `null` for a top-level account. */
+  parentSid: string | null;
+  friendlyName: string;
+  created: Date;
+}
+
+/** What `createAccount` returns (and `POST /__emulator/accounts` answers). */
+export interface CreatedAccount {
+  account_sid: string;
+  auth_token: string;
+  parent_account_sid: string | null;
+  friendly_name: string;
+}
 
 /**
  * Body of `POST /__emulator/recordings` and argument of `Emulator.createRecording`.
@@ -31,6 +72,8 @@ const recordingSid = z.string().refine(isRecordingSid, `must match ^${RECORDING_
  */
 export const createRecordingSchema = z
   .strictObject({
+    /** The account (main, or one made with `POST /__emulator/accounts`) the call belongs to. @default main */
+    account_sid: accountSid.optional(),
     call_sid: callSid.optional(),
     parent_call_sid: callSid.optional(),
     recording_sid: recordingSid.optional(),
@@ -49,6 +92,11 @@ export const createRecordingSchema = z
     direction: z.enum(['inbound', 'outbound-api']).optional(),
     /** ISO 8601 start of the call. Default: now minus the duration. */
     start_time: z.iso.datetime({ offset: true }).optional(),
+    /**
+     * 2 for a dual-channel recording (each leg on its own channel), which serves `RequestedChannels=2`;
+     * a mono one answers that with Twilio's 400 code 16113. Default 1.
+     */
+    channels: z.union([z.literal(1), z.literal(2)]).optional(),
   })
   .refine((v) => v.bytes === undefined || v.duration_s === undefined, {
     message: 'give bytes or duration_s, not both',
@@ -88,6 +136,7 @@ export interface CreatedRecording {
 
 export interface CallEntry {
   sid: string;
+  accountSid: string;
   parentCallSid: string | null;
   direction: CallDirection;
   from: string;
@@ -99,11 +148,14 @@ export interface CallEntry {
 
 export interface RecordingEntry {
   sid: string;
+  accountSid: string;
   callSid: string;
   source: string;
   startTime: Date;
   durationS: number;
   mp3: GeneratedMp3;
+  /** 1 (mono) or 2 (dual-channel: the mono `mp3` is the mix Twilio serves by default). */
+  channels: 1 | 2;
   /** `processing` until `readyAt` (if any), then reported `completed`. */
   initialStatus: 'completed' | 'processing';
   readyAt: number | null;
@@ -114,19 +166,84 @@ export interface RecordingEntry {
 
 export type RecordingStatus = 'completed' | 'processing' | 'deleted';
 
-const WAV_CACHE_ENTRIES = 4;
+const RENDITION_CACHE_ENTRIES = 4;
+
+/** A rendition of a recording other than its mono MP3: the WAV, or a dual-channel file. */
+export interface Rendition {
+  format: 'mp3' | 'wav';
+  channels: 1 | 2;
+}
 
 export class EmulatorState {
   readonly calls = new Map<string, CallEntry>();
   readonly recordings = new Map<string, RecordingEntry>();
-  private readonly wavCache = new Map<string, GeneratedWav>();
+  private readonly renditions = new Map<string, GeneratedWav | GeneratedMp3>();
+  readonly accounts = new Map<string, EmulatorAccount>();
   private counter = 0;
   private seq = 0;
 
   constructor(
     readonly accountSid: string,
     private readonly baseUrl: () => string,
-  ) {}
+    authToken = '',
+  ) {
+    this.accounts.set(accountSid, {
+      sid: accountSid,
+      authToken,
+      parentSid: null,
+      friendlyName: 'Main account',
+      created: new Date(),
+    });
+  }
+
+  /** Adds an account; throws RECGATE_INVALID_REQUEST naming the bad field. */
+  createAccount(raw: unknown): CreatedAccount {
+    const parsed = createAccountSchema.safeParse(raw ?? {});
+    if (!parsed.success) throw invalidInput(parsed.error.issues[0]!);
+    const input = parsed.data;
+    const parentSid = input.parent_account_sid === undefined ? this.accountSid : input.parent_account_sid;
+    if (parentSid !== null) {
+      const parent = this.accounts.get(parentSid);
+      if (parent === undefined) invalid('parent_account_sid: no such account');
+      // Twilio's subaccounts cannot have subaccounts of their own.
+      if (parent.parentSid !== null) invalid('parent_account_sid: a subaccount cannot own subaccounts');
+    }
+    let sid = input.account_sid;
+    if (sid !== undefined && this.accounts.has(sid)) invalid('account_sid: already exists');
+    for (let n = this.accounts.size; sid === undefined; n++) {
+      const candidate = `AC${hex32(`${this.accountSid}:account:${n}`)}`;
+      if (!this.accounts.has(candidate)) sid = candidate;
+    }
+    const account: EmulatorAccount = {
+      sid,
+      authToken: input.auth_token ?? hex32(`${sid}:token`),
+      parentSid,
+      friendlyName: input.friendly_name ?? `Account ${sid.slice(-6)}`,
+      created: new Date(),
+    };
+    this.accounts.set(sid, account);
+    return {
+      account_sid: sid,
+      auth_token: account.authToken,
+      parent_account_sid: parentSid,
+      friendly_name: account.friendlyName,
+    };
+  }
+
+  /**
+   * Whether credentials of account `principal` may read account `target`'s resources: its own, and, for a
+   * top-level account, its subaccounts'.
+   */
+  mayAccess(principal: string, target: string): boolean {
+    if (principal === target) return this.accounts.has(target);
+    return this.accounts.get(target)?.parentSid === principal;
+  }
+
+  /** The call, if it belongs to `account`. */
+  callIn(account: string, sid: string): CallEntry | undefined {
+    const call = this.calls.get(sid);
+    return call?.accountSid === account ? call : undefined;
+  }
 
   /** A deterministic SID: the n-th SID an emulator of this account generates is always the same. */
   nextSid(prefix: 'CA' | 'RE'): string {
@@ -145,20 +262,31 @@ export class EmulatorState {
     return 'completed';
   }
 
-  /** The recording as Twilio's API still shows it: `undefined` once deleted. */
-  visibleRecording(sid: string): RecordingEntry | undefined {
+  /**
+   * The recording as Twilio's API still shows it: `undefined` once deleted, and, with `account`, unless it
+   * belongs to that account.
+   */
+  visibleRecording(sid: string, account?: string): RecordingEntry | undefined {
     const recording = this.recordings.get(sid);
+    if (account !== undefined && recording?.accountSid !== account) return undefined;
     return recording && !recording.deleted ? recording : undefined;
   }
 
   create(raw: unknown): CreatedRecording {
     const parsed = createRecordingSchema.safeParse(raw ?? {});
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
-      throw createError('RECGATE_INVALID_REQUEST', { message: `${field}: ${issue.message}` });
-    }
+    if (!parsed.success) throw invalidInput(parsed.error.issues[0]!);
     const input = parsed.data;
+    const account = input.account_sid ?? this.accountSid;
+    if (!this.accounts.has(account)) invalid('account_sid: no such account (create it first)');
+    for (const [field, sid] of [
+      ['call_sid', input.call_sid],
+      ['parent_call_sid', input.parent_call_sid],
+    ] as const) {
+      const existing = sid === undefined ? undefined : this.calls.get(sid);
+      if (existing !== undefined && existing.accountSid !== account) {
+        invalid(`${field}: the call belongs to another account`);
+      }
+    }
     const status: CreateStatus = input.no_recording ? 'absent' : (input.status ?? 'completed');
     if (input.recording_sid !== undefined && this.recordings.has(input.recording_sid)) {
       throw createError('RECGATE_INVALID_REQUEST', { message: 'recording_sid: already exists' });
@@ -191,6 +319,7 @@ export class EmulatorState {
     if (parentSid !== null && !this.calls.has(parentSid)) {
       this.calls.set(parentSid, {
         sid: parentSid,
+        accountSid: account,
         parentCallSid: null,
         direction: 'inbound',
         from: input.from ?? phoneNumber(`${parentSid}:from`),
@@ -205,6 +334,7 @@ export class EmulatorState {
       const parent = parentSid === null ? undefined : this.calls.get(parentSid);
       call = {
         sid: ownSid,
+        accountSid: account,
         parentCallSid: parentSid,
         direction: parentSid !== null ? 'outbound-dial' : (input.direction ?? 'inbound'),
         // A dialled leg rings from the caller's number to the agent's.
@@ -227,11 +357,13 @@ export class EmulatorState {
         readyAt !== null ? new Date(readyAt) : new Date(startTime.getTime() + (durationS + 2) * 1000);
       this.recordings.set(recordingSid, {
         sid: recordingSid,
+        accountSid: account,
         callSid: ownerSid,
         source: parentSid !== null ? 'DialVerb' : 'RecordVerb',
         startTime: parentSid !== null ? new Date(startTime.getTime() + 2000) : startTime,
         durationS,
         mp3,
+        channels: input.channels ?? 1,
         initialStatus: status === 'processing' ? 'processing' : 'completed',
         readyAt,
         completedAt,
@@ -240,7 +372,7 @@ export class EmulatorState {
       });
     }
     return {
-      account_sid: this.accountSid,
+      account_sid: account,
       call_sid: ownSid,
       parent_call_sid: parentSid,
       recording_sid: recordingSid,
@@ -253,7 +385,8 @@ export class EmulatorState {
       from: call.from,
       to: call.to,
       start_time: call.startTime.toISOString(),
-      media_url: recordingSid === null ? null : `${this.baseUrl()}${this.recordingPath(recordingSid)}`,
+      media_url:
+        recordingSid === null ? null : `${this.baseUrl()}${this.recordingPath(recordingSid, account)}`,
     };
   }
 
@@ -262,53 +395,92 @@ export class EmulatorState {
     const recording = this.visibleRecording(sid);
     if (!recording) return false;
     recording.deleted = true;
-    this.wavCache.delete(sid);
+    for (const key of this.renditions.keys()) if (key.startsWith(`${sid}:`)) this.renditions.delete(key);
     return true;
   }
 
-  /** The WAV rendition, generated on first use; a few are kept, since WAVs are large and rarely asked for. */
-  wav(recording: RecordingEntry): GeneratedWav {
-    let wav = this.wavCache.get(recording.sid);
-    if (wav) {
-      this.wavCache.delete(recording.sid);
+  /**
+   * The media of a rendition: the mono MP3 as created, else (the WAV, the dual-channel MP3 of the same
+   * size) generated on first use; a few are kept, since they are large and rarely asked for. The caller
+   * checks that a dual-channel rendition exists (`recording.channels`).
+   */
+  media(recording: RecordingEntry, rendition: Rendition): { data: Buffer; sha256: string } {
+    if (rendition.format === 'mp3' && rendition.channels === 1) return recording.mp3;
+    const key = `${recording.sid}:${rendition.format}:${rendition.channels}`;
+    let media = this.renditions.get(key);
+    if (media) {
+      this.renditions.delete(key);
+    } else if (rendition.format === 'wav') {
+      media = generateWav({
+        seed: recording.sid,
+        durationS: recording.mp3.durationS,
+        channels: rendition.channels,
+      });
     } else {
-      wav = generateWav({ seed: recording.sid, durationS: recording.mp3.durationS });
+      media = generateMp3({ seed: recording.sid, bytes: recording.mp3.data.length, channels: 2 });
     }
-    this.wavCache.set(recording.sid, wav);
-    while (this.wavCache.size > WAV_CACHE_ENTRIES) this.wavCache.delete(this.wavCache.keys().next().value!);
-    return wav;
+    this.renditions.set(key, media);
+    while (this.renditions.size > RENDITION_CACHE_ENTRIES) {
+      this.renditions.delete(this.renditions.keys().next().value!);
+    }
+    return media;
   }
 
-  /** Newest first, as Twilio lists. */
-  listRecordings(callSid?: string): RecordingEntry[] {
+  /** Newest first, as Twilio lists; with `account`, that account's only. */
+  listRecordings(callSid?: string, account?: string): RecordingEntry[] {
     return [...this.recordings.values()]
-      .filter((r) => !r.deleted && (callSid === undefined || r.callSid === callSid))
+      .filter(
+        (r) =>
+          !r.deleted &&
+          (callSid === undefined || r.callSid === callSid) &&
+          (account === undefined || r.accountSid === account),
+      )
       .sort((a, b) => b.startTime.getTime() - a.startTime.getTime() || b.seq - a.seq);
   }
 
-  listCalls(): CallEntry[] {
-    return [...this.calls.values()].sort(
-      (a, b) => b.startTime.getTime() - a.startTime.getTime() || b.seq - a.seq,
-    );
+  listCalls(account?: string): CallEntry[] {
+    return [...this.calls.values()]
+      .filter((c) => account === undefined || c.accountSid === account)
+      .sort((a, b) => b.startTime.getTime() - a.startTime.getTime() || b.seq - a.seq);
   }
 
-  accountPath(): string {
-    return `/2010-04-01/Accounts/${this.accountSid}`;
+  accountPath(account = this.accountSid): string {
+    return `/2010-04-01/Accounts/${account}`;
   }
 
-  recordingPath(sid: string): string {
-    return `${this.accountPath()}/Recordings/${sid}`;
+  recordingPath(sid: string, account = this.accountSid): string {
+    return `${this.accountPath(account)}/Recordings/${sid}`;
+  }
+
+  /** Twilio's Account resource (a parent reading its subaccount sees the subaccount's auth token too). */
+  accountJson(account: EmulatorAccount): Record<string, unknown> {
+    const path = this.accountPath(account.sid);
+    return {
+      sid: account.sid,
+      owner_account_sid: account.parentSid ?? account.sid,
+      friendly_name: account.friendlyName,
+      status: 'active',
+      type: 'Full',
+      auth_token: account.authToken,
+      date_created: rfc2822(account.created),
+      date_updated: rfc2822(account.created),
+      uri: `${path}.json`,
+      subresource_uris: {
+        calls: `${path}/Calls.json`,
+        recordings: `${path}/Recordings.json`,
+      },
+    };
   }
 
   callJson(call: CallEntry): Record<string, unknown> {
-    const base = `${this.accountPath()}/Calls/${call.sid}`;
+    const base = `${this.accountPath(call.accountSid)}/Calls/${call.sid}`;
     const end = new Date(call.startTime.getTime() + call.durationS * 1000);
     return {
       sid: call.sid,
       date_created: rfc2822(new Date(call.startTime.getTime() - 1000)),
       date_updated: rfc2822(end),
       parent_call_sid: call.parentCallSid,
-      account_sid: this.accountSid,
+      account_sid: call.accountSid,
       to: call.to,
       to_formatted: formatPhone(call.to),
       from: call.from,
@@ -337,7 +509,7 @@ export class EmulatorState {
         payments: `${base}/Payments.json`,
         siprec: `${base}/Siprec.json`,
         events: `${base}/Events.json`,
-        feedback_summaries: `${this.accountPath()}/Calls/FeedbackSummary.json`,
+        feedback_summaries: `${this.accountPath(call.accountSid)}/Calls/FeedbackSummary.json`,
         user_defined_message_subscriptions: `${base}/UserDefinedMessageSubscriptions.json`,
         user_defined_messages: `${base}/UserDefinedMessages.json`,
         transcriptions: `${base}/Transcriptions.json`,
@@ -346,11 +518,11 @@ export class EmulatorState {
   }
 
   recordingJson(recording: RecordingEntry): Record<string, unknown> {
-    const path = this.recordingPath(recording.sid);
+    const path = this.recordingPath(recording.sid, recording.accountSid);
     const status = this.status(recording);
     const done = status === 'completed';
     return {
-      account_sid: this.accountSid,
+      account_sid: recording.accountSid,
       api_version: '2010-04-01',
       call_sid: recording.callSid,
       conference_sid: null,
@@ -363,7 +535,7 @@ export class EmulatorState {
       price: done ? (-0.0025 * Math.ceil(recording.durationS / 60)).toFixed(4) : null,
       price_unit: 'USD',
       status,
-      channels: 1,
+      channels: recording.channels,
       source: recording.source,
       error_code: null,
       encryption_details: null,
@@ -378,8 +550,16 @@ export class EmulatorState {
 
   /** Forgets the cached WAV renditions; calls and recordings stay. */
   dropCaches(): void {
-    this.wavCache.clear();
+    this.renditions.clear();
   }
+}
+
+function invalidInput(issue: z.core.$ZodIssue): never {
+  invalid(`${issue.path.length > 0 ? issue.path.join('.') : 'body'}: ${issue.message}`);
+}
+
+function invalid(message: string): never {
+  throw createError('RECGATE_INVALID_REQUEST', { message });
 }
 
 /** 32 lower-case hex digits derived from a string. */

@@ -11,10 +11,10 @@ import { lazyChild, redactUrl } from '../observability/logger.js';
 import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, installErrorHandlers, sendError } from './errors.js';
+import { apiPlugin } from './plugin.js';
 import { trackRoutes } from './route-table.js';
+import { accountRoutes } from './routes/accounts.js';
 import { adminRoutes } from './routes/admin.js';
-import { callRoutes } from './routes/calls.js';
-import { downloadRoutes } from './routes/download.js';
 import { healthRoutes, type MetricsSource } from './routes/health.js';
 import { webhookRoutes } from './routes/webhooks.js';
 
@@ -108,9 +108,9 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   });
 
   installErrorHandlers(app, trackRoutes(app));
-  downloadRoutes(app, deps);
-  callRoutes(app, deps);
+  await app.register(apiPlugin, { deps });
   adminRoutes(app, deps);
+  accountRoutes(app, deps);
   webhookRoutes(app, deps);
   healthRoutes(
     app,

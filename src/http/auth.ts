@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import type { Principal } from '../auth/jwt.js';
+import { isBusinessId, type Principal } from '../auth/jwt.js';
 import { createError } from '../errors.js';
 import type { CallSid } from '../sid.js';
 import type { AppDeps } from './deps.js';
@@ -24,24 +24,54 @@ function admit(deps: AppDeps, principal: Principal): Principal {
   throw createError('RECGATE_RATE_LIMITED', { headers: { 'retry-after': String(verdict.retryAfterS) } });
 }
 
-/** The caller's business, from a bearer JWT, within its API rate limit. */
+/**
+ * The business an embedding app's own authentication names (see {@link AppDeps.authenticate}). `null` or
+ * `undefined` is RECGATE_UNAUTHENTICATED; anything but a business id is the host app's bug, a 500 whose
+ * cause only the log sees.
+ */
+async function fromHook(
+  hook: NonNullable<AppDeps['authenticate']>,
+  request: FastifyRequest,
+): Promise<Principal> {
+  const businessId = await hook(request);
+  if (businessId === null || businessId === undefined) throw createError('RECGATE_UNAUTHENTICATED');
+  if (!isBusinessId(businessId)) {
+    throw createError('RECGATE_INTERNAL', {
+      cause: new TypeError(
+        'authenticate must resolve to a business id (^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$) or null',
+      ),
+    });
+  }
+  return { businessId };
+}
+
+/**
+ * The caller's business, within its API rate limit: from the embedding app's `authenticate` hook when it
+ * gives one, else from a bearer JWT.
+ */
 export async function authenticate(deps: AppDeps, request: FastifyRequest): Promise<Principal> {
+  if (deps.authenticate !== undefined) return admit(deps, await fromHook(deps.authenticate, request));
   const token = bearer(request);
   if (!token) throw createError('RECGATE_UNAUTHENTICATED');
   return admit(deps, await deps.jwt.verify(token));
 }
 
 /**
- * A bearer JWT, or, for this call's download only, a signed playback URL's own parameters; within the
- * business's API rate limit either way.
+ * A bearer JWT (or the embedding app's hook), or, for this call's download only, a signed playback URL's
+ * own parameters; within the business's API rate limit either way. With a hook, a signed URL is checked
+ * first: the hook's credential (a session cookie, say) may well ride along on an `<audio>` request too.
  */
 export async function authenticateDownload(
   deps: AppDeps,
   request: FastifyRequest,
   callSid: CallSid,
 ): Promise<Principal> {
-  if (request.headers.authorization !== undefined) return authenticate(deps, request);
   const query = request.query as Record<string, unknown>;
+  if (deps.authenticate !== undefined) {
+    if (query.sig !== undefined) return admit(deps, await deps.signer.verify(callSid, query));
+    return authenticate(deps, request);
+  }
+  if (request.headers.authorization !== undefined) return authenticate(deps, request);
   if (query.sig !== undefined) return admit(deps, await deps.signer.verify(callSid, query));
   throw createError('RECGATE_UNAUTHENTICATED');
 }

@@ -36,25 +36,28 @@ export function sendError(reply: FastifyReply, err: RecgateError): FastifyReply 
     .send(err.toJSON());
 }
 
+/** A route's error as `{"error": {"code": "RECGATE_…", "message": …}}`, its internals logged only. */
+export function handleError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const err = isRecgateError(error)
+    ? error
+    : error instanceof Error && 'code' in error && String((error as FastifyError).code).startsWith('FST_')
+      ? fromFastify(error as FastifyError)
+      : createError('RECGATE_INTERNAL', { cause: error });
+  if (err.statusCode >= 500) request.log.error({ err, code: err.code }, 'request failed');
+  else
+    request.log.info(
+      { code: err.code, reason: err.cause instanceof Error ? err.cause.message : undefined },
+      err.message,
+    );
+  return sendError(reply, err);
+}
+
 /**
  * Every error becomes `{"error": {"code": "RECGATE_…", "message": …}}`; internals go to the log only. A path
  * that `routes` serves under other methods answers 405 with `Allow`; any other unknown path, 404.
  */
 export function installErrorHandlers(app: FastifyInstance, routes?: RouteTable): void {
-  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const err = isRecgateError(error)
-      ? error
-      : error instanceof Error && 'code' in error && String((error as FastifyError).code).startsWith('FST_')
-        ? fromFastify(error as FastifyError)
-        : createError('RECGATE_INTERNAL', { cause: error });
-    if (err.statusCode >= 500) request.log.error({ err, code: err.code }, 'request failed');
-    else
-      request.log.info(
-        { code: err.code, reason: err.cause instanceof Error ? err.cause.message : undefined },
-        err.message,
-      );
-    return sendError(reply, err);
-  });
+  app.setErrorHandler(handleError);
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?', 1)[0]!;
     const allow = routes?.allowed(path) ?? [];

@@ -79,3 +79,15 @@ export class RateLimiter {
     }
   }
 }
+
+/**
+ * One worker's share of a per-host budget: under `--workers N` the primary spreads connections evenly, and a
+ * request may land on any worker, so each enforces rate/N and burst/N, the burst rounded up (at least 1).
+ */
+export function workerShare(
+  ratePerS: number,
+  burst: number,
+  workers: number,
+): { ratePerS: number; burst: number } {
+  return { ratePerS: ratePerS / workers, burst: Math.max(1, Math.ceil(burst / workers)) };
+}

@@ -32,6 +32,11 @@ export interface PrefetcherOptions {
   retryBaseMs?: number;
   /** Told each job's outcome (metrics). */
   onOutcome?: (outcome: PrefetchOutcome) => void;
+  /**
+   * The Twilio account a business's recordings are read from (src/accounts/directory.ts), named in the ref
+   * so the download uses that account. @default none: the main account
+   */
+  accountOf?: (businessId: string) => Promise<string>;
 }
 
 /** Codes that say the recording will never be fetched: no retry. */
@@ -43,7 +48,8 @@ const FINAL_CODES = new Set([
 ]);
 
 export class Prefetcher {
-  readonly #o: Required<Omit<PrefetcherOptions, 'onOutcome'>> & Pick<PrefetcherOptions, 'onOutcome'>;
+  readonly #o: Required<Omit<PrefetcherOptions, 'onOutcome' | 'accountOf'>> &
+    Pick<PrefetcherOptions, 'onOutcome' | 'accountOf'>;
   readonly #abort = new AbortController();
   readonly #running = new Set<Promise<void>>();
   #wake: (() => void) | undefined;
@@ -168,8 +174,9 @@ export class Prefetcher {
     }
     if (call.recordingState === 'deleted') throw createError('RECGATE_RECORDING_GONE');
     const signal = this.#abort.signal;
+    const account = await this.#o.accountOf?.(job.businessId);
     const recording = await cache.open(
-      { ownerCallSid: job.callSid, recordingSid: job.recordingSid },
+      { ownerCallSid: job.callSid, recordingSid: job.recordingSid, account },
       // The business's place in the fair upstream queue, as for its users' own requests.
       { signal, log: this.#o.logger, businessId: job.businessId },
     );

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ByteSource } from '../serving/source.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type { RemoveReason } from './events.js';
+import { type Variant, variantKey } from './variant.js';
 
 export interface RemoveOptions {
   /** Ends the wait for a download in progress and for the lock (then RECGATE_LOCK_TIMEOUT). */
@@ -22,6 +23,21 @@ export interface RecordingRef {
   /** The call that owns the recording; the file is `{ownerCallSid}.mp3`. */
   ownerCallSid: CallSid;
   recordingSid: RecordingSid;
+  /**
+   * The Twilio account the recording was found in (`AC…`), which the download then reads it from: the
+   * requesting business's account (src/accounts/). Omitted: the main account.
+   */
+  account?: string | undefined;
+  /**
+   * Which rendition (see `variant.ts`): each is a cache entry of its own, `{ownerCallSid}.dual.mp3`,
+   * `{ownerCallSid}.wav`, … @default the canonical mono MP3
+   */
+  variant?: Variant | undefined;
+}
+
+/** The key of the cache entry `ref` names: the lock id, flight key, cache-index row and store id. */
+export function cacheKeyOf(ref: RecordingRef): string {
+  return variantKey(ref.ownerCallSid, ref.variant);
 }
 
 /** How a request was served: from a finished file, by starting the download, or by joining one. */
@@ -85,11 +101,20 @@ export interface RecordingCache {
   writable(): Promise<boolean>;
 
   /**
-   * Removes everything stored for the recording of owner call `ownerCallSid` (see `LocalCache.remove`);
-   * resolves to the finished file's size, or `null` when there was none. With `onlyRecording`, a finished
-   * file holding another recording is left alone (resolves `null`).
+   * Removes everything stored for the recording of owner call `ownerCallSid`, every variant of it (see
+   * `LocalCache.remove`); resolves to the finished files' total size, or `null` when there was none. With
+   * `onlyRecording`, a finished file holding another recording is left alone (counts nothing).
    */
   remove(ownerCallSid: CallSid, reason: RemoveReason, options?: RemoveOptions): Promise<number | null>;
+
+  /**
+   * Peaks stored beside the recording's finished file (the text `writePeaks` stored), or `undefined`.
+   * Optional: without it (and `writePeaks`), peaks are computed for every request.
+   */
+  readPeaks?(ref: RecordingRef): Promise<string | undefined>;
+
+  /** Stores peaks computed from the finished file, atomically; removed with the file (purge, eviction). */
+  writePeaks?(ref: RecordingRef, text: string): Promise<void>;
 
   /** Aborts downloads this process runs (their temporary files stay for a takeover) and frees handles. */
   close(): Promise<void>;

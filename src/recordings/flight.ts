@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
 import { takeChunk } from '../io/chunks.js';
-import type { CacheOutcome, RecordingRef } from './cache.js';
+import { type CacheOutcome, cacheKeyOf, type RecordingRef } from './cache.js';
 import { type FileInfo, type PartialMeta, READ_CHUNK, type ReadHandle } from './store/store.js';
 
 export interface Identity {
@@ -73,8 +73,9 @@ export class Flight {
     this.ready.catch(() => undefined);
   }
 
+  /** The cache key: the owner call SID, with the variant's suffix. */
   get id(): string {
-    return this.ref.ownerCallSid;
+    return cacheKeyOf(this.ref);
   }
 
   /** How this flight began: it downloads (`miss`), follows another process (`wait`), or found the file. */

@@ -17,14 +17,15 @@ import { raceAbort } from '../io/abort.js';
 import type { CallSid } from '../sid.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamGate } from './admission/gate.js';
-import type {
-  CachedRecording,
-  CacheOutcome,
-  CacheState,
-  OpenOptions,
-  RecordingCache,
-  RecordingRef,
-  RemoveOptions,
+import {
+  type CachedRecording,
+  type CacheOutcome,
+  type CacheState,
+  cacheKeyOf,
+  type OpenOptions,
+  type RecordingCache,
+  type RecordingRef,
+  type RemoveOptions,
 } from './cache.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
@@ -33,6 +34,7 @@ import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
 import type { FinalInfo, RecordingStore } from './store/store.js';
+import { isCanonical, recordingEtag, VARIANTS, variantKey, variantSuffix } from './variant.js';
 
 /** How often one flight goes back to following after losing its lock, before it fails. */
 const MAX_LOCK_LOSSES = 3;
@@ -108,22 +110,21 @@ export class LocalCache implements LocalRecordingCache {
       if (final !== undefined) {
         // The hit is the warm path: its event is logged with the recording's SIDs as fields, which costs no
         // child logger.
-        const hit: CacheEvent = {
+        (options.log ?? this.#s.logger).info(
+          { ...bindingsOf(ref), event: 'cache_hit', size: final.size },
+          'Cache hit',
+        );
+        this.#observe({
           event: 'cache_hit',
           size: final.size,
-          callSid: ref.ownerCallSid,
+          callSid: cacheKeyOf(ref),
           recordingSid: ref.recordingSid,
-        };
-        (options.log ?? this.#s.logger).info(hit, 'Cache hit');
-        this.#observe(hit);
+        });
         const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
         return new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
       }
     }
-    const log = (options.log ?? this.#s.logger).child({
-      callSid: ref.ownerCallSid,
-      recordingSid: ref.recordingSid,
-    });
+    const log = (options.log ?? this.#s.logger).child(bindingsOf(ref));
     if (entry === undefined) {
       // Look again after the await, and start the flight without awaiting: that makes it single.
       entry = this.#running(ref);
@@ -154,9 +155,10 @@ export class LocalCache implements LocalRecordingCache {
     }
     const final = await this.#final(ref);
     if (final !== undefined) return { state: 'cached', size: final.size };
-    const meta = await store.readMeta(ref.ownerCallSid);
+    const key = cacheKeyOf(ref);
+    const meta = await store.readMeta(key);
     if (meta?.recordingSid === ref.recordingSid) {
-      const received = await store.readFrontier(ref.ownerCallSid, meta.fileId);
+      const received = await store.readFrontier(key, meta.fileId);
       if (received !== undefined) return { state: 'downloading', size: meta.size, received };
     }
     if (flight !== undefined) return { state: 'downloading', size: null, received: 0 };
@@ -212,15 +214,33 @@ export class LocalCache implements LocalRecordingCache {
   }
 
   /**
-   * Removes everything stored for the recording of owner call `id`: the finished file, its identity record,
-   * partial generations. A download of it (in this process or any other the lock reaches) finishes first,
+   * Removes everything stored for the recording of owner call `id`, each variant in turn (see
+   * `variant.ts`); resolves to the finished files' total size, or `null` when there was none.
+   */
+  async remove(id: CallSid, reason: RemoveReason, options: RemoveOptions = {}): Promise<number | null> {
+    let total: number | null = null;
+    for (const variant of VARIANTS) {
+      const size = await this.#removeEntry(variantKey(id, variant), reason, options, isCanonical(variant));
+      if (size !== null) total = (total ?? 0) + size;
+    }
+    return total;
+  }
+
+  /**
+   * Removes everything stored for cache entry `id`: the finished file, its identity record, data derived
+   * from it (peaks), partial generations. A download of it (in this process or any other the lock reaches) finishes first,
    * so its readers get their bytes; then the recording's lock is taken (waiting at most the cache's lock
    * timeout, or until `signal` aborts: RECGATE_LOCK_TIMEOUT) and the files go. Streams already reading the
    * file finish; no request started afterwards is served from it (other processes stop within their
    * descriptors' revalidation time, about a second). Resolves to the finished file's size, or `null` when
-   * there was none.
+   * there was none. `canonical`: report the removal (log line, event) even when no finished file was there.
    */
-  async remove(id: CallSid, reason: RemoveReason, options: RemoveOptions = {}): Promise<number | null> {
+  async #removeEntry(
+    id: string,
+    reason: RemoveReason,
+    options: RemoveOptions,
+    canonical: boolean,
+  ): Promise<number | null> {
     const log = (options.log ?? this.#s.logger).child({ callSid: id });
     const timeout = AbortSignal.timeout(this.#s.lockTimeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
@@ -236,6 +256,8 @@ export class LocalCache implements LocalRecordingCache {
       }
       const recordingSid = stored ?? options.onlyRecording ?? '';
       const size = (await this.#s.store.remove(id)) ?? null;
+      // A variant nobody asked for is no news; the canonical file is reported either way.
+      if (size === null && !canonical) return null;
       log.info({ event: 'recording_removed', reason, size }, 'Removed the local copy of a recording');
       try {
         this.#s.onEvent?.({ event: 'recording_removed', reason, size, callSid: id, recordingSid });
@@ -246,6 +268,14 @@ export class LocalCache implements LocalRecordingCache {
     } finally {
       await lock.unlock();
     }
+  }
+
+  async readPeaks(ref: RecordingRef): Promise<string | undefined> {
+    return this.#s.store.readPeaks?.(cacheKeyOf(ref));
+  }
+
+  async writePeaks(ref: RecordingRef, text: string): Promise<void> {
+    await this.#s.store.writePeaks?.(cacheKeyOf(ref), text);
   }
 
   async close(): Promise<void> {
@@ -261,15 +291,15 @@ export class LocalCache implements LocalRecordingCache {
   /** The finished file if it holds this recording, looking at the name again when a remembered one does not. */
   async #final(ref: RecordingRef): Promise<FinalInfo | undefined> {
     const { store } = this.#s;
-    let final = await store.stat(ref.ownerCallSid);
-    if (final !== undefined && !holds(final, ref))
-      final = await store.stat(ref.ownerCallSid, { fresh: true });
+    const key = cacheKeyOf(ref);
+    let final = await store.stat(key);
+    if (final !== undefined && !holds(final, ref)) final = await store.stat(key, { fresh: true });
     return final !== undefined && holds(final, ref) ? final : undefined;
   }
 
   /** The flight requests for `ref` may join: one still running, for the same recording. */
   #running(ref: RecordingRef): Entry | undefined {
-    const entry = this.#flights.get(ref.ownerCallSid);
+    const entry = this.#flights.get(cacheKeyOf(ref));
     const flight = entry?.flight;
     return flight?.state === 'running' && !flight.abandoned && flight.ref.recordingSid === ref.recordingSid
       ? entry
@@ -277,7 +307,7 @@ export class LocalCache implements LocalRecordingCache {
   }
 
   #start(ref: RecordingRef, log: Logger, businessId: string): Entry {
-    const id = ref.ownerCallSid;
+    const id = cacheKeyOf(ref);
     // A flight of this process that is ending (or one for the call's previous recording) finishes first.
     const previous = this.#flights.get(id);
     const flight = new Flight(ref);
@@ -328,7 +358,7 @@ export class LocalCache implements LocalRecordingCache {
   #emitter(log: Logger, ref: RecordingRef): EmitEvent {
     return (body, message, level = 'info') => {
       log[level](body, message);
-      this.#observe({ ...body, callSid: ref.ownerCallSid, recordingSid: ref.recordingSid });
+      this.#observe({ ...body, callSid: cacheKeyOf(ref), recordingSid: ref.recordingSid });
     };
   }
 
@@ -339,6 +369,15 @@ export class LocalCache implements LocalRecordingCache {
       // Metrics must never break serving.
     }
   }
+}
+
+/** What a recording's log lines carry: its owner call, its SID, and its variant unless canonical. */
+function bindingsOf(ref: RecordingRef): Record<string, string> {
+  return {
+    callSid: ref.ownerCallSid,
+    recordingSid: ref.recordingSid,
+    ...(isCanonical(ref.variant) ? {} : { variant: variantSuffix(ref.variant).slice(1) }),
+  };
 }
 
 class InflightRecording implements CachedRecording {
@@ -361,7 +400,7 @@ class InflightRecording implements CachedRecording {
     fileId: string | undefined,
   ) {
     this.size = identity.size;
-    this.etag = `"${ref.recordingSid}-${identity.size}"`;
+    this.etag = recordingEtag(ref, identity.size);
     this.lastModified = identity.lastModified;
     this.outcome = outcome;
     this.#ref = ref;
@@ -386,7 +425,7 @@ class InflightRecording implements CachedRecording {
       failed.destroy(flight.error);
       return failed;
     }
-    return this.#store.createReadStream(this.#ref.ownerCallSid, start, end, this.#fileId);
+    return this.#store.createReadStream(cacheKeyOf(this.#ref), start, end, this.#fileId);
   }
 
   readNow(start: number, end: number): Buffer | undefined {
@@ -394,6 +433,6 @@ class InflightRecording implements CachedRecording {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
       throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
     }
-    return this.#store.read?.(this.#ref.ownerCallSid, start, end, this.#fileId);
+    return this.#store.read?.(cacheKeyOf(this.#ref), start, end, this.#fileId);
   }
 }

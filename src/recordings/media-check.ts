@@ -685,7 +685,7 @@ export function walkFrames(body: Uint8Array): FramingResult {
  * Length of the ID3v2 tag whose header starts at `offset` (header, body and v2.4 footer), or why the
  * header is malformed. Needs 10 bytes from `offset`.
  */
-function id3v2TagLength(bytes: Uint8Array, offset: number): number | string {
+export function id3v2TagLength(bytes: Uint8Array, offset: number): number | string {
   const major = bytes[offset + 3]!;
   const revision = bytes[offset + 4]!;
   const flags = bytes[offset + 5]!;
@@ -750,9 +750,14 @@ const FRAME_LENGTHS = (() => {
 })();
 
 /** Length of the MPEG audio frame with this 32-bit header, or 0 if the header is not valid. */
-function frameLength(header: number): number {
+export function frameLength(header: number): number {
   if (header >>> 21 !== 0x7ff || (header & 3) === 2) return 0;
   return FRAME_LENGTHS[(header >>> 9) & 0xfff]!;
+}
+
+/** Sampling rate in Hz of a frame whose header {@link frameLength} accepts. */
+export function frameSampleRate(header: number): number {
+  return SAMPLE_RATES[(header >>> 19) & 3]![(header >>> 10) & 3]!;
 }
 
 /** Version, layer and sampling-rate bits: the same in every frame of one stream. */

@@ -343,6 +343,8 @@ export class SeekAhead {
       signal: slice.abort.signal,
       start: slice.start,
       end: slice.stop - 1,
+      variant: this.#d.flight.ref.variant,
+      account: this.#d.flight.ref.account,
     });
     response.catch(() => undefined);
     this.#launch(slice, response);

@@ -150,6 +150,8 @@ export class SliceRun {
       start: slice.start,
       end: slice.stop - 1,
       ifRange: meta.etag,
+      variant: this.#d.flight.ref.variant,
+      account: this.#d.flight.ref.account,
     });
     this.#ttfbMs = performance.now() - this.#started;
     if (await this.#c.validate(this.#response, slice, meta)) return true;

@@ -7,7 +7,11 @@
  * remembered (through `state.ts`, the one writer of it), so later plays cost no upstream lookup. The owner's SID names the file
  * (`{owner}.mp3`): a child's request reads the parent's file and never writes a copy under its own name.
  *
- * Tenancy: one Twilio account serves every business, so Twilio's parent links cross businesses. A call is
+ * Accounts: with `accounts` (src/accounts/directory.ts), every upstream lookup for a call goes to its
+ * business's Twilio account, the parent-call fallback included, so it never finds another account's call;
+ * the ref names that account, and the download reads the recording from it.
+ *
+ * Tenancy: one Twilio account may serve several businesses, so Twilio's parent links cross businesses. A call is
  * only ever served a recording owned by itself, by a call nobody registered, or by a call registered to
  * its own business. A parent (or owner) registered to another business is never followed, whoever names
  * it, and a stored resolution naming another call as owner is checked again on every play, because that
@@ -20,6 +24,12 @@ import { createError } from '../errors.js';
 import type { RecordingRef } from '../recordings/cache.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type { Upstream, UpstreamRecording } from '../upstream/upstream.js';
+
+/** Which account, and which client of it, serves a business (src/accounts/directory.ts). */
+export interface BusinessUpstreams {
+  upstreamFor(businessId: string): Promise<{ account: string; upstream: Upstream }>;
+}
+
 import type { RecordingState } from './state.js';
 
 export interface ResolverOptions {
@@ -27,6 +37,11 @@ export interface ResolverOptions {
   /** Where what a lookup finds is recorded. */
   state: RecordingState;
   upstream: Upstream;
+  /**
+   * Each business's own account and client; `upstream` then serves no lookup. @default none: `upstream`
+   * serves every business, and refs name no account
+   */
+  accounts?: BusinessUpstreams | undefined;
   /**
    * How long a negative answer ("no recording yet", "still processing") is trusted before the upstream is
    * asked again, in ms. @default 15000
@@ -53,6 +68,7 @@ export class RecordingResolver {
   readonly #log: CallLog;
   readonly #state: RecordingState;
   readonly #upstream: Upstream;
+  readonly #accounts: BusinessUpstreams | undefined;
   readonly #negativeTtlMs: number;
   readonly #retryAfterS: number;
   /** In-flight lookups, so a burst of first plays asks the upstream once. */
@@ -62,6 +78,7 @@ export class RecordingResolver {
     this.#log = options.callLog;
     this.#state = options.state;
     this.#upstream = options.upstream;
+    this.#accounts = options.accounts;
     this.#negativeTtlMs = options.negativeTtlMs ?? 15_000;
     this.#retryAfterS = options.retryAfterS ?? 5;
     if (!Number.isFinite(this.#negativeTtlMs) || this.#negativeTtlMs < 0) {
@@ -77,11 +94,13 @@ export class RecordingResolver {
    * one lookup; `signal` ends only this caller's wait, which then rejects with the signal's reason.
    */
   async resolve(call: CallRecord, signal?: AbortSignal, log?: Logger): Promise<RecordingRef> {
+    const target = await this.#accounts?.upstreamFor(call.businessId);
     const known = await this.#fromRecord(call, log);
-    if (known) return known;
+    if (known) return withAccount(known, target?.account);
     signal?.throwIfAborted();
-    const shared = this.#inflight.get(call.callSid) ?? this.#startLookup(call, log);
-    return this.#join(call.callSid, shared, signal);
+    const shared =
+      this.#inflight.get(call.callSid) ?? this.#startLookup(call, target?.upstream ?? this.#upstream, log);
+    return withAccount(await this.#join(call.callSid, shared, signal), target?.account);
   }
 
   /** What the stored resolution says, if it is still to be trusted. */
@@ -108,10 +127,10 @@ export class RecordingResolver {
     }
   }
 
-  #startLookup(call: CallRecord, log?: Logger): SharedLookup {
+  #startLookup(call: CallRecord, upstream: Upstream, log?: Logger): SharedLookup {
     const controller = new AbortController();
     const shared: SharedLookup = {
-      promise: this.#lookup(call, controller.signal, log),
+      promise: this.#lookup(call, upstream, controller.signal, log),
       controller,
       waiting: 0,
     };
@@ -151,7 +170,12 @@ export class RecordingResolver {
     throw createError('RECGATE_NOT_FOUND');
   }
 
-  async #lookup(call: CallRecord, signal?: AbortSignal, log?: Logger): Promise<RecordingRef> {
+  async #lookup(
+    call: CallRecord,
+    upstream: Upstream,
+    signal?: AbortSignal,
+    log?: Logger,
+  ): Promise<RecordingRef> {
     if (call.recordingSid) {
       // Set explicitly (admin API); it belongs to this call unless a lookup said otherwise.
       const owner = call.recordingOwnerCallSid ?? call.callSid;
@@ -159,14 +183,14 @@ export class RecordingResolver {
       return this.#remember(call.callSid, call.recordingSid, owner);
     }
     let sawProcessing = false;
-    const own = pick(await this.#upstream.listCallRecordings(call.callSid, signal));
+    const own = pick(await upstream.listCallRecordings(call.callSid, signal));
     if (own.completed) return this.#remember(call.callSid, own.completed.sid, call.callSid);
     sawProcessing ||= own.processing;
 
     const parentSid =
-      call.parentCallSid ?? (await this.#upstream.getCall(call.callSid, signal))?.parentCallSid ?? null;
+      call.parentCallSid ?? (await upstream.getCall(call.callSid, signal))?.parentCallSid ?? null;
     if (parentSid) {
-      const theirs = await this.#fromParent(call, parentSid, signal, log);
+      const theirs = await this.#fromParent(call, parentSid, upstream, signal, log);
       if (theirs === 'processing') sawProcessing = true;
       else if (theirs) return this.#remember(call.callSid, theirs.recordingSid, theirs.ownerCallSid);
     }
@@ -184,6 +208,7 @@ export class RecordingResolver {
   async #fromParent(
     call: CallRecord,
     parentSid: CallSid,
+    upstream: Upstream,
     signal?: AbortSignal,
     log?: Logger,
   ): Promise<RecordingRef | 'processing' | undefined> {
@@ -200,7 +225,7 @@ export class RecordingResolver {
       }
       return { recordingSid: parent.recordingSid, ownerCallSid: owner };
     }
-    const theirs = pick(await this.#upstream.listCallRecordings(parentSid, signal));
+    const theirs = pick(await upstream.listCallRecordings(parentSid, signal));
     if (theirs.completed) return { recordingSid: theirs.completed.sid, ownerCallSid: parentSid };
     return theirs.processing ? 'processing' : undefined;
   }
@@ -233,6 +258,11 @@ export class RecordingResolver {
   #remember(callSid: CallSid, recordingSid: RecordingSid, owner: CallSid): Promise<RecordingRef> {
     return this.#state.found(callSid, recordingSid, owner);
   }
+}
+
+/** The ref, naming the account the recording is read from when the resolver knows it. */
+function withAccount(ref: RecordingRef, account: string | undefined): RecordingRef {
+  return account === undefined ? ref : { ...ref, account };
 }
 
 /** The oldest completed recording (a call's first recording is the conversation), and whether any is still processing. */

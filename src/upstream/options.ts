@@ -26,7 +26,8 @@ export type TwilioOperation =
   | 'listCallRecordings'
   | 'listRecordings'
   | 'fetchMedia'
-  | 'headMedia';
+  | 'headMedia'
+  | 'getAccount';
 
 /** Why an attempt failed in a way worth retrying. */
 export type RetryReason = 'not_ready' | 'rate_limited' | 'server_error' | 'network' | 'timeout';

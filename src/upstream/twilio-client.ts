@@ -11,6 +11,7 @@
 import { Agent, type Dispatcher } from 'undici';
 import { createError } from '../errors.js';
 import { redactUrl } from '../observability/logger.js';
+import type { Variant } from '../recordings/variant.js';
 import { type CallSid, parseCallSid, parseRecordingSid, type RecordingSid } from '../sid.js';
 import { errorCode, headerValue } from './http-util.js';
 import { rangeHeader, toMediaHead, toMediaResponse } from './media.js';
@@ -93,6 +94,24 @@ export class TwilioClient implements Upstream {
     return json === undefined ? undefined : parseRecording(json, undefined);
   }
 
+  /**
+   * The account's own resource: its SID and auth token (Twilio shows a subaccount's auth token to its
+   * parent). Used to validate a subaccount's webhooks. Not part of {@link Upstream}. Throws as the other
+   * methods do; RECGATE_UPSTREAM_AUTH when the account is unknown or out of these credentials' reach.
+   */
+  async getAccount(signal?: AbortSignal): Promise<{ sid: string; authToken: string | null }> {
+    const ctx: OperationContext = { operation: 'getAccount', sid: this.#options.accountSid, signal };
+    const json = await this.#getJson(ctx, `${this.#accountUrl}.json`);
+    if (json === undefined) {
+      throw createError('RECGATE_UPSTREAM_AUTH', {
+        cause: new Error(`account ${this.#options.accountSid} answered 404`),
+      });
+    }
+    const { sid, auth_token: authToken } = json as { sid?: unknown; auth_token?: unknown };
+    if (typeof sid !== 'string') throw malformed('account resource without a sid');
+    return { sid, authToken: typeof authToken === 'string' && authToken !== '' ? authToken : null };
+  }
+
   async listCallRecordings(callSid: CallSid, signal?: AbortSignal): Promise<UpstreamRecording[]> {
     const sid = parseCallSid(callSid);
     const ctx: OperationContext = { operation: 'listCallRecordings', sid, signal };
@@ -147,19 +166,21 @@ export class TwilioClient implements Upstream {
 
   async fetchMedia(recordingSid: RecordingSid, request: MediaRequest = {}): Promise<MediaResponse> {
     const sid = parseRecordingSid(recordingSid);
-    const headers: Record<string, string> = { accept: 'audio/mpeg' };
+    this.#requireAccount(request.account);
+    const headers: Record<string, string> = { accept: acceptOf(request.variant) };
     const range = rangeHeader(request);
     if (range !== undefined) {
       headers.range = range;
       if (request.ifRange !== undefined) headers['if-range'] = request.ifRange;
     }
     const ctx: OperationContext = { operation: 'fetchMedia', sid, signal: request.signal };
-    const mediaUrl = `${this.#accountUrl}/Recordings/${sid}.mp3`;
+    const mediaUrl = `${this.#accountUrl}/Recordings/${mediaPath(sid, request.variant)}`;
     const res = await withRetry(ctx, this.#options, async () => {
       const response = await this.#send(ctx, mediaUrl, headers);
       const status = response.statusCode;
       if (status === 200 || status === 206) return response;
       const detail = await readErrorDetail(response.body);
+      variantUnavailable('fetchMedia', status, detail, request.variant);
       if (status === 404) {
         // Right after a recording completes Twilio answers 404 for a while; only the metadata tells a
         // recording that is still coming from one that is gone.
@@ -175,15 +196,16 @@ export class TwilioClient implements Upstream {
     return toMediaResponse(sid, res, request.signal);
   }
 
-  async headMedia(recordingSid: RecordingSid, signal?: AbortSignal): Promise<MediaHead> {
+  async headMedia(recordingSid: RecordingSid, signal?: AbortSignal, variant?: Variant): Promise<MediaHead> {
     const sid = parseRecordingSid(recordingSid);
     const ctx: OperationContext = { operation: 'headMedia', sid, signal };
-    const mediaUrl = `${this.#accountUrl}/Recordings/${sid}.mp3`;
+    const mediaUrl = `${this.#accountUrl}/Recordings/${mediaPath(sid, variant)}`;
     const res = await withRetry(ctx, this.#options, async () => {
-      const response = await this.#send(ctx, mediaUrl, { accept: 'audio/mpeg' }, 'HEAD');
+      const response = await this.#send(ctx, mediaUrl, { accept: acceptOf(variant) }, 'HEAD');
       const status = response.statusCode;
       if (status === 200) return response;
       const detail = await readErrorDetail(response.body);
+      variantUnavailable('headMedia', status, detail, variant);
       if (status === 404) await this.#checkRecordingStillComing(ctx, sid, detail);
       throw statusFailure('headMedia', status, response.headers, detail);
     });
@@ -195,6 +217,14 @@ export class TwilioClient implements Upstream {
     if (this.#closed) return;
     this.#closed = true;
     await this.#agent.close();
+  }
+
+  /** A request for another account than this client's must not go out under its credentials. */
+  #requireAccount(account: string | undefined): void {
+    if (account === undefined || account === this.#options.accountSid) return;
+    throw createError('RECGATE_UPSTREAM_AUTH', {
+      cause: new Error(`a client of account ${this.#options.accountSid} was asked for account ${account}`),
+    });
   }
 
   /** GETs a JSON document with retries; `undefined` on 404. */
@@ -325,6 +355,38 @@ export class TwilioClient implements Upstream {
     }
   }
 }
+
+/**
+ * The media resource of a variant: `{sid}.mp3` or `{sid}.wav`, with `RequestedChannels=2` for the
+ * dual-channel file (Twilio: a media URL without extension is WAV too; recgate always names the format).
+ */
+function mediaPath(sid: RecordingSid, variant: Variant | undefined): string {
+  const file = `${sid}.${variant?.format === 'wav' ? 'wav' : 'mp3'}`;
+  return variant?.channels === 2 ? `${file}?RequestedChannels=2` : file;
+}
+
+function acceptOf(variant: Variant | undefined): string {
+  return variant?.format === 'wav' ? 'audio/wav, audio/x-wav' : 'audio/mpeg';
+}
+
+/**
+ * Twilio's answer to a mono recording asked for as dual-channel: 400 with code 16113 ("Cannot download a
+ * dual-channel presentation of a mono recording"). A HEAD's 400 has no body to carry the code; for a
+ * dual-channel request it means the same. Throws RECGATE_VARIANT_UNAVAILABLE (not retried).
+ */
+function variantUnavailable(
+  operation: 'fetchMedia' | 'headMedia',
+  status: number,
+  detail: ErrorDetail,
+  variant: Variant | undefined,
+): void {
+  if (status !== 400 || variant?.channels !== 2) return;
+  if (detail.twilioCode !== TWILIO_MONO_RECORDING && detail.twilioCode !== null) return;
+  throw createError('RECGATE_VARIANT_UNAVAILABLE', { cause: upstreamStatusError(operation, status, detail) });
+}
+
+/** Twilio's warning 16113: a mono recording cannot be downloaded as dual-channel. */
+const TWILIO_MONO_RECORDING = 16113;
 
 /** A media 404 to retry: the recording is still on its way. */
 function notReady(cause: Error): RetryableFailure {

@@ -7,6 +7,7 @@
  * makes the body error; the error is an `AbortError` for a signal aborted without a reason of its own.
  */
 import type { Readable } from 'node:stream';
+import type { Variant } from '../recordings/variant.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 
 export interface UpstreamCall {
@@ -41,6 +42,18 @@ export interface MediaRequest {
    * whole file answers (200).
    */
   ifRange?: string | undefined;
+  /**
+   * Which rendition: `channels: 2` asks for the dual-channel file (Twilio's `RequestedChannels=2`), `format:
+   * 'wav'` the WAV media. A mono recording asked for as dual throws RECGATE_VARIANT_UNAVAILABLE (Twilio's
+   * 16113). @default the mono MP3
+   */
+  variant?: Variant | undefined;
+  /**
+   * The Twilio account the recording lives in (`AC…`), as {@link RecordingRef.account} names it: an
+   * upstream serving several accounts (src/accounts/router.ts) picks that account's credentials and path;
+   * a single-account client refuses any other account (RECGATE_UPSTREAM_AUTH). Omitted: the main account.
+   */
+  account?: string | undefined;
 }
 
 export interface MediaResponse {
@@ -102,7 +115,7 @@ export interface Upstream {
   listRecordings(options?: ListRecordingsOptions): Promise<UpstreamRecording[]>;
 
   /**
-   * Starts a media download (MP3). Retries transient failures (not-ready 404s, 429 with Retry-After, 5xx,
+   * Starts a media download (MP3, or the variant the request names). Retries transient failures (not-ready 404s, 429 with Retry-After, 5xx,
    * resets) with backoff and jitter, bounded in attempts and total time, until response headers arrive.
    * Throws RecgateError: RECGATE_RECORDING_GONE when the recording is deleted upstream,
    * RECGATE_RECORDING_NOT_READY when it stays unavailable, RECGATE_UPSTREAM_UNAVAILABLE / _TIMEOUT / _AUTH.
@@ -111,9 +124,9 @@ export interface Upstream {
 
   /**
    * The media's metadata from an HTTP HEAD (Content-Length, ETag, Last-Modified, Content-Type,
-   * Accept-Ranges): no body is transferred. Retries and throws as {@link fetchMedia} does.
+   * Accept-Ranges): no body is transferred. Retries and throws as {@link fetchMedia} does, `variant` too.
    */
-  headMedia(recordingSid: RecordingSid, signal?: AbortSignal): Promise<MediaHead>;
+  headMedia(recordingSid: RecordingSid, signal?: AbortSignal, variant?: Variant): Promise<MediaHead>;
 
   close(): Promise<void>;
 }

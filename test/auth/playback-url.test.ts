@@ -20,6 +20,20 @@ describe('PlaybackSigner', () => {
     assert.deepEqual(signer.verify(A, p), { businessId: 'acme' });
   });
 
+  it('is bound to the variant: a URL for one rendition opens no other', () => {
+    const dual = signer.sign('acme', A, future, { channels: 2, format: 'mp3' });
+    assert.deepEqual(signer.verify(A, { ...dual, channels: '2' }), { businessId: 'acme' });
+    is401(() => signer.verify(A, dual));
+    is401(() => signer.verify(A, { ...dual, channels: '2', format: 'wav' }));
+    const canonical = signer.sign('acme', A, future);
+    is401(() => signer.verify(A, { ...canonical, format: 'wav' }));
+    // The canonical variant, named or not, signs as before variants existed.
+    assert.deepEqual(signer.verify(A, { ...canonical, channels: '1', format: 'mp3' }), {
+      businessId: 'acme',
+    });
+    assert.deepEqual(signer.sign('acme', A, future, { channels: 1, format: 'mp3' }), canonical);
+  });
+
   it('is bound to the call', () => {
     is401(() => signer.verify(B, signer.sign('acme', A, future)));
   });

@@ -20,3 +20,11 @@ export interface PageDocument {
   activeElement: PageElement | null;
   documentElement: { scrollWidth: number };
 }
+
+export interface PageCanvas extends PageElement {
+  width: number;
+  height: number;
+  getContext(kind: '2d'): {
+    getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray };
+  };
+}

@@ -12,7 +12,7 @@ import { registerDemoCalls } from '../../src/cli/demo.js';
 import { type CreateRecordingInput, type DemoCall, seedDemo } from '../../src/emulator/index.js';
 import { parseCallSid, parseRecordingSid } from '../../src/sid.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-import type { PageAudio, PageDocument, PageElement } from './dom.js';
+import type { PageAudio, PageCanvas, PageDocument, PageElement } from './dom.js';
 import {
   type BrowserHandle,
   launchChromium,
@@ -413,4 +413,55 @@ test('renews an expiring playback URL, keeping the position, and recovers when t
   );
   assert.equal(await row(page, call.callSid).locator('.message').textContent(), '');
   assert.equal(mediaRequests(s, call.recordingSid), 1);
+});
+
+test('draws the waveform, seeks where it is clicked, and offers the WAV and dual-channel files', async (t) => {
+  const env = setup(t);
+  if (!env) return;
+  const dual = await addCall(env.s, 'acme', { duration_s: 8, channels: 2, from: '+15005550191' });
+  const mono = await addCall(env.s, 'acme', { duration_s: 8, from: '+15005550192' });
+  const context = await env.browser.newContext();
+  t.after(() => context.close());
+  const page = await openUi(context, env.s.url, await env.s.token('acme'));
+
+  for (const call of [dual, mono]) {
+    await row(page, call.callSid).locator('button.play').click();
+    await waitForPlayback(page, call.callSid, 0.1);
+    await page.waitForFunction(
+      (sid) => document.querySelector(`#call-${sid} .player`)?.getAttribute('data-dual-channel') !== null,
+      call.callSid,
+      { timeout: 10_000 },
+    );
+    await row(page, call.callSid).locator('canvas.waveform:not([hidden])').waitFor({ timeout: 10_000 });
+  }
+  assert.equal(await row(page, dual.callSid).locator('.player').getAttribute('data-dual-channel'), 'yes');
+  assert.equal(await row(page, mono.callSid).locator('.player').getAttribute('data-dual-channel'), 'no');
+  assert.equal(await row(page, dual.callSid).locator('button.download-dual').isVisible(), true);
+  assert.equal(await row(page, mono.callSid).locator('button.download-dual').isVisible(), false);
+  for (const call of [dual, mono]) {
+    assert.equal(await row(page, call.callSid).locator('button.download-wav').isVisible(), true);
+  }
+
+  // Bars are drawn: some pixels of the canvas are painted.
+  const canvas = row(page, dual.callSid).locator('canvas.waveform');
+  const painted = await canvas.evaluate((el: PageCanvas) => {
+    const { data } = el.getContext('2d').getImageData(0, 0, el.width, el.height);
+    let n = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+    return n;
+  });
+  assert.ok(painted > 100, `${painted} pixels painted`);
+
+  // A click at three quarters of the waveform seeks to three quarters of the recording.
+  const box = await canvas.boundingBox();
+  assert.ok(box);
+  await page.mouse.click(box.x + box.width * 0.75, box.y + box.height / 2);
+  const position = await row(page, dual.callSid)
+    .locator('audio')
+    .evaluate((el: PageAudio) => el.currentTime / el.duration);
+  assert.ok(Math.abs(position - 0.75) < 0.05, `seeked to ${position} of the recording`);
+  await screenshot(page, 'player-waveform', false);
+  // Waveforms and the dual-channel probe fetched nothing more: one media request per recording.
+  assert.equal(mediaRequests(env.s, dual.recordingSid), 1);
+  assert.equal(mediaRequests(env.s, mono.recordingSid), 1);
 });

@@ -175,6 +175,29 @@ if ('reason' in found) {
       bad({ poolSize: 0 }, /poolSize/);
       bad({ poolSize: 2.5 }, /poolSize/);
       bad({ connectionTimeoutMs: 0 }, /connectionTimeoutMs/);
+      bad({ minConnections: -1 }, /minConnections/);
+      bad({ poolSize: 2, minConnections: 3 }, /minConnections/);
+    });
+
+    test('migrate opens minConnections, so the first requests after a start find them open', async (t) => {
+      const schema = newSchema();
+      t.after(() => dropSchema(schema));
+      const name = `recgate_warm_${randomBytes(4).toString('hex')}`;
+      const withName = new URL(url);
+      withName.searchParams.set('application_name', name);
+      const log = new PostgresCallLog({
+        connectionString: withName.href,
+        schema,
+        poolSize: 4,
+        minConnections: 3,
+      });
+      t.after(() => log.close());
+      await log.migrate();
+      const { rows } = await admin.query<{ n: string }>(
+        'SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1',
+        [name],
+      );
+      assert.equal(Number(rows[0]!.n), 3);
     });
   });
 }

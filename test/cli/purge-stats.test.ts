@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { request } from 'undici';
 import { newCallSid, play, recgate, recordedCall } from '../helpers/admin-cli.js';
 import { sha256, tempDir } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
@@ -55,6 +57,33 @@ describe('recgate purge', () => {
     const again = await recgate(stack, ['purge', '--call', call.callSid]);
     assert.equal(again.code, 0, again.err);
     assert.equal(again.out, `removed nothing: no local copy of ${call.recordingSid}\nmarked 1 call purged\n`);
+  });
+
+  it('stats names the business of a variant’s row (`CA….wav`), and purge removes every variant', async () => {
+    const call = await recordedCall(stack, 'acme');
+    const wav = await request(`${stack.url}/api/calls/${call.callSid}/download?format=wav`, {
+      headers: { authorization: `Bearer ${await stack.token('acme')}` },
+    });
+    await wav.body.dump();
+    assert.equal(wav.statusCode, 200);
+    const dir = path.join(stack.dataDir, 'recordings');
+    // The WAV variant committed and let go of its lock: its file and identity record only.
+    const settled = [`.${call.callSid}.wav.id`, `${call.callSid}.wav`].join(' ');
+    for (let i = 0; i < 500 && (await callFiles(dir, call.callSid)).join(' ') !== settled; i++)
+      await sleep(20);
+    assert.equal((await callFiles(dir, call.callSid)).join(' '), settled);
+    const stats = await recgate(stack, ['stats', '--json']);
+    assert.equal(stats.code, 0, stats.err);
+    const row = JSON.parse(stats.out).top.find(
+      (r: { call_sid: string }) => r.call_sid === `${call.callSid}.wav`,
+    );
+    assert.equal(row?.business_id, 'acme', stats.out);
+    const purged = await recgate(stack, ['purge', '--call', call.callSid]);
+    assert.equal(purged.code, 0, purged.err);
+    assert.deepEqual(
+      (await callFiles(dir, call.callSid)).filter((n) => !n.endsWith('.lock')),
+      [],
+    );
   });
 
   it('exits 1 naming an unknown call, and 2 for bad usage', async () => {

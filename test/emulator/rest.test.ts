@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Emulator } from '../../src/emulator/index.js';
+import { sha256 } from '../helpers/common.js';
 import { API_KEY_SECRET, API_KEY_SID, api, basic, control, start } from './helpers.js';
 
 const RFC2822 = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000$/;
@@ -91,6 +92,33 @@ describe('emulator REST API', () => {
       assert.match(call[field] as string, RFC2822, field);
     }
     assert.equal(Date.parse(call.end_time as string) - Date.parse(call.start_time as string), 42_000);
+  });
+
+  it('serves a dual-channel recording as stereo MP3 and WAV with RequestedChannels=2, and refuses it for mono (16113)', async () => {
+    const dual = await emulator.createRecording({ bytes: 6000, channels: 2 });
+    const mono = await emulator.createRecording({ bytes: 6000 });
+    const json = async (sid: string | null) =>
+      (await (await api(emulator, `Recordings/${sid}.json`)).json()) as { channels: number };
+    assert.equal((await json(dual.recording_sid)).channels, 2);
+    assert.equal((await json(mono.recording_sid)).channels, 1);
+    const mp3 = await api(emulator, `Recordings/${dual.recording_sid}.mp3?RequestedChannels=2`);
+    assert.equal(mp3.status, 200);
+    const body = Buffer.from(await mp3.arrayBuffer());
+    assert.equal(body.length, 6000, 'the size of the mono file');
+    assert.notEqual(sha256(body), dual.sha256);
+    const wav = await api(emulator, `Recordings/${dual.recording_sid}.wav?RequestedChannels=2`);
+    assert.equal(wav.headers.get('content-type'), 'audio/x-wav');
+    assert.equal(Buffer.from(await wav.arrayBuffer()).readUInt16LE(22), 2, 'a stereo WAV');
+    const mixed = await api(emulator, `Recordings/${dual.recording_sid}.mp3`);
+    assert.equal(sha256(Buffer.from(await mixed.arrayBuffer())), dual.sha256, 'the default is the mono mix');
+    for (const ext of ['mp3', 'wav']) {
+      const refused = await api(emulator, `Recordings/${mono.recording_sid}.${ext}?RequestedChannels=2`);
+      assert.equal(refused.status, 400);
+      assert.equal(((await refused.json()) as { code: number }).code, 16113);
+    }
+    const bad = await api(emulator, `Recordings/${dual.recording_sid}.mp3?RequestedChannels=3`);
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { code: number }).code, 20001);
   });
 
   it('serves a recording in Twilio shape', async () => {

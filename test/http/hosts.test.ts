@@ -1,7 +1,8 @@
 /**
  * Two gateways standing for two hosts: separate `recgate serve --workers 2` processes sharing one
- * recordings directory (the shared volume) and one PostgreSQL (call log and download locks). A stampede
- * spread over both still makes exactly one upstream request, and every body is exact.
+ * recordings directory (the shared volume) and one PostgreSQL (call log and download locks). The first
+ * play after a start streams to a waiter on the other host while the download runs; a stampede spread over
+ * both still makes exactly one upstream request, and every body is exact.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -58,8 +59,7 @@ describe('two hosts on shared storage with PostgreSQL locks', () => {
     await admin.end();
   });
 
-  it('downloads once for clients spread over both hosts', async () => {
-    const rec = await emulator.createRecording({ bytes: 1_500_000 });
+  async function register(rec: { call_sid: string; recording_sid: string | null }): Promise<void> {
     const put = await request(`${hosts[0]!.url}/api/admin/calls/${rec.call_sid}`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
@@ -67,7 +67,63 @@ describe('two hosts on shared storage with PostgreSQL locks', () => {
     });
     assert.equal(put.statusCode, 201);
     await put.body.dump();
+  }
+
+  /** A download whose first body chunk has arrived: `rest` reads it to the end. */
+  async function firstChunk(host: ServeProcess, callSid: string, token: string) {
+    const res = await request(`${host.url}/api/calls/${callSid}/download`, {
+      dispatcher: agent,
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(res.statusCode, 200);
+    const chunks = res.body[Symbol.asyncIterator]();
+    const first = await chunks.next();
+    assert.ok(!first.done && first.value.length > 0, 'a first chunk');
+    let ended = false;
+    const rest = (async () => {
+      const all = [Buffer.from(first.value)];
+      for (let next = await chunks.next(); !next.done; next = await chunks.next()) all.push(next.value);
+      ended = true;
+      return Buffer.concat(all);
+    })();
+    return { rest, ended: () => ended };
+  }
+
+  // First in the file: the first play after both gateways started, when pools and tables are cold.
+  it('streams to a waiter on the other host while the first host still downloads', async () => {
+    // 200 kB at 100 kB/s: the download runs about 2 s, far longer than a waiter takes to join it (the
+    // emulator encodes a real MP3 per recording, seconds of CPU for large ones, so the file stays small).
+    emulator.setThrottle({ ttfbMs: 300, bandwidth: 100_000 });
+    try {
+      const rec = await emulator.createRecording({ bytes: 200_000 });
+      await register(rec);
+      emulator.reset();
+      const token = await new JwtAuth(JWT_SECRET).sign('acme', 600);
+      const downloader = await firstChunk(hosts[0]!, rec.call_sid, token);
+      const waiter = await firstChunk(hosts[1]!, rec.call_sid, token);
+      const saved = () => hosts[0]!.logs.some((l) => l.event === 'recording_saved');
+      assert.ok(!downloader.ended() && !saved(), "the waiter's first byte came while the download ran");
+      assert.ok(
+        (emulator.stats().media_bytes[rec.recording_sid!] ?? 0) < rec.size,
+        'the upstream had not sent the whole recording yet',
+      );
+      for (const body of [await downloader.rest, await waiter.rest]) assert.equal(sha(body), rec.sha256);
+      assert.equal(emulator.stats().total_media_requests, 1);
+      assert.ok(
+        hosts[1]!.logs.some((l) => l.event === 'lock_wait'),
+        'the second host waited on the lock',
+      );
+      assert.ok(!hosts[1]!.logs.some((l) => l.event === 'cache_miss'), 'and never downloaded itself');
+    } finally {
+      emulator.setThrottle({ ttfbMs: 300, bandwidth: 4_000_000 });
+    }
+  });
+
+  it('downloads once for clients spread over both hosts', async () => {
+    const rec = await emulator.createRecording({ bytes: 1_500_000 });
+    await register(rec);
     emulator.reset();
+    const marks = hosts.map((h) => h.logs.length);
     const token = await new JwtAuth(JWT_SECRET).sign('acme', 600);
     // The download lock must be PostgreSQL's (kernel file locks would also work here, on one machine).
     const watcher = new pg.Client({ connectionString: base });
@@ -100,7 +156,9 @@ describe('two hosts on shared storage with PostgreSQL locks', () => {
     assert.ok(advisoryHeld >= 1, 'a gateway held a PostgreSQL advisory lock while downloading');
     for (const body of bodies) assert.equal(sha(body), rec.sha256);
     assert.equal(emulator.stats().total_media_requests, 1);
-    const missesByHost = hosts.map((h) => h.logs.filter((l) => l.event === 'cache_miss').length);
+    const missesByHost = hosts.map(
+      (h, i) => h.logs.slice(marks[i]).filter((l) => l.event === 'cache_miss').length,
+    );
     assert.deepEqual(
       missesByHost.sort(),
       [0, 1],

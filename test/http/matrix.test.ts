@@ -56,9 +56,12 @@ const ROUTE_KINDS: Record<string, RouteKind> = {
   '/api/calls/:callSid': 'bearer',
   '/api/calls/:callSid/playback-url': 'bearer',
   '/api/calls/:callSid/download': 'download',
+  '/api/calls/:callSid/peaks': 'download',
   '/api/admin/calls/:callSid': 'admin',
   '/api/admin/calls/:callSid/recording': 'admin',
   '/api/admin/calls/:callSid/plays': 'admin',
+  '/api/admin/businesses/:businessId/twilio-account': 'admin',
+  '/api/admin/twilio-accounts': 'admin',
   '/webhooks/twilio/recording-status': 'webhook',
 };
 
@@ -191,7 +194,8 @@ describe('tenant matrix', () => {
     let body: string | undefined;
     if (method === 'PUT' || method === 'POST') {
       headers['content-type'] = 'application/json';
-      body = JSON.stringify({ business_id: 'acme' });
+      // Each admin PUT with a body it accepts, so the admin token's answer is a 200.
+      body = JSON.stringify(path.endsWith('/twilio-account') ? { kind: 'main' } : { business_id: 'acme' });
     }
     sent++;
     const res = await request(`${stack.url}${path}${query}`, {
@@ -229,7 +233,7 @@ describe('tenant matrix', () => {
     assert.ok(table, 'the gateway keeps a route table');
     return table.routes();
   };
-  const pathOf = (url: string, call: string) => url.replace(':callSid', call);
+  const pathOf = (url: string, call: string) => url.replace(':callSid', call).replace(':businessId', 'acme');
 
   it('every route is classified, and every classified route exists', () => {
     const registered = routes().map((r) => r.url);

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { request } from 'undici';
+import { parseDatabaseUrl } from '../../src/config/database-url.js';
 import { startEmulator } from '../../src/emulator/index.js';
 import { openPrefetchQueue } from '../../src/prefetch/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
@@ -18,6 +19,13 @@ import { finishedNames, settledFiles } from '../helpers/recordings.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
+
+/** The queue in a data dir's SQLite call log (which always has one). */
+async function openQueue(dataDir: string) {
+  const queue = await openPrefetchQueue(parseDatabaseUrl(undefined, dataDir));
+  assert.ok(queue, 'a database file has a prefetch queue');
+  return queue;
+}
 
 async function webhook(stack: Stack, params: Record<string, string>) {
   assert.equal(await stack.recordingStatus(params), 204);
@@ -68,7 +76,7 @@ describe('prefetch', () => {
       RecordingSid: call.recordingSid,
       RecordingStatus: 'completed',
     });
-    const queue = await openPrefetchQueue(undefined, dataDir);
+    const queue = await openQueue(dataDir);
     assert.equal((await queue.get(call.recordingSid))?.state, 'queued');
     await off.close();
     assert.equal(emulator.stats().total_media_requests, 0, 'nothing was fetched while prefetching was off');
@@ -87,6 +95,30 @@ describe('prefetch', () => {
     }
   });
 
+  it('an in-memory database has no queue: prefetch is off, and a completed webhook is still recorded', async (t) => {
+    assert.equal(await openPrefetchQueue(parseDatabaseUrl('sqlite::memory:', '/nonexistent')), undefined);
+    const stack = await startStack({ config: { databaseUrl: 'sqlite::memory:' } });
+    t.after(() => stack.close());
+    const call = await completedCall(stack);
+    await webhook(stack, {
+      CallSid: call.callSid,
+      RecordingSid: call.recordingSid,
+      RecordingStatus: 'completed',
+    });
+    const token = await stack.token('acme');
+    const res = await request(`${stack.url}/api/calls/${call.callSid}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const body = (await res.body.json()) as { recording: { upstream_status: string } };
+    assert.equal(body.recording.upstream_status, 'completed');
+    assert.equal(stack.emulator.stats().total_media_requests, 0, 'nothing prefetched');
+    const play = await request(`${stack.url}/api/calls/${call.callSid}/download`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(play.statusCode, 200);
+    assert.equal(sha256(Buffer.from(await play.body.arrayBuffer())), call.sha256);
+  });
+
   it('absent and failed statuses are kept and shown; they queue nothing', async (t) => {
     const stack = await startStack();
     t.after(() => stack.close());
@@ -103,7 +135,7 @@ describe('prefetch', () => {
       assert.equal(body.recording.state, 'absent');
       assert.equal(body.recording.upstream_status, status);
     }
-    const queue = await openPrefetchQueue(undefined, stack.dataDir);
+    const queue = await openQueue(stack.dataDir);
     t.after(() => queue.close());
     assert.deepEqual(await queue.depth(), { queued: 0, running: 0, failed: 0 });
   });

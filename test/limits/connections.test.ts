@@ -6,7 +6,7 @@
  * already connected keeps being served.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { fdCount } from '../helpers/procfs.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -29,10 +30,6 @@ function fdLimit(): number {
     .find((l) => l.startsWith('Max open files'));
   const soft = line?.split(/\s{2,}/)[1];
   return soft === 'unlimited' ? Number.POSITIVE_INFINITY : Number(soft);
-}
-
-function fds(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 /** Opens `n` connections that send nothing, `batch` at a time so the listen backlog never overflows. */
@@ -101,7 +98,7 @@ describe(`${IDLE} idle connections against 2 workers`, { timeout: 90_000 }, () =
   });
 
   it('serves normal requests while they are open, closes them all on idle, and nobody crashes', async (t) => {
-    const fdsBefore = pids.map(fds);
+    const fdsBefore = pids.map((pid) => fdCount(pid));
     const started = Date.now();
     // A normal request after every batch of 250, each on a connection of its own as a new visitor's
     // would be, while the idle ones pile up.
@@ -119,7 +116,7 @@ describe(`${IDLE} idle connections against 2 workers`, { timeout: 90_000 }, () =
     } finally {
       await agent.close();
     }
-    const fdsHeld = pids.map(fds);
+    const fdsHeld = pids.map((pid) => fdCount(pid));
     assert.ok(peak >= IDLE / 2, `only ${peak} idle connections were open at once`);
     await allClosed(idle, IDLE_TIMEOUT_MS + 8000);
     t.diagnostic(
@@ -128,8 +125,8 @@ describe(`${IDLE} idle connections against 2 workers`, { timeout: 90_000 }, () =
     for (const pid of pids) assert.doesNotThrow(() => process.kill(pid, 0), `worker ${pid} is gone`);
     assert.equal(server.logs.filter((l) => l.event === 'worker_exit').length, 0, 'no worker exited');
     // The workers let go of every descriptor the connections took.
-    for (let i = 0; pids.some((pid, n) => fds(pid) > fdsBefore[n]! + 2); i++) {
-      assert.ok(i < 100, `worker descriptors ${pids.map(fds)} vs ${fdsBefore} before`);
+    for (let i = 0; pids.some((pid, n) => fdCount(pid) > fdsBefore[n]! + 2); i++) {
+      assert.ok(i < 100, `worker descriptors ${pids.map((pid) => fdCount(pid))} vs ${fdsBefore} before`);
       await sleep(50);
     }
   });

@@ -6,7 +6,7 @@
  * once things settle the workers hold no more descriptors than before, none of them on a recording.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,23 +17,12 @@ import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import { sha256 } from '../helpers/common.js';
+import { fdTargets } from '../helpers/procfs.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
 
 const SIZE = 2_000_000;
 const PER_PHASE = 10;
-
-function fdTargets(pid: number): string[] {
-  const targets: string[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      targets.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
-    } catch {
-      // closed while we looked
-    }
-  }
-  return targets;
-}
 
 /** Inodes of `pid`'s TCP sockets connected to `port` (its upstream pool's connections to the emulator). */
 function socketsTo(pid: number, port: number): Set<string> {

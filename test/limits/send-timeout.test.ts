@@ -5,7 +5,6 @@
  * reading is never cut.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,6 +13,7 @@ import { request } from 'undici';
 import { getMetrics } from '../../src/observability/metrics.js';
 import type { CallSid } from '../../src/sid.js';
 import { sha256 } from '../helpers/common.js';
+import { fdTargets } from '../helpers/procfs.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -33,15 +33,7 @@ async function sendTimeouts(): Promise<number> {
 
 /** Descriptors of this process open on files under `dir` (the recordings the download reads and writes). */
 function filesOpenUnder(dir: string): number {
-  let n = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)) n++;
-    } catch {
-      // closed while we looked
-    }
-  }
-  return n;
+  return fdTargets('self').filter((target) => target.startsWith(dir)).length;
 }
 
 function connections(stack: Stack): Promise<number> {

@@ -59,7 +59,7 @@ describe('FinalFiles', () => {
     files.close();
     assert.equal(files.createReadStream('a', 0, 9, info.fileId), undefined, 'closed: gone');
     // The close is asynchronous.
-    for (let i = 0; i < 100 && openFds() !== before; i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 400 && openFds() !== before; i++) await new Promise((r) => setTimeout(r, 5));
     assert.equal(openFds(), before, 'the descriptor is closed once its last stream ends');
   });
 
@@ -70,10 +70,14 @@ describe('FinalFiles', () => {
     const files = new FinalFiles(4, undefined, 40);
     t.after(() => files.close());
     const before = openFds();
+    const lookedAt = performance.now();
     assert.equal((await files.stat('a', path))?.size, 1000);
     unlinkSync(path);
-    assert.equal((await files.stat('a', path))?.size, 1000, 'trusted within revalidateMs');
-    await sleep(150);
+    const trusted = await files.stat('a', path);
+    // Only within revalidateMs of the look (a loaded machine may take longer between the two).
+    if (performance.now() - lookedAt < 40) assert.equal(trusted?.size, 1000, 'trusted within revalidateMs');
+    // The pruner runs every revalidateMs; a loaded machine may run it late.
+    for (let i = 0; i < 200 && openFds() !== before; i++) await sleep(10);
     assert.equal(openFds(), before, 'the timer closed the descriptor of the removed file');
     assert.equal(await files.stat('a', path), undefined);
     writeFileSync(path, Buffer.alloc(500, 2));

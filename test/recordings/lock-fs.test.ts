@@ -106,3 +106,21 @@ it('fs locker: validates options and ids', () => {
   assert.throws(() => new FsLocker({ dir: '/tmp', heartbeatMs: 2.5 }), /options\.heartbeatMs/);
   assert.throws(() => new FsLocker({ dir: '/tmp' }).newLock('../etc'), /lock id/);
 });
+
+it('fs locker: a variant key has a lock of its own, apart from the canonical one, and sweeps', async (t) => {
+  const dir = tempDir(t);
+  const locker = new FsLocker({ dir, pollIntervalMs: 5 });
+  const id = `CA${hex32()}`;
+  const canonical = locker.newLock(id);
+  await canonical.lock(AbortSignal.timeout(1000));
+  const dual = locker.newLock(`${id}.dual.wav`);
+  assert.equal(await dual.tryLock(), true, 'not excluded by the canonical file’s lock');
+  assert.equal(await locker.newLock(`${id}.dual.wav`).tryLock(), false, 'but by its own');
+  assert.deepEqual(readdirSync(dir).sort(), [`.${id}.dual.wav.lock`, `.${id}.lock`]);
+  await dual.unlock();
+  await canonical.unlock();
+  writeFileSync(join(dir, `.${id}.wav.lock`), '');
+  assert.equal(await locker.sweep(), 1);
+  for (const bad of [`${id}.ogg`, `${id}/x`, `${id}.wav.dual`])
+    assert.throws(() => locker.newLock(bad), TypeError);
+});

@@ -206,11 +206,23 @@ if (url === undefined) {
     for (const lock of locks) await lock.unlock();
   });
 
+  it('postgres locker: warm() creates the fencing table before any lock is taken', async (t) => {
+    const { locker, schema } = await newLocker(t);
+    await locker.warm();
+    await locker.warm();
+    const { rows } = await admin.query('SELECT tablename FROM pg_tables WHERE schemaname = $1', [schema]);
+    assert.deepEqual(
+      rows.map((r) => r.tablename),
+      ['recgate_lock_fence'],
+    );
+  });
+
   it('postgres locker: validates options and ids', () => {
     const bad = (options: Partial<PostgresLockerOptions>, field: RegExp) =>
       assert.throws(() => new PostgresLocker({ connectionString: url, ...options }), field);
     bad({ connectionString: 'mysql://x' }, /options\.connectionString/);
     bad({ maxConnections: 0 }, /options\.maxConnections/);
+    bad({ maxConnections: 2, minConnections: 3 }, /options\.minConnections/);
     bad({ schema: 'Robert"; DROP' }, /options\.schema/);
     bad({ heartbeatMs: 0 }, /options\.heartbeatMs/);
     bad({ heartbeatMs: 1.5 }, /options\.heartbeatMs/);

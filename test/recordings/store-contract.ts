@@ -257,14 +257,20 @@ export function storeContractTests(name: string, backend: StoreBackend): void {
       const id = `CA${hex32()}`;
       const commit = (store: RecordingStore, fill: number) => commitFinal(store, id, fill);
       const first = await commit(a, 1);
+      const lookedAt = performance.now();
       const seen = await b.stat(id);
       assert.equal(seen?.identity?.recordingSid, first.recordingSid);
       const second = await commit(a, 2);
-      assert.equal(
-        (await b.stat(id))?.identity?.recordingSid,
-        first.recordingSid,
-        'a remembered file is answered from memory',
-      );
+      const remembered = await b.stat(id);
+      // Within revalidateMs of the look, the answer comes from memory; a loaded machine may take longer
+      // than that to commit, and then the name is rightly looked at again.
+      if (performance.now() - lookedAt < backend.revalidateMs) {
+        assert.equal(
+          remembered?.identity?.recordingSid,
+          first.recordingSid,
+          'a remembered file is answered from memory',
+        );
+      }
       const fresh = await b.stat(id, { fresh: true });
       assert.equal(fresh?.identity?.recordingSid, second.recordingSid);
       assert.deepEqual(await readAll(b.createReadStream(id, 0, 9, fresh!.fileId)), Buffer.alloc(10, 2));

@@ -213,3 +213,69 @@ it('fs store: refuses a generation the volume has no room for, before making any
   );
   assert.deepEqual(readdirSync(dir), []);
 });
+
+it('fs store: a variant key names its own files: {id}.dual.mp3, {id}.wav, {id}.dual.wav and their sidecars', () => {
+  const store = new FsRecordingStore({ dir: '/data/recordings' });
+  const id = `CA${'a'.repeat(32)}`;
+  const gen = '0123456789abcdef';
+  assert.equal(store.finalPath(`${id}.dual`), `/data/recordings/${id}.dual.mp3`);
+  assert.equal(store.finalPath(`${id}.wav`), `/data/recordings/${id}.wav`);
+  assert.equal(store.finalPath(`${id}.dual.wav`), `/data/recordings/${id}.dual.wav`);
+  assert.equal(store.identityPath(`${id}.wav`), `/data/recordings/.${id}.wav.id`);
+  assert.equal(
+    store.generationPath(`${id}.dual`, gen, 'part'),
+    `/data/recordings/.${id}.dual.mp3.${gen}.part`,
+  );
+  assert.equal(store.peaksPath(id), `/data/recordings/${id}.peaks.json`);
+  assert.equal(store.peaksPath(`${id}.dual.wav`), `/data/recordings/${id}.dual.wav.peaks.json`);
+  for (const bad of [`${id}.ogg`, `${id}.wav.dual`, `${id}.mp3`, `${id}..wav`, `${id}.dual.dual`]) {
+    assert.throws(() => store.finalPath(bad), /recording id/, bad);
+  }
+});
+
+it('fs store: variants are finished files, leftovers and peaks of their own; remove takes the peaks', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const keys = [id, `${id}.dual`, `${id}.wav`, `${id}.dual.wav`];
+  for (const key of keys) {
+    const writer = await store.beginPartial(key, input(4));
+    await writer.append(Buffer.from('abcd'));
+    await writer.commit({
+      expectedSize: 4,
+      mtime: new Date(),
+      identity: { recordingSid: writer.meta.recordingSid, etag: null, lastModified: null },
+      fence: async () => {},
+    });
+    await writer.close();
+    await store.writePeaks(key, `{"key":"${key}"}`);
+  }
+  assert.deepEqual((await store.finished()).map((f) => f.id).sort(), [...keys].sort());
+  assert.equal(await store.readPeaks(`${id}.wav`), `{"key":"${id}.wav"}`);
+  assert.deepEqual(await store.leftovers(), [], 'identity records beside their files are no leftovers');
+  // A half-written peaks file of a crashed writer is temporary litter.
+  const aside = join(dir, `${id}.wav.peaks.json.tmp-0a1b2c3d4e5f`);
+  writeFileSync(aside, '{');
+  utimesSync(aside, new Date(0), new Date(0));
+  assert.equal(await store.sweepTemporary(60_000), 1);
+  // A crashed variant download is a leftover of the variant, not of the canonical file.
+  writeFileSync(join(dir, `.${id}.dual.mp3.0123456789abcdef.part`), 'x');
+  assert.deepEqual(
+    (await store.leftovers()).map((l) => l.id),
+    [`${id}.dual`],
+  );
+  assert.equal(await store.remove(`${id}.wav`), 4);
+  assert.equal(await store.readPeaks(`${id}.wav`), undefined);
+  assert.equal(await store.remove(`${id}.dual`), 4);
+  assert.deepEqual(
+    readdirSync(dir).sort(),
+    [
+      `.${id}.dual.wav.id`,
+      `.${id}.mp3.id`,
+      `${id}.dual.wav`,
+      `${id}.dual.wav.peaks.json`,
+      `${id}.mp3`,
+      `${id}.peaks.json`,
+    ].sort(),
+  );
+});

@@ -78,6 +78,15 @@ async function serve(t: TestContext, setup: MediaSetup) {
 
 upstreamContractTests('TwilioClient against the emulator', {
   media: serve,
+  variants: async (t) => {
+    const dual = await emulator.createRecording({ bytes: 6000, channels: 2 });
+    const mono = await emulator.createRecording({ bytes: 6000 });
+    return {
+      upstream: makeClient(t),
+      dual: dual.recording_sid as RecordingSid,
+      mono: mono.recording_sid as RecordingSid,
+    };
+  },
   calls: async (t) => ({
     upstream: makeClient(t),
     pageSize: EMULATOR_PAGE_SIZE,

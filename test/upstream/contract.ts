@@ -58,6 +58,16 @@ export interface UpstreamSubject {
   media?: (t: TestContext, setup: MediaSetup) => Promise<MediaFixture>;
   /** An upstream with no calls yet, cleaned up after the test. */
   calls?: (t: TestContext) => Promise<CallsFixture>;
+  /** An upstream with a dual-channel and a mono recording, for `MediaRequest.variant`. */
+  variants?: (t: TestContext) => Promise<VariantsFixture>;
+}
+
+export interface VariantsFixture {
+  upstream: Pick<Upstream, 'fetchMedia' | 'headMedia'>;
+  /** A recording made dual-channel. */
+  dual: RecordingSid;
+  /** A recording made mono. */
+  mono: RecordingSid;
 }
 
 const SIZE = 100_000;
@@ -72,7 +82,9 @@ const DEFAULT_SETUP: MediaSetup = {
 const UNKNOWN_CALL = `CA${'0'.repeat(32)}` as CallSid;
 
 export function upstreamContractTests(name: string, subject: UpstreamSubject): void {
-  const parts = [subject.media && 'fetchMedia', subject.calls && 'calls'].filter(Boolean).join(' and ');
+  const parts = [subject.media && 'fetchMedia', subject.calls && 'calls', subject.variants && 'variants']
+    .filter(Boolean)
+    .join(' and ');
   describe(`Upstream contract (${parts}): ${name}`, () => {
     it('matches interface', async (t) => {
       const { media, calls } = subject;
@@ -98,6 +110,54 @@ export function upstreamContractTests(name: string, subject: UpstreamSubject): v
     });
     if (subject.media !== undefined) mediaCases(subject.media);
     if (subject.calls !== undefined) callsCases(subject.calls);
+    if (subject.variants !== undefined) variantCases(subject.variants);
+  });
+}
+
+/** Channels of a body: from a WAV's fmt chunk, or from the first MPEG frame header's channel mode. */
+function channelsOf(body: Buffer): number {
+  if (body.toString('latin1', 0, 4) === 'RIFF') return body.readUInt16LE(22);
+  let at = 0;
+  if (body.toString('latin1', 0, 3) === 'ID3') {
+    at = 10 + ((body[6]! << 21) | (body[7]! << 14) | (body[8]! << 7) | body[9]!);
+  }
+  while (at < body.length - 4 && !(body[at] === 0xff && (body[at + 1]! & 0xe0) === 0xe0)) at++;
+  return body[at + 3]! >>> 6 === 3 ? 1 : 2;
+}
+
+function variantCases(variants: NonNullable<UpstreamSubject['variants']>): void {
+  describe('variants', () => {
+    it('each variant of a dual-channel recording: its format, its channels, the size its HEAD says', async (t) => {
+      const { upstream, dual } = await variants(t);
+      const seen = new Set<string>();
+      for (const variant of [
+        { channels: 1, format: 'mp3' },
+        { channels: 2, format: 'mp3' },
+        { channels: 1, format: 'wav' },
+        { channels: 2, format: 'wav' },
+      ] as const) {
+        const what = JSON.stringify(variant);
+        const response = await upstream.fetchMedia(dual, { variant });
+        const body = await readAll(response.body);
+        assert.equal(response.status, 200, what);
+        assert.equal(body.toString('latin1', 0, 4) === 'RIFF', variant.format === 'wav', what);
+        assert.equal(channelsOf(body), variant.channels, what);
+        assert.equal((await upstream.headMedia(dual, undefined, variant)).size, body.length, what);
+        seen.add(body.toString('base64'));
+      }
+      assert.equal(seen.size, 4, 'four different files');
+    });
+
+    it('a mono recording asked for as dual-channel: RECGATE_VARIANT_UNAVAILABLE, from fetchMedia and headMedia', async (t) => {
+      const { upstream, mono } = await variants(t);
+      const unavailable = (err: unknown) => (err as { code?: string }).code === 'RECGATE_VARIANT_UNAVAILABLE';
+      for (const format of ['mp3', 'wav'] as const) {
+        await assert.rejects(upstream.fetchMedia(mono, { variant: { channels: 2, format } }), unavailable);
+        await assert.rejects(upstream.headMedia(mono, undefined, { channels: 2, format }), unavailable);
+      }
+      const mixed = await upstream.fetchMedia(mono, { variant: { channels: 1, format: 'wav' } });
+      assert.equal(channelsOf(await readAll(mixed.body)), 1);
+    });
   });
 }
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, type TestContext, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { isRecgateError, type RecgateError } from '../../src/errors.js';
 import { REDACT_PATHS } from '../../src/observability/logger.js';
@@ -444,9 +445,14 @@ describe('TwilioClient metadata', () => {
     t.after(() => stub.close());
     const controller = new AbortController();
     const pending = makeClient(t, stub.url).getCall(CALL, controller.signal);
-    setTimeout(() => controller.abort(), 50);
+    pending.catch(() => undefined);
+    // Aborted once the request is waiting at the server (a fixed delay could fire before it arrives).
+    for (let i = 0; i < 1000 && stub.requests.length === 0; i++) await sleep(5);
+    assert.equal(stub.requests.length, 1, 'the request reached the server');
+    controller.abort();
     await assert.rejects(pending, isAbortError);
-    assert.equal(stub.requests.length, 1);
+    await sleep(100);
+    assert.equal(stub.requests.length, 1, 'and was not sent again');
   });
 });
 
@@ -794,5 +800,58 @@ describe('TwilioClient fetchMedia', () => {
     assert.equal(retry.attempt, 1);
     assert.equal(retry.status, 500);
     assert.equal(typeof retry.delayMs, 'number');
+  });
+});
+
+describe('TwilioClient variants', () => {
+  test('asks for .wav and RequestedChannels=2, and maps 16113 (mono asked as dual) to 409 without retrying', async (t) => {
+    const media = mediaBytes(2000);
+    const stub = await startStub((req, res) => {
+      if (String(req.url).includes('RequestedChannels=2') && String(req.url).includes('.mp3')) {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        // A HEAD's answer has no body: the client must decide from the status alone.
+        res.end(
+          req.method === 'HEAD'
+            ? undefined
+            : JSON.stringify({
+                code: 16113,
+                message: 'Cannot download a dual-channel presentation',
+                status: 400,
+              }),
+        );
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'audio/x-wav', 'content-length': String(media.length) });
+      res.end(req.method === 'HEAD' ? undefined : media);
+    });
+    t.after(() => stub.close());
+    const client = makeClient(t, stub.url);
+
+    const wav = await client.fetchMedia(RECORDING, { variant: { channels: 2, format: 'wav' } });
+    assert.deepEqual(await readAll(wav.body), media);
+    assert.equal(
+      stub.requests[0]!.url,
+      `${ACCOUNT_PATH}/Recordings/${RECORDING_SID}.wav?RequestedChannels=2`,
+    );
+    assert.match(String(stub.requests[0]!.headers.accept), /audio\/wav/);
+    await client.headMedia(RECORDING, undefined, { channels: 1, format: 'wav' });
+    assert.equal(stub.requests[1]!.url, `${ACCOUNT_PATH}/Recordings/${RECORDING_SID}.wav`);
+
+    const before = stub.requests.length;
+    await assert.rejects(client.fetchMedia(RECORDING, { variant: { channels: 2, format: 'mp3' } }), (err) => {
+      assert.ok(isRecgateError(err));
+      assert.equal(err.code, 'RECGATE_VARIANT_UNAVAILABLE');
+      assert.equal(err.statusCode, 409);
+      return true;
+    });
+    await assert.rejects(
+      client.headMedia(RECORDING, undefined, { channels: 2, format: 'mp3' }),
+      (err) => isRecgateError(err) && err.code === 'RECGATE_VARIANT_UNAVAILABLE',
+    );
+    assert.equal(stub.requests.length, before + 2, 'one request each: a 409 is not retried');
+    assert.equal(
+      stub.requests[before]!.url,
+      `${ACCOUNT_PATH}/Recordings/${RECORDING_SID}.mp3?RequestedChannels=2`,
+    );
   });
 });

@@ -125,4 +125,20 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       INSERT INTO cache_plays (id, hits, downloads) VALUES (1, 0, 0);
     `,
   },
+  {
+    // See sqlite-migrations.ts: the business → Twilio account mapping, own credentials sealed.
+    version: 6,
+    name: 'business twilio accounts',
+    sql: `
+      CREATE TABLE business_accounts (
+        business_id text PRIMARY KEY,
+        kind text NOT NULL CHECK (kind IN ('subaccount', 'own')),
+        account_sid text NOT NULL,
+        credentials text,
+        updated_at timestamptz NOT NULL,
+        CHECK ((kind = 'own') = (credentials IS NOT NULL))
+      );
+      CREATE INDEX business_accounts_account_idx ON business_accounts (account_sid, business_id);
+    `,
+  },
 ];

@@ -123,4 +123,22 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       INSERT INTO cache_plays (id, hits, downloads) VALUES (1, 0, 0);
     `,
   },
+  {
+    // Which Twilio account serves each business (src/accounts/): no row is the main account; `subaccount`
+    // uses the main credentials with the subaccount's SID in the path; `own` carries the business's own
+    // credentials, sealed with AES-256-GCM (src/secrets/sealed.ts), never in clear.
+    version: 6,
+    name: 'business twilio accounts',
+    sql: `
+      CREATE TABLE business_accounts (
+        business_id TEXT PRIMARY KEY NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('subaccount', 'own')),
+        account_sid TEXT NOT NULL,
+        credentials TEXT,
+        updated_at TEXT NOT NULL,
+        CHECK ((kind = 'own') = (credentials IS NOT NULL))
+      ) STRICT;
+      CREATE INDEX business_accounts_account_idx ON business_accounts (account_sid, business_id);
+    `,
+  },
 ];

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { CallRecord } from '../../call-log/call-log.js';
 import { createError } from '../../errors.js';
 import type { CacheState } from '../../recordings/cache.js';
+import { isCanonical, parseVariant, variantQuery } from '../../recordings/variant.js';
 import { type CallSid, parseCallSid } from '../../sid.js';
 import { authenticate } from '../auth.js';
 import type { AppDeps } from '../deps.js';
@@ -118,14 +119,23 @@ export function callRoutes(app: FastifyInstance, deps: AppDeps): void {
 
   app.post('/api/calls/:callSid/playback-url', async (request) => {
     const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+    // `?channels=2` / `?format=wav`: a URL for that variant, which the signature binds.
+    const variant = parseVariant(request.query as Record<string, unknown>);
     const { businessId } = await authenticate(deps, request);
     const call = await deps.callLog.getForBusiness(businessId, callSid);
     if (!call) throw createError('RECGATE_NOT_FOUND');
     const expiresAt = new Date(Date.now() + deps.config.playbackUrlTtlS * 1000);
-    const params = new URLSearchParams({ ...deps.signer.sign(businessId, callSid, expiresAt) });
+    const signed = deps.signer.sign(
+      businessId,
+      callSid,
+      expiresAt,
+      isCanonical(variant) ? undefined : variant,
+    );
+    const params = new URLSearchParams({ ...variantQuery(variant), ...signed });
     const base = deps.config.publicUrl ?? `${request.protocol}://${request.host}`;
     return {
-      url: `${base.replace(/\/+$/, '')}/api/calls/${callSid}/download?${params}`,
+      // Under the prefix these routes are mounted at (an embedding app's), where the download is too.
+      url: `${base.replace(/\/+$/, '')}${app.prefix}/api/calls/${callSid}/download?${params}`,
       expires_at: expiresAt.toISOString(),
     };
   });

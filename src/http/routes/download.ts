@@ -1,12 +1,21 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
 import type { RecordingRef } from '../../recordings/cache.js';
+import {
+  contentTypeOf,
+  fileNameOf,
+  isCanonical,
+  parseVariant,
+  recordingEtag,
+  type Variant,
+  variantKey,
+} from '../../recordings/variant.js';
 import { serve } from '../../serving/serve.js';
 import type { ByteSource } from '../../serving/source.js';
 import { writeResult } from '../../serving/write.js';
-import { parseCallSid } from '../../sid.js';
+import { type CallSid, parseCallSid } from '../../sid.js';
 import { authenticateDownload } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 
@@ -44,12 +53,14 @@ async function upstreamHead(
   ref: RecordingRef,
   signal: AbortSignal,
 ): Promise<ByteSource | undefined> {
-  const head = await deps.upstream.headMedia(ref.recordingSid, signal);
+  const upstream =
+    deps.accounts === undefined ? deps.upstream : await deps.accounts.directory.forAccount(ref.account);
+  const head = await upstream.headMedia(ref.recordingSid, signal, ref.variant);
   if (head.size === null) return undefined;
   const upstreamDate = head.lastModified === null ? Number.NaN : Date.parse(head.lastModified);
   return {
     size: head.size,
-    etag: `"${ref.recordingSid}-${head.size}"`,
+    etag: recordingEtag(ref, head.size),
     // The same second a download would give the file (download/context.ts, identityOf).
     lastModified: new Date(Number.isNaN(upstreamDate) ? Number.NaN : Math.floor(upstreamDate / 1000) * 1000),
     createReadStream: () => {
@@ -64,104 +75,139 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
     method: ['GET', 'HEAD'],
     url: '/api/calls/:callSid/download',
     exposeHeadRoute: false,
-    handler: async (request, reply) => {
-      const callSid = parseCallSid((request.params as { callSid: string }).callSid);
-      const { businessId } = await authenticateDownload(deps, request, callSid);
-      const call = await deps.callLog.getForBusiness(businessId, callSid);
-      if (!call) throw createError('RECGATE_NOT_FOUND');
-
-      // Aborts our wait (not the shared download) when this client goes away.
-      const abort = new AbortController();
-      const onClose = () => abort.abort(createError('RECGATE_CLIENT_CLOSED'));
-      reply.raw.once('close', onClose);
-      try {
-        const log = request.log as Logger;
-        const ref = await deps.resolver.resolve(call, abort.signal, log);
-        const attachment = (request.query as Record<string, unknown>).download === '1';
-        const serveOptions = {
-          contentType: 'audio/mpeg',
-          cacheControl: RECORDING_CACHE_CONTROL,
-          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${callSid}.mp3"`,
-        };
-        // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
-        if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
-          const head = await upstreamHead(deps, ref, abort.signal).catch(async (err: unknown) => {
+    handler: (request, reply) =>
+      withRecording(
+        deps,
+        request,
+        reply,
+        async ({ callSid, query, variant, businessId, ref, log, signal }) => {
+          const attachment = query.download === '1';
+          const serveOptions = {
+            contentType: contentTypeOf(variant),
+            cacheControl: RECORDING_CACHE_CONTROL,
+            contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${fileNameOf(variantKey(callSid, variant))}"`,
+          };
+          // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
+          if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
+            const head = await upstreamHead(deps, ref, signal).catch(async (err: unknown) => {
+              await deps.state.downloadFailed(ref, err);
+              throw err;
+            });
+            if (head !== undefined) {
+              const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
+              request.log.info(
+                {
+                  event: 'serve',
+                  callSid,
+                  owner: ref.ownerCallSid,
+                  outcome: 'head',
+                  status: result.statusCode,
+                },
+                'serving recording',
+              );
+              return reply.code(result.statusCode).headers(result.headers).send();
+            }
+          }
+          let recording: Awaited<ReturnType<typeof deps.cache.open>>;
+          try {
+            recording = await deps.cache.open(ref, {
+              signal,
+              log,
+              readStart: rangeStartHint(request.headers.range),
+              businessId,
+            });
+          } catch (err) {
             await deps.state.downloadFailed(ref, err);
             throw err;
-          });
-          if (head !== undefined) {
-            const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
-            request.log.info(
-              {
-                event: 'serve',
-                callSid,
-                owner: ref.ownerCallSid,
-                outcome: 'head',
-                status: result.statusCode,
-              },
-              'serving recording',
-            );
+          }
+          const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
+          request.log.info(
+            {
+              event: 'serve',
+              callSid,
+              owner: ref.ownerCallSid,
+              outcome: recording.outcome,
+              status: result.statusCode,
+            },
+            'serving recording',
+          );
+          if (result.body === undefined && result.stream === undefined) {
             return reply.code(result.statusCode).headers(result.headers).send();
           }
-        }
-        let recording: Awaited<ReturnType<typeof deps.cache.open>>;
-        try {
-          recording = await deps.cache.open(ref, {
-            signal: abort.signal,
-            log,
-            readStart: rangeStartHint(request.headers.range),
-            businessId,
+          // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
+          // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
+          reply.hijack();
+          const length = Number(result.headers['content-length'] ?? 0);
+          writeResult(reply.raw, result, {
+            headers: headersOf(reply),
+            flushHeaders: !recording.complete,
+            // Counted when the whole body went out; an aborted response counts nothing.
+            onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+            // Every response with a body is a play, with the bytes the client actually took.
+            onClose: (bytes) =>
+              deps.audit.play(
+                {
+                  businessId,
+                  callSid,
+                  recordingSid: ref.recordingSid,
+                  bytes,
+                  status: result.statusCode,
+                  requestId: request.id,
+                },
+                log,
+              ),
+            sendTimeoutMs: deps.config.sendTimeoutMs,
+            onSendTimeout: () => {
+              metrics.connectionsCut.inc({ reason: 'send_timeout' });
+              request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
+            },
           });
-        } catch (err) {
-          await deps.state.downloadFailed(ref, err);
-          throw err;
-        }
-        const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
-        request.log.info(
-          {
-            event: 'serve',
-            callSid,
-            owner: ref.ownerCallSid,
-            outcome: recording.outcome,
-            status: result.statusCode,
-          },
-          'serving recording',
-        );
-        if (result.body === undefined && result.stream === undefined) {
-          return reply.code(result.statusCode).headers(result.headers).send();
-        }
-        // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
-        // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
-        reply.hijack();
-        const length = Number(result.headers['content-length'] ?? 0);
-        writeResult(reply.raw, result, {
-          headers: headersOf(reply),
-          flushHeaders: !recording.complete,
-          // Counted when the whole body went out; an aborted response counts nothing.
-          onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
-          // Every response with a body is a play, with the bytes the client actually took.
-          onClose: (bytes) =>
-            deps.audit.play(
-              {
-                businessId,
-                callSid,
-                recordingSid: ref.recordingSid,
-                bytes,
-                status: result.statusCode,
-                requestId: request.id,
-              },
-              log,
-            ),
-          sendTimeoutMs: deps.config.sendTimeoutMs,
-          onSendTimeout: () => {
-            metrics.connectionsCut.inc({ reason: 'send_timeout' });
-            request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
-          },
-        });
-        return reply;
-      } finally {
-        reply.raw.off('close', onClose);
-      }
-    },
+          return reply;
+        },
+      ),
   });
+}
+
+/** What a route about a call's recording works with: see {@link withRecording}. */
+export interface RecordingRequest {
+  callSid: CallSid;
+  query: Record<string, unknown>;
+  /** The variant the query asks for (`channels`, `format`). */
+  variant: Variant;
+  businessId: string;
+  /** The recording the call plays (its own or its parent's), of that variant. */
+  ref: RecordingRef;
+  log: Logger;
+  /** Aborted when the client goes away: ends this request's waits, never a download others share. */
+  signal: AbortSignal;
+}
+
+/**
+ * The steps every route about a call's recording (download, peaks) starts with: the call SID, the variant,
+ * the caller (bearer token or the call's playback URL), the call in the caller's business (404 otherwise),
+ * and the recording it plays; then `use`, while the client is connected.
+ */
+export async function withRecording<T>(
+  deps: AppDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  use: (recording: RecordingRequest) => Promise<T>,
+): Promise<T> {
+  const callSid = parseCallSid((request.params as { callSid: string }).callSid);
+  const query = request.query as Record<string, unknown>;
+  const variant = parseVariant(query);
+  const { businessId } = await authenticateDownload(deps, request, callSid);
+  const call = await deps.callLog.getForBusiness(businessId, callSid);
+  if (!call) throw createError('RECGATE_NOT_FOUND');
+  const abort = new AbortController();
+  const onClose = () => abort.abort(createError('RECGATE_CLIENT_CLOSED'));
+  reply.raw.once('close', onClose);
+  try {
+    const log = request.log as Logger;
+    const resolved = await deps.resolver.resolve(call, abort.signal, log);
+    const ref: RecordingRef = isCanonical(variant) ? resolved : { ...resolved, variant };
+    return await use({ callSid, query, variant, businessId, ref, log, signal: abort.signal });
+  } finally {
+    reply.raw.off('close', onClose);
+  }
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
-import { isCallSid, isRecordingSid } from '../../sid.js';
+import { isAccountSid, isCallSid, isRecordingSid } from '../../sid.js';
 import type { AppDeps } from '../deps.js';
 
 /**
@@ -9,6 +9,12 @@ import type { AppDeps } from '../deps.js';
  * (`resolution/state.ts`), which decides what it changes. A completed recording is remembered for its call,
  * so the first play needs no upstream lookup, and queued for prefetch, so the first play is a hit; a deleted
  * one is remembered as such and its local copy removed.
+ *
+ * The signature is checked with the auth token of the account the form's `AccountSid` names (see
+ * src/accounts/directory.ts): the main account's, a subaccount's (read from Twilio with the main
+ * credentials), or a business's own. An account no business is mapped to is refused like a bad signature.
+ * A report about a call registered to a business served by another account is refused (403
+ * RECGATE_FORBIDDEN): one account's webhooks never change another account's calls.
  */
 export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
   app.register(async (scope) => {
@@ -21,11 +27,13 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
     );
 
     scope.post('/webhooks/twilio/recording-status', async (request, reply) => {
-      const token = deps.config.twilioAuthToken;
       const signature = request.headers['x-twilio-signature'];
-      if (!token || typeof signature !== 'string') throw createError('RECGATE_WEBHOOK_SIGNATURE');
+      if (typeof signature !== 'string') throw createError('RECGATE_WEBHOOK_SIGNATURE');
       const params = (request.body ?? {}) as Record<string, string>;
       if (typeof params !== 'object') throw createError('RECGATE_INVALID_REQUEST');
+      const account = await webhookAccount(deps, params.AccountSid);
+      const token = account?.token;
+      if (!token) throw createError('RECGATE_WEBHOOK_SIGNATURE');
       const base = deps.config.publicUrl ?? `${request.protocol}://${request.host}`;
       const url = `${base.replace(/\/+$/, '')}${request.url}`;
       // The SDK's webhooks module alone (its root loads every REST resource), and only once a webhook comes.
@@ -36,6 +44,17 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
       if (!isCallSid(CallSid) || !isRecordingSid(RecordingSid)) {
         throw createError('RECGATE_INVALID_REQUEST', { message: 'CallSid and RecordingSid are required' });
       }
+      const registered = await deps.callLog.get(CallSid);
+      if (registered !== undefined && deps.accounts !== undefined) {
+        const served = await deps.accounts.directory.account(registered.businessId);
+        if (served.accountSid !== account!.sid) {
+          request.log.warn(
+            { event: 'webhook_account_mismatch', callSid: CallSid, accountSid: account!.sid },
+            "recording status from an account that does not serve the call's business",
+          );
+          throw createError('RECGATE_FORBIDDEN');
+        }
+      }
       const duration = Number(RecordingDuration);
       const outcome = await deps.state.statusCallback({
         callSid: CallSid,
@@ -44,8 +63,8 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
         durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
       });
       // A completed recording is fetched now, so its first play is a hit.
-      if (outcome === 'stored') {
-        const call = await deps.callLog.get(CallSid);
+      if (outcome === 'stored' && deps.prefetch !== undefined) {
+        const call = registered ?? (await deps.callLog.get(CallSid));
         if (call !== undefined) {
           await deps.prefetch.enqueue({
             recordingSid: RecordingSid,
@@ -74,4 +93,21 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
       return reply.code(204).send();
     });
   });
+}
+
+/**
+ * The account a webhook speaks for and the token that signs it: the form's `AccountSid`, or the main
+ * account when it has none (and, without an account mapping, always the main account's token). `undefined` when the account is
+ * malformed or unknown.
+ */
+async function webhookAccount(
+  deps: AppDeps,
+  accountSid: string | undefined,
+): Promise<{ sid: string | undefined; token: string | undefined } | undefined> {
+  if (deps.accounts === undefined) return { sid: accountSid, token: deps.config.twilioAuthToken };
+  if (accountSid === undefined || accountSid === '') {
+    return { sid: deps.accounts.directory.mainAccountSid, token: deps.config.twilioAuthToken };
+  }
+  if (!isAccountSid(accountSid)) return undefined;
+  return { sid: accountSid, token: await deps.accounts.directory.webhookToken(accountSid) };
 }

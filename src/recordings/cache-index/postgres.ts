@@ -3,8 +3,9 @@
  * migration 4), through a small `pg` pool of its own with `search_path` set to that schema. Several hosts
  * share it; each method is one statement, so each is atomic.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { databaseError } from '../../call-log/common.js';
+import { schemaPool } from '../../call-log/schema-pool.js';
 import type {
   CachedFile,
   CacheIndex,
@@ -30,7 +31,6 @@ interface Row {
   cached_at_ms: string;
 }
 
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 const COLUMNS = 'call_sid, size, last_played_ms, cached_at_ms';
 
 const SQL = {
@@ -73,21 +73,7 @@ export class PostgresCacheIndex implements CacheIndex {
   #closed = false;
 
   constructor(options: PostgresCacheIndexOptions) {
-    const { connectionString, schema, poolSize = 2 } = options;
-    if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
-      throw new TypeError('options.schema must match ^[a-z_][a-z0-9_]{0,62}$');
-    }
-    if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-      throw new TypeError('options.poolSize must be a positive integer');
-    }
-    this.#pool = new pg.Pool({
-      connectionString,
-      max: poolSize,
-      connectionTimeoutMillis: 10_000,
-      ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
-    });
-    // An idle connection's error (a server restart) is replaced on next use; unhandled, it would crash.
-    this.#pool.on('error', () => undefined);
+    this.#pool = schemaPool(options);
   }
 
   async record(callSid: string, size: number, atMs: number): Promise<void> {

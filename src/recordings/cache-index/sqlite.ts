@@ -3,8 +3,9 @@
  * 4), through its own better-sqlite3 connection. Like the call log, statements run inline and return settled
  * promises; WAL mode and `busy_timeout` let worker processes share the file.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { databaseError } from '../../call-log/common.js';
+import { openSqliteFile } from '../../call-log/sqlite-file.js';
 import type {
   CachedFile,
   CacheIndex,
@@ -59,18 +60,7 @@ export class SqliteCacheIndex implements CacheIndex {
 
   /** Opens the call log's database file at `path`; the call log must have migrated it. */
   constructor(path: string, options: SqliteCacheIndexOptions = {}) {
-    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
-      throw new TypeError('options.busyTimeoutMs must be a non-negative integer');
-    }
-    try {
-      this.#db = new Database(path, { timeout: busyTimeoutMs });
-      this.#db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-      this.#db.pragma('journal_mode = WAL');
-      this.#db.pragma('synchronous = NORMAL');
-    } catch (err) {
-      throw databaseError(err);
-    }
+    this.#db = openSqliteFile(path, options.busyTimeoutMs);
   }
 
   record(callSid: string, size: number, atMs: number): Promise<void> {

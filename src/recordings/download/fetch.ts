@@ -42,7 +42,15 @@ export async function exchange(
   ctx.seekAhead.downloadStarting();
   const response = await ctx.upstream.fetchMedia(
     ctx.ref.recordingSid,
-    offset > 0 ? { signal, start: offset, ifRange: from!.meta.etag! } : { signal },
+    offset > 0
+      ? {
+          signal,
+          start: offset,
+          ifRange: from!.meta.etag!,
+          variant: ctx.ref.variant,
+          account: ctx.ref.account,
+        }
+      : { signal, variant: ctx.ref.variant, account: ctx.ref.account },
   );
   transfer.ttfbMs ??= performance.now() - transfer.started;
   try {

@@ -55,7 +55,7 @@ export async function follow(ctx: DownloadContext, claim: Claim): Promise<Follow
 
 /** The finished file, opened, if it holds this recording. */
 export async function finalOf(ctx: DownloadContext): Promise<FinalHandle | undefined> {
-  const handle = await ctx.store.openFinal(ctx.ref.ownerCallSid);
+  const handle = await ctx.store.openFinal(ctx.flight.id);
   if (handle === undefined) return undefined;
   if (holds(handle.info, ctx.ref)) return handle;
   await handle.close();
@@ -75,7 +75,7 @@ class Watch {
   /** One look at the current generation; `true` when it moved since the last look. */
   async look(): Promise<boolean> {
     const { store, flight, ref } = this.#ctx;
-    const id = ref.ownerCallSid;
+    const id = flight.id;
     const following = flight.current;
     if (following !== undefined && flight.meta?.fileId === following.fileId) {
       // The generation followed is still current while its frontier file exists (a new holder removes it).

@@ -37,8 +37,8 @@ import { BodyBroke, PartialFile, Unusable } from './write.js';
 
 /** Runs the flight to its end; never throws (a failure fails the flight). Releases the lock before it resolves. */
 export async function runDownload(ctx: DownloadContext): Promise<void> {
-  const { flight, ref } = ctx;
-  const claim = new Claim(ctx.locker.newLock(ref.ownerCallSid), ctx.log);
+  const { flight } = ctx;
+  const claim = new Claim(ctx.locker.newLock(flight.id), ctx.log);
   let phase: 'wait' | 'admit' | 'download' = 'wait';
   try {
     for (let losses = 0; ; losses++) {
@@ -61,7 +61,7 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
         }
         completeFrom(ctx, final, waited || losses > 0);
         // A holder that died between its rename and its clean-up left the pointer to a finished generation.
-        await ctx.store.discardPartial(ref.ownerCallSid).catch((err: unknown) => {
+        await ctx.store.discardPartial(flight.id).catch((err: unknown) => {
           ctx.log.warn({ err }, 'Could not remove what a finished download left');
         });
         return;

@@ -71,8 +71,8 @@ export class PartialFile {
    * nothing when there is nothing usable.
    */
   async resumeLeftover(): Promise<void> {
-    const { store, ref } = this.#ctx;
-    const id = ref.ownerCallSid;
+    const { store, ref, flight } = this.#ctx;
+    const id = flight.id;
     const meta = await store.readMeta(id);
     if (meta === undefined || meta.bootId !== store.bootId || meta.recordingSid !== ref.recordingSid) return;
     const frontier = await store.readFrontier(id, meta.fileId);
@@ -119,7 +119,7 @@ export class PartialFile {
       }
       // A writer that lost its lock must not move the pointer other processes follow.
       await this.#fence();
-      writer = await ctx.store.beginPartial(ctx.ref.ownerCallSid, {
+      writer = await ctx.store.beginPartial(ctx.flight.id, {
         recordingSid: ctx.ref.recordingSid,
         size: response.totalSize,
         etag: response.etag,
@@ -181,7 +181,7 @@ export class PartialFile {
   /** Removes the generation (it cannot be trusted, or nobody could resume it); only while the lock holds. */
   async discard(): Promise<void> {
     await this.#fence();
-    await this.#ctx.store.discardPartial(this.#ctx.ref.ownerCallSid);
+    await this.#ctx.store.discardPartial(this.#ctx.flight.id);
   }
 
   #adopt(writer: PartialWriter): void {

@@ -31,6 +31,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
+import { KEY_PATTERN } from '../variant.js';
 import { Hold, NEVER_LOST, notHeld } from './hold.js';
 import type { Lock, Locker } from './lock.js';
 
@@ -49,8 +50,9 @@ export interface FsLockerOptions {
   heartbeatMs?: number;
 }
 
-const ID = /^[A-Za-z0-9_-]{1,128}$/;
-const LOCK_FILE = /^\.([A-Za-z0-9_-]{1,128})\.lock$/;
+/** A cache key: an id, with a variant's suffix (see `../variant.ts`). */
+const ID = new RegExp(`^${KEY_PATTERN}$`);
+const LOCK_FILE = new RegExp(`^\\.(${KEY_PATTERN})\\.lock$`);
 
 export class FsLocker implements Locker {
   readonly dir: string;
@@ -76,7 +78,7 @@ export class FsLocker implements Locker {
   }
 
   newLock(id: string): Lock {
-    if (!ID.test(id)) throw new TypeError('lock id must match ^[A-Za-z0-9_-]{1,128}$');
+    if (!ID.test(id)) throw new TypeError(`lock id must match ^${KEY_PATTERN}$`);
     return new FsLock(this.dir, this.lockPath(id), this.pollIntervalMs, this.heartbeatMs);
   }
 

@@ -24,6 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
+import { KEY_PATTERN } from '../variant.js';
 import { Hold, NEVER_LOST, notHeld } from './hold.js';
 import type { Lock, Locker } from './lock.js';
 
@@ -38,6 +39,12 @@ export interface PostgresLockerOptions {
   schema?: string;
   /** Connections at most, one per lock held or being waited for. @default 32 */
   maxConnections?: number;
+  /**
+   * Connections {@link PostgresLocker.warm} opens and the pool keeps open however long they sit idle, so
+   * that the first download or wait after a start does not pay for connection set-up (tens of ms, hundreds
+   * when many processes start at once). @default 1
+   */
+  minConnections?: number;
   /** Pause between two tries while waiting, ms; a random jitter of up to half is added. @default 50 */
   pollIntervalMs?: number;
   /**
@@ -54,7 +61,8 @@ export interface PostgresLockerOptions {
   queryTimeoutMs?: number;
 }
 
-const ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** A cache key: an id, with a variant's suffix (see `../variant.ts`). */
+const ID = new RegExp(`^${KEY_PATTERN}$`);
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 export function advisoryKey(id: string): string {
@@ -109,6 +117,7 @@ interface Shared {
   sql: Statements;
   pollIntervalMs: number;
   heartbeatMs: number;
+  minConnections: number;
   /** Resolves once the fencing table exists. */
   fence(): Promise<void>;
 }
@@ -128,6 +137,10 @@ export class PostgresLocker implements Locker {
     const max = options.maxConnections ?? 32;
     if (!Number.isInteger(max) || max < 1)
       throw new TypeError('options.maxConnections must be a positive integer');
+    const min = options.minConnections ?? 1;
+    if (!Number.isInteger(min) || min < 0 || min > max) {
+      throw new TypeError('options.minConnections must be an integer from 0 to options.maxConnections');
+    }
     const poll = options.pollIntervalMs ?? 50;
     if (!Number.isInteger(poll) || poll < 1)
       throw new TypeError('options.pollIntervalMs must be a positive integer');
@@ -142,6 +155,9 @@ export class PostgresLocker implements Locker {
     const pool = new pg.Pool({
       connectionString: options.connectionString,
       max,
+      min,
+      // Warm idle connections must not keep a process alive that has nothing else to do.
+      allowExitOnIdle: true,
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
       idleTimeoutMillis: 30_000,
@@ -156,6 +172,7 @@ export class PostgresLocker implements Locker {
       sql: statements(schema),
       pollIntervalMs: poll,
       heartbeatMs: heartbeat,
+      minConnections: min,
       fence: () => {
         this.#fence ??= createFence(pool, this.#shared.sql).catch((err: unknown) => {
           this.#fence = undefined;
@@ -166,8 +183,26 @@ export class PostgresLocker implements Locker {
     };
   }
 
+  /**
+   * Gets ready before the first lock: creates the fencing table unless it exists and opens
+   * `minConnections`. Optional (the first lock does the same) but moves that cost out of the first
+   * stampede after a start. Rejects with RECGATE_STORAGE_ERROR when the database is unreachable.
+   */
+  async warm(): Promise<void> {
+    await this.#shared.fence();
+    const { pool } = this.#shared;
+    const opened = await Promise.allSettled(
+      Array.from({ length: Math.max(0, this.#shared.minConnections - pool.totalCount) }, () =>
+        Session.open(pool),
+      ),
+    );
+    for (const result of opened) if (result.status === 'fulfilled') result.value.release();
+    const failed = opened.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
   newLock(id: string): Lock {
-    if (!ID.test(id)) throw new TypeError('lock id must match ^[A-Za-z0-9_-]{1,128}$');
+    if (!ID.test(id)) throw new TypeError(`lock id must match ^${KEY_PATTERN}$`);
     return new PostgresLock(this.#shared, advisoryKey(id));
   }
 

@@ -1,7 +1,12 @@
 /**
  * {@link RecordingStore} on a directory (local, or shared by several hosts):
  *
- * - `{id}.mp3`: the finished recording, the only name a recording is ever served under;
+ * - `{id}.mp3`: the finished recording, the only name a recording is ever served under. An id is a cache key
+ *   (`../variant.ts`): a variant's id carries its suffix, and its file is `{id}.mp3` (`CA….dual.mp3`), or
+ *   `{id}` itself for WAV (`CA….wav`, `CA….dual.wav`); every name below uses that file name where this
+ *   comment writes `{id}.mp3`;
+ * - `{id}.peaks.json`: the waveform computed from the finished recording (`../../waveform/`), written
+ *   aside and renamed into place, removed with the recording;
  * - `.{id}.mp3.id`: its identity record, JSON ({@link FinalIdentity} plus the file's size and inode number),
  *   written (flushed, then renamed into place) just before the recording is renamed into place. The inode
  *   number binds the record to the file: a record that names another inode describes a file that is not
@@ -36,6 +41,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
+import { fileNameOf, KEY_PATTERN, keyOfFileName } from '../variant.js';
 import { FdRange, FinalFiles, fileInfo } from './final-files.js';
 import {
   copyRange,
@@ -81,19 +87,23 @@ import type {
   VolumeSpace,
 } from './store.js';
 
-const ID = /^[A-Za-z0-9_-]{1,128}$/;
+const ID = new RegExp(`^${KEY_PATTERN}$`);
+/** A finished recording's file name (see `../variant.ts`), as a regular expression source. */
+const FILE = '[A-Za-z0-9_-]{1,128}(?:\\.dual)?\\.(?:mp3|wav)';
 /** A finished recording's name. */
-const FINAL = /^([A-Za-z0-9_-]{1,128})\.mp3$/;
+const FINAL = new RegExp(`^(${FILE})$`);
 /**
  * Files of a recording that only a download needs (and the pre-generation layout's names), and the pointer
  * and identity record being written aside: only the lock holder writes those, so whoever holds the lock
  * next knows them abandoned, whatever their age.
  */
-const LEFTOVER =
-  /^\.([A-Za-z0-9_-]{1,128})\.mp3\.(?:[0-9a-f]{16}\.(?:part|frontier|blocks)|part|meta|frontier|blocks|id|(?:meta|id)\.tmp-[0-9a-f]+)$/;
+const LEFTOVER = new RegExp(
+  `^\\.(${FILE})\\.(?:[0-9a-f]{16}\\.(?:part|frontier|blocks)|part|meta|frontier|blocks|id|(?:meta|id)\\.tmp-[0-9a-f]+)$`,
+);
 /** Files written aside and renamed (or linked) into place, and write probes: never needed once old. */
-const TEMPORARY =
-  /^(?:\.[A-Za-z0-9_-]{1,128}\.mp3\.(?:[0-9a-f]{16}\.)?(?:meta|id|blocks)\.(?:tmp-)?[0-9a-f]{8,}|\.recgate-write-check-.+)$/;
+const TEMPORARY = new RegExp(
+  `^(?:\\.${FILE}\\.(?:[0-9a-f]{16}\\.)?(?:meta|id|blocks)\\.(?:tmp-)?[0-9a-f]{8,}|${KEY_PATTERN}\\.peaks\\.json\\.tmp-[0-9a-f]{8,}|\\.recgate-write-check-.+)$`,
+);
 /** Room kept free beyond a recording's own bytes, for sidecars and block maps. */
 const HEADROOM_BYTES = 64 * 1024;
 
@@ -143,21 +153,26 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   }
 
   finalPath(id: string): string {
-    return join(this.dir, `${checkId(id)}.mp3`);
+    return join(this.dir, fileNameOf(checkId(id)));
+  }
+
+  /** The waveform's peaks computed from `id`'s finished recording. */
+  peaksPath(id: string): string {
+    return join(this.dir, `${checkId(id)}.peaks.json`);
   }
 
   identityPath(id: string): string {
-    return join(this.dir, `.${checkId(id)}.mp3.id`);
+    return join(this.dir, `.${fileNameOf(checkId(id))}.id`);
   }
 
   metaPath(id: string): string {
-    return join(this.dir, `.${checkId(id)}.mp3.meta`);
+    return join(this.dir, `.${fileNameOf(checkId(id))}.meta`);
   }
 
   /** A file of generation `fileId`: its bytes, its frontier or its block map. */
   generationPath(id: string, fileId: string, file: GenerationFile): string {
     if (!GENERATION.test(fileId)) throw new TypeError('generation must be 16 hexadecimal digits');
-    return join(this.dir, `.${checkId(id)}.mp3.${fileId}.${file}`);
+    return join(this.dir, `.${fileNameOf(checkId(id))}.${fileId}.${file}`);
   }
 
   async stat(id: string, options: { fresh?: boolean } = {}): Promise<FinalInfo | undefined> {
@@ -315,17 +330,18 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     const present = new Set(names);
     const found = new Map<string, Leftover>();
     for (const name of names) {
-      const id = LEFTOVER.exec(name)?.[1];
-      if (id === undefined) continue;
+      const file = LEFTOVER.exec(name)?.[1];
+      if (file === undefined) continue;
+      const id = keyOfFileName(file);
       // An identity record beside its recording is no leftover.
-      if (name.endsWith('.mp3.id') && present.has(`${id}.mp3`)) continue;
+      if (name === `.${file}.id` && present.has(file)) continue;
       const info = await statPath(join(this.dir, name));
       if (info === undefined) continue;
       const entry = found.get(id) ?? { id, mtime: info.mtime, current: false };
       if (entry.mtime < info.mtime) entry.mtime = info.mtime;
       // Only a generation whose bytes are there can be resumed: a pointer to one whose part is gone (a
       // commit cut short between its rename and its clean-up) is litter like any other.
-      if (name.endsWith('.mp3.meta')) entry.current = await this.#pointsAtPart(id);
+      if (name === `.${file}.meta`) entry.current = await this.#pointsAtPart(id);
       found.set(id, entry);
     }
     return [...found.values()];
@@ -338,12 +354,12 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   }
 
   async removeLeftovers(id: string): Promise<void> {
-    checkId(id);
+    const file = fileNameOf(checkId(id));
     const names = await this.#list();
-    const hasFinal = names.includes(`${id}.mp3`);
+    const hasFinal = names.includes(file);
     // The pointer first: no reader goes looking for a generation that is about to vanish.
     const doomed = names
-      .filter((name) => LEFTOVER.exec(name)?.[1] === id && !(hasFinal && name.endsWith('.mp3.id')))
+      .filter((name) => LEFTOVER.exec(name)?.[1] === file && !(hasFinal && name === `.${file}.id`))
       .sort((a, b) => Number(b.endsWith('.meta')) - Number(a.endsWith('.meta')));
     for (const name of doomed) await unlinkIfPresent(join(this.dir, name));
   }
@@ -354,15 +370,29 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     await unlinkIfPresent(this.finalPath(id));
     this.#finals.forget(id);
     await unlinkIfPresent(this.identityPath(id));
+    await unlinkIfPresent(this.peaksPath(id));
     await this.removeLeftovers(id);
     return final?.size;
+  }
+
+  async readPeaks(id: string): Promise<string | undefined> {
+    return readTextIfPresent(this.peaksPath(id));
+  }
+
+  async writePeaks(id: string, text: string): Promise<void> {
+    try {
+      await this.#replace(this.peaksPath(id), text, false);
+    } catch (err) {
+      throw storageError(err);
+    }
   }
 
   async finished(): Promise<FinishedFile[]> {
     const files: FinishedFile[] = [];
     for (const name of await this.#list()) {
-      const id = FINAL.exec(name)?.[1];
-      if (id === undefined) continue;
+      const file = FINAL.exec(name)?.[1];
+      if (file === undefined) continue;
+      const id = keyOfFileName(file);
       try {
         const st = await stat(join(this.dir, name));
         if (st.isFile()) files.push({ id, size: st.size, placedAtMs: Math.floor(st.ctimeMs) });
@@ -631,7 +661,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
 }
 
 function checkId(id: string): string {
-  if (!ID.test(id)) throw new TypeError('recording id must match ^[A-Za-z0-9_-]{1,128}$');
+  if (!ID.test(id)) throw new TypeError(`recording id must match ^${KEY_PATTERN}$`);
   return id;
 }
 

@@ -280,12 +280,24 @@ export interface RecordingStore {
   removeLeftovers(id: string): Promise<void>;
 
   /**
-   * Lock holder only. Removes everything stored for `id`: the finished recording, its identity record, and
-   * every generation with its pointer. Resolves to the finished file's size, or `undefined` when there was
+   * Lock holder only. Removes everything stored for `id`: the finished recording, its identity record, its
+   * peaks, and every generation with its pointer. Resolves to the finished file's size, or `undefined` when there was
    * none. Streams already reading the file finish; this process's later `stat`s do not see it, and other
    * processes stop serving it within their descriptors' revalidation time (see final-files.ts).
    */
   remove(id: string): Promise<number | undefined>;
+
+  /**
+   * The waveform peaks stored beside the finished recording `id` (JSON text written by `writePeaks`), or
+   * `undefined`. Optional: a store without it keeps no peaks, and they are computed for every request.
+   */
+  readPeaks?(id: string): Promise<string | undefined>;
+
+  /**
+   * Stores peaks computed from the finished recording `id`, atomically (a reader sees the old text or the new,
+   * never a mix); {@link remove} removes them with the recording. Any process may write.
+   */
+  writePeaks?(id: string, text: string): Promise<void>;
 
   /** Removes temporary files (half-made sidecars, write probes) older than `maxAgeMs`; resolves to the count. */
   sweepTemporary(maxAgeMs: number): Promise<number>;

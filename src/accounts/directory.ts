@@ -1,0 +1,265 @@
+/**
+ * Which Twilio account serves a business, and the client that reaches it.
+ *
+ * A business maps to the main account (no row in the {@link AccountStore}), a subaccount (the main
+ * credentials, the subaccount's SID in the REST path) or its own account (its own credentials, sealed in
+ * the store). The directory reads the mapping (trusted for `mappingTtlMs`, so a change made by another
+ * process shows within that time; this process's own changes at once), and keeps one client per account:
+ * the main one it is given, and the others created on first use, at most `maxClients` of them, the least
+ * recently used closed first. The main account and its subaccounts share the main breaker (one set of
+ * credentials, one Twilio rate limit); an account with its own credentials gets a breaker of its own.
+ *
+ * The resolver asks it for the requesting business's upstream (so a lookup, the parent-call fallback
+ * included, only ever sees that business's account) and records the account in the RecordingRef; the
+ * download then reads the recording from that account through {@link AccountDirectory.media}.
+ */
+import { createHash } from 'node:crypto';
+import { createError } from '../errors.js';
+import type { Sealer } from '../secrets/sealed.js';
+import { UpstreamBreaker } from '../upstream/breaker.js';
+import { TwilioClient, type TwilioClientOptions } from '../upstream/twilio-client.js';
+import type { MediaRequest, Upstream } from '../upstream/upstream.js';
+import { openCredentials } from './credentials.js';
+import type { AccountKind, AccountRow, AccountStore } from './store.js';
+
+/** An upstream that can also read its account's own resource (for webhook tokens). */
+export type AccountClient = Upstream & Pick<TwilioClient, 'getAccount'>;
+
+/** The main account's credentials: `TWILIO_ACCOUNT_SID` with `TWILIO_AUTH_TOKEN` or an API key. */
+export interface MainAccount {
+  accountSid: string;
+  authToken?: string | undefined;
+  apiKey?: string | undefined;
+  apiSecret?: string | undefined;
+}
+
+/** Where a business's recordings are read. */
+export interface BusinessAccount {
+  kind: 'main' | AccountKind;
+  /** The account SID in the REST path. */
+  accountSid: string;
+}
+
+export interface AccountDirectoryOptions {
+  store: AccountStore;
+  main: MainAccount;
+  /** The main account's client; the directory uses it, the caller closes it. */
+  mainClient: AccountClient;
+  /** The main client's breaker, shared by the subaccounts' clients. */
+  mainBreaker: UpstreamBreaker;
+  /** Opens own credentials; without it a business with own credentials fails with RECGATE_CREDENTIALS_UNREADABLE. @default none */
+  sealer?: Sealer | undefined;
+  /** Options every other account's client shares (base URL, timeouts, hooks). @default {} */
+  clientDefaults?: Omit<TwilioClientOptions, 'accountSid' | 'authToken' | 'apiKey' | 'apiSecret' | 'breaker'>;
+  /** Makes a client; tests pass their own. @default `new TwilioClient(options)` */
+  createClient?: (options: TwilioClientOptions) => AccountClient;
+  /** Most clients kept besides the main one. @default 32 */
+  maxClients?: number;
+  /** How long a mapping read from the store is trusted, ms. @default 5000 */
+  mappingTtlMs?: number;
+  /** How long a subaccount's auth token fetched for webhooks is trusted, ms. @default 300000 */
+  tokenTtlMs?: number;
+  /** Clock, ms. @default Date.now */
+  now?: () => number;
+}
+
+interface Cached<T> {
+  value: T;
+  at: number;
+}
+
+/** Most mappings and tokens remembered; the oldest go first. */
+const MAX_REMEMBERED = 10_000;
+
+export class AccountDirectory {
+  readonly #o: AccountDirectoryOptions;
+  readonly #maxClients: number;
+  readonly #ttlMs: number;
+  readonly #tokenTtlMs: number;
+  readonly #now: () => number;
+  readonly #rows = new Map<string, Cached<AccountRow | undefined>>();
+  readonly #byAccount = new Map<string, Cached<AccountRow | undefined>>();
+  readonly #tokens = new Map<string, Cached<string | undefined>>();
+  readonly #clients = new Map<string, AccountClient>();
+  #closed = false;
+
+  /** Routes media requests by {@link MediaRequest.account}; what the recording cache downloads through. */
+  readonly media: Pick<Upstream, 'fetchMedia'>;
+
+  /** Throws TypeError naming a bad option. */
+  constructor(options: AccountDirectoryOptions) {
+    this.#o = options;
+    this.#maxClients = options.maxClients ?? 32;
+    this.#ttlMs = options.mappingTtlMs ?? 5000;
+    this.#tokenTtlMs = options.tokenTtlMs ?? 300_000;
+    this.#now = options.now ?? Date.now;
+    if (!Number.isSafeInteger(this.#maxClients) || this.#maxClients < 1) {
+      throw new TypeError('options.maxClients must be a positive integer');
+    }
+    for (const [name, value] of [
+      ['mappingTtlMs', this.#ttlMs],
+      ['tokenTtlMs', this.#tokenTtlMs],
+    ] as const) {
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new TypeError(`options.${name} must be a non-negative integer`);
+      }
+    }
+    this.media = {
+      fetchMedia: async (sid, request: MediaRequest = {}) =>
+        (await this.forAccount(request.account)).fetchMedia(sid, request),
+    };
+  }
+
+  /** The main account's SID (`TWILIO_ACCOUNT_SID`). */
+  get mainAccountSid(): string {
+    return this.#o.main.accountSid;
+  }
+
+  /** The account serving `businessId`. Throws RECGATE_DATABASE_ERROR if the store fails. */
+  async account(businessId: string): Promise<BusinessAccount> {
+    const row = await this.#row(businessId);
+    return row === undefined
+      ? { kind: 'main', accountSid: this.#o.main.accountSid }
+      : { kind: row.kind, accountSid: row.accountSid };
+  }
+
+  /**
+   * The business's account and its client. Throws RECGATE_CREDENTIALS_UNREADABLE when its own credentials
+   * do not open, RECGATE_DATABASE_ERROR when the store fails.
+   */
+  async upstreamFor(businessId: string): Promise<{ account: string; upstream: AccountClient }> {
+    const row = await this.#row(businessId);
+    return { account: row?.accountSid ?? this.#o.main.accountSid, upstream: this.#clientFor(row) };
+  }
+
+  /**
+   * The client for account `account` (`undefined`: the main one): the main client for the main account,
+   * else the credentials of a business mapped to it. Throws RECGATE_UPSTREAM_AUTH when no business is
+   * mapped to that account any more.
+   */
+  async forAccount(account: string | undefined): Promise<AccountClient> {
+    if (account === undefined || account === this.#o.main.accountSid) return this.#o.mainClient;
+    const row = await this.#fresh(this.#byAccount, account, async () => {
+      const rows = await this.#o.store.byAccountSid(account);
+      // A subaccount row needs no secret; otherwise the first business's own credentials.
+      return rows.find((r) => r.kind === 'subaccount') ?? rows[0];
+    });
+    if (row === undefined) {
+      throw createError('RECGATE_UPSTREAM_AUTH', {
+        cause: new Error(`no business is mapped to account ${account} any more`),
+      });
+    }
+    return this.#clientFor(row);
+  }
+
+  /**
+   * The auth token that signs account `accountSid`'s webhooks, or `undefined` for an account no business is
+   * mapped to (the webhook is then refused as a bad signature). A subaccount's token is read from Twilio
+   * with the main credentials (Twilio shows it to the parent) and remembered for `tokenTtlMs`.
+   */
+  async webhookToken(accountSid: string): Promise<string | undefined> {
+    if (accountSid === this.#o.main.accountSid) return this.#o.main.authToken;
+    return this.#fresh(
+      this.#tokens,
+      accountSid,
+      async () => {
+        const rows = await this.#o.store.byAccountSid(accountSid);
+        const row = rows.find((r) => r.kind === 'subaccount') ?? rows[0];
+        if (row === undefined) return undefined;
+        if (row.kind === 'own') {
+          const own = openCredentials(this.#o.sealer, row.businessId, row.sealedCredentials!);
+          if (own.authToken !== undefined) return own.authToken;
+        }
+        return (await this.#clientFor(row).getAccount()).authToken ?? undefined;
+      },
+      this.#tokenTtlMs,
+    );
+  }
+
+  /** Forgets what is remembered about `businessId` (after this process changed its mapping). */
+  forget(businessId: string): void {
+    const row = this.#rows.get(businessId)?.value;
+    this.#rows.delete(businessId);
+    if (row !== undefined) {
+      this.#byAccount.delete(row.accountSid);
+      this.#tokens.delete(row.accountSid);
+    }
+  }
+
+  /** Closes every client the directory created (not the main one). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const clients = [...this.#clients.values()];
+    this.#clients.clear();
+    await Promise.all(clients.map((c) => c.close()));
+  }
+
+  #row(businessId: string): Promise<AccountRow | undefined> {
+    return this.#fresh(this.#rows, businessId, () => this.#o.store.get(businessId));
+  }
+
+  async #fresh<T>(
+    cache: Map<string, Cached<T>>,
+    key: string,
+    load: () => Promise<T>,
+    ttlMs = this.#ttlMs,
+  ): Promise<T> {
+    const hit = cache.get(key);
+    if (hit !== undefined && this.#now() - hit.at < ttlMs) return hit.value;
+    const value = await load();
+    cache.delete(key);
+    cache.set(key, { value, at: this.#now() });
+    if (cache.size > MAX_REMEMBERED) cache.delete(cache.keys().next().value!);
+    return value;
+  }
+
+  #clientFor(row: AccountRow | undefined): AccountClient {
+    if (row === undefined) return this.#o.mainClient;
+    if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
+    // Own credentials are keyed by what is sealed, so changed credentials get a new client.
+    const key =
+      row.kind === 'subaccount'
+        ? `sub:${row.accountSid}`
+        : `own:${row.accountSid}:${createHash('sha256').update(row.sealedCredentials!).digest('hex')}`;
+    let client = this.#clients.get(key);
+    if (client !== undefined) {
+      this.#clients.delete(key);
+      this.#clients.set(key, client);
+      return client;
+    }
+    client = this.#create(row);
+    this.#clients.set(key, client);
+    while (this.#clients.size > this.#maxClients) {
+      const [oldest, evicted] = this.#clients.entries().next().value!;
+      this.#clients.delete(oldest);
+      // Requests in flight finish first (TwilioClient.close waits for them).
+      void evicted.close().catch(() => undefined);
+    }
+    return client;
+  }
+
+  #create(row: AccountRow): AccountClient {
+    const make = this.#o.createClient ?? ((options: TwilioClientOptions) => new TwilioClient(options));
+    const defaults = this.#o.clientDefaults ?? {};
+    if (row.kind === 'subaccount') {
+      const { main } = this.#o;
+      // The parent's credentials, the subaccount's SID in the path.
+      return make({
+        ...defaults,
+        accountSid: row.accountSid,
+        apiKey: main.apiKey ?? main.accountSid,
+        apiSecret: (main.apiKey === undefined ? main.authToken : main.apiSecret) ?? '',
+        breaker: this.#o.mainBreaker,
+      });
+    }
+    const own = openCredentials(this.#o.sealer, row.businessId, row.sealedCredentials!);
+    return make({
+      ...defaults,
+      accountSid: row.accountSid,
+      ...(own.apiKey === undefined
+        ? { authToken: own.authToken }
+        : { apiKey: own.apiKey, apiSecret: own.apiSecret }),
+      breaker: new UpstreamBreaker(),
+    });
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * A small `pg` pool on the call log's PostgreSQL schema, for the stores that live beside the call log in
+ * its schema (the cache index, the account mapping): `search_path` is set to the schema, so their SQL names
+ * bare tables. Loaded only by PostgreSQL backends (pg costs a SQLite deployment memory).
+ */
+import pg from 'pg';
+
+export interface SchemaPoolOptions {
+  /** A `postgres://` URL: the call log's. */
+  connectionString: string;
+  /** The call log's schema. @default the server's default search_path */
+  schema?: string | undefined;
+  /** Most connections. @default 2 */
+  poolSize?: number | undefined;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Checks the options (a TypeError names the bad one) and opens the pool, which connects lazily. */
+export function schemaPool(options: SchemaPoolOptions): pg.Pool {
+  const { connectionString, schema, poolSize = 2 } = options;
+  if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
+    throw new TypeError('options.schema must match ^[a-z_][a-z0-9_]{0,62}$');
+  }
+  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
+    throw new TypeError('options.poolSize must be a positive integer');
+  }
+  const pool = new pg.Pool({
+    connectionString,
+    max: poolSize,
+    connectionTimeoutMillis: 10_000,
+    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+  });
+  // An idle connection's error (a server restart) is replaced on next use; unhandled, it would crash.
+  pool.on('error', () => undefined);
+  return pool;
+}
