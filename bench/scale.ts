@@ -385,12 +385,7 @@ function openSqlite(path: string): Subject {
         ['afterStarted', SQLITE_SQL.afterStarted, { ...page, ...d }, /started_at<\?/],
         ['firstUnstarted', SQLITE_SQL.firstUnstarted, page, /started_at=\?/],
         ['afterUnstarted', SQLITE_SQL.afterUnstarted, { ...page, ...u }, /\(created_at,call_sid\)<\(\?,\?\)/],
-        [
-          'getForBusiness',
-          SQLITE_SQL.getForBusiness,
-          [d.callSid, business],
-          /INDEX sqlite_autoindex_calls_1/,
-        ],
+        // getForBusiness reads by `get` too (and compares the business), through the records cache.
         ['get', SQLITE_SQL.get, [d.callSid], /INDEX sqlite_autoindex_calls_1/],
       ];
       return queries.map(([name, sql, args, seek]) => {

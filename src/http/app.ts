@@ -5,8 +5,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { Logger } from 'pino';
 import { createError } from '../errors.js';
-import { redactUrl } from '../observability/logger.js';
+import { lazyChild, redactUrl } from '../observability/logger.js';
 import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, installErrorHandlers, sendError } from './errors.js';
@@ -51,6 +52,11 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
       connectionsCheckingInterval: Math.min(1000, deps.config.headersTimeoutMs),
     },
     clientErrorHandler: clientErrorHandler(deps.logger),
+    // A request's logger is made when it first logs (most warm requests log nothing below info).
+    childLoggerFactory: (logger, bindings, opts) =>
+      opts.level === undefined && opts.serializers === undefined
+        ? (lazyChild(logger as Logger, bindings) as FastifyBaseLogger)
+        : logger.child(bindings, opts),
     requestIdHeader: 'x-request-id',
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -64,7 +70,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   });
 
   if (deps.config.maxConnections > 0) app.server.maxConnections = deps.config.maxConnections;
-  app.addHook('onRequest', async (request, reply) => {
+  // Hooks take a callback rather than return a promise: they run on every request, the warm ones included.
+  app.addHook('onRequest', (request, reply, done) => {
     // The idle timeout is for connections between requests; a request in progress is bounded by the
     // request and send timeouts instead (a client waiting for a cold download may see no byte for a while).
     // (inject()'s requests, from tests and embedders, come on a stand-in socket without timers.)
@@ -75,23 +82,29 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the
     // others silently, and playback URLs are built from the Host when no public URL is configured.
     if (hostLines(request.raw.rawHeaders) > 1) {
-      throw createError('RECGATE_INVALID_REQUEST', { message: 'More than one Host header' });
+      done(createError('RECGATE_INVALID_REQUEST', { message: 'More than one Host header' }));
+      return;
     }
+    done();
   });
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
     const started = (request as unknown as { startedAt?: bigint }).startedAt;
     const seconds = started ? Number(process.hrtime.bigint() - started) / 1e9 : 0;
     metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
     metrics.httpDuration.observe({ route, method: request.method }, seconds);
-    request.log.info(
-      {
-        req: { method: request.method, url: redactUrl(request.url), range: request.headers.range },
-        res: { statusCode: reply.statusCode },
-        ms: Math.round(seconds * 1000),
-      },
-      'request completed',
-    );
+    const log = request.log as Logger;
+    if (log.isLevelEnabled('info')) {
+      log.info(
+        {
+          req: { method: request.method, url: redactUrl(request.url), range: request.headers.range },
+          res: { statusCode: reply.statusCode },
+          ms: Math.round(seconds * 1000),
+        },
+        'request completed',
+      );
+    }
+    done();
   });
 
   installErrorHandlers(app, trackRoutes(app));

@@ -47,8 +47,11 @@ export class AuditTrail {
     }
   }
 
-  /** Records one play: logged now, stored with the next batch. Never throws. */
-  play(play: PlayRecord, log: Logger = this.#logger): void {
+  /**
+   * Records one play: logged now, stored with the next batch. Never throws. `playedAt` defaults to now; it
+   * is only formatted when the play is stored (the log line has its own time).
+   */
+  play(play: Omit<PlayRecord, 'playedAt'> & { playedAt?: string }, log: Logger = this.#logger): void {
     log.info(
       {
         event: 'play',
@@ -63,7 +66,7 @@ export class AuditTrail {
     );
     this.#metrics.auditPlays.inc({ outcome: 'logged' });
     if (this.#callLog === undefined) return;
-    this.#pending.push(play);
+    this.#pending.push({ ...play, playedAt: play.playedAt ?? new Date().toISOString() });
     if (this.#pending.length > this.#maxPending) {
       const dropped = this.#pending.splice(0, this.#pending.length - this.#maxPending);
       this.#metrics.auditPlays.inc({ outcome: 'dropped' }, dropped.length);

@@ -30,7 +30,7 @@ import {
 import { GCM_TAG_BYTES } from './decrypt/gcm.js';
 import { type DownloadContext, holds } from './download/context.js';
 import { runDownload } from './download/run.js';
-import type { CacheEventHandler, EmitEvent, RemoveReason } from './events.js';
+import type { CacheEvent, CacheEventHandler, EmitEvent, RemoveReason } from './events.js';
 import { Flight, type Identity } from './flight.js';
 import type { Locker } from './lock/lock.js';
 import { SeekAhead, SeekAheadPool, type SeekAheadSettings } from './seek-ahead.js';
@@ -115,11 +115,6 @@ export class LocalCache implements LocalRecordingCache {
 
   async open(ref: RecordingRef, options: OpenOptions = {}): Promise<CachedRecording> {
     if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
-    const log = (options.log ?? this.#s.logger).child({
-      callSid: ref.ownerCallSid,
-      recordingSid: ref.recordingSid,
-      ...(isCanonical(ref.variant) ? {} : { variant: variantSuffix(ref.variant).slice(1) }),
-    });
     const signal = options.signal;
     signal?.throwIfAborted();
 
@@ -128,11 +123,25 @@ export class LocalCache implements LocalRecordingCache {
     if (entry === undefined) {
       const final = await this.#final(ref);
       if (final !== undefined) {
-        this.#emitter(log, ref)({ event: 'cache_hit', size: final.size }, 'Cache hit');
+        // The hit is the warm path: its event is logged with the recording's SIDs as fields, which costs no
+        // child logger.
+        (options.log ?? this.#s.logger).info(
+          { ...bindingsOf(ref), event: 'cache_hit', size: final.size },
+          'Cache hit',
+        );
+        this.#observe({
+          event: 'cache_hit',
+          size: final.size,
+          callSid: cacheKeyOf(ref),
+          recordingSid: ref.recordingSid,
+        });
         const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
         const hit = new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
         return this.#plain(hit, final.identity?.encryption, ref, options);
       }
+    }
+    const log = (options.log ?? this.#s.logger).child(bindingsOf(ref));
+    if (entry === undefined) {
       // Look again after the await, and start the flight without awaiting: that makes it single.
       entry = this.#running(ref);
       joined = entry !== undefined;
@@ -410,13 +419,26 @@ export class LocalCache implements LocalRecordingCache {
   #emitter(log: Logger, ref: RecordingRef): EmitEvent {
     return (body, message, level = 'info') => {
       log[level](body, message);
-      try {
-        this.#s.onEvent?.({ ...body, callSid: cacheKeyOf(ref), recordingSid: ref.recordingSid });
-      } catch {
-        // Metrics must never break serving.
-      }
+      this.#observe({ ...body, callSid: cacheKeyOf(ref), recordingSid: ref.recordingSid });
     };
   }
+
+  #observe(event: CacheEvent): void {
+    try {
+      this.#s.onEvent?.(event);
+    } catch {
+      // Metrics must never break serving.
+    }
+  }
+}
+
+/** What a recording's log lines carry: its owner call, its SID, and its variant unless canonical. */
+function bindingsOf(ref: RecordingRef): Record<string, string> {
+  return {
+    callSid: ref.ownerCallSid,
+    recordingSid: ref.recordingSid,
+    ...(isCanonical(ref.variant) ? {} : { variant: variantSuffix(ref.variant).slice(1) }),
+  };
 }
 
 /** The GCM tag a recording kept encrypted carries after its bytes: not part of what is served. */
@@ -471,5 +493,13 @@ class InflightRecording implements CachedRecording {
       return failed;
     }
     return this.#store.createReadStream(cacheKeyOf(this.#ref), start, end, this.#fileId);
+  }
+
+  readNow(start: number, end: number): Buffer | undefined {
+    if (this.#flight !== undefined && this.#flight.state !== 'complete') return undefined;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
+      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
+    }
+    return this.#store.read?.(cacheKeyOf(this.#ref), start, end, this.#fileId);
   }
 }

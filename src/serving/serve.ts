@@ -54,6 +54,12 @@ export interface ServeResult {
   readonly headers: Record<string, string>;
   /** The body; absent for HEAD, 304, 412 and 416 (whose Content-Length is then 0 or the GET's length). */
   readonly stream?: Readable;
+  /**
+   * The whole body at once, when the source had it at hand ({@link ByteSource.readNow}: a small range of a
+   * cached file). `stream` then reads these same bytes, but a writer should send this buffer and skip the
+   * stream (`write.ts` does): no stream is made unless `stream` is read.
+   */
+  readonly body?: Buffer;
 }
 
 /**
@@ -71,7 +77,7 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
 
   const validatorHeaders: Record<string, string> = { ETag: source.etag };
   if (!Number.isNaN(source.lastModified.getTime())) {
-    validatorHeaders['Last-Modified'] = formatHttpDate(source.lastModified);
+    validatorHeaders['Last-Modified'] = httpDateOf(source.lastModified);
   }
   if (cacheControl !== undefined) validatorHeaders['Cache-Control'] = cacheControl;
 
@@ -109,7 +115,7 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     responseHeaders['Content-Type'] = contentType;
     responseHeaders['Content-Length'] = String(end - start + 1);
     responseHeaders['Content-Range'] = contentRange(start, end, size);
-    return withStream(206, responseHeaders, withBody ? () => source.createReadStream(start, end) : undefined);
+    return withStream(206, responseHeaders, withBody ? rangeBody(source, start, end) : undefined);
   }
 
   if (range.kind === 'ranges') {
@@ -117,21 +123,63 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     const plan = planMultipart(range.ranges, size, contentType, boundary);
     responseHeaders['Content-Type'] = `multipart/byteranges; boundary=${boundary}`;
     responseHeaders['Content-Length'] = String(plan.length);
-    return withStream(206, responseHeaders, withBody ? () => new MultipartStream(source, plan) : undefined);
+    return withStream(
+      206,
+      responseHeaders,
+      withBody ? { open: () => new MultipartStream(source, plan) } : undefined,
+    );
   }
 
   responseHeaders['Content-Type'] = contentType;
   responseHeaders['Content-Length'] = String(size);
-  const full = () => (size === 0 ? Readable.from([]) : source.createReadStream(0, size - 1));
+  const full: Body = size === 0 ? { open: () => Readable.from([]) } : rangeBody(source, 0, size - 1);
   return withStream(200, responseHeaders, withBody ? full : undefined);
+}
+
+/** How a response's body is made: a stream, or the bytes at once when the source has them at hand. */
+interface Body {
+  open(): Readable;
+  now?(): Buffer | undefined;
+}
+
+function rangeBody(source: ByteSource, start: number, end: number): Body {
+  return {
+    open: () => source.createReadStream(start, end),
+    now: source.readNow === undefined ? undefined : () => source.readNow?.(start, end),
+  };
+}
+
+/** Formatted Last-Modified dates by Date object: a cached recording's is the same object on every request. */
+const httpDates = new WeakMap<Date, { time: number; text: string }>();
+
+function httpDateOf(date: Date): string {
+  const time = date.getTime();
+  let known = httpDates.get(date);
+  if (known?.time !== time) {
+    known = { time, text: formatHttpDate(date) };
+    httpDates.set(date, known);
+  }
+  return known.text;
 }
 
 function withStream(
   statusCode: 200 | 206,
   headers: Record<string, string>,
-  open: (() => Readable) | undefined,
+  body: Body | undefined,
 ): ServeResult {
-  return open === undefined ? { statusCode, headers } : { statusCode, headers, stream: open() };
+  if (body === undefined) return { statusCode, headers };
+  const bytes = body.now?.();
+  if (bytes === undefined) return { statusCode, headers, stream: body.open() };
+  let stream: Readable | undefined;
+  return {
+    statusCode,
+    headers,
+    body: bytes,
+    get stream() {
+      stream ??= Readable.from([bytes]);
+      return stream;
+    },
+  };
 }
 
 interface ResolvedOptions {
@@ -144,14 +192,20 @@ interface ResolvedOptions {
 // Header values must not smuggle CR/LF or other controls into the response (RFC 9110 §5.5).
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+/** Option values already found valid; most requests repeat the last few (bounded, emptied when full). */
+const validValues = new Set<string>();
+const VALID_VALUES_KEPT = 1024;
+
 function validateOptions(options: ServeOptions): ResolvedOptions {
   const check = (name: string, value: string | undefined): string | undefined => {
-    if (value === undefined) return undefined;
+    if (value === undefined || validValues.has(value)) return value;
     if (typeof value !== 'string' || value.trim() === '' || !FIELD_VALUE.test(value)) {
       throw createError('RECGATE_INTERNAL', {
         message: `options.${name} must be a non-empty string without control characters`,
       });
     }
+    if (validValues.size >= VALID_VALUES_KEPT) validValues.clear();
+    validValues.add(value);
     return value;
   };
   const { maxRanges } = options;
@@ -166,20 +220,23 @@ function validateOptions(options: ServeOptions): ResolvedOptions {
   };
 }
 
-const CONSULTED = [
+const CONSULTED = new Set([
   'range',
   'if-range',
   'if-match',
   'if-none-match',
   'if-modified-since',
   'if-unmodified-since',
-];
+]);
 
 function normalizeHeaders(raw: Readonly<Record<string, string | string[] | undefined>>): HeaderValues {
   const out: Record<string, string | undefined> = {};
-  for (const [name, value] of Object.entries(raw)) {
-    const key = name.toLowerCase();
-    if (value === undefined || !CONSULTED.includes(key)) continue;
+  // for…in rather than Object.entries: no array of pairs per request.
+  for (const name in raw) {
+    const value = raw[name];
+    if (value === undefined) continue;
+    const key = CONSULTED.has(name) ? name : name.toLowerCase();
+    if (!CONSULTED.has(key)) continue;
     // Repeated fields combine into one list (RFC 9110 §5.3); for singletons the result is invalid, so ignored.
     const joined = Array.isArray(value) ? value.join(', ') : value;
     out[key] = out[key] === undefined ? joined : `${out[key]}, ${joined}`;

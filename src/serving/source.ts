@@ -16,4 +16,10 @@ export interface ByteSource {
    * they land and errors, never ends short, if the download fails. Reads in constant memory.
    */
   createReadStream(start: number, end: number): Readable;
+  /**
+   * Optional. Bytes `start..end` (both inclusive) at once, when the source has them at hand and the range is
+   * small (a cached file's descriptor, one read chunk); `undefined` otherwise, and the bytes are streamed.
+   * The buffer may come from the chunk pool (`io/chunks.ts`): whoever writes it gives it back once flushed.
+   */
+  readNow?(start: number, end: number): Buffer | undefined;
 }

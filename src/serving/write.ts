@@ -49,12 +49,45 @@ export function writeResult(
   const sent = { bytes: 0 };
   const onClose = options.onClose;
   if (onClose !== undefined) res.once('close', () => onClose(sent.bytes, res.writableFinished));
+  if (result.body !== undefined) {
+    writeBody(result.body, res, options, sent);
+    return;
+  }
   if (result.stream === undefined) {
     res.end();
     return;
   }
   if (options.flushHeaders) res.flushHeaders();
   pumpTo(result.stream, res, options, sent);
+}
+
+/**
+ * Writes a body held in one buffer and ends `res`: with the headers, in one write to the socket. The buffer
+ * goes back to the chunk pool once the socket took it. The send timeout runs until then: with one chunk,
+ * "no progress" and "not finished" are the same.
+ */
+function writeBody(body: Buffer, res: ServerResponse, options: PumpOptions, sent: { bytes: number }): void {
+  const timeoutMs = options.sendTimeoutMs ?? 0;
+  const length = body.length;
+  const stall =
+    timeoutMs > 0
+      ? setTimeout(() => {
+          options.onSendTimeout?.();
+          res.destroy();
+        }, timeoutMs)
+      : undefined;
+  // 'finish': the socket took the whole response; a response cut short never finishes, and its buffer,
+  // which a pending write may still hold, is left to the garbage collector.
+  res.once('finish', () => {
+    clearTimeout(stall);
+    sent.bytes += length;
+    returnChunk(body);
+  });
+  if (stall !== undefined) res.once('close', () => clearTimeout(stall));
+  // Corked, the headers and the body leave in one writev instead of two writes.
+  res.cork();
+  res.end(body);
+  res.uncork();
 }
 
 /**

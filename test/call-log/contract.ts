@@ -132,6 +132,29 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
       assert.equal(await log.ping(), true);
     });
 
+    test('a call read again after a change shows the change, whichever instance made it', async (t) => {
+      const { log, second } = await open(t);
+      const [acme, globex] = [newBusiness(), newBusiness()];
+      const [callSid, absent] = [newCallSid(), newCallSid()];
+      await log.upsert({ businessId: acme, callSid });
+      // Read first, so that an instance remembering what it read would answer from memory afterwards.
+      assert.equal((await log.getForBusiness(acme, callSid))?.purgedAt, null);
+      assert.equal(await log.get(absent), undefined);
+      await log.markPurged(callSid, null);
+      assert.notEqual((await log.getForBusiness(acme, callSid))?.purgedAt, null, 'its own write');
+      await log.upsert({ businessId: acme, callSid: absent });
+      assert.equal((await log.get(absent))?.businessId, acme, 'a call that was missing');
+      if (!second) return;
+      const other = await second();
+      const elsewhere = newCallSid();
+      assert.equal(await log.getForBusiness(globex, elsewhere), undefined);
+      await other.upsert({ businessId: globex, callSid: elsewhere });
+      await other.markPurged(absent, null);
+      assert.equal((await log.getForBusiness(globex, elsewhere))?.businessId, globex, "another's new call");
+      assert.notEqual((await log.get(absent))?.purgedAt, null, "another instance's purge");
+      assert.equal(await log.getForBusiness(acme, elsewhere), undefined, 'still only for its business');
+    });
+
     test('get and getForBusiness miss with undefined', async (t) => {
       const { log } = await open(t);
       assert.equal(await log.get(newCallSid()), undefined);

@@ -42,6 +42,8 @@ function containerEnv(): Record<string, string> {
       assert.ok(ref, `${entry.name}: only secretKeyRef is used`);
       assert.equal(ref.name, secret.doc.metadata.name, `${entry.name} reads the Secret the template defines`);
       const value = secret.doc.stringData[ref.key];
+      // An optional key may stay out of the template (a secret with no safe example value): then unset.
+      if (value === undefined && ref.optional === true) continue;
       assert.ok(value !== undefined, `${entry.name}: the Secret template has key ${ref.key}`);
       env[entry.name] = String(value);
     } else {

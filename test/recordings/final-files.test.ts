@@ -122,3 +122,66 @@ describe('FinalFiles', () => {
     assert.throws(() => new FinalFiles(0), /maxOpenFiles/);
   });
 });
+
+describe('FinalFiles.read', () => {
+  it('reads a small range of a remembered file at once; declines what it cannot read that way', async (t) => {
+    const dir = tempDir(t);
+    const body = Buffer.from(Array.from({ length: 200_000 }, (_, i) => i % 253));
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, body);
+    const files = new FinalFiles(4);
+    t.after(() => files.close());
+    assert.equal(files.read('a', 0, 9), undefined, 'nothing remembered yet');
+    const info = (await files.stat('a', path))!;
+    assert.deepEqual(files.read('a', 1000, 66_535), body.subarray(1000, 66_536));
+    assert.deepEqual(files.read('a', 5, 5, info.fileId), body.subarray(5, 6));
+    assert.equal(files.read('a', 0, 65_536), undefined, 'more than one chunk is streamed');
+    assert.equal(files.read('a', 0, 9, '1:2'), undefined, 'another file than the one asked for');
+    // A removed file that a request found a moment before is still read, by its id.
+    unlinkSync(path);
+    files.forget('a');
+    assert.equal(files.read('a', 0, 9), undefined);
+    assert.deepEqual(files.read('a', 0, 9, info.fileId), body.subarray(0, 10));
+  });
+
+  it('fails a read past the end of a file shorter than its range', async (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, Buffer.alloc(1000, 3));
+    const files = new FinalFiles(4);
+    t.after(() => files.close());
+    await files.stat('a', path);
+    assert.throws(() => files.read('a', 900, 1099), { code: 'RECGATE_STORAGE_ERROR' });
+  });
+
+  it('turns synchronous reads off for a while after several slow ones, not after one', async (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, 'a.mp3');
+    writeFileSync(path, Buffer.alloc(1000, 4));
+    // The clock moves by `step` each time it is asked: a slow read is one during which it moves a lot.
+    let now = 0;
+    let step = 0;
+    const files = new FinalFiles(4, undefined, 1_000_000, () => {
+      now += step;
+      return now;
+    });
+    t.after(() => files.close());
+    await files.stat('a', path);
+    const read = () => files.read('a', 0, 99) !== undefined;
+    const slowRead = () => {
+      step = 5;
+      const ok = read();
+      step = 0;
+      return ok;
+    };
+    assert.ok(slowRead(), 'a slow read is answered');
+    for (let i = 0; i < 40; i++) assert.ok(read());
+    assert.ok(slowRead() && slowRead(), 'one slow read, forgotten after fast ones, then two more');
+    assert.ok(slowRead(), 'the third slow one close together is still answered…');
+    assert.equal(read(), false, '…and turns synchronous reads off');
+    now += 9_000;
+    assert.equal(read(), false, 'still off within the back-off');
+    now += 2_000;
+    assert.ok(read(), 'on again after it');
+  });
+});

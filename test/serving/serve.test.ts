@@ -413,3 +413,51 @@ describe('fileSource', () => {
     }
   });
 });
+
+describe('serve: bytes the source has at hand (readNow)', () => {
+  const atHand = (has: boolean) => {
+    const base = source();
+    const asked: [number, number][] = [];
+    return Object.assign(base, {
+      asked,
+      readNow(start: number, end: number) {
+        asked.push([start, end]);
+        return has ? BODY.subarray(start, end + 1) : undefined;
+      },
+    });
+  };
+
+  test('a single range comes as result.body, with no stream opened; result.stream reads the same bytes', async () => {
+    const src = atHand(true);
+    const res = serve(get({ range: 'bytes=100-199' }), src, OPTIONS);
+    assert.equal(res.statusCode, 206);
+    assert.deepEqual(src.asked, [[100, 199]]);
+    assert.ok(res.body?.equals(BODY.subarray(100, 200)));
+    assert.equal(res.headers['Content-Length'], '100');
+    assert.equal(src.opened.length, 0, 'no stream until one is asked for');
+    assert.ok((await readAll(res.stream!)).equals(BODY.subarray(100, 200)));
+    assert.equal(src.opened.length, 0, "the stream reads the body, not the source's stream");
+  });
+
+  test('the whole representation too; a source without the bytes at hand streams as before', async () => {
+    const whole = serve(get(), atHand(true), OPTIONS);
+    assert.equal(whole.statusCode, 200);
+    assert.ok(whole.body?.equals(BODY));
+    const src = atHand(false);
+    const streamed = serve(get({ range: 'bytes=0-9' }), src, OPTIONS);
+    assert.equal(streamed.body, undefined);
+    assert.ok((await readAll(streamed.stream!)).equals(BODY.subarray(0, 10)));
+    assert.equal(src.opened.length, 1);
+  });
+
+  test('no body is read for HEAD, 304, 416 or several ranges', () => {
+    const src = atHand(true);
+    assert.equal(serve(head({ range: 'bytes=0-9' }), src, OPTIONS).body, undefined);
+    assert.equal(serve(get({ 'if-none-match': '"RE1-1000"' }), src, OPTIONS).statusCode, 304);
+    assert.equal(serve(get({ range: 'bytes=5000-' }), src, OPTIONS).statusCode, 416);
+    const multi = serve(get({ range: 'bytes=0-9,20-29' }), src, OPTIONS);
+    assert.equal(multi.body, undefined);
+    multi.stream?.destroy();
+    assert.deepEqual(src.asked, []);
+  });
+});

@@ -126,6 +126,48 @@ describe('writing a serve() result', () => {
     assert.deepEqual(finished.sort(), ['/full', '/head'], 'a response cut short never counts as finished');
   });
 
+  it('writeResult with a body at hand: headers and bytes in one response, bytes counted, the chunk given back', async (t) => {
+    const closed: [number, boolean][] = [];
+    let finished = 0;
+    let freeWhileLent = -1;
+    const server = createServer((_req, res) => {
+      const body = takeChunk(50_000).fill(9);
+      freeWhileLent = freeChunks();
+      writeResult(
+        res,
+        {
+          statusCode: 206,
+          headers: { 'content-length': '50000', 'content-range': 'bytes 0-49999/80000' },
+          body,
+        },
+        {
+          headers: { 'x-request-id': 'r1' },
+          onFinish: () => finished++,
+          onClose: (bytes, whole) => closed.push([bytes, whole]),
+          sendTimeoutMs: 60_000,
+        },
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) =>
+      httpRequest(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, resolve)
+        .on('error', reject)
+        .end(),
+    );
+    assert.equal(res.statusCode, 206);
+    assert.equal(res.headers['x-request-id'], 'r1');
+    assert.equal(res.headers['content-range'], 'bytes 0-49999/80000');
+    const chunks: Buffer[] = [];
+    for await (const chunk of res) chunks.push(chunk as Buffer);
+    assert.ok(Buffer.concat(chunks).equals(Buffer.alloc(50_000, 9)));
+    for (let i = 0; i < 100 && closed.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(closed, [[50_000, true]]);
+    assert.equal(finished, 1);
+    assert.equal(freeChunks(), freeWhileLent + 1, 'the buffer went back to the pool once the socket took it');
+  });
+
   it('cuts a client that stops reading after the send timeout, and destroys the body', async (t) => {
     // 8 MB: more than the kernel buffers for a client that reads nothing (about 3.9 MB on loopback).
     const size = 128 * CHUNK_SIZE;

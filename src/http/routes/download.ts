@@ -28,9 +28,11 @@ export const RECORDING_CACHE_CONTROL = 'private, max-age=31536000, immutable';
  * the Range header is parsed properly by serve() once the size is known.
  */
 function rangeStartHint(header: string | undefined): number | undefined {
-  const m = header === undefined ? null : /^bytes=(\d{1,15})-/i.exec(header);
+  if (header === undefined) return undefined;
+  const m = RANGE_START.exec(header);
   return m ? Number(m[1]) : undefined;
 }
+const RANGE_START = /^bytes=(\d{1,15})-/i;
 
 /** The headers Fastify set on the reply so far (the request id), as strings for a raw response. */
 function headersOf(reply: FastifyReply): Record<string, string> {
@@ -131,7 +133,9 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
             },
             'serving recording',
           );
-          if (!result.stream) return reply.code(result.statusCode).headers(result.headers).send();
+          if (result.body === undefined && result.stream === undefined) {
+            return reply.code(result.statusCode).headers(result.headers).send();
+          }
           // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
           // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
           reply.hijack();
@@ -145,7 +149,6 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
             onClose: (bytes) =>
               deps.audit.play(
                 {
-                  playedAt: new Date().toISOString(),
                   businessId,
                   callSid,
                   recordingSid: ref.recordingSid,

@@ -177,7 +177,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   }
 
   async stat(id: string, options: { fresh?: boolean } = {}): Promise<FinalInfo | undefined> {
-    return this.#finals.stat(id, this.finalPath(id), options.fresh === true);
+    return this.#finals.stat(id, () => this.finalPath(id), options.fresh === true);
   }
 
   createReadStream(id: string, start: number, end: number, fileId?: string): Readable {
@@ -185,6 +185,10 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       this.#finals.createReadStream(id, start, end, fileId) ??
       new FdRange(this.finalPath(id), start, end, undefined, fileId)
     );
+  }
+
+  read(id: string, start: number, end: number, fileId?: string): Buffer | undefined {
+    return this.#finals.read(id, start, end, fileId);
   }
 
   async close(): Promise<void> {

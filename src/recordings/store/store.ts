@@ -243,6 +243,14 @@ export interface RecordingStore {
    */
   createReadStream(id: string, start: number, end: number, fileId?: string): Readable;
 
+  /**
+   * Optional. Bytes `start..end` of the finished recording at once, in one buffer of the chunk pool
+   * (`io/chunks.ts`), when the store can read them cheaply now (a small range of a file it keeps open);
+   * `undefined` otherwise, and the caller streams them with {@link createReadStream}. `fileId` as there.
+   * Throws RECGATE_STORAGE_ERROR when the read fails.
+   */
+  read?(id: string, start: number, end: number, fileId?: string): Buffer | undefined;
+
   /** Releases what the store keeps open between requests (descriptors of finished files). */
   close?(): Promise<void>;
 
