@@ -313,6 +313,7 @@ describe('AtRestDecryption', () => {
     complete: true,
     encryption,
     createReadStream: (start, end) => Readable.from([body.subarray(start, end + 1)]),
+    readNow: (start, end) => Buffer.from(body.subarray(start, end + 1)),
   });
   /** Keys that count how often they are asked, and can be swapped or removed. */
   const keyring = () => {
@@ -346,6 +347,10 @@ describe('AtRestDecryption', () => {
       assert.ok(got.equals(plaintext.subarray(start, end + 1)), `${start}-${end}`);
     }
     assert.throws(() => view.createReadStream(0, view.size), RangeError, 'the tag is never read out');
+    assert.throws(() => view.readNow!(0, view.size), RangeError);
+    assert.ok(view.readNow!(4990, 4999)!.equals(plaintext.subarray(4990)), 'a small range at once');
+    assert.ok(view.readNow!(15, 16)!.equals(plaintext.subarray(15, 17)));
+    assert.equal(view.readNow!(0, view.size - 1), undefined, 'the whole streams, to check its tag');
   });
 
   it('keeps at most maxKeys unwrapped keys, drops them on forget, and needs the key at every open', () => {

@@ -13,6 +13,8 @@
  * - **A whole read** (0 to the last byte) decrypts from byte 0 and checks the tag at the end: a file changed
  *   on disk errors the stream (RECGATE_RECORDING_TAMPERED) before its last plaintext block, so it is never
  *   served whole. Reads of a download still running get the same, as bytes arrive.
+ * - **A small range of a finished file** may be served at once (`readNow`): the ciphertext the store has at
+ *   hand, decrypted in place. The whole recording always streams.
  * - **A range** decrypts alone (AES-CTR at counter J0+1+⌊start/16⌋, see `gcm.ts`) and is not authenticated:
  *   a byte changed on disk inside it comes out changed, undetected. Checking would mean reading the whole
  *   file per range; the tag was checked over every byte before the file was committed, so only a change on
@@ -27,6 +29,7 @@ import { recordingEtag } from '../variant.js';
 import {
   CannotOpen,
   type ContentKey,
+  decryptAt,
   GCM_IV_BYTES,
   GCM_TAG_BYTES,
   openRange,
@@ -34,7 +37,7 @@ import {
   unwrapContentKey,
 } from './gcm.js';
 import type { RecordingKeys } from './keys.js';
-import { pipe } from './media.js';
+import { pipe, tampered } from './media.js';
 
 export interface AtRestDecryptionOptions {
   /** The businesses' private keys; none: every recording kept encrypted answers RECGATE_RECORDING_ENCRYPTED. */
@@ -150,20 +153,33 @@ class DecryptingRecording implements CachedRecording {
   }
 
   createReadStream(start: number, end: number): Readable {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
-      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
-    }
+    this.#check(start, end);
     if (end < start) return Readable.from([]);
     if (start === 0 && end === this.size - 1) {
       // The tag too, so the whole is checked; the last plaintext block waits for it.
-      const whole = openWhole(this.#key, (why, cause) =>
-        createError('RECGATE_RECORDING_TAMPERED', {
-          cause: cause === undefined ? new Error(why) : new Error(why, { cause }),
-        }),
-      );
+      const whole = openWhole(this.#key, tampered);
       return pipe(this.#cipher.createReadStream(0, this.#cipher.size - 1), whole);
     }
     const length = end - start + 1;
     return pipe(this.#cipher.createReadStream(start, end), openRange(this.#key, start, length));
+  }
+
+  /**
+   * A small range at once, when the ciphertext is at hand: decrypted into the same buffer (of the chunk
+   * pool, as the serving code expects). Never the whole recording: that streams, to check the tag.
+   */
+  readNow(start: number, end: number): Buffer | undefined {
+    this.#check(start, end);
+    if (start === 0 && end === this.size - 1) return undefined;
+    const data = this.#cipher.readNow?.(start, end);
+    if (data === undefined) return undefined;
+    decryptAt(this.#key, start, data).copy(data);
+    return data;
+  }
+
+  #check(start: number, end: number): void {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
+      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
+    }
   }
 }

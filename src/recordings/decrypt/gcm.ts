@@ -185,10 +185,7 @@ export function verifyWhole(key: ContentKey, onBadTag: (why: string, cause?: unk
  * tag or beyond, is dropped). Unauthenticated: see the module comment.
  */
 export function openRange(key: ContentKey, start: number, limit: number): Transform {
-  const decipher = createDecipheriv('aes-256-ctr', key.cek, counterBlock(key.iv, start));
-  // The first block may begin before `start`: its leading keystream bytes are spent on nothing.
-  const skip = start % BLOCK;
-  if (skip > 0) decipher.update(Buffer.alloc(skip));
+  const decipher = ctrAt(key, start);
   let left = limit;
   return new Transform({
     transform(chunk: Buffer, _encoding, callback: TransformCallback) {
@@ -201,6 +198,20 @@ export function openRange(key: ContentKey, start: number, limit: number): Transf
       callback(null, decipher.update(take));
     },
   });
+}
+
+/** Decrypts `data`, the ciphertext from byte `start` on, at once. Unauthenticated, as {@link openRange}. */
+export function decryptAt(key: ContentKey, start: number, data: Buffer): Buffer {
+  return ctrAt(key, start).update(data);
+}
+
+/** AES-CTR positioned at ciphertext byte `start`. */
+function ctrAt(key: ContentKey, start: number) {
+  const decipher = createDecipheriv('aes-256-ctr', key.cek, counterBlock(key.iv, start));
+  // The first block may begin before `start`: its leading keystream bytes are spent on nothing.
+  const skip = start % BLOCK;
+  if (skip > 0) decipher.update(Buffer.alloc(skip));
+  return decipher;
 }
 
 function base64Field(o: Record<string, unknown>, name: string): Buffer {

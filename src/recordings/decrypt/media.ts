@@ -293,7 +293,7 @@ function plainSize(cipherSize: number): number {
   return Math.max(0, cipherSize - GCM_TAG_BYTES);
 }
 
-function tampered(why: string, cause?: unknown) {
+export function tampered(why: string, cause?: unknown) {
   return createError('RECGATE_RECORDING_TAMPERED', {
     cause: cause === undefined ? new Error(why) : new Error(why, { cause }),
   });
