@@ -31,16 +31,26 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { loadConfig } from '../../src/config/config.js';
+import { encryptMedia } from '../../src/emulator/encryption.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import type { CachedRecording, RecordingRef } from '../../src/recordings/cache.js';
 import { AtRestDecryption } from '../../src/recordings/decrypt/at-rest.js';
+import { RecordingDecryption } from '../../src/recordings/decrypt/media.js';
 import type { StoredEncryption } from '../../src/recordings/store/store.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { api } from '../emulator/helpers.js';
 import { isCode, readAll, sha256, tempDir } from '../helpers/common.js';
 import { settledFiles } from '../helpers/recordings.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-import { type Outcome, requestOutcome } from './helpers.js';
+import {
+  audioBytes,
+  FakeUpstream,
+  makeCache,
+  newRef,
+  type Outcome,
+  requestOutcome,
+  settled,
+} from './helpers.js';
 
 const pem = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }) as string;
 const keys = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -382,4 +392,53 @@ it('--store-encrypted comes from the flag or RECGATE_STORE_ENCRYPTED=1, off by d
   assert.equal(loadConfig({ demo: true }, {}).storeEncrypted, false);
   assert.equal(loadConfig({ demo: true }, { RECGATE_STORE_ENCRYPTED: '1' }).storeEncrypted, true);
   assert.equal(loadConfig({ demo: true, storeEncrypted: true }, {}).storeEncrypted, true);
+});
+
+it("two caches on one directory: the one that follows the other's download reads the plaintext, during and after", async (t) => {
+  const dir = tempDir(t);
+  const plain = audioBytes(120_000);
+  const media = encryptMedia(plain, `CR${'1'.repeat(32)}`, keys.publicKey);
+  const upstream = new FakeUpstream({ data: media.data, chunkSize: 8192, chunkDelayMs: 5 });
+  const decryption = new RecordingDecryption({
+    upstream,
+    headFor: async () => upstream,
+    lookup: async (sid) => ({
+      sid,
+      callSid: `CA${'0'.repeat(32)}` as never,
+      status: 'completed',
+      durationS: 1,
+      dateCreated: null,
+      encryptionDetails: media.details,
+    }),
+    keys: { get: () => keys.privateKey },
+    storeEncrypted: true,
+  });
+  const atRest = new AtRestDecryption({ keys: { get: () => keys.privateKey } });
+  const options = {
+    mediaFor: (business: string) => decryption.forBusiness(business),
+    decryptStored: (recording: CachedRecording, ref: RecordingRef, business: string) =>
+      atRest.open(recording, ref, business),
+  };
+  const first = makeCache(t, dir, upstream, options).cache;
+  const second = makeCache(t, dir, upstream, options).cache;
+  const ref = newRef();
+  const downloading = await first.open(ref, { businessId: 'acme' });
+  assert.equal(downloading.size, plain.length);
+  const following = await second.open(ref, { businessId: 'acme' });
+  assert.equal(following.outcome, 'wait', "it follows the first cache's download");
+  assert.equal(following.size, plain.length);
+  const [a, b, tail] = await Promise.all([
+    readAll(downloading.createReadStream(0, plain.length - 1)),
+    readAll(following.createReadStream(0, plain.length - 1)),
+    readAll(following.createReadStream(plain.length - 16, plain.length - 1)),
+  ]);
+  assert.ok(a.equals(plain));
+  assert.ok(b.equals(plain));
+  assert.ok(tail.equals(plain.subarray(plain.length - 16)));
+  await settled(dir, ref);
+  assert.ok(readFileSync(join(dir, `${ref.ownerCallSid}.mp3`)).equals(media.data));
+  const hit = await second.open(ref, { businessId: 'acme' });
+  assert.equal(hit.outcome, 'hit');
+  assert.ok((await readAll(hit.createReadStream(0, plain.length - 1))).equals(plain));
+  assert.equal(upstream.calls.filter((c) => c.start === undefined).length, 1, 'one download');
 });
