@@ -94,7 +94,8 @@ export interface RecordingCache {
    * start a download: RECGATE_UPSTREAM_THROTTLED (the upstream breaker is open), RECGATE_RATE_LIMITED (the
    * business's cold-download rate) and RECGATE_UPSTREAM_BUSY (the admission queue is full or its wait ran
    * out); for an encrypted recording (with the gateway's decryption), RECGATE_RECORDING_ENCRYPTED (no key
-   * opens it) and RECGATE_RECORDING_TAMPERED (it failed its integrity check). A request that finds the file, joins a download or follows another process's never waits for
+   * opens it; with a recording kept encrypted on disk, also for a finished file) and
+   * RECGATE_RECORDING_TAMPERED (it failed its integrity check). A request that finds the file, joins a download or follows another process's never waits for
    * admission.
    */
   open(ref: RecordingRef, options?: OpenOptions): Promise<CachedRecording>;

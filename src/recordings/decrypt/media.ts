@@ -18,6 +18,10 @@
  *   commits the file still checks the tag over every byte. A resume from the middle (`start` without `end`)
  *   cannot check the tag, so it fetches the whole body instead and answers 200, as an upstream that ignored
  *   the Range would: the download restarts from byte 0 and verifies.
+ * - **Kept encrypted** (`storeEncrypted`, `--store-encrypted`): `fetchMedia` hands the cache the ciphertext
+ *   and tag instead, sizes as Twilio's, marked with `MediaResponse.encryption` (the wrapped key and IV) so
+ *   the store keeps them beside the file; a whole body's tag is still checked, before its last 16 bytes
+ *   flow. Reads decrypt at the cache boundary (`at-rest.ts`). HEADs answer plaintext sizes either way.
  */
 import { pipeline, type Readable, type Transform } from 'node:stream';
 import { createError } from '../../errors.js';
