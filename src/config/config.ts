@@ -146,7 +146,7 @@ export const ConfigSchema = z
      * Keep an encrypted recording on disk as Twilio sent it (ciphertext and GCM tag, checked before it is
      * committed, with its wrapped key beside it) and decrypt every read, instead of storing the plaintext:
      * removing a business's key (then SIGHUP) then also closes its finished files. Needs
-     * `recordingKeysDir`. @default false
+     * `recordingKeysDir` (refused without it). @default false
      */
     storeEncrypted: z.boolean().default(false),
     /**
@@ -282,6 +282,13 @@ export const ConfigSchema = z
         path: ['cacheMaxBytes'],
         message:
           'cache limits keep their index in the call log, which an in-memory SQLite --database cannot share',
+      });
+    }
+    if (c.storeEncrypted && c.recordingKeysDir === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['storeEncrypted'],
+        message: 'store-encrypted needs --recording-keys-dir (without keys nothing encrypted is stored)',
       });
     }
     if (c.upstreamConcurrencyGlobal !== undefined && database?.kind !== 'postgres') {

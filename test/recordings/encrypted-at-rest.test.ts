@@ -388,10 +388,15 @@ describe('AtRestDecryption', () => {
   });
 });
 
-it('--store-encrypted comes from the flag or RECGATE_STORE_ENCRYPTED=1, off by default', () => {
+it('--store-encrypted comes from the flag or RECGATE_STORE_ENCRYPTED=1, off by default, and needs keys', () => {
+  const keysDir = { recordingKeysDir: '/etc/recgate/keys' };
   assert.equal(loadConfig({ demo: true }, {}).storeEncrypted, false);
-  assert.equal(loadConfig({ demo: true }, { RECGATE_STORE_ENCRYPTED: '1' }).storeEncrypted, true);
-  assert.equal(loadConfig({ demo: true, storeEncrypted: true }, {}).storeEncrypted, true);
+  assert.equal(loadConfig({ demo: true, ...keysDir }, { RECGATE_STORE_ENCRYPTED: '1' }).storeEncrypted, true);
+  assert.equal(loadConfig({ demo: true, ...keysDir, storeEncrypted: true }, {}).storeEncrypted, true);
+  assert.throws(
+    () => loadConfig({ demo: true, storeEncrypted: true }, {}),
+    /store-encrypted needs --recording-keys-dir/,
+  );
 });
 
 it("two caches on one directory: the one that follows the other's download reads the plaintext, during and after", async (t) => {
