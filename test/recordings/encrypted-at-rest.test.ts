@@ -44,6 +44,7 @@ import { settledFiles } from '../helpers/recordings.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 import {
   audioBytes,
+  encryptedResource,
   FakeUpstream,
   makeCache,
   newRef,
@@ -407,14 +408,7 @@ it("two caches on one directory: the one that follows the other's download reads
   const decryption = new RecordingDecryption({
     upstream,
     headFor: async () => upstream,
-    lookup: async (sid) => ({
-      sid,
-      callSid: `CA${'0'.repeat(32)}` as never,
-      status: 'completed',
-      durationS: 1,
-      dateCreated: null,
-      encryptionDetails: media.details,
-    }),
+    lookup: async (sid) => encryptedResource(sid, media.details),
     keys: { get: () => keys.privateKey },
     storeEncrypted: true,
   });

@@ -20,6 +20,7 @@ import type { MediaRequest, Upstream } from '../../src/upstream/upstream.js';
 import { isCode } from '../helpers/common.js';
 import {
   audioBytes,
+  encryptedResource,
   FakeUpstream,
   type FakeUpstreamOptions,
   makeCache,
@@ -60,14 +61,7 @@ function encryptedCache(
     headFor: async () => upstream,
     lookup: async (sid) => {
       lookups.push(sid);
-      return {
-        sid,
-        callSid: `CA${'0'.repeat(32)}` as never,
-        status: 'completed',
-        durationS: 1,
-        dateCreated: null,
-        encryptionDetails: media.details,
-      };
+      return encryptedResource(sid, media.details);
     },
     keys: { get: (business) => (business === 'acme' ? (key ?? undefined) : undefined) },
   });

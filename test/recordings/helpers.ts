@@ -18,7 +18,13 @@ import { createError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache, type RecordingCacheOptions } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import type { MediaHead, MediaRequest, MediaResponse, Upstream } from '../../src/upstream/upstream.js';
+import type {
+  MediaHead,
+  MediaRequest,
+  MediaResponse,
+  Upstream,
+  UpstreamRecording,
+} from '../../src/upstream/upstream.js';
 
 import { hex32 } from '../helpers/common.js';
 import { finishedNames, settledFiles } from '../helpers/recordings.js';
@@ -518,4 +524,16 @@ export async function requestOutcome(
     whole = false;
   }
   return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), whole };
+}
+
+/** The recording resource of `sid` as Twilio answers it, with `encryptionDetails` (its `encryption_details`). */
+export function encryptedResource(sid: RecordingSid, encryptionDetails: unknown): UpstreamRecording {
+  return {
+    sid,
+    callSid: `CA${'0'.repeat(32)}` as CallSid,
+    status: 'completed',
+    durationS: 1,
+    dateCreated: null,
+    encryptionDetails,
+  };
 }
