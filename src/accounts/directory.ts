@@ -13,7 +13,6 @@
  * included, only ever sees that business's account) and records the account in the RecordingRef; the
  * download then reads the recording from that account through {@link AccountDirectory.media}.
  */
-import { createHash } from 'node:crypto';
 import { createError } from '../errors.js';
 import type { Sealer } from '../secrets/sealed.js';
 import { UpstreamBreaker } from '../upstream/breaker.js';
@@ -216,11 +215,10 @@ export class AccountDirectory {
   #clientFor(row: AccountRow | undefined): AccountClient {
     if (row === undefined) return this.#o.mainClient;
     if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
-    // Own credentials are keyed by what is sealed, so changed credentials get a new client.
+    // Own credentials are keyed by what is sealed (unique per seal: a fresh IV each time), so changed
+    // credentials get a new client.
     const key =
-      row.kind === 'subaccount'
-        ? `sub:${row.accountSid}`
-        : `own:${row.accountSid}:${createHash('sha256').update(row.sealedCredentials!).digest('hex')}`;
+      row.kind === 'subaccount' ? `sub:${row.accountSid}` : `own:${row.accountSid}:${row.sealedCredentials!}`;
     let client = this.#clients.get(key);
     if (client !== undefined) {
       this.#clients.delete(key);

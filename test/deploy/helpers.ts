@@ -125,18 +125,11 @@ export function gatewayConfig(where: string, env: Record<string, string>): Confi
   return config;
 }
 
-/** Which lock a configuration ends up with (`--lock-backend`'s default follows the call log). */
-export function lockBackendOf(config: Config): 'fs' | 'postgres' {
-  return (
-    config.lockBackend ??
-    (parseDatabaseUrl(config.databaseUrl, config.dataDir).kind === 'postgres' ? 'postgres' : 'fs')
-  );
-}
-
 export function databaseKindOf(config: Config): 'sqlite' | 'postgres' {
   return parseDatabaseUrl(config.databaseUrl, config.dataDir).kind;
 }
 
+export { lockBackendOf } from '../../src/runtime.js';
 export { recordingsDir };
 
 /** Asserts every name is one recgate reads. */
