@@ -192,20 +192,14 @@ interface ResolvedOptions {
 // Header values must not smuggle CR/LF or other controls into the response (RFC 9110 §5.5).
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
-/** Option values already found valid; most requests repeat the last few (bounded, emptied when full). */
-const validValues = new Set<string>();
-const VALID_VALUES_KEPT = 1024;
-
 function validateOptions(options: ServeOptions): ResolvedOptions {
   const check = (name: string, value: string | undefined): string | undefined => {
-    if (value === undefined || validValues.has(value)) return value;
+    if (value === undefined) return undefined;
     if (typeof value !== 'string' || value.trim() === '' || !FIELD_VALUE.test(value)) {
       throw createError('RECGATE_INTERNAL', {
         message: `options.${name} must be a non-empty string without control characters`,
       });
     }
-    if (validValues.size >= VALID_VALUES_KEPT) validValues.clear();
-    validValues.add(value);
     return value;
   };
   const { maxRanges } = options;

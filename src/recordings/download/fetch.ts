@@ -40,18 +40,12 @@ export async function exchange(
 ): Promise<Exchange> {
   const offset = from === undefined ? 0 : resumeOffset(from);
   ctx.seekAhead.downloadStarting();
-  const response = await ctx.upstream.fetchMedia(
-    ctx.ref.recordingSid,
-    offset > 0
-      ? {
-          signal,
-          start: offset,
-          ifRange: from!.meta.etag!,
-          variant: ctx.ref.variant,
-          account: ctx.ref.account,
-        }
-      : { signal, variant: ctx.ref.variant, account: ctx.ref.account },
-  );
+  const response = await ctx.upstream.fetchMedia(ctx.ref.recordingSid, {
+    signal,
+    variant: ctx.ref.variant,
+    account: ctx.ref.account,
+    ...(offset > 0 ? { start: offset, ifRange: from!.meta.etag! } : {}),
+  });
   transfer.ttfbMs ??= performance.now() - transfer.started;
   try {
     const declared = checkContentType(response.contentType);
