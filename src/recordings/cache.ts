@@ -41,6 +41,13 @@ export function cacheKeyOf(ref: RecordingRef): string {
   return variantKey(ref.ownerCallSid, ref.variant);
 }
 
+/** Throws a RangeError unless `start`-`end` are whole offsets within a `size`-byte recording. */
+export function assertRange(start: number, end: number, size: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= size) {
+    throw new RangeError(`bytes ${start}-${end} are outside 0-${size - 1}`);
+  }
+}
+
 /** How a request was served: from a finished file, by starting the download, or by joining one. */
 export type CacheOutcome = 'hit' | 'miss' | 'wait';
 

@@ -18,6 +18,7 @@ import type { CallSid } from '../sid.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamGate } from './admission/gate.js';
 import {
+  assertRange,
   type CachedRecording,
   type CacheOutcome,
   type CacheState,
@@ -481,9 +482,7 @@ class InflightRecording implements CachedRecording {
   }
 
   createReadStream(start: number, end: number): Readable {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
-      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
-    }
+    assertRange(start, end, this.size);
     if (end < start) return Readable.from([]);
     const flight = this.#flight;
     if (flight?.state === 'running') return flight.createReadStream(start, end);
@@ -497,9 +496,7 @@ class InflightRecording implements CachedRecording {
 
   readNow(start: number, end: number): Buffer | undefined {
     if (this.#flight !== undefined && this.#flight.state !== 'complete') return undefined;
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
-      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
-    }
+    assertRange(start, end, this.size);
     return this.#store.read?.(cacheKeyOf(this.#ref), start, end, this.#fileId);
   }
 }

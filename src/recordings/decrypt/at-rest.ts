@@ -23,7 +23,8 @@
 import type { KeyObject } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createError } from '../../errors.js';
-import type { CachedRecording, CacheOutcome, RecordingRef } from '../cache.js';
+import { returnChunk } from '../../io/chunks.js';
+import { assertRange, type CachedRecording, type CacheOutcome, type RecordingRef } from '../cache.js';
 import type { StoredEncryption } from '../store/store.js';
 import { recordingEtag } from '../variant.js';
 import {
@@ -31,13 +32,12 @@ import {
   type ContentKey,
   decryptAt,
   GCM_IV_BYTES,
-  GCM_TAG_BYTES,
   openRange,
   openWhole,
   unwrapContentKey,
 } from './gcm.js';
 import type { RecordingKeys } from './keys.js';
-import { pipe, tampered } from './media.js';
+import { pipe, plainSize, tampered } from './media.js';
 
 export interface AtRestDecryptionOptions {
   /** The businesses' private keys; none: every recording kept encrypted answers RECGATE_RECORDING_ENCRYPTED. */
@@ -136,7 +136,7 @@ class DecryptingRecording implements CachedRecording {
   constructor(cipher: CachedRecording, ref: RecordingRef, key: ContentKey) {
     this.#cipher = cipher;
     this.#key = key;
-    this.size = Math.max(0, cipher.size - GCM_TAG_BYTES);
+    this.size = plainSize(cipher.size);
     this.etag = recordingEtag(ref, this.size);
   }
 
@@ -153,7 +153,7 @@ class DecryptingRecording implements CachedRecording {
   }
 
   createReadStream(start: number, end: number): Readable {
-    this.#check(start, end);
+    assertRange(start, end, this.size);
     if (end < start) return Readable.from([]);
     if (start === 0 && end === this.size - 1) {
       // The tag too, so the whole is checked; the last plaintext block waits for it.
@@ -169,17 +169,13 @@ class DecryptingRecording implements CachedRecording {
    * pool, as the serving code expects). Never the whole recording: that streams, to check the tag.
    */
   readNow(start: number, end: number): Buffer | undefined {
-    this.#check(start, end);
+    assertRange(start, end, this.size);
     if (start === 0 && end === this.size - 1) return undefined;
     const data = this.#cipher.readNow?.(start, end);
     if (data === undefined) return undefined;
-    decryptAt(this.#key, start, data).copy(data);
-    return data;
-  }
-
-  #check(start: number, end: number): void {
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end >= this.size) {
-      throw new RangeError(`bytes ${start}-${end} are outside 0-${this.size - 1}`);
-    }
+    // The plaintext is a buffer of its own: the pooled ciphertext goes back at once.
+    const plain = decryptAt(this.#key, start, data);
+    returnChunk(data);
+    return plain;
   }
 }

@@ -293,7 +293,8 @@ function decryptOrDestroy(response: MediaResponse, key: ContentKey, whole: boole
   }
 }
 
-function plainSize(cipherSize: number): number {
+/** A decrypted body's size: the ciphertext's without its GCM tag. */
+export function plainSize(cipherSize: number): number {
   return Math.max(0, cipherSize - GCM_TAG_BYTES);
 }
 
