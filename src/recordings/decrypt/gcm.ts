@@ -12,7 +12,13 @@
  *   decrypts on its own. A range cannot be authenticated: only the whole body carries the tag's proof.
  * - {@link verifyWhole}: the whole body checked but passed on as ciphertext, for keeping it encrypted on disk.
  */
-import { createDecipheriv, constants as cryptoConstants, type KeyObject, privateDecrypt } from 'node:crypto';
+import {
+  createDecipheriv,
+  constants as cryptoConstants,
+  type DecipherGCM,
+  type KeyObject,
+  privateDecrypt,
+} from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 
 /** Bytes of the GCM tag after the ciphertext. */
@@ -100,44 +106,16 @@ export function counterBlock(iv: Buffer, offset: number): Buffer {
  */
 export function openWhole(key: ContentKey, onBadTag: (why: string, cause?: unknown) => Error): Transform {
   const decipher = createDecipheriv('aes-256-gcm', key.cek, key.iv);
-  let tail = Buffer.alloc(0);
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
-      const total = tail.length + chunk.length;
-      if (total <= HOLD_BYTES) {
-        tail = Buffer.concat([tail, chunk]);
-        callback();
-        return;
-      }
-      const release = total - HOLD_BYTES;
-      if (release <= tail.length) {
-        this.push(decipher.update(tail.subarray(0, release)));
-        tail = Buffer.concat([tail.subarray(release), chunk]);
-      } else {
-        if (tail.length > 0) this.push(decipher.update(tail));
-        const cut = release - tail.length;
-        this.push(decipher.update(chunk.subarray(0, cut)));
-        // A copy: keeping a view would pin the whole chunk.
-        tail = Buffer.from(chunk.subarray(cut));
-      }
-      callback();
+  return holdBack(
+    HOLD_BYTES,
+    (bytes) => decipher.update(bytes),
+    (held) => {
+      const tag = tagOf(held, onBadTag);
+      const last = decipher.update(held.subarray(0, held.length - GCM_TAG_BYTES));
+      checkTag(decipher, tag, onBadTag);
+      return last;
     },
-    flush(callback: TransformCallback) {
-      if (tail.length < GCM_TAG_BYTES) {
-        callback(onBadTag(`the body is ${tail.length} bytes, shorter than a GCM tag`));
-        return;
-      }
-      const last = decipher.update(tail.subarray(0, tail.length - GCM_TAG_BYTES));
-      try {
-        decipher.setAuthTag(tail.subarray(tail.length - GCM_TAG_BYTES));
-        decipher.final();
-      } catch (err) {
-        callback(onBadTag('the GCM tag does not verify', err));
-        return;
-      }
-      callback(null, last);
-    },
-  });
+  );
 }
 
 /**
@@ -148,36 +126,85 @@ export function openWhole(key: ContentKey, onBadTag: (why: string, cause?: unkno
  */
 export function verifyWhole(key: ContentKey, onBadTag: (why: string, cause?: unknown) => Error): Transform {
   const decipher = createDecipheriv('aes-256-gcm', key.cek, key.iv);
+  return holdBack(
+    GCM_TAG_BYTES,
+    (bytes) => {
+      // The plaintext is not needed, only the tag's running state.
+      decipher.update(bytes);
+      return bytes;
+    },
+    (held) => {
+      checkTag(decipher, tagOf(held, onBadTag), onBadTag);
+      return held;
+    },
+  );
+}
+
+/**
+ * A stream that holds its last `hold` bytes back until the body ends: what each chunk releases goes through
+ * `release` in one piece (one push per chunk), and at the end `finish` gets the held bytes and answers what
+ * to emit last, or throws (the stream then errors).
+ */
+function holdBack(
+  hold: number,
+  release: (bytes: Buffer) => Buffer,
+  finish: (held: Buffer) => Buffer,
+): Transform {
   let tail = Buffer.alloc(0);
   return new Transform({
     transform(chunk: Buffer, _encoding, callback: TransformCallback) {
-      const joined = tail.length === 0 ? chunk : Buffer.concat([tail, chunk]);
-      if (joined.length <= GCM_TAG_BYTES) {
-        tail = Buffer.from(joined);
+      const total = tail.length + chunk.length;
+      if (total <= hold) {
+        tail = Buffer.concat([tail, chunk]);
         callback();
         return;
       }
-      const release = joined.subarray(0, joined.length - GCM_TAG_BYTES);
-      // The plaintext is not needed, only the tag's running state.
-      decipher.update(release);
-      tail = Buffer.from(joined.subarray(release.length));
-      callback(null, release);
+      const cut = total - hold;
+      let out: Buffer;
+      if (cut <= tail.length) {
+        out = tail.subarray(0, cut);
+        tail = Buffer.concat([tail.subarray(cut), chunk]);
+      } else {
+        const fromChunk = cut - tail.length;
+        out =
+          tail.length === 0
+            ? chunk.subarray(0, fromChunk)
+            : Buffer.concat([tail, chunk.subarray(0, fromChunk)]);
+        // A copy: keeping a view would pin the whole chunk.
+        tail = Buffer.from(chunk.subarray(fromChunk));
+      }
+      callback(null, release(out));
     },
     flush(callback: TransformCallback) {
-      if (tail.length < GCM_TAG_BYTES) {
-        callback(onBadTag(`the body is ${tail.length} bytes, shorter than a GCM tag`));
-        return;
-      }
+      let last: Buffer;
       try {
-        decipher.setAuthTag(tail);
-        decipher.final();
+        last = finish(tail);
       } catch (err) {
-        callback(onBadTag('the GCM tag does not verify', err));
+        callback(err as Error);
         return;
       }
-      callback(null, tail);
+      callback(null, last);
     },
   });
+}
+
+/** The tag at the end of `held`, or `onBadTag()`'s error when the body is shorter than one. */
+function tagOf(held: Buffer, onBadTag: (why: string, cause?: unknown) => Error): Buffer {
+  if (held.length < GCM_TAG_BYTES) throw onBadTag(`the body is ${held.length} bytes, shorter than a GCM tag`);
+  return held.subarray(held.length - GCM_TAG_BYTES);
+}
+
+function checkTag(
+  decipher: DecipherGCM,
+  tag: Buffer,
+  onBadTag: (why: string, cause?: unknown) => Error,
+): void {
+  try {
+    decipher.setAuthTag(tag);
+    decipher.final();
+  } catch (err) {
+    throw onBadTag('the GCM tag does not verify', err);
+  }
 }
 
 /**
