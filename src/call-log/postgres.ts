@@ -40,6 +40,7 @@ import {
 } from './common.js';
 import type { Migration } from './migrations/migration.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres-migrations.js';
+import { SCHEMA_NAME } from './schema-pool.js';
 
 export interface PostgresCallLogOptions {
   /** A `postgres://` or `postgresql://` URL. Required. */
@@ -71,8 +72,6 @@ export interface PostgresCallLogOptions {
   /** Migrations to apply; tests pass their own list. @default POSTGRES_MIGRATIONS */
   migrations?: readonly Migration[];
 }
-
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DESC LIMIT $2';
 

@@ -14,7 +14,8 @@ export interface SchemaPoolOptions {
   poolSize?: number | undefined;
 }
 
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+/** What a schema name may be: it is written into SQL unquoted. */
+export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 /** Checks the options (a TypeError names the bad one) and opens the pool, which connects lazily. */
 export function schemaPool(options: SchemaPoolOptions): pg.Pool {

@@ -73,14 +73,8 @@ export interface GeneratedWav {
   durationS: number;
 }
 
-interface Utterance {
-  /** 16 kHz PCM. */
-  pcm: Int16Array;
-  /** Whole MPEG frames, the first with main_data_begin = 0. */
-  mp3: Buffer;
-}
-
-const utterances = new Map<number, Utterance>();
+/** Mono utterances as whole MPEG frames, the first with main_data_begin = 0. */
+const utterances = new Map<number, Buffer>();
 /** Stereo utterances: voice `i` on the left, the other speaker on the right; MP3 frames only. */
 const stereoUtterances = new Map<number, Buffer>();
 
@@ -120,7 +114,7 @@ export function generateMp3(options: Mp3Options): GeneratedMp3 {
   const stereo = channelsOption(options.channels) === 2;
   while (offset < total) {
     const index = order.next();
-    const piece = stereo ? stereoUtterance(index) : utterance(index).mp3;
+    const piece = stereo ? stereoUtterance(index) : utterance(index);
     const n = Math.min(piece.length, total - offset);
     piece.copy(data, offset, 0, n);
     offset += n;
@@ -259,12 +253,10 @@ function prng(seed: string): () => number {
   };
 }
 
-function utterance(index: number): Utterance {
+function utterance(index: number): Buffer {
   let cached = utterances.get(index);
   if (!cached) {
-    const pcm = speech(index);
-    const mp3 = encodeMp3(pcm);
-    cached = { pcm, mp3 };
+    cached = encodeMp3(speech(index));
     utterances.set(index, cached);
   }
   return cached;

@@ -22,6 +22,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { SCHEMA_NAME } from '../../call-log/schema-pool.js';
 import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
 import { KEY_PATTERN } from '../variant.js';
@@ -63,7 +64,6 @@ export interface PostgresLockerOptions {
 
 /** A cache key: an id, with a variant's suffix (see `../variant.ts`). */
 const ID = new RegExp(`^${KEY_PATTERN}$`);
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 export function advisoryKey(id: string): string {
   return createHash('sha256').update(`recgate:recording:${id}`).digest().readBigInt64BE(0).toString();
