@@ -138,11 +138,7 @@ export class AccountDirectory {
    */
   async forAccount(account: string | undefined): Promise<AccountClient> {
     if (account === undefined || account === this.#o.main.accountSid) return this.#o.mainClient;
-    const row = await this.#fresh(this.#byAccount, account, async () => {
-      const rows = await this.#o.store.byAccountSid(account);
-      // A subaccount row needs no secret; otherwise the first business's own credentials.
-      return rows.find((r) => r.kind === 'subaccount') ?? rows[0];
-    });
+    const row = await this.#accountRow(account);
     if (row === undefined) {
       throw createError('RECGATE_UPSTREAM_AUTH', {
         cause: new Error(`no business is mapped to account ${account} any more`),
@@ -162,8 +158,7 @@ export class AccountDirectory {
       this.#tokens,
       accountSid,
       async () => {
-        const rows = await this.#o.store.byAccountSid(accountSid);
-        const row = rows.find((r) => r.kind === 'subaccount') ?? rows[0];
+        const row = await this.#accountRow(accountSid);
         if (row === undefined) return undefined;
         if (row.kind === 'own') {
           const own = openCredentials(this.#o.sealer, row.businessId, row.sealedCredentials!);
@@ -191,6 +186,14 @@ export class AccountDirectory {
     const clients = [...this.#clients.values()];
     this.#clients.clear();
     await Promise.all(clients.map((c) => c.close()));
+  }
+
+  /** The row that stands for account `account`: a subaccount row needs no secret; else the first business's. */
+  #accountRow(account: string): Promise<AccountRow | undefined> {
+    return this.#fresh(this.#byAccount, account, async () => {
+      const rows = await this.#o.store.byAccountSid(account);
+      return rows.find((r) => r.kind === 'subaccount') ?? rows[0];
+    });
   }
 
   #row(businessId: string): Promise<AccountRow | undefined> {
