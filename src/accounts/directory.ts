@@ -62,13 +62,59 @@ export interface AccountDirectoryOptions {
   now?: () => number;
 }
 
-interface Cached<T> {
-  value: T;
-  at: number;
-}
-
 /** Most mappings and tokens remembered; the oldest go first. */
 const MAX_REMEMBERED = 10_000;
+
+/**
+ * Answers remembered for a while, at most {@link MAX_REMEMBERED} of them. Concurrent misses on one key
+ * share one load; a load that fails is not remembered.
+ */
+class Remembered<T> {
+  readonly #values = new Map<string, { value: T; at: number; ttlMs: number }>();
+  readonly #loading = new Map<string, Promise<T>>();
+  readonly #now: () => number;
+
+  constructor(now: () => number) {
+    this.#now = now;
+  }
+
+  /** The value remembered for `key`, else `load()`'s, remembered for `ttlMs(value)`. */
+  get(key: string, load: () => Promise<T>, ttlMs: (value: T) => number): Promise<T> {
+    const hit = this.#values.get(key);
+    if (hit !== undefined && this.#now() - hit.at < hit.ttlMs) return Promise.resolve(hit.value);
+    let pending = this.#loading.get(key);
+    if (pending === undefined) {
+      pending = load().then(
+        (value) => {
+          // forget() during the load drops this promise: its answer may predate the change, so keep it out.
+          if (this.#loading.get(key) === pending) {
+            this.#loading.delete(key);
+            this.#values.delete(key);
+            this.#values.set(key, { value, at: this.#now(), ttlMs: ttlMs(value) });
+            if (this.#values.size > MAX_REMEMBERED) this.#values.delete(this.#values.keys().next().value!);
+          }
+          return value;
+        },
+        (err: unknown) => {
+          if (this.#loading.get(key) === pending) this.#loading.delete(key);
+          throw err;
+        },
+      );
+      this.#loading.set(key, pending);
+    }
+    return pending;
+  }
+
+  /** The value remembered for `key`, however old, if any. */
+  peek(key: string): T | undefined {
+    return this.#values.get(key)?.value;
+  }
+
+  forget(key: string): void {
+    this.#values.delete(key);
+    this.#loading.delete(key);
+  }
+}
 
 export class AccountDirectory {
   readonly #o: AccountDirectoryOptions;
@@ -76,9 +122,9 @@ export class AccountDirectory {
   readonly #ttlMs: number;
   readonly #tokenTtlMs: number;
   readonly #now: () => number;
-  readonly #rows = new Map<string, Cached<AccountRow | undefined>>();
-  readonly #byAccount = new Map<string, Cached<AccountRow | undefined>>();
-  readonly #tokens = new Map<string, Cached<string | undefined>>();
+  readonly #rows: Remembered<AccountRow | undefined>;
+  readonly #byAccount: Remembered<AccountRow | undefined>;
+  readonly #tokens: Remembered<string | undefined>;
   readonly #clients = new Map<string, AccountClient>();
   #closed = false;
 
@@ -92,6 +138,9 @@ export class AccountDirectory {
     this.#ttlMs = options.mappingTtlMs ?? 5000;
     this.#tokenTtlMs = options.tokenTtlMs ?? 300_000;
     this.#now = options.now ?? Date.now;
+    this.#rows = new Remembered(this.#now);
+    this.#byAccount = new Remembered(this.#now);
+    this.#tokens = new Remembered(this.#now);
     if (!Number.isSafeInteger(this.#maxClients) || this.#maxClients < 1) {
       throw new TypeError('options.maxClients must be a positive integer');
     }
@@ -150,12 +199,13 @@ export class AccountDirectory {
   /**
    * The auth token that signs account `accountSid`'s webhooks, or `undefined` for an account no business is
    * mapped to (the webhook is then refused as a bad signature). A subaccount's token is read from Twilio
-   * with the main credentials (Twilio shows it to the parent) and remembered for `tokenTtlMs`.
+   * with the main credentials (Twilio shows it to the parent) and remembered for `tokenTtlMs`. "No business
+   * on this account" is remembered only as long as a mapping (`mappingTtlMs`), so an account mapped by
+   * another process is accepted within that time.
    */
   async webhookToken(accountSid: string): Promise<string | undefined> {
     if (accountSid === this.#o.main.accountSid) return this.#o.main.authToken;
-    return this.#fresh(
-      this.#tokens,
+    return this.#tokens.get(
       accountSid,
       async () => {
         const row = await this.#accountRow(accountSid);
@@ -166,17 +216,20 @@ export class AccountDirectory {
         }
         return (await this.#clientFor(row).getAccount()).authToken ?? undefined;
       },
-      this.#tokenTtlMs,
+      (token) => (token === undefined ? this.#ttlMs : this.#tokenTtlMs),
     );
   }
 
-  /** Forgets what is remembered about `businessId` (after this process changed its mapping). */
-  forget(businessId: string): void {
-    const row = this.#rows.get(businessId)?.value;
-    this.#rows.delete(businessId);
-    if (row !== undefined) {
-      this.#byAccount.delete(row.accountSid);
-      this.#tokens.delete(row.accountSid);
+  /**
+   * Forgets what is remembered about `businessId` and the accounts it was and is now mapped to
+   * (`accountSids`), after this process changed its mapping: the change holds here at once.
+   */
+  forget(businessId: string, ...accountSids: string[]): void {
+    const before = this.#rows.peek(businessId);
+    this.#rows.forget(businessId);
+    for (const account of before === undefined ? accountSids : [before.accountSid, ...accountSids]) {
+      this.#byAccount.forget(account);
+      this.#tokens.forget(account);
     }
   }
 
@@ -190,29 +243,22 @@ export class AccountDirectory {
 
   /** The row that stands for account `account`: a subaccount row needs no secret; else the first business's. */
   #accountRow(account: string): Promise<AccountRow | undefined> {
-    return this.#fresh(this.#byAccount, account, async () => {
-      const rows = await this.#o.store.byAccountSid(account);
-      return rows.find((r) => r.kind === 'subaccount') ?? rows[0];
-    });
+    return this.#byAccount.get(
+      account,
+      async () => {
+        const rows = await this.#o.store.byAccountSid(account);
+        return rows.find((r) => r.kind === 'subaccount') ?? rows[0];
+      },
+      () => this.#ttlMs,
+    );
   }
 
   #row(businessId: string): Promise<AccountRow | undefined> {
-    return this.#fresh(this.#rows, businessId, () => this.#o.store.get(businessId));
-  }
-
-  async #fresh<T>(
-    cache: Map<string, Cached<T>>,
-    key: string,
-    load: () => Promise<T>,
-    ttlMs = this.#ttlMs,
-  ): Promise<T> {
-    const hit = cache.get(key);
-    if (hit !== undefined && this.#now() - hit.at < ttlMs) return hit.value;
-    const value = await load();
-    cache.delete(key);
-    cache.set(key, { value, at: this.#now() });
-    if (cache.size > MAX_REMEMBERED) cache.delete(cache.keys().next().value!);
-    return value;
+    return this.#rows.get(
+      businessId,
+      () => this.#o.store.get(businessId),
+      () => this.#ttlMs,
+    );
   }
 
   #clientFor(row: AccountRow | undefined): AccountClient {

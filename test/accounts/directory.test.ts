@@ -140,6 +140,55 @@ describe('AccountDirectory', () => {
     assert.equal((await directory.account('b')).kind, 'main');
   });
 
+  it("accepts a newly mapped account's webhooks at once here, and within mappingTtlMs from another process", async () => {
+    let now = 0;
+    const { store, directory } = setup({ now: () => now });
+    assert.equal(await directory.webhookToken(sid(7)), undefined);
+    // Mapped by this process: forget() names the new account, so the refusal is not remembered.
+    await store.put({ businessId: 'n', kind: 'subaccount', accountSid: sid(7), sealedCredentials: null });
+    directory.forget('n', sid(7));
+    assert.equal(await directory.webhookToken(sid(7)), `token-of-${sid(7)}`);
+    // Mapped by another process (no forget here): a refusal lasts a mapping's time, not a token's.
+    assert.equal(await directory.webhookToken(sid(8)), undefined);
+    await store.put({ businessId: 'm', kind: 'subaccount', accountSid: sid(8), sealedCredentials: null });
+    now += 4999;
+    assert.equal(await directory.webhookToken(sid(8)), undefined);
+    now += 1;
+    assert.equal(await directory.webhookToken(sid(8)), `token-of-${sid(8)}`);
+    // A token found is trusted for tokenTtlMs, past a mapping's time.
+    await store.delete('m');
+    now += 5000;
+    assert.equal(await directory.webhookToken(sid(8)), `token-of-${sid(8)}`);
+    // Unmapped by this process: forget() names the old account and drops its token at once.
+    await store.delete('n');
+    directory.forget('n', sid(7));
+    assert.equal(await directory.webhookToken(sid(7)), undefined);
+  });
+
+  it('shares one store read among concurrent misses, and does not remember a failed one', async () => {
+    const { store, directory } = setup();
+    await store.put({ businessId: 'q', kind: 'subaccount', accountSid: sid(3), sealedCredentials: null });
+    let reads = 0;
+    const get = store.get.bind(store);
+    let fail = true;
+    store.get = async (id) => {
+      reads += 1;
+      await new Promise((r) => setImmediate(r));
+      if (fail) throw new Error('database down');
+      return get(id);
+    };
+    const failed = await Promise.allSettled([directory.account('q'), directory.account('q')]);
+    assert.deepEqual(
+      failed.map((f) => f.status),
+      ['rejected', 'rejected'],
+    );
+    assert.equal(reads, 1);
+    fail = false;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => directory.account('q')));
+    assert.ok(answers.every((a) => a.accountSid === sid(3)));
+    assert.equal(reads, 2);
+  });
+
   it('fails plainly when own credentials do not open', async () => {
     const { store, directory } = setup();
     const other = new Sealer({ key: Buffer.alloc(32, 8) });

@@ -252,6 +252,25 @@ describe('businesses on separate Twilio accounts', () => {
     };
     assert.equal(await webhook(ownReport, stack.emulator.authToken), 403);
     assert.equal(await webhook(ownReport, own.auth_token), 204);
+    // The stray account, refused above, mapped through the admin API: its webhooks are accepted at once,
+    // not after the refusal has been remembered for a token's lifetime.
+    const strayRec = await stack.emulator.createRecording({ account_sid: stray.account_sid, bytes: 3_000 });
+    const mapped = await admin('PUT', '/api/admin/businesses/biz-s/twilio-account', {
+      kind: 'subaccount',
+      account_sid: stray.account_sid,
+    });
+    assert.equal(mapped.status, 201, mapped.text);
+    await stack.register({ businessId: 'biz-s', callSid: strayRec.call_sid as CallSid });
+    const strayReport = {
+      ...report,
+      AccountSid: stray.account_sid,
+      CallSid: strayRec.call_sid!,
+      RecordingSid: strayRec.recording_sid!,
+    };
+    assert.equal(await webhook(strayReport, stray.auth_token), 204);
+    // Unmapped again: refused at once.
+    assert.equal((await admin('DELETE', '/api/admin/businesses/biz-s/twilio-account')).status, 200);
+    assert.equal(await webhook(strayReport, stray.auth_token), 403);
   });
 
   it("a mapping changed through the admin API applies to the business's next lookup", async () => {

@@ -40,7 +40,7 @@ export function accountRoutes(app: FastifyInstance, deps: AppDeps): void {
       });
     }
     const before = await accounts.store.get(businessId);
-    let view: AccountView;
+    let view: AccountView | undefined;
     try {
       view = await applyChange(
         accounts.store,
@@ -56,7 +56,8 @@ export function accountRoutes(app: FastifyInstance, deps: AppDeps): void {
         accounts.directory.mainAccountSid,
       );
     } finally {
-      accounts.directory.forget(businessId);
+      // The old account and the new one: the new one's webhooks are accepted here at once.
+      accounts.directory.forget(businessId, ...(view === undefined ? [] : [view.account_sid]));
     }
     request.log.info(
       { event: 'business_account_set', businessId, kind: view.kind, accountSid: view.account_sid },
@@ -67,8 +68,9 @@ export function accountRoutes(app: FastifyInstance, deps: AppDeps): void {
 
   app.delete(PATH, async (request) => {
     const { accounts, businessId } = target(deps, request);
+    const before = await accounts.store.get(businessId);
     const removed = await accounts.store.delete(businessId);
-    accounts.directory.forget(businessId);
+    accounts.directory.forget(businessId, ...(before === undefined ? [] : [before.accountSid]));
     request.log.info({ event: 'business_account_removed', businessId, removed }, 'business account removed');
     return { ...viewOf(businessId, undefined, accounts.directory.mainAccountSid), removed };
   });
