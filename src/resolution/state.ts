@@ -60,10 +60,14 @@ export class RecordingState {
    * replaces a parent's recording the call was playing. A deleted recording is deleted for every call that
    * plays it; so is one Twilio reports `absent` (it made none) or `failed`, and a call that had no recording
    * yet remembers that status (it shows in the UI). Twilio's status is kept with the call. Calls recgate
-   * does not know, and other statuses, change nothing.
+   * does not know, and other statuses, change nothing. `known`: the call as the caller just read it
+   * (`undefined`: not registered), so it is not read twice; read here when the argument is left out.
    */
-  async statusCallback(report: RecordingStatusReport): Promise<StatusOutcome> {
-    const call = await this.#log.get(report.callSid);
+  async statusCallback(
+    report: RecordingStatusReport,
+    ...known: [CallRecord | undefined] | []
+  ): Promise<StatusOutcome> {
+    const call = known.length === 1 ? known[0] : await this.#log.get(report.callSid);
     if (call === undefined) return 'ignored';
     if (report.status === 'completed') {
       if (playsOwnRecording(call)) return 'ignored';

@@ -56,22 +56,22 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
         }
       }
       const duration = Number(RecordingDuration);
-      const outcome = await deps.state.statusCallback({
-        callSid: CallSid,
-        recordingSid: RecordingSid,
-        status: RecordingStatus ?? '',
-        durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
-      });
-      // A completed recording is fetched now, so its first play is a hit.
-      if (outcome === 'stored' && deps.prefetch !== undefined) {
-        const call = registered ?? (await deps.callLog.get(CallSid));
-        if (call !== undefined) {
-          await deps.prefetch.enqueue({
-            recordingSid: RecordingSid,
-            callSid: CallSid,
-            businessId: call.businessId,
-          });
-        }
+      const outcome = await deps.state.statusCallback(
+        {
+          callSid: CallSid,
+          recordingSid: RecordingSid,
+          status: RecordingStatus ?? '',
+          durationS: RecordingDuration !== undefined && Number.isFinite(duration) ? duration : null,
+        },
+        registered,
+      );
+      // A completed recording is fetched now, so its first play is a hit ('stored' needs a registered call).
+      if (outcome === 'stored' && deps.prefetch !== undefined && registered !== undefined) {
+        await deps.prefetch.enqueue({
+          recordingSid: RecordingSid,
+          callSid: CallSid,
+          businessId: registered.businessId,
+        });
       }
       // A recording Twilio deleted goes from here too, unless the operator keeps such copies.
       if (outcome === 'deleted' && !deps.config.keepAfterUpstreamDelete) {
