@@ -1,16 +1,23 @@
 /**
- * The recording cache's runtime pieces for one configuration: the download lock backend, the store on the
- * recordings directory, the cache index and its evictor (bounded disk), and the cache itself. `startGateway`
- * builds them here, and so do the admin commands (`recgate purge`, `recgate prefetch`), so a command works
- * on the very same files, locks and index as the gateways running beside it.
+ * The runtime pieces for one configuration that the gateway (`server.ts`) and the admin commands
+ * (`cli/admin.ts`) share, so a command works on the very same accounts, keys, files, locks and index as the
+ * gateways running beside it:
+ * - {@link openUpstreamRuntime}: the main Twilio client, the account store and directory (which account
+ *   serves each business), and decryption over them;
+ * - {@link openCacheRuntime}: the download lock backend, the store on the recordings directory, the cache
+ *   index and its evictor (bounded disk), and the cache itself.
  *
  * The call log must be open (and migrated) first: the PostgreSQL lock's fencing table and the cache index
  * live in its schema.
  */
 import type { Logger } from 'pino';
+import { AccountDirectory, type AccountDirectoryOptions } from './accounts/directory.js';
+import { openAccountStore } from './accounts/open.js';
+import type { AccountStore } from './accounts/store.js';
 import { type DatabaseTarget, parseDatabaseUrl } from './call-log/index.js';
-import { type Config, recordingsDir } from './config/config.js';
+import { type Config, recordingsDir, sealerOf } from './config/config.js';
 import { type CacheIndex, openCacheIndex } from './recordings/cache-index/open.js';
+import { type Decryption, openDecryption, type RecordingKeys } from './recordings/decrypt/index.js';
 import { Evictor, type EvictorOptions } from './recordings/eviction.js';
 import {
   type CacheEventHandler,
@@ -22,7 +29,92 @@ import {
   type UpstreamGateOptions,
 } from './recordings/index.js';
 import type { Locker } from './recordings/lock/lock.js';
+import type { Sealer } from './secrets/sealed.js';
+import type { UpstreamBreaker } from './upstream/breaker.js';
+import { TwilioClient } from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
+
+export interface UpstreamRuntimeOptions {
+  logger: Logger;
+  /** The main account's breaker, shared by its subaccounts' clients. */
+  breaker: UpstreamBreaker;
+  /** What every account's client shares (base URL, timeouts, hooks); the logger is added. @default base URL from config */
+  clientDefaults?: AccountDirectoryOptions['clientDefaults'];
+  /** The businesses' recording keys (`openRecordingKeys`); none: nothing is decrypted. */
+  recordingKeys: (RecordingKeys & { reload?(): void }) | undefined;
+}
+
+export interface UpstreamRuntime {
+  /** The main account's client (`TWILIO_ACCOUNT_SID`). */
+  upstream: TwilioClient;
+  accountStore: AccountStore;
+  /** Which account (and client) serves each business; downloads go through `accounts.media`. */
+  accounts: AccountDirectory;
+  /** Opens the businesses' own credentials; none without `RECGATE_CREDENTIALS_KEY`. */
+  sealer: Sealer | undefined;
+  /** Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them. */
+  decryption: Decryption;
+  /** Closes the account clients, the main client and the account store, in that order. */
+  close(): Promise<void>;
+}
+
+/**
+ * The main Twilio client, the account store beside the call log (which must be open and migrated), the
+ * account directory over both, and decryption over the directory's media. Throws an Error naming the
+ * missing setting when the main account's credentials are not configured.
+ */
+export async function openUpstreamRuntime(
+  config: Config,
+  options: UpstreamRuntimeOptions,
+): Promise<UpstreamRuntime> {
+  if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is not set');
+  if (!config.twilioAuthToken && !config.twilioApiKey) {
+    throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is not set');
+  }
+  const { logger, breaker } = options;
+  const clientDefaults = { baseUrl: config.twilioApiBase, ...options.clientDefaults, logger };
+  const main = {
+    accountSid: config.twilioAccountSid,
+    authToken: config.twilioAuthToken,
+    apiKey: config.twilioApiKey,
+    apiSecret: config.twilioApiSecret,
+  };
+  const upstream = new TwilioClient({ ...clientDefaults, ...main, breaker });
+  let accountStore: AccountStore;
+  try {
+    accountStore = await openAccountStore(parseDatabaseUrl(config.databaseUrl, config.dataDir));
+  } catch (err) {
+    await upstream.close();
+    throw err;
+  }
+  const sealer = sealerOf(config);
+  const accounts = new AccountDirectory({
+    store: accountStore,
+    main,
+    mainClient: upstream,
+    mainBreaker: breaker,
+    sealer,
+    clientDefaults,
+  });
+  const decryption = openDecryption(
+    accounts.media,
+    (account) => accounts.forAccount(account),
+    options.recordingKeys,
+    { storeEncrypted: config.storeEncrypted },
+  );
+  return {
+    upstream,
+    accountStore,
+    accounts,
+    sealer,
+    decryption,
+    close: async () => {
+      await accounts.close();
+      await upstream.close();
+      await accountStore.close();
+    },
+  };
+}
 
 export interface CacheRuntimeOptions {
   /** Where downloads come from. */

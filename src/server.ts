@@ -4,13 +4,12 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { AccountDirectory } from './accounts/directory.js';
-import { openAccountStore } from './accounts/open.js';
+import type { AccountDirectory } from './accounts/directory.js';
 import { JwtAuth } from './auth/jwt.js';
 import { PlaybackSigner } from './auth/playback-url.js';
 import type { CallLog } from './call-log/call-log.js';
 import { type DatabaseTarget, openCallLog, parseDatabaseUrl } from './call-log/index.js';
-import { assertGatewaySettings, type Config, sealerOf, upstreamQueueTimeoutMs } from './config/config.js';
+import { assertGatewaySettings, type Config, upstreamQueueTimeoutMs } from './config/config.js';
 import { buildApp } from './http/app.js';
 import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
@@ -29,18 +28,13 @@ import {
 import { openPrefetchQueue, Prefetcher, type PrefetchQueue } from './prefetch/index.js';
 import type { Admission } from './recordings/admission/admission.js';
 import { LocalAdmission } from './recordings/admission/local.js';
-import { openDecryption, openRecordingKeys } from './recordings/decrypt/index.js';
+import { openRecordingKeys } from './recordings/decrypt/index.js';
 import type { LocalRecordingCache } from './recordings/index.js';
 import { RecordingResolver } from './resolution/resolver.js';
 import { RecordingState } from './resolution/state.js';
-import { openCacheRuntime } from './runtime.js';
+import { openCacheRuntime, openUpstreamRuntime } from './runtime.js';
 import { UpstreamBreaker } from './upstream/breaker.js';
-import {
-  type RequestEvent,
-  type RetryEvent,
-  TwilioClient,
-  type TwilioClientOptions,
-} from './upstream/twilio-client.js';
+import type { RequestEvent, RetryEvent, TwilioClientOptions } from './upstream/twilio-client.js';
 import type { Upstream } from './upstream/upstream.js';
 
 export interface Gateway {
@@ -145,45 +139,24 @@ export async function openGatewayRuntime(
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
   const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
-  const clientDefaults = {
-    baseUrl: config.twilioApiBase,
-    ...options.upstream,
+  // The main client, which account serves each business (src/accounts/), and decryption over them: the
+  // cache downloads through it.
+  const upstreams = await openUpstreamRuntime(config, {
     logger,
-    onRetry: (event: RetryEvent) => metrics.upstreamRetries.inc({ reason: event.reason }),
-    onRequest: (event: RequestEvent) =>
-      metrics.upstreamRequests.inc({
-        operation: event.operation,
-        status: String(event.status ?? event.errorCode),
-      }),
-  };
-  const main = {
-    accountSid: config.twilioAccountSid,
-    authToken: config.twilioAuthToken,
-    apiKey: config.twilioApiKey,
-    apiSecret: config.twilioApiSecret,
-  };
-  const upstream = new TwilioClient({ ...clientDefaults, ...main, breaker });
-  const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
-  // Which account serves each business (src/accounts/); the cache downloads through it.
-  const accountStore = await openAccountStore(database);
-  const sealer = sealerOf(config);
-  const accounts = new AccountDirectory({
-    store: accountStore,
-    main,
-    mainClient: upstream,
-    mainBreaker: breaker,
-    sealer,
-    clientDefaults,
-  });
-  // Every download and HEAD goes through it: it learns which recordings are encrypted, and opens them.
-  const decryption = openDecryption(
-    accounts.media,
-    (account) => accounts.forAccount(account),
+    breaker,
     recordingKeys,
-    {
-      storeEncrypted: config.storeEncrypted,
+    clientDefaults: {
+      ...options.upstream,
+      onRetry: (event: RetryEvent) => metrics.upstreamRetries.inc({ reason: event.reason }),
+      onRequest: (event: RequestEvent) =>
+        metrics.upstreamRequests.inc({
+          operation: event.operation,
+          status: String(event.status ?? event.errorCode),
+        }),
     },
-  );
+  });
+  const { upstream, accounts, accountStore, sealer, decryption } = upstreams;
+  const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
   const admission = await createAdmission(config, database, metrics);
   const countEvent = cacheEventMetrics(metrics);
   const runtime = await openCacheRuntime(config, {
@@ -259,9 +232,7 @@ export async function openGatewayRuntime(
       await audit.close();
       await runtime.close();
       await admission.close();
-      await accounts.close();
-      await upstream.close();
-      await accountStore.close();
+      await upstreams.close();
       await callLog.close();
     },
   };

@@ -8,19 +8,21 @@
  * Exit codes, for every admin command: 0 success, 1 failure (named on stderr), 2 bad usage.
  */
 import type { Logger } from 'pino';
-import { AccountDirectory } from '../accounts/directory.js';
-import { openAccountStore } from '../accounts/open.js';
-import type { AccountStore } from '../accounts/store.js';
+import type { AccountDirectory } from '../accounts/directory.js';
 import type { CallLog } from '../call-log/call-log.js';
-import { openCallLog, parseDatabaseUrl } from '../call-log/index.js';
-import { type Config, type ConfigInput, loadConfig, sealerOf } from '../config/config.js';
+import { openCallLog } from '../call-log/index.js';
+import { type Config, type ConfigInput, loadConfig } from '../config/config.js';
 import { createError } from '../errors.js';
 import { createLogger } from '../observability/logger.js';
-import { openDecryption, openRecordingKeys } from '../recordings/decrypt/index.js';
+import { openRecordingKeys } from '../recordings/decrypt/index.js';
 import { RecordingState } from '../resolution/state.js';
-import { type CacheRuntime, openCacheRuntime } from '../runtime.js';
+import {
+  type CacheRuntime,
+  openCacheRuntime,
+  openUpstreamRuntime,
+  type UpstreamRuntime,
+} from '../runtime.js';
 import { UpstreamBreaker } from '../upstream/breaker.js';
-import { TwilioClient } from '../upstream/twilio-client.js';
 import type { Upstream } from '../upstream/upstream.js';
 
 export const EXIT_OK = 0;
@@ -81,43 +83,21 @@ export async function openAdmin(
 ): Promise<AdminContext> {
   const logger = createLogger({ level: env.RECGATE_LOG_LEVEL ?? 'warn', destination: process.stderr });
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
-  let upstream: TwilioClient | undefined;
+  let upstreams: UpstreamRuntime | undefined;
   let runtime: CacheRuntime | undefined;
-  let accountStore: AccountStore | undefined;
-  let accounts: AccountDirectory | undefined;
   try {
     if (needs.upstream) {
-      const breaker = new UpstreamBreaker();
-      upstream = twilioClient(config, logger, breaker);
-      accountStore = await openAccountStore(parseDatabaseUrl(config.databaseUrl, config.dataDir));
-      accounts = new AccountDirectory({
-        store: accountStore,
-        main: {
-          accountSid: config.twilioAccountSid!,
-          authToken: config.twilioAuthToken,
-          apiKey: config.twilioApiKey,
-          apiSecret: config.twilioApiSecret,
-        },
-        mainClient: upstream,
-        mainBreaker: breaker,
-        sealer: sealerOf(config),
-        clientDefaults: { baseUrl: config.twilioApiBase, logger },
+      // The same accounts and recording keys as the gateways', so downloads open the same way.
+      upstreams = await openUpstreamRuntime(config, {
+        logger,
+        breaker: new UpstreamBreaker(),
+        recordingKeys: openRecordingKeys(config.recordingKeysDir, logger),
       });
     }
-    // Downloads of encrypted recordings are opened with the same keys as the gateways'.
-    const directory = accounts;
-    const decryption =
-      directory === undefined
-        ? undefined
-        : openDecryption(
-            directory.media,
-            (account) => directory.forAccount(account),
-            openRecordingKeys(config.recordingKeysDir, logger),
-            { storeEncrypted: config.storeEncrypted },
-          );
     if (needs.cache) {
+      const decryption = upstreams?.decryption;
       runtime = await openCacheRuntime(config, {
-        upstream: accounts?.media ?? NO_DOWNLOADS,
+        upstream: upstreams?.accounts.media ?? NO_DOWNLOADS,
         ...(decryption === undefined
           ? {}
           : {
@@ -128,9 +108,7 @@ export async function openAdmin(
       });
     }
   } catch (err) {
-    await accounts?.close();
-    await upstream?.close();
-    await accountStore?.close();
+    await upstreams?.close();
     await callLog.close();
     throw err;
   }
@@ -140,32 +118,14 @@ export async function openAdmin(
     callLog,
     state: new RecordingState(callLog),
     runtime,
-    upstream,
-    accounts,
+    upstream: upstreams?.upstream,
+    accounts: upstreams?.accounts,
     close: async () => {
       await runtime?.close();
-      await accounts?.close();
-      await upstream?.close();
-      await accountStore?.close();
+      await upstreams?.close();
       await callLog.close();
     },
   };
-}
-
-function twilioClient(config: Config, logger: Logger, breaker: UpstreamBreaker): TwilioClient {
-  if (!config.twilioAccountSid) throw new Error('TWILIO_ACCOUNT_SID is not set');
-  if (!config.twilioAuthToken && !config.twilioApiKey) {
-    throw new Error('TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is not set');
-  }
-  return new TwilioClient({
-    baseUrl: config.twilioApiBase,
-    accountSid: config.twilioAccountSid,
-    authToken: config.twilioAuthToken,
-    apiKey: config.twilioApiKey,
-    apiSecret: config.twilioApiSecret,
-    logger,
-    breaker,
-  });
 }
 
 export function messageOf(err: unknown): string {
