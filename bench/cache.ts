@@ -8,6 +8,11 @@
  * - the least-recently-played query itself (`oldest(16)`), median.
  * Figures print side by side per size, so O(log n) growth shows as nearly flat columns. PostgreSQL is the
  * test server (RECGATE_TEST_POSTGRES_URL or 127.0.0.1:5432/test); it is left out, saying why, when absent.
+ *
+ * A second table does the same for the recordings directory itself (`--dir-sizes`): a directory holding that
+ * many finished recordings (empty files, with their identity records), and the cost of removing one
+ * recording as an eviction does (no listing: flat), as a purge does (it looks for crashed generations of the
+ * recording: one scan), and of the sweep's scan for leftovers (hourly and at start, in the background).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -158,6 +163,73 @@ async function measure(
   };
 }
 
+export interface DirBenchRow {
+  files: number;
+  fillS: number;
+  /** `store.remove(id)`, as the evictor calls it: median. */
+  evictMs: number;
+  /** `store.remove(id, { everyGeneration: true })`, as a purge calls it: median. */
+  purgeMs: number;
+  /** `store.leftovers()` over the whole directory, as the sweep calls it. */
+  sweepMs: number;
+}
+
+const DIR_REMOVALS = 15;
+
+/** Fills a recordings directory with `files` finished recordings and times the store's removals and sweep. */
+export async function runDirectoryBench(sizes: number[], log: (line: string) => void = () => {}) {
+  const rows: DirBenchRow[] = [];
+  for (const files of sizes) {
+    const dir = mkdtempSync(join(tmpdir(), 'recgate-bench-dir-'));
+    try {
+      log(`directory: writing ${files} recordings`);
+      const started = performance.now();
+      for (let i = 0; i < files; i++) {
+        writeFileSync(join(dir, `${sid(i)}.mp3`), '');
+        writeFileSync(join(dir, `.${sid(i)}.mp3.id`), '');
+      }
+      const fillS = (performance.now() - started) / 1000;
+      const store = new FsRecordingStore({ dir });
+      const timed = async (fn: () => Promise<unknown>) => {
+        const t = performance.now();
+        await fn();
+        return performance.now() - t;
+      };
+      const evictions: number[] = [];
+      const purges: number[] = [];
+      for (let i = 0; i < DIR_REMOVALS; i++) {
+        evictions.push(await timed(() => store.remove(sid(2 * i))));
+        purges.push(await timed(() => store.remove(sid(2 * i + 1), { everyGeneration: true })));
+      }
+      let leftovers = -1;
+      const sweepMs = await timed(async () => {
+        leftovers = (await store.leftovers()).length;
+      });
+      if (leftovers !== 0) throw new Error(`the bench directory has ${leftovers} leftovers`);
+      rows.push({ files, fillS, evictMs: median(evictions), purgeMs: median(purges), sweepMs });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
+
+/** The directory figures as a table, one column per size. */
+export function renderDirectoryBench(rows: DirBenchRow[]): string {
+  const label = (n: number) => (n >= 1_000_000 ? `${n / 1_000_000}M` : n >= 1000 ? `${n / 1000}k` : `${n}`);
+  const measures: Array<[string, (r: DirBenchRow) => string]> = [
+    ['fill (s)', (r) => r.fillS.toFixed(1)],
+    ['remove one, as an eviction (ms, median)', (r) => r.evictMs.toFixed(3)],
+    ['remove one, as a purge (ms, median)', (r) => r.purgeMs.toFixed(1)],
+    ['sweep scan for leftovers (ms)', (r) => r.sweepMs.toFixed(0)],
+  ];
+  return [
+    `| recordings in the directory | ${rows.map((r) => label(r.files)).join(' | ')} |`,
+    `|---|${rows.map(() => '---:').join('|')}|`,
+    ...measures.map(([name, fmt]) => `| ${name} | ${rows.map(fmt).join(' | ')} |`),
+  ].join('\n');
+}
+
 /** Call SIDs for the bench: row `i` is played at `BASE + i` ms, so row 0 is the least recently played. */
 const BASE = Date.parse('2026-01-01T00:00:00Z');
 const sid = (i: number) => `CA${i.toString(16).padStart(32, '0')}`;
@@ -270,6 +342,7 @@ async function main(): Promise<void> {
     options: {
       sizes: { type: 'string', default: '10000,100000,1000000' },
       backends: { type: 'string', default: 'sqlite,postgres' },
+      'dir-sizes': { type: 'string' },
     },
   });
   const sizes = values.sizes.split(',').map((s) => Number(s));
@@ -289,6 +362,12 @@ async function main(): Promise<void> {
   const rows = await runCacheBench({ sizes, backends, postgresUrl, log: (l) => console.error(l) });
   console.log(renderCacheBench(rows));
   console.log(`\nnode ${process.version}; ${REAL_FILES} real files per run; row size ${ROW_BYTES} bytes.`);
+  const dirSizes = (values['dir-sizes'] ?? values.sizes).split(',').map((s) => Number(s));
+  if (dirSizes.some((n) => !Number.isSafeInteger(n) || n < 2 * DIR_REMOVALS)) {
+    throw new Error(`--dir-sizes must be integers of at least ${2 * DIR_REMOVALS}`);
+  }
+  const dirRows = await runDirectoryBench(dirSizes, (l) => console.error(l));
+  console.log(`\n${renderDirectoryBench(dirRows)}`);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -238,13 +238,13 @@ export class LocalCache implements LocalRecordingCache {
     const { store, locker } = this.#s;
     const now = Date.now();
     let partials = 0;
-    for (const { id, mtime, current } of await store.leftovers()) {
+    for (const { id, mtime, current, names } of await store.leftovers()) {
       // A current generation may still be resumed for a while; anything else is no use to anyone.
       if (this.#flights.has(id) || (current && now - mtime.getTime() < maxAgeMs)) continue;
       const lock = locker.newLock(id);
       if (!(await lock.tryLock())) continue;
       try {
-        await store.removeLeftovers(id);
+        await store.removeLeftovers(id, names);
         partials++;
       } finally {
         await lock.unlock();
@@ -300,7 +300,8 @@ export class LocalCache implements LocalRecordingCache {
         return null;
       }
       const recordingSid = stored ?? options.onlyRecording ?? '';
-      const size = (await this.#s.store.remove(id)) ?? null;
+      // Nothing of a purged or deleted recording stays, not even a crashed download's generation.
+      const size = (await this.#s.store.remove(id, { everyGeneration: true })) ?? null;
       // A variant nobody asked for is no news; the canonical file is reported either way.
       if (size === null && !canonical) return null;
       log.info({ event: 'recording_removed', reason, size }, 'Removed the local copy of a recording');

@@ -3,8 +3,16 @@
  * and the passes removed exactly the real files (the least recently played rows). No speed is asserted.
  */
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { test } from 'node:test';
-import { type Backend, renderCacheBench, runCacheBench } from '../../bench/cache.js';
+import {
+  type Backend,
+  renderCacheBench,
+  renderDirectoryBench,
+  runCacheBench,
+  runDirectoryBench,
+} from '../../bench/cache.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 
 test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
@@ -27,4 +35,20 @@ test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
   const table = renderCacheBench(rows);
   assert.match(table, /\| sqlite \| start-up \(ms\) \|/);
   assert.match(table, /\| 600 \| 1\.2k \|/);
+});
+
+test('bench:cache directory smoke run: every figure present, nothing left behind', async () => {
+  const before = readdirSync(tmpdir()).filter((n) => n.startsWith('recgate-bench-dir-')).length;
+  const rows = await runDirectoryBench([40, 80]);
+  assert.deepEqual(
+    rows.map((r) => r.files),
+    [40, 80],
+  );
+  for (const row of rows) {
+    for (const figure of [row.fillS, row.evictMs, row.purgeMs, row.sweepMs]) {
+      assert.ok(Number.isFinite(figure) && figure >= 0, `${row.files}: ${figure}`);
+    }
+  }
+  assert.match(renderDirectoryBench(rows), /\| remove one, as an eviction \(ms, median\) \|/);
+  assert.equal(readdirSync(tmpdir()).filter((n) => n.startsWith('recgate-bench-dir-')).length, before);
 });

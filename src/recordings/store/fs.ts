@@ -32,9 +32,21 @@
  * casual listings and out of any glob for `*.mp3`.
  */
 import { randomBytes } from 'node:crypto';
+import type { Dir } from 'node:fs';
 import { constants, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { link, mkdir, open, readdir, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  open,
+  opendir,
+  readdir,
+  rename,
+  stat,
+  statfs,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -327,24 +339,38 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   }
 
   async leftovers(): Promise<Leftover[]> {
-    const names = await this.#list();
-    const present = new Set(names);
     const found = new Map<string, Leftover>();
-    for (const name of names) {
-      const file = LEFTOVER.exec(name)?.[1];
-      if (file === undefined) continue;
-      const id = keyOfFileName(file);
-      // An identity record beside its recording is no leftover.
-      if (name === `.${file}.id` && present.has(file)) continue;
+    const add = async (name: string, file: string): Promise<void> => {
       const info = await statPath(join(this.dir, name));
-      if (info === undefined) continue;
-      const entry = found.get(id) ?? { id, mtime: info.mtime, current: false };
+      if (info === undefined) return;
+      const id = keyOfFileName(file);
+      const entry = found.get(id) ?? { id, mtime: info.mtime, current: false, names: [] };
       if (entry.mtime < info.mtime) entry.mtime = info.mtime;
+      entry.names.push(name);
       // Only a generation whose bytes are there can be resumed: a pointer to one whose part is gone (a
       // commit cut short between its rename and its clean-up) is litter like any other.
       if (name === `.${file}.meta`) entry.current = await this.#pointsAtPart(id);
       found.set(id, entry);
+    };
+    // An identity record beside its recording is no leftover. Every finished recording has both, so rather
+    // than keep every name in memory, each half waits only until its other half comes by.
+    const finalsAlone = new Set<string>();
+    const identitiesAlone = new Map<string, string>();
+    for await (const name of this.#names()) {
+      if (FINAL.test(name)) {
+        if (!identitiesAlone.delete(name)) finalsAlone.add(name);
+        continue;
+      }
+      const file = LEFTOVER.exec(name)?.[1];
+      if (file === undefined) continue;
+      if (name === `.${file}.id`) {
+        if (!finalsAlone.delete(file)) identitiesAlone.set(file, name);
+        continue;
+      }
+      await add(name, file);
     }
+    finalsAlone.clear();
+    for (const [file, name] of identitiesAlone) await add(name, file);
     return [...found.values()];
   }
 
@@ -354,26 +380,40 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     return meta !== undefined && (await statPath(this.generationPath(id, meta.fileId, 'part'))) !== undefined;
   }
 
-  async removeLeftovers(id: string): Promise<void> {
+  async removeLeftovers(id: string, names: readonly string[] = []): Promise<void> {
     const file = fileNameOf(checkId(id));
-    const names = await this.#list();
-    const hasFinal = names.includes(file);
-    // The pointer first: no reader goes looking for a generation that is about to vanish.
-    const doomed = names
-      .filter((name) => LEFTOVER.exec(name)?.[1] === file && !(hasFinal && name === `.${file}.id`))
-      .sort((a, b) => Number(b.endsWith('.meta')) - Number(a.endsWith('.meta')));
-    for (const name of doomed) await unlinkIfPresent(join(this.dir, name));
+    // The pointer first: no reader goes looking for a generation that is about to vanish. Then the
+    // generation it named, the layout from before generations, and what the caller found; no listing, so the
+    // cost does not grow with the directory.
+    const meta = await this.readMeta(id).catch(() => undefined);
+    await unlinkIfPresent(this.metaPath(id));
+    if (meta !== undefined && GENERATION.test(meta.fileId)) await this.#removeGeneration(id, meta.fileId);
+    for (const kind of ['part', 'frontier', 'blocks'])
+      await unlinkIfPresent(join(this.dir, `.${file}.${kind}`));
+    for (const name of names) {
+      if (LEFTOVER.exec(name)?.[1] !== file || name === `.${file}.id`) continue;
+      await unlinkIfPresent(join(this.dir, name));
+    }
+    if ((await statPath(this.finalPath(id))) === undefined) await unlinkIfPresent(this.identityPath(id));
   }
 
-  async remove(id: string): Promise<number | undefined> {
+  async remove(id: string, options: { everyGeneration?: boolean } = {}): Promise<number | undefined> {
     const final = await statPath(this.finalPath(id));
     // The recording first, so nobody finds it by name while its identity record is already gone.
     await unlinkIfPresent(this.finalPath(id));
     this.#finals.forget(id);
     await unlinkIfPresent(this.identityPath(id));
     await unlinkIfPresent(this.peaksPath(id));
-    await this.removeLeftovers(id);
+    await this.removeLeftovers(id, options.everyGeneration === true ? await this.#namesOf(id) : []);
     return final?.size;
+  }
+
+  /** The leftover names of `id` in the directory: a scan, for removals that must leave nothing. */
+  async #namesOf(id: string): Promise<string[]> {
+    const file = fileNameOf(checkId(id));
+    const names: string[] = [];
+    for await (const name of this.#names()) if (LEFTOVER.exec(name)?.[1] === file) names.push(name);
+    return names;
   }
 
   async readPeaks(id: string): Promise<string | undefined> {
@@ -419,7 +459,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   async sweepTemporary(maxAgeMs: number): Promise<number> {
     let removed = 0;
     const now = Date.now();
-    for (const name of await this.#list()) {
+    for await (const name of this.#names()) {
       if (!TEMPORARY.test(name)) continue;
       const info = await statPath(join(this.dir, name));
       if (info === undefined || now - info.mtime.getTime() < maxAgeMs) continue;
@@ -591,6 +631,22 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       return await readdir(this.dir);
     } catch (err) {
       if (isMissing(err)) return [];
+      throw storageError(err);
+    }
+  }
+
+  /** The directory's names one at a time, in bounded memory however many files it holds. */
+  async *#names(): AsyncGenerator<string> {
+    let dir: Dir;
+    try {
+      dir = await opendir(this.dir, { bufferSize: 256 });
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw storageError(err);
+    }
+    try {
+      for await (const entry of dir) yield entry.name;
+    } catch (err) {
       throw storageError(err);
     }
   }

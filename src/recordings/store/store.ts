@@ -207,6 +207,8 @@ export interface Leftover {
    * the clean-up) is not current.
    */
   current: boolean;
+  /** The names of its files in the store, for {@link RecordingStore.removeLeftovers}. */
+  names: string[];
 }
 
 /** A finished recording found on disk, for filling the cache index once after an upgrade. */
@@ -299,18 +301,24 @@ export interface RecordingStore {
   leftovers(): Promise<Leftover[]>;
 
   /**
-   * Lock holder (or sweeper holding the lock) only. Removes every leftover of `id`: all generations, the
-   * sidecar, and an identity record with no finished file beside it.
+   * Lock holder (or sweeper holding the lock) only. Removes the leftovers of `id`: the pointer and the
+   * generation it names, the files `names` lists (what {@link leftovers} found), and an identity record with
+   * no finished file beside it. Without listing the store: its cost does not grow with the number of
+   * recordings. Generations nobody points at that `names` does not list stay for the sweep.
    */
-  removeLeftovers(id: string): Promise<void>;
+  removeLeftovers(id: string, names?: readonly string[]): Promise<void>;
 
   /**
-   * Lock holder only. Removes everything stored for `id`: the finished recording, its identity record, its
-   * peaks, and every generation with its pointer. Resolves to the finished file's size, or `undefined` when there was
-   * none. Streams already reading the file finish; this process's later `stat`s do not see it, and other
-   * processes stop serving it within their descriptors' revalidation time (see final-files.ts).
+   * Lock holder only. Removes what is stored for `id`: the finished recording, its identity record, its
+   * peaks, and the pointer with the generation it names (as {@link removeLeftovers} does, without listing
+   * the store, so an eviction costs the same however many recordings there are). `everyGeneration` (a
+   * purge, a recording deleted upstream: nothing of it may stay) also looks through the store for
+   * generations nobody points at, which otherwise stay for the sweep. Resolves to the finished file's size,
+   * or `undefined` when there was none. Streams already reading the file finish; this process's later
+   * `stat`s do not see it, and other processes stop serving it within their descriptors' revalidation time
+   * (see final-files.ts).
    */
-  remove(id: string): Promise<number | undefined>;
+  remove(id: string, options?: { everyGeneration?: boolean }): Promise<number | undefined>;
 
   /**
    * The waveform peaks stored beside the finished recording `id` (JSON text written by `writePeaks`), or
