@@ -85,7 +85,10 @@ async function preflight(config: Config): Promise<void> {
   // Also migrates, once, before any worker opens the call log.
   await (await openCallLog(config.databaseUrl, config.dataDir)).close();
   ensureWritableDir(recordingsDir(config));
-  if (config.recordingKeysDir !== undefined) DirectoryRecordingKeys.open({ dir: config.recordingKeysDir });
+  // One gateway reads the keys first thing itself (openGatewayRuntime), with the same message.
+  if (config.workers > 1 && config.recordingKeysDir !== undefined) {
+    DirectoryRecordingKeys.open({ dir: config.recordingKeysDir });
+  }
 }
 
 /**

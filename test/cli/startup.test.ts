@@ -145,6 +145,26 @@ describe('recgate serve start-up failures', () => {
     });
   }
 
+  for (const workers of [1, 2]) {
+    it(`an unreadable --recording-keys-dir (--workers ${workers}): names the directory, before any worker is forked`, async () => {
+      const dataDir = path.join(root, `no-keys-${workers}`);
+      const keysDir = path.join(root, `missing-keys-${workers}`);
+      const run = await serve([
+        ...['--port', '0', '--workers', String(workers), '--data-dir', dataDir],
+        ...['--recording-keys-dir', keysDir],
+      ]);
+      assertFailedWith(
+        run,
+        new RegExp(`^recgate: recording keys directory ${keysDir} cannot be read: ENOENT: .*$`),
+      );
+      assert.deepEqual(
+        run.logs.filter((l) => typeof l.event === 'string' && l.event.startsWith('worker_')),
+        [],
+        'no worker was forked',
+      );
+    });
+  }
+
   it('workers that start and then crash are restarted with a growing delay, until the primary gives up', async () => {
     const dataDir = path.join(root, 'crash-loop');
     const run = await serve(['--port', String(await freePort()), '--workers', '2', '--data-dir', dataDir], {
