@@ -4,7 +4,7 @@
  * Several worker processes may open the same file: WAL mode lets readers run beside the one writer, and
  * `busy_timeout` makes a writer wait for the lock instead of failing at once.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { createError } from '../errors.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type {
@@ -39,6 +39,7 @@ import {
 } from './common.js';
 import type { Migration } from './migrations/migration.js';
 import { SQLITE_MIGRATIONS } from './migrations/sqlite-migrations.js';
+import { openSqliteFile } from './sqlite-file.js';
 
 export interface SqliteCallLogOptions {
   /**
@@ -156,16 +157,8 @@ export class SqliteCallLog implements CallLog {
       });
     }
     this.#migrations = options.migrations ?? SQLITE_MIGRATIONS;
+    this.#db = openSqliteFile(path, busyTimeoutMs);
     try {
-      this.#db = new Database(path, { timeout: busyTimeoutMs });
-    } catch (err) {
-      throw databaseError(err);
-    }
-    try {
-      this.#db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-      this.#db.pragma('journal_mode = WAL');
-      // NORMAL is durable across process crashes in WAL mode; only a power loss can drop the last commits.
-      this.#db.pragma('synchronous = NORMAL');
       this.#db.pragma('foreign_keys = ON');
     } catch (err) {
       this.#db.close();
