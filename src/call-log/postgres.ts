@@ -40,7 +40,7 @@ import {
 } from './common.js';
 import type { Migration } from './migrations/migration.js';
 import { POSTGRES_MIGRATIONS } from './migrations/postgres-migrations.js';
-import { SCHEMA_NAME } from './schema-pool.js';
+import { SCHEMA_NAME, warmPool } from './schema-pool.js';
 
 export interface PostgresCallLogOptions {
   /** A `postgres://` or `postgresql://` URL. Required. */
@@ -226,15 +226,9 @@ export class PostgresCallLog implements CallLog {
 
   /** Opens `minConnections` at once (the pool keeps them), so that no request waits for their set-up. */
   async #warm(): Promise<void> {
-    const opened = await Promise.allSettled(
-      Array.from({ length: this.#minConnections }, () => this.#pool.connect()),
-    );
-    let failure: unknown;
-    for (const result of opened) {
-      if (result.status === 'fulfilled') result.value.release();
-      else failure ??= result.reason;
-    }
-    if (failure !== undefined) throw databaseError(failure);
+    await warmPool(this.#minConnections, () => this.#pool.connect()).catch((err: unknown) => {
+      throw databaseError(err);
+    });
   }
 
   async #migrate(): Promise<void> {

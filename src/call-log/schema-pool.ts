@@ -36,3 +36,15 @@ export function schemaPool(options: SchemaPoolOptions): pg.Pool {
   pool.on('error', () => undefined);
   return pool;
 }
+
+/**
+ * Checks out `count` connections at once through `connect` and releases them to their pool, which keeps them
+ * idle up to its `min`: the first requests after a start then wait for no connection's set-up. Rejects with
+ * the first failure, once every connection that did open is released.
+ */
+export async function warmPool(count: number, connect: () => Promise<{ release(): void }>): Promise<void> {
+  const opened = await Promise.allSettled(Array.from({ length: Math.max(0, count) }, connect));
+  for (const result of opened) if (result.status === 'fulfilled') result.value.release();
+  const failed = opened.find((r) => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}

@@ -22,7 +22,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { SCHEMA_NAME } from '../../call-log/schema-pool.js';
+import { SCHEMA_NAME, warmPool } from '../../call-log/schema-pool.js';
 import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
 import { KEY_PATTERN } from '../variant.js';
@@ -191,14 +191,7 @@ export class PostgresLocker implements Locker {
   async warm(): Promise<void> {
     await this.#shared.fence();
     const { pool } = this.#shared;
-    const opened = await Promise.allSettled(
-      Array.from({ length: Math.max(0, this.#shared.minConnections - pool.totalCount) }, () =>
-        Session.open(pool),
-      ),
-    );
-    for (const result of opened) if (result.status === 'fulfilled') result.value.release();
-    const failed = opened.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await warmPool(this.#shared.minConnections - pool.totalCount, () => Session.open(pool));
   }
 
   newLock(id: string): Lock {
