@@ -36,7 +36,7 @@ import {
   openWhole,
   unwrapContentKey,
 } from './gcm.js';
-import type { RecordingKeys } from './keys.js';
+import { keyOf, type RecordingKeys } from './keys.js';
 import { pipe, plainSize, tampered } from './media.js';
 
 export interface AtRestDecryptionOptions {
@@ -91,13 +91,7 @@ export class AtRestDecryption {
   }
 
   #contentKey(businessId: string, stored: StoredEncryption): ContentKey {
-    const privateKey = this.#keys?.get(businessId);
-    if (privateKey === undefined) {
-      throw createError('RECGATE_RECORDING_ENCRYPTED', {
-        message: 'The recording is encrypted and no private key is configured for this business',
-        cause: new Error(`no recording key for business ${JSON.stringify(businessId)}`),
-      });
-    }
+    const privateKey = keyOf(this.#keys, businessId);
     const id = `${businessId}\n${stored.encryptedCek}`;
     const known = this.#remembered.get(id);
     if (known !== undefined && known.privateKey === privateKey) {

@@ -4,6 +4,7 @@
  * `keys-dir.ts` reads them from a directory; the code that decrypts names only {@link RecordingKeys}.
  */
 import type { KeyObject } from 'node:crypto';
+import { createError } from '../../errors.js';
 
 export interface RecordingKeys {
   /**
@@ -12,4 +13,16 @@ export interface RecordingKeys {
    * recording. Never throws.
    */
   get(businessId: string): KeyObject | undefined;
+}
+
+/** `businessId`'s key in `keys`; throws RECGATE_RECORDING_ENCRYPTED when it has none (or there are no keys). */
+export function keyOf(keys: RecordingKeys | undefined, businessId: string): KeyObject {
+  const key = keys?.get(businessId);
+  if (key === undefined) {
+    throw createError('RECGATE_RECORDING_ENCRYPTED', {
+      message: 'The recording is encrypted and no private key is configured for this business',
+      cause: new Error(`no recording key for business ${JSON.stringify(businessId)}`),
+    });
+  }
+  return key;
 }

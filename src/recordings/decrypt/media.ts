@@ -47,7 +47,7 @@ import {
   unwrapContentKey,
   verifyWhole,
 } from './gcm.js';
-import type { RecordingKeys } from './keys.js';
+import { keyOf, type RecordingKeys } from './keys.js';
 
 /**
  * The recording resource in the Twilio account `account` (`undefined`: the main one), or `undefined` when
@@ -187,13 +187,7 @@ class BusinessMedia implements PlainMedia {
     const recording = await this.#o.lookup(sid, account);
     const raw = recording?.encryptionDetails;
     if (raw === undefined || raw === null) return undefined;
-    const privateKey = this.#o.keys.get(this.#businessId);
-    if (privateKey === undefined) {
-      throw createError('RECGATE_RECORDING_ENCRYPTED', {
-        message: 'The recording is encrypted and no private key is configured for this business',
-        cause: new Error(`no recording key for business ${JSON.stringify(this.#businessId)}`),
-      });
-    }
+    const privateKey = keyOf(this.#o.keys, this.#businessId);
     try {
       const details = parseEncryptionDetails(raw);
       const stored = {
