@@ -14,7 +14,7 @@ import {
   randomBytes,
 } from 'node:crypto';
 import { z } from 'zod';
-import { createError } from '../errors.js';
+import { invalid, invalidInput } from './invalid.js';
 
 /** Twilio's public key SIDs: `CR` and 32 hex digits. */
 export const PUBLIC_KEY_SID_PATTERN = 'CR[0-9a-f]{32}';
@@ -40,19 +40,15 @@ export const publicKeySchema = z.strictObject({
 /** Checks a registration; the key and its SID, or RECGATE_INVALID_REQUEST naming the field. */
 export function parsePublicKey(raw: unknown): { sid: string; key: KeyObject } {
   const parsed = publicKeySchema.safeParse(raw ?? {});
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
-    throw createError('RECGATE_INVALID_REQUEST', { message: `${field}: ${issue.message}` });
-  }
+  if (!parsed.success) invalidInput(parsed.error.issues[0]!);
   let key: KeyObject;
   try {
     key = createPublicKey({ key: parsed.data.public_key, format: 'pem' });
   } catch {
-    throw createError('RECGATE_INVALID_REQUEST', { message: 'public_key: not a PEM public key' });
+    invalid('public_key: not a PEM public key');
   }
   if (key.asymmetricKeyType !== 'rsa') {
-    throw createError('RECGATE_INVALID_REQUEST', { message: 'public_key: must be an RSA key' });
+    invalid('public_key: must be an RSA key');
   }
   const der = key.export({ type: 'spki', format: 'der' });
   const sid = parsed.data.sid ?? `CR${createHash('sha256').update(der).digest('hex').slice(0, 32)}`;

@@ -7,8 +7,8 @@
  * they apply whether or not the recording exists or is ready.
  */
 import { z } from 'zod';
-import { createError } from '../errors.js';
 import { isRecordingSid, RECORDING_SID_PATTERN } from '../sid.js';
+import { invalidInput } from './invalid.js';
 
 export const FAULT_KINDS = [
   /** 500 with Twilio's error JSON (code 20500). */
@@ -146,11 +146,7 @@ export class FaultQueue {
 
   add(raw: unknown): Fault {
     const parsed = faultSchema.safeParse(raw ?? {});
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
-      throw createError('RECGATE_INVALID_REQUEST', { message: `${field}: ${issue.message}` });
-    }
+    if (!parsed.success) invalidInput(parsed.error.issues[0]!);
     const input = parsed.data;
     const fault: Fault = {
       kind: input.kind,

@@ -7,11 +7,10 @@
  * The twilio SDK works against it with `client.api.baseUrl = emulator.url`.
  */
 import type { Logger } from 'pino';
-import { createError } from '../errors.js';
 import { isAccountSid } from '../sid.js';
 import { type DemoCall, seedDemo } from './demo.js';
-import { parsePublicKey } from './encryption.js';
 import { type FaultInput, FaultQueue } from './faults.js';
+import { invalid } from './invalid.js';
 import { buildServer, type MediaStats, type Throttle } from './server.js';
 import {
   type CreateAccountInput,
@@ -243,9 +242,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       return state.create(input ?? {});
     },
     async registerPublicKey(input) {
-      const { sid, key } = parsePublicKey(input);
-      state.publicKeys.set(sid, key);
-      return sid;
+      return state.registerPublicKey(input);
     },
     async createAccount(input) {
       return state.createAccount(input ?? {});
@@ -295,8 +292,4 @@ function applyThrottle(target: Throttle, settings: ThrottleSettings, name: strin
 
 function nested(counters: Map<string, Map<string, number>>): Record<string, Record<string, number>> {
   return Object.fromEntries([...counters].map(([key, counts]) => [key, Object.fromEntries(counts)]));
-}
-
-function invalid(message: string): never {
-  throw createError('RECGATE_INVALID_REQUEST', { message });
 }

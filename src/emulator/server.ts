@@ -9,7 +9,6 @@ import { type FastifyReply, type FastifyRequest, fastify, LogController } from '
 import type { Logger } from 'pino';
 import { isRecgateError } from '../errors.js';
 import { CALL_SID_PATTERN, RECORDING_SID_PATTERN } from '../sid.js';
-import { parsePublicKey } from './encryption.js';
 import { type FaultQueue, HTML_FAULT_PAGE } from './faults.js';
 import { type BodyEnding, evaluateRange, writeBody } from './media.js';
 import type { EmulatorState } from './state.js';
@@ -264,8 +263,7 @@ export function buildServer(ctx: ServerContext) {
   });
 
   app.post('/__emulator/public-keys', async (request, reply) => {
-    const { sid, key } = parsePublicKey(request.body);
-    ctx.state.publicKeys.set(sid, key);
+    const sid = ctx.state.registerPublicKey(request.body);
     log?.info({ publicKeySid: sid }, 'public key registered');
     return reply.code(201).send({ sid, account_sid: ctx.state.accountSid });
   });
@@ -521,7 +519,7 @@ function authenticated(header: string | undefined, ctx: ServerContext): string |
   if (colon < 0) return undefined;
   const user = decoded.slice(0, colon);
   const password = decoded.slice(colon + 1);
-  if (user === ctx.state.accountSid) return safeEquals(password, ctx.authToken) ? user : undefined;
+  // The main account is one of the accounts, with its auth token.
   const account = ctx.state.accounts.get(user);
   if (account !== undefined) return safeEquals(password, account.authToken) ? user : undefined;
   const secret = Object.hasOwn(ctx.apiKeys, user) ? ctx.apiKeys[user] : undefined;

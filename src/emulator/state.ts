@@ -14,7 +14,8 @@ import {
   RECORDING_SID_PATTERN,
 } from '../sid.js';
 import { type GeneratedMp3, type GeneratedWav, generateMp3, generateWav, minMp3Bytes } from './audio.js';
-import { type EncryptedMedia, encryptMedia, PUBLIC_KEY_SID_PATTERN } from './encryption.js';
+import { type EncryptedMedia, encryptMedia, PUBLIC_KEY_SID_PATTERN, parsePublicKey } from './encryption.js';
+import { invalid, invalidInput } from './invalid.js';
 
 export type CallDirection = 'inbound' | 'outbound-api' | 'outbound-dial';
 
@@ -192,6 +193,7 @@ export class EmulatorState {
   readonly calls = new Map<string, CallEntry>();
   readonly recordings = new Map<string, RecordingEntry>();
   /** Public keys for Voice Recording Encryption (`POST /__emulator/public-keys`), by `CR…` SID. */
+  /** Public keys registered for Voice Recording Encryption, by SID. */
   readonly publicKeys = new Map<string, KeyObject>();
   private readonly renditions = new Map<string, GeneratedWav | GeneratedMp3>();
   readonly accounts = new Map<string, EmulatorAccount>();
@@ -210,6 +212,13 @@ export class EmulatorState {
       friendlyName: 'Main account',
       created: new Date(),
     });
+  }
+
+  /** Registers a public key; resolves to its SID. Throws RECGATE_INVALID_REQUEST naming the bad field. */
+  registerPublicKey(raw: unknown): string {
+    const { sid, key } = parsePublicKey(raw);
+    this.publicKeys.set(sid, key);
+    return sid;
   }
 
   /** Adds an account; throws RECGATE_INVALID_REQUEST naming the bad field. */
@@ -578,14 +587,6 @@ export class EmulatorState {
   dropCaches(): void {
     this.renditions.clear();
   }
-}
-
-function invalidInput(issue: z.core.$ZodIssue): never {
-  invalid(`${issue.path.length > 0 ? issue.path.join('.') : 'body'}: ${issue.message}`);
-}
-
-function invalid(message: string): never {
-  throw createError('RECGATE_INVALID_REQUEST', { message });
 }
 
 /** 32 lower-case hex digits derived from a string. */
