@@ -16,19 +16,11 @@ import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { type Emulator, startEmulator } from '../src/emulator/index.js';
+import { startEmulator } from '../src/emulator/index.js';
+import { newRecording, upstreamHeaders, upstreamPath } from './lib/context.js';
 import type { LoadResult } from './lib/loadgen.js';
 import { startLoadgen } from './lib/loadgen.js';
-import {
-  ensureBinary,
-  type Peer,
-  type Recording,
-  scratchDir,
-  startNginx,
-  startRecgate,
-  startVarnish,
-  type UpstreamInfo,
-} from './lib/peers.js';
+import { ensureBinary, type Peer, scratchDir, startNginx, startRecgate, startVarnish } from './lib/peers.js';
 import { fmtMs, summarize } from './lib/stats.js';
 import { ensureBuild } from './run.js';
 
@@ -89,15 +81,15 @@ export async function runHostsBench(options: HostsOptions): Promise<HostsRow[]> 
   const schema = `recgate_bench_hosts_${process.pid}_${randomBytes(3).toString('hex')}`;
   const sharedDir = await scratchDir('hosts');
   try {
-    const probe = await newRecording(emulator, 16_384);
+    const probe = await newRecording({ emulator }, 16_384);
     const stampede = async (name: string, peers: Peer[]) => {
-      const rec = await newRecording(emulator, size);
+      const rec = await newRecording({ emulator }, size);
       const paths = await Promise.all(peers.map((p) => p.prepare(rec)));
       if (new Set(paths).size !== 1) throw new Error(`${name}: instances disagree on the path`);
       const ref = await loadgen.run({
         origin: upstream.url,
-        path: mediaPath(upstream, probe),
-        headers: basic(upstream),
+        path: upstreamPath({ upstream }, probe),
+        headers: upstreamHeaders({ upstream }),
         concurrency: 3,
         size: probe.size,
       });
@@ -187,27 +179,6 @@ export async function runHostsBench(options: HostsOptions): Promise<HostsRow[]> 
     await admin.end();
   }
   return rows;
-}
-
-async function newRecording(emulator: Emulator, bytes: number): Promise<Recording> {
-  const created = await emulator.createRecording({ bytes });
-  if (!created.recording_sid || created.sha256 === null) throw new Error('emulator made no recording');
-  return {
-    call_sid: created.call_sid,
-    recording_sid: created.recording_sid,
-    size: created.size,
-    sha256: created.sha256,
-  };
-}
-
-function mediaPath(upstream: UpstreamInfo, rec: Recording): string {
-  return `/2010-04-01/Accounts/${upstream.accountSid}/Recordings/${rec.recording_sid}.mp3`;
-}
-
-function basic(upstream: UpstreamInfo): Record<string, string> {
-  return {
-    authorization: `Basic ${Buffer.from(`${upstream.accountSid}:${upstream.authToken}`).toString('base64')}`,
-  };
 }
 
 export function renderHostsBench(rows: HostsRow[]): string {

@@ -4,7 +4,13 @@ import path from 'node:path';
 import { request } from 'undici';
 import type { Emulator } from '../../src/emulator/index.js';
 import type { LoadgenProcess } from './loadgen.js';
-import type { RecgateOptions, RecgatePeer, Recording, UpstreamInfo } from './peers.js';
+import {
+  basicAuth,
+  type RecgateOptions,
+  type RecgatePeer,
+  type Recording,
+  type UpstreamInfo,
+} from './peers.js';
 
 export type BenchMode = 'smoke' | 'default' | 'full';
 
@@ -32,13 +38,12 @@ export interface BenchContext {
 }
 
 /** The emulator's media path for a recording, as peers proxy it. */
-export function upstreamPath(ctx: BenchContext, recording: Recording): string {
+export function upstreamPath(ctx: Pick<BenchContext, 'upstream'>, recording: Recording): string {
   return `/2010-04-01/Accounts/${ctx.upstream.accountSid}/Recordings/${recording.recording_sid}.mp3`;
 }
 
-export function upstreamHeaders(ctx: BenchContext): Record<string, string> {
-  const basic = Buffer.from(`${ctx.upstream.accountSid}:${ctx.upstream.authToken}`).toString('base64');
-  return { authorization: `Basic ${basic}` };
+export function upstreamHeaders(ctx: Pick<BenchContext, 'upstream'>): Record<string, string> {
+  return { authorization: basicAuth(ctx.upstream) };
 }
 
 /** Fetches a recording's bytes from the emulator (at its current throttle) and writes them to `dir/{call_sid}.mp3` (for the static peers). */
@@ -84,7 +89,7 @@ export async function probeUpstreamTtfb(ctx: BenchContext, probe: Recording): Pr
 }
 
 /** Creates a completed recording of exactly `bytes` bytes in the emulator. */
-export async function newRecording(ctx: BenchContext, bytes: number): Promise<Recording> {
+export async function newRecording(ctx: Pick<BenchContext, 'emulator'>, bytes: number): Promise<Recording> {
   const created = await ctx.emulator.createRecording({ bytes });
   if (!created.recording_sid || created.sha256 === null || created.size !== bytes) {
     throw new Error(`emulator did not create a ${bytes}-byte recording: ${JSON.stringify(created)}`);

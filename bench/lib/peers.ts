@@ -220,7 +220,8 @@ function spawnLogged(command: string, args: string[], logFile: string, env?: Nod
   return { child, log: () => tail };
 }
 
-function basicAuth(upstream: UpstreamInfo): string {
+/** The `Authorization` value of the upstream's account, as every peer that proxies it sends. */
+export function basicAuth(upstream: UpstreamInfo): string {
   return `Basic ${Buffer.from(`${upstream.accountSid}:${upstream.authToken}`).toString('base64')}`;
 }
 
