@@ -313,9 +313,11 @@ class WavLevels {
     const format = this.#format!;
     const take = Math.min(chunk.length, this.#dataLeft);
     this.#dataLeft -= take;
+    // A view of the chunk (no copy) unless a frame split across chunks needs joining; only the remainder,
+    // shorter than a frame, is copied out (the chunk may be reused once this returns).
     let buf =
       this.#carry.length === 0
-        ? Buffer.from(chunk.subarray(0, take))
+        ? Buffer.from(chunk.buffer, chunk.byteOffset, take)
         : Buffer.concat([this.#carry, chunk.subarray(0, take)]);
     const frameBytes = format.channels * format.bytes;
     const whole = buf.length - (buf.length % frameBytes);
