@@ -59,13 +59,12 @@ export class Waveforms {
     const key = `${cacheKeyOf(ref)}\n${ref.recordingSid}`;
     let running = this.#running.get(key);
     if (running === undefined) {
-      // Peaks this process computed lately first (no file read), checked against the file cached now
-      // like stored ones; then the stored ones, which another process may have written.
+      const text = await this.#cache.readPeaks?.(ref);
+      const stored = await this.#valid(ref, text);
+      if (stored !== undefined) return stored;
+      // A computation that ended while the file was read wrote it just after: no need for another.
       const recent = await this.#valid(ref, this.#recent.get(key));
       if (recent !== undefined) return recent;
-      const stored = await this.#valid(ref, await this.#cache.readPeaks?.(ref));
-      if (stored !== undefined) return stored;
-      // A computation that started while the file was read: join it rather than start another.
       running = this.#running.get(key);
     }
     if (running === undefined) {
