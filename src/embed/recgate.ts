@@ -20,6 +20,7 @@ import type { CallUpsert } from '../call-log/call-log.js';
 import { createError } from '../errors.js';
 import type { AppDeps } from '../http/deps.js';
 import { installErrorHandlers, sendError } from '../http/errors.js';
+import { observeRequests, requestIdOptions } from '../http/observe.js';
 import { apiPlugin } from '../http/plugin.js';
 import { type RouteTable, trackRoutes } from '../http/route-table.js';
 import { type GatewayRuntime, openGatewayRuntime } from '../server.js';
@@ -151,7 +152,12 @@ export async function createRecgate<Req extends IncomingMessage = IncomingMessag
   };
   let closing: Promise<void> | undefined;
   return {
-    plugin: async (app) => apiPlugin(app, { deps }),
+    plugin: async (app) => {
+      // In the plugin's own context: the host's other routes are not counted as recgate's. The host's
+      // request logging, when on, logs these requests; recgate does not log them twice.
+      observeRequests(app, { log: false });
+      await apiPlugin(app, { deps });
+    },
     handler: (req, res) => dispatch(req, res),
     middleware: (req, res, next) => dispatch(req, res, next),
     registerCall: async (call) => {
@@ -176,12 +182,14 @@ async function internalApp(
     loggerInstance: deps.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.config.bodyLimitBytes,
+    ...requestIdOptions,
     routerOptions: { maxParamLength: 200 },
     frameworkErrors: (error, _request, reply) => {
       sendError(reply, createError('RECGATE_INVALID_REQUEST', { cause: error }));
     },
   });
   const routes = trackRoutes(app);
+  observeRequests(app);
   installErrorHandlers(app, routes);
   await app.register(apiPlugin, { deps, prefix });
   await app.ready();

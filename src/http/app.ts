@@ -3,14 +3,14 @@
  * http (this folder) → auth → call-log → resolution → recordings (cache) → upstream, with serving/ turning a
  * cached recording into an RFC 9110 response.
  */
-import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
-import { lazyChild, redactUrl } from '../observability/logger.js';
+import { lazyChild } from '../observability/logger.js';
 import { getMetrics } from '../observability/metrics.js';
 import type { AppDeps } from './deps.js';
 import { clientErrorHandler, installErrorHandlers, sendError } from './errors.js';
+import { observeRequests, requestIdOptions } from './observe.js';
 import { apiPlugin } from './plugin.js';
 import { trackRoutes } from './route-table.js';
 import { accountRoutes } from './routes/accounts.js';
@@ -57,11 +57,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
       opts.level === undefined && opts.serializers === undefined
         ? (lazyChild(logger as Logger, bindings) as FastifyBaseLogger)
         : logger.child(bindings, opts),
-    requestIdHeader: 'x-request-id',
-    genReqId: (req) => {
-      const given = req.headers['x-request-id'];
-      return typeof given === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
-    },
+    ...requestIdOptions,
     routerOptions: { maxParamLength: 200 },
     // Malformed URLs (bad percent-encoding and the like) get our error shape, not Fastify's.
     frameworkErrors: (error, _request, reply) => {
@@ -70,39 +66,18 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   });
 
   if (deps.config.maxConnections > 0) app.server.maxConnections = deps.config.maxConnections;
-  // Hooks take a callback rather than return a promise: they run on every request, the warm ones included.
-  app.addHook('onRequest', (request, reply, done) => {
+  observeRequests(app, { metrics });
+  app.addHook('onRequest', (request, _reply, done) => {
     // The idle timeout is for connections between requests; a request in progress is bounded by the
     // request and send timeouts instead (a client waiting for a cold download may see no byte for a while).
     // (inject()'s requests, from tests and embedders, come on a stand-in socket without timers.)
     const socket = request.raw.socket as { setTimeout?: (ms: number) => unknown } | undefined;
     if (typeof socket?.setTimeout === 'function') socket.setTimeout(0);
-    reply.header('x-request-id', request.id);
-    (request as unknown as { startedAt: bigint }).startedAt = process.hrtime.bigint();
     // RFC 9112 §3.2: more than one Host field line MUST get a 400. Node keeps the first and drops the
     // others silently, and playback URLs are built from the Host when no public URL is configured.
     if (hostLines(request.raw.rawHeaders) > 1) {
       done(createError('RECGATE_INVALID_REQUEST', { message: 'More than one Host header' }));
       return;
-    }
-    done();
-  });
-  app.addHook('onResponse', (request, reply, done) => {
-    const route = request.routeOptions.url ?? 'unmatched';
-    const started = (request as unknown as { startedAt?: bigint }).startedAt;
-    const seconds = started ? Number(process.hrtime.bigint() - started) / 1e9 : 0;
-    metrics.httpRequests.inc({ route, method: request.method, status: String(reply.statusCode) });
-    metrics.httpDuration.observe({ route, method: request.method }, seconds);
-    const log = request.log as Logger;
-    if (log.isLevelEnabled('info')) {
-      log.info(
-        {
-          req: { method: request.method, url: redactUrl(request.url), range: request.headers.range },
-          res: { statusCode: reply.statusCode },
-          ms: Math.round(seconds * 1000),
-        },
-        'request completed',
-      );
     }
     done();
   });

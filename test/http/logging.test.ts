@@ -36,6 +36,15 @@ it('logs cache events and requests with a request id, and never a secret', async
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+  // An id that is not well formed (spaces, a forged log field, too long) is replaced, not echoed or logged.
+  for (const forged of ['two words', 'x"}{"level":60', 'a'.repeat(65)]) {
+    const res = await request(`${stack.url}/healthz`, { headers: { 'x-request-id': forged } });
+    await res.body.dump();
+    assert.match(
+      String(res.headers['x-request-id']),
+      /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+    );
+  }
   const bad = await request(`${stack.url}/api/calls`, { headers: { authorization: `Bearer ${token}x` } });
   await bad.body.dump();
   await new Promise((r) => setTimeout(r, 50));
