@@ -9,13 +9,17 @@
  * Figures print side by side per size, so O(log n) growth shows as nearly flat columns. PostgreSQL is the
  * test server (RECGATE_TEST_POSTGRES_URL or 127.0.0.1:5432/test); it is left out, saying why, when absent.
  *
+ * On SQLite it also starts `recgate serve` (from source, one worker) on that data dir, with as many finished
+ * recordings on disk as rows in the index, and times it from spawn to `/readyz` answering 200, beside the
+ * same start on an empty data dir in the same run.
+ *
  * A second table does the same for the recordings directory itself (`--dir-sizes`): a directory holding that
  * many finished recordings (empty files, with their identity records), and the cost of removing one
  * recording as an eviction does (no listing: flat), as a purge does (it looks for crashed generations of the
  * recording: one scan), and of the sweep's scan for leftovers (hourly and at start, in the background).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -50,6 +54,10 @@ export interface CacheBenchRow {
   oldestMs: number;
   /** Real files the pass removed (the rest of the rows have no file: the bench fills rows, not disks). */
   realFilesRemoved: number;
+  /** SQLite: `recgate serve` from spawn to ready on this data dir, with `rows` recordings on disk too. */
+  serveMs?: number;
+  /** SQLite: the same on an empty data dir, in the same run. */
+  serveEmptyMs?: number;
 }
 
 /** Row size in the filled index, bytes. */
@@ -72,6 +80,8 @@ export async function runCacheBench(options: {
   sizes: number[];
   backends: Backend[];
   postgresUrl?: string | undefined;
+  /** Also time `recgate serve`'s start on the SQLite data dirs. @default false */
+  serve?: boolean;
   log?: (line: string) => void;
 }): Promise<CacheBenchRow[]> {
   const log = options.log ?? (() => {});
@@ -87,11 +97,24 @@ export async function runCacheBench(options: {
             ? await sqliteSubject(dir, size)
             : await postgresSubject(options.postgresUrl!, dir, size);
         const fillS = (performance.now() - started) / 1000;
+        let row: CacheBenchRow;
         try {
-          rows.push({ backend, rows: size, fillS, ...(await measure(subject, dir)) });
+          row = { backend, rows: size, fillS, ...(await measure(subject, dir)) };
         } finally {
           await subject.close();
         }
+        if (backend === 'sqlite' && options.serve === true) {
+          log(`sqlite: writing ${size} recordings, then starting recgate serve`);
+          fillDirectory(join(dir, 'recordings'), size);
+          row.serveMs = await timeServeStart(dir);
+          const empty = mkdtempSync(join(tmpdir(), 'recgate-bench-empty-'));
+          try {
+            row.serveEmptyMs = await timeServeStart(empty);
+          } finally {
+            rmSync(empty, { recursive: true, force: true });
+          }
+        }
+        rows.push(row);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
@@ -184,10 +207,7 @@ export async function runDirectoryBench(sizes: number[], log: (line: string) => 
     try {
       log(`directory: writing ${files} recordings`);
       const started = performance.now();
-      for (let i = 0; i < files; i++) {
-        writeFileSync(join(dir, `${sid(i)}.mp3`), '');
-        writeFileSync(join(dir, `.${sid(i)}.mp3.id`), '');
-      }
+      fillDirectory(dir, files);
       const fillS = (performance.now() - started) / 1000;
       const store = new FsRecordingStore({ dir });
       const timed = async (fn: () => Promise<unknown>) => {
@@ -228,6 +248,32 @@ export function renderDirectoryBench(rows: DirBenchRow[]): string {
     `|---|${rows.map(() => '---:').join('|')}|`,
     ...measures.map(([name, fmt]) => `| ${name} | ${rows.map(fmt).join(' | ')} |`),
   ].join('\n');
+}
+
+/** Writes `files` finished recordings (empty, each with its identity record) into `dir`, past those there. */
+function fillDirectory(dir: string, files: number): void {
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < files; i++) {
+    const name = `${sid(i)}.mp3`;
+    if (i < REAL_FILES && existsSync(join(dir, name))) continue;
+    writeFileSync(join(dir, name), '');
+    writeFileSync(join(dir, `.${name}.id`), '');
+  }
+}
+
+/** `recgate serve` (one worker, from source) on `dataDir`: ms from spawn to `/readyz` answering 200. */
+async function timeServeStart(dataDir: string): Promise<number> {
+  const { startServeProcess } = await import('../test/helpers/serve-process.js');
+  const started = performance.now();
+  const server = await startServeProcess({
+    workers: 1,
+    dataDir,
+    // Nothing is downloaded: the start reads no recording from Twilio.
+    emulator: { url: 'http://127.0.0.1:9', accountSid: `AC${'0'.repeat(32)}`, authToken: 'unused' },
+  });
+  const ms = performance.now() - started;
+  await server.stop();
+  return ms;
 }
 
 /** Call SIDs for the bench: row `i` is played at `BASE + i` ms, so row 0 is the least recently played. */
@@ -319,9 +365,12 @@ export function renderCacheBench(rows: CacheBenchRow[]): string {
     ['pass evicting 1 file (ms, median)', (r) => r.passMs.toFixed(2)],
     [`per eviction in a ${MANY}-file pass (ms)`, (r) => r.stepMs.toFixed(3)],
     ['oldest(16) query (ms, median)', (r) => r.oldestMs.toFixed(3)],
+    ['recgate serve start to ready, this data dir (ms)', (r) => r.serveMs?.toFixed(0) ?? '–'],
+    ['recgate serve start to ready, empty data dir (ms)', (r) => r.serveEmptyMs?.toFixed(0) ?? '–'],
   ];
   for (const backend of [...new Set(rows.map((r) => r.backend))]) {
     for (const [name, fmt] of measures) {
+      if (rows.every((r) => r.backend !== backend || fmt(r) === '–')) continue;
       const cells = sizes.map((n) => {
         const row = rows.find((r) => r.backend === backend && r.rows === n);
         return row ? fmt(row) : '–';
@@ -359,7 +408,13 @@ async function main(): Promise<void> {
       backends = backends.filter((b) => b !== 'postgres');
     }
   }
-  const rows = await runCacheBench({ sizes, backends, postgresUrl, log: (l) => console.error(l) });
+  const rows = await runCacheBench({
+    sizes,
+    backends,
+    postgresUrl,
+    serve: true,
+    log: (l) => console.error(l),
+  });
   console.log(renderCacheBench(rows));
   console.log(`\nnode ${process.version}; ${REAL_FILES} real files per run; row size ${ROW_BYTES} bytes.`);
   const dirSizes = (values['dir-sizes'] ?? values.sizes).split(',').map((s) => Number(s));

@@ -37,6 +37,17 @@ test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
   assert.match(table, /\| 600 \| 1\.2k \|/);
 });
 
+test('bench:cache smoke run of the recgate serve start-up, on SQLite', async () => {
+  const [row] = await runCacheBench({ sizes: [600], backends: ['sqlite'], serve: true });
+  for (const figure of [row!.serveMs, row!.serveEmptyMs]) {
+    assert.ok(typeof figure === 'number' && Number.isFinite(figure) && figure > 0, String(figure));
+  }
+  assert.match(
+    renderCacheBench([row!]),
+    /\| sqlite \| recgate serve start to ready, this data dir \(ms\) \| \d+ \|/,
+  );
+});
+
 test('bench:cache directory smoke run: every figure present, nothing left behind', async () => {
   const before = readdirSync(tmpdir()).filter((n) => n.startsWith('recgate-bench-dir-')).length;
   const rows = await runDirectoryBench([40, 80]);
