@@ -73,12 +73,10 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
           businessId: registered.businessId,
         });
       }
-      // A recording Twilio deleted goes from here too, unless the operator keeps such copies.
-      if (outcome === 'deleted' && !deps.config.keepAfterUpstreamDelete) {
-        await deps.cache.remove(CallSid, 'upstream_deleted', {
-          log: request.log as Logger,
-          onlyRecording: RecordingSid,
-        });
+      // A recording Twilio deleted goes from here too, unless the operator keeps such copies (the state
+      // decides, as for a 404). A removal that fails answers 5xx, so Twilio sends the report again.
+      if (outcome === 'deleted') {
+        await deps.state.removeDeletedCopies(CallSid, RecordingSid, request.log as Logger);
       }
       request.log.info(
         {
