@@ -18,9 +18,11 @@ import type { AppDeps } from '../deps.js';
  */
 export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
   app.register(async (scope) => {
+    // The form's limit is `--body-limit`, as for every other body: given here, because a parser's own
+    // limit wins over the server's (and, embedded, over the host application's).
     scope.addContentTypeParser(
       'application/x-www-form-urlencoded',
-      { parseAs: 'string', bodyLimit: 64 * 1024 },
+      { parseAs: 'string', bodyLimit: deps.config.bodyLimitBytes },
       (_request, body, done) => {
         done(null, Object.fromEntries(new URLSearchParams(body as string)));
       },
