@@ -15,6 +15,7 @@ import { deleteAtTwilio, mediaRequests } from '../helpers/admin-cli.js';
 import { sha256 } from '../helpers/common.js';
 import { callFiles, finishedNames, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+import { metric } from '../limits/admission-helpers.js';
 
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -56,6 +57,8 @@ async function dial(stack: Stack, business: string) {
     size: rec.size,
   };
 }
+
+const UPSTREAM_DELETED = 'recgate_recordings_removed_total{reason="upstream_deleted"}';
 
 /** Waits until `ok` holds, for at most ten seconds. */
 async function until(ok: () => Promise<boolean>): Promise<void> {
@@ -168,12 +171,14 @@ describe('purge and the audit trail', () => {
     const withPeaks = [...finishedNames(pair.parent), `${pair.parent}.peaks.json`].sort();
     await until(async () => (await files(stack, pair.parent)).join() === withPeaks.join());
     await deleteAtTwilio(stack, pair.recordingSid);
+    const removedBefore = await metric(stack, UPSTREAM_DELETED);
 
     // The child plays its parent's recording: the parent's files are the ones that go.
     const wav = await call(stack, 'GET', `/api/calls/${pair.child}/download?format=wav`, acme);
     assert.equal(wav.status, 404);
     assert.equal(wav.json().error.code, 'RECGATE_RECORDING_GONE');
     assert.deepEqual(await files(stack, pair.parent), [], 'no file of the recording is left');
+    assert.equal(await metric(stack, UPSTREAM_DELETED), removedBefore + 1, 'counted as the webhook is');
     const fetched = mediaRequests(stack, pair.recordingSid);
     const gone = await call(stack, 'GET', `/api/calls/${pair.child}/download`, acme);
     assert.equal(gone.status, 404);
