@@ -4,9 +4,10 @@
  * records the outcome. Each worker process runs one; the queue hands each job to one of them.
  *
  * A job whose call is unknown, purged or deleted upstream, or whose recording is gone, fails at once (there
- * is nothing to fetch); a recording the download finds deleted at Twilio is also told to the recording state,
- * which marks its calls and removes its local copies as for a user's request. A transient failure (an outage, a full disk, a recording still processing) is tried
- * again after a backoff that doubles from `retryBaseMs`, up to `maxAttempts`.
+ * is nothing to fetch); a recording the download finds deleted at Twilio is also told to the recording
+ * state, which marks its calls and removes its local copies as for a user's request. A transient failure
+ * (an outage, a full disk, a recording still processing) is tried again after a backoff that doubles from
+ * `retryBaseMs`, up to `maxAttempts`.
  */
 import type { Logger } from 'pino';
 import type { CallLog } from '../call-log/call-log.js';
