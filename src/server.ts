@@ -191,8 +191,16 @@ export async function openGatewayRuntime(
   void sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const audit = new AuditTrail({ logger, metrics, callLog: config.auditDb ? callLog : undefined });
-  const prefetch = await startPrefetch(database, { cache, callLog, logger, metrics, config, accounts });
-  const state = new RecordingState(callLog);
+  const state = new RecordingState(callLog, { cache, keep: config.keepAfterUpstreamDelete, logger });
+  const prefetch = await startPrefetch(database, {
+    cache,
+    callLog,
+    state,
+    logger,
+    metrics,
+    config,
+    accounts,
+  });
   const drainState = new DrainState();
   const resolver = new RecordingResolver({ callLog, state, upstream, accounts });
   const limits = apiLimits(config);
@@ -254,6 +262,8 @@ async function startPrefetch(
   deps: {
     cache: LocalRecordingCache;
     callLog: CallLog;
+    /** Told of a recording a prefetch found deleted at Twilio. */
+    state: RecordingState;
     logger: Logger;
     metrics: Metrics;
     config: Config;
@@ -261,7 +271,7 @@ async function startPrefetch(
     accounts: Pick<AccountDirectory, 'account'>;
   },
 ): Promise<PrefetchRuntime | undefined> {
-  const { cache, callLog, logger, metrics, config, accounts } = deps;
+  const { cache, callLog, state, logger, metrics, config, accounts } = deps;
   const queue = await openPrefetchQueue(database);
   if (queue === undefined) {
     logger.info({ event: 'prefetch_off' }, 'Prefetch is off: an in-memory database has no shared queue');
@@ -271,6 +281,7 @@ async function startPrefetch(
     queue,
     cache,
     callLog,
+    state,
     logger,
     concurrency: config.prefetchConcurrency,
     onOutcome: (outcome) => metrics.prefetchJobs.inc({ outcome }),

@@ -175,6 +175,13 @@ export interface CallLog {
   /** Whether the backend answers; used by `/readyz`. */
   ping(): Promise<boolean>;
 
+  /**
+   * The highest schema version recorded in the database (its `schema_migrations`), read back from it; 0
+   * before the first migration. Higher than this code's latest migration when a newer recgate migrated the
+   * database (`recgate doctor` reports that downgrade). Throws RECGATE_DATABASE_ERROR.
+   */
+  schemaVersion(): Promise<number>;
+
   /** Releases connections and file handles. */
   close(): Promise<void>;
 }

@@ -395,6 +395,20 @@ export class PostgresCallLog implements CallLog {
     return toPage(rows, limit);
   }
 
+  async schemaVersion(): Promise<number> {
+    // Resolved through the connection's search_path, so the call log's own schema.
+    const [table] = await this.#query<{ found: string | null }>(
+      "SELECT to_regclass('schema_migrations')::text AS found",
+      [],
+    );
+    if (table?.found == null) return 0;
+    const [row] = await this.#query<{ version: number }>(
+      'SELECT coalesce(max(version), 0)::integer AS version FROM schema_migrations',
+      [],
+    );
+    return Number(row?.version ?? 0);
+  }
+
   async ping(): Promise<boolean> {
     if (this.#closed) return false;
     try {

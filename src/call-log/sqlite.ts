@@ -381,6 +381,18 @@ export class SqliteCallLog implements CallLog {
     });
   }
 
+  schemaVersion(): Promise<number> {
+    return this.#run(() => {
+      const table = this.#db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+        .get();
+      if (table === undefined) return 0;
+      return Number(
+        this.#db.prepare('SELECT coalesce(max(version), 0) FROM schema_migrations').pluck().get(),
+      );
+    });
+  }
+
   ping(): Promise<boolean> {
     if (this.#closed) return Promise.resolve(false);
     try {

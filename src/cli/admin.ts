@@ -116,7 +116,13 @@ export async function openAdmin(
     config,
     logger,
     callLog,
-    state: new RecordingState(callLog),
+    // With the cache, a recording a download finds deleted at Twilio loses its local copies, as in serve.
+    state: new RecordingState(
+      callLog,
+      runtime === undefined
+        ? undefined
+        : { cache: runtime.cache, keep: config.keepAfterUpstreamDelete, logger },
+    ),
     runtime,
     upstream: upstreams?.upstream,
     accounts: upstreams?.accounts,

@@ -7,11 +7,13 @@
  * The checks, in order (a check whose prerequisite failed is reported as skipped, not run):
  * 1. **config**: the settings load and validate;
  * 2. **data dir**: the recordings directory exists or can be made, is writable by this user, and its volume
- *    has room;
+ *    has room ({@link MIN_FREE_BYTES});
  * 3. **lock**: the download lock really excludes across two processes on this storage: a child process
  *    takes a probe lock, this process must fail to take it, and after the child is killed (no clean-up) it
  *    must get it, because the backend releases a dead holder's lock itself;
- * 4. **database**: the call log is reachable, migrated to the latest schema, and answers a query;
+ * 4. **database**: the call log is reachable, migrated, at the schema version this code knows as its latest
+ *    (read back from the database: one a newer recgate migrated is a downgrade, and fails), and answers a
+ *    query;
  * 5. **twilio**: the credentials are accepted, by one authenticated request.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -84,6 +86,7 @@ export async function runDoctor(options: DoctorOptions): Promise<boolean> {
     }
     return summarize(results, options.write);
   }
+  // Whether the data dir can be written; a volume short of room still holds a probe lock file.
   let dataDirOk = true;
   for (const check of checks(options)) {
     if (check.name === 'lock' && !dataDirOk && lockBackendOf(config) === 'fs') {
@@ -94,7 +97,7 @@ export async function runDoctor(options: DoctorOptions): Promise<boolean> {
       const detail = await withTimeout(check.run(config), `${check.name} check`);
       report({ name: check.name, status: 'pass', detail });
     } catch (err) {
-      if (check.name === 'data dir') dataDirOk = false;
+      if (check.name === 'data dir' && !(err instanceof LowSpace)) dataDirOk = false;
       report({ name: check.name, status: 'fail', detail: messageOf(err) });
     }
   }
@@ -141,12 +144,15 @@ async function checkDataDir(config: Config): Promise<string> {
   const uid = process.getuid?.();
   const room = `${formatBytes(free)} free of ${formatBytes(total)}`;
   if (free < MIN_FREE_BYTES) {
-    throw new Error(
+    throw new LowSpace(
       `${dir} is writable but its volume has only ${room} (needs ${formatBytes(MIN_FREE_BYTES)})`,
     );
   }
   return `${dir} is writable${uid === undefined ? '' : ` by uid ${uid}`}; ${room}`;
 }
+
+/** The data dir is writable, but its volume has less than {@link MIN_FREE_BYTES} free. */
+class LowSpace extends Error {}
 
 /**
  * What refuses writes on the way to `dir`: the nearest existing directory and the error `access(W_OK)`
@@ -290,17 +296,34 @@ export async function lockProbeChild(id: string, env: NodeJS.ProcessEnv = proces
   });
 }
 
+/**
+ * Opens and migrates the call log as `serve` does, then reads the schema version back from the database
+ * and runs one query. A version above the code's latest migration means a newer recgate migrated the
+ * database: this one would run on a schema it does not know, so the check fails, naming both versions.
+ */
 async function checkDatabase(config: Config): Promise<string> {
   const database = parseDatabaseUrl(config.databaseUrl, config.dataDir);
+  const migrations = database.kind === 'postgres' ? POSTGRES_MIGRATIONS : SQLITE_MIGRATIONS;
+  const latest = migrations.at(-1)?.version ?? 0;
+  const where = database.kind === 'postgres' ? 'PostgreSQL' : `SQLite ${database.path}`;
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
+  let version: number;
   try {
+    version = await callLog.schemaVersion();
+    if (version > latest) {
+      throw new Error(
+        `${where} has schema version ${version}, newer than this recgate's latest (${latest}): a newer ` +
+          'recgate migrated it, and going back is not supported; run that version or newer',
+      );
+    }
+    if (version < latest) {
+      throw new Error(`${where} is at schema version ${version} after migrating, not ${latest}`);
+    }
     await callLog.getForBusiness('recgate-doctor', PROBE_CALL_SID);
   } finally {
     await callLog.close();
   }
-  const latest = (database.kind === 'postgres' ? POSTGRES_MIGRATIONS : SQLITE_MIGRATIONS).length;
-  const where = database.kind === 'postgres' ? 'PostgreSQL' : `SQLite ${database.path}`;
-  return `${where} answers; schema migrated to version ${latest} (the latest)`;
+  return `${where} answers; schema at version ${version}, the latest this recgate knows`;
 }
 
 async function checkTwilio(config: Config): Promise<string> {

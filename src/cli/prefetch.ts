@@ -250,6 +250,7 @@ async function runAndWait(
     queue,
     cache: admin.runtime!.cache,
     callLog: admin.callLog,
+    state: admin.state,
     logger: admin.logger,
     concurrency: Math.max(1, admin.config.prefetchConcurrency),
     ...(admin.accounts === undefined

@@ -26,7 +26,6 @@ export interface AppDeps {
     | 'playbackUrlTtlS'
     | 'twilioAuthToken'
     | 'demo'
-    | 'keepAfterUpstreamDelete'
     | 'requestTimeoutMs'
     | 'headersTimeoutMs'
     | 'idleTimeoutMs'

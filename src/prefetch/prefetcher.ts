@@ -4,13 +4,16 @@
  * records the outcome. Each worker process runs one; the queue hands each job to one of them.
  *
  * A job whose call is unknown, purged or deleted upstream, or whose recording is gone, fails at once (there
- * is nothing to fetch); a transient failure (an outage, a full disk, a recording still processing) is tried
- * again after a backoff that doubles from `retryBaseMs`, up to `maxAttempts`.
+ * is nothing to fetch); a recording the download finds deleted at Twilio is also told to the recording
+ * state, which marks its calls and removes its local copies as for a user's request. A transient failure
+ * (an outage, a full disk, a recording still processing) is tried again after a backoff that doubles from
+ * `retryBaseMs`, up to `maxAttempts`.
  */
 import type { Logger } from 'pino';
 import type { CallLog } from '../call-log/call-log.js';
 import { createError, isRecgateError } from '../errors.js';
-import type { RecordingCache } from '../recordings/cache.js';
+import type { RecordingCache, RecordingRef } from '../recordings/cache.js';
+import type { RecordingState } from '../resolution/state.js';
 import type { PrefetchJob, PrefetchQueue } from './queue.js';
 
 export type PrefetchOutcome = 'done' | 'retry' | 'failed';
@@ -19,6 +22,11 @@ export interface PrefetcherOptions {
   queue: PrefetchQueue;
   cache: Pick<RecordingCache, 'open'>;
   callLog: Pick<CallLog, 'get' | 'isPurged'>;
+  /**
+   * Told of every failed download (src/resolution/state.ts): one that found the recording deleted at Twilio
+   * marks its calls and removes its local copies. @default none: only the job fails
+   */
+  state?: Pick<RecordingState, 'downloadFailed'>;
   logger: Logger;
   /** Downloads this process runs for prefetch at once; 0 disables the prefetcher. @default 2 */
   concurrency?: number;
@@ -48,8 +56,8 @@ const FINAL_CODES = new Set([
 ]);
 
 export class Prefetcher {
-  readonly #o: Required<Omit<PrefetcherOptions, 'onOutcome' | 'accountOf'>> &
-    Pick<PrefetcherOptions, 'onOutcome' | 'accountOf'>;
+  readonly #o: Required<Omit<PrefetcherOptions, 'onOutcome' | 'accountOf' | 'state'>> &
+    Pick<PrefetcherOptions, 'onOutcome' | 'accountOf' | 'state'>;
   readonly #abort = new AbortController();
   readonly #running = new Set<Promise<void>>();
   #wake: (() => void) | undefined;
@@ -175,11 +183,14 @@ export class Prefetcher {
     if (call.recordingState === 'deleted') throw createError('RECGATE_RECORDING_GONE');
     const signal = this.#abort.signal;
     const account = await this.#o.accountOf?.(job.businessId);
-    const recording = await cache.open(
-      { ownerCallSid: job.callSid, recordingSid: job.recordingSid, account },
+    const ref: RecordingRef = { ownerCallSid: job.callSid, recordingSid: job.recordingSid, account };
+    const recording = await cache
       // The business's place in the fair upstream queue, as for its users' own requests.
-      { signal, log: this.#o.logger, businessId: job.businessId },
-    );
+      .open(ref, { signal, log: this.#o.logger, businessId: job.businessId })
+      .catch(async (err: unknown) => {
+        await this.#o.state?.downloadFailed(ref, err, this.#o.logger);
+        throw err;
+      });
     if (recording.complete) return;
     // Reading along is what keeps a reader on the download; the bytes go nowhere.
     for await (const _ of recording.createReadStream(0, recording.size - 1)) {

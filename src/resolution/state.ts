@@ -5,11 +5,26 @@
  * Everything that learns something about a recording tells this module, and it decides what to store: the
  * resolver after a lookup, Twilio's recording-status webhook, a download that found the recording deleted at
  * Twilio, and the admin API registering a call. Nothing else writes those columns.
+ *
+ * It also decides what a recording deleted at Twilio means for its local copies, however that was learned
+ * (the webhook, or a 404 on any download, HEAD, waveform or prefetch of any variant): every variant holding
+ * that recording is removed, unless the operator keeps such copies (`--keep-after-upstream-delete`; they are
+ * still never served, since the call is marked deleted).
  */
+import type { Logger } from 'pino';
 import type { CallLog, CallRecord, CallUpsert } from '../call-log/call-log.js';
 import { createError, isRecgateError } from '../errors.js';
-import type { RecordingRef } from '../recordings/cache.js';
+import type { RecordingCache, RecordingRef } from '../recordings/cache.js';
 import type { CallSid, RecordingSid } from '../sid.js';
+
+/** The local copies of recordings, as the state removes them when Twilio deleted a recording. */
+export interface LocalCopies {
+  cache: Pick<RecordingCache, 'remove'>;
+  /** `--keep-after-upstream-delete`: a recording deleted upstream keeps its local copies. */
+  keep: boolean;
+  /** Where a removal that failed after a 404 is reported when the caller gave no request logger. */
+  logger: Logger;
+}
 
 /** What Twilio's recordingStatusCallback said. */
 export interface RecordingStatusReport {
@@ -26,9 +41,12 @@ export type StatusOutcome = 'stored' | 'deleted' | 'ignored';
 
 export class RecordingState {
   readonly #log: CallLog;
+  readonly #copies: LocalCopies | undefined;
 
-  constructor(callLog: CallLog) {
+  /** `copies`: omitted where no recordings are stored (an admin command without the cache): none removed. */
+  constructor(callLog: CallLog, copies?: LocalCopies) {
     this.#log = callLog;
+    this.#copies = copies;
   }
 
   /**
@@ -116,11 +134,41 @@ export class RecordingState {
   }
 
   /**
-   * A download of `ref` failed with `err`: decides what that says about the recording. Deleted at the
-   * upstream (RECGATE_RECORDING_GONE) is remembered; anything else (an outage, a full disk) says nothing.
+   * Twilio deleted recording `recordingSid` of owner call `owner`: removes every local variant of it (the
+   * `upstream_deleted` removal, logged and counted by the cache), unless the operator keeps such copies. A
+   * file of the owner that holds another recording stays. Rejects as {@link RecordingCache.remove} does
+   * (RECGATE_LOCK_TIMEOUT when a download keeps the lock); the call stays marked, so nothing serves it.
    */
-  async downloadFailed(ref: RecordingRef, err: unknown): Promise<void> {
-    if (isRecgateError(err) && err.code === 'RECGATE_RECORDING_GONE') await this.gone(ref.recordingSid);
+  async removeDeletedCopies(owner: CallSid, recordingSid: RecordingSid, log?: Logger): Promise<void> {
+    if (this.#copies === undefined || this.#copies.keep) return;
+    await this.#copies.cache.remove(owner, 'upstream_deleted', { log, onlyRecording: recordingSid });
+  }
+
+  /**
+   * A download of `ref` (any variant; a HEAD of it at the upstream too) failed with `err`: decides what that
+   * says about the recording. Deleted at the upstream (RECGATE_RECORDING_GONE, which the client checks
+   * against the recording's metadata, so never a variant Twilio cannot make) is remembered for every call
+   * playing it, then its local copies go as for the webhook ({@link removeDeletedCopies}). A removal that
+   * fails is logged (`upstream_delete_remove_failed`) rather than thrown, so the caller still answers with
+   * `err`; the copy is never served, and a purge removes it. Anything else (an outage, a full disk) says
+   * nothing. Resolves once the copies are gone.
+   */
+  async downloadFailed(ref: RecordingRef, err: unknown, log?: Logger): Promise<void> {
+    if (!isRecgateError(err) || err.code !== 'RECGATE_RECORDING_GONE') return;
+    await this.gone(ref.recordingSid);
+    try {
+      await this.removeDeletedCopies(ref.ownerCallSid, ref.recordingSid, log);
+    } catch (removeErr) {
+      (log ?? this.#copies?.logger)?.warn(
+        {
+          event: 'upstream_delete_remove_failed',
+          callSid: ref.ownerCallSid,
+          recordingSid: ref.recordingSid,
+          err: removeErr,
+        },
+        'Could not remove the local copy of a recording deleted at Twilio',
+      );
+    }
   }
 
   /**

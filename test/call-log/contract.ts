@@ -13,6 +13,8 @@ import {
   type CallUpsert,
   MAX_BUSINESSES_OF,
 } from '../../src/call-log/call-log.js';
+import { POSTGRES_MIGRATIONS } from '../../src/call-log/migrations/postgres-migrations.js';
+import { SQLITE_MIGRATIONS } from '../../src/call-log/migrations/sqlite-migrations.js';
 import { ERRORS, type ErrorCode, isRecgateError } from '../../src/errors.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 
@@ -110,6 +112,7 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
         'recordPlays',
         'listPlays',
         'ping',
+        'schemaVersion',
         'close',
       ] as const) {
         assert.equal(typeof log[method], 'function', `${method} is a method`);
@@ -125,6 +128,15 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
       await log.upsert({ businessId: business, callSid });
       await log.migrate();
       assert.equal((await log.get(callSid))?.businessId, business, 'migrating again keeps the data');
+    });
+
+    test('schemaVersion reads back the version migrated to: 0 before, the latest after', async (t) => {
+      const { log } = await open(t, { migrate: false });
+      assert.equal(await log.schemaVersion(), 0);
+      await log.migrate();
+      const latest = await log.schemaVersion();
+      assert.equal(latest, SQLITE_MIGRATIONS.at(-1)!.version);
+      assert.equal(latest, POSTGRES_MIGRATIONS.at(-1)!.version, 'both backends reach the same version');
     });
 
     test('ping answers true while open', async (t) => {

@@ -7,6 +7,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { openCallLog, parseDatabaseUrl } from '../../src/call-log/index.js';
+import { POSTGRES_MIGRATIONS } from '../../src/call-log/migrations/postgres-migrations.js';
+import { SQLITE_MIGRATIONS } from '../../src/call-log/migrations/sqlite-migrations.js';
 import { runDoctor } from '../../src/cli/doctor.js';
 import {
   DEFAULT_ACCOUNT_SID,
@@ -16,7 +20,7 @@ import {
 } from '../../src/emulator/index.js';
 import { tempDir } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
-import { mountReadOnly } from '../helpers/read-only-mount.js';
+import { mountReadOnly, mountTmpfs } from '../helpers/read-only-mount.js';
 
 const ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
 const SECRET = 'doctor-test-secret-'.padEnd(40, 'z');
@@ -78,6 +82,12 @@ describe('recgate doctor', () => {
       assert.match(line(out, check), /^ok\s/);
     }
     assert.match(line(out, 'lock'), /exclude across processes.*dead holder's lock is released/);
+    assert.match(
+      line(out, 'database'),
+      new RegExp(
+        `answers; schema at version ${SQLITE_MIGRATIONS.at(-1)!.version}, the latest this recgate knows$`,
+      ),
+    );
     assert.equal(out.lines.at(-1), 'all 5 checks passed');
     assert.deepEqual(readdirSync(path.join(dir, 'recordings')), []);
   });
@@ -96,6 +106,57 @@ describe('recgate doctor', () => {
     );
     assert.match(line(out, 'lock'), /^skip\s+lock\s+needs a writable data dir/);
     assert.match(out.lines.at(-1)!, /checks failed/);
+  });
+
+  it('names a data dir volume short of room and exits 1, and still checks the lock there', async (t) => {
+    const dir = path.join(root, 'small');
+    if (!mountTmpfs(t, dir, { size: '1m' })) return;
+    const out = await doctor(['--data-dir', dir], env);
+    assert.equal(out.code, 1);
+    assert.match(
+      line(out, 'data dir'),
+      new RegExp(
+        `^FAIL .*${dir}/recordings is writable but its volume has only .* free of 1\\.0 MiB \\(needs 64\\.0 MiB\\)$`,
+      ),
+    );
+    assert.match(line(out, 'lock'), /^ok\s/);
+    assert.match(out.lines.at(-1)!, /^1 of 5 checks failed/);
+  });
+
+  it('names an unreachable database and exits 1 without waiting for the check timeout', async (t) => {
+    // Nothing listens on port 1: the connection is refused at once.
+    const url = 'postgres://postgres@127.0.0.1:1/test';
+    const out = await doctor(['--data-dir', tempDir(t), '--database', url, '--lock-backend', 'fs'], env);
+    assert.equal(out.code, 1);
+    assert.match(
+      line(out, 'database'),
+      /^FAIL\s+database\s+cannot open the call log postgres:\/\/postgres@127\.0\.0\.1:1\/test: .*ECONNREFUSED/,
+    );
+    assert.match(line(out, 'lock'), /^ok\s/);
+    assert.match(line(out, 'twilio'), /^ok\s/);
+  });
+
+  it('fails a database whose schema a newer recgate migrated, naming both versions', async (t) => {
+    const dir = tempDir(t);
+    const latest = SQLITE_MIGRATIONS.at(-1)!.version;
+    const file = parseDatabaseUrl(undefined, dir);
+    assert.equal(file.kind, 'sqlite');
+    const log = await openCallLog(undefined, dir);
+    await log.close();
+    const db = new Database(file.path);
+    db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(
+      latest + 1,
+      new Date().toISOString(),
+    );
+    db.close();
+    const out = await doctor(['--data-dir', dir], env);
+    assert.equal(out.code, 1);
+    assert.match(
+      line(out, 'database'),
+      new RegExp(
+        `^FAIL\\s+database\\s+SQLite ${file.path} has schema version ${latest + 1}, newer than this recgate's latest \\(${latest}\\)`,
+      ),
+    );
   });
 
   it('names refused Twilio credentials, and an upstream that does not answer', async (t) => {
@@ -137,6 +198,11 @@ describe('recgate doctor', () => {
     const out = await doctor(['--data-dir', tempDir(t), '--database', pg.url], env);
     assert.equal(out.code, 0, out.lines.join('\n'));
     assert.match(line(out, 'lock'), /^ok .*PostgreSQL advisory locks exclude across sessions/);
-    assert.match(line(out, 'database'), /^ok\s+database\s+PostgreSQL answers; schema migrated/);
+    assert.match(
+      line(out, 'database'),
+      new RegExp(
+        `^ok\\s+database\\s+PostgreSQL answers; schema at version ${POSTGRES_MIGRATIONS.at(-1)!.version},`,
+      ),
+    );
   });
 });

@@ -1,7 +1,8 @@
 /**
  * Purge and privacy, end to end: an operator's purge removes the local copy and keeps it from being
- * fetched again, for the call and every call playing the recording; a recording Twilio reports deleted is
- * removed too (unless the operator keeps such copies); and every play lands in the audit trail.
+ * fetched again, for the call and every call playing the recording; a recording Twilio reports deleted, by
+ * webhook or by a 404 on any request for any variant, is removed too (unless the operator keeps such
+ * copies); and every play lands in the audit trail.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -10,9 +11,11 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
+import { deleteAtTwilio, mediaRequests } from '../helpers/admin-cli.js';
 import { sha256 } from '../helpers/common.js';
-import { callFiles, finishedNames, settledFiles } from '../helpers/recordings.js';
+import { callFiles, finishedNames, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+import { metric } from '../limits/admission-helpers.js';
 
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -53,6 +56,15 @@ async function dial(stack: Stack, business: string) {
     sha256: rec.sha256,
     size: rec.size,
   };
+}
+
+const UPSTREAM_DELETED = 'recgate_recordings_removed_total{reason="upstream_deleted"}';
+
+/** Waits until `ok` holds, for at most ten seconds. */
+async function until(ok: () => Promise<boolean>): Promise<void> {
+  for (const deadline = Date.now() + 10_000; !(await ok()); await sleep(10)) {
+    assert.ok(Date.now() < deadline, 'the condition never held');
+  }
 }
 
 async function webhook(stack: Stack, params: Record<string, string>) {
@@ -152,6 +164,58 @@ describe('purge and the audit trail', () => {
     assert.equal(gone.json().error.code, 'RECGATE_RECORDING_GONE');
   });
 
+  it('a 404 on a variant removes every local copy of a recording deleted at Twilio, and nothing fetches it again', async () => {
+    const pair = await dial(stack, 'acme');
+    assert.equal((await call(stack, 'GET', `/api/calls/${pair.child}/download`, acme)).status, 200);
+    assert.equal((await call(stack, 'GET', `/api/calls/${pair.child}/peaks`, acme)).status, 200);
+    const withPeaks = [...finishedNames(pair.parent), `${pair.parent}.peaks.json`].sort();
+    await until(async () => (await files(stack, pair.parent)).join() === withPeaks.join());
+    await deleteAtTwilio(stack, pair.recordingSid);
+    const removedBefore = await metric(stack, UPSTREAM_DELETED);
+
+    // The child plays its parent's recording: the parent's files are the ones that go.
+    const wav = await call(stack, 'GET', `/api/calls/${pair.child}/download?format=wav`, acme);
+    assert.equal(wav.status, 404);
+    assert.equal(wav.json().error.code, 'RECGATE_RECORDING_GONE');
+    assert.deepEqual(await files(stack, pair.parent), [], 'no file of the recording is left');
+    assert.equal(await metric(stack, UPSTREAM_DELETED), removedBefore + 1, 'counted as the webhook is');
+    const fetched = mediaRequests(stack, pair.recordingSid);
+    const gone = await call(stack, 'GET', `/api/calls/${pair.child}/download`, acme);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.json().error.code, 'RECGATE_RECORDING_GONE');
+    // The parent never played: its first lookup finds no recording at Twilio any more.
+    assert.equal((await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme)).status, 404);
+    assert.equal(mediaRequests(stack, pair.recordingSid), fetched, 'no media request after the 404');
+  });
+
+  it("a HEAD's 404 at Twilio removes the local copies too", async () => {
+    const pair = await dial(stack, 'acme');
+    assert.equal((await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme)).status, 200);
+    assert.deepEqual(await settled(stack, pair.parent), finishedNames(pair.parent));
+    await deleteAtTwilio(stack, pair.recordingSid);
+    const head = await request(`${stack.url}/api/calls/${pair.parent}/download?format=wav`, {
+      method: 'HEAD',
+      headers: acme,
+    });
+    await head.body.dump();
+    assert.equal(head.statusCode, 404);
+    assert.deepEqual(await files(stack, pair.parent), []);
+  });
+
+  it('a 404 for one recording leaves a file of the same call that holds another', async () => {
+    const callSid = newCallSid();
+    const created = await stack.emulator.createRecording({ call_sid: callSid, bytes: 8_000 });
+    const deleted = created.recording_sid as RecordingSid;
+    await stack.register({ businessId: 'acme', callSid, recordingSid: deleted });
+    const other = `RE${randomBytes(16).toString('hex')}`;
+    const dir = path.join(stack.dataDir, 'recordings');
+    await storeRecording(dir, callSid, other, randomBytes(2_000), new Date('2024-01-02T03:04:05Z'));
+    await deleteAtTwilio(stack, deleted);
+    const wav = await call(stack, 'GET', `/api/calls/${callSid}/download?format=wav`, acme);
+    assert.equal(wav.json().error.code, 'RECGATE_RECORDING_GONE');
+    assert.deepEqual(await files(stack, callSid), finishedNames(callSid), 'the other recording stays');
+  });
+
   it('every play is audited with the bytes the client took, and an admin can list who listened', async () => {
     const pair = await dial(stack, 'acme');
     const full = await call(stack, 'GET', `/api/calls/${pair.parent}/download`, {
@@ -222,5 +286,23 @@ describe('--keep-after-upstream-delete', () => {
     assert.deepEqual(await files(stack, pair.parent), finishedNames(pair.parent));
     const gone = await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme);
     assert.equal(gone.json().error.code, 'RECGATE_RECORDING_GONE');
+  });
+
+  it('keeps the local copies after a 404 at Twilio too, and never serves them nor asks Twilio again', async (t) => {
+    const stack = await startStack({ config: { keepAfterUpstreamDelete: true } });
+    t.after(() => stack.close());
+    const acme = { authorization: `Bearer ${await stack.token('acme')}` };
+    const pair = await dial(stack, 'acme');
+    assert.equal((await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme)).status, 200);
+    assert.deepEqual(await settled(stack, pair.parent), finishedNames(pair.parent));
+    await deleteAtTwilio(stack, pair.recordingSid);
+    const wav = await call(stack, 'GET', `/api/calls/${pair.parent}/download?format=wav`, acme);
+    assert.equal(wav.json().error.code, 'RECGATE_RECORDING_GONE');
+    assert.deepEqual(await files(stack, pair.parent), finishedNames(pair.parent));
+    const fetched = mediaRequests(stack, pair.recordingSid);
+    const gone = await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.json().error.code, 'RECGATE_RECORDING_GONE');
+    assert.equal(mediaRequests(stack, pair.recordingSid), fetched);
   });
 });

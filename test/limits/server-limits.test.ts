@@ -1,11 +1,12 @@
 /**
  * The request-size limits and the timeout options themselves (issue 11, item 2): `--body-limit` replaces the
- * old fixed 64 KiB and still answers 413 RECGATE_PAYLOAD_TOO_LARGE, oversized headers get 431
+ * old fixed 64 KiB (Twilio's webhook form included) and still answers 413 RECGATE_PAYLOAD_TOO_LARGE, oversized headers get 431
  * RECGATE_HEADERS_TOO_LARGE, and the options are validated where they enter.
  */
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { getExpectedTwilioSignature } from 'twilio/lib/webhooks/webhooks.js';
 import { request } from 'undici';
 import { ConfigError, loadConfig } from '../../src/config/config.js';
 import { ADMIN_TOKEN, JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
@@ -23,6 +24,28 @@ function exchange(url: string, raw: string): Promise<string> {
     socket.once('close', () => resolve(received));
     socket.write(raw);
   });
+}
+
+const CALL_SID = `CA${'2'.repeat(32)}`;
+const RECORDING_SID = `RE${'2'.repeat(32)}`;
+
+/** Posts Twilio's recording-status form, signed as Twilio signs it; the status and the error code, if any. */
+async function postWebhook(
+  stack: Stack,
+  params: Record<string, string>,
+): Promise<{ status: number; code: string | undefined }> {
+  const url = `${stack.url}/webhooks/twilio/recording-status`;
+  const res = await request(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      'x-twilio-signature': getExpectedTwilioSignature(stack.emulator.authToken, url, params),
+    },
+    body: new URLSearchParams(params).toString(),
+  });
+  const text = await res.body.text();
+  const code = text === '' ? undefined : (JSON.parse(text) as { error?: { code: string } }).error?.code;
+  return { status: res.statusCode, code };
 }
 
 describe('request size limits', () => {
@@ -51,6 +74,18 @@ describe('request size limits', () => {
     );
   });
 
+  it("holds Twilio's webhook form to --body-limit too", async () => {
+    const small = await postWebhook(stack, { CallSid: CALL_SID, RecordingSid: RECORDING_SID });
+    assert.equal(small.status, 204, 'a signed report of a call nobody registered changes nothing');
+    const large = await postWebhook(stack, {
+      CallSid: CALL_SID,
+      RecordingSid: RECORDING_SID,
+      Padding: 'x'.repeat(300),
+    });
+    assert.equal(large.status, 413);
+    assert.equal(large.code, 'RECGATE_PAYLOAD_TOO_LARGE');
+  });
+
   it('answers oversized headers with 431 RECGATE_HEADERS_TOO_LARGE and closes the connection', async () => {
     const answer = await exchange(
       stack.url,
@@ -59,6 +94,15 @@ describe('request size limits', () => {
     assert.match(answer, /^HTTP\/1\.1 431 /);
     assert.match(answer, /"code":"RECGATE_HEADERS_TOO_LARGE"/);
     assert.match(answer, /\r\nConnection: close\r\n/i);
+  });
+});
+
+describe('a --body-limit above the default', () => {
+  it('takes a webhook form larger than the default 64 KiB', async (t) => {
+    const stack = await startStack({ config: { bodyLimitBytes: 256 * 1024 } });
+    t.after(() => stack.close());
+    const form = { CallSid: CALL_SID, RecordingSid: RECORDING_SID, Padding: 'x'.repeat(100 * 1024) };
+    assert.equal((await postWebhook(stack, form)).status, 204);
   });
 });
 

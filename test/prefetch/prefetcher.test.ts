@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CallRecord } from '../../src/call-log/call-log.js';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
-import { createError } from '../../src/errors.js';
+import { createError, isRecgateError } from '../../src/errors.js';
 import { Prefetcher, type PrefetchOutcome } from '../../src/prefetch/prefetcher.js';
 import { SqlitePrefetchQueue } from '../../src/prefetch/sqlite.js';
 import type { CachedRecording, RecordingRef } from '../../src/recordings/cache.js';
@@ -54,10 +54,17 @@ describe('Prefetcher', () => {
       },
     };
     const outcomes: PrefetchOutcome[] = [];
+    const told: Array<[RecordingRef, string]> = [];
     const prefetcher = new Prefetcher({
       queue,
       cache,
       callLog,
+      // The recording state hears every failed download, so one deleted at Twilio loses its local copies.
+      state: {
+        downloadFailed: async (ref, err) => {
+          told.push([ref, isRecgateError(err) ? err.code : String(err)]);
+        },
+      },
       logger: captureLogger().logger,
       pollMs: 20,
       retryBaseMs: 30,
@@ -76,6 +83,10 @@ describe('Prefetcher', () => {
     assert.match(String((await queue.get(recs[2]!))?.lastError), /^RECGATE_RECORDING_GONE/);
     assert.match(String((await queue.get(recs[3]!))?.lastError), /^RECGATE_RECORDING_PURGED/);
     assert.ok(!opened.some((r) => r.recordingSid === recs[3]), 'a purged call is never fetched');
+    assert.deepEqual(
+      told.filter(([, code]) => code === 'RECGATE_RECORDING_GONE').map(([ref]) => ref),
+      [{ ownerCallSid: calls[2], recordingSid: recs[2], account: undefined }],
+    );
     assert.deepEqual([...outcomes].sort(), ['done', 'done', 'failed', 'failed', 'retry', 'retry']);
   });
 

@@ -4,8 +4,10 @@ import { describe, it } from 'node:test';
 import type { CallLog } from '../../src/call-log/call-log.js';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { createError, isRecgateError } from '../../src/errors.js';
+import type { RecordingCache } from '../../src/recordings/cache.js';
 import { RecordingState } from '../../src/resolution/state.js';
 import { newCallSid, newRecordingSid } from '../call-log/contract.js';
+import { captureLogger } from '../recordings/helpers.js';
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   const log: CallLog = new SqliteCallLog(':memory:');
@@ -88,6 +90,63 @@ describe('recording state', () => {
     assert.equal((await log.get(call))?.recordingState, 'available');
     await state.downloadFailed(ref, createError('RECGATE_RECORDING_GONE'));
     assert.equal((await log.get(call))?.recordingState, 'deleted');
+  });
+
+  it('a download that found the recording deleted removes its local copies, owner and recording named', async (t) => {
+    const { log } = await setup(t);
+    const removed: unknown[][] = [];
+    let failRemoval = false;
+    const cache = {
+      remove: async (...args: Parameters<RecordingCache['remove']>) => {
+        removed.push([args[0], args[1], args[2]?.onlyRecording]);
+        if (failRemoval) throw createError('RECGATE_LOCK_TIMEOUT');
+        return 1000;
+      },
+    };
+    const capture = captureLogger();
+    const state = new RecordingState(log, { cache, keep: false, logger: capture.logger });
+    const parent = newCallSid();
+    const child = newCallSid();
+    await log.upsert({ businessId: 'acme', callSid: parent });
+    await log.upsert({ businessId: 'acme', callSid: child, parentCallSid: parent });
+    const rec = newRecordingSid();
+    const ref = await state.found(child, rec, parent);
+    await state.downloadFailed(ref, createError('RECGATE_UPSTREAM_UNAVAILABLE'));
+    assert.deepEqual(removed, [], 'an outage removes nothing');
+    await state.downloadFailed(
+      { ...ref, variant: { channels: 1, format: 'wav' } },
+      createError('RECGATE_RECORDING_GONE'),
+    );
+    assert.deepEqual(removed, [[parent, 'upstream_deleted', rec]], "every variant of the owner's file");
+    assert.equal((await log.get(child))?.recordingState, 'deleted');
+
+    // A removal that fails is logged, not thrown: the caller answers with the 404 it had.
+    failRemoval = true;
+    await state.downloadFailed(ref, createError('RECGATE_RECORDING_GONE'));
+    assert.equal(removed.length, 2);
+    const warning = capture.lines.find((l) => l.event === 'upstream_delete_remove_failed');
+    assert.equal(warning?.recordingSid, rec);
+    assert.equal(warning?.callSid, parent);
+  });
+
+  it('with the keep flag, or without a cache, a recording deleted upstream is only marked', async (t) => {
+    const { log } = await setup(t);
+    const removed: string[] = [];
+    const cache = {
+      remove: async (owner: string) => {
+        removed.push(owner);
+        return null;
+      },
+    };
+    const kept = new RecordingState(log, { cache, keep: true, logger: captureLogger().logger });
+    const call = newCallSid();
+    await log.upsert({ businessId: 'acme', callSid: call });
+    const ref = await kept.found(call, newRecordingSid(), call);
+    await kept.downloadFailed(ref, createError('RECGATE_RECORDING_GONE'));
+    await kept.removeDeletedCopies(call, ref.recordingSid);
+    assert.deepEqual(removed, []);
+    assert.equal((await log.get(call))?.recordingState, 'deleted');
+    await new RecordingState(log).removeDeletedCopies(call, ref.recordingSid);
   });
 
   it("registering a new parent forgets the old parent's recording; an explicit recording stays", async (t) => {

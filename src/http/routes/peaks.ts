@@ -34,7 +34,7 @@ export function peaksRoutes(app: FastifyInstance, deps: AppDeps): void {
     withRecording(deps, request, reply, async ({ query, businessId, ref, log, signal }) => {
       const points = parsePoints(query.points);
       const waveform = await waveforms.get(ref, { signal, log, businessId }).catch(async (err) => {
-        await deps.state.downloadFailed(ref, err);
+        await deps.state.downloadFailed(ref, err, log);
         throw err;
       });
       const peaks = resample(waveform.peaks, points);

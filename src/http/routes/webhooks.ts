@@ -18,9 +18,11 @@ import type { AppDeps } from '../deps.js';
  */
 export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
   app.register(async (scope) => {
+    // The form's limit is `--body-limit`, as for every other body: given here, because a parser's own
+    // limit wins over the server's (and, embedded, over the host application's).
     scope.addContentTypeParser(
       'application/x-www-form-urlencoded',
-      { parseAs: 'string', bodyLimit: 64 * 1024 },
+      { parseAs: 'string', bodyLimit: deps.config.bodyLimitBytes },
       (_request, body, done) => {
         done(null, Object.fromEntries(new URLSearchParams(body as string)));
       },
@@ -73,12 +75,10 @@ export function webhookRoutes(app: FastifyInstance, deps: AppDeps): void {
           businessId: registered.businessId,
         });
       }
-      // A recording Twilio deleted goes from here too, unless the operator keeps such copies.
-      if (outcome === 'deleted' && !deps.config.keepAfterUpstreamDelete) {
-        await deps.cache.remove(CallSid, 'upstream_deleted', {
-          log: request.log as Logger,
-          onlyRecording: RecordingSid,
-        });
+      // A recording Twilio deleted goes from here too, unless the operator keeps such copies (the state
+      // decides, as for a 404). A removal that fails answers 5xx, so Twilio sends the report again.
+      if (outcome === 'deleted') {
+        await deps.state.removeDeletedCopies(CallSid, RecordingSid, request.log as Logger);
       }
       request.log.info(
         {
