@@ -4,9 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { callFiles, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { startStack } from '../helpers/stack.js';
-import { assertError, coldCall, download, metric } from './admission-helpers.js';
+import { assertError, coldCall, download, metric, until } from './admission-helpers.js';
 
 /** Every HTTP exchange the gateway had with the upstream, of any kind. */
 const upstreamRequests = (stack: Parameters<typeof metric>[0]) =>
@@ -22,6 +23,15 @@ describe('upstream breaker', () => {
     const token = await stack.token('biz-a');
     const cached = await coldCall(stack, 'biz-a', 20_000);
     assert.equal((await download(stack, token, cached.callSid)).status, 200);
+    // Cached, not still being committed: a HEAD during the download would ask Twilio's HEAD.
+    const cachedRef = {
+      ownerCallSid: cached.callSid as CallSid,
+      recordingSid: cached.recordingSid as RecordingSid,
+    };
+    await until(
+      'the first recording is cached',
+      async () => (await stack.gateway.cache.state(cachedRef)).state === 'cached',
+    );
     const [limited, other] = [await coldCall(stack, 'biz-a'), await coldCall(stack, 'biz-a')];
 
     stack.emulator.addFault({ recording_sid: limited.recordingSid, kind: 'rate_limit', retry_after: 30 });
