@@ -33,6 +33,7 @@ export interface AppDeps {
     | 'sendTimeoutMs'
     | 'maxConnections'
     | 'bodyLimitBytes'
+    | 'coldHeadConcurrency'
   >;
   logger: Logger;
   callLog: CallLog;

@@ -236,7 +236,7 @@ export function getMetrics(): Metrics {
       () =>
         new client.Counter({
           name: 'recgate_upstream_rejections_total',
-          help: 'Cold requests refused before a download, by reason (queue_full, timeout, abandoned, throttled, rate_limited)',
+          help: 'Cold requests refused before a download, by reason (queue_full, timeout, abandoned, throttled, rate_limited), and cold HEADs that found no turn (head_busy)',
           labelNames: ['reason'] as const,
         }),
     ),
