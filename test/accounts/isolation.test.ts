@@ -307,6 +307,11 @@ describe('businesses on separate Twilio accounts', () => {
       return { status: res.statusCode, retryAfter: res.headers['retry-after'], text };
     };
     const metric = (sample: string) => metricOf(stack, sample);
+    /** The seconds left of the 30 s window: counting down, however slow the machine is meanwhile. */
+    const assertSecondsLeft = (value: unknown) => {
+      const seconds = Number(value);
+      assert.ok(Number.isInteger(seconds) && seconds >= 1 && seconds <= 30, `Retry-After ${String(value)}`);
+    };
     const limited = await recording(throttled.account_sid, 'biz-t');
     const next = await recording(throttled.account_sid, 'biz-t');
     const onMain = await recording(undefined, 'biz-m');
@@ -332,10 +337,10 @@ describe('businesses on separate Twilio accounts', () => {
     const cold = await get(next.call_sid!, 'biz-t');
     assert.equal(cold.status, 503, cold.text);
     assert.equal(JSON.parse(cold.text).error.code, 'RECGATE_UPSTREAM_THROTTLED');
-    assert.match(String(cold.retryAfter), /^(29|30)$/);
+    assertSecondsLeft(cold.retryAfter);
     const head = await get(next.call_sid!, 'biz-t', 'HEAD');
     assert.equal(head.status, 503);
-    assert.match(String(head.retryAfter), /^(29|30)$/);
+    assertSecondsLeft(head.retryAfter);
     assert.equal(await metric('recgate_upstream_requests_total'), before.upstream, 'no upstream request');
     const during = stack.emulator.stats();
     assert.equal(during.total_media_requests, before.emulator.total_media_requests);

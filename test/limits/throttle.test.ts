@@ -34,6 +34,7 @@ describe('upstream breaker', () => {
     await until(
       'the first recording is cached',
       async () => (await stack.gateway.cache.state(cachedRef)).state === 'cached',
+      30_000,
     );
     const [limited, other] = [await coldCall(stack, 'biz-a'), await coldCall(stack, 'biz-a')];
 
@@ -177,6 +178,7 @@ describe('HEADs on recordings not cached: the per-process cap, and the GET when 
     await until(
       'the first HEAD reaches Twilio',
       () => stack.emulator.stats().head_requests[held.recordingSid] === 1,
+      30_000,
     );
     // A second recording's HEAD finds no slot: it waits (5 s), then 503 without asking Twilio. Were it not
     // capped, it would hang a minute at the emulator.
