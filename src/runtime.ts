@@ -38,6 +38,8 @@ export interface UpstreamRuntimeOptions {
   logger: Logger;
   /** The main account's breaker, shared by its subaccounts' clients. */
   breaker: UpstreamBreaker;
+  /** Told when an own account's breaker opens or closes (metrics). @default none */
+  onOwnBreakerChange?: AccountDirectoryOptions['onOwnBreakerChange'];
   /** What every account's client shares (base URL, timeouts, hooks); the logger is added. @default base URL from config */
   clientDefaults?: AccountDirectoryOptions['clientDefaults'];
   /** The businesses' recording keys (`openRecordingKeys`); none: nothing is decrypted. */
@@ -95,6 +97,7 @@ export async function openUpstreamRuntime(
     mainBreaker: breaker,
     sealer,
     clientDefaults,
+    onOwnBreakerChange: options.onOwnBreakerChange,
   });
   const decryption = openDecryption(
     accounts.media,

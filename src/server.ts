@@ -138,12 +138,13 @@ export async function openGatewayRuntime(
   const recordingKeys = openRecordingKeys(config.recordingKeysDir, logger);
   const metrics = getMetrics();
   const callLog = await openCallLog(config.databaseUrl, config.dataDir);
-  const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics) });
+  const breaker = new UpstreamBreaker({ onChange: breakerMetrics(metrics, 'main') });
   // The main client, which account serves each business (src/accounts/), and decryption over them: the
   // cache downloads through it.
   const upstreams = await openUpstreamRuntime(config, {
     logger,
     breaker,
+    onOwnBreakerChange: breakerMetrics(metrics, 'own'),
     recordingKeys,
     clientDefaults: {
       ...options.upstream,
@@ -167,7 +168,8 @@ export async function openGatewayRuntime(
     onEvent: countEvent,
     gate: {
       admission,
-      breaker,
+      // The breaker of the account each download reads from: the main one, or an own account's.
+      breaker: (account) => accounts.breakerFor(account),
       coldLimiter: coldDownloadLimiter(config),
       onRefused: (reason) => metrics.upstreamRejections.inc({ reason }),
     },

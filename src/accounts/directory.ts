@@ -7,7 +7,10 @@
  * process shows within that time; this process's own changes at once), and keeps one client per account:
  * the main one it is given, and the others created on first use, at most `maxClients` of them, the least
  * recently used closed first. The main account and its subaccounts share the main breaker (one set of
- * credentials, one Twilio rate limit); an account with its own credentials gets a breaker of its own.
+ * credentials, one Twilio rate limit); an account with its own credentials gets a breaker of its own, one
+ * per account SID, which outlives the account's client while it is open: a client closed as least recently
+ * used and made again during a `Retry-After` finds its account still throttled instead of asking Twilio.
+ * The download's admission reads the breaker of the account it reads from ({@link AccountDirectory.breakerFor}).
  *
  * The resolver asks it for the requesting business's upstream (so a lookup, the parent-call fallback
  * included, only ever sees that business's account) and records the account in the RecordingRef; the
@@ -15,7 +18,7 @@
  */
 import { createError } from '../errors.js';
 import type { Sealer } from '../secrets/sealed.js';
-import { UpstreamBreaker } from '../upstream/breaker.js';
+import { type BreakerOptions, UpstreamBreaker } from '../upstream/breaker.js';
 import { TwilioClient, type TwilioClientOptions } from '../upstream/twilio-client.js';
 import type { MediaRequest, Upstream } from '../upstream/upstream.js';
 import { openCredentials } from './credentials.js';
@@ -54,6 +57,11 @@ export interface AccountDirectoryOptions {
   createClient?: (options: TwilioClientOptions) => AccountClient;
   /** Most clients kept besides the main one. @default 32 */
   maxClients?: number;
+  /**
+   * Told when an own account's breaker opens (with the window in ms) or closes (metrics: the accounts are
+   * not named, so one hook serves them all). @default none
+   */
+  onOwnBreakerChange?: BreakerOptions['onChange'];
   /** How long a mapping read from the store is trusted, ms. @default 5000 */
   mappingTtlMs?: number;
   /** How long a subaccount's auth token fetched for webhooks is trusted, ms. @default 300000 */
@@ -64,6 +72,12 @@ export interface AccountDirectoryOptions {
 
 /** Most mappings and tokens remembered; the oldest go first. */
 const MAX_REMEMBERED = 10_000;
+
+/**
+ * Most own-account breakers kept. Only those of accounts with a client or still open are kept at all; past
+ * this many, the oldest of an account without a client goes first, open or not.
+ */
+const MAX_OWN_BREAKERS = 10_000;
 
 /**
  * Answers remembered for a while, at most {@link MAX_REMEMBERED} of them. Concurrent misses on one key
@@ -126,6 +140,8 @@ export class AccountDirectory {
   readonly #byAccount: Remembered<AccountRow | undefined>;
   readonly #tokens: Remembered<string | undefined>;
   readonly #clients = new Map<string, AccountClient>();
+  /** Own accounts' breakers by account SID: those with a client, and those still open (see {@link #dropIdleBreaker}). */
+  readonly #ownBreakers = new Map<string, UpstreamBreaker>();
   #closed = false;
 
   /** Routes media requests by {@link MediaRequest.account}; what the recording cache downloads through. */
@@ -197,6 +213,21 @@ export class AccountDirectory {
   }
 
   /**
+   * The breaker that guards account `account` (`undefined`: the main one): the main breaker for the main
+   * account and its subaccounts, the account's own for an account with its own credentials. `undefined`
+   * when none does: an own account with neither a client nor an open breaker (so nothing throttles it), or
+   * an account no business is mapped to any more (whose download fails on its own). Reads the mapping as
+   * {@link forAccount} does, so it names the breaker of the client the download will use. Throws
+   * RECGATE_DATABASE_ERROR if the store fails.
+   */
+  async breakerFor(account: string | undefined): Promise<UpstreamBreaker | undefined> {
+    if (account === undefined || account === this.#o.main.accountSid) return this.#o.mainBreaker;
+    const row = await this.#accountRow(account);
+    if (row === undefined) return undefined;
+    return row.kind === 'subaccount' ? this.#o.mainBreaker : this.#ownBreakers.get(row.accountSid);
+  }
+
+  /**
    * The auth token that signs account `accountSid`'s webhooks, or `undefined` for an account no business is
    * mapped to (the webhook is then refused as a bad signature). A subaccount's token is read from Twilio
    * with the main credentials (Twilio shows it to the parent) and remembered for `tokenTtlMs`. "No business
@@ -238,6 +269,7 @@ export class AccountDirectory {
     this.#closed = true;
     const clients = [...this.#clients.values()];
     this.#clients.clear();
+    this.#ownBreakers.clear();
     await Promise.all(clients.map((c) => c.close()));
   }
 
@@ -281,8 +313,50 @@ export class AccountDirectory {
       this.#clients.delete(oldest);
       // Requests in flight finish first (TwilioClient.close waits for them).
       void evicted.close().catch(() => undefined);
+      if (oldest.startsWith('own:')) this.#dropIdleBreaker(oldest.split(':')[1]!);
     }
     return client;
+  }
+
+  /** Account `accountSid`'s own breaker, made on first use. */
+  #ownBreaker(accountSid: string): UpstreamBreaker {
+    let breaker = this.#ownBreakers.get(accountSid);
+    if (breaker !== undefined) return breaker;
+    const onChange = this.#o.onOwnBreakerChange;
+    breaker = new UpstreamBreaker({
+      now: this.#now,
+      onChange: (open, windowMs) => {
+        onChange?.(open, windowMs);
+        if (!open) this.#dropIdleBreaker(accountSid);
+      },
+    });
+    this.#ownBreakers.set(accountSid, breaker);
+    if (this.#ownBreakers.size > MAX_OWN_BREAKERS) {
+      for (const sid of this.#ownBreakers.keys()) {
+        if (!this.#hasClient(sid)) {
+          this.#ownBreakers.delete(sid);
+          break;
+        }
+      }
+    }
+    return breaker;
+  }
+
+  /**
+   * Forgets account `accountSid`'s breaker once nothing needs it: it is closed and the account has no
+   * client. An open one is kept, so a client made again during the `Retry-After` still waits it out.
+   */
+  #dropIdleBreaker(accountSid: string): void {
+    const breaker = this.#ownBreakers.get(accountSid);
+    if (breaker === undefined || breaker.remainingMs() > 0 || this.#hasClient(accountSid)) return;
+    this.#ownBreakers.delete(accountSid);
+  }
+
+  /** Whether a client with account `accountSid`'s own credentials is kept. */
+  #hasClient(accountSid: string): boolean {
+    const prefix = `own:${accountSid}:`;
+    for (const key of this.#clients.keys()) if (key.startsWith(prefix)) return true;
+    return false;
   }
 
   #create(row: AccountRow): AccountClient {
@@ -306,7 +380,7 @@ export class AccountDirectory {
       ...(own.apiKey === undefined
         ? { authToken: own.authToken }
         : { apiKey: own.apiKey, apiSecret: own.apiSecret }),
-      breaker: new UpstreamBreaker(),
+      breaker: this.#ownBreaker(row.accountSid),
     });
   }
 }

@@ -184,6 +184,11 @@ export function buildCli(options: CliOptions = {}): Command {
       integer('--cold-download-burst'),
     )
     .option(
+      '--cold-head-concurrency <n>',
+      'HEADs on recordings not cached sent to Twilio at once, per process (RECGATE_COLD_HEAD_CONCURRENCY)',
+      integer('--cold-head-concurrency'),
+    )
+    .option(
       '--request-timeout-ms <ms>',
       'longest a client may take to send a whole request (RECGATE_REQUEST_TIMEOUT_MS)',
       integer('--request-timeout-ms'),
@@ -277,6 +282,7 @@ export function buildCli(options: CliOptions = {}): Command {
         upstreamQueueTimeoutMs: opts.upstreamQueueTimeoutMs,
         coldDownloadRate: opts.coldDownloadRate,
         coldDownloadBurst: opts.coldDownloadBurst,
+        coldHeadConcurrency: opts.coldHeadConcurrency,
         requestTimeoutMs: opts.requestTimeoutMs,
         headersTimeoutMs: opts.headersTimeoutMs,
         idleTimeoutMs: opts.idleTimeoutMs,

@@ -204,6 +204,12 @@ export const ConfigSchema = z
     /** New downloads a business may start at once after a quiet period (divided among --workers). @default 100 */
     coldDownloadBurst: positiveInt('cold-download-burst').default(100),
     /**
+     * HEADs on recordings not cached that one process sends to Twilio at once (per worker under --workers);
+     * requests for one recording share one. Beyond, a HEAD waits up to 5 s for its turn, then answers
+     * RECGATE_UPSTREAM_BUSY. @default 16
+     */
+    coldHeadConcurrency: positiveInt('cold-head-concurrency').default(16),
+    /**
      * Longest a client may take to send a whole request (headers and body), ms; answered 408 and closed
      * after it. Must be at least `headersTimeoutMs`. @default 30000
      */
@@ -373,6 +379,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): ConfigInput {
     upstreamQueueTimeoutMs: pick('RECGATE_UPSTREAM_QUEUE_TIMEOUT_MS'),
     coldDownloadRate: pick('RECGATE_COLD_DOWNLOAD_RATE'),
     coldDownloadBurst: pick('RECGATE_COLD_DOWNLOAD_BURST'),
+    coldHeadConcurrency: pick('RECGATE_COLD_HEAD_CONCURRENCY'),
     requestTimeoutMs: pick('RECGATE_REQUEST_TIMEOUT_MS'),
     headersTimeoutMs: pick('RECGATE_HEADERS_TIMEOUT_MS'),
     idleTimeoutMs: pick('RECGATE_IDLE_TIMEOUT_MS'),

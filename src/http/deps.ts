@@ -32,6 +32,7 @@ export interface AppDeps {
     | 'sendTimeoutMs'
     | 'maxConnections'
     | 'bodyLimitBytes'
+    | 'coldHeadConcurrency'
   >;
   logger: Logger;
   callLog: CallLog;

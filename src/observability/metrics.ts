@@ -28,11 +28,18 @@ export interface Metrics {
   upstreamAdmitted: client.Gauge;
   upstreamQueueWait: client.Histogram;
   upstreamRejections: client.Counter<'reason'>;
-  breakerOpen: client.Gauge;
-  breakerTrips: client.Counter;
+  breakerOpen: client.Gauge<'scope'>;
+  breakerTrips: client.Counter<'scope'>;
   connectionsCut: client.Counter<'reason'>;
   registry: client.Registry;
 }
+
+/**
+ * Which breakers a series counts: `main`, the one breaker of the main account and its subaccounts; `own`,
+ * every breaker of an account with its own credentials. No account label: own accounts are unbounded.
+ */
+export type BreakerScope = 'main' | 'own';
+const BREAKER_SCOPES: readonly BreakerScope[] = ['main', 'own'];
 
 let metrics: Metrics | undefined;
 
@@ -229,26 +236,28 @@ export function getMetrics(): Metrics {
       () =>
         new client.Counter({
           name: 'recgate_upstream_rejections_total',
-          help: 'Cold requests refused before a download, by reason (queue_full, timeout, abandoned, throttled, rate_limited)',
+          help: 'Cold requests refused before a download, by reason (queue_full, timeout, abandoned, throttled, rate_limited), and cold HEADs that found no turn (head_busy)',
           labelNames: ['reason'] as const,
         }),
     ),
-    breakerOpen: getOrCreate(
-      'recgate_upstream_breaker_open',
-      () =>
-        new client.Gauge({
-          name: 'recgate_upstream_breaker_open',
-          help: 'Whether the upstream breaker is open (1) after a 429; summed over workers',
-        }),
-    ),
-    breakerTrips: getOrCreate(
-      'recgate_upstream_breaker_trips_total',
-      () =>
-        new client.Counter({
-          name: 'recgate_upstream_breaker_trips_total',
-          help: 'Times a 429 opened the upstream breaker',
-        }),
-    ),
+    breakerOpen: getOrCreate('recgate_upstream_breaker_open', () => {
+      const gauge = new client.Gauge({
+        name: 'recgate_upstream_breaker_open',
+        help: 'Upstream breakers open after a 429, by scope: main (the main account and its subaccounts; 1 per worker) or own (accounts with their own credentials, counted); summed over workers',
+        labelNames: ['scope'] as const,
+      });
+      for (const scope of BREAKER_SCOPES) gauge.set({ scope }, 0);
+      return gauge;
+    }),
+    breakerTrips: getOrCreate('recgate_upstream_breaker_trips_total', () => {
+      const counter = new client.Counter({
+        name: 'recgate_upstream_breaker_trips_total',
+        help: 'Times a 429 opened an upstream breaker, by scope (main, own)',
+        labelNames: ['scope'] as const,
+      });
+      for (const scope of BREAKER_SCOPES) counter.inc({ scope }, 0);
+      return counter;
+    }),
     connectionsCut: getOrCreate(
       'recgate_connections_cut_total',
       () =>
@@ -312,10 +321,15 @@ export function admissionMetrics(metrics: Metrics): AdmissionObserver {
   };
 }
 
-/** Maps the upstream breaker's changes to its gauge and trip counter. */
-export function breakerMetrics(metrics: Metrics): (open: boolean) => void {
+/**
+ * Maps a breaker's changes to the open gauge and trip counter of `scope`. The main breaker sets its gauge
+ * to 1 or 0; each own breaker adds 1 while it is open (a breaker reports each open and each close once).
+ */
+export function breakerMetrics(metrics: Metrics, scope: BreakerScope): (open: boolean) => void {
   return (open) => {
-    metrics.breakerOpen.set(open ? 1 : 0);
-    if (open) metrics.breakerTrips.inc();
+    if (scope === 'main') metrics.breakerOpen.set({ scope }, open ? 1 : 0);
+    else if (open) metrics.breakerOpen.inc({ scope });
+    else metrics.breakerOpen.dec({ scope });
+    if (open) metrics.breakerTrips.inc({ scope });
   };
 }

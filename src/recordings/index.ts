@@ -43,7 +43,7 @@ import { FsRecordingStore } from './store/fs.js';
 import type { RecordingStore } from './store/store.js';
 
 export type { Admission, AdmissionEvent, AdmissionPermit } from './admission/admission.js';
-export type { BreakerView, UpstreamGateOptions } from './admission/gate.js';
+export type { BreakerFor, BreakerView, GateRequest, UpstreamGateOptions } from './admission/gate.js';
 export { LocalAdmission, type LocalAdmissionOptions } from './admission/local.js';
 export type {
   CachedRecording,

@@ -1,10 +1,12 @@
 /**
- * The circuit breaker of the upstream: one per process, shared by every request the process sends to
- * Twilio. A 429 opens it until the response's `Retry-After` has passed (or {@link BreakerOptions.defaultMs}
- * when the header is missing or unusable); while it is open no request of any kind goes out, and callers
- * get RECGATE_UPSTREAM_THROTTLED with `Retry-After` = the seconds left, rounded up. A later 429 can extend
- * the open window, never shorten it. It closes by itself when the window ends: the next request is the
- * probe, and a 429 to it opens the breaker again.
+ * The circuit breaker of one Twilio account, shared by every request the process sends to that account: the
+ * main account and its subaccounts share one (one set of credentials, one rate limit), and each account with
+ * its own credentials has its own (kept by `accounts/directory.ts`). A 429 opens it until the response's
+ * `Retry-After` has passed (or {@link BreakerOptions.defaultMs} when the header is missing or unusable);
+ * while it is open no request of any kind goes to that account, and callers get RECGATE_UPSTREAM_THROTTLED
+ * with `Retry-After` = the seconds left, rounded up. A later 429 can extend the open window, never shorten
+ * it. It closes by itself when the window ends: the next request is the probe, and a 429 to it opens the
+ * breaker again.
  */
 import { createError, type RecgateError } from '../errors.js';
 

@@ -83,9 +83,9 @@ export interface TwilioClientOptions {
   /** Called once per HTTP exchange, redirects included (for metrics). Exceptions are ignored. @default none */
   onRequest?: (event: RequestEvent) => void;
   /**
-   * The process's circuit breaker: a 429 opens it for the `Retry-After`, and no request goes out while it is
-   * open. Pass the one the rest of the process reads (the recording cache fails cold requests fast with it).
-   * @default a breaker of this client's own
+   * The account's circuit breaker: a 429 opens it for the `Retry-After`, and no request goes out while it is
+   * open. Pass the one the rest of the process reads for this account (the recording cache fails cold
+   * requests fast with it; see `AccountDirectory.breakerFor`). @default a breaker of this client's own
    */
   breaker?: UpstreamBreaker;
 }

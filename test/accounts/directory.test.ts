@@ -30,7 +30,13 @@ interface FakeClient {
   closed: boolean;
 }
 
-function setup(options: { maxClients?: number; now?: () => number } = {}) {
+function setup(
+  options: {
+    maxClients?: number;
+    now?: () => number;
+    onOwnBreakerChange?: (open: boolean, windowMs: number) => void;
+  } = {},
+) {
   const store = new MemoryAccountStore();
   const sealer = new Sealer({ key: Buffer.alloc(32, 7) });
   const made: FakeClient[] = [];
@@ -124,6 +130,92 @@ describe('AccountDirectory', () => {
         [sid(3), false],
       ],
     );
+    await directory.close();
+  });
+
+  it("gives each account's breaker: the main one to the main account and subaccounts, one per own account", async () => {
+    const { store, sealer, made, directory, mainBreaker } = setup();
+    assert.equal(await directory.breakerFor(undefined), mainBreaker);
+    assert.equal(await directory.breakerFor(MAIN), mainBreaker);
+    await store.put({ businessId: 'a', kind: 'subaccount', accountSid: sid(1), sealedCredentials: null });
+    assert.equal(await directory.breakerFor(sid(1)), mainBreaker);
+    // Two businesses on one own account, with credentials sealed apart: two clients, one breaker (one
+    // Twilio account, one rate limit).
+    for (const business of ['c', 'c2']) {
+      await store.put({
+        businessId: business,
+        kind: 'own',
+        accountSid: sid(2),
+        sealedCredentials: sealCredentials(sealer, business, { authToken: 'own-token' }),
+      });
+    }
+    assert.equal(await directory.breakerFor(sid(2)), undefined, 'no client yet: nothing throttles it');
+    await directory.upstreamFor('c');
+    await directory.upstreamFor('c2');
+    assert.equal(made.length, 2);
+    const own = made[0]!.options.breaker!;
+    assert.notEqual(own, mainBreaker);
+    assert.equal(made[1]!.options.breaker, own);
+    assert.equal(await directory.breakerFor(sid(2)), own);
+    assert.equal(await directory.breakerFor(sid(9)), undefined, 'an account no business is mapped to');
+    await directory.close();
+  });
+
+  it("keeps an own account's open breaker past its client's eviction, and forgets it once closed", async () => {
+    let now = 1_000_000;
+    const changes: Array<[boolean, number]> = [];
+    const { store, sealer, made, directory } = setup({
+      maxClients: 1,
+      now: () => now,
+      onOwnBreakerChange: (open, ms) => changes.push([open, ms]),
+    });
+    for (const [business, n] of [
+      ['c', 2],
+      ['d', 3],
+    ] as const) {
+      await store.put({
+        businessId: business,
+        kind: 'own',
+        accountSid: sid(n),
+        sealedCredentials: sealCredentials(sealer, business, { authToken: `token-${business}` }),
+      });
+    }
+    await directory.upstreamFor('c');
+    const breaker = made[0]!.options.breaker!;
+    breaker.trip(30_000);
+    assert.deepEqual(changes, [[true, 30_000]], 'the hook hears an own breaker open');
+    // d's client pushes c's out; c's breaker stays, and c's next client waits out the same Retry-After.
+    await directory.upstreamFor('d');
+    assert.equal(made[0]!.closed, true);
+    assert.equal(await directory.breakerFor(sid(2)), breaker);
+    await directory.upstreamFor('c');
+    assert.equal(made.length, 3);
+    assert.equal(made[2]!.options.breaker, breaker);
+    assert.equal(breaker.remainingMs(), 30_000);
+    // Evicted again once the window is over: closed and without a client, it is forgotten.
+    now += 30_000;
+    await directory.upstreamFor('d');
+    assert.equal(await directory.breakerFor(sid(2)), undefined);
+    await directory.upstreamFor('c');
+    assert.notEqual(made[4]!.options.breaker, breaker, 'a fresh breaker, not the old one kept forever');
+
+    // Evicted while open, then closed by its own timer: forgotten when it reports the close.
+    const second = made[4]!.options.breaker!;
+    second.trip(20);
+    await directory.upstreamFor('d');
+    assert.equal(await directory.breakerFor(sid(2)), second);
+    now += 20;
+    const deadline = Date.now() + 10_000;
+    while ((await directory.breakerFor(sid(2))) !== undefined) {
+      assert.ok(Date.now() < deadline, 'the closed breaker was never forgotten');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // The first breaker's close comes 30 s of real time later, if this process still runs then.
+    assert.deepEqual(changes.slice(0, 3), [
+      [true, 30_000],
+      [true, 20],
+      [false, 0],
+    ]);
     await directory.close();
   });
 

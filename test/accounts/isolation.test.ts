@@ -12,9 +12,10 @@ import { getExpectedTwilioSignature } from 'twilio/lib/webhooks/webhooks.js';
 import { request } from 'undici';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.js';
 import type { CreatedAccount } from '../../src/emulator/index.js';
-import type { CallSid } from '../../src/sid.js';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { sha256 } from '../helpers/common.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+import { metric as metricOf } from '../limits/admission-helpers.js';
 import { captureLogger } from '../recordings/helpers.js';
 
 const KEY = randomBytes(32).toString('hex');
@@ -271,6 +272,96 @@ describe('businesses on separate Twilio accounts', () => {
     // Unmapped again: refused at once.
     assert.equal((await admin('DELETE', '/api/admin/businesses/biz-s/twilio-account')).status, 200);
     assert.equal(await webhook(strayReport, stray.auth_token), 403);
+  });
+
+  it("an own account's 429 opens only its breaker: its business fails fast, without asking Twilio; others play", async () => {
+    const throttled = await stack.emulator.createAccount({
+      parent_account_sid: null,
+      auth_token: 'throttled',
+    });
+    const mapped = await admin('PUT', '/api/admin/businesses/biz-t/twilio-account', {
+      kind: 'own',
+      account_sid: throttled.account_sid,
+      auth_token: throttled.auth_token,
+    });
+    assert.equal(mapped.status, 201, mapped.text);
+    const recording = async (account: string | undefined, business: string) => {
+      const rec = await stack.emulator.createRecording({
+        ...(account === undefined ? {} : { account_sid: account }),
+        bytes: 3_000,
+      });
+      // The recording SID known: no lookup at Twilio before the download.
+      await stack.register({
+        businessId: business,
+        callSid: rec.call_sid as CallSid,
+        recordingSid: rec.recording_sid as RecordingSid,
+      });
+      return rec;
+    };
+    const get = async (call: string, business: string, method: 'GET' | 'HEAD' = 'GET') => {
+      const res = await request(`${stack.url}/api/calls/${call}/download`, {
+        method,
+        headers: { authorization: `Bearer ${await stack.token(business)}` },
+      });
+      const text = await res.body.text();
+      return { status: res.statusCode, retryAfter: res.headers['retry-after'], text };
+    };
+    const metric = (sample: string) => metricOf(stack, sample);
+    /** The seconds left of the 30 s window: counting down, however slow the machine is meanwhile. */
+    const assertSecondsLeft = (value: unknown) => {
+      const seconds = Number(value);
+      assert.ok(Number.isInteger(seconds) && seconds >= 1 && seconds <= 30, `Retry-After ${String(value)}`);
+    };
+    const limited = await recording(throttled.account_sid, 'biz-t');
+    const next = await recording(throttled.account_sid, 'biz-t');
+    const onMain = await recording(undefined, 'biz-m');
+    const onOwn = await recording(own.account_sid, 'biz-c');
+    const trips = await metric('recgate_upstream_breaker_trips_total{scope="own"}');
+
+    stack.emulator.addFault({ recording_sid: limited.recording_sid!, kind: 'rate_limit', retry_after: 30 });
+    const first = await get(limited.call_sid!, 'biz-t');
+    assert.equal(first.status, 503, first.text);
+    assert.equal(JSON.parse(first.text).error.code, 'RECGATE_UPSTREAM_THROTTLED');
+    assert.match(String(first.retryAfter), /^(29|30)$/);
+    assert.equal(stack.emulator.stats().media_requests[limited.recording_sid!], 1);
+    assert.equal(await metric('recgate_upstream_breaker_open{scope="own"}'), 1);
+    assert.equal(await metric('recgate_upstream_breaker_open{scope="main"}'), 0);
+    assert.equal(await metric('recgate_upstream_breaker_trips_total{scope="own"}'), trips + 1);
+
+    // During the window: the throttled business's cold GET and HEAD fail fast, and nothing reaches Twilio.
+    const before = {
+      upstream: await metric('recgate_upstream_requests_total'),
+      refused: await metric('recgate_upstream_rejections_total{reason="throttled"}'),
+      emulator: stack.emulator.stats(),
+    };
+    const cold = await get(next.call_sid!, 'biz-t');
+    assert.equal(cold.status, 503, cold.text);
+    assert.equal(JSON.parse(cold.text).error.code, 'RECGATE_UPSTREAM_THROTTLED');
+    assertSecondsLeft(cold.retryAfter);
+    const head = await get(next.call_sid!, 'biz-t', 'HEAD');
+    assert.equal(head.status, 503);
+    assertSecondsLeft(head.retryAfter);
+    assert.equal(await metric('recgate_upstream_requests_total'), before.upstream, 'no upstream request');
+    const during = stack.emulator.stats();
+    assert.equal(during.total_media_requests, before.emulator.total_media_requests);
+    assert.equal(during.total_head_requests, before.emulator.total_head_requests);
+    assert.equal(
+      during.media_requests_by_credential[throttled.account_sid]?.[next.recording_sid!],
+      undefined,
+    );
+    // Refused by the gate, before the rate limit and the queue.
+    assert.equal(await metric('recgate_upstream_rejections_total{reason="throttled"}'), before.refused + 1);
+
+    // A business on the main account, and one on another own account, still download.
+    for (const [rec, business] of [
+      [onMain, 'biz-m'],
+      [onOwn, 'biz-c'],
+    ] as const) {
+      const played = await play(rec.call_sid!, business);
+      assert.equal(played.status, 200, business);
+      assert.equal(sha256(played.bytes), rec.sha256);
+    }
+    assert.equal(await metric('recgate_upstream_breaker_open{scope="main"}'), 0);
   });
 
   it("a mapping changed through the admin API applies to the business's next lookup", async () => {

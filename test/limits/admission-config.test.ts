@@ -5,7 +5,7 @@ import { ConfigError, loadConfig, upstreamQueueTimeoutMs } from '../../src/confi
 
 const base = { jwtSecret: 'x'.repeat(32), dataDir: '/tmp/recgate-config-test' };
 
-it('defaults: 16 downloads per process, 1000 queued, 30 s wait, 10 new downloads/s per business', () => {
+it('defaults: 16 downloads per process, 1000 queued, 30 s wait, 10 new downloads/s per business, 16 cold HEADs', () => {
   const config = loadConfig(base, {});
   assert.equal(config.upstreamConcurrency, 16);
   assert.equal(config.upstreamConcurrencyGlobal, undefined);
@@ -13,6 +13,7 @@ it('defaults: 16 downloads per process, 1000 queued, 30 s wait, 10 new downloads
   assert.equal(upstreamQueueTimeoutMs(config), 30_000);
   assert.equal(config.coldDownloadRate, 10);
   assert.equal(config.coldDownloadBurst, 100);
+  assert.equal(config.coldHeadConcurrency, 16);
   // A short lock timeout shortens the default queue wait below it.
   assert.equal(upstreamQueueTimeoutMs(loadConfig({ ...base, lockTimeoutMs: 10_000 }, {})), 5000);
 });
@@ -26,6 +27,7 @@ it('reads the environment variables; flags win', () => {
     RECGATE_UPSTREAM_QUEUE_TIMEOUT_MS: '2000',
     RECGATE_COLD_DOWNLOAD_RATE: '0.5',
     RECGATE_COLD_DOWNLOAD_BURST: '3',
+    RECGATE_COLD_HEAD_CONCURRENCY: '4',
   };
   const config = loadConfig({ ...base, upstreamConcurrency: 6 }, env);
   assert.equal(config.upstreamConcurrency, 6);
@@ -34,6 +36,8 @@ it('reads the environment variables; flags win', () => {
   assert.equal(upstreamQueueTimeoutMs(config), 2000);
   assert.equal(config.coldDownloadRate, 0.5);
   assert.equal(config.coldDownloadBurst, 3);
+  assert.equal(config.coldHeadConcurrency, 4);
+  assert.equal(loadConfig({ ...base, coldHeadConcurrency: 2 }, env).coldHeadConcurrency, 2);
 });
 
 it('refuses a global cap without PostgreSQL, a queue wait not below the lock timeout, and bad numbers', () => {
@@ -52,4 +56,6 @@ it('refuses a global cap without PostgreSQL, a queue wait not below the lock tim
   refused({ upstreamQueueMax: -1 }, /upstream-queue-max must be 0 or more/);
   refused({ coldDownloadRate: -1 }, /cold-download-rate must be 0 or more/);
   refused({ coldDownloadBurst: 0 }, /cold-download-burst must be positive/);
+  refused({ coldHeadConcurrency: 0 }, /cold-head-concurrency must be positive/);
+  refused({ coldHeadConcurrency: 'many' }, /cold-head-concurrency must be a number/);
 });

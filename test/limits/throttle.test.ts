@@ -3,10 +3,14 @@
  * end (gateway + emulator in-process).
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
+import { startEmulator } from '../../src/emulator/index.js';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { callFiles, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { startStack } from '../helpers/stack.js';
-import { assertError, coldCall, download, metric } from './admission-helpers.js';
+import { assertError, coldCall, download, metric, until } from './admission-helpers.js';
 
 /** Every HTTP exchange the gateway had with the upstream, of any kind. */
 const upstreamRequests = (stack: Parameters<typeof metric>[0]) =>
@@ -22,6 +26,16 @@ describe('upstream breaker', () => {
     const token = await stack.token('biz-a');
     const cached = await coldCall(stack, 'biz-a', 20_000);
     assert.equal((await download(stack, token, cached.callSid)).status, 200);
+    // Cached, not still being committed: a HEAD during the download would ask Twilio's HEAD.
+    const cachedRef = {
+      ownerCallSid: cached.callSid as CallSid,
+      recordingSid: cached.recordingSid as RecordingSid,
+    };
+    await until(
+      'the first recording is cached',
+      async () => (await stack.gateway.cache.state(cachedRef)).state === 'cached',
+      30_000,
+    );
     const [limited, other] = [await coldCall(stack, 'biz-a'), await coldCall(stack, 'biz-a')];
 
     stack.emulator.addFault({ recording_sid: limited.recordingSid, kind: 'rate_limit', retry_after: 30 });
@@ -131,6 +145,118 @@ describe('HEAD on a recording not cached', () => {
     assert.equal(head.status, 200);
     assert.equal(head.headers['content-length'], '5000');
     assert.equal(stack.emulator.stats().total_head_requests, 0);
+  });
+});
+
+describe('HEADs on recordings not cached: the per-process cap, and the GET when Twilio gives no size', () => {
+  it('beyond --cold-head-concurrency a HEAD waits its turn, then answers 503 BUSY; cached ones are not capped', async (t) => {
+    const stack = await startStack({ config: { coldDownloadRate: 0, coldHeadConcurrency: 1 } });
+    const client = new AbortController();
+    t.after(() => {
+      client.abort();
+      return stack.close();
+    });
+    const token = await stack.token('biz-a');
+    const [held, waiting, cached] = [
+      await coldCall(stack, 'biz-a'),
+      await coldCall(stack, 'biz-a'),
+      await coldCall(stack, 'biz-a'),
+    ];
+    await storeRecording(
+      `${stack.dataDir}/recordings`,
+      cached.callSid,
+      cached.recordingSid,
+      Buffer.alloc(5000, 7),
+      new Date(2025, 0, 1),
+    );
+    const busyBefore = await metric(stack, 'recgate_upstream_rejections_total{reason="head_busy"}');
+    // Twilio holds HEADs for a minute: the one slot stays taken while its client is there.
+    stack.emulator.setThrottle({ ttfbMs: 60_000 });
+    const first = download(stack, token, held.callSid, { method: 'HEAD', signal: client.signal }).catch(
+      () => undefined,
+    );
+    await until(
+      'the first HEAD reaches Twilio',
+      () => stack.emulator.stats().head_requests[held.recordingSid] === 1,
+      30_000,
+    );
+    // A second recording's HEAD finds no slot: it waits (5 s), then 503 without asking Twilio. Were it not
+    // capped, it would hang a minute at the emulator.
+    const refused = await download(stack, token, waiting.callSid, { method: 'HEAD' });
+    // A HEAD has no body to name the code: 503 with BUSY's Retry-After, and the head_busy count, do.
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['retry-after'], '1');
+    assert.equal(stack.emulator.stats().head_requests[waiting.recordingSid], undefined);
+    assert.equal(
+      await metric(stack, 'recgate_upstream_rejections_total{reason="head_busy"}'),
+      busyBefore + 1,
+    );
+    // A cached recording's HEAD is answered from disk, slot or no slot.
+    const fromDisk = await download(stack, token, cached.callSid, { method: 'HEAD' });
+    assert.deepEqual([fromDisk.status, fromDisk.headers['content-length']], [200, '5000']);
+    // The first client leaves: its HEAD is cancelled and the slot is free for the waiting recording.
+    stack.emulator.setThrottle({ ttfbMs: 0 });
+    client.abort();
+    await first;
+    let head = await download(stack, token, waiting.callSid, { method: 'HEAD' });
+    const deadline = Date.now() + 30_000;
+    while (head.status === 503 && Date.now() < deadline) {
+      head = await download(stack, token, waiting.callSid, { method: 'HEAD' });
+    }
+    assert.deepEqual([head.status, head.headers['content-length']], [200, String(waiting.size)]);
+    assert.equal(stack.emulator.stats().head_requests[waiting.recordingSid], 1);
+    assert.equal(stack.emulator.stats().total_media_requests, 0, 'no HEAD became a download');
+  });
+
+  it("falls back to a full GET (a download, through admission) when Twilio's HEAD gives no size", async (t) => {
+    // A proxy in front of the emulator that drops Content-Length from media HEAD answers.
+    let emulatorUrl = '';
+    const proxy = http.createServer((req, res) => {
+      const upstream = http.request(
+        `${emulatorUrl}${req.url}`,
+        { method: req.method, headers: req.headers },
+        (answer) => {
+          const headers = { ...answer.headers };
+          if (req.method === 'HEAD' && req.url?.includes('/Recordings/')) delete headers['content-length'];
+          res.writeHead(answer.statusCode ?? 502, headers);
+          answer.pipe(res);
+        },
+      );
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+    const port = (proxy.address() as AddressInfo).port;
+    const emulator = await startEmulator({ port: 0, logger: false });
+    emulatorUrl = emulator.url;
+    const stack = await startStack({
+      sharedEmulator: emulator,
+      config: { coldDownloadRate: 0, twilioApiBase: `http://127.0.0.1:${port}` },
+    });
+    t.after(async () => {
+      await stack.close();
+      await emulator.close();
+    });
+    const token = await stack.token('biz-a');
+    const call = await coldCall(stack, 'biz-a', 12_000);
+    const permits = await metric(stack, 'recgate_upstream_queue_wait_seconds_count');
+
+    const head = await download(stack, token, call.callSid, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers['content-length'], String(call.size));
+    assert.equal(head.body.length, 0);
+    const stats = stack.emulator.stats();
+    assert.equal(stats.head_requests[call.recordingSid], 1, 'the HEAD was asked first');
+    assert.equal(stats.media_requests[call.recordingSid], 1, 'then one full GET');
+    assert.equal(await metric(stack, 'recgate_upstream_queue_wait_seconds_count'), permits + 1, 'admitted');
+    // The GET downloaded the recording: it is cached, and a GET is a hit with the HEAD's validators.
+    await settledFiles(`${stack.dataDir}/recordings`, call.callSid);
+    const get = await download(stack, token, call.callSid);
+    assert.equal(get.status, 200);
+    assert.equal(get.body.length, call.size);
+    assert.equal(get.headers.etag, head.headers.etag);
+    assert.equal(stack.emulator.stats().media_requests[call.recordingSid], 1);
   });
 });
 

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
 import { getMetrics } from '../../observability/metrics.js';
-import type { RecordingRef } from '../../recordings/cache.js';
+import { cacheKeyOf, type RecordingRef } from '../../recordings/cache.js';
 import {
   contentTypeOf,
   fileNameOf,
@@ -17,7 +17,11 @@ import type { ByteSource } from '../../serving/source.js';
 import { writeResult } from '../../serving/write.js';
 import { type CallSid, parseCallSid } from '../../sid.js';
 import { authenticateDownload } from '../auth.js';
+import { ColdHeads } from '../cold-heads.js';
 import type { AppDeps } from '../deps.js';
+
+/** Longest a HEAD on a recording not cached waits for a turn beyond `--cold-head-concurrency`, ms. */
+export const COLD_HEAD_WAIT_MS = 5000;
 
 /** Recordings never change once complete, so browsers may keep them; `private` keeps shared caches out. */
 export const RECORDING_CACHE_CONTROL = 'private, max-age=31536000, immutable';
@@ -73,6 +77,12 @@ async function upstreamHead(
 
 export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
   const metrics = getMetrics();
+  // One per process (per app): at most --cold-head-concurrency upstream HEADs at once, equal ones shared.
+  const coldHeads = new ColdHeads({
+    max: deps.config.coldHeadConcurrency,
+    waitMs: COLD_HEAD_WAIT_MS,
+    onBusy: () => metrics.upstreamRejections.inc({ reason: 'head_busy' }),
+  });
   app.route({
     method: ['GET', 'HEAD'],
     url: '/api/calls/:callSid/download',
@@ -89,12 +99,19 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
             cacheControl: RECORDING_CACHE_CONTROL,
             contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${fileNameOf(variantKey(callSid, variant))}"`,
           };
-          // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored.
+          // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored. Equal
+          // HEADs meanwhile share it, and at most --cold-head-concurrency ask at once (see cold-heads.ts).
           if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
-            const head = await upstreamHead(deps, ref, businessId, signal).catch(async (err: unknown) => {
-              await deps.state.downloadFailed(ref, err);
-              throw err;
-            });
+            const key = [businessId, ref.account ?? '', ref.recordingSid, cacheKeyOf(ref)].join(' ');
+            const head = await coldHeads.run(
+              key,
+              (upstreamSignal) =>
+                upstreamHead(deps, ref, businessId, upstreamSignal).catch(async (err: unknown) => {
+                  await deps.state.downloadFailed(ref, err);
+                  throw err;
+                }),
+              signal,
+            );
             if (head !== undefined) {
               const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
               request.log.info(

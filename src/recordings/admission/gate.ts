@@ -1,8 +1,10 @@
 /**
  * What stands between a flight and the upstream when this process is about to download a recording itself:
- * the upstream breaker (fail fast while Twilio asked us to wait), the business's cold-download rate limit
- * (only for a new download, not a takeover of another process's), then the {@link Admission} queue. A
- * request that finds the file, joins a flight or follows another process's download never gets here.
+ * the breaker of the account the recording is read from (fail fast while Twilio asked that account to
+ * wait), the business's cold-download rate limit (only for a new download, not a takeover of another
+ * process's), then the {@link Admission} queue. A refusal by the breaker spends neither a rate-limit token
+ * nor a queue place, and a business on another account is not refused by it. A request that finds the
+ * file, joins a flight or follows another process's download never gets here.
  */
 import type { RecgateError } from '../../errors.js';
 import { createError } from '../../errors.js';
@@ -15,15 +17,33 @@ export interface BreakerView {
   error(): RecgateError;
 }
 
+/**
+ * The breaker that guards Twilio account `account` (`undefined`: the main account), or `undefined` when none
+ * does (see `AccountDirectory.breakerFor`). May throw (a failed store read): the download then fails with it.
+ */
+export type BreakerFor = (
+  account: string | undefined,
+) => BreakerView | undefined | Promise<BreakerView | undefined>;
+
 export interface UpstreamGateOptions {
   /** @default no cap */
   admission?: Admission | undefined;
-  /** @default none */
-  breaker?: BreakerView | undefined;
+  /** One breaker for every account, or the breaker of each account. @default none */
+  breaker?: BreakerView | BreakerFor | undefined;
   /** Per-business limit on new downloads. @default none */
   coldLimiter?: RateLimiter | undefined;
   /** Told of each refusal before the queue: breaker open, or the rate limit. @default none */
   onRefused?: ((reason: 'throttled' | 'rate_limited') => void) | undefined;
+}
+
+/** Who asks to download, and from where. */
+export interface GateRequest {
+  /** The business of the request (its rate limit, its turn in the queue). */
+  businessId: string;
+  /** The Twilio account the recording is read from (`RecordingRef.account`); `undefined`: the main one. */
+  account: string | undefined;
+  /** A new download (the rate limit applies), not a takeover of another process's. */
+  fresh: boolean;
 }
 
 /** A permit for no admission at all. */
@@ -37,12 +57,14 @@ export class UpstreamGate {
   }
 
   /**
-   * Resolves with the permit to download (release it when the download ends). `fresh`: a new download, not
-   * a takeover. Throws RECGATE_UPSTREAM_THROTTLED, RECGATE_RATE_LIMITED, RECGATE_UPSTREAM_BUSY, or
-   * `signal`'s reason.
+   * Resolves with the permit to download (release it when the download ends). Throws
+   * RECGATE_UPSTREAM_THROTTLED, RECGATE_RATE_LIMITED, RECGATE_UPSTREAM_BUSY, what the breaker lookup
+   * threw, or `signal`'s reason.
    */
-  async enter(businessId: string, fresh: boolean, signal: AbortSignal): Promise<AdmissionPermit> {
-    const { breaker, coldLimiter, admission } = this.#o;
+  async enter(request: GateRequest, signal: AbortSignal): Promise<AdmissionPermit> {
+    const { coldLimiter, admission } = this.#o;
+    const { businessId, account, fresh } = request;
+    const breaker = await this.#breakerFor(account);
     if (breaker !== undefined && breaker.remainingMs() > 0) {
       this.#refused('throttled');
       throw breaker.error();
@@ -59,6 +81,11 @@ export class UpstreamGate {
     }
     signal.throwIfAborted();
     return admission === undefined ? NO_PERMIT : admission.acquire(businessId, signal);
+  }
+
+  #breakerFor(account: string | undefined): BreakerView | undefined | Promise<BreakerView | undefined> {
+    const { breaker } = this.#o;
+    return typeof breaker === 'function' ? breaker(account) : breaker;
   }
 
   #refused(reason: 'throttled' | 'rate_limited'): void {

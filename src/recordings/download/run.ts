@@ -118,7 +118,7 @@ async function admit(ctx: DownloadContext, fresh: boolean): Promise<AdmissionPer
   const { flight } = ctx;
   const signal = AbortSignal.any([flight.signal, flight.enterQueue()]);
   try {
-    return await ctx.gate.enter(ctx.businessId, fresh, signal);
+    return await ctx.gate.enter({ businessId: ctx.businessId, account: ctx.ref.account, fresh }, signal);
   } finally {
     flight.leaveQueue();
   }
