@@ -33,16 +33,31 @@ export const EXIT_USAGE = 2;
 export interface CommandIo {
   out: (line: string) => void;
   err: (line: string) => void;
-  /** Whether stdout is a terminal: then long runs draw a progress bar. */
+  /**
+   * Whether the progress bar's stream ({@link barStream}) is a terminal: then long runs draw a bar there
+   * instead of writing one line per job to `out`.
+   */
   isTTY: boolean;
   /** The stream the progress bar draws on. @default process.stderr */
   barStream?: NodeJS.WritableStream;
 }
 
-export const processIo = (): CommandIo => ({
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-  isTTY: process.stdout.isTTY === true,
+/** The streams {@link processIo} writes to: a terminal's have `isTTY` true. */
+export interface CommandStreams {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+/**
+ * The process's streams as a command's {@link CommandIo}: the report on stdout, errors and the progress bar
+ * on stderr. Whether to draw the bar is decided by stderr, the stream it draws on, so `recgate prefetch >
+ * report.txt` in a terminal still shows the bar, and `2> log` gets no escape codes in the log.
+ */
+export const processIo = (streams: CommandStreams = process): CommandIo => ({
+  out: (line) => streams.stdout.write(`${line}\n`),
+  err: (line) => streams.stderr.write(`${line}\n`),
+  isTTY: streams.stderr.isTTY === true,
+  barStream: streams.stderr,
 });
 
 export interface AdminContext {

@@ -273,8 +273,8 @@ export function getMetrics(): Metrics {
 
 /**
  * Counts the recording cache's events: every event by name, downloads running now (one starts with a miss
- * or a takeover, and ends saved or failed; a failed *wait* is no download), upstream bytes by kind (full
- * download, seek-ahead slice) and slice requests by outcome.
+ * or a takeover, and ends saved or failed; a failed *wait* is no download), local copies removed by reason,
+ * upstream bytes by kind (full download, seek-ahead slice) and slice requests by outcome.
  */
 export function cacheEventMetrics(metrics: Metrics): CacheEventHandler {
   return (e) => {
@@ -292,7 +292,8 @@ export function cacheEventMetrics(metrics: Metrics): CacheEventHandler {
         if (e.phase === 'download') metrics.activeDownloads.dec();
         break;
       case 'recording_removed':
-        metrics.recordingsRemoved.inc({ reason: e.reason });
+        // A purge repeated, or of a recording never downloaded, is reported too: it removed no copy.
+        if (e.size !== null) metrics.recordingsRemoved.inc({ reason: e.reason });
         break;
       case 'seek_ahead':
       case 'seek_ahead_discarded':

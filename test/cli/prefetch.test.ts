@@ -1,13 +1,14 @@
 /**
  * `recgate prefetch`, run from source beside a gateway on the same data dir: by call, business and date
  * range (the emulator's media counts say what was fetched), skips and failures with their reasons, exit
- * codes (0 done, 1 failed, 2 bad usage), `--no-run`, and the progress bar on a terminal.
+ * codes (0 done, 1 failed, 2 bad usage), `--no-run`, and the progress bar when stderr is a terminal.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { processIo } from '../../src/cli/admin.js';
 import { runPrefetch } from '../../src/cli/prefetch.js';
 import {
   commandEnv,
@@ -132,31 +133,40 @@ describe('recgate prefetch', () => {
     assert.equal(mediaRequests(stack, call.recordingSid), 1, 'the play was a hit');
   });
 
-  it('draws a progress bar on a terminal instead of one line per job', async () => {
+  it('draws the progress bar when stderr, where it draws, is a terminal, whatever stdout is', async () => {
+    /** A stream that keeps what is written to it, a terminal's when `tty`. */
+    const stream = (tty: boolean) => {
+      const s = Object.assign(new PassThrough(), { isTTY: tty, columns: 100, text: '' });
+      s.on('data', (chunk: Buffer) => {
+        s.text += chunk.toString();
+      });
+      return s;
+    };
+    const run = (stdout: ReturnType<typeof stream>, stderr: ReturnType<typeof stream>) =>
+      runPrefetch({
+        selection: { kind: 'business', businessId: 'umbrella' },
+        run: true,
+        flags: { dataDir: stack.dataDir },
+        io: processIo({ stdout, stderr }),
+        env: { ...commandEnv(stack), RECGATE_LOG_LEVEL: 'silent' },
+      });
+
+    // `recgate prefetch > report.txt` in a terminal: the bar on stderr, only the summary in the file.
     const calls = [await recordedCall(stack, 'umbrella'), await recordedCall(stack, 'umbrella')];
-    const out: string[] = [];
-    const bar = new PassThrough();
-    let drawn = '';
-    bar.on('data', (chunk: Buffer) => {
-      drawn += chunk.toString();
-    });
-    Object.assign(bar, { isTTY: true, columns: 100 });
-    const code = await runPrefetch({
-      selection: { kind: 'business', businessId: 'umbrella' },
-      run: true,
-      flags: { dataDir: stack.dataDir },
-      io: {
-        out: (line) => out.push(line),
-        err: (line) => out.push(`err: ${line}`),
-        isTTY: true,
-        barStream: bar,
-      },
-      env: { ...commandEnv(stack), RECGATE_LOG_LEVEL: 'silent' },
-    });
-    assert.equal(code, 0, out.join('\n'));
-    assert.deepEqual(out, ['queued 2, done 2, failed 0, skipped 0'], 'no per-job lines on a terminal');
-    assert.match(drawn, /prefetch \[.*\] 2\/2 100%/);
+    const [toFile, terminal] = [stream(false), stream(true)];
+    assert.equal(await run(toFile, terminal), 0, toFile.text + terminal.text);
+    assert.equal(toFile.text, 'queued 2, done 2, failed 0, skipped 0\n', 'no per-job lines');
+    assert.match(terminal.text, /prefetch \[.*\] 2\/2 100%/);
     for (const call of calls) assert.equal(mediaRequests(stack, call.recordingSid), 1);
+
+    // `recgate prefetch 2> log` in a terminal: no bar (no escape codes in the log), a line per job.
+    const more = await recordedCall(stack, 'umbrella');
+    const [screen, log] = [stream(true), stream(false)];
+    assert.equal(await run(screen, log), 0, screen.text + log.text);
+    assert.equal(log.text, '');
+    const lines = screen.text.trim().split('\n');
+    assert.ok(lines.includes(`done  ${more.recordingSid} (call ${more.callSid}, umbrella)`), screen.text);
+    assert.equal(lines.at(-1), 'queued 3, done 3, failed 0, skipped 0');
   });
 
   it('exits 2 for bad usage', async () => {

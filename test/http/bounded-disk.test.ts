@@ -1,6 +1,7 @@
 /**
  * The bounded disk as `recgate serve` wires it: --cache-max-bytes through the configuration, the evictor
- * fed by the gateway's cache, its metrics on /metrics, and evicted recordings downloaded again on demand.
+ * fed by the gateway's cache, its metrics on /metrics (evictions and the bytes they freed), and evicted
+ * recordings downloaded again on demand.
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -23,6 +24,9 @@ test('--cache-max-bytes through the gateway: evicts, counts, and downloads again
     const text = await (await request(`${stack.url}/metrics`)).body.text();
     return Number(line.exec(text)?.[1] ?? Number.NaN);
   };
+  const evictedBytes = /^recgate_cache_evicted_bytes_total\{reason="max_bytes"\} (\d+)/m;
+  // Absent (NaN) until the first eviction.
+  const evictedBefore = (await metric(evictedBytes)) || 0;
   const calls = [];
   for (let i = 0; i < 4; i++) {
     const rec = await stack.emulator.createRecording({ bytes: size });
@@ -60,6 +64,11 @@ test('--cache-max-bytes through the gateway: evicts, counts, and downloads again
       .sort(),
   );
   assert.ok((await metric(/^recgate_cache_bytes (\d+)/m)) <= 2 * size + size / 2);
+  assert.equal(
+    (await metric(evictedBytes)) - evictedBefore,
+    calls[0]!.size + calls[1]!.size,
+    'the bytes of the two evicted recordings are counted',
+  );
   const before = stack.emulator.stats().total_media_requests;
   assert.equal(await play(calls[0]!.call_sid), calls[0]!.sha256, 'an evicted recording plays again');
   assert.equal(stack.emulator.stats().total_media_requests, before + 1, 'downloaded again');

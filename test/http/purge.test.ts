@@ -2,7 +2,7 @@
  * Purge and privacy, end to end: an operator's purge removes the local copy and keeps it from being
  * fetched again, for the call and every call playing the recording; a recording Twilio reports deleted, by
  * webhook or by a 404 on any request for any variant, is removed too (unless the operator keeps such
- * copies); and every play lands in the audit trail.
+ * copies); and every play lands in the audit trail (its log line and its row). Each is counted on /metrics.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -13,9 +13,10 @@ import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { deleteAtTwilio, mediaRequests } from '../helpers/admin-cli.js';
 import { sha256 } from '../helpers/common.js';
+import { metric } from '../helpers/metrics.js';
 import { callFiles, finishedNames, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
-import { metric } from '../limits/admission-helpers.js';
+import { captureLogger } from '../recordings/helpers.js';
 
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -74,9 +75,11 @@ async function webhook(stack: Stack, params: Record<string, string>) {
 describe('purge and the audit trail', () => {
   let stack: Stack;
   let acme: Record<string, string>;
+  /** The gateway's log lines. */
+  const log = captureLogger();
 
   before(async () => {
-    stack = await startStack({ config: { auditDb: true } });
+    stack = await startStack({ config: { auditDb: true }, logger: log.logger });
     acme = { authorization: `Bearer ${await stack.token('acme')}` };
   });
   after(() => stack?.close());
@@ -88,6 +91,8 @@ describe('purge and the audit trail', () => {
     assert.equal(sha256(played.bytes), pair.sha256);
     assert.deepEqual(await settled(stack, pair.parent), finishedNames(pair.parent));
     const fetched = stack.emulator.stats().total_media_requests;
+    const removed = 'recgate_recordings_removed_total{reason="purge"}';
+    const removedBefore = await metric(stack, removed);
 
     const purged = await call(stack, 'DELETE', `/api/admin/calls/${pair.child}/recording`, admin);
     assert.equal(purged.status, 200, purged.bytes.toString());
@@ -99,6 +104,7 @@ describe('purge and the audit trail', () => {
       calls_marked: 1,
     });
     assert.deepEqual(await files(stack, pair.parent), []);
+    assert.equal(await metric(stack, removed), removedBefore + 1, 'the removal is counted');
     for (const sid of [pair.child, pair.parent]) {
       const refused = await call(stack, 'GET', `/api/calls/${sid}/download`, acme);
       assert.equal(refused.status, 410);
@@ -111,6 +117,7 @@ describe('purge and the audit trail', () => {
     const again = await call(stack, 'DELETE', `/api/admin/calls/${pair.child}/recording`, admin);
     assert.equal(again.status, 200);
     assert.equal(again.json().removed_bytes, 0, 'a repeated purge removes nothing more');
+    assert.equal(await metric(stack, removed), removedBefore + 1, 'and counts no removal');
   });
 
   it('a call that resolves to a purged recording later is refused too, and a new recording plays again', async () => {
@@ -154,12 +161,15 @@ describe('purge and the audit trail', () => {
     const pair = await dial(stack, 'acme');
     assert.equal((await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme)).status, 200);
     assert.deepEqual(await settled(stack, pair.parent), finishedNames(pair.parent));
+    const removed = 'recgate_recordings_removed_total{reason="upstream_deleted"}';
+    const removedBefore = await metric(stack, removed);
     await webhook(stack, {
       CallSid: pair.parent,
       RecordingSid: pair.recordingSid,
       RecordingStatus: 'deleted',
     });
     assert.deepEqual(await files(stack, pair.parent), []);
+    assert.equal(await metric(stack, removed), removedBefore + 1, 'the removal is counted');
     const gone = await call(stack, 'GET', `/api/calls/${pair.parent}/download`, acme);
     assert.equal(gone.json().error.code, 'RECGATE_RECORDING_GONE');
   });
@@ -218,6 +228,13 @@ describe('purge and the audit trail', () => {
 
   it('every play is audited with the bytes the client took, and an admin can list who listened', async () => {
     const pair = await dial(stack, 'acme');
+    const logged = 'recgate_audit_plays_total{outcome="logged"}';
+    const stored = 'recgate_audit_plays_total{outcome="stored"}';
+    // Earlier cases' plays are written in the background, a batch a second: first let them all be written.
+    const caughtUp = async () => (await metric(stack, stored)) === (await metric(stack, logged));
+    for (let i = 0; i < 100 && !(await caughtUp()); i++) await sleep(50);
+    assert.ok(await caughtUp(), 'every earlier play was stored');
+    const [loggedBefore, storedBefore] = [await metric(stack, logged), await metric(stack, stored)];
     const full = await call(stack, 'GET', `/api/calls/${pair.parent}/download`, {
       ...acme,
       'x-request-id': 'audit-full',
@@ -235,10 +252,44 @@ describe('purge and the audit trail', () => {
     });
     await head.body.dump();
     let plays: Array<Record<string, unknown>> = [];
-    for (let i = 0; i < 50 && plays.length < 2; i++) {
+    for (let i = 0; i < 100 && plays.length < 2; i++) {
       await sleep(100);
       plays = (await call(stack, 'GET', `/api/admin/calls/${pair.parent}/plays`, admin)).json().plays;
     }
+    // One log line per play, written when its response closed: HEAD is none.
+    const lines = log.lines
+      .filter((l) => l.event === 'play' && l.callSid === pair.parent)
+      .map(({ businessId, callSid, recordingSid, bytes, status, requestId }) => ({
+        businessId,
+        callSid,
+        recordingSid,
+        bytes,
+        status,
+        requestId,
+      }))
+      .sort((a, b) => String(a.requestId).localeCompare(String(b.requestId)));
+    assert.deepEqual(lines, [
+      {
+        businessId: 'acme',
+        callSid: pair.parent,
+        recordingSid: pair.recordingSid,
+        bytes: pair.size,
+        status: 200,
+        requestId: 'audit-full',
+      },
+      {
+        businessId: 'acme',
+        callSid: pair.parent,
+        recordingSid: pair.recordingSid,
+        bytes: 1000,
+        status: 206,
+        requestId: 'audit-range',
+      },
+    ]);
+    assert.equal(await metric(stack, logged), loggedBefore + 2, 'both plays counted as logged');
+    // Counted once the batch holding them is written, which the listing above may see a moment before.
+    for (let i = 0; i < 100 && (await metric(stack, stored)) < storedBefore + 2; i++) await sleep(50);
+    assert.equal(await metric(stack, stored), storedBefore + 2, 'both plays counted as stored');
     assert.deepEqual(
       plays.map(({ played_at, ...rest }) => rest),
       [

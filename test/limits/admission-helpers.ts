@@ -49,18 +49,7 @@ export function assertError(res: Answer, status: number, code: string): void {
   assert.equal(JSON.parse(res.body.toString()).error.code, code);
 }
 
-/** The value of one sample in the gateway's /metrics (0 when absent). */
-export async function metric(stack: Stack, sample: string): Promise<number> {
-  const res = await request(`${stack.url}/metrics`);
-  const text = await res.body.text();
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${sample} `) || line.startsWith(`${sample}{`)) {
-      total += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
-}
+export { metric } from '../helpers/metrics.js';
 
 /** Polls `check` until it holds; fails naming `what` after `timeoutMs` (a bound, not a measurement). */
 export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000) {

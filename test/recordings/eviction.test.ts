@@ -1,7 +1,8 @@
 /**
  * Bounded disk (src/recordings/eviction.ts) on a real cache, store, lock and SQLite index: the limit holds
  * under a burst, a hot recording survives churn, a file being served is served whole, a held download lock
- * protects its file, max-age, min-free on a small tmpfs, and filling an empty index after an upgrade.
+ * protects its file, max-age, min-free and percentages of the volume on a small tmpfs, and filling an
+ * empty index after an upgrade.
  * Two caches sharing one PostgreSQL are in eviction-postgres.test.ts.
  */
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
-import type { SizeSetting } from '../../src/config/units.js';
+import { parseSize, type SizeSetting } from '../../src/config/units.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { SqliteCacheIndex } from '../../src/recordings/cache-index/sqlite.js';
 import { type EvictionReason, Evictor } from '../../src/recordings/eviction.js';
@@ -314,14 +315,65 @@ describe('bounded disk', () => {
     assert.deepEqual(await b.index.totals(), { files: 1, bytes: SIZE }, 'the pass ran and dropped the row');
   });
 
-  it('a percentage of the volume is resolved against its size', async (t) => {
-    const b = await bounded(t, { maxBytes: { percent: 1 } });
-    const volume = (await b.store.volume())!;
-    const limit = Math.floor(volume.totalBytes / 100);
-    const r = b.upstream.add(SIZE);
-    await b.play(r.ref);
-    await b.evictor.settle();
-    assert.equal(b.onDisk().length, SIZE <= limit ? 1 : 0);
+  it('--cache-max-bytes 10% is of the volume: on a 4 MiB tmpfs it keeps 10 recordings of 41,700 bytes', async (t) => {
+    const parent = mkdtempSync(join(tmpdir(), 'recgate-volume-'));
+    const dir = join(parent, 'volume');
+    if (!mountTmpfs(t, dir, { size: '4m' })) return;
+    t.after(() => rmSync(parent, { recursive: true, force: true }));
+    const size = 100 * 417;
+    const b = await bounded(t, { maxBytes: parseSize('10%', '--cache-max-bytes') }, { dir });
+    try {
+      const volume = (await b.store.volume())!;
+      assert.equal(volume.totalBytes, 4 * 1024 * 1024, 'the cache is on the tmpfs');
+      const limit = Math.floor(volume.totalBytes / 10);
+      for (let i = 0; i < 16; i++) {
+        const r = b.upstream.add(size);
+        assert.ok((await b.play(r.ref)).equals(r.data));
+        await b.evictor.settle();
+      }
+      const { bytes, files } = await b.index.totals();
+      assert.ok(bytes <= limit, `${bytes} bytes kept, over 10% of the volume (${limit})`);
+      assert.ok(bytes > limit - size, `${bytes} bytes kept: evicts only what it must under ${limit}`);
+      assert.equal(files, 10);
+      assert.equal(b.onDisk().length, 10);
+      assert.equal(b.evicted.length, 6);
+      assert.ok(b.evicted.every((e) => e.reason === 'max_bytes' && e.bytes === size));
+    } finally {
+      await b.evictor.close();
+      await b.cache.close();
+    }
+  });
+
+  it('--cache-min-free 50% is of the volume: on a 4 MiB tmpfs it keeps 2 MiB free', async (t) => {
+    const parent = mkdtempSync(join(tmpdir(), 'recgate-volume-'));
+    const dir = join(parent, 'volume');
+    if (!mountTmpfs(t, dir, { size: '4m' })) return;
+    t.after(() => rmSync(parent, { recursive: true, force: true }));
+    const size = 150 * 417;
+    const plays = 40;
+    const b = await bounded(t, { minFree: parseSize('50%', '--cache-min-free') }, { dir });
+    let total: number;
+    try {
+      total = (await b.store.volume())!.totalBytes;
+      assert.equal(total, 4 * 1024 * 1024, 'the cache is on the tmpfs');
+      // 40 recordings fit on the volume, and cross the 50% line.
+      for (let i = 0; i < plays; i++) {
+        const r = b.upstream.add(size);
+        assert.ok((await b.play(r.ref)).equals(r.data));
+        await b.evictor.settle();
+      }
+      assert.ok(b.evicted.length > 0, 'evicted');
+      assert.ok(b.evicted.every((e) => e.reason === 'min_free'));
+    } finally {
+      await b.evictor.close();
+      await b.cache.close();
+    }
+    const fs = statfsSync(dir);
+    const free = Number(fs.bavail) * Number(fs.bsize);
+    t.diagnostic(`${b.evicted.length} of ${plays} evicted; ${free} bytes free of ${total}`);
+    assert.ok(free >= total / 2, `${free} bytes free of ${total}`);
+    assert.ok(free < total / 2 + 2 * size, `${free} bytes free of ${total}: evicts only what it must`);
+    assert.equal(b.onDisk().length + b.evicted.length, plays);
   });
 
   it('fills an empty index from the directory once, in the background, after an upgrade', async (t) => {
