@@ -107,7 +107,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
               key,
               (upstreamSignal) =>
                 upstreamHead(deps, ref, businessId, upstreamSignal).catch(async (err: unknown) => {
-                  await deps.state.downloadFailed(ref, err);
+                  await deps.state.downloadFailed(ref, err, log);
                   throw err;
                 }),
               signal,
@@ -136,7 +136,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
               businessId,
             });
           } catch (err) {
-            await deps.state.downloadFailed(ref, err);
+            await deps.state.downloadFailed(ref, err, log);
             throw err;
           }
           const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
