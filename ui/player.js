@@ -62,6 +62,23 @@ function badgeFor(call) {
 }
 
 /**
+ * Why a call's recording will not play, from what the gateway knows of it (Twilio's word by webhook first),
+ * or null while it may play.
+ */
+function whyNoAudio(recording) {
+  if (!recording) return null;
+  if (recording.purged_at || recording.state === 'purged') {
+    return 'Purged by an operator — this recording is no longer served.';
+  }
+  if (recording.state !== 'deleted' && recording.state !== 'absent') return null;
+  if (recording.upstream_status === 'failed') return 'Recording failed at Twilio — this call has no audio.';
+  if (recording.upstream_status === 'absent') return 'No recording — Twilio made none for this call.';
+  return recording.state === 'deleted'
+    ? 'Deleted from Twilio — this recording no longer exists.'
+    : 'No recording for this call.';
+}
+
+/**
  * Built for one call with what it needs from the page: `api` (an ApiClient), `announce(text)` for the live
  * region, and `onFresh(call)`, given every fresh copy of the call it fetches, so the list can update this
  * player and any other playing the same recording. Its `element` goes in the call's row; `update(call)`
@@ -136,6 +153,9 @@ export class Player {
 
     this.message = document.createElement('p');
     this.message.className = 'message';
+    this.message.id = `message-${call.call_sid}`;
+    // The Play button is described by the message line: a screen reader says why it failed or is disabled.
+    this.playButton.setAttribute('aria-describedby', this.message.id);
 
     this.element.append(
       this.playButton,
@@ -155,7 +175,7 @@ export class Player {
     this.badge.textContent = text;
     const recording = call.recording;
     if (recording?.state === 'deleted' || recording?.state === 'purged' || recording?.purged_at)
-      this.#showGone();
+      this.#showGone(whyNoAudio(recording));
   }
 
   /**
@@ -460,6 +480,8 @@ export class Player {
     const failure = describeFailure(error);
     if (failure.state) {
       this.update({ ...this.call, recording: { ...this.call.recording, state: failure.state } });
+      // What Twilio said by webhook (failed, made none) explains more than the gateway's error does.
+      failure.text = whyNoAudio(this.call.recording) ?? failure.text;
     }
     if (failure.retryInS !== undefined && this.notReadyRetries < MAX_NOT_READY_RETRIES) {
       this.notReadyRetries += 1;
@@ -475,7 +497,9 @@ export class Player {
     this.#say(failure.text, failure.kind, true);
   }
 
-  #showGone() {
+  /** The recording will never play here: the controls are disabled and the message line says why (`reason`). */
+  #showGone(reason) {
+    if (reason) this.#say(reason, 'bad', false);
     this.gone = true;
     this.#detachAudio();
     this.#stopPolling();

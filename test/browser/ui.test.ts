@@ -319,6 +319,70 @@ test('processing, deleted and unavailable recordings show their messages', async
   await screenshot(page, 'error-messages');
 });
 
+test('absent and failed recording-status webhooks: the list shows their badges and Play says why it cannot play', async (t) => {
+  const env = setup(t);
+  if (!env) return;
+  /**
+   * A call Twilio made no recording for, or failed to record, told by a signed webhook: `fresh` calls had no
+   * recording yet (they keep Twilio's word as their state), the others had one registered, which the
+   * webhook marks gone.
+   */
+  const reported = async (status: 'absent' | 'failed', hadRecording: boolean) => {
+    const call = await addCall(env.s, 'acme', hadRecording ? { duration_s: 10 } : { status: 'absent' });
+    const recordingSid = hadRecording ? call.recordingSid : `RE${randomBytes(16).toString('hex')}`;
+    const answer = await env.s.recordingStatus({
+      AccountSid: env.s.emulator.accountSid,
+      CallSid: call.callSid,
+      RecordingSid: recordingSid,
+      RecordingStatus: status,
+    });
+    assert.equal(answer, 204);
+    return { ...call, recordingSid };
+  };
+  const calls = {
+    absent: await reported('absent', false),
+    failed: await reported('failed', false),
+    absentKnown: await reported('absent', true),
+    failedKnown: await reported('failed', true),
+  };
+  const context = await env.browser.newContext();
+  t.after(() => context.close());
+  const page = await openUi(context, env.s.url, await env.s.token('acme'));
+
+  assert.equal(await badgeText(page, calls.absent.callSid), 'no recording');
+  assert.equal(await badgeText(page, calls.failed.callSid), 'recording failed at Twilio');
+  assert.equal(await badgeText(page, calls.absentKnown.callSid), 'no recording');
+  assert.equal(await badgeText(page, calls.failedKnown.callSid), 'recording failed at Twilio');
+
+  const play = (c: TestCall) => row(page, c.callSid).locator('button.play');
+  /** What the Play button's description (the message line it names with aria-describedby) says. */
+  const why = (c: TestCall) =>
+    play(c).evaluate(
+      (button) => document.querySelector(`#${button.getAttribute('aria-describedby')}`)?.textContent ?? '',
+    );
+
+  // A recording Twilio reported gone can never play: Play is disabled and says why from the start.
+  for (const c of [calls.absentKnown, calls.failedKnown]) {
+    assert.equal(await play(c).isDisabled(), true);
+  }
+  assert.equal(await why(calls.absentKnown), 'No recording — Twilio made none for this call.');
+  assert.equal(await why(calls.failedKnown), 'Recording failed at Twilio — this call has no audio.');
+
+  // A call that never had one may still get one (a later webhook): Play asks, and then says why not.
+  for (const c of [calls.absent, calls.failed]) await play(c).click();
+  for (const c of [calls.absent, calls.failed]) {
+    await row(page, c.callSid).locator('.message.bad').waitFor({ timeout: 10_000 });
+  }
+  assert.equal(await why(calls.absent), 'No recording — Twilio made none for this call.');
+  assert.equal(await why(calls.failed), 'Recording failed at Twilio — this call has no audio.');
+  assert.equal(await badgeText(page, calls.absent.callSid), 'no recording');
+  assert.equal(await badgeText(page, calls.failed.callSid), 'recording failed at Twilio');
+  for (const c of Object.values(calls))
+    assert.equal(mediaRequests(env.s, c.recordingSid), 0, 'nothing fetched');
+  await row(page, calls.absent.callSid).scrollIntoViewIfNeeded();
+  await screenshot(page, 'webhook-badges', false);
+});
+
 test("business A's session cannot list or play business B's calls", async (t) => {
   const env = setup(t);
   if (!env) return;

@@ -91,6 +91,7 @@ describe('tenant matrix', () => {
   let own2: CallSid;
   /** globex's call with a recording. */
   let theirs: CallSid;
+  let theirsRecording: string;
   let bad: Credential[];
   let replayed: Credential;
   /** Requests sent through {@link send}, for the diagnostics. */
@@ -116,6 +117,7 @@ describe('tenant matrix', () => {
       const rec = await stack.emulator.createRecording({ bytes: 8_000 });
       await stack.register({ businessId: business, callSid: rec.call_sid as CallSid });
       setter(rec.call_sid as CallSid);
+      if (business === 'globex') theirsRecording = rec.recording_sid!;
     }
 
     const key = new TextEncoder().encode(JWT_SECRET);
@@ -341,6 +343,59 @@ describe('tenant matrix', () => {
       }
     }
     assert.ok(compared >= 12, `${compared} comparisons`);
+  });
+
+  it('"not yours" and "does not exist" are byte-identical with a validly signed playback URL too', async () => {
+    // A playback URL binds the business, the call, the expiry and the variant. Both URLs here are signed
+    // with the gateway's own key for acme, so both pass the signature check: one names a call nobody
+    // registered, the other globex's call (a URL acme can never be issued: replayed, or made with a leaked
+    // key). Past the signature, the gateway must not tell them apart.
+    const signer = new PlaybackSigner(JWT_SECRET);
+    const expires = new Date(Date.now() + 600_000);
+    const signedFor = (call: CallSid, variant?: { channels: 1 | 2; format: 'mp3' | 'wav' }): Credential => {
+      const signed = signer.sign('acme', call, expires, variant);
+      secrets.add(signed.sig);
+      const query: Record<string, string> = { ...signed };
+      if (variant?.channels === 2) query.channels = '2';
+      if (variant?.format === 'wav') query.format = 'wav';
+      return { name: `acme's playback URL for ${call}`, query };
+    };
+    let compared = 0;
+    for (const route of routes()) {
+      if (ROUTE_KINDS[route.url] !== 'download') continue;
+      for (const variant of [
+        undefined,
+        { channels: 2, format: 'mp3' } as const,
+        { channels: 1, format: 'wav' } as const,
+      ]) {
+        const missingSid = newCallSid();
+        const notYours = signedFor(theirs, variant);
+        const missing = signedFor(missingSid, variant);
+        for (const method of route.methods) {
+          for (const extra of [{}, { range: 'bytes=0-99' }, { 'if-none-match': '"x"' }] as Record<
+            string,
+            string
+          >[]) {
+            const a = await send(method, pathOf(route.url, theirs), notYours, extra);
+            const b = await send(method, pathOf(route.url, missingSid), missing, extra);
+            const what = `${method} ${route.url} ${JSON.stringify({ variant, ...extra })}`;
+            assertError(a, 404, 'RECGATE_NOT_FOUND', what);
+            assert.deepEqual(comparable(a), comparable(b), what);
+            compared++;
+          }
+        }
+      }
+    }
+    assert.ok(compared >= 24, `${compared} comparisons`);
+    // The refusals are not vacuous: the same signing, for acme's own call, plays.
+    const own = await spare();
+    const allowed = await send('GET', `/api/calls/${own}/download`, signedFor(own));
+    assert.equal(allowed.status, 200);
+    assert.equal(
+      stack.emulator.stats().media_requests[theirsRecording] ?? 0,
+      0,
+      "globex's recording was never fetched",
+    );
   });
 
   it('a parent-call fallback never crosses into another business, whatever the way in', async () => {
