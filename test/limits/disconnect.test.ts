@@ -278,10 +278,15 @@ describe('clients that disconnect at every phase, 2 workers', { timeout: 90_000 
       coldStreaming: await Promise.all(phases.coldStreaming),
     };
     for (const hash of await Promise.all(stayers)) assert.equal(hash, rec.sha256);
-    // The worker that did not download waited on the other's lock, the phase the "waiting" clients left in.
+    // The worker that did not download waited on the other's lock, the phase the "waiting" clients left in
+    // (when node:cluster handed both workers some of these requests, as it does nearly always).
+    const phaseLogs = server.logs.slice(logsBefore);
+    const servingPids = new Set(
+      phaseLogs.filter((l) => l.msg === 'request completed' && typeof l.pid === 'number').map((l) => l.pid),
+    );
     assert.ok(
-      server.logs.slice(logsBefore).some((l) => l.event === 'lock_wait'),
-      'no worker waited for the download lock',
+      phaseLogs.some((l) => l.event === 'lock_wait') || servingPids.size < 2,
+      `no worker waited for the download lock, though ${servingPids.size} workers served requests`,
     );
     assert.ok(received.beforeHeaders.every((n) => n === 0));
     assert.ok(
