@@ -9,20 +9,23 @@
  * Figures print side by side per size, so O(log n) growth shows as nearly flat columns. PostgreSQL is the
  * test server (RECGATE_TEST_POSTGRES_URL or 127.0.0.1:5432/test); it is left out, saying why, when absent.
  *
- * On SQLite it also starts `recgate serve` (from source, one worker) on that data dir, with as many finished
- * recordings on disk as rows in the index, and times it from spawn to `/readyz` answering 200, beside the
- * same start on an empty data dir in the same run.
+ * On SQLite it also starts `recgate serve` (one worker; the build, or with `--source` the sources) on that
+ * data dir, with as many finished recordings on disk as rows in the index, and times it from spawn to
+ * `/readyz` answering 200, beside the same start on an empty data dir in the same run.
  *
  * A second table does the same for the recordings directory itself (`--dir-sizes`): a directory holding that
  * many finished recordings (empty files, with their identity records), and the cost of removing one
  * recording as an eviction does (no listing: flat), as a purge does (it looks for crashed generations of the
  * recording: one scan), and of the sweep's scan for leftovers (hourly and at start, in the background).
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
@@ -80,8 +83,8 @@ export async function runCacheBench(options: {
   sizes: number[];
   backends: Backend[];
   postgresUrl?: string | undefined;
-  /** Also time `recgate serve`'s start on the SQLite data dirs. @default false */
-  serve?: boolean;
+  /** Also time `recgate serve`'s start on the SQLite data dirs, started this way. @default not timed */
+  serve?: ServeEntry | undefined;
   log?: (line: string) => void;
 }): Promise<CacheBenchRow[]> {
   const log = options.log ?? (() => {});
@@ -103,13 +106,13 @@ export async function runCacheBench(options: {
         } finally {
           await subject.close();
         }
-        if (backend === 'sqlite' && options.serve === true) {
+        if (backend === 'sqlite' && options.serve !== undefined) {
           log(`sqlite: writing ${size} recordings, then starting recgate serve`);
           fillDirectory(join(dir, 'recordings'), size);
-          row.serveMs = await timeServeStart(dir);
+          row.serveMs = await timeServeStart(dir, options.serve);
           const empty = mkdtempSync(join(tmpdir(), 'recgate-bench-empty-'));
           try {
-            row.serveEmptyMs = await timeServeStart(empty);
+            row.serveEmptyMs = await timeServeStart(empty, options.serve);
           } finally {
             rmSync(empty, { recursive: true, force: true });
           }
@@ -261,19 +264,68 @@ function fillDirectory(dir: string, files: number): void {
   }
 }
 
-/** `recgate serve` (one worker, from source) on `dataDir`: ms from spawn to `/readyz` answering 200. */
-async function timeServeStart(dataDir: string): Promise<number> {
-  const { startServeProcess } = await import('../test/helpers/serve-process.js');
+/** How the bench starts `recgate serve`: the build (`bin/recgate.js`), or the sources through tsx. */
+export type ServeEntry = 'dist' | 'source';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * `recgate serve` (one worker) on `dataDir`: ms from spawn to `/readyz` answering 200 (polled every 10 ms).
+ * Twilio is never asked: a start reads no recording.
+ */
+async function timeServeStart(dataDir: string, entry: ServeEntry): Promise<number> {
+  const { freePort } = await import('../test/helpers/common.js');
+  const port = await freePort();
+  const args =
+    entry === 'dist'
+      ? [join(ROOT, 'bin/recgate.js')]
+      : ['--import', 'tsx', join(ROOT, 'test/helpers/cli-entry.ts')];
   const started = performance.now();
-  const server = await startServeProcess({
-    workers: 1,
-    dataDir,
-    // Nothing is downloaded: the start reads no recording from Twilio.
-    emulator: { url: 'http://127.0.0.1:9', accountSid: `AC${'0'.repeat(32)}`, authToken: 'unused' },
+  const child = spawn(
+    process.execPath,
+    [
+      ...args,
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+      '--twilio-api-base',
+      'http://127.0.0.1:9',
+    ],
+    {
+      env: {
+        ...process.env,
+        RECGATE_JWT_SECRET: randomBytes(32).toString('hex'),
+        TWILIO_ACCOUNT_SID: `AC${'0'.repeat(32)}`,
+        TWILIO_AUTH_TOKEN: 'unused',
+        RECGATE_LOG_LEVEL: 'warn',
+        RECGATE_DRAIN_DELAY: '0',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
   });
-  const ms = performance.now() - started;
-  await server.stop();
-  return ms;
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`recgate serve exited (${child.exitCode}): ${stderr}`);
+      if (performance.now() - started > 120_000) throw new Error(`recgate serve did not come up: ${stderr}`);
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+        (res) => res.status === 200,
+        () => false,
+      );
+      if (ready) return performance.now() - started;
+      await sleep(10);
+    }
+  } finally {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  }
 }
 
 /** Call SIDs for the bench: row `i` is played at `BASE + i` ms, so row 0 is the least recently played. */
@@ -392,8 +444,11 @@ async function main(): Promise<void> {
       sizes: { type: 'string', default: '10000,100000,1000000' },
       backends: { type: 'string', default: 'sqlite,postgres' },
       'dir-sizes': { type: 'string' },
+      /** Start `recgate serve` from the sources (tsx) rather than the build. */
+      source: { type: 'boolean', default: false },
     },
   });
+  if (!values.source) (await import('./run.js')).ensureBuild((l) => console.error(l));
   const sizes = values.sizes.split(',').map((s) => Number(s));
   if (sizes.some((n) => !Number.isSafeInteger(n) || n < MANY + SINGLE_PASSES + REAL_FILES)) {
     throw new Error(`--sizes must be integers of at least ${MANY + SINGLE_PASSES + REAL_FILES}`);
@@ -412,11 +467,14 @@ async function main(): Promise<void> {
     sizes,
     backends,
     postgresUrl,
-    serve: true,
+    serve: values.source ? 'source' : 'dist',
     log: (l) => console.error(l),
   });
   console.log(renderCacheBench(rows));
-  console.log(`\nnode ${process.version}; ${REAL_FILES} real files per run; row size ${ROW_BYTES} bytes.`);
+  console.log(
+    `\nnode ${process.version}; ${REAL_FILES} real files per run; row size ${ROW_BYTES} bytes; ` +
+      `recgate serve from ${values.source ? 'the sources (tsx)' : 'the build (bin/recgate.js)'}, one worker.`,
+  );
   const dirSizes = (values['dir-sizes'] ?? values.sizes).split(',').map((s) => Number(s));
   if (dirSizes.some((n) => !Number.isSafeInteger(n) || n < 2 * DIR_REMOVALS)) {
     throw new Error(`--dir-sizes must be integers of at least ${2 * DIR_REMOVALS}`);

@@ -38,7 +38,7 @@ test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
 });
 
 test('bench:cache smoke run of the recgate serve start-up, on SQLite', async () => {
-  const [row] = await runCacheBench({ sizes: [600], backends: ['sqlite'], serve: true });
+  const [row] = await runCacheBench({ sizes: [600], backends: ['sqlite'], serve: 'source' });
   for (const figure of [row!.serveMs, row!.serveEmptyMs]) {
     assert.ok(typeof figure === 'number' && Number.isFinite(figure) && figure > 0, String(figure));
   }
