@@ -81,7 +81,7 @@ if (url === undefined) {
     await admin.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
         WHERE application_name = 'recgate-admission' AND pid IN (
-          SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted)
+          SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted)
         AND pid <> pg_backend_pid()`,
     );
     (await waiting).release();
