@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { callFiles, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { startStack } from '../helpers/stack.js';
-import { assertError, coldCall, download, metric } from './admission-helpers.js';
+import { assertError, coldCall, download, metric, until } from './admission-helpers.js';
 
 /** Every HTTP exchange the gateway had with the upstream, of any kind. */
 const upstreamRequests = (stack: Parameters<typeof metric>[0]) =>
@@ -73,6 +73,12 @@ describe('upstream breaker', () => {
     assert.equal(res.status, 200);
     assert.ok(Date.now() - started >= 950, 'the retry waited the whole Retry-After');
     assert.equal(stack.emulator.stats().media_requests[call.recordingSid], 2);
+    // The breaker opened for the 1 s window and closes by itself once it has passed.
+    assert.equal(await metric(stack, 'recgate_upstream_breaker_trips_total'), 1);
+    await until(
+      'the breaker to close',
+      async () => (await metric(stack, 'recgate_upstream_breaker_open')) === 0,
+    );
   });
 });
 
