@@ -7,7 +7,8 @@
  * business with the smallest stamp (one never served, or forgotten, counts as oldest; ties go to whoever
  * started waiting first). Stamps are remembered after a business's queue empties, so a business cannot jump
  * the line by keeping exactly one request queued; the oldest are forgotten beyond {@link REMEMBERED}, which
- * can only move a business forward once.
+ * can only move a business forward once. The bound: a request of a business that had nobody waiting gets
+ * the next slot that frees, however large another business's backlog (one slot turnover at most).
  */
 import { createError } from '../../errors.js';
 import type { Admission, AdmissionEvent, AdmissionObserver, AdmissionPermit } from './admission.js';

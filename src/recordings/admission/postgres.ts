@@ -19,15 +19,20 @@
  * its own slots comes back: it publishes its waiting businesses, reads the free slots and every waiting
  * business in turn order (never served first, in the order they first waited; then served longest ago),
  * and deals the free slots round-robin down that list. It takes only the slots dealt to its own businesses,
- * stamping the business as served in the same statement. So a single click of business B, once its host has
- * published B (within one poll interval), gets the next slot that frees, on any host: B waits one global
- * slot turnover, plus the turnovers of slots that freed during that poll interval, however large another
- * business's backlog and however many hosts share it.
+ * stamping the business as served in the same statement.
+ *
+ * The bound: a request of business B, which had nobody waiting, gets one of the first slots that free once
+ * every host's pump has seen B published, which is at most one poll interval (plus a round trip) after the
+ * request joined its host's queue. So B waits one global slot turnover, plus the slots that freed during
+ * that interval, however large another business's backlog and however many hosts share it. A host whose
+ * `concurrency` is all in use publishes nothing (a slot dealt to it would idle), so there B first waits for
+ * one of that host's downloads to end.
  *
  * A slot whose session dies under a running download is lost at once, so for a moment the hosts may run
- * more downloads than the cap; the cap is a bound on load, not a correctness guarantee. When PostgreSQL
- * fails, the requests waiting in this process are refused with RECGATE_DATABASE_ERROR and the next request
- * tries again; downloads in flight go on, and cached recordings never come here.
+ * more downloads than the cap; the cap is a bound on load, not a correctness guarantee. A pump connection
+ * that breaks after a good round is replaced at once; when PostgreSQL cannot be reached, the requests
+ * waiting in this process are refused with RECGATE_DATABASE_ERROR and the next request tries again.
+ * Downloads in flight go on, and cached recordings never come here.
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -206,9 +211,11 @@ export class PostgresAdmission implements Admission {
   async #session(): Promise<boolean> {
     let client: pg.PoolClient | undefined;
     let rounds = 0;
+    // A checked-out connection that breaks must not crash the process; the next query reports it.
+    const onError = () => {};
     try {
       client = await this.#pool.connect();
-      client.on('error', () => {});
+      client.on('error', onError);
       await this.#prepare(client);
       while (!this.#closed && this.#queue.size > 0) {
         await this.#round(client);
@@ -216,10 +223,12 @@ export class PostgresAdmission implements Admission {
         if (this.#queue.size > 0) await this.#pause();
       }
       await this.#publish(client, []);
+      client.off('error', onError);
       client.release();
       return false;
     } catch (err) {
       // Destroyed, not pooled: its session may still hold shared locks, and ending it drops them.
+      client?.off('error', onError);
       client?.release(err instanceof Error ? err : new Error(String(err)));
       this.#published.clear();
       if (this.#closed || this.#queue.size === 0) return false;
