@@ -3,7 +3,7 @@
  * (two hosts) on one database, whose slots come back when a session dies.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { after, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -199,5 +199,32 @@ if (url !== undefined) {
       });
       assert.deepEqual(admission.stats(), { active: 0, queued: 0 });
     }
+  });
+}
+
+if (url !== undefined) {
+  it('an exclusive advisory lock beside the waiting businesses, with a key beyond int range, is no business', async (t) => {
+    const namespace = `test-${randomBytes(8).toString('hex')}`;
+    // The key of "a business waits" locks (postgres.ts); -1 shows in pg_locks as objid 4294967295.
+    const waitKey =
+      createHash('sha256').update(`recgate:upstream-wait:${namespace}`).digest().readUInt32BE(0) & 0x7fffffff;
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    t.after(() => other.end());
+    await other.query('SELECT pg_advisory_lock($1::int, -1)', [waitKey]);
+    const admission = new PostgresAdmission({
+      concurrency: 2,
+      maxQueue: 10,
+      timeoutMs: 10_000,
+      connectionString: url,
+      slots: 1,
+      namespace,
+      pollIntervalMs: POLL_MS,
+    });
+    t.after(() => admission.close());
+    const first = await admission.acquire('biz-a');
+    const second = admission.acquire('biz-b');
+    first.release();
+    (await second).release();
   });
 }

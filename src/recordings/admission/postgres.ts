@@ -73,20 +73,21 @@ const UNPUBLISH = 'SELECT pg_advisory_unlock_shared($1::int, key) FROM unnest($2
 
 /**
  * Every business waiting on a live session, in turn order, with the slots held now (`$3` slots). Advisory
- * two-int keys show in `pg_locks` as (classid, objid) with objsubid 2.
+ * two-int keys show in `pg_locks` as (classid, objid) with objsubid 2. Keys are compared as bigint: the
+ * server may cast `objid` of other rows (a recording lock's, any of 2^32) before it filters them out.
  */
 const TURNS = `
   WITH mine AS (SELECT oid FROM pg_database WHERE datname = current_database()),
   waiting AS (
-    SELECT DISTINCT objid::bigint::int AS key FROM pg_locks
+    SELECT DISTINCT objid::bigint AS key FROM pg_locks
     WHERE locktype = 'advisory' AND database = (SELECT oid FROM mine) AND classid = $2::int::oid
-      AND objsubid = 2 AND granted),
+      AND objsubid = 2 AND granted AND mode = 'ShareLock'),
   held AS (
     SELECT count(*)::int AS n FROM pg_locks
     WHERE locktype = 'advisory' AND database = (SELECT oid FROM mine) AND classid = $1::int::oid
       AND objsubid = 2 AND granted AND mode = 'ExclusiveLock' AND objid::bigint < $3::int)
   SELECT w.key, (SELECT n FROM held) AS held FROM waiting w
-  LEFT JOIN upstream_turns t ON t.namespace = $1::int AND t.business = w.key
+  LEFT JOIN upstream_turns t ON t.namespace = $1::int AND t.business::bigint = w.key
   ORDER BY t.served ASC NULLS FIRST, t.waited ASC NULLS FIRST, w.key`;
 
 /** Tries the slots from `$3` on, wrapping around; stamps business `$4` served if one was taken. */
@@ -248,7 +249,8 @@ export class PostgresAdmission implements Admission {
     this.#ready ??= (async () => {
       await client.query('BEGIN');
       try {
-        await client.query('SELECT pg_advisory_xact_lock($1::int, -1)', [this.#waitNamespace]);
+        // A key no slot has (slots are 0..slots-1) and, being exclusive, no waiting business either.
+        await client.query('SELECT pg_advisory_xact_lock($1::int, -1)', [this.#namespace]);
         await client.query(TURNS_TABLE);
         await client.query('COMMIT');
       } catch (err) {
@@ -275,7 +277,8 @@ export class PostgresAdmission implements Admission {
     }
     await this.#publish(client, [...keys.keys()]);
     if (keys.size === 0) return;
-    const turns = await client.query<{ key: number; held: number }>(TURNS, [
+    // bigint columns come back as strings.
+    const turns = await client.query<{ key: string; held: number }>(TURNS, [
       this.#namespace,
       this.#waitNamespace,
       this.#slots,
@@ -285,7 +288,7 @@ export class PostgresAdmission implements Admission {
     if (waiting === 0 || free <= 0) return;
     for (const [rank, { key }] of turns.rows.entries()) {
       if (rank >= free) break;
-      const business = keys.get(key);
+      const business = keys.get(Number(key));
       if (business === undefined) continue;
       // Round-robin: with more free slots than businesses waiting, the first ones get one more each.
       const dealt = Math.floor(free / waiting) + (rank < free % waiting ? 1 : 0);
