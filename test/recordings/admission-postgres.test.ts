@@ -228,3 +228,24 @@ if (url !== undefined) {
     (await second).release();
   });
 }
+
+if (url !== undefined) {
+  it('with no queue (maxQueue 0) a request the caps leave room for is granted, the next one refused at once', async (t) => {
+    const admission = new PostgresAdmission({
+      concurrency: 16,
+      maxQueue: 0,
+      timeoutMs: 10_000,
+      connectionString: url,
+      slots: 1,
+      namespace: `test-${randomBytes(8).toString('hex')}`,
+      pollIntervalMs: POLL_MS,
+    });
+    t.after(() => admission.close());
+    const held = await admission.acquire('biz-a');
+    await assert.rejects(
+      admission.acquire('biz-b'),
+      (err) => isRecgateError(err) && err.code === 'RECGATE_UPSTREAM_BUSY' && /waiting/.test(err.message),
+    );
+    held.release();
+  });
+}

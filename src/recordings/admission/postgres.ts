@@ -164,8 +164,10 @@ export class PostgresAdmission implements Admission {
   acquire(businessId: string, signal?: AbortSignal): Promise<AdmissionPermit> {
     if (this.#closed) return Promise.reject(createError('RECGATE_SHUTTING_DOWN'));
     if (signal?.aborted) return Promise.reject(signal.reason);
-    // Even with a slot free here, the turn may be another host's business: every request goes through the pump.
-    const waiting = this.#queue.wait(businessId, signal);
+    // Even with a slot free here, the turn may be another host's business: every request goes through the
+    // pump. The ones this process could still run under both caps do not count against `maxQueue`.
+    const spare = Math.max(0, Math.min(this.#concurrency, this.#slots) - this.#active);
+    const waiting = this.#queue.wait(businessId, signal, spare);
     this.#kick();
     return waiting;
   }
@@ -294,9 +296,9 @@ export class PostgresAdmission implements Admission {
       const dealt = Math.floor(free / waiting) + (rank < free % waiting ? 1 : 0);
       for (let i = 0; i < dealt; i++) {
         if (this.#closed || this.#active >= this.#concurrency) return;
-        const give = await this.#take(business);
-        if (give === 'none') return;
-        if (give === 'gone') break;
+        const outcome = await this.#take(business);
+        if (outcome === 'none') return;
+        if (outcome === 'gone') break;
       }
     }
   }

@@ -51,11 +51,12 @@ export class WaitQueue {
 
   /**
    * Waits for {@link take} to hand `business` a permit. Rejects with RECGATE_UPSTREAM_BUSY at once when the
-   * queue is full and no other business holds more places (see {@link #makeRoom}), or after the timeout;
-   * with `signal`'s reason when it aborts.
+   * queue is full (`maxQueue` plus `spare`: places for requests that may be granted as soon as the owner
+   * looks) and no other business holds more places (see {@link #makeRoom}), or after the timeout; with
+   * `signal`'s reason when it aborts.
    */
-  wait(business: string, signal: AbortSignal | undefined): Promise<AdmissionPermit> {
-    if (this.#size >= this.#o.maxQueue && !this.#makeRoom(business)) {
+  wait(business: string, signal: AbortSignal | undefined, spare = 0): Promise<AdmissionPermit> {
+    if (this.#size >= this.#o.maxQueue + spare && !this.#makeRoom(business)) {
       this.#o.onOutcome({ kind: 'rejected', reason: 'queue_full' });
       return Promise.reject(this.refusal('queue_full'));
     }
