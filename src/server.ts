@@ -339,6 +339,7 @@ async function createAdmission(
     connectionString: database.connectionString,
     slots: config.upstreamConcurrencyGlobal,
     namespace: database.schema ?? '',
+    schema: database.schema,
   });
 }
 

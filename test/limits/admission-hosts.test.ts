@@ -1,16 +1,19 @@
 /**
  * The cross-host cap end to end: two gateways (two hosts) on one PostgreSQL database and one shared
- * recordings directory, each allowed 3 downloads, together allowed 2 by `--upstream-concurrency-global`.
+ * recordings directory, together allowed 2 downloads by `--upstream-concurrency-global`: the cap holds, and
+ * the queue is fair across businesses over both hosts.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { it } from 'node:test';
+import { setMaxListeners } from 'node:events';
+import { readdir } from 'node:fs/promises';
+import { it, type TestContext } from 'node:test';
 import pg from 'pg';
 import { loadConfig } from '../../src/config/config.js';
 import { startGateway } from '../../src/server.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
-import { JWT_SECRET, startStack } from '../helpers/stack.js';
-import { coldCall, download } from './admission-helpers.js';
+import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
+import { type Cold, coldCall, download, until } from './admission-helpers.js';
 
 const found = await findPostgres();
 const url = 'url' in found ? found.url : undefined;
@@ -18,7 +21,8 @@ const url = 'url' in found ? found.url : undefined;
 if (url === undefined) {
   it('cross-host admission', (t) => postgresUnavailable(t, 'reason' in found ? found.reason : ''));
 } else {
-  it('two gateways on one database never run more downloads together than the global cap', async (t) => {
+  /** A gateway with `config` on a fresh schema, and a second one on the same database and directory. */
+  const twoGateways = async (t: TestContext, config: Record<string, unknown>): Promise<[Stack, Stack]> => {
     const schema = `recgate_admission_${randomBytes(6).toString('hex')}`;
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();
@@ -26,13 +30,7 @@ if (url === undefined) {
       await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await admin.end();
     });
-    const databaseUrl = `${url}?schema=${schema}`;
-    const shared = {
-      databaseUrl,
-      upstreamConcurrency: 3,
-      upstreamConcurrencyGlobal: 2,
-      coldDownloadRate: 0,
-    };
+    const shared = { databaseUrl: `${url}?schema=${schema}`, coldDownloadRate: 0, ...config };
     const stack = await startStack({ config: shared });
     t.after(() => stack.close());
     const second = await startGateway(
@@ -51,6 +49,11 @@ if (url === undefined) {
       ),
     );
     t.after(() => second.close());
+    return [stack, { ...stack, url: second.url }];
+  };
+
+  it('two gateways on one database never run more downloads together than the global cap', async (t) => {
+    const [stack, second] = await twoGateways(t, { upstreamConcurrency: 3, upstreamConcurrencyGlobal: 2 });
     stack.emulator.setThrottle({ ttfbMs: 150 });
     const token = await stack.token('biz-a');
     const calls = [];
@@ -58,11 +61,7 @@ if (url === undefined) {
     const tokens = { 'biz-a': token, 'biz-b': await stack.token('biz-b') };
     const answers = await Promise.all(
       calls.map((call, i) =>
-        download(
-          i % 2 ? stack : { ...stack, url: second.url },
-          i % 2 ? tokens['biz-a'] : tokens['biz-b'],
-          call.callSid,
-        ),
+        download(i % 2 ? stack : second, i % 2 ? tokens['biz-a'] : tokens['biz-b'], call.callSid),
       ),
     );
     assert.deepEqual(
@@ -75,5 +74,54 @@ if (url === undefined) {
     );
     assert.equal(stats.total_media_requests, 10);
     assert.equal(stats.max_concurrent_media_requests, 2);
+  });
+
+  it("one business's 200 cold calls over two gateways delay another's single click by one slot turnover at most", async (t) => {
+    // The default 16 downloads per gateway, 2 across both: most of A's requests hold no slot anywhere. The
+    // recording locks are the directory's (both gateways share it here): with the PostgreSQL lock, each
+    // download waiting for a slot holds one of 32 lock connections per gateway, and requests beyond wait for
+    // those, first come first served, before they reach the admission queue (see the README).
+    const [one, two] = await twoGateways(t, { upstreamConcurrencyGlobal: 2, lockBackend: 'fs' });
+    const emulator = one.emulator;
+    // Each download holds its slot for 5 s before its first byte, so turnovers are few and far apart (a slot
+    // frees every 2.5 s on average) next to the time B's request takes to reach the queue, even under load.
+    emulator.setThrottle({ ttfbMs: 5000 });
+    const tokenA = await one.token('biz-a');
+    const backlog: Cold[] = [];
+    for (let i = 0; i < 200; i++) backlog.push(await coldCall(one, 'biz-a', 1000));
+    const click = await coldCall(one, 'biz-b', 1000);
+    const leave = new AbortController();
+    setMaxListeners(backlog.length + 10, leave.signal);
+    const pending = backlog.map((call, i) =>
+      download(i % 2 ? one : two, tokenA, call.callSid, { signal: leave.signal }).catch(
+        (err: unknown) => err,
+      ),
+    );
+    // Each download, running or waiting for a slot, holds its recording's lock file. (The two gateways share
+    // one process and so one /metrics registry: its queue gauge is not a sum.)
+    const locked = async () =>
+      (await readdir(`${one.dataDir}/recordings`, { recursive: true })).filter((f) => f.endsWith('.lock'))
+        .length;
+    await until('a backlog of 190 cold calls of business A', async () => (await locked()) >= 190, 60_000);
+
+    const before = emulator.stats().total_media_requests;
+    const clicked = download(two, await two.token('biz-b'), click.callSid);
+    await until("B's media request", () => emulator.stats().media_requests[click.recordingSid] === 1, 60_000);
+    const ofA = emulator.stats().total_media_requests - before - 1;
+    const waiting = (await locked()) - 2;
+    t.diagnostic(
+      `B's click: ${ofA} media request(s) of A from the click to B's own, ~${waiting} of A's waiting`,
+    );
+    // B takes the first slot that frees once its gateway has published it; only a slot that freed while B's
+    // request was on its way there may have gone to A first.
+    assert.ok(ofA <= 2, `${ofA} of A's downloads started between B's click and B's own`);
+    assert.ok(waiting >= 150, "A's backlog is still waiting");
+    assert.equal(emulator.stats().max_concurrent_media_requests, 2, 'never more than the global cap');
+
+    leave.abort();
+    await Promise.all(pending);
+    const res = await clicked;
+    assert.equal(res.status, 200);
+    assert.equal(res.body.length, click.size);
   });
 }

@@ -19,7 +19,10 @@ describe('upstream admission', () => {
     for (let i = 0; i < 12; i++) {
       calls.push([await coldCall(stack, i % 2 ? 'biz-a' : 'biz-b'), i % 2 ? tokens.a : tokens.b]);
     }
-    const answers = await Promise.all(calls.map(([call, token]) => download(stack, token, call.callSid)));
+    const answering = Promise.all(calls.map(([call, token]) => download(stack, token, call.callSid)));
+    // 12 downloads, 3 at a time: the slots are all in use for several turnovers.
+    await until('every slot in use', async () => (await metric(stack, 'recgate_upstream_admitted')) === 3);
+    const answers = await answering;
     for (const [i, res] of answers.entries()) {
       assert.equal(res.status, 200);
       assert.equal(res.body.length, calls[i]![0].size);
@@ -28,6 +31,15 @@ describe('upstream admission', () => {
     assert.equal(stats.total_media_requests, 12);
     assert.equal(stats.max_concurrent_media_requests, 3);
     assert.ok((await metric(stack, 'recgate_upstream_queue_wait_seconds_count')) >= 12);
+    // 9 of the 12 waited for a download of at least 100 ms to end.
+    assert.ok(
+      (await metric(stack, 'recgate_upstream_queue_wait_seconds_sum')) > 0,
+      'queue waits are measured',
+    );
+    await until(
+      'every slot given back',
+      async () => (await metric(stack, 'recgate_upstream_admitted')) === 0,
+    );
   });
 
   it("one business's 300 queued cold calls delay another's single click by one slot turnover at most", async (t) => {

@@ -82,11 +82,19 @@ describe('upstream breaker', () => {
     const token = await stack.token('biz-a');
     const call = await coldCall(stack, 'biz-a');
     stack.emulator.addFault({ recording_sid: call.recordingSid, kind: 'rate_limit', retry_after: 1 });
+    // The metrics registry is the process's: other tests' breakers count in it too.
+    const trips = await metric(stack, 'recgate_upstream_breaker_trips_total');
     const started = Date.now();
     const res = await download(stack, token, call.callSid);
     assert.equal(res.status, 200);
     assert.ok(Date.now() - started >= 950, 'the retry waited the whole Retry-After');
     assert.equal(stack.emulator.stats().media_requests[call.recordingSid], 2);
+    // The breaker opened for the 1 s window and closes by itself once it has passed.
+    assert.equal(await metric(stack, 'recgate_upstream_breaker_trips_total'), trips + 1);
+    await until(
+      'the breaker to close',
+      async () => (await metric(stack, 'recgate_upstream_breaker_open')) === 0,
+    );
   });
 });
 

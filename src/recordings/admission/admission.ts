@@ -5,8 +5,9 @@
  * process's), and returns it when the download ends.
  *
  * Implementations, beside this file: `local.ts` (a per-process cap with a queue fair across businesses) and
- * `postgres.ts` (the same queue, then one of N slots shared by every host through PostgreSQL advisory locks).
- * Both pass the contract suite in test/recordings/admission-contract.ts.
+ * `postgres.ts` (N slots shared by every host through PostgreSQL advisory locks, handed out in one order
+ * fair across businesses over all the hosts). Both keep their waiters in `queue.ts` and pass the contract
+ * suite in test/recordings/admission-contract.ts.
  */
 
 /** A granted slot. `release()` frees it for the next waiter; calling it again does nothing. */
@@ -19,7 +20,7 @@ export type AdmissionRejection = 'queue_full' | 'timeout' | 'abandoned';
 
 /** What an admission reports, for metrics. Exceptions the observer throws are ignored. */
 export type AdmissionEvent =
-  /** A waiter got a slot after `waitMs` (0 when one was free). */
+  /** A waiter got a slot after `waitMs` (0, or a round trip to the shared database, when one was free). */
   | { kind: 'granted'; waitMs: number }
   /** A waiter left without a slot. */
   | { kind: 'rejected'; reason: AdmissionRejection }
@@ -32,8 +33,8 @@ export interface Admission {
   /**
    * Resolves with a permit once a slot is free and it is `businessId`'s turn. Waiters are served round-robin
    * over the businesses that have someone waiting: the business served longest ago (a business new to the
-   * queue first) goes next, so one business's backlog delays another's request by at most one slot
-   * turnover.
+   * queue first) goes next, so one business's backlog delays another's request by about one slot turnover
+   * (each implementation states its exact bound).
    *
    * Rejects with RECGATE_UPSTREAM_BUSY (with `Retry-After`) when the queue is full and this business holds
    * the most places in it (a business with fewer places pushes out the newest waiter of the business with
