@@ -12,7 +12,7 @@
  */
 import { createError } from '../../errors.js';
 import type { Admission, AdmissionEvent, AdmissionObserver, AdmissionPermit } from './admission.js';
-import { WaitQueue } from './queue.js';
+import { checkInt, WaitQueue } from './queue.js';
 
 /** Businesses whose last grant is remembered at most. */
 const REMEMBERED = 10_000;
@@ -44,9 +44,9 @@ export class LocalAdmission implements Admission {
     this.#concurrency = checkInt('concurrency', options.concurrency, 1);
     this.#onEvent = options.onEvent;
     this.#queue = new WaitQueue({
-      maxQueue: checkInt('maxQueue', options.maxQueue, 0),
-      timeoutMs: checkInt('timeoutMs', options.timeoutMs, 1),
-      retryAfterS: checkInt('retryAfterS', options.retryAfterS ?? 5, 1),
+      maxQueue: options.maxQueue,
+      timeoutMs: options.timeoutMs,
+      retryAfterS: options.retryAfterS,
       onOutcome: (outcome) => this.#report(outcome),
       onChange: () => this.#changed(),
     });
@@ -125,11 +125,4 @@ export class LocalAdmission implements Admission {
       // Metrics must never break admission.
     }
   }
-}
-
-function checkInt(name: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new TypeError(`options.${name} must be an integer >= ${min}`);
-  }
-  return value;
 }

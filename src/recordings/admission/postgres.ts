@@ -41,7 +41,7 @@ import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
 import type { Admission, AdmissionEvent, AdmissionObserver, AdmissionPermit } from './admission.js';
 import type { LocalAdmissionOptions } from './local.js';
-import { WaitQueue } from './queue.js';
+import { checkInt, WaitQueue } from './queue.js';
 
 export interface PostgresAdmissionOptions extends LocalAdmissionOptions {
   /** `postgres://` URL of the database the hosts share (the call log's). */
@@ -134,9 +134,9 @@ export class PostgresAdmission implements Admission {
     }
     this.#onEvent = options.onEvent;
     this.#queue = new WaitQueue({
-      maxQueue: checkInt('maxQueue', options.maxQueue, 0),
-      timeoutMs: checkInt('timeoutMs', options.timeoutMs, 1),
-      retryAfterS: checkInt('retryAfterS', options.retryAfterS ?? 5, 1),
+      maxQueue: options.maxQueue,
+      timeoutMs: options.timeoutMs,
+      retryAfterS: options.retryAfterS,
       onOutcome: (outcome) => this.#report(outcome),
       onChange: () => this.#changed(),
     });
@@ -435,11 +435,4 @@ function hashKey(text: string): number {
 /** A business's key in the shared order; two businesses sharing one only share a turn. */
 function businessKey(business: string): number {
   return hashKey(`business:${business}`);
-}
-
-function checkInt(name: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new TypeError(`options.${name} must be an integer >= ${min}`);
-  }
-  return value;
 }

@@ -12,8 +12,8 @@ export interface WaitQueueOptions {
   maxQueue: number;
   /** Longest wait, ms, before RECGATE_UPSTREAM_BUSY. */
   timeoutMs: number;
-  /** `Retry-After` (seconds) of a refusal. */
-  retryAfterS: number;
+  /** `Retry-After` (seconds) of a refusal. @default 5 */
+  retryAfterS?: number | undefined;
   /** Told when a waiter is granted (`waitMs` since it started waiting) or leaves without a slot. */
   onOutcome(
     outcome: { kind: 'granted'; waitMs: number } | { kind: 'rejected'; reason: AdmissionRejection },
@@ -30,13 +30,19 @@ interface Waiter {
 }
 
 export class WaitQueue {
-  readonly #o: WaitQueueOptions;
+  readonly #o: WaitQueueOptions & { retryAfterS: number };
   /** Waiting businesses in the order they started waiting, each with its waiters oldest first. */
   readonly #waiting = new Map<string, Waiter[]>();
   #size = 0;
 
+  /** Throws a TypeError naming a bad `maxQueue`, `timeoutMs` or `retryAfterS`. */
   constructor(options: WaitQueueOptions) {
-    this.#o = options;
+    this.#o = {
+      ...options,
+      maxQueue: checkInt('maxQueue', options.maxQueue, 0),
+      timeoutMs: checkInt('timeoutMs', options.timeoutMs, 1),
+      retryAfterS: checkInt('retryAfterS', options.retryAfterS ?? 5, 1),
+    };
   }
 
   /** Requests waiting now. */
@@ -146,4 +152,12 @@ export class WaitQueue {
     largest.at(-1)!.refuse(this.refusal('queue_full'), 'queue_full');
     return true;
   }
+}
+
+/** `value`, if it is an integer of at least `min`; else a TypeError naming `options.{name}`. */
+export function checkInt(name: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new TypeError(`options.${name} must be an integer >= ${min}`);
+  }
+  return value;
 }
