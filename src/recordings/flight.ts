@@ -7,7 +7,6 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
 import { takeChunk } from '../io/chunks.js';
 import { type CacheOutcome, cacheKeyOf, type RecordingRef } from './cache.js';
@@ -428,10 +427,29 @@ class FlightReadStream extends Readable {
     this.#wake();
   };
   readonly #next = (): void => {
-    this.#readNext().catch(this.#fail);
+    try {
+      this.#readNext();
+    } catch (err) {
+      this.#fail(err);
+    }
   };
   readonly #fail = (err: unknown): void => {
     this.destroy(err as Error);
+  };
+  /** The read in progress: its buffer and the bytes asked for. */
+  #buffer: Buffer | undefined;
+  #wanted = 0;
+  readonly #afterRead = (read: number): void => {
+    const buffer = this.#buffer!;
+    this.#buffer = undefined;
+    if (this.destroyed) return;
+    if (read === 0) {
+      // The handle was swapped for a new generation between the wait and the read; look again shortly.
+      setTimeout(this.#next, 5);
+      return;
+    }
+    this.#position += read;
+    this.push(read === this.#wanted ? buffer : buffer.subarray(0, read));
   };
 
   constructor(flight: Flight, start: number, end: number) {
@@ -470,37 +488,36 @@ class FlightReadStream extends Readable {
     this.#recheckTimer = undefined;
   }
 
-  async #readNext(): Promise<void> {
+  /**
+   * Pushes the next chunk, or the end, or waits for the flight to change. Callbacks rather than an async
+   * function: no generator and promises per chunk, which, like the waits, lived long enough under a stampede
+   * to be promoted.
+   */
+  #readNext(): void {
+    if (this.destroyed) return;
     const flight = this.#flight;
-    for (;;) {
-      if (this.#position > this.#end) {
-        this.push(null);
-        return;
-      }
-      if (flight.state === 'failed') throw flight.error!;
-      const readable = flight.readableEnd(this.#position);
-      const handle = flight.current;
-      const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, readable - this.#position);
-      if (handle === undefined || wanted <= 0) {
-        const recheck = flight.stalled(this.#position, this.#end, this.#stalledAt !== this.#position);
-        this.#stalledAt = this.#position;
-        // Slices of other processes show up only in the block map, so a reader far ahead also looks again
-        // every so often without being woken.
-        this.#waitForChange(recheck ? STALL_RECHECK_MS : undefined);
-        return;
-      }
-      const buffer = takeChunk(wanted);
-      const read = await handle.read(buffer, 0, wanted, this.#position);
-      if (this.destroyed) return;
-      if (read === 0) {
-        // The handle was swapped for a new generation between the wait and the read; look again shortly.
-        await sleep(5);
-        continue;
-      }
-      this.#position += read;
-      this.push(read === wanted ? buffer : buffer.subarray(0, read));
+    if (this.#position > this.#end) {
+      this.push(null);
       return;
     }
+    if (flight.state === 'failed') {
+      this.#fail(flight.error!);
+      return;
+    }
+    const readable = flight.readableEnd(this.#position);
+    const handle = flight.current;
+    const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, readable - this.#position);
+    if (handle === undefined || wanted <= 0) {
+      const recheck = flight.stalled(this.#position, this.#end, this.#stalledAt !== this.#position);
+      this.#stalledAt = this.#position;
+      // Slices of other processes show up only in the block map, so a reader far ahead also looks again
+      // every so often without being woken.
+      this.#waitForChange(recheck ? STALL_RECHECK_MS : undefined);
+      return;
+    }
+    this.#buffer = takeChunk(wanted);
+    this.#wanted = wanted;
+    handle.read(this.#buffer, 0, wanted, this.#position).then(this.#afterRead, this.#fail);
   }
 }
 
