@@ -7,7 +7,6 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, type RecgateError } from '../errors.js';
 import { takeChunk } from '../io/chunks.js';
 import { type CacheOutcome, cacheKeyOf, type RecordingRef } from './cache.js';
@@ -318,13 +317,18 @@ export class Flight {
   }
 
   /**
-   * Calls `wake` once, at the next change; returns what unregisters it. The cheap form of {@link changed} for
-   * a reader that cancels its own waits: no abort listener added and removed per wake-up, which under a
-   * stampede is hundreds of readers on every advance.
+   * Calls `wake` once, at the next change, unless {@link offNextChange} takes it back first. The cheap form
+   * of {@link changed} for a reader that cancels its own waits: it registers the same function every time,
+   * so a wait allocates nothing (no promise, abort listener or closure per wake-up, which under a stampede is
+   * hundreds of readers on every advance, and live long enough to be promoted to the old generation).
    */
-  onNextChange(wake: () => void): () => void {
+  onNextChange(wake: () => void): void {
     this.#waiters.add(wake);
-    return () => this.#waiters.delete(wake);
+  }
+
+  /** Unregisters a `wake` given to {@link onNextChange} that has not been called. */
+  offNextChange(wake: () => void): void {
+    this.#waiters.delete(wake);
   }
 
   /** Wakes readers, for example after the seek-ahead gave up on a slice they waited for. */
@@ -396,15 +400,57 @@ export class Flight {
  * Streams a byte range of a flight: reads what is on disk, then waits for the frontier to move. One read of
  * at most {@link READ_CHUNK} per `_read`, so memory stays bounded by the stream's high-water mark and a slow
  * client only slows its own reads.
+ *
+ * A wait allocates nothing: the stream registers its own {@link #wake} with the flight and returns, and the
+ * wake-up starts the next read. Under a stampede hundreds of readers wait on every advance; a promise and
+ * closures per wait lived across young-generation collections and were promoted, growing the old generation
+ * by tens of megabytes of garbage per cold download before a full collection (`npm run bench:memory`).
  */
 class FlightReadStream extends Readable {
   readonly #flight: Flight;
   readonly #end: number;
-  /** Ends the wait for the flight in progress, if any, with the error given (the stream was destroyed). */
-  #cancelWait: ((err: Error) => void) | undefined;
   #position: number;
   #stalledAt = -1;
   #released = false;
+  /** Registered with the flight, waiting for its next change. */
+  #waiting = false;
+  /** Ends a wait that asked to re-check on its own. */
+  #recheckTimer: NodeJS.Timeout | undefined;
+  /** The flight changed (or the re-check time passed): read again, as the resolution of a wait would. */
+  readonly #wake = (): void => {
+    if (!this.#waiting) return;
+    this.#stopWaiting();
+    queueMicrotask(this.#next);
+  };
+  readonly #recheck = (): void => {
+    this.#recheckTimer = undefined;
+    this.#wake();
+  };
+  readonly #next = (): void => {
+    try {
+      this.#readNext();
+    } catch (err) {
+      this.#fail(err);
+    }
+  };
+  readonly #fail = (err: unknown): void => {
+    this.destroy(err as Error);
+  };
+  /** The read in progress: its buffer and the bytes asked for. */
+  #buffer: Buffer | undefined;
+  #wanted = 0;
+  readonly #afterRead = (read: number): void => {
+    const buffer = this.#buffer!;
+    this.#buffer = undefined;
+    if (this.destroyed) return;
+    if (read === 0) {
+      // The handle was swapped for a new generation between the wait and the read; look again shortly.
+      setTimeout(this.#next, 5);
+      return;
+    }
+    this.#position += read;
+    this.push(read === this.#wanted ? buffer : buffer.subarray(0, read));
+  };
 
   constructor(flight: Flight, start: number, end: number) {
     super({ highWaterMark: READ_CHUNK });
@@ -415,11 +461,11 @@ class FlightReadStream extends Readable {
   }
 
   override _read(): void {
-    this.#readNext().catch((err: unknown) => this.destroy(err as Error));
+    this.#next();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.#cancelWait?.(new Error('the read stream was destroyed'));
+    if (this.#waiting) this.#stopWaiting();
     if (!this.#released) {
       this.#released = true;
       this.#flight.detachReader();
@@ -427,63 +473,51 @@ class FlightReadStream extends Readable {
     callback(err);
   }
 
-  /** Resolves at the flight's next change, or after `timeoutMs`; rejects when the stream is destroyed. */
-  #nextChange(timeoutMs: number | undefined): Promise<void> {
-    if (this.destroyed) return Promise.reject(new Error('the read stream was destroyed'));
-    return new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const wake = () => {
-        clearTimeout(timer);
-        this.#cancelWait = undefined;
-        resolve();
-      };
-      const off = this.#flight.onNextChange(wake);
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          off();
-          wake();
-        }, timeoutMs);
-      }
-      this.#cancelWait = (err) => {
-        clearTimeout(timer);
-        off();
-        this.#cancelWait = undefined;
-        reject(err);
-      };
-    });
+  /** Reads again at the flight's next change, or after `timeoutMs`; nothing once the stream is destroyed. */
+  #waitForChange(timeoutMs: number | undefined): void {
+    if (this.destroyed) return;
+    this.#waiting = true;
+    this.#flight.onNextChange(this.#wake);
+    if (timeoutMs !== undefined) this.#recheckTimer = setTimeout(this.#recheck, timeoutMs);
   }
 
-  async #readNext(): Promise<void> {
+  #stopWaiting(): void {
+    this.#waiting = false;
+    this.#flight.offNextChange(this.#wake);
+    clearTimeout(this.#recheckTimer);
+    this.#recheckTimer = undefined;
+  }
+
+  /**
+   * Pushes the next chunk, or the end, or waits for the flight to change. Callbacks rather than an async
+   * function: no generator and promises per chunk, which, like the waits, lived long enough under a stampede
+   * to be promoted.
+   */
+  #readNext(): void {
+    if (this.destroyed) return;
     const flight = this.#flight;
-    for (;;) {
-      if (this.#position > this.#end) {
-        this.push(null);
-        return;
-      }
-      if (flight.state === 'failed') throw flight.error!;
-      const readable = flight.readableEnd(this.#position);
-      const handle = flight.current;
-      const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, readable - this.#position);
-      if (handle === undefined || wanted <= 0) {
-        const recheck = flight.stalled(this.#position, this.#end, this.#stalledAt !== this.#position);
-        this.#stalledAt = this.#position;
-        // Slices of other processes show up only in the block map, so a reader far ahead also looks again
-        // every so often without being woken.
-        await this.#nextChange(recheck ? STALL_RECHECK_MS : undefined);
-        continue;
-      }
-      const buffer = takeChunk(wanted);
-      const read = await handle.read(buffer, 0, wanted, this.#position);
-      if (this.destroyed) return;
-      if (read === 0) {
-        // The handle was swapped for a new generation between the wait and the read; look again shortly.
-        await sleep(5);
-        continue;
-      }
-      this.#position += read;
-      this.push(read === wanted ? buffer : buffer.subarray(0, read));
+    if (this.#position > this.#end) {
+      this.push(null);
       return;
     }
+    if (flight.state === 'failed') {
+      this.#fail(flight.error!);
+      return;
+    }
+    const readable = flight.readableEnd(this.#position);
+    const handle = flight.current;
+    const wanted = Math.min(READ_CHUNK, this.#end - this.#position + 1, readable - this.#position);
+    if (handle === undefined || wanted <= 0) {
+      const recheck = flight.stalled(this.#position, this.#end, this.#stalledAt !== this.#position);
+      this.#stalledAt = this.#position;
+      // Slices of other processes show up only in the block map, so a reader far ahead also looks again
+      // every so often without being woken.
+      this.#waitForChange(recheck ? STALL_RECHECK_MS : undefined);
+      return;
+    }
+    this.#buffer = takeChunk(wanted);
+    this.#wanted = wanted;
+    handle.read(this.#buffer, 0, wanted, this.#position).then(this.#afterRead, this.#fail);
   }
 }
 

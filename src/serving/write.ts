@@ -107,6 +107,8 @@ export function pumpTo(
   // until the response is finished. A body still coming from upstream is no stalled client.
   let stall: NodeJS.Timeout | undefined;
   let ended = false;
+  /** The body is paused until the response drains. */
+  let draining = false;
   const arm = () => {
     if (timeoutMs > 0) stall ??= setTimeout(onStall, timeoutMs);
   };
@@ -131,15 +133,20 @@ export function pumpTo(
     });
     if (!flushed) {
       body.pause();
-      res.once('drain', onDrain);
+      draining = true;
       arm();
     }
   };
   const onDrain = () => {
+    if (!draining) return;
+    draining = false;
     // After the end, what is still buffered must reach the socket too: the timer runs until 'finish'.
     if (!ended) disarm();
     body.resume();
   };
+  // One listener for the whole response rather than a `once` per full buffer: under hundreds of slow
+  // clients those wrappers outlived young-generation collections and were promoted as garbage.
+  res.on('drain', onDrain);
   body.on('data', onData);
   body.once('end', () => {
     ended = true;

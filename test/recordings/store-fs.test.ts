@@ -285,3 +285,22 @@ it('fs store: variants are finished files, leftovers and peaks of their own; rem
     ].sort(),
   );
 });
+
+it('fs store: a read handle closed under pending reads closes once they are done; a read after close is a storage error', async (t) => {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const bytes = Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251));
+  const writer = await store.beginPartial(id, input(bytes.length));
+  await writer.append(bytes);
+  // Many reads in flight on the thread pool, then the close: none may find its descriptor closed.
+  const reads = Array.from({ length: 64 }, (_, i) => {
+    const buffer = Buffer.alloc(64);
+    return writer.read(buffer, 0, 64, i * 64).then((n) => buffer.subarray(0, n));
+  });
+  const closed = writer.close();
+  const got = await Promise.all(reads);
+  await closed;
+  assert.deepEqual(Buffer.concat(got), bytes);
+  await assert.rejects(writer.read(Buffer.alloc(1), 0, 1, 0), { code: 'RECGATE_STORAGE_ERROR' });
+});
