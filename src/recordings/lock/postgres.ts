@@ -29,7 +29,6 @@
  * log's migration lock or with other applications' advisory locks in practice.
  */
 import { createHash, randomInt } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { SCHEMA_NAME } from '../../call-log/schema-pool.js';
 import { isPostgresUrl } from '../../config/database-url.js';
