@@ -52,7 +52,8 @@ export interface PostgresLockerOptions {
    * Pause between two checks of a held lock, ms. A session the server ends is noticed at once anyway; the
    * heartbeat finds the silent cases (a network drop, a pooler that moved the connection) within
    * `heartbeatMs + queryTimeoutMs`, and keeps the session from looking idle to `idle_session_timeout`. Each
-   * check is one query per held lock, all on the locker's one session. @default 2000
+   * check is a query on the locker's one session, shared by the checks of every hold that fall due while
+   * the session is busy. @default 2000
    */
   heartbeatMs?: number;
   /**
@@ -82,7 +83,10 @@ interface Statements {
   createFence: string;
   /** Bumps and returns the key's generation; run right after taking the advisory lock. */
   nextGeneration: string;
-  /** Whether this backend holds the advisory lock, and the key's stored generation. */
+  /**
+   * For each key of the array $1: whether this backend holds its advisory lock, and its stored generation.
+   * One query answers the checks of every hold that asked while the session was busy.
+   */
   check: string;
 }
 
@@ -106,15 +110,22 @@ function statements(schema: string | undefined): Statements {
       RETURNING generation::text AS generation`,
     // An advisory lock on a bigint key shows in pg_locks as classid = high 32 bits, objid = low 32 bits,
     // objsubid = 1.
+    // pg_locks is read once (a join, not a subquery per key), so a batch costs one scan of the lock table.
     check: `
-      SELECT EXISTS (
-        SELECT 1 FROM pg_locks
-        WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
-          AND classid = (($1::bigint >> 32) & 4294967295)::oid
-          AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1
-      ) AS held,
-      (SELECT generation::text FROM ${table} WHERE key = $1::bigint) AS generation`,
+      SELECT k.key::text AS key, m.objid IS NOT NULL AS held, f.generation::text AS generation
+      FROM unnest($1::bigint[]) AS k (key)
+      LEFT JOIN (
+        SELECT DISTINCT classid, objid FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND objsubid = 1
+      ) AS m ON m.classid = ((k.key >> 32) & 4294967295)::oid AND m.objid = (k.key & 4294967295)::oid
+      LEFT JOIN ${table} AS f ON f.key = k.key`,
   };
+}
+
+/** One key's answer to the `check` statement. */
+interface CheckRow {
+  held: boolean;
+  generation: string | null;
 }
 
 /** What the handles of one locker share: the session, the keys this process holds, the settings. */
@@ -189,7 +200,7 @@ class Shared {
         if (exists.rows[0]?.ok !== true) await session.query(this.sql.createFence);
         this.#fenced = true;
       } catch (err) {
-        await session.fail(asError(err));
+        void session.fail(asError(err));
         throw createError('RECGATE_STORAGE_ERROR', {
           message: 'The lock database could not create its fencing table',
           cause: err,
@@ -328,7 +339,7 @@ class PostgresLock implements Lock {
       }
     } catch (err) {
       // Failing the session releases the lock just as well.
-      await session.fail(asError(err));
+      void session.fail(asError(err));
     } finally {
       this.#release();
     }
@@ -359,7 +370,7 @@ class PostgresLock implements Lock {
         }
       } catch (err) {
         // A failed query may have left the session in any state (and holding the lock): drop it.
-        await session.fail(asError(err));
+        void session.fail(asError(err));
         throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database failed', cause: err });
       }
       if (generation === undefined) return { taken: false, session };
@@ -409,19 +420,15 @@ class PostgresLock implements Lock {
 
   async #check(session: Session, generation: string): Promise<void> {
     if (session.failed.aborted) throw session.failed.reason;
-    let row: { held: boolean; generation: string | null } | undefined;
+    let row: CheckRow | undefined;
     try {
-      const { rows } = await session.query<{ held: boolean; generation: string | null }>(
-        this.#shared.sql.check,
-        [this.#key],
-      );
-      row = rows[0];
+      row = await session.check(this.#shared.sql.check, this.#key);
     } catch (err) {
       // The session cannot vouch for any hold any more (a silent server, a broken connection).
       void session.fail(asError(err));
       throw err;
     }
-    if (row?.held !== true) throw new Error('this database session no longer holds the advisory lock');
+    if (!row.held) throw new Error('this database session no longer holds the advisory lock');
     if (row.generation !== generation) {
       throw new Error(`a later hold took the lock (generation ${row.generation}, ours ${generation})`);
     }
@@ -457,6 +464,10 @@ class Session {
   #ended: Promise<void> | undefined;
   /** Settles when the last query made has. */
   #tail: Promise<unknown> = Promise.resolve();
+  /** The checks waiting for the next batch, by key. */
+  #checks = new Map<string, Array<{ resolve: (row: CheckRow) => void; reject: (err: unknown) => void }>>();
+  /** Whether a batch query is queued that has not started yet (it takes every check asked for till then). */
+  #checkQueued = false;
 
   private constructor(client: pg.Client) {
     this.client = client;
@@ -471,7 +482,7 @@ class Session {
       await session.client.connect();
       return session;
     } catch (err) {
-      await session.fail(asError(err));
+      void session.fail(asError(err));
       throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database is unreachable', cause: err });
     }
   }
@@ -484,6 +495,37 @@ class Session {
     const run = this.#tail.then(() => this.client.query<R>(text, values));
     this.#tail = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Checks `key` with `sql` (the `check` statement): the checks asked for before the next query starts go
+   * into that one query, so the heartbeats of many holds do not queue up one query each. Resolves to the
+   * key's row (not held, no generation, when the answer has none); rejects when the query fails.
+   */
+  check(sql: string, key: string): Promise<CheckRow> {
+    return new Promise<CheckRow>((resolve, reject) => {
+      const waiting = this.#checks.get(key);
+      if (waiting) waiting.push({ resolve, reject });
+      else this.#checks.set(key, [{ resolve, reject }]);
+      if (this.#checkQueued) return;
+      this.#checkQueued = true;
+      const run = this.#tail.then(async () => {
+        this.#checkQueued = false;
+        const batch = this.#checks;
+        this.#checks = new Map();
+        try {
+          const { rows } = await this.client.query<CheckRow & { key: string }>(sql, [[...batch.keys()]]);
+          const byKey = new Map(rows.map((row) => [row.key, row]));
+          for (const [k, waiters] of batch) {
+            const row = byKey.get(k) ?? { held: false, generation: null };
+            for (const waiter of waiters) waiter.resolve(row);
+          }
+        } catch (err) {
+          for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(err);
+        }
+      });
+      this.#tail = run;
+    });
   }
 
   /** Aborts, with the error as its reason, when the connection fails or ends, or a query failed. */
