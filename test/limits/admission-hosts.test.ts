@@ -22,7 +22,10 @@ if (url === undefined) {
   it('cross-host admission', (t) => postgresUnavailable(t, 'reason' in found ? found.reason : ''));
 } else {
   /** A gateway with `config` on a fresh schema, and a second one on the same database and directory. */
-  const twoGateways = async (t: TestContext, config: Record<string, unknown>): Promise<[Stack, Stack]> => {
+  const twoGateways = async (
+    t: TestContext,
+    config: Record<string, unknown>,
+  ): Promise<[Stack, Stack, string]> => {
     const schema = `recgate_admission_${randomBytes(6).toString('hex')}`;
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();
@@ -49,7 +52,7 @@ if (url === undefined) {
       ),
     );
     t.after(() => second.close());
-    return [stack, { ...stack, url: second.url }];
+    return [stack, { ...stack, url: second.url }, schema];
   };
 
   it('two gateways on one database never run more downloads together than the global cap', async (t) => {
@@ -76,12 +79,19 @@ if (url === undefined) {
     assert.equal(stats.max_concurrent_media_requests, 2);
   });
 
-  it("one business's 200 cold calls over two gateways delay another's single click by one slot turnover at most", async (t) => {
-    // The default 16 downloads per gateway, 2 across both: most of A's requests hold no slot anywhere. The
-    // recording locks are the directory's (both gateways share it here): with the PostgreSQL lock, each
-    // download waiting for a slot holds one of 32 lock connections per gateway, and requests beyond wait for
-    // those, first come first served, before they reach the admission queue (see the README).
-    const [one, two] = await twoGateways(t, { upstreamConcurrencyGlobal: 2, lockBackend: 'fs' });
+  /**
+   * One business's 200 cold calls over two gateways, then one click of another: the click must wait one
+   * slot turnover at most. `locked` counts the recordings whose lock is held now (each download, running or
+   * waiting for a slot, holds its recording's lock).
+   */
+  const backlogThenClick = async (
+    t: TestContext,
+    lockBackend: 'fs' | 'postgres',
+    locked: (one: Stack, schema: string) => Promise<number>,
+  ) => {
+    // The default 16 downloads per gateway, 2 across both: most of A's requests hold no slot anywhere, and
+    // wait for one holding their recording's lock.
+    const [one, two, schema] = await twoGateways(t, { upstreamConcurrencyGlobal: 2, lockBackend });
     const emulator = one.emulator;
     // Each download holds its slot for 5 s before its first byte, so turnovers are few and far apart (a slot
     // frees every 2.5 s on average) next to the time B's request takes to reach the queue, even under load.
@@ -97,18 +107,18 @@ if (url === undefined) {
         (err: unknown) => err,
       ),
     );
-    // Each download, running or waiting for a slot, holds its recording's lock file. (The two gateways share
-    // one process and so one /metrics registry: its queue gauge is not a sum.)
-    const locked = async () =>
-      (await readdir(`${one.dataDir}/recordings`, { recursive: true })).filter((f) => f.endsWith('.lock'))
-        .length;
-    await until('a backlog of 190 cold calls of business A', async () => (await locked()) >= 190, 60_000);
+    // (The two gateways share one process and so one /metrics registry: its queue gauge is not a sum.)
+    await until(
+      'a backlog of 190 cold calls of business A',
+      async () => (await locked(one, schema)) >= 190,
+      60_000,
+    );
 
     const before = emulator.stats().total_media_requests;
     const clicked = download(two, await two.token('biz-b'), click.callSid);
     await until("B's media request", () => emulator.stats().media_requests[click.recordingSid] === 1, 60_000);
     const ofA = emulator.stats().total_media_requests - before - 1;
-    const waiting = (await locked()) - 2;
+    const waiting = (await locked(one, schema)) - 2;
     t.diagnostic(
       `B's click: ${ofA} media request(s) of A from the click to B's own, ~${waiting} of A's waiting`,
     );
@@ -123,5 +133,33 @@ if (url === undefined) {
     const res = await clicked;
     assert.equal(res.status, 200);
     assert.equal(res.body.length, click.size);
+  };
+
+  it("one business's 200 cold calls over two gateways delay another's single click by one slot turnover at most (directory lock)", async (t) => {
+    // Both gateways share the recordings directory, so its lock files are all the held locks.
+    await backlogThenClick(
+      t,
+      'fs',
+      async (one) =>
+        (await readdir(`${one.dataDir}/recordings`, { recursive: true })).filter((f) => f.endsWith('.lock'))
+          .length,
+    );
+  });
+
+  it("one business's 200 cold calls over two gateways delay another's single click by one slot turnover at most (PostgreSQL lock)", async (t) => {
+    // Each gateway holds all its recording locks on one session, so A's backlog leaves B's click nothing to
+    // wait for before the admission queue. Held locks are the granted advisory locks on the keys of this
+    // schema's fencing table (the admission slots use other keys).
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    t.after(() => admin.end());
+    await backlogThenClick(t, 'postgres', async (_one, schema) => {
+      const { rows } = await admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_locks l JOIN ${schema}.recgate_lock_fence f
+            ON l.classid = ((f.key >> 32) & 4294967295)::oid AND l.objid = (f.key & 4294967295)::oid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1`,
+      );
+      return rows[0]?.n ?? 0;
+    });
   });
 }

@@ -80,6 +80,35 @@ if (url === undefined) {
     assert.equal(await holderPid(id), undefined);
   });
 
+  it('postgres locker: 100 locks held at once share one server session, and a terminated session loses them all', async (t) => {
+    // Its own application_name (the URL's wins over the locker's) tells its sessions apart.
+    const name = `recgate-lock-many-${hex32().slice(0, 8)}`;
+    const manyUrl = new URL(url);
+    manyUrl.searchParams.set('application_name', name);
+    const { locker } = await newLocker(t, { connectionString: manyUrl.href });
+    const ids = Array.from({ length: 100 }, lockId);
+    const locks = ids.map((id) => locker.newLock(id));
+    assert.deepEqual(await Promise.all(locks.map((lock) => lock.tryLock())), Array(100).fill(true));
+    await Promise.all(locks.map((lock) => lock.verify()));
+    const { rows } = await admin.query<{ sessions: number; locks: number }>(
+      `SELECT count(DISTINCT a.pid)::int AS sessions, count(l.pid)::int AS locks
+         FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+        WHERE a.application_name = $1`,
+      [name],
+    );
+    assert.deepEqual(rows[0], { sessions: 1, locks: 100 });
+    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [
+      name,
+    ]);
+    for (const lock of locks) await abortedWithin(lock.lost, 10_000);
+    const other = locker.newLock(ids[0]!);
+    await other.lock(AbortSignal.timeout(10_000));
+    assert.ok(BigInt(other.token!) > BigInt(locks[0]!.token!), 'a new session takes the lock again');
+    for (const lock of locks) await lock.unlock();
+    await other.verify();
+    await other.unlock();
+  });
+
   it('postgres locker: a holder in another process whose session is terminated is told, and keeps running', async (t) => {
     const { locker, schema } = await newLocker(t);
     const id = lockId();
@@ -221,8 +250,6 @@ if (url === undefined) {
     const bad = (options: Partial<PostgresLockerOptions>, field: RegExp) =>
       assert.throws(() => new PostgresLocker({ connectionString: url, ...options }), field);
     bad({ connectionString: 'mysql://x' }, /options\.connectionString/);
-    bad({ maxConnections: 0 }, /options\.maxConnections/);
-    bad({ maxConnections: 2, minConnections: 3 }, /options\.minConnections/);
     bad({ schema: 'Robert"; DROP' }, /options\.schema/);
     bad({ heartbeatMs: 0 }, /options\.heartbeatMs/);
     bad({ heartbeatMs: 1.5 }, /options\.heartbeatMs/);

@@ -1,10 +1,18 @@
 /**
  * {@link Locker} for several hosts: a PostgreSQL session-level advisory lock per recording.
  *
- * A held lock owns one pooled connection for as long as it is held; PostgreSQL releases an advisory lock
- * when the session ends, so a holder that crashes, or whose host drops off the network, loses the lock
- * without anyone guessing staleness. Waiting polls `pg_try_advisory_lock` on one connection with jitter, so
- * an aborted wait leaves nothing behind on the server.
+ * All the locks a locker holds live on ONE database session (a dedicated connection, opened on first use and
+ * replaced after it dies): a session can hold any number of advisory locks, so a process with thousands of
+ * downloads waiting for an upstream slot, each holding its recording's lock, still uses one connection, and
+ * no request waits for a lock connection before it reaches the admission queue. PostgreSQL releases an
+ * advisory lock when the session ends, so a holder that crashes, or whose host drops off the network, loses
+ * the lock without anyone guessing staleness. Waiting polls `pg_try_advisory_lock` on the same session with
+ * jitter, so an aborted wait leaves nothing behind on the server. Queries on the session run one at a time,
+ * in the order they were made.
+ *
+ * Advisory locks are reentrant within a session, so the locker also keeps the keys this process holds (or is
+ * taking): a handle's try fails at once when another handle of the same process has the key, and two handles
+ * in one process exclude each other exactly as two processes do.
  *
  * A session can also end under a live holder (failover, a network drop, `idle_session_timeout`, a pooler in
  * transaction mode handing the connection to another backend), and then another host takes the lock over
@@ -12,17 +20,17 @@
  * same session increments the key's generation in `recgate_lock_fence (key bigint primary key, generation
  * bigint not null)`, a table the locker creates on first use. `verify()` and the heartbeat ask, in one
  * query, whether this backend (`pg_backend_pid()`) still holds the advisory lock and whether the stored
- * generation is still this hold's. `lost` also aborts at once when the connection reports an error or
- * ends; a check that takes longer than `queryTimeoutMs` counts as a loss too, so a silent server is noticed.
- * On a loss the session is dropped, never pooled again.
+ * generation is still this hold's; a hold that fails that check is lost alone, and its advisory lock is
+ * released. When the session fails (the connection reports an error or ends, or any of its queries fails,
+ * including one that takes longer than `queryTimeoutMs`, so a silent server is noticed), every hold on it is
+ * lost at once and the session is dropped, never used again; the next try opens a new one.
  *
  * Keys are the first 64 bits of SHA-256("recgate:recording:" + id), so they do not collide with the call
  * log's migration lock or with other applications' advisory locks in practice.
  */
 import { createHash, randomInt } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { SCHEMA_NAME, warmPool } from '../../call-log/schema-pool.js';
+import { SCHEMA_NAME } from '../../call-log/schema-pool.js';
 import { isPostgresUrl } from '../../config/database-url.js';
 import { createError } from '../../errors.js';
 import { KEY_PATTERN } from '../variant.js';
@@ -38,26 +46,20 @@ export interface PostgresLockerOptions {
    * @default the server's default search_path (normally `public`)
    */
   schema?: string;
-  /** Connections at most, one per lock held or being waited for. @default 32 */
-  maxConnections?: number;
-  /**
-   * Connections {@link PostgresLocker.warm} opens and the pool keeps open however long they sit idle, so
-   * that the first download or wait after a start does not pay for connection set-up (tens of ms, hundreds
-   * when many processes start at once). @default 1
-   */
-  minConnections?: number;
   /** Pause between two tries while waiting, ms; a random jitter of up to half is added. @default 50 */
   pollIntervalMs?: number;
   /**
    * Pause between two checks of a held lock, ms. A session the server ends is noticed at once anyway; the
    * heartbeat finds the silent cases (a network drop, a pooler that moved the connection) within
    * `heartbeatMs + queryTimeoutMs`, and keeps the session from looking idle to `idle_session_timeout`. Each
-   * check is one query per held lock. @default 2000
+   * check is a query on the locker's one session, shared by the checks of every hold that fall due while
+   * the session is busy. @default 2000
    */
   heartbeatMs?: number;
   /**
-   * Longest a lock query may take, ms. A holder's check that runs out counts as losing the lock; a waiter's
-   * try that runs out fails the wait with RECGATE_STORAGE_ERROR. @default 5000
+   * Longest a lock query may take, ms, counted from when it is made (it may wait behind the session's
+   * other queries). A query that runs out fails the session: every hold on it is lost, and a waiter's try
+   * fails the wait with RECGATE_STORAGE_ERROR. @default 5000
    */
   queryTimeoutMs?: number;
 }
@@ -73,13 +75,18 @@ export function advisoryKey(id: string): string {
 interface Statements {
   /** Whether the fencing table exists (`to_regclass` is null when not). */
   fenceExists: string;
-  /** Creates the fencing table. */
+  /**
+   * Creates the fencing table under a transaction-level advisory lock, in one statement (so its implicit
+   * transaction does not take in the session's other queries), so that lockers starting together do not
+   * race on CREATE TABLE (which can fail with a unique violation when they do).
+   */
   createFence: string;
-  /** Serializes lockers creating the table, inside their transaction. */
-  fenceCreationKey: string;
   /** Bumps and returns the key's generation; run right after taking the advisory lock. */
   nextGeneration: string;
-  /** Whether this backend holds the advisory lock, and the key's stored generation. */
+  /**
+   * For each key of the array $1: whether this backend holds its advisory lock, and its stored generation.
+   * One query answers the checks of every hold that asked while the session was busy.
+   */
   check: string;
 }
 
@@ -88,43 +95,130 @@ function statements(schema: string | undefined): Statements {
   const table = schema === undefined ? 'recgate_lock_fence' : `${schema}.recgate_lock_fence`;
   return {
     fenceExists: `SELECT to_regclass('${table}') IS NOT NULL AS ok`,
-    createFence: `CREATE TABLE IF NOT EXISTS ${table} (key bigint PRIMARY KEY, generation bigint NOT NULL)`,
-    fenceCreationKey: createHash('sha256')
-      .update(`recgate:lock-fence:create:${schema ?? ''}`)
-      .digest()
-      .readBigInt64BE(0)
-      .toString(),
+    // The key is a decimal integer of ours, so it needs no quoting either.
+    createFence: `DO $recgate$ BEGIN
+      PERFORM pg_advisory_xact_lock(${createHash('sha256')
+        .update(`recgate:lock-fence:create:${schema ?? ''}`)
+        .digest()
+        .readBigInt64BE(0)
+        .toString()});
+      CREATE TABLE IF NOT EXISTS ${table} (key bigint PRIMARY KEY, generation bigint NOT NULL);
+    END $recgate$`,
     nextGeneration: `
       INSERT INTO ${table} AS f (key, generation) VALUES ($1::bigint, 1)
       ON CONFLICT (key) DO UPDATE SET generation = f.generation + 1
       RETURNING generation::text AS generation`,
     // An advisory lock on a bigint key shows in pg_locks as classid = high 32 bits, objid = low 32 bits,
     // objsubid = 1.
+    // pg_locks is read once (a join, not a subquery per key), so a batch costs one scan of the lock table.
     check: `
-      SELECT EXISTS (
-        SELECT 1 FROM pg_locks
-        WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
-          AND classid = (($1::bigint >> 32) & 4294967295)::oid
-          AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1
-      ) AS held,
-      (SELECT generation::text FROM ${table} WHERE key = $1::bigint) AS generation`,
+      SELECT k.key::text AS key, m.objid IS NOT NULL AS held, f.generation::text AS generation
+      FROM unnest($1::bigint[]) AS k (key)
+      LEFT JOIN (
+        SELECT DISTINCT classid, objid FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND objsubid = 1
+      ) AS m ON m.classid = ((k.key >> 32) & 4294967295)::oid AND m.objid = (k.key & 4294967295)::oid
+      LEFT JOIN ${table} AS f ON f.key = k.key`,
   };
 }
 
-/** What the handles of one locker share. */
-interface Shared {
-  pool: pg.Pool;
-  sql: Statements;
-  pollIntervalMs: number;
-  heartbeatMs: number;
-  minConnections: number;
-  /** Resolves once the fencing table exists. */
-  fence(): Promise<void>;
+/** One key's answer to the `check` statement. */
+interface CheckRow {
+  held: boolean;
+  generation: string | null;
+}
+
+/** What the handles of one locker share: the session, the keys this process holds, the settings. */
+class Shared {
+  readonly sql: Statements;
+  readonly pollIntervalMs: number;
+  readonly heartbeatMs: number;
+  /**
+   * The handle of this process that holds each key or is taking it. A session's advisory locks are
+   * reentrant, so this, not the server, keeps two handles of one process apart.
+   */
+  readonly owners = new Map<string, PostgresLock>();
+  readonly #config: pg.ClientConfig;
+  /** The session being opened or open; replaced once it fails. */
+  #opening: Promise<Session> | undefined;
+  /** The open session, once `#opening` resolved. */
+  #live: Session | undefined;
+  /** Whether the fencing table is known to exist. */
+  #fenced = false;
+  #closed = false;
+
+  constructor(config: pg.ClientConfig, sql: Statements, pollIntervalMs: number, heartbeatMs: number) {
+    this.#config = config;
+    this.sql = sql;
+    this.pollIntervalMs = pollIntervalMs;
+    this.heartbeatMs = heartbeatMs;
+  }
+
+  /**
+   * The locker's session: opened on first use, and again after the last one failed, with the fencing
+   * table created on the first. Rejects with RECGATE_STORAGE_ERROR when the database is unreachable.
+   */
+  session(): Promise<Session> {
+    if (this.#closed) {
+      return Promise.reject(createError('RECGATE_STORAGE_ERROR', { message: 'The lock backend is closed' }));
+    }
+    if (this.#opening === undefined || this.#live?.failed.aborted) {
+      this.#live = undefined;
+      const opening = this.#open();
+      this.#opening = opening;
+      opening.catch(() => {
+        if (this.#opening === opening) this.#opening = undefined;
+      });
+    }
+    return this.#opening;
+  }
+
+  /**
+   * Keeps the process alive while this process holds or takes a lock, and lets it exit when the session
+   * only sits idle (as a pool's idle connections do).
+   */
+  refresh(): void {
+    const session = this.#live;
+    if (session === undefined || session.failed.aborted) return;
+    const client = session.client as pg.Client & { ref(): void; unref(): void };
+    if (this.owners.size > 0) client.ref();
+    else client.unref();
+  }
+
+  /** Ends the session; the server releases the locks still held, and their holds are lost. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const session = await this.#opening?.catch(() => undefined);
+    await session?.fail(new Error('The lock backend was closed'));
+  }
+
+  async #open(): Promise<Session> {
+    const session = await Session.open(this.#config);
+    if (!this.#fenced) {
+      try {
+        const exists = await session.query<{ ok: boolean }>(this.sql.fenceExists);
+        if (exists.rows[0]?.ok !== true) await session.query(this.sql.createFence);
+        this.#fenced = true;
+      } catch (err) {
+        void session.fail(asError(err));
+        throw createError('RECGATE_STORAGE_ERROR', {
+          message: 'The lock database could not create its fencing table',
+          cause: err,
+        });
+      }
+    }
+    if (this.#closed) {
+      await session.fail(new Error('The lock backend was closed'));
+      throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock backend is closed' });
+    }
+    this.#live = session;
+    this.refresh();
+    return session;
+  }
 }
 
 export class PostgresLocker implements Locker {
   readonly #shared: Shared;
-  #fence: Promise<void> | undefined;
 
   constructor(options: PostgresLockerOptions) {
     if (typeof options?.connectionString !== 'string' || !isPostgresUrl(options.connectionString)) {
@@ -133,13 +227,6 @@ export class PostgresLocker implements Locker {
     const { schema } = options;
     if (schema !== undefined && (typeof schema !== 'string' || !SCHEMA_NAME.test(schema))) {
       throw new TypeError('options.schema must match ^[a-z_][a-z0-9_]{0,62}$');
-    }
-    const max = options.maxConnections ?? 32;
-    if (!Number.isInteger(max) || max < 1)
-      throw new TypeError('options.maxConnections must be a positive integer');
-    const min = options.minConnections ?? 1;
-    if (!Number.isInteger(min) || min < 0 || min > max) {
-      throw new TypeError('options.minConnections must be an integer from 0 to options.maxConnections');
     }
     const poll = options.pollIntervalMs ?? 50;
     if (!Number.isInteger(poll) || poll < 1)
@@ -152,46 +239,25 @@ export class PostgresLocker implements Locker {
     if (!Number.isInteger(queryTimeout) || queryTimeout < 1 || queryTimeout > 600_000) {
       throw new TypeError('options.queryTimeoutMs must be an integer between 1 and 600000');
     }
-    const pool = new pg.Pool({
+    const config: pg.ClientConfig = {
       connectionString: options.connectionString,
-      max,
-      min,
-      // Warm idle connections must not keep a process alive that has nothing else to do.
-      allowExitOnIdle: true,
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
-      idleTimeoutMillis: 30_000,
       connectionTimeoutMillis: 10_000,
       query_timeout: queryTimeout,
       application_name: 'recgate-lock',
-    });
-    // An idle connection that breaks is dropped by the pool; a checked-out one reports through its Session.
-    pool.on('error', () => {});
-    this.#shared = {
-      pool,
-      sql: statements(schema),
-      pollIntervalMs: poll,
-      heartbeatMs: heartbeat,
-      minConnections: min,
-      fence: () => {
-        this.#fence ??= createFence(pool, this.#shared.sql).catch((err: unknown) => {
-          this.#fence = undefined;
-          throw err;
-        });
-        return this.#fence;
-      },
     };
+    this.#shared = new Shared(config, statements(schema), poll, heartbeat);
   }
 
   /**
-   * Gets ready before the first lock: creates the fencing table unless it exists and opens
-   * `minConnections`. Optional (the first lock does the same) but moves that cost out of the first
-   * stampede after a start. Rejects with RECGATE_STORAGE_ERROR when the database is unreachable.
+   * Gets ready before the first lock: opens the session and creates the fencing table unless it exists.
+   * Optional (the first lock does the same) but moves that cost (tens of ms, hundreds when many processes
+   * start at once) out of the first stampede after a start. Rejects with RECGATE_STORAGE_ERROR when the
+   * database is unreachable.
    */
   async warm(): Promise<void> {
-    await this.#shared.fence();
-    const { pool } = this.#shared;
-    await warmPool(this.#shared.minConnections - pool.totalCount, () => Session.open(pool));
+    await this.#shared.session();
   }
 
   newLock(id: string): Lock {
@@ -199,34 +265,9 @@ export class PostgresLocker implements Locker {
     return new PostgresLock(this.#shared, advisoryKey(id));
   }
 
-  /** Closes the pool; locks still held are released by the server as their sessions end. */
+  /** Ends the session; locks still held are released by the server, and their holds are lost. */
   async close(): Promise<void> {
-    await this.#shared.pool.end();
-  }
-}
-
-/**
- * Creates the fencing table unless it exists, under a transaction-level advisory lock so that lockers
- * starting together do not race on CREATE TABLE (which can fail with a unique violation when they do).
- */
-async function createFence(pool: pg.Pool, sql: Statements): Promise<void> {
-  const session = await Session.open(pool);
-  try {
-    const exists = await session.client.query<{ ok: boolean }>(sql.fenceExists);
-    if (exists.rows[0]?.ok !== true) {
-      await session.client.query('BEGIN');
-      await session.client.query('SELECT pg_advisory_xact_lock($1::bigint)', [sql.fenceCreationKey]);
-      await session.client.query(sql.createFence);
-      await session.client.query('COMMIT');
-    }
-    session.release();
-  } catch (err) {
-    // Dropping the session also rolls back the transaction.
-    session.release(asError(err));
-    throw createError('RECGATE_STORAGE_ERROR', {
-      message: 'The lock database could not create its fencing table',
-      cause: err,
-    });
+    await this.#shared.close();
   }
 }
 
@@ -237,6 +278,8 @@ class PostgresLock implements Lock {
   #hold: Hold | undefined;
   /** The session of the current hold, until it is unlocked or lost. */
   #session: Session | undefined;
+  /** Stops the current hold from hearing of its session's failure. */
+  #unwatch: (() => void) | undefined;
 
   constructor(shared: Shared, key: string) {
     this.#shared = shared;
@@ -257,45 +300,26 @@ class PostgresLock implements Lock {
 
   async tryLock(): Promise<boolean> {
     if (this.#hold?.held) return true;
-    await this.#shared.fence();
-    const session = await Session.open(this.#shared.pool);
-    try {
-      if (await this.#take(session)) return true;
-      session.release();
-      return false;
-    } catch (err) {
-      session.release(asError(err));
-      throw err;
-    }
+    return (await this.#try()).taken;
   }
 
   async lock(signal: AbortSignal): Promise<void> {
     if (this.#hold?.held) return;
     const timeout = () => createError('RECGATE_LOCK_TIMEOUT', { cause: signal.reason });
     if (signal.aborted) throw timeout();
-    await this.#shared.fence();
-    const session = await Session.open(this.#shared.pool);
-    try {
-      const wake = AbortSignal.any([signal, session.failed]);
-      for (;;) {
-        if (await this.#take(session)) return;
-        if (signal.aborted) throw timeout();
-        const poll = this.#shared.pollIntervalMs;
-        await sleep(poll + randomInt(Math.floor(poll / 2) + 1), undefined, { signal: wake }).catch(
-          () => undefined,
-        );
-        if (signal.aborted) throw timeout();
-        if (session.failed.aborted) {
-          throw createError('RECGATE_STORAGE_ERROR', {
-            message: 'The lock database connection was lost',
-            cause: session.failed.reason,
-          });
-        }
+    for (;;) {
+      const { taken, session } = await this.#try();
+      if (taken) return;
+      if (signal.aborted) throw timeout();
+      const poll = this.#shared.pollIntervalMs;
+      await pause(poll + randomInt(Math.floor(poll / 2) + 1), signal, session);
+      if (signal.aborted) throw timeout();
+      if (session?.failed.aborted) {
+        throw createError('RECGATE_STORAGE_ERROR', {
+          message: 'The lock database connection was lost',
+          cause: session.failed.reason,
+        });
       }
-    } catch (err) {
-      // A failed query may have left the session in any state: drop it rather than pool it.
-      if (this.#session !== session) session.release(isTimeout(err) ? undefined : asError(err));
-      throw err;
     }
   }
 
@@ -304,127 +328,233 @@ class PostgresLock implements Lock {
     const session = this.#session;
     this.#hold = undefined;
     this.#session = undefined;
+    this.#unwatch?.();
+    this.#unwatch = undefined;
+    // Once ended, the hold cannot be lost any more; one that was lost has let go of the key already.
     await hold?.end();
     if (!session) return;
     try {
-      await session.client.query('SELECT pg_advisory_unlock($1::bigint)', [this.#key]);
-      session.release();
+      if (!session.failed.aborted) {
+        await session.query('SELECT pg_advisory_unlock($1::bigint)', [this.#key]);
+      }
     } catch (err) {
-      // Dropping the session releases the lock just as well.
-      session.release(asError(err));
+      // Failing the session releases the lock just as well.
+      void session.fail(asError(err));
+    } finally {
+      this.#release();
     }
   }
 
-  /** One try; on success, fences the new hold and starts it. */
-  async #take(session: Session): Promise<boolean> {
-    let generation: string | undefined;
+  /**
+   * One try on the locker's session, unless another handle of this process has the key. On success, fences
+   * the new hold and starts it. Also says which session it polled on, if any.
+   */
+  async #try(): Promise<{ taken: boolean; session: Session | undefined }> {
+    const { owners, sql } = this.#shared;
+    if (owners.has(this.#key)) return { taken: false, session: undefined };
+    owners.set(this.#key, this);
+    this.#shared.refresh();
+    let taken = false;
     try {
-      const { rows } = await session.client.query<{ ok: boolean }>(
-        'SELECT pg_try_advisory_lock($1::bigint) AS ok',
-        [this.#key],
-      );
-      if (rows[0]?.ok !== true) return false;
-      const fenced = await session.client.query<{ generation: string }>(this.#shared.sql.nextGeneration, [
-        this.#key,
-      ]);
-      generation = fenced.rows[0]?.generation;
-    } catch (err) {
-      throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database failed', cause: err });
+      const session = await this.#shared.session();
+      let generation: string | undefined;
+      try {
+        const { rows } = await session.query<{ ok: boolean }>(
+          'SELECT pg_try_advisory_lock($1::bigint) AS ok',
+          [this.#key],
+        );
+        if (rows[0]?.ok === true) {
+          const fenced = await session.query<{ generation: string }>(sql.nextGeneration, [this.#key]);
+          generation = fenced.rows[0]?.generation;
+          if (generation === undefined) throw new Error('The lock database returned no generation');
+        }
+      } catch (err) {
+        // A failed query may have left the session in any state (and holding the lock): drop it.
+        void session.fail(asError(err));
+        throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database failed', cause: err });
+      }
+      if (generation === undefined) return { taken: false, session };
+      taken = true;
+      this.#begin(session, generation);
+      return { taken: true, session };
+    } finally {
+      if (!taken) this.#release();
     }
-    if (generation === undefined) {
-      throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database returned no generation' });
-    }
-    this.#begin(session, generation);
-    return true;
+  }
+
+  /** Frees the key for the other handles of this process, unless a later hold of another handle has it. */
+  #release(): void {
+    if (this.#shared.owners.get(this.#key) === this) this.#shared.owners.delete(this.#key);
+    this.#shared.refresh();
   }
 
   #begin(session: Session, generation: string): void {
-    const hold = new Hold({
+    const hold: Hold = new Hold({
       token: generation,
       heartbeatMs: this.#shared.heartbeatMs,
       check: () => this.#check(session, generation),
-      drop: () => {
-        if (this.#session === session) this.#session = undefined;
-        session.release(new Error('the lock was lost'));
-      },
+      drop: () => this.#drop(hold, session),
     });
     this.#hold = hold;
     this.#session = session;
+    this.#unwatch = session.watch((reason) => hold.lose(reason));
     if (session.failed.aborted) hold.lose(session.failed.reason);
-    else session.failed.addEventListener('abort', () => hold.lose(session.failed.reason), { once: true });
+  }
+
+  /** Lets go of what a lost hold still has: the advisory lock, if the session lives, and the key. */
+  #drop(hold: Hold, session: Session): void {
+    if (this.#hold === hold) {
+      this.#unwatch?.();
+      this.#unwatch = undefined;
+      this.#session = undefined;
+    }
+    if (!session.failed.aborted) {
+      // A check found a later generation while the session may still hold the advisory lock. The unlock is
+      // queued on the session before the key is freed, so a try of this process runs after it.
+      session
+        .query('SELECT pg_advisory_unlock($1::bigint)', [this.#key])
+        .catch((err: unknown) => session.fail(asError(err)));
+    }
+    this.#release();
   }
 
   async #check(session: Session, generation: string): Promise<void> {
-    const { rows } = await session.client.query<{ held: boolean; generation: string | null }>(
-      this.#shared.sql.check,
-      [this.#key],
-    );
-    const row = rows[0];
-    if (row?.held !== true) throw new Error('this database session no longer holds the advisory lock');
+    if (session.failed.aborted) throw session.failed.reason;
+    let row: CheckRow | undefined;
+    try {
+      row = await session.check(this.#shared.sql.check, this.#key);
+    } catch (err) {
+      // The session cannot vouch for any hold any more (a silent server, a broken connection).
+      void session.fail(asError(err));
+      throw err;
+    }
+    if (!row.held) throw new Error('this database session no longer holds the advisory lock');
     if (row.generation !== generation) {
       throw new Error(`a later hold took the lock (generation ${row.generation}, ours ${generation})`);
     }
   }
 }
 
+/** Waits `ms`, or less when `signal` aborts or `session` fails. */
+function pause(ms: number, signal: AbortSignal, session: Session | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      unwatch?.();
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    const unwatch = session?.watch(done);
+    signal.addEventListener('abort', done, { once: true });
+    if (signal.aborted || session?.failed.aborted) done();
+  });
+}
+
 /**
- * A pooled connection checked out by one handle. pg-pool listens for errors only on idle connections, so a
- * checked-out one whose server session dies (terminated, failover, network drop) would emit an unhandled
- * 'error' event and crash the process; a session listens from checkout to release and turns the failure
- * into `failed`, which aborts with the first error.
+ * The locker's connection, shared by all its holds and tries. pg emits 'error' on a client whose server
+ * session dies (terminated, failover, network drop), which would crash the process without a listener; a
+ * session listens for as long as the client lives and turns the first failure, or any failed query the
+ * locker reports, into `failed` and a call to every watcher, then ends the connection.
  */
 class Session {
-  readonly client: pg.PoolClient;
+  readonly client: pg.Client;
   readonly #failed = new AbortController();
-  #released = false;
+  readonly #watchers = new Set<(reason: unknown) => void>();
+  #ended: Promise<void> | undefined;
+  /** Settles when the last query made has. */
+  #tail: Promise<unknown> = Promise.resolve();
+  /** The checks waiting for the next batch, by key. */
+  #checks = new Map<string, Array<{ resolve: (row: CheckRow) => void; reject: (err: unknown) => void }>>();
+  /** Whether a batch query is queued that has not started yet (it takes every check asked for till then). */
+  #checkQueued = false;
 
-  private constructor(client: pg.PoolClient) {
+  private constructor(client: pg.Client) {
     this.client = client;
-    client.on('error', this.#onError);
-    client.on('end', this.#onEnd);
+    client.on('error', (err: Error) => void this.fail(err));
+    client.on('end', () => void this.fail(new Error('The lock database connection ended')));
   }
 
-  /** Checks out a connection; rejects with RECGATE_STORAGE_ERROR when the database is unreachable. */
-  static async open(pool: pg.Pool): Promise<Session> {
+  /** Connects; rejects with RECGATE_STORAGE_ERROR when the database is unreachable. */
+  static async open(config: pg.ClientConfig): Promise<Session> {
+    const session = new Session(new pg.Client(config));
     try {
-      return new Session(await pool.connect());
+      await session.client.connect();
+      return session;
     } catch (err) {
+      void session.fail(asError(err));
       throw createError('RECGATE_STORAGE_ERROR', { message: 'The lock database is unreachable', cause: err });
     }
   }
 
-  /** Aborts, with the error as its reason, when the connection fails or ends while checked out. */
+  /**
+   * Runs a query after those made before it have settled: pg deprecates a second query on a client still
+   * busy with one. `queryTimeoutMs` counts from when the query is sent.
+   */
+  query<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    const run = this.#tail.then(() => this.client.query<R>(text, values));
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Checks `key` with `sql` (the `check` statement): the checks asked for before the next query starts go
+   * into that one query, so the heartbeats of many holds do not queue up one query each. Resolves to the
+   * key's row (not held, no generation, when the answer has none); rejects when the query fails.
+   */
+  check(sql: string, key: string): Promise<CheckRow> {
+    return new Promise<CheckRow>((resolve, reject) => {
+      const waiting = this.#checks.get(key);
+      if (waiting) waiting.push({ resolve, reject });
+      else this.#checks.set(key, [{ resolve, reject }]);
+      if (this.#checkQueued) return;
+      this.#checkQueued = true;
+      const run = this.#tail.then(async () => {
+        this.#checkQueued = false;
+        const batch = this.#checks;
+        this.#checks = new Map();
+        try {
+          const { rows } = await this.client.query<CheckRow & { key: string }>(sql, [[...batch.keys()]]);
+          const byKey = new Map(rows.map((row) => [row.key, row]));
+          for (const [k, waiters] of batch) {
+            const row = byKey.get(k) ?? { held: false, generation: null };
+            for (const waiter of waiters) waiter.resolve(row);
+          }
+        } catch (err) {
+          for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(err);
+        }
+      });
+      this.#tail = run;
+    });
+  }
+
+  /** Aborts, with the error as its reason, when the connection fails or ends, or a query failed. */
   get failed(): AbortSignal {
     return this.#failed.signal;
   }
 
-  /**
-   * Returns the connection to the pool, or drops it (ending the server session) when `err` is given or the
-   * connection failed. Only the first call does anything.
-   */
-  release(err?: Error): void {
-    if (this.#released) return;
-    this.#released = true;
-    this.client.off('error', this.#onError);
-    this.client.off('end', this.#onEnd);
-    this.client.release(
-      err ?? (this.#failed.signal.aborted ? asError(this.#failed.signal.reason) : undefined),
-    );
+  /** Calls `fn` once if the session fails from now on; returns what stops that. */
+  watch(fn: (reason: unknown) => void): () => void {
+    this.#watchers.add(fn);
+    return () => this.#watchers.delete(fn);
   }
 
-  readonly #onError = (err: Error): void => {
-    if (!this.#failed.signal.aborted) this.#failed.abort(err);
-  };
-
-  readonly #onEnd = (): void => {
-    this.#onError(new Error('The lock database connection ended'));
-  };
+  /**
+   * Marks the session failed with `err` (only the first call counts), tells every watcher, and ends the
+   * connection, which ends the server session and so releases its advisory locks. Resolves once ended.
+   */
+  fail(err: Error): Promise<void> {
+    if (!this.#failed.signal.aborted) {
+      this.#failed.abort(err);
+      const watchers = [...this.#watchers];
+      this.#watchers.clear();
+      for (const watcher of watchers) watcher(err);
+      this.#ended = this.client.end().catch(() => undefined);
+    }
+    return this.#ended ?? Promise.resolve();
+  }
 }
 
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
-}
-
-function isTimeout(err: unknown): boolean {
-  return (err as { code?: string } | undefined)?.code === 'RECGATE_LOCK_TIMEOUT';
 }
