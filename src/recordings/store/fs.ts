@@ -35,18 +35,7 @@ import { randomBytes } from 'node:crypto';
 import type { Dir } from 'node:fs';
 import { constants, readFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import {
-  link,
-  mkdir,
-  open,
-  opendir,
-  readdir,
-  rename,
-  stat,
-  statfs,
-  unlink,
-  writeFile,
-} from 'node:fs/promises';
+import { link, mkdir, open, opendir, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { uptime } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -369,7 +358,6 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       }
       await add(name, file);
     }
-    finalsAlone.clear();
     for (const [file, name] of identitiesAlone) await add(name, file);
     return [...found.values()];
   }
@@ -381,10 +369,17 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   }
 
   async removeLeftovers(id: string, names: readonly string[] = []): Promise<void> {
+    await this.#removePartials(id, names);
+    if ((await statPath(this.finalPath(id))) === undefined) await unlinkIfPresent(this.identityPath(id));
+  }
+
+  /**
+   * The pointer first (no reader goes looking for a generation that is about to vanish), then the
+   * generation it named, the layout from before generations, and `names` (a listing's leftovers of `id`,
+   * its identity record excepted); no listing, so the cost does not grow with the directory.
+   */
+  async #removePartials(id: string, names: readonly string[]): Promise<void> {
     const file = fileNameOf(checkId(id));
-    // The pointer first: no reader goes looking for a generation that is about to vanish. Then the
-    // generation it named, the layout from before generations, and what the caller found; no listing, so the
-    // cost does not grow with the directory.
     const meta = await this.readMeta(id).catch(() => undefined);
     await unlinkIfPresent(this.metaPath(id));
     if (meta !== undefined && GENERATION.test(meta.fileId)) await this.#removeGeneration(id, meta.fileId);
@@ -394,7 +389,6 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       if (LEFTOVER.exec(name)?.[1] !== file || name === `.${file}.id`) continue;
       await unlinkIfPresent(join(this.dir, name));
     }
-    if ((await statPath(this.finalPath(id))) === undefined) await unlinkIfPresent(this.identityPath(id));
   }
 
   async remove(id: string, options: { everyGeneration?: boolean } = {}): Promise<number | undefined> {
@@ -404,7 +398,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     this.#finals.forget(id);
     await unlinkIfPresent(this.identityPath(id));
     await unlinkIfPresent(this.peaksPath(id));
-    await this.removeLeftovers(id, options.everyGeneration === true ? await this.#namesOf(id) : []);
+    await this.#removePartials(id, options.everyGeneration === true ? await this.#namesOf(id) : []);
     return final?.size;
   }
 
@@ -430,7 +424,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
 
   async finished(): Promise<FinishedFile[]> {
     const files: FinishedFile[] = [];
-    for (const name of await this.#list()) {
+    for await (const name of this.#names()) {
       const file = FINAL.exec(name)?.[1];
       if (file === undefined) continue;
       const id = keyOfFileName(file);
@@ -624,15 +618,6 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       generation: record.generation,
       ...(encryption === undefined ? {} : { encryption }),
     };
-  }
-
-  async #list(): Promise<string[]> {
-    try {
-      return await readdir(this.dir);
-    } catch (err) {
-      if (isMissing(err)) return [];
-      throw storageError(err);
-    }
   }
 
   /** The directory's names one at a time, in bounded memory however many files it holds. */
