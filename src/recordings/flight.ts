@@ -2,8 +2,11 @@
  * One recording as this process sees it while a download runs somewhere: the single-flight state every
  * request in the process shares. A flight knows the recording's size once the download's headers (or, for
  * a download in another process, its sidecar) arrive, tracks the frontier (bytes known to be on disk) and the
- * extents beyond it that seek-ahead slices put on disk, and wakes readers when either grows. It never holds
- * bytes in memory: readers read the partial file.
+ * extents beyond it that seek-ahead slices put on disk, and wakes readers when either grows. Readers read the
+ * partial file, except for the bytes the download appended since readers were last woken: those the flight
+ * keeps (the upstream's own buffers, about one read chunk, four at most), so that readers woken at the frontier,
+ * hundreds of them under a stampede, copy them at once instead of each queueing a read on libuv's thread pool
+ * (which spread the first byte of a 200-client stampede over tens of milliseconds).
  */
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
@@ -64,6 +67,14 @@ export class Flight {
   #batchTimer: NodeJS.Timeout | undefined;
   /** Sorted, disjoint `[start, end)` ranges of {@link current} beyond the frontier that slices put on disk. */
   #extents: Array<[number, number]> = [];
+  /**
+   * The download's latest appended chunks, `tailStart..tailEnd` of {@link current}, as it gave them to
+   * {@link advance}: the bytes just written, for readers woken at the frontier (see {@link copyTail}).
+   */
+  #tail: Buffer[] = [];
+  #tailStart = 0;
+  /** Where the kept chunks end: the frontier, unless the frontier moved without a chunk since. */
+  #tailEnd = 0;
   /** `[time, frontier]` samples for {@link rate}. */
   #samples: Array<[number, number]> = [];
   #resolveReady!: () => void;
@@ -217,6 +228,8 @@ export class Flight {
     this.own(handle);
     // Extents are bytes of one generation; another file does not have them.
     if (this.#current?.fileId !== handle.fileId) this.#extents = [];
+    // Kept bytes are the bytes of the handle they were written to (completing keeps the writer's handle).
+    if (this.#current !== handle) this.#tail = [];
     this.#current = handle;
     if (meta !== undefined) this.#meta = meta;
     this.#frontier = frontier;
@@ -224,8 +237,13 @@ export class Flight {
     this.#notify();
   }
 
-  advance(frontier: number): void {
+  /**
+   * Bytes up to `frontier` of {@link current} are on disk. `chunk`, when given, is the chunk that just ended
+   * there, exactly as written: the flight keeps it for readers woken now (see {@link copyTail}).
+   */
+  advance(frontier: number, chunk?: Buffer): void {
     if (frontier === this.#frontier) return;
+    this.#keepTail(frontier, chunk);
     this.#frontier = frontier;
     const now = performance.now();
     const last = this.#samples.at(-1);
@@ -238,6 +256,58 @@ export class Flight {
     // wake for a full read chunk, or within ADVANCE_BATCH_MS, whichever comes first.
     if (this.#notifiedFrontier === 0 || frontier - this.#notifiedFrontier >= READ_CHUNK) this.#notify();
     else this.#batchTimer ??= setTimeout(() => this.#notify(), ADVANCE_BATCH_MS).unref();
+  }
+
+  /**
+   * Copies `[position, position + length)` of {@link current} into `into` from the chunks the download just
+   * appended, when they hold all of it; returns whether they did (else the caller reads the file). Readers
+   * woken at the frontier find their bytes here, so the wake-up of a stampede costs no thread-pool read each.
+   */
+  copyTail(into: Buffer, position: number, length: number): boolean {
+    if (this.#tail.length === 0 || position < this.#tailStart || position + length > this.#tailEnd) {
+      return false;
+    }
+    let at = this.#tailStart;
+    let copied = 0;
+    for (const chunk of this.#tail) {
+      const end = at + chunk.length;
+      if (end > position + copied) {
+        const from = position + copied - at;
+        copied += chunk.copy(into, copied, from, Math.min(chunk.length, from + length - copied));
+        if (copied === length) return true;
+      }
+      at = end;
+    }
+    return false;
+  }
+
+  /**
+   * Keeps `chunk`, which ends at `frontier`, and drops the oldest chunks the readers woken now cannot need:
+   * those that end at or before the frontier readers were last woken for, as long as a read chunk's worth
+   * stays (readers that just got their first bytes start at 0), and any beyond {@link MAX_TAIL_BYTES}. A
+   * reader that needs bytes no longer kept reads the file.
+   */
+  #keepTail(frontier: number, chunk: Buffer | undefined): void {
+    if (chunk === undefined || frontier - chunk.length !== this.#frontier) {
+      this.#tail = [];
+      return;
+    }
+    // Only a chunk that continues the kept ones exactly joins them.
+    if (this.#tailEnd !== this.#frontier) this.#tail = [];
+    const tail = this.#tail;
+    if (tail.length === 0) this.#tailStart = this.#frontier;
+    tail.push(chunk);
+    this.#tailEnd = frontier;
+    let bytes = frontier - this.#tailStart;
+    for (;;) {
+      const first = tail[0]!;
+      const stale =
+        this.#tailStart + first.length <= this.#notifiedFrontier && bytes - first.length >= READ_CHUNK;
+      if (tail.length === 1 || !(stale || bytes > MAX_TAIL_BYTES)) break;
+      tail.shift();
+      this.#tailStart += first.length;
+      bytes -= first.length;
+    }
   }
 
   /**
@@ -351,6 +421,7 @@ export class Flight {
     if (this.#state !== 'running') return;
     this.#state = 'failed';
     this.#error = err;
+    this.#tail = [];
     this.#rejectReady(err);
     this.#notify();
   }
@@ -381,6 +452,7 @@ export class Flight {
     const handles = [...this.#handles];
     this.#handles.clear();
     this.#current = undefined;
+    this.#tail = [];
     await Promise.all(handles.map((h) => h.close()));
   }
 
@@ -517,9 +589,17 @@ class FlightReadStream extends Readable {
     }
     this.#buffer = takeChunk(wanted);
     this.#wanted = wanted;
-    handle.read(this.#buffer, 0, wanted, this.#position).then(this.#afterRead, this.#fail);
+    if (flight.copyTail(this.#buffer, this.#position, wanted)) this.#afterRead(wanted);
+    else handle.read(this.#buffer, 0, wanted, this.#position).then(this.#afterRead, this.#fail);
   }
 }
+
+/**
+ * Most bytes a flight keeps of what the download just appended. Readers woken together need at most a read
+ * chunk beyond the frontier they were last woken for, plus the upstream chunk that crossed it; this caps
+ * what an upstream sending larger chunks could make it keep.
+ */
+const MAX_TAIL_BYTES = 4 * READ_CHUNK;
 
 /** Longest a reader waits to hear of an advance smaller than a read chunk. */
 const ADVANCE_BATCH_MS = 5;

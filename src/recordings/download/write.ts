@@ -287,7 +287,7 @@ class Body {
     await this.#writer.append(chunk).catch((err: unknown) => {
       throw storageError(err);
     });
-    this.#ctx.flight.advance(this.#writer.length);
+    this.#ctx.flight.advance(this.#writer.length, chunk);
   }
 }
 
