@@ -1,23 +1,44 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { it } from 'node:test';
+import { metadataSync, SLOW_SYNC_MS } from '../../src/io/sync-guard.js';
 import { FsLocker } from '../../src/recordings/lock/fs.js';
 import { hex32, tempDir } from './helpers.js';
-import { abortedWithin, assertLockLost, lockContractTests } from './lock-contract.js';
+import { abortedWithin, assertLockLost, type LockBackend, lockContractTests } from './lock-contract.js';
 
-lockContractTests('fs (fs-native-extensions)', {
-  orderedTokens: false,
-  async create(t) {
-    const dir = tempDir(t);
-    const locker = new FsLocker({ dir, pollIntervalMs: 5, heartbeatMs: 20 });
-    return {
-      locker,
-      childConfig: { backend: 'fs', dir },
-      breakHold: async (id) => unlinkSync(locker.lockPath(id)),
-    };
-  },
-});
+/** The fs backend for the lock contract; `prepare` runs before each case's locker is made. */
+function fsBackend(prepare: () => void = () => undefined): LockBackend {
+  return {
+    orderedTokens: false,
+    async create(t) {
+      prepare();
+      const dir = tempDir(t);
+      const locker = new FsLocker({ dir, pollIntervalMs: 5, heartbeatMs: 20 });
+      return {
+        locker,
+        childConfig: { backend: 'fs', dir },
+        breakHold: async (id) => unlinkSync(locker.lockPath(id)),
+      };
+    },
+  };
+}
+
+/** Three slow synchronous calls: the guard then sends the lock's opens and stats to the thread pool for 10 s. */
+function syncCallsOff(): void {
+  for (let i = 0; i < 3; i++) {
+    metadataSync.time(() => {
+      const until = performance.now() + SLOW_SYNC_MS + 1;
+      while (performance.now() < until);
+    });
+  }
+  assert.equal(metadataSync.on, false);
+}
+
+lockContractTests('fs (fs-native-extensions)', fsBackend());
+// The same contract with the lock file's calls made on the thread pool, as after slow synchronous ones.
+lockContractTests('fs (fs-native-extensions), synchronous calls off', fsBackend(syncCallsOff));
 
 it('fs locker: removes its lock file on unlock, and sweep removes stray ones only when free', async (t) => {
   const dir = tempDir(t);

@@ -25,12 +25,14 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
+import { close, fstat, fstatSync, mkdirSync, open, openSync, statSync } from 'node:fs';
+import { mkdir, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
+import { metadataSync } from '../../io/sync-guard.js';
 import { KEY_PATTERN } from '../variant.js';
 import { Hold, NEVER_LOST, notHeld } from './hold.js';
 import type { Lock, Locker } from './lock.js';
@@ -53,6 +55,10 @@ export interface FsLockerOptions {
 /** A cache key: an id, with a variant's suffix (see `../variant.ts`). */
 const ID = new RegExp(`^${KEY_PATTERN}$`);
 const LOCK_FILE = new RegExp(`^\\.(${KEY_PATTERN})\\.lock$`);
+
+const openAsync = promisify(open);
+const fstatAsync = promisify(fstat);
+const closeAsync = promisify(close);
 
 export class FsLocker implements Locker {
   readonly dir: string;
@@ -121,8 +127,8 @@ class FsLock implements Lock {
   readonly #path: string;
   readonly #pollIntervalMs: number;
   readonly #heartbeatMs: number;
-  /** The open lock file: between tries while waiting, and while held. */
-  #handle: FileHandle | undefined;
+  /** The open lock file's descriptor: between tries while waiting, and while held. */
+  #fd: number | undefined;
   /** The current or last hold, until unlock. */
   #hold: Hold | undefined;
   /** The file the current hold locked. */
@@ -189,7 +195,7 @@ class FsLock implements Lock {
         await unlink(this.#path).catch(() => undefined);
       }
       try {
-        if (this.#handle) osUnlock(this.#handle.fd);
+        if (this.#fd !== undefined) osUnlock(this.#fd);
       } catch {
         // Closing the descriptor below releases the lock anyway.
       }
@@ -199,14 +205,22 @@ class FsLock implements Lock {
     await this.#release();
   }
 
-  /** One non-blocking try on the file the path names now; keeps the handle open for the next try. */
+  /**
+   * One non-blocking try on the file the path names now; keeps the descriptor open for the next try. The
+   * open and the two stats run synchronously while `io/sync-guard.ts` allows (a cold request's lock is on its
+   * way to the upstream, and a busy event loop would hold each thread-pool round trip back).
+   */
   async #attempt(): Promise<boolean> {
     try {
       for (;;) {
-        this.#handle ??= await this.#open();
-        if (!osTryLock(this.#handle.fd)) return false;
-        const mine = await this.#handle.stat({ bigint: true });
-        const current = await stat(this.#path, { bigint: true }).catch(() => undefined);
+        this.#fd ??= await this.#open();
+        if (!osTryLock(this.#fd)) return false;
+        const [mine, current] = metadataSync.on
+          ? metadataSync.time(() => [fstatSync(this.#fd!, { bigint: true }), this.#statSync()] as const)
+          : ([
+              await fstatAsync(this.#fd, { bigint: true }),
+              await stat(this.#path, { bigint: true }).catch(() => undefined),
+            ] as const);
         if (sameFile(current, mine)) {
           this.#begin(mine);
           return true;
@@ -220,17 +234,36 @@ class FsLock implements Lock {
     }
   }
 
+  /** The path's stats now, or `undefined` if they cannot be read (as the asynchronous look treats it). */
+  #statSync(): BigIntStats | undefined {
+    try {
+      return statSync(this.#path, { bigint: true, throwIfNoEntry: false });
+    } catch {
+      return undefined;
+    }
+  }
+
   #begin(file: BigIntStats): void {
     const locked: FileId = { dev: file.dev, ino: file.ino };
     this.#locked = locked;
     this.#hold = new Hold({
       token: `${file.ino}:${randomBytes(8).toString('hex')}`,
       heartbeatMs: this.#heartbeatMs,
+      // Also the fencing check before a commit, so it looks synchronously too while the guard allows.
       check: async () => {
-        const current = await stat(this.#path, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+        const missing = (err: NodeJS.ErrnoException) => {
           if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
           throw err;
-        });
+        };
+        const current = metadataSync.on
+          ? metadataSync.time(() => {
+              try {
+                return statSync(this.#path, { bigint: true });
+              } catch (err) {
+                return missing(err as NodeJS.ErrnoException);
+              }
+            })
+          : await stat(this.#path, { bigint: true }).catch(missing);
         if (current === undefined) throw new Error(`the lock file ${this.#path} was removed`);
         if (!sameFile(current, locked)) throw new Error(`the lock file ${this.#path} was replaced`);
       },
@@ -240,20 +273,31 @@ class FsLock implements Lock {
   }
 
   /** Opens (creating) the lock file, and the directory too if it vanished since the last look. */
-  async #open(): Promise<FileHandle> {
+  async #open(): Promise<number> {
+    if (metadataSync.on) {
+      return metadataSync.time(() => {
+        try {
+          return openSync(this.#path, 'a+');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          mkdirSync(this.#dir, { recursive: true });
+          return openSync(this.#path, 'a+');
+        }
+      });
+    }
     try {
-      return await open(this.#path, 'a+');
+      return await openAsync(this.#path, 'a+');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       await mkdir(this.#dir, { recursive: true });
-      return await open(this.#path, 'a+');
+      return await openAsync(this.#path, 'a+');
     }
   }
 
   async #release(): Promise<void> {
-    const handle = this.#handle;
-    this.#handle = undefined;
-    await handle?.close().catch(() => undefined);
+    const fd = this.#fd;
+    this.#fd = undefined;
+    if (fd !== undefined) await closeAsync(fd).catch(() => undefined);
   }
 }
 

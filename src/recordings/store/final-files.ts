@@ -25,8 +25,8 @@
  * synchronous `pread` from the remembered descriptor, no stream. For a file in the page cache that costs a few
  * microseconds of the event loop, less than handing the read to libuv's thread pool and streaming it back
  * (about 8 µs of the loop's time, measured on Node 20). A read from a cold or remote disk would block the
- * loop for as long as it takes, so a few reads slower than {@link SLOW_SYNC_READ_MS} close together (three,
- * net of a twentieth for each fast read between them) turn these reads off for {@link SYNC_READ_BACKOFF_MS},
+ * loop for as long as it takes, so a few slow reads close together turn these reads off for a while (a
+ * {@link SyncGuard} of their own, `io/sync-guard.ts`),
  * and streams (reads on the thread pool) serve meanwhile. One slow read alone turns nothing off: on a busy
  * machine the process may simply have been preempted in the middle of it.
  */
@@ -36,20 +36,12 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createError, storageError } from '../../errors.js';
 import { takeChunk } from '../../io/chunks.js';
+import { SyncGuard, surelyMissing } from '../../io/sync-guard.js';
 import { type FinalIdentity, type FinalInfo, READ_CHUNK } from './store.js';
 
 const openAsync = promisify(open);
 const fstatAsync = promisify(fstat);
 const statAsync = promisify(stat);
-
-/** A synchronous read slower than this (ms) is slow: the disk, or a preempted process, kept it waiting. */
-export const SLOW_SYNC_READ_MS = 1;
-/** Slow reads, net of fast ones, that turn synchronous reads off. */
-const SLOW_READS_OFF = 3;
-/** How much each fast read takes off the count of slow ones. */
-const SLOW_READ_DECAY = 0.05;
-/** How long synchronous reads stay off after that (ms). */
-export const SYNC_READ_BACKOFF_MS = 10_000;
 
 /** Reads what a finished file holds (its identity record), given the file's stats; `undefined` if unknown. */
 export type DescribeFinal = (key: string, stats: BigIntStats) => Promise<FinalIdentity | undefined>;
@@ -78,10 +70,8 @@ export class FinalFiles {
   /** Retired entries by file id; see the file's comment. */
   readonly #retired = new Map<string, Entry>();
   #closed = false;
-  /** The clock time until which {@link read} declines, after slow synchronous reads. */
-  #syncReadsOffUntil = 0;
-  /** Recent slow synchronous reads: +1 for each, fading by {@link SLOW_READ_DECAY} with each fast one. */
-  #slowReads = 0;
+  /** Turns {@link read} off for a while after slow synchronous reads. */
+  readonly #syncReads: SyncGuard;
   #pruner: NodeJS.Timeout | undefined;
   #pruning = false;
 
@@ -105,6 +95,7 @@ export class FinalFiles {
     this.#describe = describe;
     this.#revalidateMs = revalidateMs;
     this.#clock = clock;
+    this.#syncReads = new SyncGuard(clock);
   }
 
   /**
@@ -165,24 +156,16 @@ export class FinalFiles {
    */
   read(key: string, start: number, end: number, fileId?: string): Buffer | undefined {
     const length = end - start + 1;
-    if (!(length > 0 && length <= READ_CHUNK) || this.#clock() < this.#syncReadsOffUntil) return undefined;
+    if (!(length > 0 && length <= READ_CHUNK) || !this.#syncReads.on) return undefined;
     let entry = this.#touch(key);
     if (fileId !== undefined && entry?.info.fileId !== fileId) entry = this.#retired.get(fileId);
     if (entry === undefined) return undefined;
     const buffer = takeChunk(length);
-    const started = this.#clock();
     let bytesRead: number;
     try {
-      bytesRead = readSync(entry.fd, buffer, 0, length, start);
+      bytesRead = this.#syncReads.time(() => readSync(entry.fd, buffer, 0, length, start));
     } catch (err) {
       throw storageError(err);
-    }
-    const took = this.#clock() - started;
-    if (took <= SLOW_SYNC_READ_MS) this.#slowReads = Math.max(0, this.#slowReads - SLOW_READ_DECAY);
-    else if (++this.#slowReads >= SLOW_READS_OFF) {
-      // A disk answering from the medium, not from memory; one slow read alone may be a preempted process.
-      this.#slowReads = 0;
-      this.#syncReadsOffUntil = started + took + SYNC_READ_BACKOFF_MS;
     }
     if (bytesRead < length) {
       throw createError('RECGATE_STORAGE_ERROR', {
@@ -242,6 +225,8 @@ export class FinalFiles {
   }
 
   async #open(key: string, path: string): Promise<Entry | undefined> {
+    // The cold path: usually there is no file, which one synchronous look says at once.
+    if (surelyMissing(path)) return undefined;
     let fd: number;
     try {
       fd = await openAsync(path, 'r');

@@ -7,6 +7,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { open, readFile, stat, unlink } from 'node:fs/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { storageError } from '../../errors.js';
+import { surelyMissing } from '../../io/sync-guard.js';
 import { fileInfo } from './final-files.js';
 import { formatFrontier } from './fs-format.js';
 import type {
@@ -252,6 +253,7 @@ export async function unlinkIfPresent(path: string): Promise<void> {
 
 /** A small file's text, or `undefined` when it does not exist. */
 export async function readTextIfPresent(path: string): Promise<string | undefined> {
+  if (surelyMissing(path)) return undefined;
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
@@ -272,6 +274,7 @@ export async function statPath(
 }
 
 export async function openFile(path: string, flags: 'r' | 'r+'): Promise<FileHandle | undefined> {
+  if (surelyMissing(path)) return undefined;
   try {
     return await open(path, flags);
   } catch (err) {

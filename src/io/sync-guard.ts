@@ -1,0 +1,81 @@
+/**
+ * When a small file-system call may run synchronously on the event loop.
+ *
+ * Under a stampede the event loop is busy accepting and routing hundreds of requests, and every call handed
+ * to libuv's thread pool comes back only when the loop gets round to it: a cold request's few looks at the
+ * disk before it asks the upstream (is the recording there, take its lock, is a download to resume) each
+ * waited behind that backlog, several milliseconds apiece, and put the upstream request tens of milliseconds
+ * after the first client's. On a local disk such a call is a few microseconds when made synchronously, less
+ * than the loop's own cost of a thread-pool round trip.
+ *
+ * A disk answering from the medium (or a network volume) would block the loop for as long as it takes, so a
+ * guard times every synchronous call: a few slower than {@link SLOW_SYNC_MS} close together (three, net of a
+ * twentieth for each fast one between them) turn synchronous calls off for {@link SYNC_BACKOFF_MS}, and the
+ * callers use the thread pool meanwhile. One slow call alone turns nothing off: on a busy machine the
+ * process may simply have been preempted in the middle of it.
+ */
+import { statSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+/** A synchronous call slower than this (ms) is slow: the disk, or a preempted process, kept it waiting. */
+export const SLOW_SYNC_MS = 1;
+/** Slow calls, net of fast ones, that turn synchronous calls off. */
+const SLOW_CALLS_OFF = 3;
+/** How much each fast call takes off the count of slow ones. */
+const SLOW_CALL_DECAY = 0.05;
+/** How long synchronous calls stay off after that (ms). */
+export const SYNC_BACKOFF_MS = 10_000;
+
+export class SyncGuard {
+  readonly #clock: () => number;
+  /** The clock time until which {@link on} is false, after slow calls. */
+  #offUntil = 0;
+  /** Recent slow calls: +1 for each, fading by {@link SLOW_CALL_DECAY} with each fast one. */
+  #slow = 0;
+
+  /** @param clock milliseconds from a monotonic origin; tests pass a fake one. @default performance.now */
+  constructor(clock: () => number = () => performance.now()) {
+    this.#clock = clock;
+  }
+
+  /** Whether synchronous calls are allowed now. */
+  get on(): boolean {
+    return this.#clock() >= this.#offUntil;
+  }
+
+  /** Runs `call` synchronously and books how long it took (also when it throws). */
+  time<T>(call: () => T): T {
+    const started = this.#clock();
+    try {
+      return call();
+    } finally {
+      const took = this.#clock() - started;
+      if (took <= SLOW_SYNC_MS) this.#slow = Math.max(0, this.#slow - SLOW_CALL_DECAY);
+      else if (++this.#slow >= SLOW_CALLS_OFF) {
+        this.#slow = 0;
+        this.#offUntil = started + took + SYNC_BACKOFF_MS;
+      }
+    }
+  }
+}
+
+/**
+ * The process's guard for the metadata calls on a cold request's way to the upstream: looking for a file
+ * that is usually not there, and the lock file's open and stats (see `recordings/store/fs-files.ts` and
+ * `recordings/lock/fs.ts`).
+ */
+export const metadataSync = new SyncGuard();
+
+/**
+ * Whether nothing is at `path`, by one synchronous `stat` when {@link metadataSync} allows: `true` is
+ * certain (at the moment of the look); `false` means the caller looks the usual way (something is there,
+ * the look failed otherwise, or synchronous calls are off).
+ */
+export function surelyMissing(path: string): boolean {
+  if (!metadataSync.on) return false;
+  try {
+    return metadataSync.time(() => statSync(path, { throwIfNoEntry: false })) === undefined;
+  } catch {
+    return false;
+  }
+}

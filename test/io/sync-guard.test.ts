@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { SLOW_SYNC_MS, SYNC_BACKOFF_MS, SyncGuard, surelyMissing } from '../../src/io/sync-guard.js';
+
+describe('SyncGuard', () => {
+  /** A guard on a fake clock; `call(ms)` is a synchronous call that takes `ms`. */
+  function fake() {
+    let now = 1000;
+    const guard = new SyncGuard(() => now);
+    const call = (ms: number) =>
+      guard.time(() => {
+        now += ms;
+        return ms;
+      });
+    return { guard, call, advance: (ms: number) => (now += ms) };
+  }
+
+  it('stays on through fast calls and one slow call alone', () => {
+    const { guard, call } = fake();
+    for (let i = 0; i < 100; i++) assert.equal(call(0.01), 0.01);
+    call(SLOW_SYNC_MS + 5);
+    assert.equal(guard.on, true, 'a preempted call alone turns nothing off');
+  });
+
+  it('turns off after three slow calls close together, for the back-off, then on again', () => {
+    const { guard, call, advance } = fake();
+    call(5);
+    call(5);
+    assert.equal(guard.on, true);
+    call(5);
+    assert.equal(guard.on, false);
+    advance(SYNC_BACKOFF_MS - 10);
+    assert.equal(guard.on, false);
+    advance(20);
+    assert.equal(guard.on, true);
+  });
+
+  it('fast calls between slow ones fade them: three slow calls spread out turn nothing off', () => {
+    const { guard, call } = fake();
+    for (let round = 0; round < 5; round++) {
+      call(5);
+      for (let i = 0; i < 40; i++) call(0.01);
+    }
+    assert.equal(guard.on, true);
+  });
+
+  it('books a call that throws, and passes its error on', () => {
+    const { guard } = fake();
+    let now = 0;
+    const slow = new SyncGuard(() => now);
+    for (let i = 0; i < 3; i++) {
+      assert.throws(
+        () =>
+          slow.time(() => {
+            now += 5;
+            throw new Error('EIO');
+          }),
+        /EIO/,
+      );
+    }
+    assert.equal(slow.on, false);
+    assert.equal(guard.on, true);
+  });
+});
+
+describe('surelyMissing', () => {
+  it('is true only when nothing is at the path', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'recgate-missing-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'there'), 'x');
+    assert.equal(surelyMissing(join(dir, 'there')), false);
+    assert.equal(surelyMissing(join(dir, 'absent')), true);
+    // Under a file, not a directory: ENOTDIR is an error the caller's own look reports as it should.
+    assert.equal(surelyMissing(join(dir, 'there', 'below')), false);
+  });
+});
