@@ -141,15 +141,19 @@ export class LocalCache implements LocalRecordingCache {
         return this.#plain(hit, final.identity?.encryption, ref, options);
       }
     }
-    const log = (options.log ?? this.#s.logger).child(bindingsOf(ref));
+    const base = options.log ?? this.#s.logger;
     if (entry === undefined) {
       // Look again after the await, and start the flight without awaiting: that makes it single.
       entry = this.#running(ref);
       joined = entry !== undefined;
-      entry ??= this.#start(ref, log, options.businessId ?? '');
+      entry ??= this.#start(ref, base.child(bindingsOf(ref)), options.businessId ?? '');
     }
     const { flight } = entry;
-    if (joined) log.debug({ event: 'download_joined' }, 'Joining the download in flight');
+    // A joiner makes no child logger (two, through a request's lazy one): under a stampede that was the
+    // largest cost of joining, for a line below the usual level.
+    if (joined && base.isLevelEnabled('debug')) {
+      base.debug({ ...bindingsOf(ref), event: 'download_joined' }, 'Joining the download in flight');
+    }
     const readStart = options.readStart;
     if (readStart !== undefined && Number.isSafeInteger(readStart) && readStart >= 0) {
       entry.seekAhead.hint(readStart);
