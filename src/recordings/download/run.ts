@@ -28,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createError, isRecgateError, type RecgateError } from '../../errors.js';
 import type { AdmissionPermit } from '../admission/admission.js';
+import type { CacheEventBody } from '../events.js';
 import type { FinalHandle } from '../store/store.js';
 import { Claim, isLockLost } from './claim.js';
 import type { DownloadContext } from './context.js';
@@ -40,6 +41,7 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
   const { flight } = ctx;
   const claim = new Claim(ctx.locker.newLock(flight.id), ctx.log);
   let phase: 'wait' | 'admit' | 'download' = 'wait';
+  let saved: RecordingSaved | undefined;
   try {
     for (let losses = 0; ; losses++) {
       phase = 'wait';
@@ -73,7 +75,7 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
       }
       phase = 'download';
       try {
-        await download(ctx, claim, waited || losses > 0);
+        saved = await download(ctx, claim, waited || losses > 0);
         return;
       } catch (err) {
         if (!isLockLost(err) || losses >= ctx.settings.maxLockLosses) throw err;
@@ -106,9 +108,13 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
     flight.onStall(undefined);
     await ctx.seekAhead.stop();
     await claim.release();
+    // Told once the lock is free, so that the eviction pass this asks for may take the new file at once.
+    if (saved !== undefined) ctx.event(saved, 'Recording saved');
     await flight.dispose();
   }
 }
+
+type RecordingSaved = Extract<CacheEventBody, { event: 'recording_saved' }>;
 
 /**
  * Step 3½: waits for the gate while any request still wants the recording. `fresh`: a new download (the
@@ -136,8 +142,8 @@ function completeFrom(ctx: DownloadContext, final: FinalHandle, waited: boolean)
   ctx.flight.complete(final.info, final);
 }
 
-/** Steps 4 and 5, holding the lock. */
-async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): Promise<void> {
+/** Steps 4 and 5, holding the lock; resolves to the `recording_saved` event, for after the release. */
+async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): Promise<RecordingSaved> {
   const { flight, settings } = ctx;
   // Everything stops as soon as the lock is lost, not only when the cache closes.
   const signal = AbortSignal.any([flight.signal, claim.lost]);
@@ -171,16 +177,13 @@ async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): 
       }
     }
     await partial.commit();
-    ctx.event(
-      {
-        event: 'recording_saved',
-        size: flight.identity!.size,
-        bytes: transfer.bytes,
-        durationMs: Math.round(performance.now() - transfer.started),
-        ttfbMs: Math.round(transfer.ttfbMs ?? 0),
-      },
-      'Recording saved',
-    );
+    return {
+      event: 'recording_saved',
+      size: flight.identity!.size,
+      bytes: transfer.bytes,
+      durationMs: Math.round(performance.now() - transfer.started),
+      ttfbMs: Math.round(transfer.ttfbMs ?? 0),
+    };
   } catch (err) {
     const error = asRecgateError(err instanceof Unusable ? err.error : err, signal);
     const worthless =
