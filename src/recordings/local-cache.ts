@@ -150,8 +150,9 @@ export class LocalCache implements LocalRecordingCache {
     }
     const { flight } = entry;
     // A joiner makes no child logger (two, through a request's lazy one): under a stampede that was the
-    // largest cost of joining, for a line below the usual level.
-    if (joined && base.isLevelEnabled('debug')) {
+    // largest cost of joining, for a line below the usual level. A host's logger (embedding) may not be
+    // pino's and have no level check; its `debug` decides.
+    if (joined && (typeof base.isLevelEnabled !== 'function' || base.isLevelEnabled('debug'))) {
       base.debug({ ...bindingsOf(ref), event: 'download_joined' }, 'Joining the download in flight');
     }
     const readStart = options.readStart;

@@ -152,3 +152,46 @@ describe('fastifyRecgate: the self-contained plugin', () => {
     assert.equal(stats.total_media_requests, 1);
   });
 });
+
+describe("a Fastify host whose logger is not pino's", () => {
+  it('serves requests that join one download (recgate never asks the host logger for what pino alone has)', async (t) => {
+    const emulator = await emulatorFor(t);
+    const recgate = await createRecgate(
+      optionsFor(t, emulator, { authenticate: async (req) => session(req.headers.cookie) }),
+    );
+    t.after(() => recgate.close());
+    // Only what Fastify asks of a logger: no isLevelEnabled, no bindings.
+    const lines: string[] = [];
+    const logger = {
+      level: 'debug',
+      fatal: () => undefined,
+      error: () => undefined,
+      warn: () => undefined,
+      info: () => undefined,
+      debug: (obj: unknown, msg?: string) => lines.push(msg ?? String(obj)),
+      trace: () => undefined,
+      silent: () => undefined,
+      child() {
+        return this;
+      },
+    };
+    const host = Fastify({ loggerInstance: logger as never });
+    await host.register(recgate.plugin, { prefix: '/recordings' });
+    const base = await host.listen({ host: '127.0.0.1', port: 0 });
+    t.after(() => host.close());
+    // Slow enough that the later requests join the first one's download.
+    emulator.setThrottle({ ttfbMs: 200, bandwidth: 1_000_000, rangeSupport: true });
+    const call = await recordedCall(emulator, recgate, 'acme', 50_000);
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        get(`${base}/recordings/api/calls/${call.callSid}/download`, { headers: { cookie: 'session=acme' } }),
+      ),
+    );
+    for (const answer of answers) {
+      assert.equal(answer.status, 200);
+      assert.equal(sha256(answer.body), call.sha256);
+    }
+    assert.equal(emulator.stats().total_media_requests, 1);
+    assert.ok(lines.includes('Joining the download in flight'), 'the joiners logged through the host logger');
+  });
+});
