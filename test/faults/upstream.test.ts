@@ -112,7 +112,10 @@ describe('upstream faults through the gateway', () => {
    * whole recording again; and the upstream bytes the download kept add up to the recording. Returns what
    * happened, for the diagnostics.
    */
-  function assertResumedWhereItBroke(rec: Recording, since: number): string {
+  async function assertResumedWhereItBroke(rec: Recording, since: number): Promise<string> {
+    // The download says it saved the recording once its lock is released, which may be after the client's
+    // last byte: wait for that line.
+    for (let i = 0; i < 200 && events(rec, 'recording_saved', since).length === 0; i++) await sleep(10);
     const retries = events(rec, 'download_retry', since);
     const resumed = events(rec, 'download_resumed', since).map((e) => e.offset);
     const written = retries.map((e) => e.received as number).filter((n) => n > 0);
@@ -325,7 +328,7 @@ describe('upstream faults through the gateway', () => {
         }
         assert.equal(mediaRequests(rec), 2);
         await assertCommitted(rec);
-        note(`size ${rec.size}, cut after ${afterBytes}; ${assertResumedWhereItBroke(rec, since)}`);
+        note(`size ${rec.size}, cut after ${afterBytes}; ${await assertResumedWhereItBroke(rec, since)}`);
         await assertRecovers(rec);
       });
     });
@@ -426,7 +429,7 @@ describe('upstream faults through the gateway', () => {
       assertPlays(await download(rec), rec);
       assert.equal(mediaRequests(rec), 2);
       await assertCommitted(rec);
-      const how = assertResumedWhereItBroke(rec, since);
+      const how = await assertResumedWhereItBroke(rec, since);
       note(`size ${rec.size}, stall after ${afterBytes} for ${stallMs} ms, then reset; ${how}`);
       await assertRecovers(rec);
     });
@@ -447,7 +450,7 @@ describe('upstream faults through the gateway', () => {
       assert.equal(mediaRequests(rec), 2);
       await assertCommitted(rec);
       note(
-        `size ${rec.size}, stall after ${afterBytes} for 10 min; ${assertResumedWhereItBroke(rec, since)}`,
+        `size ${rec.size}, stall after ${afterBytes} for 10 min; ${await assertResumedWhereItBroke(rec, since)}`,
       );
       await assertRecovers(rec);
     });
