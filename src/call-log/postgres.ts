@@ -161,6 +161,10 @@ export class PostgresCallLog implements CallLog {
   readonly #schema: string | undefined;
   readonly #migrations: readonly Migration[];
   readonly #minConnections: number;
+  /** Reads in flight, by write count, key and call: see {@link #readOnce}. */
+  readonly #reading = new Map<string, Promise<CallRecord | undefined>>();
+  /** Bumped when a write to `calls` starts and when it ends. */
+  #writes = 0;
   #closed = false;
 
   /** Validates the options and creates the pool; no connection is opened until {@link migrate} or a query. */
@@ -276,16 +280,49 @@ export class PostgresCallLog implements CallLog {
   }
 
   async get(callSid: CallSid): Promise<CallRecord | undefined> {
-    const [row] = await this.#query(SQL.get, [requireCallSid(callSid)]);
-    return row && rowToRecord(row);
+    const sid = requireCallSid(callSid);
+    return this.#readOnce(`\n${sid}`, async () => {
+      const [row] = await this.#query(SQL.get, [sid]);
+      return row && rowToRecord(row);
+    });
   }
 
   async getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined> {
-    const [row] = await this.#query(SQL.getForBusiness, [
-      requireCallSid(callSid),
-      requireBusinessId(businessId),
-    ]);
-    return row && rowToRecord(row);
+    const sid = requireCallSid(callSid);
+    const business = requireBusinessId(businessId);
+    return this.#readOnce(`${business}\n${sid}`, async () => {
+      const [row] = await this.#query(SQL.getForBusiness, [sid, business]);
+      return row && rowToRecord(row);
+    });
+  }
+
+  /**
+   * Equal reads of one call at the same time share one query: every request of a stampede looks its call up
+   * (hundreds at once, per worker), and each query would cost a pooled connection, a turn on the server,
+   * and, on the first stampede after a start, new connections while the pool grows. A read joins only one
+   * begun since this instance's last write to `calls` started or ended ({@link #wrote}), so what this process
+   * wrote is read back; a write committed by another process while a shared query runs is seen by the next
+   * query, as it would be by a query that had begun at the same moment. The record is shared too, as the
+   * SQLite call log shares its cached ones.
+   */
+  #readOnce(key: string, read: () => Promise<CallRecord | undefined>): Promise<CallRecord | undefined> {
+    const shared = `${this.#writes}\n${key}`;
+    let reading = this.#reading.get(shared);
+    if (reading === undefined) {
+      reading = read().finally(() => this.#reading.delete(shared));
+      this.#reading.set(shared, reading);
+    }
+    return reading;
+  }
+
+  /** Runs a write to `calls`; reads begun before its end are not shared with reads begun after. */
+  async #wrote<T>(write: () => Promise<T>): Promise<T> {
+    this.#writes++;
+    try {
+      return await write();
+    } finally {
+      this.#writes++;
+    }
   }
 
   async businessesOf(callSids: readonly CallSid[]): Promise<Map<CallSid, string>> {
@@ -298,49 +335,51 @@ export class PostgresCallLog implements CallLog {
   async upsert(input: CallUpsert): Promise<CallRecord> {
     const call = normalizeUpsert(input);
     const fresh = resolutionForNewRecording(call.callSid, call.recordingSid.value);
-    const [row] = await this.#query(SQL.upsert, [
-      call.callSid,
-      call.businessId,
-      call.parentCallSid.value,
-      call.recordingSid.value,
-      fresh.owner,
-      fresh.state,
-      call.direction.value,
-      call.from.value,
-      call.to.value,
-      call.startedAt.value,
-      call.durationS.value,
-      new Date().toISOString(),
-      call.recordingSid.set,
-      call.parentCallSid.set,
-      call.direction.set,
-      call.from.set,
-      call.to.set,
-      call.startedAt.set,
-      call.durationS.set,
-    ]);
+    const [row] = await this.#wrote(() =>
+      this.#query(SQL.upsert, [
+        call.callSid,
+        call.businessId,
+        call.parentCallSid.value,
+        call.recordingSid.value,
+        fresh.owner,
+        fresh.state,
+        call.direction.value,
+        call.from.value,
+        call.to.value,
+        call.startedAt.value,
+        call.durationS.value,
+        new Date().toISOString(),
+        call.recordingSid.set,
+        call.parentCallSid.set,
+        call.direction.set,
+        call.from.set,
+        call.to.set,
+        call.startedAt.set,
+        call.durationS.set,
+      ]),
+    );
     // No row back means the conflict's WHERE failed: the call exists under another business.
     if (!row) throw createError('RECGATE_FORBIDDEN', { message: 'The call belongs to another business' });
     return rowToRecord(row);
   }
 
   async setResolution(callSid: CallSid, resolution: RecordingResolution): Promise<void> {
-    await this.#query(SQL.setResolution, [requireCallSid(callSid), ...resolutionParams(resolution)]);
+    const params = [requireCallSid(callSid), ...resolutionParams(resolution)];
+    await this.#wrote(() => this.#query(SQL.setResolution, params));
   }
 
   async setResolutionByRecording(recordingSid: RecordingSid, resolution: RecordingResolution): Promise<void> {
-    await this.#query(SQL.setResolutionByRecording, [
-      requireRecordingSid(recordingSid),
-      ...resolutionParams(resolution),
-    ]);
+    const params = [requireRecordingSid(recordingSid), ...resolutionParams(resolution)];
+    await this.#wrote(() => this.#query(SQL.setResolutionByRecording, params));
   }
 
   async markPurged(callSid: CallSid, recordingSid: RecordingSid | null): Promise<number> {
-    const rows = await this.#query<{ call_sid: string }>(SQL.markPurged, [
+    const params = [
       requireCallSid(callSid),
       recordingSid === null ? null : requireRecordingSid(recordingSid),
       new Date().toISOString(),
-    ]);
+    ];
+    const rows = await this.#wrote(() => this.#query<{ call_sid: string }>(SQL.markPurged, params));
     return rows.length;
   }
 

@@ -180,6 +180,116 @@ if ('reason' in found) {
       bad({ poolSize: 2, minConnections: 3 }, /minConnections/);
     });
 
+    /**
+     * Counts the call lookups the pool sends and, while `hold` is set, keeps each lookup's answer from its
+     * caller until `hold` resolves (the query itself has run: what it read is what the server had then).
+     */
+    const watchLookups = (t: { after(fn: () => void): void }) => {
+      const original = pg.Client.prototype.query;
+      // pg's query has many overloads; the pool calls it as (text, values, callback).
+      type Query = (this: pg.Client, ...args: unknown[]) => unknown;
+      const call = original as unknown as Query;
+      const seen = { lookups: 0, hold: undefined as Promise<void> | undefined };
+      const watched: Query = function (...args) {
+        const [text, values, callback] = args;
+        if (typeof text !== 'string' || !text.startsWith('SELECT * FROM calls WHERE'))
+          return call.apply(this, args);
+        if (typeof callback !== 'function') return call.apply(this, args);
+        seen.lookups++;
+        const hold = seen.hold;
+        if (hold === undefined) return call.apply(this, args);
+        return call.call(this, text, values, (err: unknown, res: unknown) => {
+          void hold.then(() => callback(err, res));
+        });
+      };
+      pg.Client.prototype.query = watched as unknown as typeof original;
+      t.after(() => {
+        pg.Client.prototype.query = original;
+      });
+      return seen;
+    };
+
+    test('equal lookups at the same time share one query; other businesses and calls get their own', async (t) => {
+      const schema = newSchema();
+      t.after(() => dropSchema(schema));
+      const log = new PostgresCallLog({ connectionString: url, schema, poolSize: 4 });
+      t.after(() => log.close());
+      await log.migrate();
+      const a = newCallSid();
+      const b = newCallSid();
+      await log.upsert({ callSid: a, businessId: 'acme' });
+      await log.upsert({ callSid: b, businessId: 'acme' });
+      const seen = watchLookups(t);
+      const [same, other, foreign, byId] = await Promise.all([
+        Promise.all(Array.from({ length: 50 }, () => log.getForBusiness('acme', a))),
+        log.getForBusiness('acme', b),
+        // Another business asking for acme's call at the same moment shares nothing with acme's lookups.
+        log.getForBusiness('globex', a),
+        log.get(a),
+      ]);
+      assert.equal(seen.lookups, 4);
+      for (const call of same) assert.equal(call?.callSid, a);
+      assert.equal(other?.callSid, b);
+      assert.equal(foreign, undefined);
+      assert.equal(byId?.businessId, 'acme');
+      // Once answered, the next lookup asks again.
+      assert.equal((await log.getForBusiness('acme', a))?.callSid, a);
+      assert.equal(seen.lookups, 5);
+    });
+
+    test('a lookup begun after this call log wrote never shares the answer of one begun before', async (t) => {
+      const schema = newSchema();
+      t.after(() => dropSchema(schema));
+      const log = new PostgresCallLog({ connectionString: url, schema, poolSize: 4 });
+      t.after(() => log.close());
+      await log.migrate();
+      const sid = newCallSid();
+      await log.upsert({ callSid: sid, businessId: 'acme' });
+      const seen = watchLookups(t);
+      let release!: () => void;
+      seen.hold = new Promise((resolve) => {
+        release = resolve;
+      });
+      // Read before the purge, its answer held back until after it.
+      const before = log.getForBusiness('acme', sid);
+      const beforeById = log.get(sid);
+      while (seen.lookups < 2) await sleep(5);
+      assert.equal(await log.markPurged(sid, null), 1);
+      seen.hold = undefined;
+      const after = log.getForBusiness('acme', sid);
+      const afterById = log.get(sid);
+      release();
+      assert.equal((await before)?.purgedAt, null);
+      assert.equal((await beforeById)?.purgedAt, null);
+      assert.notEqual((await after)?.purgedAt, null);
+      assert.notEqual((await afterById)?.purgedAt, null);
+      assert.equal(seen.lookups, 4);
+    });
+
+    test('a failed lookup fails every request that shared it, and the next one asks again', async (t) => {
+      const schema = newSchema();
+      t.after(() => dropSchema(schema));
+      const log = new PostgresCallLog({ connectionString: url, schema, poolSize: 2 });
+      t.after(() => log.close());
+      await log.migrate();
+      const sid = newCallSid();
+      await log.upsert({ callSid: sid, businessId: 'acme' });
+      // The table goes away under the lookups: each fails as a database error.
+      await admin.query(`ALTER TABLE ${schema}.calls RENAME TO calls_away`);
+      const seen = watchLookups(t);
+      const failed = await Promise.allSettled(
+        Array.from({ length: 10 }, () => log.getForBusiness('acme', sid)),
+      );
+      assert.equal(seen.lookups, 1);
+      for (const result of failed) {
+        assert.equal(result.status, 'rejected');
+        assert.ok(isRecgateError(result.reason) && result.reason.code === 'RECGATE_DATABASE_ERROR');
+      }
+      await admin.query(`ALTER TABLE ${schema}.calls_away RENAME TO calls`);
+      assert.equal((await log.getForBusiness('acme', sid))?.callSid, sid);
+      assert.equal(seen.lookups, 2);
+    });
+
     test('migrate opens minConnections, so the first requests after a start find them open', async (t) => {
       const schema = newSchema();
       t.after(() => dropSchema(schema));
