@@ -4,7 +4,7 @@
  */
 import type pg from 'pg';
 import { databaseError } from '../call-log/common.js';
-import { type SchemaPoolOptions, schemaPool } from '../call-log/schema-pool.js';
+import { type SchemaPoolOptions, schemaPool, warmSchemaPool } from '../call-log/schema-pool.js';
 import { type AccountDbRow, checkInput, requireAccountSid, requireBusinessId, toRow } from './common.js';
 import type { AccountInput, AccountRow, AccountStore } from './store.js';
 
@@ -30,9 +30,22 @@ const SQL = {
 export class PostgresAccountStore implements AccountStore {
   readonly #pool: pg.Pool;
 
-  /** Throws TypeError naming a bad option; connects lazily. */
+  /** Throws TypeError naming a bad option; connects lazily, or at {@link warm}. */
   constructor(options: PostgresAccountStoreOptions) {
     this.#pool = schemaPool(options);
+  }
+
+  /**
+   * Opens the connection the pool keeps: a server's first request for a business reads its mapping, and
+   * would otherwise wait for the connection's set-up, in every process at once after a start. Rejects with
+   * RECGATE_DATABASE_ERROR.
+   */
+  async warm(): Promise<void> {
+    try {
+      await warmSchemaPool(this.#pool);
+    } catch (err) {
+      throw databaseError(err);
+    }
   }
 
   async get(businessId: string): Promise<AccountRow | undefined> {

@@ -14,10 +14,21 @@ export interface SchemaPoolOptions {
   poolSize?: number | undefined;
 }
 
+/**
+ * Connections the pool keeps however long they sit idle. The stores on these pools are read on the request
+ * path now and then (an account mapping every few seconds, the cache index as files are played), so the
+ * request that finds the pool empty would wait for a connection's set-up: tens of ms, hundreds while
+ * several processes start at once.
+ */
+const KEPT_CONNECTIONS = 1;
+
 /** What a schema name may be: it is written into SQL unquoted. */
 export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
-/** Checks the options (a TypeError names the bad one) and opens the pool, which connects lazily. */
+/**
+ * Checks the options (a TypeError names the bad one) and opens the pool, which connects lazily (see
+ * {@link warmSchemaPool}) and then keeps {@link KEPT_CONNECTIONS} open.
+ */
 export function schemaPool(options: SchemaPoolOptions): pg.Pool {
   const { connectionString, schema, poolSize = 2 } = options;
   if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
@@ -29,6 +40,9 @@ export function schemaPool(options: SchemaPoolOptions): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max: poolSize,
+    min: KEPT_CONNECTIONS,
+    // Kept connections must not keep a process alive that has nothing else to do.
+    allowExitOnIdle: true,
     connectionTimeoutMillis: 10_000,
     ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
   });
@@ -47,4 +61,9 @@ export async function warmPool(count: number, connect: () => Promise<{ release()
   for (const result of opened) if (result.status === 'fulfilled') result.value.release();
   const failed = opened.find((r) => r.status === 'rejected');
   if (failed !== undefined) throw failed.reason;
+}
+
+/** Opens the connections a {@link schemaPool} keeps, so that no request waits for their set-up. */
+export function warmSchemaPool(pool: pg.Pool): Promise<void> {
+  return warmPool(KEPT_CONNECTIONS, () => pool.connect());
 }
