@@ -19,7 +19,7 @@ import pg from 'pg';
 import { startEmulator } from '../src/emulator/index.js';
 import { newRecording, upstreamHeaders, upstreamPath } from './lib/context.js';
 import type { LoadResult } from './lib/loadgen.js';
-import { startLoadgen } from './lib/loadgen.js';
+import { loadgenPriorityNote, startLoadgen } from './lib/loadgen.js';
 import { ensureBinary, type Peer, scratchDir, startNginx, startRecgate, startVarnish } from './lib/peers.js';
 import { fmtMs, summarize } from './lib/stats.js';
 import { ensureBuild } from './run.js';
@@ -63,7 +63,9 @@ function startAll(n: number, start: (i: number) => Promise<Peer>): Promise<Peer[
   return Promise.all(Array.from({ length: n }, (_, i) => start(i)));
 }
 
-export async function runHostsBench(options: HostsOptions): Promise<HostsRow[]> {
+export async function runHostsBench(
+  options: HostsOptions,
+): Promise<{ rows: HostsRow[]; loadgenNice: number }> {
   const hosts = options.hosts ?? 3;
   const workers = options.workers ?? 2;
   const clients = options.clients ?? 300;
@@ -117,6 +119,7 @@ export async function runHostsBench(options: HostsOptions): Promise<HostsRow[]> 
       log(
         `  ${name}: upstream ${row.upstreamRequests} req, TTFB p99 ${fmtMs(load.ttfbMs.p99)} ` +
           `(upstream ${fmtMs(row.upstreamTtfbMs)}), worst host p99 ${fmtMs(row.worstHostP99Ms)}, ` +
+          `client stall ${fmtMs(load.clientStallMs)}, ` +
           `ok ${load.ok}/${load.requests}${load.failed ? ` (${load.errors.join('; ')})` : ''}`,
       );
       for (const [i, s] of Object.values(load.ttfbByOrigin ?? {}).entries()) {
@@ -178,18 +181,19 @@ export async function runHostsBench(options: HostsOptions): Promise<HostsRow[]> 
     await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await admin.end();
   }
-  return rows;
+  return { rows, loadgenNice: loadgen.nice };
 }
 
-export function renderHostsBench(rows: HostsRow[]): string {
+export function renderHostsBench(rows: HostsRow[], loadgenNice: number): string {
   const lines = [
-    '| peer | upstream requests | TTFB p50 | TTFB p99 | p99 − upstream | worst instance p99 | ok |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| peer | upstream requests | TTFB p50 | TTFB p99 | p99 − upstream | worst instance p99 | ok | client stall |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     lines.push(
       `| ${r.peer} | ${r.upstreamRequests} | ${fmtMs(r.load.ttfbMs.p50)} | ${fmtMs(r.load.ttfbMs.p99)} | ` +
-        `${fmtMs(r.load.ttfbMs.p99 - r.upstreamTtfbMs)} | ${fmtMs(r.worstHostP99Ms)} | ${r.load.ok}/${r.load.requests} |`,
+        `${fmtMs(r.load.ttfbMs.p99 - r.upstreamTtfbMs)} | ${fmtMs(r.worstHostP99Ms)} | ${r.load.ok}/${r.load.requests} | ` +
+        `${fmtMs(r.load.clientStallMs)} |`,
     );
   }
   const upstream = summarize(rows.map((r) => r.upstreamTtfbMs)).p50;
@@ -197,6 +201,7 @@ export function renderHostsBench(rows: HostsRow[]): string {
     '',
     `Upstream first byte (median of the probes before each stampede): ${fmtMs(upstream)}. ` +
       `Target for recgate: exactly 1 upstream request and p99 first byte within ${HOSTS_TARGET_MS} ms of the upstream's.`,
+    `${loadgenPriorityNote(loadgenNice)} "client stall" is that longest stall.`,
   );
   return lines.join('\n');
 }
@@ -220,7 +225,7 @@ async function main(): Promise<void> {
   if (!('url' in found)) throw new Error(`bench:hosts needs PostgreSQL: ${found.reason}`);
   const install = !values['no-install'];
   if (!values.source && !values['no-build']) ensureBuild((line) => console.error(line));
-  const rows = await runHostsBench({
+  const { rows, loadgenNice } = await runHostsBench({
     hosts: Number(values.hosts),
     workers: Number(values.workers),
     clients: Number(values.clients),
@@ -233,7 +238,7 @@ async function main(): Promise<void> {
     varnish: ensureBinary('varnishd', 'varnish', install),
     log: (line) => console.error(line),
   });
-  console.log(renderHostsBench(rows));
+  console.log(renderHostsBench(rows, loadgenNice));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -149,7 +149,7 @@ export async function runBench(options: BenchOptions): Promise<RunReport> {
     startedAt: startedAt.toISOString(),
     durationS: (performance.now() - t0) / 1000,
     mode: options.mode,
-    machine: machine(tools),
+    machine: { ...machine(tools), loadgenNice: loadgen.nice },
     scenarios: results,
   };
   if (options.outDir) {

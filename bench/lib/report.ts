@@ -2,6 +2,7 @@
  * Scenario results and their renderings: aligned console tables, a markdown file for the README, the JSON
  * record, and an SVG bar chart drawn here (no plotting dependency).
  */
+import { loadgenPriorityNote } from './loadgen.js';
 
 export interface TargetCheck {
   /** The target as the issue states it. */
@@ -81,7 +82,7 @@ export function renderMarkdown(report: RunReport): string {
   const out: string[] = [
     `Measured by \`${report.command}\` on ${report.startedAt.slice(0, 10)} (${report.mode} set, ${Math.round(report.durationS)} s):`,
     `${m.cpu}, ${m.cores} cores, ${m.memory}; ${m.os}; Node ${m.node}; ${m.nginx}; ${m.varnish}; ${m.wrk}.`,
-    'Servers, the load generator and the upstream emulator share this machine.',
+    `Servers, the load generator and the upstream emulator share this machine. ${loadgenPriorityNote(Number(m.loadgenNice ?? 0))}`,
   ];
   for (const s of report.scenarios) {
     out.push('', `### ${s.title}`, '', ...s.notes.map((n) => `- ${n}`));

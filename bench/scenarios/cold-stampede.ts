@@ -13,7 +13,7 @@ import {
   upstreamHeaders,
   upstreamPath,
 } from '../lib/context.js';
-import type { LoadResult } from '../lib/loadgen.js';
+import { type LoadResult, loadgenPriorityNote } from '../lib/loadgen.js';
 import { forEachPeer, NGINX_PEER_NAMES, type PeerStarter, startNginx, startVarnish } from '../lib/peers.js';
 import type { ChartPanel, ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, ratio, summarize } from '../lib/stats.js';
@@ -76,6 +76,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     `Upstream: recgate emulator at ${p.ttfbMs} ms to first byte and ${fmtBytes(p.bandwidth)}/s per response; a fresh (uncached) recording per run.`,
     `All N clients start at once, each on its own connection (undici, in a separate process); sha256 checked on ${p.verifySample} bodies per run, status and length on all.`,
     'TTFB = request start to the first body byte. The upstream reference TTFB is the median of 3-request probes taken right before each run; its TTLB is one full download. recgate checks a JWT on every request; the nginx and Varnish peers check nothing.',
+    `${loadgenPriorityNote(ctx.loadgen.nice)} "client stall" is that longest stall, ms.`,
     'Each peer first serves one unmeasured stampede of 50 clients on a recording of its own (1 MB), so that no cell measures a process just started.',
   ];
   ctx.emulator.setThrottle({ ttfbMs: p.ttfbMs, bandwidth: p.bandwidth, rangeSupport: true });
@@ -204,6 +205,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     'TTLB p99',
     'p99 TTFB ÷ recgate 1w',
     'ok / checked',
+    'client stall',
   ];
   const rows: string[][] = [];
   for (const cell of p.cells) {
@@ -222,6 +224,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
       fmtMs(up.ttlbMs.p50),
       '',
       '',
+      '',
     ]);
     for (const r of results.filter((x) => x.size === cell.size && x.clients === cell.clients)) {
       rows.push([
@@ -236,6 +239,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
         fmtMs(r.load.ttlbMs.p99),
         ratio(r.load.ttfbMs.p99, base?.load.ttfbMs.p99),
         `${r.load.ok}/${r.load.requests}, ${r.load.verified - r.load.mismatched}/${r.load.verified}`,
+        fmtMs(r.load.clientStallMs),
       ]);
     }
   }
