@@ -3,6 +3,7 @@
  * timing and failures, a tiny HTTP media server (countable across processes) with a minimal `fetchMedia`
  * adapter for child processes, a log capture, and child-process plumbing.
  */
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { type Logger, pino } from 'pino';
 import { request } from 'undici';
 import { createError } from '../../src/errors.js';
+import { metadataSync, SLOW_SYNC_MS } from '../../src/io/sync-guard.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache, type RecordingCacheOptions } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
@@ -536,4 +538,18 @@ export function encryptedResource(sid: RecordingSid, encryptionDetails: unknown)
     dateCreated: null,
     encryptionDetails,
   };
+}
+
+/**
+ * Three slow synchronous calls: the process's guard then sends the store's and the lock's small file-system
+ * calls to the thread pool for 10 s, as after a slow disk (see `io/sync-guard.ts`).
+ */
+export function syncCallsOff(): void {
+  for (let i = 0; i < 3; i++) {
+    metadataSync.time(() => {
+      const until = performance.now() + SLOW_SYNC_MS + 1;
+      while (performance.now() < until);
+    });
+  }
+  assert.equal(metadataSync.on, false);
 }

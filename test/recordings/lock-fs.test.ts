@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { it } from 'node:test';
-import { metadataSync, SLOW_SYNC_MS } from '../../src/io/sync-guard.js';
 import { FsLocker } from '../../src/recordings/lock/fs.js';
-import { hex32, tempDir } from './helpers.js';
+import { hex32, syncCallsOff, tempDir } from './helpers.js';
 import { abortedWithin, assertLockLost, type LockBackend, lockContractTests } from './lock-contract.js';
 
 /** The fs backend for the lock contract; `prepare` runs before each case's locker is made. */
@@ -23,17 +21,6 @@ function fsBackend(prepare: () => void = () => undefined): LockBackend {
       };
     },
   };
-}
-
-/** Three slow synchronous calls: the guard then sends the lock's opens and stats to the thread pool for 10 s. */
-function syncCallsOff(): void {
-  for (let i = 0; i < 3; i++) {
-    metadataSync.time(() => {
-      const until = performance.now() + SLOW_SYNC_MS + 1;
-      while (performance.now() < until);
-    });
-  }
-  assert.equal(metadataSync.on, false);
 }
 
 lockContractTests('fs (fs-native-extensions)', fsBackend());

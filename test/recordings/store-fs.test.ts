@@ -4,19 +4,28 @@ import { join } from 'node:path';
 import { it } from 'node:test';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { PartialMetaInput } from '../../src/recordings/store/store.js';
-import { hex32, tempDir } from './helpers.js';
+import { hex32, syncCallsOff, tempDir } from './helpers.js';
 import { storeContractTests } from './store-contract.js';
 
-storeContractTests('fs', {
-  revalidateMs: 50,
-  async create(t) {
-    const dir = tempDir(t);
-    return [
-      new FsRecordingStore({ dir, finalRevalidateMs: 50 }),
-      new FsRecordingStore({ dir, finalRevalidateMs: 50 }),
-    ];
-  },
-});
+/** Two stores on one directory; `prepare` runs first in each case. */
+function fsStores(prepare: () => void = () => undefined): Parameters<typeof storeContractTests>[1] {
+  return {
+    revalidateMs: 50,
+    async create(t) {
+      prepare();
+      const dir = tempDir(t);
+      return [
+        new FsRecordingStore({ dir, finalRevalidateMs: 50 }),
+        new FsRecordingStore({ dir, finalRevalidateMs: 50 }),
+      ];
+    },
+  };
+}
+
+storeContractTests('fs', fsStores());
+// The same contract with the small calls (a new generation's files and pointer, the frontier, the block map)
+// made on the thread pool, as after slow synchronous ones.
+storeContractTests('fs, synchronous calls off', fsStores(syncCallsOff));
 
 function input(size: number | null): PartialMetaInput {
   return {

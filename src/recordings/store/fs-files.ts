@@ -2,12 +2,12 @@
  * The fs store's open files: read handles on finished recordings and generations, the holder's writer,
  * slice handles, and the small file operations they share. `fs.ts` makes them; nothing else does.
  */
-import { read as fsRead } from 'node:fs';
+import { read as fsRead, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open, readFile, stat, unlink } from 'node:fs/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { storageError } from '../../errors.js';
-import { surelyMissing } from '../../io/sync-guard.js';
+import { metadataSync, surelyMissing } from '../../io/sync-guard.js';
 import { fileInfo } from './final-files.js';
 import { formatFrontier } from './fs-format.js';
 import type {
@@ -233,8 +233,19 @@ export async function writeAll(handle: FileHandle, chunk: Uint8Array, position: 
   return written;
 }
 
+/**
+ * Rewrites the frontier line. The holder does so after every chunk it appends, and readers hear of the chunk
+ * only then: a write of a few dozen bytes, made synchronously while {@link metadataSync} allows, rather than
+ * a thread-pool round trip that a busy event loop gets back to late.
+ */
 export async function writeFrontier(handle: FileHandle, fileId: string, frontier: number): Promise<void> {
   const line = formatFrontier(fileId, frontier);
+  if (
+    metadataSync.on &&
+    metadataSync.time(() => writeSync(handle.fd, line, 0, line.length, 0)) === line.length
+  )
+    return;
+  // Synchronous calls are off, or a short write (a full volume answers with an error next time).
   await handle.write(line, 0, line.length, 0);
 }
 

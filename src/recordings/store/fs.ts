@@ -33,7 +33,20 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Dir } from 'node:fs';
-import { constants, readFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  linkSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statfsSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { link, mkdir, open, opendir, rename, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { uptime } from 'node:os';
@@ -42,6 +55,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
 import { createError, storageError } from '../../errors.js';
+import { metadataSync } from '../../io/sync-guard.js';
 import { fileNameOf, KEY_PATTERN, keyOfFileName } from '../variant.js';
 import { FdRange, FinalFiles, fileInfo } from './final-files.js';
 import {
@@ -235,13 +249,24 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       await this.#ensureRoom(input.size === null ? 0 : input.size - (from?.length ?? 0));
       const previous = await this.readMeta(id);
       const part = this.generationPath(id, fileId, 'part');
-      handle = await this.#create(part);
-      created.push(part);
-      const length = from === undefined ? 0 : await this.#copyFrom(id, fileId, from, input, handle, created);
       const frontierPath = this.generationPath(id, fileId, 'frontier');
-      frontier = await open(frontierPath, 'wx');
-      created.push(frontierPath);
-      await writeFrontier(frontier, fileId, length);
+      // Both at once: the upstream's first bytes wait for this generation.
+      const [opened, openedFrontier] = await Promise.allSettled([
+        this.#create(part),
+        this.#create(frontierPath),
+      ]);
+      if (opened.status === 'fulfilled') {
+        handle = opened.value;
+        created.push(part);
+      }
+      if (openedFrontier.status === 'fulfilled') {
+        frontier = openedFrontier.value;
+        created.push(frontierPath);
+      }
+      if (opened.status === 'rejected') throw opened.reason;
+      if (openedFrontier.status === 'rejected') throw openedFrontier.reason;
+      const length = from === undefined ? 0 : await this.#copyFrom(id, fileId, from, input, handle!, created);
+      await writeFrontier(frontier!, fileId, length);
       const meta: PartialMeta = { ...input, fileId, bootId: BOOT_ID };
       // The pointer moves last: readers in other processes find the file and its frontier already there.
       await this.#replace(this.metaPath(id), JSON.stringify(meta), false);
@@ -249,7 +274,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
         if (old !== undefined && old !== fileId && GENERATION.test(old))
           await this.#removeGeneration(id, old);
       }
-      const writer = new FsPartialWriter(this, id, handle, frontier, meta, length);
+      const writer = new FsPartialWriter(this, id, handle!, frontier!, meta, length);
       this.#writers.add(writer);
       return writer;
     } catch (err) {
@@ -297,6 +322,10 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     const path = this.generationPath(id, header.fileId, 'blocks');
     const text = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
     try {
+      // The holder records here, before readers hear of a new generation, whether an early slice is coming:
+      // a dozen calls between the upstream's headers and the first bytes reaching anyone, each a thread-pool
+      // round trip a busy event loop gets back to late. Synchronously while the guard allows.
+      if (metadataSync.on) return metadataSync.time(() => this.#appendBlockMapSync(id, header, path, text));
       for (let attempt = 0; ; attempt++) {
         let handle: FileHandle;
         try {
@@ -324,6 +353,32 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     } catch (err) {
       if (isMissing(err)) return false;
       throw storageError(err);
+    }
+  }
+
+  /** {@link appendBlockMap}'s steps as synchronous calls; throws what they throw. */
+  #appendBlockMapSync(id: string, header: BlockMapHeader, path: string, text: Buffer): boolean {
+    for (let attempt = 0; ; attempt++) {
+      let fd: number;
+      try {
+        fd = openSync(path, constants.O_RDWR | constants.O_APPEND);
+      } catch (err) {
+        if (!isMissing(err) || attempt > 1) throw err;
+        if (statSync(this.generationPath(id, header.fileId, 'part'), { throwIfNoEntry: false }) === undefined)
+          return false;
+        createBlockMapSync(path, header);
+        continue;
+      }
+      try {
+        const head = Buffer.alloc(4096);
+        const bytesRead = readSync(fd, head, 0, head.length, 0);
+        const existing = parseBlockHeader(head.subarray(0, bytesRead).toString('utf8').split('\n')[0] ?? '');
+        if (existing === undefined || !sameHeader(existing, header)) return false;
+        if (text.length > 0) writeSync(fd, text, 0, text.length, null);
+        return true;
+      } finally {
+        closeSync(fd);
+      }
     }
   }
 
@@ -493,6 +548,9 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   /** Writes `text` aside and renames it over `path`, so readers see the old or the new text, never a mix. */
   async #replace(path: string, text: string, flush: boolean): Promise<void> {
     const aside = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    // A small file not flushed (a download's pointer, written while its first bytes wait): synchronously
+    // while the guard allows. A directory removed meanwhile is left to the way below, which recreates it.
+    if (!flush && metadataSync.on && metadataSync.time(() => replaceSync(aside, path, text))) return;
     const handle = await this.#create(aside);
     try {
       await handle.writeFile(text);
@@ -524,7 +582,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     if (bytes <= 0) return;
     let free: number;
     try {
-      const fs = await statfs(this.dir);
+      const fs = metadataSync.on ? metadataSync.time(() => statfsSync(this.dir)) : await statfs(this.dir);
       free = Number(fs.bavail) * Number(fs.bsize);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -639,8 +697,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
   /** Creates the block map with its header (and `records`) in one step; a map another process made first wins. */
   async #createBlockMap(path: string, header: BlockMapHeader, records: BlockRecord[] = []): Promise<void> {
     const aside = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-    const lines = [{ v: 1, ...header }, ...records].map((line) => `${JSON.stringify(line)}\n`);
-    await writeFile(aside, lines.join(''));
+    await writeFile(aside, blockMapText(header, records));
     try {
       await link(aside, path).catch((err: unknown) => {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -722,3 +779,51 @@ function readBootId(): string {
 
 /** This boot's id, as partials record it. */
 export const BOOT_ID = readBootId();
+
+/**
+ * Writes `text` to the new file `aside` and renames it over `path`, synchronously. `false` when the directory
+ * is gone (nothing was written); throws other failures, leaving no `aside` behind.
+ */
+function replaceSync(aside: string, path: string, text: string): boolean {
+  try {
+    writeFileSync(aside, text, { flag: 'wx' });
+  } catch (err) {
+    if (isMissing(err)) return false;
+    // A write cut short (a full volume) may have left the file.
+    try {
+      unlinkSync(aside);
+    } catch {}
+    throw err;
+  }
+  try {
+    renameSync(aside, path);
+    return true;
+  } catch (err) {
+    try {
+      unlinkSync(aside);
+    } catch {}
+    throw err;
+  }
+}
+
+/** A new block map's text: its header line, then `records`. */
+function blockMapText(header: BlockMapHeader, records: BlockRecord[]): string {
+  return [{ v: 1, ...header }, ...records].map((line) => `${JSON.stringify(line)}\n`).join('');
+}
+
+/** `#createBlockMap` of an empty map, synchronously: written aside, linked into place unless one is there. */
+function createBlockMapSync(path: string, header: BlockMapHeader): void {
+  const aside = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    writeFileSync(aside, blockMapText(header, []));
+    try {
+      linkSync(aside, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  } finally {
+    try {
+      unlinkSync(aside);
+    } catch {}
+  }
+}
