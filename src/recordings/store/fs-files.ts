@@ -2,7 +2,7 @@
  * The fs store's open files: read handles on finished recordings and generations, the holder's writer,
  * slice handles, and the small file operations they share. `fs.ts` makes them; nothing else does.
  */
-import { read as fsRead, writeSync } from 'node:fs';
+import { read as fsRead, readFileSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open, readFile, stat, unlink } from 'node:fs/promises';
 import { tryLock as osTryLock, unlock as osUnlock } from 'fs-native-extensions';
@@ -262,9 +262,21 @@ export async function unlinkIfPresent(path: string): Promise<void> {
   }
 }
 
-/** A small file's text, or `undefined` when it does not exist. */
+/**
+ * A small file's text, or `undefined` when it does not exist. One synchronous read while
+ * {@link metadataSync} allows: a follower reads the frontier on every poll, and a reader of another process's
+ * download hears of new bytes only as soon as its event loop takes the read back (open, stat, read and close
+ * on the thread pool otherwise).
+ */
 export async function readTextIfPresent(path: string): Promise<string | undefined> {
-  if (surelyMissing(path)) return undefined;
+  if (metadataSync.on) {
+    try {
+      return metadataSync.time(() => readFileSync(path, 'utf8'));
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      // Any other failure is read again below, and reported as the thread pool's read reports it.
+    }
+  }
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
