@@ -25,10 +25,12 @@
  * synchronous `pread` from the remembered descriptor, no stream. For a file in the page cache that costs a few
  * microseconds of the event loop, less than handing the read to libuv's thread pool and streaming it back
  * (about 8 µs of the loop's time, measured on Node 20). A read from a cold or remote disk would block the
- * loop for as long as it takes, so a few slow reads close together turn these reads off for a while (a
- * {@link SyncGuard} of their own, `io/sync-guard.ts`),
- * and streams (reads on the thread pool) serve meanwhile. One slow read alone turns nothing off: on a busy
- * machine the process may simply have been preempted in the middle of it.
+ * loop for as long as it takes, so a few slow reads close together turn these reads off for a while, and
+ * streams (reads on the thread pool) serve meanwhile. One slow read alone turns nothing off: on a busy
+ * machine the process may simply have been preempted in the middle of it. These reads have a
+ * {@link SyncGuard} of their own, not the process's `metadataSync` (`io/sync-guard.ts`): a recording's bytes
+ * may be read from the disk while its names and small sidecars are still cached, so slow reads of bytes
+ * turn off only the reads of bytes.
  */
 import type { BigIntStats } from 'node:fs';
 import { close, fstat, open, read, readSync, stat } from 'node:fs';
