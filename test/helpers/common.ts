@@ -1,6 +1,6 @@
 /**
  * Small helpers every suite needs (and the benchmarks): bytes of a stream, their hash, error-code assertions,
- * temp dirs, ids, a free port.
+ * temp dirs, ids, a free port, waiting for something to be told.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -52,4 +52,17 @@ export async function freePort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise((r) => server.close(r));
   return port;
+}
+
+/**
+ * Resolves once `check()` is true, looking every 5 ms; fails naming `what` after `timeoutMs`. For what is
+ * told after the bytes a test waited for: `recording_saved` comes once the download's lock is released,
+ * which may be after its last reader's last byte and after its files settled.
+ */
+export async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }

@@ -4,6 +4,7 @@ import { after, before, it } from 'node:test';
 import { request } from 'undici';
 import { createLogger } from '../../src/observability/logger.js';
 import type { CallSid } from '../../src/sid.js';
+import { until } from '../helpers/common.js';
 import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 
 let stack: Stack;
@@ -48,6 +49,7 @@ it('logs cache events and requests with a request id, and never a secret', async
   const bad = await request(`${stack.url}/api/calls`, { headers: { authorization: `Bearer ${token}x` } });
   await bad.body.dump();
   await new Promise((r) => setTimeout(r, 50));
+  await until(() => lines.some((l) => l.includes('"event":"recording_saved"')), 'recording_saved');
 
   const all = lines.join('\n');
   for (const secret of [token, sig, JWT_SECRET, stack.emulator.authToken]) {

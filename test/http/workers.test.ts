@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
-import { sha256 as sha } from '../helpers/common.js';
+import { sha256 as sha, until } from '../helpers/common.js';
 import { type ServeProcess, startServeProcess } from '../helpers/serve-process.js';
 import { ADMIN_TOKEN, JWT_SECRET } from '../helpers/stack.js';
 
@@ -176,6 +176,11 @@ describe('recgate serve --workers 4', () => {
   });
 
   it("/metrics answers with every worker's figures summed: one cache miss per cold recording", async () => {
+    // recording_saved is counted once the download's lock is released, which may come after its last byte.
+    await until(
+      () => server.logs.filter((l) => l.event === 'recording_saved').length >= 3,
+      'recording_saved',
+    );
     const res = await request(`${server.url}/metrics`);
     const text = await res.body.text();
     assert.equal(res.statusCode, 200, text);

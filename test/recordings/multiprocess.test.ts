@@ -11,6 +11,7 @@ import { DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, startEmulator } from '../../sr
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
+import { until } from '../helpers/common.js';
 import {
   audioBytes,
   Child,
@@ -181,6 +182,7 @@ describe('recording cache across processes', () => {
         assert.ok(match, `second request asks for a range: ${server.ranges[1]}`);
         assert.ok(Number(match[1]) > 0 && Number(match[1]) >= killedAt - 64 * 1024);
       }
+      await until(() => capture.events().includes('recording_saved'), 'recording_saved');
       const names = capture.events();
       assert.ok(names.includes('lock_wait'));
       assert.ok(names.includes('takeover'));
