@@ -8,6 +8,22 @@ import { readAll, tempDir } from '../helpers/common.js';
 
 const openFds = () => readdirSync('/proc/self/fd').length;
 
+/**
+ * The process's descriptor count once it stops moving: descriptors of an earlier case (a FinalFiles closed
+ * in its t.after, a stream ending) close asynchronously and may still be going when the next case counts,
+ * which then sees one fewer later than it expects (CI, 2026-12-01).
+ */
+async function quietFds(): Promise<number> {
+  let last = openFds();
+  for (let i = 0; i < 100; i++) {
+    await sleep(10);
+    const now = openFds();
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
 describe('FinalFiles', () => {
   it('says undefined for a missing file and remembers nothing', async (t) => {
     const dir = tempDir(t);
@@ -22,7 +38,7 @@ describe('FinalFiles', () => {
     writeFileSync(join(dir, 'a.mp3'), body);
     const files = new FinalFiles(4);
     t.after(() => files.close());
-    const before = openFds();
+    const before = await quietFds();
     const info = await files.stat('a', join(dir, 'a.mp3'));
     assert.equal(info?.size, body.length);
     await Promise.all([files.stat('a', join(dir, 'a.mp3')), files.stat('a', join(dir, 'a.mp3'))]);
@@ -45,7 +61,7 @@ describe('FinalFiles', () => {
     writeFileSync(path, body);
     const files = new FinalFiles(4, undefined, 40);
     t.after(() => files.close());
-    const before = openFds();
+    const before = await quietFds();
     const info = (await files.stat('a', path))!;
     const streaming = files.createReadStream('a', 0, body.length - 1, info.fileId)!;
     // Evicted in this process (forget), and in another (found unlinked once revalidateMs passed).
@@ -69,7 +85,7 @@ describe('FinalFiles', () => {
     writeFileSync(path, Buffer.alloc(1000, 1));
     const files = new FinalFiles(4, undefined, 40);
     t.after(() => files.close());
-    const before = openFds();
+    const before = await quietFds();
     const lookedAt = performance.now();
     assert.equal((await files.stat('a', path))?.size, 1000);
     unlinkSync(path);
@@ -93,7 +109,7 @@ describe('FinalFiles', () => {
     for (const name of ['a', 'b', 'c']) writeFileSync(join(dir, `${name}.mp3`), Buffer.alloc(200_000, name));
     const files = new FinalFiles(2);
     t.after(() => files.close());
-    const before = openFds();
+    const before = await quietFds();
     await files.stat('a', join(dir, 'a.mp3'));
     const reading = files.createReadStream('a', 0, 199_999)!;
     await files.stat('b', join(dir, 'b.mp3'));
