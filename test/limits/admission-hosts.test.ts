@@ -93,9 +93,10 @@ if (url === undefined) {
     // wait for one holding their recording's lock.
     const [one, two, schema] = await twoGateways(t, { upstreamConcurrencyGlobal: 2, lockBackend });
     const emulator = one.emulator;
-    // Each download holds its slot for 5 s before its first byte, so turnovers are few and far apart (a slot
-    // frees every 2.5 s on average) next to the time B's request takes to reach the queue, even under load.
-    emulator.setThrottle({ ttfbMs: 5000 });
+    // Each download holds its slot for 3 s before its first byte, so turnovers are few and far apart (a slot
+    // frees every 1.5 s on average) next to the time B's request takes to reach the queue (a few ms; this
+    // file runs alone, see test/run.ts).
+    emulator.setThrottle({ ttfbMs: 3000 });
     const tokenA = await one.token('biz-a');
     const backlog: Cold[] = [];
     for (let i = 0; i < 200; i++) backlog.push(await coldCall(one, 'biz-a', 1000));
