@@ -3,6 +3,8 @@
  * while it holds the recording's lock never makes a follower in another process time out.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isRecgateError } from '../../src/errors.js';
@@ -10,6 +12,7 @@ import { LocalAdmission } from '../../src/recordings/admission/local.js';
 import {
   audioBytes,
   FakeUpstream,
+  finishedFiles,
   MP3_FRAME_BYTES,
   makeCache,
   newRef,
@@ -45,6 +48,44 @@ it('hits and joins take no slot; only the process that downloads does', async (t
   assert.equal(hit.outcome, 'hit');
   assert.equal(granted.length, 1, 'one permit for one download');
   assert.equal(upstream.calls.length, 1);
+});
+
+it('frees its slot once the upstream body is in, before the commit renames the file into place', async (t) => {
+  // The slot stands for an upstream request (Twilio caps them per account): a download that is only
+  // committing its file has none left, and the next one may start.
+  const dir = tempDir(t);
+  const data = audioBytes(MP3_FRAME_BYTES * 40);
+  const upstream = new FakeUpstream({ data });
+  const admission = new LocalAdmission({ concurrency: 1, maxQueue: 10, timeoutMs: 5000 });
+  const ref = newRef();
+  const atRelease: Array<{ final: boolean; upstreamCalls: number }> = [];
+  const { cache } = makeCache(t, dir, upstream, {
+    gate: {
+      admission: {
+        acquire: async (business, signal) => {
+          const permit = await admission.acquire(business, signal);
+          return {
+            release: () => {
+              if (atRelease.length === 0) {
+                atRelease.push({
+                  final: existsSync(path.join(dir, finishedFiles(ref)[0]!)),
+                  upstreamCalls: upstream.calls.length,
+                });
+              }
+              permit.release();
+            },
+          };
+        },
+        stats: () => admission.stats(),
+        close: () => admission.close(),
+      },
+    },
+  });
+  const rec = await cache.open(ref, { businessId: 'biz' });
+  assert.ok((await readAll(rec.createReadStream(0, rec.size - 1))).equals(data));
+  await settled(dir, ref);
+  assert.deepEqual(atRelease, [{ final: false, upstreamCalls: 1 }]);
+  assert.equal(admission.stats().active, 0);
 });
 
 it('a download queued holding the lock gives up before a follower elsewhere would time out; the follower takes over', async (t) => {

@@ -13,7 +13,8 @@
  *    same recording themselves; the admission timeout is shorter than the lock timeout (the configuration
  *    enforces it), so they never see RECGATE_LOCK_TIMEOUT because of the queue: the holder gives up first,
  *    and one of them takes over and queues in its own process. A flight whose requests all left while it
- *    waits here starts nothing;
+ *    waits here starts nothing. The slot stands for a request to the upstream: it is given back as soon as
+ *    the body is in, before step 5;
  * 4. **fetch** (`fetch.ts`) and **write** (`write.ts`): resume what an earlier holder left, exchange with the
  *    upstream, write the body into this attempt's own generation; a body that breaks off is fetched again
  *    (resuming with Range when the upstream allows), a bounded number of times;
@@ -75,7 +76,7 @@ export async function runDownload(ctx: DownloadContext): Promise<void> {
       }
       phase = 'download';
       try {
-        saved = await download(ctx, claim, waited || losses > 0);
+        saved = await download(ctx, claim, waited || losses > 0, permit);
         return;
       } catch (err) {
         if (!isLockLost(err) || losses >= ctx.settings.maxLockLosses) throw err;
@@ -143,7 +144,12 @@ function completeFrom(ctx: DownloadContext, final: FinalHandle, waited: boolean)
 }
 
 /** Steps 4 and 5, holding the lock; resolves to the `recording_saved` event, for after the release. */
-async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): Promise<RecordingSaved> {
+async function download(
+  ctx: DownloadContext,
+  claim: Claim,
+  takeover: boolean,
+  permit: AdmissionPermit,
+): Promise<RecordingSaved> {
   const { flight, settings } = ctx;
   // Everything stops as soon as the lock is lost, not only when the cache closes.
   const signal = AbortSignal.any([flight.signal, claim.lost]);
@@ -176,6 +182,7 @@ async function download(ctx: DownloadContext, claim: Claim, takeover: boolean): 
         await sleep(50 * failures, undefined, { signal });
       }
     }
+    permit.release();
     await partial.commit();
     return {
       event: 'recording_saved',
