@@ -182,6 +182,9 @@ async function download(
         await sleep(50 * failures, undefined, { signal });
       }
     }
+    // The body is in: the upstream request is done, and no seek-ahead slice is of use any more. The slot
+    // goes back now, with the slices stopped first so that none runs without it; the commit needs neither.
+    await ctx.seekAhead.stop();
     permit.release();
     await partial.commit();
     return {
