@@ -203,8 +203,11 @@ export async function openCacheRuntime(config: Config, options: CacheRuntimeOpti
     index: bounded?.index,
     evictor,
     close: async () => {
-      await evictor?.close();
+      // The cache first: it waits for its downloads, and one that finishes now tells the evictor it saved its
+      // file, which the evictor must still be open to record in the index (the store keeps working after
+      // the cache closed it, for a pass that runs meanwhile).
       await cache.close();
+      await evictor?.close();
       await bounded?.index.close();
       await pgLocker?.close();
     },
