@@ -55,14 +55,18 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Resolves once `check()` is true, looking every 5 ms; fails naming `what` after `timeoutMs`. For what is
- * told after the bytes a test waited for: `recording_saved` comes once the download's lock is released,
- * which may be after its last reader's last byte and after its files settled.
+ * Resolves once `check()` holds, looking every 5 ms; fails naming `what` after `timeoutMs` (a bound, not a
+ * measurement). Also for what is told after the bytes a test waited for: `recording_saved` comes once the
+ * download's lock is released, which may be after its last reader's last byte and after its files settled.
  */
-export async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+export async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what} (${timeoutMs} ms)`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }

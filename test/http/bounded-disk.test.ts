@@ -7,10 +7,9 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import type { CallSid } from '../../src/sid.js';
-import { sha256 } from '../helpers/common.js';
+import { sha256, until as untilWithin } from '../helpers/common.js';
 import { startStack } from '../helpers/stack.js';
 
 test('--cache-max-bytes through the gateway: evicts, counts, and downloads again', async (t) => {
@@ -40,10 +39,7 @@ test('--cache-max-bytes through the gateway: evicts, counts, and downloads again
     assert.equal(res.statusCode, 200);
     return sha256(Buffer.from(await res.body.arrayBuffer()));
   };
-  const until = async (what: string, ok: () => boolean | Promise<boolean>) => {
-    for (let i = 0; i < 500 && !(await ok()); i++) await sleep(10);
-    assert.ok(await ok(), what);
-  };
+  const until = (what: string, ok: () => boolean | Promise<boolean>) => untilWithin(what, ok, 5000);
   for (const [i, rec] of calls.entries()) {
     assert.equal(await play(rec.call_sid), rec.sha256);
     // Indexed on commit; from the third on, each commit evicts the least recently played.

@@ -49,7 +49,7 @@ it('logs cache events and requests with a request id, and never a secret', async
   const bad = await request(`${stack.url}/api/calls`, { headers: { authorization: `Bearer ${token}x` } });
   await bad.body.dump();
   await new Promise((r) => setTimeout(r, 50));
-  await until(() => lines.some((l) => l.includes('"event":"recording_saved"')), 'recording_saved');
+  await until('recording_saved', () => lines.some((l) => l.includes('"event":"recording_saved"')), 5000);
 
   const all = lines.join('\n');
   for (const secret of [token, sig, JWT_SECRET, stack.emulator.authToken]) {

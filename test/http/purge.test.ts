@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { deleteAtTwilio, mediaRequests } from '../helpers/admin-cli.js';
-import { sha256 } from '../helpers/common.js';
+import { sha256, until } from '../helpers/common.js';
 import { metric } from '../helpers/metrics.js';
 import { callFiles, finishedNames, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
@@ -60,13 +60,6 @@ async function dial(stack: Stack, business: string) {
 }
 
 const UPSTREAM_DELETED = 'recgate_recordings_removed_total{reason="upstream_deleted"}';
-
-/** Waits until `ok` holds, for at most ten seconds. */
-async function until(ok: () => Promise<boolean>): Promise<void> {
-  for (const deadline = Date.now() + 10_000; !(await ok()); await sleep(10)) {
-    assert.ok(Date.now() < deadline, 'the condition never held');
-  }
-}
 
 async function webhook(stack: Stack, params: Record<string, string>) {
   assert.equal(await stack.recordingStatus(params), 204);
@@ -179,7 +172,10 @@ describe('purge and the audit trail', () => {
     assert.equal((await call(stack, 'GET', `/api/calls/${pair.child}/download`, acme)).status, 200);
     assert.equal((await call(stack, 'GET', `/api/calls/${pair.child}/peaks`, acme)).status, 200);
     const withPeaks = [...finishedNames(pair.parent), `${pair.parent}.peaks.json`].sort();
-    await until(async () => (await files(stack, pair.parent)).join() === withPeaks.join());
+    await until(
+      "the parent's files with peaks",
+      async () => (await files(stack, pair.parent)).join() === withPeaks.join(),
+    );
     await deleteAtTwilio(stack, pair.recordingSid);
     const removedBefore = await metric(stack, UPSTREAM_DELETED);
 

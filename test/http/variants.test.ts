@@ -8,12 +8,11 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { generateMp3, generateWav, MP3_SAMPLES_PER_FRAME } from '../../src/emulator/audio.js';
 import type { CallSid } from '../../src/sid.js';
 import { BLOCK_FRAMES } from '../../src/waveform/peaks.js';
-import { sha256 } from '../helpers/common.js';
+import { sha256, until as untilWithin } from '../helpers/common.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 const SIZE = 8_000;
@@ -42,10 +41,7 @@ async function purge(stack: Stack, callSid: string): Promise<void> {
   assert.deepEqual(stored(stack, callSid), []);
 }
 
-async function until(what: string, ok: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 1500 && !(await ok()); i++) await sleep(10);
-  assert.ok(await ok(), what);
-}
+const until = (what: string, ok: () => boolean | Promise<boolean>) => untilWithin(what, ok, 15_000);
 
 describe('variants: channels and formats', () => {
   let stack: Stack;

@@ -178,8 +178,9 @@ describe('recgate serve --workers 4', () => {
   it("/metrics answers with every worker's figures summed: one cache miss per cold recording", async () => {
     // recording_saved is counted once the download's lock is released, which may come after its last byte.
     await until(
-      () => server.logs.filter((l) => l.event === 'recording_saved').length >= 3,
       'recording_saved',
+      () => server.logs.filter((l) => l.event === 'recording_saved').length >= 3,
+      5000,
     );
     const res = await request(`${server.url}/metrics`);
     const text = await res.body.text();

@@ -49,13 +49,5 @@ export function assertError(res: Answer, status: number, code: string): void {
   assert.equal(JSON.parse(res.body.toString()).error.code, code);
 }
 
+export { until } from '../helpers/common.js';
 export { metric } from '../helpers/metrics.js';
-
-/** Polls `check` until it holds; fails naming `what` after `timeoutMs` (a bound, not a measurement). */
-export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000) {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}

@@ -10,6 +10,7 @@ import pg from 'pg';
 import { isRecgateError } from '../../src/errors.js';
 import type { AdmissionPermit } from '../../src/recordings/admission/admission.js';
 import { PostgresAdmission } from '../../src/recordings/admission/postgres.js';
+import { until as untilWithin } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { admissionContractTests } from './admission-contract.js';
 
@@ -121,13 +122,7 @@ if (url !== undefined) {
     );
     return rows[0]!;
   };
-  const until = async (what: string, check: () => boolean | Promise<boolean>) => {
-    const deadline = Date.now() + 30_000;
-    while (!(await check())) {
-      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-      await sleep(5);
-    }
-  };
+  const until = (what: string, check: () => boolean | Promise<boolean>) => untilWithin(what, check, 30_000);
 
   it("2 slots under a local cap of 16, two hosts: another business's click gets the next slot before either host's backlog", async (t) => {
     const namespace = `test-${randomBytes(8).toString('hex')}`;

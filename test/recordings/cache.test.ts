@@ -91,7 +91,7 @@ describe('recording cache', () => {
     assert.equal(during.state, 'downloading');
     assert.deepEqual(await readAll(first.createReadStream(0, data.length - 1)), data);
     await settled(dir, ref);
-    await until(() => names().includes('recording_saved'), 'recording_saved');
+    await until('recording_saved', () => names().includes('recording_saved'), 5000);
     const second = await cache.open(ref);
     assert.equal(second.outcome, 'hit');
     assert.equal(second.complete, true);
@@ -439,7 +439,7 @@ describe('recording cache', () => {
     assert.equal(upstream.calls[0]?.start, 90_000);
     assert.equal(events.find((e) => e[0] === 'cache_miss')?.[1].leftover, 90_000);
     await settled(dir, ref);
-    await until(() => events.some((e) => e[0] === 'recording_saved'), 'recording_saved');
+    await until('recording_saved', () => events.some((e) => e[0] === 'recording_saved'), 5000);
     const saved = events.find((e) => e[0] === 'recording_saved')?.[1];
     assert.equal(saved?.size, data.length);
     assert.equal(saved?.bytes, data.length - 90_000);

@@ -182,7 +182,7 @@ describe('recording cache across processes', () => {
         assert.ok(match, `second request asks for a range: ${server.ranges[1]}`);
         assert.ok(Number(match[1]) > 0 && Number(match[1]) >= killedAt - 64 * 1024);
       }
-      await until(() => capture.events().includes('recording_saved'), 'recording_saved');
+      await until('recording_saved', () => capture.events().includes('recording_saved'), 5000);
       const names = capture.events();
       assert.ok(names.includes('lock_wait'));
       assert.ok(names.includes('takeover'));
