@@ -4,6 +4,10 @@
  * are done, because they must not share the machine (each with its reason). Prints the spec report, then the files
  * that took longest and the whole run's time.
  *
+ * First it builds dist/ from this tree (`tsc -p tsconfig.build.json`, about 8 s) and sets RECGATE_TEST_BUILT=1,
+ * so the `recgate` processes the tests start run that build rather than the sources through tsx
+ * (test/helpers/recgate-command.ts). It always builds: a dist/ left from another tree must never be tested.
+ *
  *   npm run test:unit [-- [--concurrency N] [file or folder ...]]
  *
  * With files or folders, runs only the test files among or under them (ALONE ones still last, alone).
@@ -12,6 +16,7 @@
  * stays deterministic: at 3, the busiest files' streaming checks failed (a first byte after the download
  * ended). The exit status is 1 if any test failed.
  */
+import { execFileSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { run } from 'node:test';
@@ -103,6 +108,23 @@ async function runFiles(batch: string[], at: number): Promise<void> {
   report.pipe(process.stdout, { end: false });
   await new Promise<void>((done, fail) => report.on('end', done).on('error', fail));
 }
+
+const building = Date.now();
+try {
+  execFileSync(
+    process.execPath,
+    [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+    {
+      cwd: root,
+      stdio: 'inherit',
+    },
+  );
+} catch {
+  process.stderr.write('the build failed (tsc -p tsconfig.build.json); no test ran\n');
+  process.exit(1);
+}
+process.env.RECGATE_TEST_BUILT = '1';
+process.stdout.write(`built dist/ in ${((Date.now() - building) / 1000).toFixed(1)} s\n`);
 
 process.stdout.write(
   `${together.length} test files ${concurrency} at a time, then ${alone.length} alone (test/run.ts, ALONE)\n`,

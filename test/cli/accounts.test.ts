@@ -7,11 +7,11 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.js';
 import { type AccountsAction, runAccounts } from '../../src/cli/accounts.js';
 import { tempDir } from '../helpers/common.js';
+import { recgateArgs } from '../helpers/recgate-command.js';
 import { JWT_SECRET } from '../helpers/stack.js';
 
 const MAIN = `AC${'a'.repeat(32)}`;
@@ -125,10 +125,9 @@ describe('recgate accounts', () => {
   });
 
   it('exits 2 for bad usage on the command line', async () => {
-    const entry = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
     const result = await promisify(execFile)(
       process.execPath,
-      ['--import', 'tsx', entry, 'accounts', 'set', '--business', 'b', '--main', '--subaccount', SUB],
+      [...recgateArgs(), 'accounts', 'set', '--business', 'b', '--main', '--subaccount', SUB],
       { env: { PATH: process.env.PATH ?? '' }, timeout: 60_000 },
     ).then(
       () => ({ code: 0, stderr: '' }),

@@ -2,19 +2,18 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { loadConfig } from '../../src/config/config.js';
 import { parseDatabaseUrl } from '../../src/config/database-url.js';
+import { recgateArgs } from '../helpers/recgate-command.js';
 
-const ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
 const SECRET = 'cli-test-secret-'.padEnd(40, 'z');
 
 function run(args: string[], env: Record<string, string> = {}) {
   const clean = { ...process.env };
   delete clean.RECGATE_JWT_SECRET;
-  return spawnSync(process.execPath, ['--import', 'tsx', ENTRY, ...args], {
+  return spawnSync(process.execPath, [...recgateArgs(), ...args], {
     env: { ...clean, ...env },
     encoding: 'utf8',
     timeout: 30_000,
@@ -73,7 +72,7 @@ describe('recgate CLI', () => {
   });
 
   it('emulator serves Twilio REST shapes on the port it prints', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'emulator', '--port', '0', '--demo'], {
+    const child = spawn(process.execPath, [...recgateArgs(), 'emulator', '--port', '0', '--demo'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     try {

@@ -5,7 +5,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { openCallLog, parseDatabaseUrl } from '../../src/call-log/index.js';
@@ -21,8 +20,8 @@ import {
 import { tempDir } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { mountReadOnly, mountTmpfs } from '../helpers/read-only-mount.js';
+import { recgateArgs } from '../helpers/recgate-command.js';
 
-const ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
 const SECRET = 'doctor-test-secret-'.padEnd(40, 'z');
 
 interface Outcome {
@@ -30,17 +29,16 @@ interface Outcome {
   lines: string[];
 }
 
-/** Runs `recgate doctor` from source; async, so the in-process emulator keeps answering. */
+/** Runs `recgate doctor` in a child process; async, so the in-process emulator keeps answering. */
 async function doctor(args: string[], env: Record<string, string | undefined>): Promise<Outcome> {
   const clean: NodeJS.ProcessEnv = { ...process.env };
   for (const name of Object.keys(clean)) if (/^(RECGATE_|TWILIO_)/.test(name)) delete clean[name];
   for (const [name, value] of Object.entries(env)) if (value !== undefined) clean[name] = value;
   try {
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      ['--import', 'tsx', ENTRY, 'doctor', ...args],
-      { env: clean, timeout: 60_000 },
-    );
+    const { stdout } = await promisify(execFile)(process.execPath, [...recgateArgs(), 'doctor', ...args], {
+      env: clean,
+      timeout: 60_000,
+    });
     return { code: 0, lines: stdout.trim().split('\n') };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -1,5 +1,5 @@
 /**
- * `recgate prefetch`, run from source beside a gateway on the same data dir: by call, business and date
+ * `recgate prefetch`, run in a child process beside a gateway on the same data dir: by call, business and date
  * range (the emulator's media counts say what was fetched), skips and failures with their reasons, exit
  * codes (0 done, 1 failed, 2 bad usage), `--no-run`, and the progress bar when stderr is a terminal.
  */

@@ -1,5 +1,5 @@
 /**
- * `recgate purge` and `recgate stats`, run from source beside a gateway on the same data dir: output, exit
+ * `recgate purge` and `recgate stats`, run in a child process beside a gateway on the same data dir: output, exit
  * codes (0 done, 1 failed, 2 bad usage), and that the gateway sees what they did; on SQLite and, for both,
  * PostgreSQL (a schema per case; no skip in CI).
  */

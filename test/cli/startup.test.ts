@@ -9,13 +9,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { mountReadOnly } from '../helpers/read-only-mount.js';
+import { recgateArgs } from '../helpers/recgate-command.js';
 import { freePort } from '../helpers/serve-process.js';
 import { JWT_SECRET } from '../helpers/stack.js';
 
-const CLI_ENTRY = fileURLToPath(new URL('../helpers/cli-entry.ts', import.meta.url));
-const SERVE_ENTRY = fileURLToPath(new URL('../helpers/serve-entry.ts', import.meta.url));
 /** Long enough for a slow start on a busy machine; a hang shows as `code: null`. */
 const HANG_MS = 30_000;
 /** The crash-loop run: a dozen worker start-ups, each a few seconds on a busy 2-core machine. */
@@ -36,16 +34,14 @@ interface Run {
 /** Runs `recgate serve` to its end, or stops it (SIGTERM, then SIGKILL) after `hangMs`. */
 async function serve(
   args: string[],
-  options: { entry?: string; env?: Record<string, string>; hangMs?: number } = {},
+  options: { testControls?: boolean; env?: Record<string, string>; hangMs?: number } = {},
 ) {
   const hangMs = options.hangMs ?? HANG_MS;
   const started = Date.now();
   const child = spawn(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      options.entry ?? CLI_ENTRY,
+      ...recgateArgs({ testControls: options.testControls }),
       'serve',
       '--twilio-api-base',
       'http://127.0.0.1:1',
@@ -168,7 +164,7 @@ describe('recgate serve start-up failures', () => {
   it('workers that start and then crash are restarted with a growing delay, until the primary gives up', async () => {
     const dataDir = path.join(root, 'crash-loop');
     const run = await serve(['--port', String(await freePort()), '--workers', '2', '--data-dir', dataDir], {
-      entry: SERVE_ENTRY,
+      testControls: true,
       hangMs: CRASH_LOOP_HANG_MS,
       env: {
         RECGATE_TEST_WORKER_DIES_AFTER_MS: '200',

@@ -1,17 +1,16 @@
 /**
- * Running the admin commands (`recgate purge`, `prefetch`, `stats`) from source as an operator runs them,
+ * Running the admin commands (`recgate purge`, `prefetch`, `stats`) in a child process as an operator runs them
  * beside a gateway stack (test/helpers/stack.ts), and the fixtures their tests share.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
+import { recgateArgs } from './recgate-command.js';
 import { JWT_SECRET, type Stack } from './stack.js';
 
-const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));
 export const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 
 export interface Outcome {
@@ -20,7 +19,7 @@ export interface Outcome {
   err: string;
 }
 
-/** Runs `recgate …` from source; async, so the in-process emulator and gateway keep answering. */
+/** Runs `recgate …` (see recgate-command.ts); async, so the in-process emulator and gateway keep answering. */
 export async function recgate(
   stack: Stack,
   args: string[],
@@ -30,11 +29,10 @@ export async function recgate(
   for (const name of Object.keys(clean)) if (/^(RECGATE_|TWILIO_)/.test(name)) delete clean[name];
   Object.assign(clean, commandEnv(stack), env);
   try {
-    const { stdout, stderr } = await promisify(execFile)(
-      process.execPath,
-      ['--import', 'tsx', ENTRY, ...args],
-      { env: clean, timeout: 60_000 },
-    );
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [...recgateArgs(), ...args], {
+      env: clean,
+      timeout: 60_000,
+    });
     return { code: 0, out: stdout, err: stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -1,4 +1,6 @@
-// Runs the CLI from source, so tests need no build; cluster workers re-run this file with the same --import.
+// Runs the CLI from source through tsx (started with `--import tsx`); cluster workers re-run this file with the
+// same --import. Tests start recgate through test/helpers/recgate-command.ts, which runs the build instead
+// under `npm run test:unit`.
 import { main } from '../../src/cli/main.js';
 
 main(process.argv).catch((err) => {

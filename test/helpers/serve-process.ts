@@ -1,18 +1,15 @@
-/** Runs `recgate serve` from source in a child process (with --workers N) and reads its JSON logs. */
+/** Runs `recgate serve --workers N` in a child process (see recgate-command.ts) and reads its JSON logs. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { freePort } from './common.js';
 
 export { freePort } from './common.js';
 
 import type { PrimaryOptions } from '../../src/cli/cluster.js';
+import { recgateArgs } from './recgate-command.js';
 import { ADMIN_TOKEN, JWT_SECRET } from './stack.js';
-
-const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));
-const SERVE_ENTRY = fileURLToPath(new URL('./serve-entry.ts', import.meta.url));
 
 export interface ServeProcess {
   url: string;
@@ -44,9 +41,7 @@ export async function startServeProcess(options: {
   const child = spawn(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      options.primary === undefined ? ENTRY : SERVE_ENTRY,
+      ...recgateArgs({ testControls: options.primary !== undefined }),
       'serve',
       '--port',
       String(port),
