@@ -1,6 +1,6 @@
 /**
  * A quick run of the benchmark harness (tiny recordings, a few clients, one-second runs) so that it cannot rot:
- * every scenario runs end to end against recgate from source and, when installed, nginx and Varnish.
+ * every scenario runs end to end against recgate (built under `npm run test:unit`, else from source) and, when installed, nginx and Varnish.
  * Nothing here asserts speed; it asserts that every peer served correct bytes and every output renders.
  */
 import assert from 'node:assert/strict';
@@ -12,6 +12,7 @@ import { findBinary } from '../../bench/lib/peers.js';
 import { renderMarkdown, renderSvg, renderText } from '../../bench/lib/report.js';
 import { runBench } from '../../bench/run.js';
 import type { StampedeRow } from '../../bench/scenarios/cold-stampede.js';
+import { BUILT } from '../helpers/recgate-command.js';
 
 const CI = process.env.CI === 'true';
 const outDir = path.join(tmpdir(), `recgate-bench-smoke-${process.pid}`);
@@ -25,7 +26,7 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   const report = await runBench({
     scenarios: ['cold', 'seek', 'warm', 'memory', 'scaling', 'mixed', 'many'],
     mode: 'smoke',
-    recgateEntry: 'source',
+    recgateEntry: BUILT ? 'dist' : 'source',
     outDir,
     installMissing: false,
     requirePeers: CI,
@@ -122,7 +123,7 @@ test('bench harness: warm throughput with the Node load generator (no wrk)', {
   const report = await runBench({
     scenarios: ['warm'],
     mode: 'smoke',
-    recgateEntry: 'source',
+    recgateEntry: BUILT ? 'dist' : 'source',
     installMissing: false,
     useWrk: false,
     command: 'smoke test',

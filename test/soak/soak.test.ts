@@ -8,9 +8,16 @@ import { test } from 'node:test';
 import { renderSoak } from '../../soak/report.js';
 import { KINDS, type Kind } from '../../soak/requests.js';
 import { REACHES_CACHE, runSoak, WARM_RECORDINGS } from '../../soak/soak.js';
+import { BUILT } from '../helpers/recgate-command.js';
 
 test('soak: 5 s of mixed load on two workers, every response as planned', { timeout: 120_000 }, async (t) => {
-  const report = await runSoak({ durationS: 5, concurrency: 8, seed: 1, workers: 2, entry: 'source' });
+  const report = await runSoak({
+    durationS: 5,
+    concurrency: 8,
+    seed: 1,
+    workers: 2,
+    entry: BUILT ? 'dist' : 'source',
+  });
   t.diagnostic(renderSoak(report));
   assert.deepEqual(report.failures, []);
   assert.equal(report.passed, true);
