@@ -129,8 +129,13 @@ process.stdout.write(`built dist/ in ${((Date.now() - building) / 1000).toFixed(
 process.stdout.write(
   `${together.length} test files ${concurrency} at a time, then ${alone.length} alone (test/run.ts, ALONE)\n`,
 );
+const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(0);
+let phase = Date.now();
 await runFiles(together, concurrency);
+const phases = [`${together.length} files ${concurrency} at a time in ${seconds(phase)} s`];
+phase = Date.now();
 await runFiles(alone, 1);
+if (alone.length > 0) phases.push(`${alone.length} alone in ${seconds(phase)} s`);
 
 const slowest = [...took]
   .map(([file, ms]) => ({ file: name(file), ms }))
@@ -140,7 +145,7 @@ const width = Math.max(...slowest.map((s) => s.file.length));
 process.stdout.write(
   `\nslowest files (their tests' time, start-up aside):\n${slowest
     .map((s) => `  ${s.file.padEnd(width)}  ${(s.ms / 1000).toFixed(1).padStart(6)} s`)
-    .join('\n')}\nsuite: ${files.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s, ${
+    .join('\n')}\nsuite: ${files.length} files in ${seconds(started)} s (${phases.join(', then ')}), ${
     failed.size === 0 ? 'no test failed' : `a test failed in ${[...failed].sort().join(', ')}`
   }\n`,
 );
