@@ -142,7 +142,7 @@ export interface CacheRuntime {
   index: CacheIndex | undefined;
   /** Keeps the index in step and enforces the `--cache-*` limits; with the index. */
   evictor: Evictor | undefined;
-  /** Closes the evictor, the cache, the index and the lock backend, in that order. */
+  /** Closes the cache (waiting for its downloads), then the evictor, the index and the lock backend. */
   close(): Promise<void>;
 }
 
