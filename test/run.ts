@@ -109,6 +109,7 @@ async function runFiles(batch: string[], at: number): Promise<void> {
   await new Promise<void>((done, fail) => report.on('end', done).on('error', fail));
 }
 
+const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(0);
 const building = Date.now();
 try {
   execFileSync(
@@ -124,12 +125,11 @@ try {
   process.exit(1);
 }
 process.env.RECGATE_TEST_BUILT = '1';
-process.stdout.write(`built dist/ in ${((Date.now() - building) / 1000).toFixed(1)} s\n`);
+process.stdout.write(`built dist/ in ${seconds(building)} s\n`);
 
 process.stdout.write(
   `${together.length} test files ${concurrency} at a time, then ${alone.length} alone (test/run.ts, ALONE)\n`,
 );
-const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(0);
 let phase = Date.now();
 await runFiles(together, concurrency);
 const phases = [`${together.length} files ${concurrency} at a time in ${seconds(phase)} s`];

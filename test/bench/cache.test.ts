@@ -14,7 +14,7 @@ import {
   runDirectoryBench,
 } from '../../bench/cache.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
-import { BUILT } from '../helpers/recgate-command.js';
+import { HARNESS_ENTRY } from '../helpers/recgate-command.js';
 
 test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
   const found = await findPostgres();
@@ -39,7 +39,7 @@ test('bench:cache smoke run on SQLite and PostgreSQL', async (t) => {
 });
 
 test('bench:cache smoke run of the recgate serve start-up, on SQLite', async () => {
-  const [row] = await runCacheBench({ sizes: [600], backends: ['sqlite'], serve: BUILT ? 'dist' : 'source' });
+  const [row] = await runCacheBench({ sizes: [600], backends: ['sqlite'], serve: HARNESS_ENTRY });
   for (const figure of [row!.serveMs, row!.serveEmptyMs]) {
     assert.ok(typeof figure === 'number' && Number.isFinite(figure) && figure > 0, String(figure));
   }

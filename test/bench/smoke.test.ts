@@ -12,7 +12,7 @@ import { findBinary } from '../../bench/lib/peers.js';
 import { renderMarkdown, renderSvg, renderText } from '../../bench/lib/report.js';
 import { runBench } from '../../bench/run.js';
 import type { StampedeRow } from '../../bench/scenarios/cold-stampede.js';
-import { BUILT } from '../helpers/recgate-command.js';
+import { HARNESS_ENTRY } from '../helpers/recgate-command.js';
 
 const CI = process.env.CI === 'true';
 const outDir = path.join(tmpdir(), `recgate-bench-smoke-${process.pid}`);
@@ -26,7 +26,7 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   const report = await runBench({
     scenarios: ['cold', 'seek', 'warm', 'memory', 'scaling', 'mixed', 'many'],
     mode: 'smoke',
-    recgateEntry: BUILT ? 'dist' : 'source',
+    recgateEntry: HARNESS_ENTRY,
     outDir,
     installMissing: false,
     requirePeers: CI,
@@ -123,7 +123,7 @@ test('bench harness: warm throughput with the Node load generator (no wrk)', {
   const report = await runBench({
     scenarios: ['warm'],
     mode: 'smoke',
-    recgateEntry: BUILT ? 'dist' : 'source',
+    recgateEntry: HARNESS_ENTRY,
     installMissing: false,
     useWrk: false,
     command: 'smoke test',

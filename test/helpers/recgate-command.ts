@@ -10,7 +10,10 @@
 import { fileURLToPath } from 'node:url';
 
 /** Set by test/run.ts once dist/ is built from this tree; never by hand, or a stale dist/ would be tested. */
-export const BUILT = process.env.RECGATE_TEST_BUILT === '1';
+const BUILT = process.env.RECGATE_TEST_BUILT === '1';
+
+/** How the bench and soak harnesses (their `entry` option) should start recgate: the build when there is one. */
+export const HARNESS_ENTRY: 'dist' | 'source' = BUILT ? 'dist' : 'source';
 
 const BIN = fileURLToPath(new URL('../../bin/recgate.js', import.meta.url));
 const CLI_ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { renderSoak } from '../../soak/report.js';
 import { KINDS, type Kind } from '../../soak/requests.js';
 import { REACHES_CACHE, runSoak, WARM_RECORDINGS } from '../../soak/soak.js';
-import { BUILT } from '../helpers/recgate-command.js';
+import { HARNESS_ENTRY } from '../helpers/recgate-command.js';
 
 test('soak: 5 s of mixed load on two workers, every response as planned', { timeout: 120_000 }, async (t) => {
   const report = await runSoak({
@@ -16,7 +16,7 @@ test('soak: 5 s of mixed load on two workers, every response as planned', { time
     concurrency: 8,
     seed: 1,
     workers: 2,
-    entry: BUILT ? 'dist' : 'source',
+    entry: HARNESS_ENTRY,
   });
   t.diagnostic(renderSoak(report));
   assert.deepEqual(report.failures, []);
