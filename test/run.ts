@@ -2,7 +2,8 @@
  * Runs the suite (`npm run test:unit`): every test/**\/*.test.ts, each file in its own process as
  * `node --test` does, several files at a time, and the files in {@link ALONE} one at a time once the others
  * are done, because they must not share the machine (each with its reason). Prints the spec report, then the files
- * that took longest and the whole run's time.
+ * that took longest, each failed test again with its error (CI keeps only the end of the output), and the whole
+ * run's time.
  *
  * First it builds dist/ from this tree (`tsc -p tsconfig.build.json`, about 8 s) and sets RECGATE_TEST_BUILT=1,
  * so the `recgate` processes the tests start run that build rather than the sources through tsx
@@ -22,7 +23,7 @@ import { join, relative, resolve, sep } from 'node:path';
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { inspect, parseArgs } from 'node:util';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 
@@ -91,16 +92,76 @@ const started = Date.now();
 /** The files with a failed test. */
 const failed = new Set<string>();
 
+/** A failed test as the summary at the end repeats it (the spec report's own account may be far above it). */
+interface Failure {
+  file: string;
+  name: string;
+  error: unknown;
+  /** Errors reported outside any test just before this failure (see {@link looseErrors}). */
+  loose: string[];
+}
+const failures: Failure[] = [];
+/** Failures the summary repeats in full; the rest are named only. */
+const FAILURES_SHOWN = 3;
+/** Lines of each failure's error the summary repeats. */
+const FAILURE_LINES = 20;
+/**
+ * Errors the runner reported outside any test's result (an uncaught exception, asynchronous activity after a
+ * test ended) since the last top-level result: they fail their file with no more than "test failed". The
+ * runner reports them, without a file, just before that failure (each file's report comes in one piece).
+ */
+let looseErrors: string[] = [];
+/** Such errors the summary repeats with a file's failure. */
+const FILE_ERRORS_SHOWN = 3;
+
+interface FailEvent {
+  file?: string;
+  name: string;
+  nesting: number;
+  details: { duration_ms: number; error?: unknown };
+}
+
+/** A suite that failed only because a test in it did adds nothing to that test's own failure. */
+function onlySubtests(error: unknown): boolean {
+  return (error as { failureType?: unknown } | undefined)?.failureType === 'subtestsFailed';
+}
+
+/** What the summary says of one failure: where, which test, and the error with its causes, cut to a few lines. */
+function describeFailure(failure: Failure): string {
+  // node:test wraps what the test threw (failureType testCodeFailure): the cause is the test's own error.
+  const error = failure.error as { failureType?: unknown; cause?: unknown } | undefined;
+  const thrown = error?.failureType === 'testCodeFailure' && error.cause !== undefined ? error.cause : error;
+  // Node's own frames (the test runner's, promises') say nothing about the failure.
+  const lines = inspect(thrown, { depth: 4, breakLength: 120 })
+    .split('\n')
+    .filter((l) => !/^\s+at (.*\()?(node:|new Promise \(<anonymous>\))/.test(l) || l.endsWith('{'));
+  const shown = lines.slice(0, FAILURE_LINES).map((l) => `    ${l}`);
+  if (lines.length > FAILURE_LINES) shown.push(`    ... ${lines.length - FAILURE_LINES} more lines`);
+  for (const message of failure.loose.slice(0, FILE_ERRORS_SHOWN))
+    shown.push(`    ${message.split('\n')[0]}`);
+  return `  ✖ ${failure.file}  ${failure.name}\n${shown.join('\n')}`;
+}
+
 async function runFiles(batch: string[], at: number): Promise<void> {
   if (batch.length === 0) return;
   const stream = run({ files: batch, concurrency: at });
-  stream.on('test:fail', (data: { file?: string }) => {
-    process.exitCode = 1;
-    failed.add(data.file === undefined ? '(no file)' : name(data.file));
+  stream.on('test:diagnostic', (data: { message: string }) => {
+    if (/^Error\b|uncaught|asynchronous activity/i.test(data.message)) looseErrors.push(data.message);
   });
+  stream.on('test:fail', (data: FailEvent) => {
+    process.exitCode = 1;
+    const file = data.file === undefined ? '(no file)' : name(data.file);
+    failed.add(file);
+    const loose = data.nesting === 0 ? looseErrors : [];
+    if (!onlySubtests(data.details.error))
+      failures.push({ file, name: data.name, error: data.details.error, loose });
+  });
+  // After the handler above: a top-level result, passed or failed, takes the loose errors reported before it.
   for (const event of ['test:pass', 'test:fail'] as const) {
     stream.on(event, (data: { file?: string; nesting: number; details: { duration_ms: number } }) => {
-      if (data.file === undefined || data.nesting !== 0) return;
+      if (data.nesting !== 0) return;
+      looseErrors = [];
+      if (data.file === undefined) return;
       took.set(data.file, (took.get(data.file) ?? 0) + data.details.duration_ms);
     });
   }
@@ -145,7 +206,19 @@ const width = Math.max(...slowest.map((s) => s.file.length));
 process.stdout.write(
   `\nslowest files (their tests' time, start-up aside):\n${slowest
     .map((s) => `  ${s.file.padEnd(width)}  ${(s.ms / 1000).toFixed(1).padStart(6)} s`)
-    .join('\n')}\nsuite: ${files.length} files in ${seconds(started)} s (${phases.join(', then ')}), ${
+    .join('\n')}\n`,
+);
+if (failures.length > 0) {
+  const named = failures.slice(FAILURES_SHOWN).map((f) => `  ✖ ${f.file}  ${f.name}`);
+  process.stdout.write(
+    `failed tests (${failures.length}), again here so that the end of the output says why:\n${[
+      ...failures.slice(0, FAILURES_SHOWN).map(describeFailure),
+      ...named,
+    ].join('\n')}\n`,
+  );
+}
+process.stdout.write(
+  `suite: ${files.length} files in ${seconds(started)} s (${phases.join(', then ')}), ${
     failed.size === 0 ? 'no test failed' : `a test failed in ${[...failed].sort().join(', ')}`
   }\n`,
 );
