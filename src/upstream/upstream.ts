@@ -85,7 +85,9 @@ export interface MediaResponse {
   encryption?: StoredEncryption | undefined;
   /**
    * The body. It errors (never ends early without an error) if the connection breaks, closes before
-   * Content-Length bytes, or stays idle too long. Without Content-Length, a clean close ends it.
+   * Content-Length bytes, or stays idle too long. Without Content-Length, a clean close ends it. An error
+   * (an abort too) before anyone reads it is kept for the first reader, and never emitted unheard: the
+   * download makes its files between the headers and the first read.
    */
   body: Readable;
 }

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,11 +32,16 @@ export function isCode(code: string): (err: unknown) => true {
   };
 }
 
-/** A fresh temporary directory, removed after the test. */
-export function tempDir(t: { after(fn: () => void): void }, prefix = 'recgate-test-'): string {
+/**
+ * A fresh temporary directory, removed after the test. A background task of the test may still create a file
+ * there as the directory goes (a download committing after the test's last read, registered after the
+ * directory, so closed after it is removed): the removal is asynchronous, so that task's calls complete
+ * meanwhile, and each retry starts over from the directory's listing. `rmSync` retried only its last
+ * `rmdir`, which a file created since its listing failed every time (ENOTEMPTY).
+ */
+export function tempDir(t: { after(fn: () => Promise<void>): void }, prefix = 'recgate-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  // Retries: a background task of the test may still be writing a file as the directory goes.
-  t.after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }));
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 }));
   return dir;
 }
 

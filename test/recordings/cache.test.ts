@@ -461,6 +461,9 @@ describe('recording cache', () => {
     assert.ok((await readRange(second.cache, ref2)).equals(changed));
     assert.equal(upstream2.calls[0]?.ifRange, '"old"');
     assert.equal(upstream2.calls.length, 1);
+    // Committed, and nothing of the stale generation left.
+    await settled(dir, ref2);
+    assert.deepEqual(readFileSync(join(dir, `${ref2.ownerCallSid}.mp3`)), changed);
   });
 
   it('commits a complete partial left by a holder that died before the rename, without fetching', async (t) => {
@@ -511,15 +514,16 @@ describe('recording cache', () => {
     // The same upstream, whole this time: the next request downloads it.
     upstream.options = { data, noLength: true };
     assert.ok((await readRange(cache, ref)).equals(data));
+    await settled(dir, ref);
   });
 
   it('without Content-Length, a waiter in another process counts a growing file as progress', async (t) => {
     const dir = tempDir(t);
     const data = audioBytes(MP3_FRAME_BYTES * 400);
-    // About 1.2 s of download against a 300 ms lock timeout.
-    const upstream = new FakeUpstream({ data, noLength: true, chunkSize: 4096, chunkDelayMs: 30 });
-    const a = makeCache(t, dir, upstream, { lockTimeoutMs: 300 });
-    const b = makeCache(t, dir, upstream, { lockTimeoutMs: 300 });
+    // About 2 s of download against a 500 ms lock timeout (which a stall of a busy machine must not reach).
+    const upstream = new FakeUpstream({ data, noLength: true, chunkSize: 4096, chunkDelayMs: 50 });
+    const a = makeCache(t, dir, upstream, { lockTimeoutMs: 500 });
+    const b = makeCache(t, dir, upstream, { lockTimeoutMs: 500 });
     const ref = newRef();
     const first = a.cache.open(ref);
     await sleep(50);

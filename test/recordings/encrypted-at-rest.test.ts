@@ -71,7 +71,7 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
   let keysDir: string;
   let dataDir: string;
   let keySid: string;
-  const dirs: Array<() => void> = [];
+  const dirs: Array<() => Promise<void>> = [];
   const startGateway = (storeEncrypted = true) =>
     startStack({
       sharedEmulator: emulator,
@@ -92,7 +92,7 @@ describe('recordings kept encrypted on disk (--store-encrypted)', () => {
   after(async () => {
     await stack.close();
     await emulator.close();
-    for (const fn of dirs) fn();
+    for (const fn of dirs) await fn();
   });
 
   async function encrypted(bytes: number): Promise<Encrypted> {

@@ -31,7 +31,7 @@ describe('encrypted recordings through the gateway', () => {
   let acmePublicKeySid: string;
   let otherPublicKeySid: string;
   const capture = captureLogger();
-  const dirs: Array<() => void> = [];
+  const dirs: Array<() => Promise<void>> = [];
 
   before(async () => {
     keysDir = tempDir({ after: (fn) => dirs.push(fn) });
@@ -46,7 +46,7 @@ describe('encrypted recordings through the gateway', () => {
   });
   after(async () => {
     await stack.close();
-    for (const fn of dirs) fn();
+    for (const fn of dirs) await fn();
   });
 
   async function encrypted(business: string, bytes: number, keySid = acmePublicKeySid) {

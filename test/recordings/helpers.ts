@@ -227,6 +227,10 @@ export class FakeUpstream implements Pick<Upstream, 'fetchMedia' | 'headMedia'> 
       }
     }
     const stream = Readable.from(body(), { objectMode: false });
+    // As the real upstream's body does (upstream/media.ts, guardBody): an error before anyone reads (the
+    // download makes its files between the headers and the first read) stays for the reader, and crashes
+    // nothing.
+    stream.on('error', () => {});
     const onAbort = () => stream.destroy(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     stream.once('close', () => {
