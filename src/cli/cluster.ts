@@ -89,12 +89,12 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
 
   const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
   const hurry = (): void => {
-    for (const w of live()) if (w.isConnected()) w.send({ type: STOP, hurry: true });
+    for (const w of live()) sendTo(w, { type: STOP, hurry: true }, logger);
   };
   const stopAll = (hurried: boolean): Promise<void> => {
     stopping ??= (async () => {
       for (const timer of restartTimers) clearTimeout(timer);
-      await Promise.all(live().map((w) => stopWorker(w, stopTimeoutMs, hurried)));
+      await Promise.all(live().map((w) => stopWorker(w, stopTimeoutMs, hurried, logger)));
     })();
     return stopping;
   };
@@ -154,13 +154,17 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
   const fork = (slot: number, initial: boolean): void => {
     const worker = cluster.fork(env);
     const state: WorkerState = { slot, initial, listening: false };
+    // The Worker relays its process's 'error' events: a failed signal or send. Unheard, one would end the
+    // primary and, with it, every worker; the exit that usually follows is handled below.
+    worker.on('error', (err: Error) =>
+      logger.warn({ event: 'worker_error', workerPid: worker.process.pid, slot, err }, 'worker error'),
+    );
     worker.on('message', (msg: { type?: string; id?: number; message?: unknown }) => {
       if (msg?.type === START_FAILED) state.startFailure = String(msg.message);
       if (msg?.type !== METRICS_REQ) return;
       aggregator.clusterMetrics().then(
-        (text) => worker.isConnected() && worker.send({ type: METRICS_RES, id: msg.id, text }),
-        (err: Error) =>
-          worker.isConnected() && worker.send({ type: METRICS_RES, id: msg.id, error: err.message }),
+        (text) => sendTo(worker, { type: METRICS_RES, id: msg.id, text }, logger),
+        (err: Error) => sendTo(worker, { type: METRICS_RES, id: msg.id, error: err.message }, logger),
       );
     });
     worker.on('listening', (address) => {
@@ -181,7 +185,24 @@ export function runPrimary(config: Config, hooks: PrimaryHooks, options: Primary
   return { stop, gaveUp, hurry };
 }
 
-function stopWorker(worker: Worker, timeoutMs: number, hurried: boolean): Promise<void> {
+/**
+ * Sends `msg` to a worker whose channel is open. A worker can die between that check and the write: its end
+ * of the channel is closed before the primary has read the exit, and the write fails with EPIPE. With the
+ * callback that is a debug line here (the exit follows and is handled as any other), not an 'error' event.
+ */
+function sendTo(worker: Worker, msg: { type: string; [field: string]: unknown }, logger: Logger): void {
+  if (!worker.isConnected()) return;
+  worker.send(msg, (err: Error | null) => {
+    if (err) {
+      logger.debug(
+        { event: 'worker_send_failed', workerPid: worker.process.pid, type: msg.type, err },
+        'send failed',
+      );
+    }
+  });
+}
+
+function stopWorker(worker: Worker, timeoutMs: number, hurried: boolean, logger: Logger): Promise<void> {
   const proc = worker.process;
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise<void>((resolve) => {
@@ -194,7 +215,7 @@ function stopWorker(worker: Worker, timeoutMs: number, hurried: boolean): Promis
     // Node's schedule), while a draining worker still needs the channel, for /metrics and for a later
     // recgate:stop. The SIGTERM also ends a worker still starting, which has no handler yet for either; a
     // worker that hears both stops once, hurried, whichever comes first.
-    if (hurried && worker.isConnected()) worker.send({ type: STOP, hurry: true });
+    if (hurried) sendTo(worker, { type: STOP, hurry: true }, logger);
     proc.kill('SIGTERM');
   });
 }
@@ -256,7 +277,14 @@ export function clusterMetricsSource(): MetricsSource {
             reject(e);
           },
         });
-        process.send?.({ type: METRICS_REQ, id });
+        // With a callback, a channel that is already closed (the primary is gone, and this worker is about to
+        // follow) fails this request, not the process with an unheard 'error' event.
+        process.send?.({ type: METRICS_REQ, id }, undefined, undefined, (err: Error | null) => {
+          if (!err) return;
+          pending.delete(id);
+          clearTimeout(timer);
+          reject(err);
+        });
       }),
   };
 }
