@@ -100,7 +100,10 @@ export async function writeBody(res: ServerResponse, plan: BodyPlan): Promise<vo
       if (bandwidth > 0) {
         const earned = Math.floor((bandwidth * (performance.now() - startedAt)) / 1000) + burst;
         allowance = Math.min(CHUNK_BYTES, earned - sent);
-        if (allowance <= 0) {
+        // Wait for a tick's worth (or a chunk, or the rest of the body): writing whatever a few
+        // microseconds earned wrote the body a few bytes at a time in a busy loop, at the bandwidth exactly,
+        // and took a whole core from whatever shares the machine (the bench's servers).
+        if (allowance < Math.min(burst, CHUNK_BYTES, limit - sent)) {
           await sleep(TICK_MS);
           continue;
         }

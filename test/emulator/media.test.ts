@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type { CreatedRecording, Emulator } from '../../src/emulator/index.js';
-import { evaluateRange } from '../../src/emulator/media.js';
+import { evaluateRange, writeBody } from '../../src/emulator/media.js';
 import { sha256 } from '../helpers/common.js';
 import { accountUrl, api, basic, start } from './helpers.js';
 import { walkMp3 } from './mp3-frames.js';
@@ -47,6 +49,77 @@ describe('evaluateRange', () => {
     assert.equal(evaluateRange({ ...base, range, ifRange: 'W/"x"' }).kind, 'full');
     assert.equal(evaluateRange({ ...base, range, ifRange: base.lastModified }).kind, 'partial');
     assert.equal(evaluateRange({ ...base, range, ifRange: 'Wed, 01 Sep 2010 20:36:28 GMT' }).kind, 'full');
+  });
+});
+
+describe('writeBody', () => {
+  /**
+   * Writes a body of `bytes` at `bandwidth` to a response that takes every write at once, and says what it
+   * saw: each write's size, whether the response ended, the bytes counted by `onBytes`, and the time taken.
+   */
+  async function drive(bytes: number, bandwidth: number) {
+    const writes: number[] = [];
+    let ended = false;
+    let counted = 0;
+    const res = Object.assign(new EventEmitter(), {
+      write(chunk: Buffer, done?: (err?: Error) => void) {
+        writes.push(chunk.byteLength);
+        done?.();
+        return true;
+      },
+      end() {
+        ended = true;
+      },
+    });
+    const started = performance.now();
+    await writeBody(res as unknown as ServerResponse, {
+      body: Buffer.alloc(bytes, 7),
+      bandwidth,
+      ending: { kind: 'end' },
+      onBytes: (n) => {
+        counted += n;
+      },
+      closing: new Promise<void>(() => undefined),
+    });
+    return { writes, ended, counted, elapsed: performance.now() - started };
+  }
+
+  it('paces a body in tick-sized writes, not a few bytes at a time', async () => {
+    const { writes, ended, counted, elapsed } = await drive(200_000, 4_000_000);
+    assert.equal(counted, 200_000);
+    assert.ok(ended);
+    // A tick (15 ms) at 4 MB/s is 60,000 bytes: the bucket's first tick at once, then one write per tick.
+    // Before, each pass of the loop wrote what the microseconds since the last had earned: thousands of writes.
+    assert.ok(writes.length <= 5, `${writes.length} writes: ${writes.slice(0, 10).join(', ')}`);
+    assert.ok(
+      writes.slice(0, -1).every((n) => n >= 60_000),
+      `every write but the last is a tick's worth: ${writes.join(', ')}`,
+    );
+    // Still paced: 140,000 bytes beyond the first tick take 35 ms at 4 MB/s.
+    assert.ok(elapsed >= 30, `paced: ${elapsed} ms`);
+  });
+
+  it('paces a fast link, whose tick is more than a chunk, in 64 KiB writes', {
+    timeout: 10_000,
+  }, async () => {
+    // 20 MB/s: a tick's worth is 300,000 bytes, more than the 64 KiB a write takes at most.
+    const { writes, ended, elapsed } = await drive(1_000_000, 20_000_000);
+    assert.ok(ended);
+    assert.equal(
+      writes.reduce((a, b) => a + b, 0),
+      1_000_000,
+    );
+    assert.ok(
+      writes.slice(0, -1).every((n) => n === 65_536),
+      `64 KiB writes: ${writes.join(', ')}`,
+    );
+    // 700,000 bytes beyond the first tick take 35 ms at 20 MB/s.
+    assert.ok(elapsed >= 30, `paced: ${elapsed} ms`);
+  });
+
+  it('sends an unthrottled body in 64 KiB writes', async () => {
+    const { writes } = await drive(200_000, 0);
+    assert.deepEqual(writes, [65_536, 65_536, 65_536, 3_392]);
   });
 });
 
