@@ -70,6 +70,12 @@ export interface AccountDirectoryOptions {
   now?: () => number;
 }
 
+/** Which account serves a business, and the client that speaks for it. */
+export interface UpstreamTarget {
+  account: string;
+  upstream: AccountClient;
+}
+
 /** Most mappings and tokens remembered; the oldest go first. */
 const MAX_REMEMBERED = 10_000;
 
@@ -92,10 +98,16 @@ class Remembered<T> {
     this.#now = now;
   }
 
+  /** The value remembered for `key` while it is still trusted, at once; `undefined` when there is none. */
+  fresh(key: string): { value: T } | undefined {
+    const hit = this.#values.get(key);
+    return hit !== undefined && this.#now() - hit.at < hit.ttlMs ? hit : undefined;
+  }
+
   /** The value remembered for `key`, else `load()`'s, remembered for `ttlMs(value)`. */
   get(key: string, load: () => Promise<T>, ttlMs: (value: T) => number): Promise<T> {
-    const hit = this.#values.get(key);
-    if (hit !== undefined && this.#now() - hit.at < hit.ttlMs) return Promise.resolve(hit.value);
+    const hit = this.fresh(key);
+    if (hit !== undefined) return Promise.resolve(hit.value);
     let pending = this.#loading.get(key);
     if (pending === undefined) {
       pending = load().then(
@@ -188,11 +200,17 @@ export class AccountDirectory {
   }
 
   /**
-   * The business's account and its client. Throws RECGATE_CREDENTIALS_UNREADABLE when its own credentials
-   * do not open, RECGATE_DATABASE_ERROR when the store fails.
+   * The business's account and its client: at once when its mapping is remembered and still trusted (every
+   * warm play asks), else a promise. Throws or rejects with RECGATE_CREDENTIALS_UNREADABLE when its own
+   * credentials do not open, RECGATE_DATABASE_ERROR when the store fails.
    */
-  async upstreamFor(businessId: string): Promise<{ account: string; upstream: AccountClient }> {
-    const row = await this.#row(businessId);
+  upstreamFor(businessId: string): UpstreamTarget | Promise<UpstreamTarget> {
+    const known = this.#rows.fresh(businessId);
+    if (known !== undefined) return this.#target(known.value);
+    return this.#row(businessId).then((row) => this.#target(row));
+  }
+
+  #target(row: AccountRow | undefined): UpstreamTarget {
     return { account: row?.accountSid ?? this.#o.main.accountSid, upstream: this.#clientFor(row) };
   }
 

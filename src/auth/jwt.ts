@@ -37,17 +37,27 @@ export class JwtAuth {
 
   /** Verifies a compact JWT; throws RECGATE_UNAUTHENTICATED for anything wrong with it. */
   async verify(token: string): Promise<Principal> {
-    const known = this.#verified.get(token);
-    if (known !== undefined) {
-      if (Date.now() < known.acceptUntilMs) return known.principal;
-      this.#verified.delete(token);
-    }
+    const known = this.remembered(token);
+    if (known !== undefined) return known;
     let checking = this.#checking.get(token);
     if (checking === undefined) {
       checking = this.#check(token).finally(() => this.#checking.delete(token));
       this.#checking.set(token, checking);
     }
     return checking;
+  }
+
+  /**
+   * Who `token` names, if it was verified before and is still accepted: answered at once, without a promise,
+   * for the warm path (a player's many Range requests carry one token). `undefined` only says "not
+   * remembered"; {@link verify} decides.
+   */
+  remembered(token: string): Principal | undefined {
+    const known = this.#verified.get(token);
+    if (known === undefined) return undefined;
+    if (Date.now() < known.acceptUntilMs) return known.principal;
+    this.#verified.delete(token);
+    return undefined;
   }
 
   async #check(token: string): Promise<Principal> {

@@ -58,8 +58,11 @@ const ORDER = 'ORDER BY started_at DESC NULLS LAST, created_at DESC, call_sid DE
 
 export const SQL = {
   get: 'SELECT * FROM calls WHERE call_sid = ?',
-  // What changed since: commits of other connections (data_version), and this one's writes.
-  changes: 'SELECT data_version, total_changes() FROM pragma_data_version',
+  // What changed since: commits of other connections (data_version), and this one's writes. Two statements:
+  // the pragma alone takes about 5 us, against 8 us through the pragma_data_version table function, and
+  // total_changes() reads no table (0.1 us).
+  dataVersion: 'PRAGMA data_version',
+  totalChanges: 'SELECT total_changes()',
   // One statement for any number of SIDs, passed as a JSON array; each is a primary-key lookup.
   businessesOf: 'SELECT call_sid, business_id FROM calls WHERE call_sid IN (SELECT value FROM json_each(?))',
   // One statement, so that a concurrent writer cannot slip in between a read and a write. Omitted fields
@@ -228,13 +231,15 @@ export class SqliteCallLog implements CallLog {
 
   /**
    * The call's row, from the records cache when the database is as it was when the row was read. Every play
-   * looks its call up, and a warm one costs little else: a query takes about 4 us (two file-lock system
-   * calls, sixteen columns), the check that nothing changed about 1.5 us. `data_version` changes when another
-   * connection (another process, another host on the same file) commits; `total_changes()` when this one
-   * writes. Any change empties the cache, so it never answers what a query would not.
+   * looks its call up, and a warm one costs little else: a query takes about 8 us (two file-lock system
+   * calls, sixteen columns), the check that nothing changed about 5 us (the same two locks). `data_version`
+   * changes when another connection (another process, another host on the same file) commits;
+   * `total_changes()` when this one writes. Any change empties the cache, so it never answers what a query
+   * would not.
    */
   #lookup(callSid: CallSid): CallRecord | undefined {
-    const [version, changes] = this.#stmt(SQL.changes).raw().get() as [number, number];
+    const version = this.#stmt(SQL.dataVersion).pluck().get() as number;
+    const changes = this.#stmt(SQL.totalChanges).pluck().get() as number;
     if (version !== this.#cachedVersion || changes !== this.#cachedChanges) {
       this.#records.clear();
       this.#cachedVersion = version;

@@ -47,33 +47,48 @@ async function fromHook(
 
 /**
  * The caller's business, within its API rate limit: from the embedding app's `authenticate` hook when it
- * gives one, else from a bearer JWT.
+ * gives one, else from a bearer JWT. A token verified before is answered at once, without a promise (the
+ * warm path); the rest as a promise. Either way a refusal is a RecgateError, thrown or rejected: callers
+ * `await` it.
  */
-export async function authenticate(deps: AppDeps, request: FastifyRequest): Promise<Principal> {
-  if (deps.authenticate !== undefined) return admit(deps, await fromHook(deps.authenticate, request));
+export function authenticate(deps: AppDeps, request: FastifyRequest): Principal | Promise<Principal> {
+  if (deps.authenticate !== undefined) {
+    return fromHook(deps.authenticate, request).then((principal) => admit(deps, principal));
+  }
   const token = bearer(request);
   if (!token) throw createError('RECGATE_UNAUTHENTICATED');
-  return admit(deps, await deps.jwt.verify(token));
+  const known = deps.jwt.remembered(token);
+  if (known !== undefined) return admit(deps, known);
+  return deps.jwt.verify(token).then((principal) => admit(deps, principal));
 }
 
 /**
  * A bearer JWT (or the embedding app's hook), or, for this call's download only, a signed playback URL's
  * own parameters; within the business's API rate limit either way. With a hook, a signed URL is checked
  * first: the hook's credential (a session cookie, say) may well ride along on an `<audio>` request too.
+ * Answers like {@link authenticate}: at once for a remembered token, else a promise.
  */
-export async function authenticateDownload(
+export function authenticateDownload(
   deps: AppDeps,
   request: FastifyRequest,
   callSid: CallSid,
-): Promise<Principal> {
+): Principal | Promise<Principal> {
   const query = request.query as Record<string, unknown>;
   if (deps.authenticate !== undefined) {
-    if (query.sig !== undefined) return admit(deps, await deps.signer.verify(callSid, query));
+    if (query.sig !== undefined) return signedUrl(deps, callSid, query);
     return authenticate(deps, request);
   }
   if (request.headers.authorization !== undefined) return authenticate(deps, request);
-  if (query.sig !== undefined) return admit(deps, await deps.signer.verify(callSid, query));
+  if (query.sig !== undefined) return signedUrl(deps, callSid, query);
   throw createError('RECGATE_UNAUTHENTICATED');
+}
+
+async function signedUrl(
+  deps: AppDeps,
+  callSid: CallSid,
+  query: Record<string, unknown>,
+): Promise<Principal> {
+  return admit(deps, await deps.signer.verify(callSid, query));
 }
 
 /** Constant-time check of the admin token; the admin API is absent (404) when no token is configured. */

@@ -3,6 +3,7 @@
  * serves from disk, or from the one download in flight for that recording, whichever process runs it.
  */
 import type { Logger } from 'pino';
+import type { LazySignal } from '../io/abort.js';
 import type { ByteSource } from '../serving/source.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type { RemoveReason } from './events.js';
@@ -71,9 +72,10 @@ export type CacheState =
 export interface OpenOptions {
   /**
    * Ends this caller's wait for the size or the lock (never a download other requests share): `open()` then
-   * rejects with the signal's reason.
+   * rejects with the signal's reason. A function is called only when the caller may wait: a cached file is
+   * opened without it.
    */
-  signal?: AbortSignal | undefined;
+  signal?: LazySignal | undefined;
   /** Request-scoped logger for the cache's events. */
   log?: Logger | undefined;
   /**

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
-import { raceAbort } from '../io/abort.js';
+import { raceAbort, signalOf } from '../io/abort.js';
 import type { CallSid } from '../sid.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamGate } from './admission/gate.js';
@@ -116,8 +116,9 @@ export class LocalCache implements LocalRecordingCache {
 
   async open(ref: RecordingRef, options: OpenOptions = {}): Promise<CachedRecording> {
     if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
-    const signal = options.signal;
-    signal?.throwIfAborted();
+    // A plain signal that already fired ends the call here. A lazy one is made only past the cache hit,
+    // which waits for nothing.
+    if (typeof options.signal !== 'function') options.signal?.throwIfAborted();
 
     let entry = this.#running(ref);
     let joined = entry !== undefined;
@@ -125,11 +126,11 @@ export class LocalCache implements LocalRecordingCache {
       const final = await this.#final(ref);
       if (final !== undefined) {
         // The hit is the warm path: its event is logged with the recording's SIDs as fields, which costs no
-        // child logger.
-        (options.log ?? this.#s.logger).info(
-          { ...bindingsOf(ref), event: 'cache_hit', size: final.size },
-          'Cache hit',
-        );
+        // child logger, and its fields are not even put together below the line's level.
+        const log = options.log ?? this.#s.logger;
+        if (logsAt(log, 'info')) {
+          log.info({ ...bindingsOf(ref), event: 'cache_hit', size: final.size }, 'Cache hit');
+        }
         this.#observe({
           event: 'cache_hit',
           size: final.size,
@@ -141,6 +142,8 @@ export class LocalCache implements LocalRecordingCache {
         return this.#plain(hit, final.identity?.encryption, ref, options);
       }
     }
+    const signal = signalOf(options.signal);
+    signal?.throwIfAborted();
     const base = options.log ?? this.#s.logger;
     if (entry === undefined) {
       // Look again after the await, and start the flight without awaiting: that makes it single.
@@ -150,9 +153,8 @@ export class LocalCache implements LocalRecordingCache {
     }
     const { flight } = entry;
     // A joiner makes no child logger (two, through a request's lazy one): under a stampede that was the
-    // largest cost of joining, for a line below the usual level. A host's logger (embedding) may not be
-    // pino's and have no level check; its `debug` decides.
-    if (joined && (typeof base.isLevelEnabled !== 'function' || base.isLevelEnabled('debug'))) {
+    // largest cost of joining, for a line below the usual level.
+    if (joined && logsAt(base, 'debug')) {
       base.debug({ ...bindingsOf(ref), event: 'download_joined' }, 'Joining the download in flight');
     }
     const readStart = options.readStart;
@@ -437,6 +439,14 @@ export class LocalCache implements LocalRecordingCache {
       // Metrics must never break serving.
     }
   }
+}
+
+/**
+ * Whether a line at `level` is worth putting together for `log`. A host's logger (embedding) may not be
+ * pino's and have no level check: then yes, and its own method decides.
+ */
+function logsAt(log: Logger, level: 'info' | 'debug'): boolean {
+  return typeof log.isLevelEnabled !== 'function' || log.isLevelEnabled(level);
 }
 
 /** What a recording's log lines carry: its owner call, its SID, and its variant unless canonical. */

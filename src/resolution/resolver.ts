@@ -21,13 +21,17 @@
 import type { Logger } from 'pino';
 import type { CallLog, CallRecord } from '../call-log/call-log.js';
 import { createError } from '../errors.js';
+import { type LazySignal, signalOf } from '../io/abort.js';
 import type { RecordingRef } from '../recordings/cache.js';
 import type { CallSid, RecordingSid } from '../sid.js';
 import type { Upstream, UpstreamRecording } from '../upstream/upstream.js';
 
 /** Which account, and which client of it, serves a business (src/accounts/directory.ts). */
 export interface BusinessUpstreams {
-  upstreamFor(businessId: string): Promise<{ account: string; upstream: Upstream }>;
+  /** At once when it knows, else a promise (see AccountDirectory.upstreamFor). */
+  upstreamFor(
+    businessId: string,
+  ): { account: string; upstream: Upstream } | Promise<{ account: string; upstream: Upstream }>;
 }
 
 import type { RecordingState } from './state.js';
@@ -91,12 +95,14 @@ export class RecordingResolver {
    * on the call or its parent), RECGATE_RECORDING_GONE (deleted upstream), RECGATE_RECORDING_PURGED (an
    * operator purged it), RECGATE_RECORDING_NOT_READY
    * (still processing; carries Retry-After) and the upstream's errors. Concurrent calls for one call share
-   * one lookup; `signal` ends only this caller's wait, which then rejects with the signal's reason.
+   * one lookup; `signal` ends only this caller's wait, which then rejects with the signal's reason. A
+   * function is called only when the call must wait for a lookup: a stored resolution needs no signal.
    */
-  async resolve(call: CallRecord, signal?: AbortSignal, log?: Logger): Promise<RecordingRef> {
+  async resolve(call: CallRecord, lazySignal?: LazySignal, log?: Logger): Promise<RecordingRef> {
     const target = await this.#accounts?.upstreamFor(call.businessId);
     const known = await this.#fromRecord(call, log);
     if (known) return withAccount(known, target?.account);
+    const signal = signalOf(lazySignal);
     signal?.throwIfAborted();
     const shared =
       this.#inflight.get(call.callSid) ?? this.#startLookup(call, target?.upstream ?? this.#upstream, log);
@@ -109,7 +115,8 @@ export class RecordingResolver {
     switch (call.recordingState) {
       case 'available':
         if (call.recordingSid && call.recordingOwnerCallSid) {
-          await this.#requireFollowable(call, call.recordingOwnerCallSid, log);
+          const check = this.#requireFollowable(call, call.recordingOwnerCallSid, log);
+          if (check !== undefined) await check;
           return { recordingSid: call.recordingSid, ownerCallSid: call.recordingOwnerCallSid };
         }
         return undefined;
@@ -241,11 +248,18 @@ export class RecordingResolver {
     return registered === undefined || registered.businessId === call.businessId;
   }
 
-  /** Throws RECGATE_NOT_FOUND, as for a call without a recording, unless {@link #mayFollow}. */
-  async #requireFollowable(call: CallRecord, owner: CallSid, log?: Logger): Promise<void> {
-    if (await this.#mayFollow(call, owner)) return;
-    this.#logRefused(call, owner, log);
-    throw createError('RECGATE_NOT_FOUND');
+  /**
+   * Throws RECGATE_NOT_FOUND, as for a call without a recording, unless {@link #mayFollow}. A call's own
+   * recording (the usual case, and every warm play of one) needs no lookup and returns at once, not a
+   * promise.
+   */
+  #requireFollowable(call: CallRecord, owner: CallSid, log?: Logger): Promise<void> | undefined {
+    if (owner === call.callSid) return undefined;
+    return this.#mayFollow(call, owner).then((may) => {
+      if (may) return;
+      this.#logRefused(call, owner, log);
+      throw createError('RECGATE_NOT_FOUND');
+    });
   }
 
   #logRefused(call: CallRecord, other: CallSid, log?: Logger): void {

@@ -281,6 +281,24 @@ describe('AccountDirectory', () => {
     assert.equal(reads, 2);
   });
 
+  it('answers a remembered mapping at once, and through a promise again once it is no longer trusted', async () => {
+    let now = 1_000_000;
+    const { store, directory } = setup({ now: () => now });
+    await store.put({ businessId: 'a', kind: 'subaccount', accountSid: sid(1), sealedCredentials: null });
+    const first = directory.upstreamFor('a');
+    assert.ok(first instanceof Promise, 'never read: from the store');
+    const { account, upstream } = await first;
+    assert.equal(account, sid(1));
+    const again = directory.upstreamFor('a');
+    assert.ok(!(again instanceof Promise), 'remembered: no promise');
+    assert.deepEqual(again, { account, upstream });
+    now += 5000; // the default mapping TTL
+    await store.put({ businessId: 'a', kind: 'subaccount', accountSid: sid(2), sealedCredentials: null });
+    const stale = directory.upstreamFor('a');
+    assert.ok(stale instanceof Promise, 'no longer trusted: read again');
+    assert.equal((await stale).account, sid(2));
+  });
+
   it('fails plainly when own credentials do not open', async () => {
     const { store, directory } = setup();
     const other = new Sealer({ key: Buffer.alloc(32, 8) });
@@ -291,13 +309,13 @@ describe('AccountDirectory', () => {
       sealedCredentials: sealCredentials(other, 'x', { authToken: 't' }),
     });
     await assert.rejects(
-      directory.upstreamFor('x'),
+      async () => directory.upstreamFor('x'),
       (err) => isRecgateError(err) && err.code === 'RECGATE_CREDENTIALS_UNREADABLE',
     );
     // Sealed for business x, copied into y's row: does not open there either.
     const sealed = (await store.get('x'))!.sealedCredentials!;
     await store.put({ businessId: 'y', kind: 'own', accountSid: sid(6), sealedCredentials: sealed });
-    await assert.rejects(directory.upstreamFor('y'), /could not be decrypted/);
+    await assert.rejects(async () => directory.upstreamFor('y'), /could not be decrypted/);
     assert.throws(() => setup({ maxClients: 0 }), /options.maxClients must be a positive integer/);
   });
 

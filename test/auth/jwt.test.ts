@@ -140,5 +140,18 @@ describe('JwtAuth verification cache', () => {
     const forged = await new JwtAuth('y'.repeat(40)).sign('acme', 60);
     await rejects401(auth.verify(forged));
     await rejects401(auth.verify(forged));
+    assert.equal(auth.remembered(forged), undefined);
+  });
+
+  it('answers a remembered token at once, and only until it expires', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const auth = new JwtAuth(SECRET);
+    const token = await auth.sign('acme', 60);
+    assert.equal(auth.remembered(token), undefined, 'never verified: not known');
+    assert.deepEqual(await auth.verify(token), { businessId: 'acme' });
+    assert.deepEqual(auth.remembered(token), { businessId: 'acme' });
+    t.mock.timers.tick(60_000 + CLOCK_SKEW_S * 1000);
+    assert.equal(auth.remembered(token), undefined, 'expired: not known, and forgotten');
+    await rejects401(auth.verify(token));
   });
 });

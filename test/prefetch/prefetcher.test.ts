@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CallRecord } from '../../src/call-log/call-log.js';
 import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { createError, isRecgateError } from '../../src/errors.js';
+import { signalOf } from '../../src/io/abort.js';
 import { Prefetcher, type PrefetchOutcome } from '../../src/prefetch/prefetcher.js';
 import { SqlitePrefetchQueue } from '../../src/prefetch/sqlite.js';
 import type { CachedRecording, RecordingRef } from '../../src/recordings/cache.js';
@@ -107,7 +108,8 @@ describe('Prefetcher', () => {
         open: (_ref, options) =>
           new Promise((_resolve, reject) => {
             opened();
-            options?.signal?.addEventListener('abort', () => reject(options.signal?.reason));
+            const signal = signalOf(options?.signal);
+            signal?.addEventListener('abort', () => reject(signal.reason));
           }),
       },
       callLog,

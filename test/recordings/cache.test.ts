@@ -3,6 +3,7 @@ import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileS
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
 import { createError, isRecgateError, storageError } from '../../src/errors.js';
 import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache, FsLocker } from '../../src/recordings/index.js';
@@ -379,6 +380,49 @@ describe('recording cache', () => {
     const controller = new AbortController();
     controller.abort(createError('RECGATE_CLIENT_CLOSED'));
     await assert.rejects(cache.open(ref, { signal: controller.signal }), isCode('RECGATE_CLIENT_CLOSED'));
+  });
+
+  it('makes a lazy signal only when the open may wait: never for a cached file', async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(50_000);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data }));
+    const ref = newRef();
+    let made = 0;
+    const gone = new AbortController();
+    gone.abort(createError('RECGATE_CLIENT_CLOSED'));
+    const lazy = () => {
+      made++;
+      return gone.signal;
+    };
+    // The first open downloads: it makes the signal, which has fired, so it rejects with its reason.
+    await assert.rejects(cache.open(ref, { signal: lazy }), isCode('RECGATE_CLIENT_CLOSED'));
+    assert.equal(made, 1);
+    assert.deepEqual(await readAll((await cache.open(ref)).createReadStream(0, data.length - 1)), data);
+    await settled(dir, ref);
+    // A hit waits for nothing: the function is never called, the fired signal ends nothing.
+    const hit = await cache.open(ref, { signal: lazy });
+    assert.equal(hit.outcome, 'hit');
+    assert.equal(made, 1);
+    // A plain signal that fired still ends the call at once, hit or not.
+    await assert.rejects(cache.open(ref, { signal: gone.signal }), isCode('RECGATE_CLIENT_CLOSED'));
+  });
+
+  it("logs a hit at info, through a host's logger without a level check too, and not below the level", async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(20_000);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data }));
+    const ref = newRef();
+    await readAll((await cache.open(ref)).createReadStream(0, data.length - 1));
+    await settled(dir, ref);
+    const lines: unknown[] = [];
+    const host = { info: (fields: unknown) => lines.push(fields) } as unknown as Logger;
+    assert.equal((await cache.open(ref, { log: host })).outcome, 'hit');
+    assert.deepEqual(lines, [
+      { callSid: ref.ownerCallSid, recordingSid: ref.recordingSid, event: 'cache_hit', size: data.length },
+    ]);
+    const quiet = { ...host, isLevelEnabled: (level: string) => level !== 'info' } as unknown as Logger;
+    assert.equal((await cache.open(ref, { log: quiet })).outcome, 'hit');
+    assert.equal(lines.length, 1, 'below its level, the line is not even put together');
   });
 
   it('a wait with no progress from the lock holder times out with RECGATE_LOCK_TIMEOUT', async (t) => {

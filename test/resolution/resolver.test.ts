@@ -259,4 +259,25 @@ describe('RecordingResolver: one lookup shared by concurrent callers', () => {
     await assert.rejects(resolver.resolve(call, AbortSignal.abort(reason)), (err) => err === reason);
     assert.deepEqual(upstream.asked, []);
   });
+
+  it('makes a lazy signal only for a lookup: a stored resolution needs none', async (t) => {
+    const { resolver, upstream, call, child, parent, rec, open, log } = await heldLookup(t);
+    let made = 0;
+    const controller = new AbortController();
+    const lazy = () => {
+      made++;
+      return controller.signal;
+    };
+    const first = resolver.resolve(call, lazy);
+    await upstream.arrived.promise;
+    assert.equal(made, 1, 'the lookup waits, so it made the signal');
+    open();
+    assert.deepEqual(await first, { recordingSid: rec, ownerCallSid: parent });
+    controller.abort(new Error('gone'));
+    // Now stored: answered from the call log, the fired signal never made or looked at.
+    const stored = await log.get(child);
+    assert.ok(stored);
+    assert.deepEqual(await resolver.resolve(stored, lazy), { recordingSid: rec, ownerCallSid: parent });
+    assert.equal(made, 1);
+  });
 });

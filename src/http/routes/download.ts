@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { createError } from '../../errors.js';
+import { ClientGone } from '../../io/abort.js';
 import { getMetrics } from '../../observability/metrics.js';
 import { cacheKeyOf, type RecordingRef } from '../../recordings/cache.js';
 import {
@@ -88,102 +89,98 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
     url: '/api/calls/:callSid/download',
     exposeHeadRoute: false,
     handler: (request, reply) =>
-      withRecording(
-        deps,
-        request,
-        reply,
-        async ({ callSid, query, variant, businessId, ref, log, signal }) => {
-          const attachment = query.download === '1';
-          const serveOptions = {
-            contentType: contentTypeOf(variant),
-            cacheControl: RECORDING_CACHE_CONTROL,
-            contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${fileNameOf(variantKey(callSid, variant))}"`,
-          };
-          // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored. Equal
-          // HEADs meanwhile share it, and at most --cold-head-concurrency ask at once (see cold-heads.ts).
-          if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
-            const key = [businessId, ref.account ?? '', ref.recordingSid, cacheKeyOf(ref)].join(' ');
-            const head = await coldHeads.run(
-              key,
-              (upstreamSignal) =>
-                upstreamHead(deps, ref, businessId, upstreamSignal).catch(async (err: unknown) => {
-                  await deps.state.downloadFailed(ref, err, log);
-                  throw err;
-                }),
-              signal,
-            );
-            if (head !== undefined) {
-              const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
-              request.log.info(
-                {
-                  event: 'serve',
-                  callSid,
-                  owner: ref.ownerCallSid,
-                  outcome: 'head',
-                  status: result.statusCode,
-                },
-                'serving recording',
-              );
-              return reply.code(result.statusCode).headers(result.headers).send();
-            }
-          }
-          let recording: Awaited<ReturnType<typeof deps.cache.open>>;
-          try {
-            recording = await deps.cache.open(ref, {
-              signal,
-              log,
-              readStart: rangeStartHint(request.headers.range),
-              businessId,
-            });
-          } catch (err) {
-            await deps.state.downloadFailed(ref, err, log);
-            throw err;
-          }
-          const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
-          request.log.info(
-            {
-              event: 'serve',
-              callSid,
-              owner: ref.ownerCallSid,
-              outcome: recording.outcome,
-              status: result.statusCode,
-            },
-            'serving recording',
+      withRecording(deps, request, reply, async (play) => {
+        const { callSid, query, variant, businessId, ref, log } = play;
+        const attachment = query.download === '1';
+        const serveOptions = {
+          contentType: contentTypeOf(variant),
+          cacheControl: RECORDING_CACHE_CONTROL,
+          contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${fileNameOf(variantKey(callSid, variant))}"`,
+        };
+        // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored. Equal
+        // HEADs meanwhile share it, and at most --cold-head-concurrency ask at once (see cold-heads.ts).
+        if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
+          const key = [businessId, ref.account ?? '', ref.recordingSid, cacheKeyOf(ref)].join(' ');
+          const head = await coldHeads.run(
+            key,
+            (upstreamSignal) =>
+              upstreamHead(deps, ref, businessId, upstreamSignal).catch(async (err: unknown) => {
+                await deps.state.downloadFailed(ref, err, log);
+                throw err;
+              }),
+            play.signal,
           );
-          if (result.body === undefined && result.stream === undefined) {
+          if (head !== undefined) {
+            const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
+            request.log.info(
+              {
+                event: 'serve',
+                callSid,
+                owner: ref.ownerCallSid,
+                outcome: 'head',
+                status: result.statusCode,
+              },
+              'serving recording',
+            );
             return reply.code(result.statusCode).headers(result.headers).send();
           }
-          // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
-          // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
-          reply.hijack();
-          const length = Number(result.headers['content-length'] ?? 0);
-          writeResult(reply.raw, result, {
-            headers: headersOf(reply),
-            flushHeaders: !recording.complete,
-            // Counted when the whole body went out; an aborted response counts nothing.
-            onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
-            // Every response with a body is a play, with the bytes the client actually took.
-            onClose: (bytes) =>
-              deps.audit.play(
-                {
-                  businessId,
-                  callSid,
-                  recordingSid: ref.recordingSid,
-                  bytes,
-                  status: result.statusCode,
-                  requestId: request.id,
-                },
-                log,
-              ),
-            sendTimeoutMs: deps.config.sendTimeoutMs,
-            onSendTimeout: () => {
-              metrics.connectionsCut.inc({ reason: 'send_timeout' });
-              request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
-            },
+        }
+        let recording: Awaited<ReturnType<typeof deps.cache.open>>;
+        try {
+          recording = await deps.cache.open(ref, {
+            signal: () => play.signal,
+            log,
+            readStart: rangeStartHint(request.headers.range),
+            businessId,
           });
-          return reply;
-        },
-      ),
+        } catch (err) {
+          await deps.state.downloadFailed(ref, err, log);
+          throw err;
+        }
+        const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
+        request.log.info(
+          {
+            event: 'serve',
+            callSid,
+            owner: ref.ownerCallSid,
+            outcome: recording.outcome,
+            status: result.statusCode,
+          },
+          'serving recording',
+        );
+        if (result.body === undefined && result.stream === undefined) {
+          return reply.code(result.statusCode).headers(result.headers).send();
+        }
+        // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
+        // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
+        reply.hijack();
+        const length = Number(result.headers['content-length'] ?? 0);
+        writeResult(reply.raw, result, {
+          headers: headersOf(reply),
+          flushHeaders: !recording.complete,
+          // Counted when the whole body went out; an aborted response counts nothing.
+          onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+          // Every response with a body is a play, with the bytes the client actually took.
+          onClose: (bytes) =>
+            deps.audit.play(
+              {
+                businessId,
+                callSid,
+                recordingSid: ref.recordingSid,
+                bytes,
+                status: result.statusCode,
+                requestId: request.id,
+              },
+              log,
+            ),
+          sendTimeoutMs: deps.config.sendTimeoutMs,
+          onSendTimeout: () => {
+            metrics.connectionsCut.inc({ reason: 'send_timeout' });
+            request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
+          },
+        });
+        return reply;
+      }),
   });
 }
 
@@ -197,8 +194,11 @@ export interface RecordingRequest {
   /** The recording the call plays (its own or its parent's), of that variant. */
   ref: RecordingRef;
   log: Logger;
-  /** Aborted when the client goes away: ends this request's waits, never a download others share. */
-  signal: AbortSignal;
+  /**
+   * Aborted when the client goes away: ends this request's waits, never a download others share. Made when
+   * first read, so read it only on the way to a wait (not in a destructuring of the whole object).
+   */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -218,15 +218,25 @@ export async function withRecording<T>(
   const { businessId } = await authenticateDownload(deps, request, callSid);
   const call = await deps.callLog.getForBusiness(businessId, callSid);
   if (!call) throw createError('RECGATE_NOT_FOUND');
-  const abort = new AbortController();
-  const onClose = () => abort.abort(createError('RECGATE_CLIENT_CLOSED'));
-  reply.raw.once('close', onClose);
+  const gone = new ClientGone(reply.raw, clientClosed);
   try {
     const log = request.log as Logger;
-    const resolved = await deps.resolver.resolve(call, abort.signal, log);
+    const resolved = await deps.resolver.resolve(call, () => gone.signal, log);
     const ref: RecordingRef = isCanonical(variant) ? resolved : { ...resolved, variant };
-    return await use({ callSid, query, variant, businessId, ref, log, signal: abort.signal });
+    return await use({
+      callSid,
+      query,
+      variant,
+      businessId,
+      ref,
+      log,
+      get signal() {
+        return gone.signal;
+      },
+    });
   } finally {
-    reply.raw.off('close', onClose);
+    gone.release();
   }
 }
+
+const clientClosed = () => createError('RECGATE_CLIENT_CLOSED');
