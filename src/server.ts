@@ -14,6 +14,7 @@ import { buildApp } from './http/app.js';
 import type { AppDeps } from './http/deps.js';
 import type { MetricsSource } from './http/routes/health.js';
 import { uiRoutes } from './http/ui.js';
+import { onSyncOff } from './io/sync-guard.js';
 import { type DrainOptions, type DrainReport, DrainState, drainGateway } from './lifecycle/drain.js';
 import { RateLimiter, workerShare } from './limits/rate-limiter.js';
 import { AuditTrail } from './observability/audit.js';
@@ -223,6 +224,15 @@ export async function openGatewayRuntime(
     drain: drainState,
     ...(limits === undefined ? {} : { apiLimiter: new RateLimiter(limits) }),
   };
+  // Said once per turn-off, not per call: meanwhile the file-system calls of the cold and warm paths go
+  // through the thread pool, which costs the event loop more (see io/sync-guard.ts). The guards are the
+  // process's, so is the metric (observability/metrics.ts counts each turn-off once).
+  const stopSyncOff = onSyncOff(({ guard, tookMs, offMs }) => {
+    logger.warn(
+      { event: 'sync_io_off', guard, tookMs: Math.round(tookMs * 10) / 10, offMs },
+      'slow synchronous file-system calls: using the thread pool for a while',
+    );
+  });
   let closed = false;
   return {
     deps,
@@ -237,6 +247,7 @@ export async function openGatewayRuntime(
     close: async () => {
       if (closed) return;
       closed = true;
+      stopSyncOff();
       clearInterval(sweeper);
       await prefetch?.close();
       await audit.close();

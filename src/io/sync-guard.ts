@@ -26,16 +26,43 @@ const SLOW_CALL_DECAY = 0.05;
 /** How long synchronous calls stay off after that (ms). */
 export const SYNC_BACKOFF_MS = 10_000;
 
+/** What a guard reports when it turns synchronous calls off (see {@link onSyncOff}). */
+export interface SyncOff {
+  /** Which guard: `metadata` ({@link metadataSync}) or `reads` (the warm path's reads of finished files). */
+  guard: string;
+  /** How long the call that tipped it took, ms. */
+  tookMs: number;
+  /** How long synchronous calls stay off, ms. */
+  offMs: number;
+}
+
+const offListeners = new Set<(event: SyncOff) => void>();
+
+/**
+ * Calls `listener` whenever a guard of this process turns synchronous calls off: a slow disk, or a machine
+ * so busy that the process is often preempted in the middle of a call. The gateway logs it and counts it
+ * (`recgate_sync_io_off_total`). Returns what unsubscribes.
+ */
+export function onSyncOff(listener: (event: SyncOff) => void): () => void {
+  offListeners.add(listener);
+  return () => offListeners.delete(listener);
+}
+
 export class SyncGuard {
   readonly #clock: () => number;
+  readonly #name: string;
   /** The clock time until which {@link on} is false, after slow calls. */
   #offUntil = 0;
   /** Recent slow calls: +1 for each, fading by {@link SLOW_CALL_DECAY} with each fast one. */
   #slow = 0;
 
-  /** @param clock milliseconds from a monotonic origin; tests pass a fake one. @default performance.now */
-  constructor(clock: () => number = () => performance.now()) {
+  /**
+   * @param clock milliseconds from a monotonic origin; tests pass a fake one. @default performance.now
+   * @param name the guard's name in {@link SyncOff}. @default `sync`
+   */
+  constructor(clock: () => number = () => performance.now(), name = 'sync') {
     this.#clock = clock;
+    this.#name = name;
   }
 
   /** Whether synchronous calls are allowed now. */
@@ -54,6 +81,18 @@ export class SyncGuard {
       else if (++this.#slow >= SLOW_CALLS_OFF) {
         this.#slow = 0;
         this.#offUntil = started + took + SYNC_BACKOFF_MS;
+        this.#reportOff(took);
+      }
+    }
+  }
+
+  #reportOff(tookMs: number): void {
+    const event: SyncOff = { guard: this.#name, tookMs, offMs: SYNC_BACKOFF_MS };
+    for (const listener of offListeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is no reason to fail the call that was timed.
       }
     }
   }
@@ -64,7 +103,7 @@ export class SyncGuard {
  * that is usually not there, and the lock file's open and stats (see `recordings/store/fs-files.ts` and
  * `recordings/lock/fs.ts`).
  */
-export const metadataSync = new SyncGuard();
+export const metadataSync = new SyncGuard(undefined, 'metadata');
 
 /**
  * Whether nothing is at `path`, by one synchronous `stat` when {@link metadataSync} allows: `true` is

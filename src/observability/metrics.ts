@@ -3,6 +3,7 @@
  * `--workers N` the primary can aggregate every worker's figures (prom-client's AggregatorRegistry).
  */
 import client from 'prom-client';
+import { onSyncOff } from '../io/sync-guard.js';
 import type { AdmissionObserver } from '../recordings/admission/admission.js';
 import type { CacheEventHandler } from '../recordings/events.js';
 
@@ -31,6 +32,7 @@ export interface Metrics {
   breakerOpen: client.Gauge<'scope'>;
   breakerTrips: client.Counter<'scope'>;
   connectionsCut: client.Counter<'reason'>;
+  syncIoOff: client.Counter<'guard'>;
   registry: client.Registry;
 }
 
@@ -267,7 +269,18 @@ export function getMetrics(): Metrics {
           labelNames: ['reason'] as const,
         }),
     ),
+    syncIoOff: getOrCreate(
+      'recgate_sync_io_off_total',
+      () =>
+        new client.Counter({
+          name: 'recgate_sync_io_off_total',
+          help: 'Times slow synchronous file-system calls turned them off for a while (io/sync-guard.ts), by guard (metadata, reads)',
+          labelNames: ['guard'] as const,
+        }),
+    ),
   };
+  // Once per process, as the guards are the process's (however many gateways it runs).
+  onSyncOff(({ guard }) => metrics?.syncIoOff.inc({ guard }));
   return metrics;
 }
 

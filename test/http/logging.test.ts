@@ -1,19 +1,16 @@
 import assert from 'node:assert/strict';
-import { PassThrough } from 'node:stream';
 import { after, before, it } from 'node:test';
 import { request } from 'undici';
-import { createLogger } from '../../src/observability/logger.js';
 import type { CallSid } from '../../src/sid.js';
 import { until } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 
 let stack: Stack;
-const lines: string[] = [];
+const { logger, lines } = captureLogs('debug');
 
 before(async () => {
-  const sink = new PassThrough();
-  sink.on('data', (chunk: Buffer) => lines.push(...chunk.toString().split('\n').filter(Boolean)));
-  stack = await startStack({ logger: createLogger({ level: 'debug', destination: sink }) });
+  stack = await startStack({ logger });
 });
 after(() => stack?.close());
 

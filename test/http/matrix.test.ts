@@ -20,15 +20,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { request } from 'undici';
 import { JwtAuth } from '../../src/auth/jwt.js';
 import { PlaybackSigner } from '../../src/auth/playback-url.js';
 import { routeTableOf } from '../../src/http/route-table.js';
-import { createLogger } from '../../src/observability/logger.js';
 import type { CallSid } from '../../src/sid.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { ADMIN_TOKEN, JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
@@ -80,7 +79,7 @@ interface Answer {
 
 describe('tenant matrix', () => {
   let stack: Stack;
-  const lines: string[] = [];
+  const { logger, lines } = captureLogs('debug');
   /** Every secret the run used or sent; none may appear in a log line. */
   const secrets = new Set<string>();
   let acme: string;
@@ -98,15 +97,7 @@ describe('tenant matrix', () => {
   let sent = 0;
 
   before(async () => {
-    const sink = new PassThrough();
-    let partial = '';
-    sink.on('data', (chunk: Buffer) => {
-      const text = partial + chunk.toString();
-      const split = text.split('\n');
-      partial = split.pop() ?? '';
-      lines.push(...split.filter(Boolean));
-    });
-    stack = await startStack({ logger: createLogger({ level: 'debug', destination: sink }) });
+    stack = await startStack({ logger });
     acme = await stack.token('acme');
     globex = await stack.token('globex');
     for (const [business, setter] of [

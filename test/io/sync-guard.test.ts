@@ -3,13 +3,20 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { SLOW_SYNC_MS, SYNC_BACKOFF_MS, SyncGuard, surelyMissing } from '../../src/io/sync-guard.js';
+import {
+  onSyncOff,
+  SLOW_SYNC_MS,
+  SYNC_BACKOFF_MS,
+  SyncGuard,
+  type SyncOff,
+  surelyMissing,
+} from '../../src/io/sync-guard.js';
 
 describe('SyncGuard', () => {
   /** A guard on a fake clock; `call(ms)` is a synchronous call that takes `ms`. */
-  function fake() {
+  function fake(name?: string) {
     let now = 1000;
-    const guard = new SyncGuard(() => now);
+    const guard = new SyncGuard(() => now, name);
     const call = (ms: number) =>
       guard.time(() => {
         now += ms;
@@ -63,6 +70,32 @@ describe('SyncGuard', () => {
     }
     assert.equal(slow.on, false);
     assert.equal(guard.on, true);
+  });
+
+  it('tells every listener once when it turns off, with its name and the slow call; not when it stays on', (t) => {
+    const heard: SyncOff[] = [];
+    const unsubscribe = onSyncOff((event) => heard.push(event));
+    t.after(unsubscribe);
+    // A listener that throws neither stops the others nor fails the call that was timed.
+    t.after(
+      onSyncOff(() => {
+        throw new Error('a broken listener');
+      }),
+    );
+    const { guard, call } = fake('reads');
+    call(5);
+    call(5);
+    assert.deepEqual(heard, []);
+    assert.equal(call(7), 7);
+    assert.equal(guard.on, false);
+    assert.deepEqual(heard, [{ guard: 'reads', tookMs: 7, offMs: SYNC_BACKOFF_MS }]);
+    unsubscribe();
+    const other = fake();
+    other.call(5);
+    other.call(5);
+    other.call(5);
+    assert.equal(other.guard.on, false);
+    assert.equal(heard.length, 1, 'an unsubscribed listener hears nothing');
   });
 });
 

@@ -97,7 +97,7 @@ export class FinalFiles {
     this.#describe = describe;
     this.#revalidateMs = revalidateMs;
     this.#clock = clock;
-    this.#syncReads = new SyncGuard(clock);
+    this.#syncReads = new SyncGuard(clock, 'reads');
   }
 
   /**
