@@ -272,6 +272,11 @@ export class SeekAhead {
   async generationStarted(meta: PartialMeta): Promise<void> {
     this.#earlyClosed = true;
     if (!this.#s.enabled || this.#stopped || this.#earlyLaunched || !sliceable(meta)) return;
+    // No seek into a recording this short is ever far (see `#threshold`): no slice of this process will claim
+    // any budget, so the block map, one more file for every short call, is not made. (A process set to slice
+    // recordings this short still may: its first claim makes the map, and without this stand-in its claims
+    // leave aside the block kept for an early slice.)
+    if (meta.size <= this.#s.minDistanceBytes) return;
     // One byte long: block maps hold no empty ranges. It counts against the budget like any claim.
     const none: BlockRecord = { t: 'claim', token: NO_EARLY_TOKEN, start: 0, end: 1 };
     await this.#d.store

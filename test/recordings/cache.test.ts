@@ -618,6 +618,26 @@ describe('recording cache', () => {
     assert.equal(kept[3], `.${ref.ownerCallSid}.mp3.meta`);
     const next = makeCache(t, dir, new FakeUpstream({ data }));
     assert.ok((await readRange(next.cache, ref)).equals(data));
+    await settled(dir, ref);
+  });
+
+  it('a recording too short for any seek to be far gets no block map', async (t) => {
+    const dir = tempDir(t);
+    // 256 KiB is seek-ahead's default minDistanceBytes: no seek into this recording can be far.
+    const data = audioBytes(256 * 1024);
+    const { cache } = makeCache(t, dir, new FakeUpstream({ data, chunkDelayMs: 20 }));
+    const ref = newRef();
+    const rec = await cache.open(ref);
+    const reading = readAll(rec.createReadStream(0, rec.size - 1));
+    await sleep(60);
+    const during = leftovers(dir).sort();
+    assert.equal(during.length, 4, during.join(', '));
+    assert.match(during[0]!, new RegExp(`^\\.${ref.ownerCallSid}\\.lock$`));
+    assert.match(during[1]!, new RegExp(`^\\.${ref.ownerCallSid}\\.mp3\\.[0-9a-f]{16}\\.frontier$`));
+    assert.match(during[2]!, new RegExp(`^\\.${ref.ownerCallSid}\\.mp3\\.[0-9a-f]{16}\\.part$`));
+    assert.equal(during[3], `.${ref.ownerCallSid}.mp3.meta`);
+    assert.ok((await reading).equals(data));
+    await settled(dir, ref);
   });
 
   it('remove waits for the download in flight (its readers get every byte), then takes every file; the next open fetches again', async (t) => {
