@@ -47,7 +47,9 @@ export interface FsLockerOptions {
   pollIntervalMs?: number;
   /**
    * Pause between two checks that a held lock file is still the one at its path, in milliseconds: a lost
-   * lock aborts `lost` within about this long. Each check is one `stat`. @default 1000
+   * lock aborts `lost` within about this long. Each check is one `stat`. The checks run only once `lost` is
+   * read during the hold (a download reads it when it starts, not while it waits in the admission queue),
+   * the first at once if the hold is older than this. @default 1000
    */
   heartbeatMs?: number;
 }
@@ -269,6 +271,8 @@ class FsLock implements Lock {
       },
       // The kernel lock on an inode the path no longer names protects nothing; let it go.
       drop: () => void this.#release(),
+      // Each beat is a stat per hold, for nothing else but `lost`: a hold nobody watches is not checked.
+      whileWatched: true,
     });
   }
 

@@ -3,6 +3,7 @@
  * token, `verify()` and the heartbeat that runs it. A backend supplies `check`, one cheap look at whether
  * the lock is still this hold's, and `drop`, which lets go of what the handle still has of a lost lock.
  */
+import { performance } from 'node:perf_hooks';
 import { createError, type RecgateError } from '../../errors.js';
 
 /** The `lost` of a handle that holds nothing: it never aborts. */
@@ -22,6 +23,13 @@ export interface HoldOptions {
   check: () => Promise<void>;
   /** Called once, when the hold is lost: release the descriptor or session that still pins the lock. */
   drop: () => void;
+  /**
+   * The heartbeat starts only when `lost` is first read during the hold, at once if the last check (the
+   * acquisition counts as one) is older than `heartbeatMs`. For a backend whose heartbeat does nothing but
+   * watch for a loss (a file's `stat`): a hold nobody watches, such as a download's while it waits in the
+   * admission queue, costs no checks. @default false (the heartbeat runs from the acquisition)
+   */
+  whileWatched?: boolean;
 }
 
 /** One hold of a lock, from the acquisition that began it to `end()` (unlock) or loss. */
@@ -35,16 +43,21 @@ export class Hold {
   /** The check running now; checks run one at a time, so a database session never sees two at once. */
   #checking: Promise<void> | undefined;
   #ended = false;
+  /** Whether the heartbeat runs (see {@link HoldOptions.whileWatched}). */
+  #beating = false;
+  /** When the last check that found the lock this hold's began (`performance.now()`); the acquisition counts. */
+  #checkedAt = performance.now();
 
   constructor(options: HoldOptions) {
     this.token = options.token;
     this.#check = options.check;
     this.#drop = options.drop;
     this.#heartbeatMs = options.heartbeatMs;
-    this.#schedule();
+    if (options.whileWatched !== true) this.#startBeating();
   }
 
   get lost(): AbortSignal {
+    if (!this.#beating) this.#startBeating();
     return this.#lost.signal;
   }
 
@@ -61,8 +74,10 @@ export class Hold {
     const run = (async () => {
       await previous?.catch(() => undefined);
       if (this.#lost.signal.aborted) throw this.#lost.signal.reason;
+      const started = performance.now();
       try {
         await this.#check();
+        this.#checkedAt = started;
       } catch (err) {
         this.lose(err);
         throw this.#lost.signal.aborted ? this.#lost.signal.reason : lostError(err);
@@ -101,7 +116,13 @@ export class Hold {
     if (this.#checking === run) this.#checking = undefined;
   }
 
-  #schedule(): void {
+  /** Starts the heartbeat: its first beat falls `heartbeatMs` after the last check. */
+  #startBeating(): void {
+    this.#beating = true;
+    this.#schedule(Math.max(0, this.#checkedAt + this.#heartbeatMs - performance.now()));
+  }
+
+  #schedule(delayMs = this.#heartbeatMs): void {
     if (!this.held) return;
     this.#timer = setTimeout(() => {
       // A check already running (a verify) answers for this beat too.
@@ -109,7 +130,7 @@ export class Hold {
         () => this.#schedule(),
         () => undefined,
       );
-    }, this.#heartbeatMs);
+    }, delayMs);
     this.#timer.unref();
   }
 }

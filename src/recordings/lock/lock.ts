@@ -59,7 +59,9 @@ export interface Lock {
    * `tryLock()` succeeds. Its reason is a RecgateError RECGATE_LOCK_LOST whose `cause` says what happened. It
    * aborts as soon as the backend tells (the database connection fails or ends), or when a check finds the
    * lock is no longer this hold's: `verify()`, or the heartbeat the locker runs every `heartbeatMs` while a
-   * lock is held. `unlock()` does not abort it. Before the first hold, and from `unlock()` to the next hold,
+   * lock is held (the file backend's, only from the first time this is read during the hold: it checks then
+   * at once if its last check is older than that, so reading it is the way to ask to be told). `unlock()`
+   * does not abort it. Before the first hold, and from `unlock()` to the next hold,
    * it is a signal that never aborts; after a loss it stays the lost hold's until `unlock()` or the next
    * hold.
    */
