@@ -1,7 +1,7 @@
 /**
  * The servers under test, each started on 127.0.0.1 with its own temporary config and state:
- * recgate (`recgate serve` in a child process), nginx (proxy_cache variants and static files), Varnish, and
- * @fastify/static. Every peer answers the same question: "given this emulator recording, which path do I GET?"
+ * recgate (`recgate serve` in a child process), nginx (proxy_cache variants and static files), Varnish,
+ * @fastify/static and the Fastify floor (one route that only moves the bytes). Every peer answers the same question: "given this emulator recording, which path do I GET?"
  */
 import { type ChildProcess, execFileSync, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -42,7 +42,24 @@ export interface Peer {
   prepare(recording: Recording): Promise<string>;
   /** The processes that serve requests (workers, not a supervising primary), for memory and CPU readings. */
   servingPids(): number[];
+  /**
+   * recgate only: how many times since it started its guards turned synchronous file-system calls off, each
+   * for 10 s (`recgate_sync_io_off_total` on /metrics, every worker's summed; src/io/sync-guard.ts), or
+   * `undefined` when /metrics did not answer. A scenario reads it before and after a run: the count tells
+   * whether the run's cold path used synchronous calls or the thread pool.
+   */
+  syncIoOff?(): Promise<number | undefined>;
   stop(): Promise<void>;
+}
+
+/** The sum of every `recgate_sync_io_off_total` series in a Prometheus text exposition. */
+export function sumSyncIoOff(exposition: string): number {
+  let total = 0;
+  for (const line of exposition.split('\n')) {
+    const match = /^recgate_sync_io_off_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (match) total += Number(match[1]);
+  }
+  return total;
 }
 
 /** A peer a scenario will run, not started yet. */
@@ -406,6 +423,15 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
     servingPids() {
       return options.workers > 1 ? nodeChildrenOf(child.pid!) : [child.pid!];
     },
+    async syncIoOff() {
+      try {
+        const res = await request(`${origin}/metrics`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+        const text = await res.body.text();
+        return res.statusCode === 200 ? sumSyncIoOff(text) : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     async stop() {
       await stopChild(child);
       await rm(dataDir, { recursive: true, force: true });
@@ -642,27 +668,39 @@ export async function startVarnish(options: VarnishOptions): Promise<Peer> {
   };
 }
 
-// --------------------------------------------------------------------------------------- @fastify/static
+// --------------------------------------------------------------- @fastify/static and the Fastify floor
 
 const STATIC_CHILD = fileURLToPath(new URL('./static-server.ts', import.meta.url));
+const FLOOR_CHILD = fileURLToPath(new URL('./floor-server.ts', import.meta.url));
 
-export async function startFastifyStatic(options: { filesDir: string; name?: string }): Promise<Peer> {
+export function startFastifyStatic(options: { filesDir: string; name?: string }): Promise<Peer> {
+  return startFilesServer(STATIC_CHILD, options.name ?? '@fastify/static', options.filesDir);
+}
+
+/** One Fastify route doing nothing but the bytes (`floor-server.ts`): what Node and Fastify cost alone. */
+export function startFastifyFloor(options: { filesDir: string; name?: string }): Promise<Peer> {
+  return startFilesServer(FLOOR_CHILD, options.name ?? FASTIFY_FLOOR, options.filesDir);
+}
+export const FASTIFY_FLOOR = 'Fastify floor';
+
+/** A Node process (`entry <files dir> <port>`) serving `{call_sid}.mp3` of `filesDir` under `/files/`. */
+async function startFilesServer(entry: string, name: string, filesDir: string): Promise<Peer> {
   const port = await freePort();
-  const child = fork(STATIC_CHILD, [options.filesDir, String(port)], {
+  const child = fork(entry, [filesDir, String(port)], {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   await new Promise<void>((resolve, reject) => {
     child.once('message', () => resolve());
-    child.once('exit', (code) => reject(new Error(`@fastify/static server exited (${code})`)));
+    child.once('exit', (code) => reject(new Error(`${name} server exited (${code})`)));
   });
   return {
-    name: options.name ?? '@fastify/static',
+    name,
     origin: `http://127.0.0.1:${port}`,
     headers: {},
     async prepare(recording) {
-      if (!existsSync(path.join(options.filesDir, `${recording.call_sid}.mp3`))) {
-        throw new Error(`@fastify/static: ${recording.call_sid}.mp3 is not in ${options.filesDir}`);
+      if (!existsSync(path.join(filesDir, `${recording.call_sid}.mp3`))) {
+        throw new Error(`${name}: ${recording.call_sid}.mp3 is not in ${filesDir}`);
       }
       return `/files/${recording.call_sid}.mp3`;
     },

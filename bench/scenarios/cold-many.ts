@@ -14,9 +14,9 @@ import {
 } from '../lib/context.js';
 import type { LoadResult, LoadSpec } from '../lib/loadgen.js';
 import type { Recording } from '../lib/peers.js';
-import { readMemory, sampleMemory } from '../lib/procfs.js';
+import { readCpuSeconds, readMemory, sampleMemory } from '../lib/procfs.js';
 import type { ScenarioResult, TargetCheck } from '../lib/report.js';
-import { fmtBytes, fmtMs, ratio } from '../lib/stats.js';
+import { fmtBytes, fmtMs, fmtNum, ratio } from '../lib/stats.js';
 
 interface Params {
   ttfbMs: number;
@@ -59,9 +59,19 @@ interface ManyRun {
   upstreamBytes: number;
   load: LoadResult;
   peakRss?: number;
+  /** The recgate process's CPU seconds (every thread, user and system) from the load's start to its end. */
+  cpuSeconds?: number;
+  /** The same for the emulator (it runs in the harness's own process) and for the load generator's process. */
+  emulatorCpuSeconds: number;
+  loadgenCpuSeconds?: number;
+  /** Times recgate's sync guards turned synchronous file calls off during the load (see `Peer.syncIoOff`). */
+  syncIoOff?: number;
 }
 
 const MiB = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+/** CPU seconds over a run as cores busy on average (CPU time ÷ the run's wall time). */
+const cores = (cpuSeconds: number | undefined, run: ManyRun) =>
+  cpuSeconds === undefined ? '' : (cpuSeconds / (run.load.elapsedMs / 1000)).toFixed(2);
 
 export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
   const p = params(ctx);
@@ -70,6 +80,8 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     `${p.recordings} different uncached ${sizeLabel(p.size)} recordings, one client each, all at once; upstream at ${p.ttfbMs} ms to first byte and ${fmtBytes(p.bandwidth)}/s per response. sha256 checked on 20 bodies, status and length on all.`,
     `recgate is configured as a user expecting this load would: --upstream-concurrency ${p.upstreamConcurrency} (Twilio's default limit of concurrent API requests per account is 100), --upstream-queue-max ${p.recordings} (every cold request may wait for a slot) and the cold-download rate limit off (RECGATE_COLD_DOWNLOAD_RATE=0: one business asks for every recording). Requests beyond the cap queue in recgate; none is refused.`,
     `The reference is the upstream itself serving the same ${p.recordings} downloads, all at once and ${p.upstreamConcurrency} at a time (the cap recgate runs with): throughput bounded by the upstream means recgate's total time is close to the latter.`,
+    'recgate\'s "server CPU" = its CPU time (every thread, user and system) ÷ the run\'s wall time, in cores; "CPU per download" = that CPU time ÷ the downloads. "emulator CPU" (the harness\'s process, where the emulator runs) and "load generator CPU" likewise, in cores: recgate, the emulator and the load generator share two cores, so a sum near 2 means the run was bound by CPU.',
+    '"sync I/O off" = how many times during the run recgate turned its synchronous file-system calls off for 10 s after slow ones (recgate_sync_io_off_total; src/io/sync-guard.ts): 0 means the cold path\'s small file calls ran synchronously throughout, more means the thread pool served them for a while.',
   ];
   const recordings = async () => {
     const out: Recording[] = [];
@@ -84,9 +96,14 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     spec: Pick<LoadSpec, 'origin' | 'headers'>,
     paths: string[],
     pid?: number,
+    syncIoOff?: () => Promise<number | undefined>,
   ) => {
     ctx.emulator.reset();
+    const off0 = await syncIoOff?.();
     const sampler = pid === undefined ? undefined : sampleMemory([pid], 25);
+    const cpu0 = pid === undefined ? undefined : readCpuSeconds(pid);
+    const harness0 = process.cpuUsage();
+    const loadgen0 = readCpuSeconds(ctx.loadgen.pid);
     // Clients beyond `concurrency` take their turn after a previous one finishes, like a capped pool.
     const load = await ctx.loadgen.run({
       ...spec,
@@ -99,6 +116,11 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
       timeoutMs: 120_000,
     });
     const peak = sampler?.stop()[0]?.peakRss;
+    const cpu1 = pid === undefined ? undefined : readCpuSeconds(pid);
+    const cpuSeconds = cpu0 === undefined || cpu1 === undefined ? undefined : cpu1 - cpu0;
+    const harness = process.cpuUsage(harness0);
+    const loadgen1 = readCpuSeconds(ctx.loadgen.pid);
+    const off1 = await syncIoOff?.();
     await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 50 : 300));
     const stats = ctx.emulator.stats();
     const counts = recs.map((rec) => stats.media_requests[rec.recording_sid] ?? 0);
@@ -110,11 +132,15 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
       upstreamBytes: recs.reduce((a, rec) => a + (stats.media_bytes[rec.recording_sid] ?? 0), 0),
       load,
       ...(peak === undefined ? {} : { peakRss: peak }),
+      ...(cpuSeconds === undefined ? {} : { cpuSeconds }),
+      emulatorCpuSeconds: (harness.user + harness.system) / 1e6,
+      ...(loadgen0 === undefined || loadgen1 === undefined ? {} : { loadgenCpuSeconds: loadgen1 - loadgen0 }),
+      ...(off0 === undefined || off1 === undefined ? {} : { syncIoOff: off1 - off0 }),
     };
     runs.push(run);
     ctx.emulator.reset();
     ctx.log(
-      `  ${peer} (${concurrency} at once): ${load.ok}/${load.requests} ok in ${fmtMs(load.elapsedMs)}, upstream ${run.upstreamRequests} requests${peak === undefined ? '' : `, peak RSS ${MiB(peak)}`}${load.failed ? ` (${load.errors.join('; ')})` : ''}`,
+      `  ${peer} (${concurrency} at once): ${load.ok}/${load.requests} ok in ${fmtMs(load.elapsedMs)}, upstream ${run.upstreamRequests} requests${peak === undefined ? '' : `, peak RSS ${MiB(peak)}`}${cpuSeconds === undefined ? '' : `, CPU ${cpuSeconds.toFixed(1)} s`}${load.failed ? ` (${load.errors.join('; ')})` : ''}`,
     );
   };
 
@@ -150,6 +176,7 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
       { origin: peer.origin, headers: peer.headers },
       paths,
       pid,
+      peer.syncIoOff,
     );
     hwm = readMemory(pid!)?.hwm ?? Number.NaN;
   } finally {
@@ -171,6 +198,11 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     'recordings not fetched once',
     'upstream bytes',
     'peak RSS',
+    'server CPU',
+    'CPU per download',
+    'emulator CPU',
+    'load generator CPU',
+    'sync I/O off',
   ];
   const rows = runs.map((r) => [
     r.peer,
@@ -184,6 +216,11 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     String(r.notOnce),
     fmtBytes(r.upstreamBytes),
     r.peakRss === undefined ? '' : MiB(r.peakRss),
+    cores(r.cpuSeconds, r),
+    r.cpuSeconds === undefined ? '' : `${fmtNum((r.cpuSeconds / r.load.requests) * 1000, 1)} ms`,
+    cores(r.emulatorCpuSeconds, r),
+    cores(r.loadgenCpuSeconds, r),
+    r.syncIoOff === undefined ? '' : String(r.syncIoOff),
   ]);
   const targets: TargetCheck[] = [];
   const mine = find('recgate 1w', p.recordings);

@@ -68,6 +68,8 @@ export interface StampedeRow {
   upstreamRequests: number;
   upstreamBytes: number;
   load: LoadResult;
+  /** recgate: times its sync guards turned synchronous file calls off during the run (see `Peer.syncIoOff`). */
+  syncIoOff?: number;
 }
 
 export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
@@ -77,6 +79,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     `All N clients start at once, each on its own connection (undici, in a separate process); sha256 checked on ${p.verifySample} bodies per run, status and length on all.`,
     'TTFB = request start to the first body byte. The upstream reference TTFB is the median of 3-request probes taken right before each run; its TTLB is one full download. recgate checks a JWT on every request; the nginx and Varnish peers check nothing.',
     `${loadgenPriorityNote(ctx.loadgen.nice)} "client stall" is that longest stall, ms.`,
+    '"sync I/O off" (recgate): how many times during the run it turned its synchronous file-system calls off for 10 s after slow ones (recgate_sync_io_off_total; src/io/sync-guard.ts): 0 means the cold path\'s small file calls ran synchronously throughout.',
     'Each peer first serves one unmeasured stampede of 50 clients on a recording of its own (1 MB), so that no cell measures a process just started.',
   ];
   ctx.emulator.setThrottle({ ttfbMs: p.ttfbMs, bandwidth: p.bandwidth, rangeSupport: true });
@@ -158,6 +161,8 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     for (const cell of p.cells) {
       const rec = await newRecording(ctx, cell.size);
       const path = await peer.prepare(rec);
+      // Read before the probe, so that the stampede does not follow right on a /metrics request.
+      const off0 = await peer.syncIoOff?.();
       const ref = await probeUpstreamTtfb(ctx, probe);
       refSamples.set(cellKey(cell), [...(refSamples.get(cellKey(cell)) ?? []), ref]);
       const load = await ctx.loadgen.run({
@@ -171,6 +176,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
       });
       // Let any fetch the peer still has in flight be counted.
       await new Promise((r) => setTimeout(r, ctx.mode === 'smoke' ? 50 : 300));
+      const off1 = await peer.syncIoOff?.();
       const stats = ctx.emulator.stats();
       const row: StampedeRow = {
         peer: peer.name,
@@ -179,6 +185,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
         upstreamRequests: stats.media_requests[rec.recording_sid] ?? 0,
         upstreamBytes: stats.media_bytes[rec.recording_sid] ?? 0,
         load,
+        ...(off0 === undefined || off1 === undefined ? {} : { syncIoOff: off1 - off0 }),
       };
       results.push(row);
       ctx.emulator.reset();
@@ -206,6 +213,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
     'p99 TTFB ÷ recgate 1w',
     'ok / checked',
     'client stall',
+    'sync I/O off',
   ];
   const rows: string[][] = [];
   for (const cell of p.cells) {
@@ -225,6 +233,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
       '',
       '',
       '',
+      '',
     ]);
     for (const r of results.filter((x) => x.size === cell.size && x.clients === cell.clients)) {
       rows.push([
@@ -240,6 +249,7 @@ export async function coldStampede(ctx: BenchContext): Promise<ScenarioResult> {
         ratio(r.load.ttfbMs.p99, base?.load.ttfbMs.p99),
         `${r.load.ok}/${r.load.requests}, ${r.load.verified - r.load.mismatched}/${r.load.verified}`,
         fmtMs(r.load.clientStallMs),
+        r.syncIoOff === undefined ? '' : String(r.syncIoOff),
       ]);
     }
   }

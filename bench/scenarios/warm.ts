@@ -7,11 +7,13 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type BenchContext, MB, newRecording, sizeLabel, writeRecordingFile } from '../lib/context.js';
 import {
+  FASTIFY_FLOOR,
   forEachPeer,
   NGINX_PEER_NAMES,
   type Peer,
   type PeerStarter,
   type Recording,
+  startFastifyFloor,
   startFastifyStatic,
   startNginx,
 } from '../lib/peers.js';
@@ -183,6 +185,11 @@ export async function measureThroughput(
   return once(opts.durationS);
 }
 
+/** Server CPU time per request, µs: comparable across peers whether or not the client is what limits them. */
+function cpuPerRequest(sample: ThroughputSample): string {
+  return sample.reqPerS > 0 ? `${fmtNum((sample.serverCpu / sample.reqPerS) * 1e6)} µs` : '';
+}
+
 interface WarmRun {
   peer: string;
   kind: 'full' | 'range';
@@ -201,7 +208,8 @@ export async function warmThroughput(ctx: BenchContext): Promise<ScenarioResult>
   const notes = [
     `One cached ${sizeLabel(p.size)} recording; ${p.durationS} s per run after ${p.warmupS} s of warm-up; client: ${tool}, keep-alive.`,
     `Range runs request random ${fmtBytes(p.rangeBytes)} windows (same seeded sequence for every peer). Each peer's bytes are checked first (sha256 of full bodies, ranges byte for byte).`,
-    'recgate: 1 worker, JWT verified and call looked up on every request. nginx: static files, worker_processes 1, sendfile on, tcp_nopush off. @fastify/static: one process. "server CPU" = server CPU time ÷ wall time.',
+    'recgate: 1 worker, JWT verified and call looked up on every request. nginx: static files, worker_processes 1, sendfile on, tcp_nopush off. @fastify/static: one process. "server CPU" = server CPU time ÷ wall time; "CPU per request" = server CPU time ÷ requests.',
+    `${FASTIFY_FLOOR}: one Fastify route in one process that only moves the bytes (bench/lib/floor-server.ts): a range read with one pread into a reused buffer and sent with its headers in one writev, no authentication or lookup. What Node and Fastify cost alone, for comparing recgate's own work against.`,
   ];
   const starters: PeerStarter[] = [{ name: 'recgate 1w', start: () => ctx.startRecgate({ workers: 1 }) }];
   if (ctx.tools.nginx) {
@@ -218,6 +226,7 @@ export async function warmThroughput(ctx: BenchContext): Promise<ScenarioResult>
     });
   } else notes.push('nginx not found: its rows are missing.');
   starters.push({ name: '@fastify/static', start: () => startFastifyStatic({ filesDir }) });
+  starters.push({ name: FASTIFY_FLOOR, start: () => startFastifyFloor({ filesDir }) });
 
   const runs: WarmRun[] = [];
   await forEachPeer(starters, async (peer) => {
@@ -254,6 +263,7 @@ export async function warmThroughput(ctx: BenchContext): Promise<ScenarioResult>
     'p99',
     'errors',
     'server CPU',
+    'CPU per request',
     'recgate ÷ this (req/s)',
   ];
   const rows: string[][] = [];
@@ -271,6 +281,7 @@ export async function warmThroughput(ctx: BenchContext): Promise<ScenarioResult>
       fmtMs(run.sample.p99Ms),
       String(run.sample.errors),
       run.sample.serverCpu.toFixed(2),
+      cpuPerRequest(run.sample),
       run.peer === 'recgate 1w' ? '' : ratio(mine?.sample.reqPerS, run.sample.reqPerS),
     ]);
   }

@@ -1,7 +1,10 @@
-/** forEachPeer, the loop every scenario runs its peers through: one peer at a time, each stopped. */
+/**
+ * forEachPeer, the loop every scenario runs its peers through: one peer at a time, each stopped; and the
+ * reading of recgate's sync guard turn-offs from /metrics.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { forEachPeer, type Peer, type PeerStarter } from '../../bench/lib/peers.js';
+import { forEachPeer, type Peer, type PeerStarter, sumSyncIoOff } from '../../bench/lib/peers.js';
 
 function fakeStarter(name: string, events: string[]): PeerStarter {
   return {
@@ -60,4 +63,18 @@ test('forEachPeer names the peer that did not start', async () => {
     { message: 'Varnish did not start: /ping server exited (1)', cause },
   );
   assert.deepEqual(events, ['start a', 'stop a']);
+});
+
+test('sumSyncIoOff sums every guard of recgate_sync_io_off_total, and nothing else', () => {
+  const exposition = [
+    '# HELP recgate_sync_io_off_total Times slow synchronous file-system calls turned them off',
+    '# TYPE recgate_sync_io_off_total counter',
+    'recgate_sync_io_off_total{guard="metadata"} 2',
+    'recgate_sync_io_off_total{guard="reads"} 1',
+    'recgate_sync_io_off_totally_different 40',
+    'recgate_cache_events_total{event="cache_miss"} 7',
+    '',
+  ].join('\n');
+  assert.equal(sumSyncIoOff(exposition), 3);
+  assert.equal(sumSyncIoOff('# TYPE recgate_sync_io_off_total counter\n'), 0, 'no turn-off yet: no series');
 });

@@ -45,7 +45,11 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
     assert.equal(run.load.failed, 0, `${run.peer}: ${run.load.errors.join('; ')}`);
     assert.equal(run.load.mismatched, 0, `${run.peer} served different bytes`);
     assert.ok(run.load.verified > 0, `${run.peer}: bodies were checked`);
-    if (run.peer.startsWith('recgate')) assert.equal(run.upstreamRequests, 1, `${run.peer} fetched once`);
+    if (run.peer.startsWith('recgate')) {
+      assert.equal(run.upstreamRequests, 1, `${run.peer} fetched once`);
+      // Read from /metrics before and after the run (the "sync I/O off" column).
+      assert.ok(Number.isInteger(run.syncIoOff) && run.syncIoOff! >= 0, `${run.peer}: ${run.syncIoOff}`);
+    }
   }
   const peers = new Set(cold.runs.map((r) => r.peer));
   assert.ok(peers.has('recgate 1w') && peers.has('recgate 2w'));
@@ -84,13 +88,23 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   }
   const many = report.scenarios[6]!.data as {
     params: { recordings: number };
-    runs: Array<{ peer: string; upstreamRequests: number; notOnce: number; load: { failed: number } }>;
+    runs: Array<{
+      peer: string;
+      upstreamRequests: number;
+      notOnce: number;
+      load: { failed: number };
+      cpuSeconds?: number;
+      syncIoOff?: number;
+    }>;
   };
   const mine = many.runs.find((r) => r.peer === 'recgate 1w');
   assert.ok(mine, 'recgate ran');
   assert.equal(mine.load.failed, 0);
   assert.equal(mine.upstreamRequests, many.params.recordings, 'one upstream request per recording');
   assert.equal(mine.notOnce, 0);
+  // The CPU recgate spent on the run, read from /proc (the "CPU per download" column).
+  assert.ok(mine.cpuSeconds !== undefined && mine.cpuSeconds > 0, `recgate CPU ${mine.cpuSeconds}`);
+  assert.ok(Number.isInteger(mine.syncIoOff) && mine.syncIoOff! >= 0, `sync I/O off ${mine.syncIoOff}`);
   const json = JSON.parse(await readFile(path.join(outDir, 'latest.json'), 'utf8'));
   assert.equal(json.scenarios.length, 7);
   assert.match(
