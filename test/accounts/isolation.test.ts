@@ -14,9 +14,9 @@ import { SqliteAccountStore } from '../../src/accounts/sqlite.js';
 import type { CreatedAccount } from '../../src/emulator/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { sha256 } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 import { metric as metricOf } from '../limits/admission-helpers.js';
-import { captureLogger } from '../recordings/helpers.js';
 
 const KEY = randomBytes(32).toString('hex');
 const callSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
@@ -26,7 +26,7 @@ describe('businesses on separate Twilio accounts', () => {
   let subA: CreatedAccount;
   let subB: CreatedAccount;
   let own: CreatedAccount;
-  const logs = captureLogger();
+  const logs = captureLogs({ plain: true });
 
   async function admin(method: 'GET' | 'PUT' | 'DELETE', path: string, body?: unknown) {
     const res = await request(`${stack.url}${path}`, {
@@ -389,8 +389,8 @@ describe('businesses on separate Twilio accounts', () => {
   });
 
   it('wrote no secret to any log line of the run, debug included (runs last)', () => {
-    const text = JSON.stringify(logs.lines);
-    assert.ok(logs.lines.length > 0);
+    const text = JSON.stringify(logs.records);
+    assert.ok(logs.records.length > 0);
     for (const secret of [KEY, own.auth_token, subA.auth_token, subB.auth_token, 'leak-me']) {
       assert.ok(!text.includes(secret), 'a secret reached the logs');
     }

@@ -13,7 +13,7 @@ import Fastify from 'fastify';
 import type { Emulator } from '../../src/emulator/index.js';
 import { createRecgate, type Recgate } from '../../src/index.js';
 import { getMetrics } from '../../src/observability/metrics.js';
-import { captureLogger } from '../recordings/helpers.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { emulatorFor, get, optionsFor, recordedCall } from './helpers.js';
 
 const BUSINESS = 'biz-observed';
@@ -29,7 +29,7 @@ async function requestsCounted(route: string, status: string): Promise<number> {
 describe('an embedded recgate observes its requests', () => {
   let emulator: Emulator;
   let recgate: Recgate;
-  const logs = captureLogger();
+  const logs = captureLogs({ plain: true });
   const cleanups: Array<() => unknown> = [];
   const suite = { after: (fn: () => unknown) => cleanups.unshift(fn) };
 
@@ -67,8 +67,8 @@ describe('an embedded recgate observes its requests', () => {
     });
     assert.match(String(fresh.headers['x-request-id']), /^[0-9a-f-]{36}$/);
     assert.equal(await requestsCounted(DOWNLOAD, '200'), before200 + 2);
-    const line = logs.lines.find((l) => l.msg === 'request completed' && l.reqId === 'host-trace.42');
-    assert.ok(line, JSON.stringify(logs.lines.filter((l) => l.msg === 'request completed')));
+    const line = logs.records.find((l) => l.msg === 'request completed' && l.reqId === 'host-trace.42');
+    assert.ok(line, JSON.stringify(logs.records.filter((l) => l.msg === 'request completed')));
     const req = line.req as { method: string; url: string };
     assert.equal(req.method, 'GET');
     assert.ok(!req.url.includes('secret-in-url'), `the token stays out of the log: ${req.url}`);
@@ -92,7 +92,7 @@ describe('an embedded recgate observes its requests', () => {
     assert.equal(played.status, 200);
     const id = played.headers['x-request-id'];
     assert.equal(typeof id, 'string');
-    const completed = logs.lines.filter((l) => l.msg === 'request completed' && l.reqId === id);
+    const completed = logs.records.filter((l) => l.msg === 'request completed' && l.reqId === id);
     assert.equal(completed.length, 1, "the host's line for the request, not a second one from recgate");
     assert.equal(await requestsCounted(route, '200'), before200 + 1);
     const hello = await get(`${base}/hello`);

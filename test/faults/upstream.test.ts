@@ -20,9 +20,10 @@ import { request } from 'undici';
 import { type Emulator, generateMp3, startEmulator } from '../../src/emulator/index.js';
 import { FrameWalker } from '../../src/recordings/media-check.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { freePort } from '../helpers/serve-process.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-import { captureLogger, sha256 } from '../recordings/helpers.js';
+import { sha256 } from '../recordings/helpers.js';
 import { between, faultRepeat, faultSeed, seededRandom } from './seed.js';
 
 /** The Twilio client's retry policy in these tests: every media exchange makes at most `maxAttempts` requests. */
@@ -55,7 +56,7 @@ interface Download {
 describe('upstream faults through the gateway', () => {
   let stack: Stack;
   let token: string;
-  const tap = captureLogger();
+  const tap = captureLogs({ plain: true });
 
   before(async () => {
     stack = await startStack({ logger: tap.logger, upstream: { ...TIMEOUTS, retry: RETRY } });
@@ -103,7 +104,7 @@ describe('upstream faults through the gateway', () => {
 
   /** What the gateway logged about this recording, by event name, from log line `since` on. */
   function events(rec: Recording, name: string, since = 0): Array<Record<string, unknown>> {
-    return tap.lines.slice(since).filter((l) => l.event === name && l.callSid === rec.callSid);
+    return tap.records.slice(since).filter((l) => l.event === name && l.callSid === rec.callSid);
   }
 
   /**
@@ -242,7 +243,7 @@ describe('upstream faults through the gateway', () => {
     await repeat(t, 'http_500 persistent', async (random, note) => {
       const rec = await newRecording(size(random));
       stack.emulator.addFault({ recording_sid: rec.recordingSid, kind: 'http_500', count: 1000 });
-      const since = tap.lines.length;
+      const since = tap.records.length;
       const [a, b] = await Promise.all([download(rec), download(rec)]);
       assertFails(a, 502, 'RECGATE_UPSTREAM_UNAVAILABLE');
       assertFails(b, 502, 'RECGATE_UPSTREAM_UNAVAILABLE');
@@ -317,7 +318,7 @@ describe('upstream faults through the gateway', () => {
       await repeat(t, `${kind} transient`, async (random, note) => {
         const rec = await newRecording(size(random));
         const afterBytes = between(random, 1, rec.size - 1);
-        const since = tap.lines.length;
+        const since = tap.records.length;
         stack.emulator.addFault({ recording_sid: rec.recordingSid, kind, after_bytes: afterBytes });
         // Paced, so that the gateway has written what arrived before the break (see assertResumedWhereItBroke).
         stack.emulator.setThrottle({ bandwidth: PACE });
@@ -363,7 +364,7 @@ describe('upstream faults through the gateway', () => {
         );
         // A resumable generation is kept for the next holder, which must continue it, not start over.
         const leftover = leftoverLength(rec);
-        const since = tap.lines.length;
+        const since = tap.records.length;
         note(
           `size ${rec.size}, every body cut after ${afterBytes}; client ${res.status}, ` +
             `${res.body.length} bytes, ${res.cut === undefined ? 'ended' : 'cut'}; ${leftover} bytes kept`,
@@ -419,7 +420,7 @@ describe('upstream faults through the gateway', () => {
       const rec = await newRecording(size(random));
       const afterBytes = between(random, 0, rec.size - 1);
       const stallMs = between(random, 50, Math.floor(TIMEOUTS.bodyIdleTimeoutMs / 3));
-      const since = tap.lines.length;
+      const since = tap.records.length;
       stack.emulator.addFault({
         recording_sid: rec.recordingSid,
         kind: 'stall',
@@ -439,7 +440,7 @@ describe('upstream faults through the gateway', () => {
     await repeat(t, 'stall long', async (random, note) => {
       const rec = await newRecording(size(random));
       const afterBytes = between(random, 0, rec.size - 1);
-      const since = tap.lines.length;
+      const since = tap.records.length;
       stack.emulator.addFault({
         recording_sid: rec.recordingSid,
         kind: 'stall',
@@ -580,10 +581,10 @@ describe('upstream faults through the gateway', () => {
       };
       await own.register({ businessId: BUSINESS, callSid: rec.callSid, recordingSid: rec.recordingSid });
       await upstream.close();
-      const since = tap.lines.length;
+      const since = tap.records.length;
       assertFails(await get(`/api/calls/${rec.callSid}/download`), 502, 'RECGATE_UPSTREAM_UNAVAILABLE');
       // Nobody counts refused connections; the client's own log says how many it tried.
-      const gaveUp = tap.lines
+      const gaveUp = tap.records
         .slice(since)
         .find((l) => l.msg === 'Upstream retries exhausted' && l.sid === rec.recordingSid);
       assert.equal(gaveUp?.attempts, RETRY.maxAttempts);

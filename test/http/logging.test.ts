@@ -7,7 +7,7 @@ import { captureLogs } from '../helpers/log-capture.js';
 import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
 
 let stack: Stack;
-const { logger, lines } = captureLogs('debug');
+const { logger, lines } = captureLogs();
 
 before(async () => {
   stack = await startStack({ logger });

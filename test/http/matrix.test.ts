@@ -79,7 +79,7 @@ interface Answer {
 
 describe('tenant matrix', () => {
   let stack: Stack;
-  const { logger, lines } = captureLogs('debug');
+  const { logger, lines } = captureLogs();
   /** Every secret the run used or sent; none may appear in a log line. */
   const secrets = new Set<string>();
   let acme: string;

@@ -13,10 +13,10 @@ import { request } from 'undici';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { deleteAtTwilio, mediaRequests } from '../helpers/admin-cli.js';
 import { sha256, until } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { metric } from '../helpers/metrics.js';
 import { callFiles, finishedNames, settledFiles, storeRecording } from '../helpers/recordings.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
-import { captureLogger } from '../recordings/helpers.js';
 
 const newCallSid = () => `CA${randomBytes(16).toString('hex')}` as CallSid;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -69,7 +69,7 @@ describe('purge and the audit trail', () => {
   let stack: Stack;
   let acme: Record<string, string>;
   /** The gateway's log lines. */
-  const log = captureLogger();
+  const log = captureLogs({ plain: true });
 
   before(async () => {
     stack = await startStack({ config: { auditDb: true }, logger: log.logger });
@@ -253,7 +253,7 @@ describe('purge and the audit trail', () => {
       plays = (await call(stack, 'GET', `/api/admin/calls/${pair.parent}/plays`, admin)).json().plays;
     }
     // One log line per play, written when its response closed: HEAD is none.
-    const lines = log.lines
+    const lines = log.records
       .filter((l) => l.event === 'play' && l.callSid === pair.parent)
       .map(({ businessId, callSid, recordingSid, bytes, status, requestId }) => ({
         businessId,

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import type { PlayRecord } from '../../src/call-log/call-log.js';
 import { AuditTrail } from '../../src/observability/audit.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
-import { captureLogger } from '../recordings/helpers.js';
+import { captureLogs } from '../helpers/log-capture.js';
 
 function play(i: number): PlayRecord {
   return {
@@ -33,7 +33,7 @@ function counter() {
 
 describe('AuditTrail', () => {
   it('logs every play, and stores them in batches', async () => {
-    const { logger, lines } = captureLogger();
+    const { logger, records: lines } = captureLogs({ plain: true });
     const stored: PlayRecord[][] = [];
     const { counts, metrics } = counter();
     const audit = new AuditTrail({
@@ -55,7 +55,7 @@ describe('AuditTrail', () => {
   });
 
   it('keeps rows while the database fails, tries again, and drops the oldest beyond maxPending', async () => {
-    const { logger, lines } = captureLogger();
+    const { logger, records: lines } = captureLogs({ plain: true });
     let failing = true;
     const stored: PlayRecord[] = [];
     const { counts, metrics } = counter();
@@ -88,7 +88,7 @@ describe('AuditTrail', () => {
   });
 
   it('without a table, only logs', async () => {
-    const { logger, lines } = captureLogger();
+    const { logger, records: lines } = captureLogs({ plain: true });
     const { counts, metrics } = counter();
     const audit = new AuditTrail({ logger, metrics: metrics as never });
     audit.play(play(1));

@@ -12,7 +12,7 @@ import { type Stack, startStack } from '../helpers/stack.js';
 import { syncCallsOff } from '../recordings/helpers.js';
 
 let stack: Stack;
-const { logger, lines } = captureLogs('info');
+const { logger, lines } = captureLogs({ level: 'info' });
 
 before(async () => {
   stack = await startStack({ logger });

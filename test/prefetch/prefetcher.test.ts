@@ -12,7 +12,7 @@ import { SqlitePrefetchQueue } from '../../src/prefetch/sqlite.js';
 import type { CachedRecording, RecordingRef } from '../../src/recordings/cache.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { tempDir } from '../helpers/common.js';
-import { captureLogger } from '../recordings/helpers.js';
+import { captureLogs } from '../helpers/log-capture.js';
 
 async function setUp(t: Parameters<typeof tempDir>[0] & { after(fn: () => unknown): void }) {
   const path = `${tempDir(t)}/recgate.db`;
@@ -66,7 +66,7 @@ describe('Prefetcher', () => {
           told.push([ref, isRecgateError(err) ? err.code : String(err)]);
         },
       },
-      logger: captureLogger().logger,
+      logger: captureLogs({ plain: true }).logger,
       pollMs: 20,
       retryBaseMs: 30,
       onOutcome: (o) => outcomes.push(o),
@@ -113,7 +113,7 @@ describe('Prefetcher', () => {
           }),
       },
       callLog,
-      logger: captureLogger().logger,
+      logger: captureLogs({ plain: true }).logger,
       pollMs: 10,
     });
     prefetcher.start();
@@ -135,7 +135,7 @@ describe('Prefetcher', () => {
       queue,
       cache: { open: async () => assert.fail('nothing may be fetched') },
       callLog,
-      logger: captureLogger().logger,
+      logger: captureLogs({ plain: true }).logger,
       concurrency: 0,
       pollMs: 10,
     });

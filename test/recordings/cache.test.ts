@@ -11,9 +11,9 @@ import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { PartialWriter } from '../../src/recordings/store/store.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
 import { isCode, until } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import {
   audioBytes,
-  captureLogger,
   FakeUpstream,
   finishedFiles,
   MP3_FRAME_BYTES,
@@ -52,7 +52,7 @@ describe('recording cache', () => {
   it('validates options and names an unwritable directory', (t) => {
     const dir = tempDir(t);
     const upstream = new FakeUpstream({ data: Buffer.alloc(1) });
-    const { logger } = captureLogger();
+    const { logger } = captureLogs({ plain: true });
     assert.throws(() => createRecordingCache({ dir: '', upstream, logger }), /options\.dir/);
     assert.throws(() => createRecordingCache({ dir, upstream: {} as Upstream, logger }), /options\.upstream/);
     assert.throws(

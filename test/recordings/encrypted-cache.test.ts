@@ -151,7 +151,9 @@ describe('encrypted recordings in the cache', () => {
       const got = await read(rec.createReadStream(0, plain.length - 1));
       assert.ok(got instanceof Error, 'the reader saw an error, not a short body');
       assert.ok(
-        c.capture.lines.some((l) => l.event === 'download_failed' && l.code === 'RECGATE_RECORDING_TAMPERED'),
+        c.capture.records.some(
+          (l) => l.event === 'download_failed' && l.code === 'RECGATE_RECORDING_TAMPERED',
+        ),
         'the flight failed with RECGATE_RECORDING_TAMPERED',
       );
       assert.equal(c.full(), 1, 'not retried within the flight');
@@ -172,7 +174,7 @@ describe('encrypted recordings in the cache', () => {
     // Without a length, readers wait for the end to learn the size: open() itself fails.
     await assert.rejects(open(c.cache, ref), isCode('RECGATE_RECORDING_TAMPERED'));
     assert.ok(
-      c.capture.lines.some((l) => l.event === 'download_failed' && l.code === 'RECGATE_RECORDING_TAMPERED'),
+      c.capture.records.some((l) => l.event === 'download_failed' && l.code === 'RECGATE_RECORDING_TAMPERED'),
     );
     assert.deepEqual(await cleared(c.dir, ref), []);
   });

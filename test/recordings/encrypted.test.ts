@@ -17,9 +17,10 @@ import { loadConfig } from '../../src/config/config.js';
 import { startGateway } from '../../src/server.js';
 import type { CallSid } from '../../src/sid.js';
 import { hex32, sha256, tempDir } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { settledFiles } from '../helpers/recordings.js';
 import { JWT_SECRET, type Stack, startStack } from '../helpers/stack.js';
-import { captureLogger, requestOutcome } from './helpers.js';
+import { requestOutcome } from './helpers.js';
 
 const pem = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }) as string;
 const acmeKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -30,7 +31,7 @@ describe('encrypted recordings through the gateway', () => {
   let keysDir: string;
   let acmePublicKeySid: string;
   let otherPublicKeySid: string;
-  const capture = captureLogger();
+  const capture = captureLogs({ plain: true });
   const dirs: Array<() => Promise<void>> = [];
 
   before(async () => {
@@ -75,7 +76,7 @@ describe('encrypted recordings through the gateway', () => {
   const files = (callSid: string) =>
     readdirSync(recordingsDir()).filter((n) => n.includes(callSid) && !n.endsWith('.lock'));
   const failedWith = (code: string, recordingSid: string) =>
-    capture.lines.some(
+    capture.records.some(
       (l) => l.event === 'download_failed' && l.code === code && l.recordingSid === recordingSid,
     );
 
@@ -119,7 +120,7 @@ describe('encrypted recordings through the gateway', () => {
     }
     await settledFiles(recordingsDir(), rec.callSid);
     // One full download; a far range may add a seek-ahead slice, never a second full download.
-    const fulls = capture.lines.filter(
+    const fulls = capture.records.filter(
       (l) => l.event === 'cache_miss' && l.recordingSid === rec.recordingSid,
     );
     assert.equal(fulls.length, 1);

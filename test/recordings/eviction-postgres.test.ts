@@ -15,8 +15,9 @@ import { Evictor } from '../../src/recordings/eviction.js';
 import { createRecordingCache } from '../../src/recordings/index.js';
 import { PostgresLocker } from '../../src/recordings/lock/postgres.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
-import { audioBytes, captureLogger, FakeUpstream, newRef, readAll, tempDir } from './helpers.js';
+import { audioBytes, FakeUpstream, newRef, readAll, tempDir } from './helpers.js';
 
 const found = await findPostgres();
 
@@ -47,7 +48,7 @@ if ('reason' in found) {
         return removed;
       };
       const locker = new PostgresLocker({ connectionString: url, schema, pollIntervalMs: 5 });
-      const { logger } = captureLogger();
+      const { logger } = captureLogs({ plain: true });
       const evictor = new Evictor({
         index,
         store,

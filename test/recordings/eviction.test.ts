@@ -21,8 +21,9 @@ import { createRecordingCache, FsLocker } from '../../src/recordings/index.js';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
 import type { RecordingSid } from '../../src/sid.js';
 import type { MediaRequest, Upstream } from '../../src/upstream/upstream.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { mountTmpfs } from '../helpers/read-only-mount.js';
-import { audioBytes, captureLogger, FakeUpstream, newRef, readAll, tempDir } from './helpers.js';
+import { audioBytes, FakeUpstream, newRef, readAll, tempDir } from './helpers.js';
 
 /** An upstream with distinct bytes per recording, counting fetches per recording. */
 class Recordings implements Pick<Upstream, 'fetchMedia'> {
@@ -59,7 +60,7 @@ async function bounded(t: TestContext, limits: Limits, options: { dir?: string; 
   const index = new SqliteCacheIndex(dbPath);
   const store = new FsRecordingStore({ dir });
   const locker = new FsLocker({ dir, pollIntervalMs: 5 });
-  const { logger, lines } = captureLogger();
+  const { logger, records: lines } = captureLogs({ plain: true });
   const evicted: Array<{ reason: EvictionReason; bytes: number }> = [];
   const evictor = new Evictor({
     index,

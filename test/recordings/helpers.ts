@@ -10,10 +10,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { type Logger, pino } from 'pino';
 import { request } from 'undici';
 import { createError } from '../../src/errors.js';
 import { metadataSync, SLOW_SYNC_MS } from '../../src/io/sync-guard.js';
@@ -29,6 +28,7 @@ import type {
 } from '../../src/upstream/upstream.js';
 
 import { hex32 } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import { finishedNames, settledFiles } from '../helpers/recordings.js';
 
 export { hex32, readAll, sha256, tempDir } from '../helpers/common.js';
@@ -80,27 +80,6 @@ export function ownFiles(dir: string, ref: RecordingRef): string[] {
   return readdirSync(dir)
     .filter((n) => n.includes(ref.ownerCallSid))
     .sort();
-}
-
-/** A pino logger whose lines the test can read back. */
-export function captureLogger(): {
-  logger: Logger;
-  lines: Array<Record<string, unknown>>;
-  events(): string[];
-} {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line));
-      cb();
-    },
-  });
-  const logger = pino({ level: 'debug' }, sink);
-  return {
-    logger,
-    lines,
-    events: () => lines.map((l) => l.event).filter((e): e is string => typeof e === 'string'),
-  };
 }
 
 export interface FakeUpstreamOptions {
@@ -485,7 +464,7 @@ export function makeCache(
   upstream: Pick<Upstream, 'fetchMedia'>,
   extra: Partial<RecordingCacheOptions> = {},
 ) {
-  const capture = captureLogger();
+  const capture = captureLogs({ plain: true });
   const events: Array<[string, Record<string, unknown>]> = [];
   const cache = createRecordingCache({
     dir,

@@ -12,10 +12,10 @@ import type { RecordingRef } from '../../src/recordings/cache.js';
 import { createRecordingCache } from '../../src/recordings/index.js';
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { until } from '../helpers/common.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import {
   audioBytes,
   Child,
-  captureLogger,
   FakeUpstream,
   httpUpstream,
   newRef,
@@ -64,7 +64,7 @@ describe('recording cache across processes', () => {
     t.after(() => child.kill());
     await waitForPartial(dir, ref, 1);
     const upstream = new FakeUpstream({ data });
-    const { logger, events } = captureLogger();
+    const { logger, events } = captureLogs({ plain: true });
     const cache = createRecordingCache({ dir, upstream, logger, pollIntervalMs: 10, lockTimeoutMs: 10_000 });
     t.after(() => cache.close());
     const started = performance.now();
@@ -153,7 +153,7 @@ describe('recording cache across processes', () => {
       });
       t.after(() => child.kill());
       await waitForPartial(dir, ref, 1);
-      const capture = captureLogger();
+      const capture = captureLogs({ plain: true });
       const cache = createRecordingCache({
         dir,
         upstream: httpUpstream(server.url),

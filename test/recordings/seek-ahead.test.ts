@@ -27,10 +27,10 @@ import type { BlockMap, BlockRecord } from '../../src/recordings/store/store.js'
 import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { TwilioClient } from '../../src/upstream/twilio-client.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
+import { captureLogs } from '../helpers/log-capture.js';
 import {
   audioBytes,
   Child,
-  captureLogger,
   FakeUpstream,
   makeCache as makeTestCache,
   newRef,
@@ -387,7 +387,7 @@ describe('seek-ahead', () => {
   it('validates its options, naming the bad field', (t) => {
     const dir = tempDir(t);
     const upstream = new FakeUpstream({ data: Buffer.alloc(1) });
-    const { logger } = captureLogger();
+    const { logger } = captureLogs({ plain: true });
     assert.throws(
       () => createRecordingCache({ dir, upstream, logger, seekAhead: { blockBytes: 0 } }),
       /options\.seekAhead\.blockBytes/,

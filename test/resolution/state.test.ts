@@ -7,7 +7,7 @@ import { createError, isRecgateError } from '../../src/errors.js';
 import type { RecordingCache } from '../../src/recordings/cache.js';
 import { RecordingState } from '../../src/resolution/state.js';
 import { newCallSid, newRecordingSid } from '../call-log/contract.js';
-import { captureLogger } from '../recordings/helpers.js';
+import { captureLogs } from '../helpers/log-capture.js';
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   const log: CallLog = new SqliteCallLog(':memory:');
@@ -103,7 +103,7 @@ describe('recording state', () => {
         return 1000;
       },
     };
-    const capture = captureLogger();
+    const capture = captureLogs({ plain: true });
     const state = new RecordingState(log, { cache, keep: false, logger: capture.logger });
     const parent = newCallSid();
     const child = newCallSid();
@@ -124,7 +124,7 @@ describe('recording state', () => {
     failRemoval = true;
     await state.downloadFailed(ref, createError('RECGATE_RECORDING_GONE'));
     assert.equal(removed.length, 2);
-    const warning = capture.lines.find((l) => l.event === 'upstream_delete_remove_failed');
+    const warning = capture.records.find((l) => l.event === 'upstream_delete_remove_failed');
     assert.equal(warning?.recordingSid, rec);
     assert.equal(warning?.callSid, parent);
   });
@@ -138,7 +138,7 @@ describe('recording state', () => {
         return null;
       },
     };
-    const kept = new RecordingState(log, { cache, keep: true, logger: captureLogger().logger });
+    const kept = new RecordingState(log, { cache, keep: true, logger: captureLogs({ plain: true }).logger });
     const call = newCallSid();
     await log.upsert({ businessId: 'acme', callSid: call });
     const ref = await kept.found(call, newRecordingSid(), call);
