@@ -26,6 +26,7 @@ import {
   FsLocker,
   FsRecordingStore,
   type LocalRecordingCache,
+  type RecordingStore,
   type UpstreamGateOptions,
 } from './recordings/index.js';
 import type { Locker } from './recordings/lock/lock.js';
@@ -133,6 +134,11 @@ export interface CacheRuntimeOptions {
   gate?: UpstreamGateOptions;
   /** The evictor's observers (metrics). */
   evictor?: Pick<EvictorOptions, 'onEvicted' | 'onTotals'>;
+  /**
+   * Where recordings are kept, for the cache and the evictor. @default an {@link FsRecordingStore} on the data
+   * dir's recordings directory
+   */
+  store?: RecordingStore;
 }
 
 export interface CacheRuntime {
@@ -169,7 +175,7 @@ export async function openCacheRuntime(config: Config, options: CacheRuntimeOpti
         })
       : undefined;
   const dir = recordingsDir(config);
-  const store = new FsRecordingStore({ dir });
+  const store = options.store ?? new FsRecordingStore({ dir });
   const locker: Locker = pgLocker ?? new FsLocker({ dir, pollIntervalMs: 15 });
   let bounded: { evictor: Evictor; index: CacheIndex } | undefined;
   try {
