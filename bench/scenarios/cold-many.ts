@@ -2,7 +2,8 @@
  * Scenario "many": 1,000 different uncached recordings requested at once, one client each, upstream at 300 ms to
  * first byte and 4 MB/s per response. Measures upstream requests (exactly one per recording), the time until the
  * last client has its whole recording against the upstream's own time for the same load at the same
- * concurrency, and the resident memory of the one recgate worker (target: under 150 MiB).
+ * concurrency, and the resident memory of the one recgate worker (target: under 150 MiB). recgate runs with one
+ * worker, then with two (the machine's two cores) sharing the same upstream cap.
  */
 import {
   type BenchContext,
@@ -70,6 +71,23 @@ interface ManyRun {
 
 const MiB = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 /** CPU seconds over a run as cores busy on average (CPU time ÷ the run's wall time). */
+/** `--upstream-concurrency` for each of `workers` workers: the cap, shared. */
+function slotsPerWorker(p: Params, workers: number): number {
+  return Math.max(1, Math.floor(p.upstreamConcurrency / workers));
+}
+
+/** CPU seconds of `pids` so far, summed; undefined without pids or when one cannot be read. */
+function cpuOf(pids: number[]): number | undefined {
+  if (pids.length === 0) return undefined;
+  let sum = 0;
+  for (const pid of pids) {
+    const cpu = readCpuSeconds(pid);
+    if (cpu === undefined) return undefined;
+    sum += cpu;
+  }
+  return sum;
+}
+
 const cores = (cpuSeconds: number | undefined, run: ManyRun) =>
   cpuSeconds === undefined ? '' : (cpuSeconds / (run.load.elapsedMs / 1000)).toFixed(2);
 
@@ -81,6 +99,7 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     `recgate is configured as a user expecting this load would: --upstream-concurrency ${p.upstreamConcurrency} (Twilio's default limit of concurrent API requests per account is 100), --upstream-queue-max ${p.recordings} (every cold request may wait for a slot) and the cold-download rate limit off (RECGATE_COLD_DOWNLOAD_RATE=0: one business asks for every recording). Requests beyond the cap queue in recgate; none is refused.`,
     `The reference is the upstream itself serving the same ${p.recordings} downloads, all at once and ${p.upstreamConcurrency} at a time (the cap recgate runs with): throughput bounded by the upstream means recgate's total time is close to the latter.`,
     'recgate\'s "server CPU" = its CPU time (every thread, user and system) ÷ the run\'s wall time, in cores; "CPU per download" = that CPU time ÷ the downloads. "emulator CPU" (the harness\'s process, where the emulator runs) and "load generator CPU" likewise, in cores: recgate, the emulator and the load generator share two cores, so a sum near 2 means the run was bound by CPU.',
+    `"recgate 2w": two workers (node:cluster, the machine's two cores), each with --upstream-concurrency ${slotsPerWorker(p, 2)}, so that the cap in all is the same; its peak RSS is the larger worker's, its CPU both workers' together.`,
     '"sync I/O off" = how many times during the run recgate turned its synchronous file-system calls off for 10 s after slow ones (recgate_sync_io_off_total; src/io/sync-guard.ts): 0 means the cold path\'s small file calls ran synchronously throughout, more means the thread pool served them for a while.',
   ];
   const recordings = async () => {
@@ -95,13 +114,13 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     recs: Recording[],
     spec: Pick<LoadSpec, 'origin' | 'headers'>,
     paths: string[],
-    pid?: number,
+    pids: number[] = [],
     syncIoOff?: () => Promise<number | undefined>,
   ) => {
     ctx.emulator.reset();
     const off0 = await syncIoOff?.();
-    const sampler = pid === undefined ? undefined : sampleMemory([pid], 25);
-    const cpu0 = pid === undefined ? undefined : readCpuSeconds(pid);
+    const sampler = pids.length === 0 ? undefined : sampleMemory(pids, 25);
+    const cpu0 = cpuOf(pids);
     const harness0 = process.cpuUsage();
     const loadgen0 = readCpuSeconds(ctx.loadgen.pid);
     // Clients beyond `concurrency` take their turn after a previous one finishes, like a capped pool.
@@ -115,8 +134,9 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
       verifySample: 20,
       timeoutMs: 120_000,
     });
-    const peak = sampler?.stop()[0]?.peakRss;
-    const cpu1 = pid === undefined ? undefined : readCpuSeconds(pid);
+    const peaks = sampler?.stop().map((s) => s.peakRss);
+    const peak = peaks === undefined ? undefined : Math.max(...peaks);
+    const cpu1 = cpuOf(pids);
     const cpuSeconds = cpu0 === undefined || cpu1 === undefined ? undefined : cpu1 - cpu0;
     const harness = process.cpuUsage(harness0);
     const loadgen1 = readCpuSeconds(ctx.loadgen.pid);
@@ -154,33 +174,37 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
       recs.map((rec) => upstreamPath(ctx, rec)),
     );
   }
-  const peer = await ctx.startRecgate({
-    workers: 1,
-    extraArgs: [
-      '--upstream-concurrency',
-      String(p.upstreamConcurrency),
-      '--upstream-queue-max',
-      String(p.recordings),
-    ],
-  });
   let hwm = Number.NaN;
-  try {
-    const recs = await recordings();
-    const paths: string[] = [];
-    for (const rec of recs) paths.push(await peer.prepare(rec));
-    const [pid] = peer.servingPids();
-    await measure(
-      'recgate 1w',
-      p.recordings,
-      recs,
-      { origin: peer.origin, headers: peer.headers },
-      paths,
-      pid,
-      peer.syncIoOff,
-    );
-    hwm = readMemory(pid!)?.hwm ?? Number.NaN;
-  } finally {
-    await peer.stop();
+  // Two workers split the cap, as a user keeping to Twilio's limit would set it: `--upstream-concurrency` is
+  // per process.
+  for (const workers of [1, 2]) {
+    const peer = await ctx.startRecgate({
+      workers,
+      extraArgs: [
+        '--upstream-concurrency',
+        String(slotsPerWorker(p, workers)),
+        '--upstream-queue-max',
+        String(p.recordings),
+      ],
+    });
+    try {
+      const recs = await recordings();
+      const paths: string[] = [];
+      for (const rec of recs) paths.push(await peer.prepare(rec));
+      const pids = peer.servingPids();
+      await measure(
+        `recgate ${workers}w`,
+        p.recordings,
+        recs,
+        { origin: peer.origin, headers: peer.headers },
+        paths,
+        pids,
+        peer.syncIoOff,
+      );
+      if (workers === 1) hwm = readMemory(pids[0]!)?.hwm ?? Number.NaN;
+    } finally {
+      await peer.stop();
+    }
   }
 
   const find = (name: string, concurrency: number) =>

@@ -105,6 +105,13 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   // The CPU recgate spent on the run, read from /proc (the "CPU per download" column).
   assert.ok(mine.cpuSeconds !== undefined && mine.cpuSeconds > 0, `recgate CPU ${mine.cpuSeconds}`);
   assert.ok(Number.isInteger(mine.syncIoOff) && mine.syncIoOff! >= 0, `sync I/O off ${mine.syncIoOff}`);
+  // The same load on two workers sharing the cap: still one upstream request per recording.
+  const two = many.runs.find((r) => r.peer === 'recgate 2w');
+  assert.ok(two, 'recgate ran with two workers');
+  assert.equal(two.load.failed, 0);
+  assert.equal(two.upstreamRequests, many.params.recordings, 'two workers: one upstream request per recording');
+  assert.equal(two.notOnce, 0);
+  assert.ok(two.cpuSeconds !== undefined && two.cpuSeconds > 0, `recgate 2w CPU ${two.cpuSeconds}`);
   const json = JSON.parse(await readFile(path.join(outDir, 'latest.json'), 'utf8'));
   assert.equal(json.scenarios.length, 7);
   assert.match(
