@@ -23,7 +23,8 @@ export interface HeapReading {
 export function heapProbeEnv(dir: string): Record<string, string> {
   const inherited = process.env.NODE_OPTIONS;
   return {
-    NODE_OPTIONS: `${inherited === undefined || inherited === '' ? '' : `${inherited} `}--import ${PROBE}`,
+    // Quoted: NODE_OPTIONS splits at spaces, and a checkout's path may have one.
+    NODE_OPTIONS: `${inherited === undefined || inherited === '' ? '' : `${inherited} `}--import "${PROBE}"`,
     RECGATE_HEAP_PROBE_DIR: dir,
   };
 }
