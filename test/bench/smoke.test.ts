@@ -109,7 +109,11 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   const two = many.runs.find((r) => r.peer === 'recgate 2w');
   assert.ok(two, 'recgate ran with two workers');
   assert.equal(two.load.failed, 0);
-  assert.equal(two.upstreamRequests, many.params.recordings, 'two workers: one upstream request per recording');
+  assert.equal(
+    two.upstreamRequests,
+    many.params.recordings,
+    'two workers: one upstream request per recording',
+  );
   assert.equal(two.notOnce, 0);
   assert.ok(two.cpuSeconds !== undefined && two.cpuSeconds > 0, `recgate 2w CPU ${two.cpuSeconds}`);
   const json = JSON.parse(await readFile(path.join(outDir, 'latest.json'), 'utf8'));
