@@ -70,7 +70,7 @@ interface ManyRun {
 }
 
 const MiB = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-/** CPU seconds over a run as cores busy on average (CPU time ÷ the run's wall time). */
+
 /** `--upstream-concurrency` for each of `workers` workers: the cap, shared. */
 function slotsPerWorker(p: Params, workers: number): number {
   return Math.max(1, Math.floor(p.upstreamConcurrency / workers));
@@ -88,6 +88,7 @@ function cpuOf(pids: number[]): number | undefined {
   return sum;
 }
 
+/** CPU seconds over a run as cores busy on average (CPU time ÷ the run's wall time). */
 const cores = (cpuSeconds: number | undefined, run: ManyRun) =>
   cpuSeconds === undefined ? '' : (cpuSeconds / (run.load.elapsedMs / 1000)).toFixed(2);
 

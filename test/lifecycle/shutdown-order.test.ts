@@ -20,6 +20,12 @@ import { captureLogs } from '../helpers/log-capture.js';
 import { JWT_SECRET } from '../helpers/stack.js';
 import { audioBytes, FakeUpstream, newRef, readAll, tempDir } from '../recordings/helpers.js';
 
+/** `target`'s property, a method bound to it: its private fields need the real object as `this`. */
+function own(target: object, property: string | symbol): unknown {
+  const value: unknown = Reflect.get(target, property, target);
+  return typeof value === 'function' ? value.bind(target) : value;
+}
+
 /** A store whose partial writers wait at `commit` until {@link release}; {@link entered} counts arrivals. */
 function gatedStore(inner: RecordingStore): {
   store: RecordingStore;
@@ -41,8 +47,7 @@ function gatedStore(inner: RecordingStore): {
             return target.commit(...args);
           };
         }
-        const value = Reflect.get(target, property, target);
-        return typeof value === 'function' ? value.bind(target) : value;
+        return own(target, property);
       },
     });
   const store = new Proxy(inner, {
@@ -51,8 +56,7 @@ function gatedStore(inner: RecordingStore): {
         return async (...args: Parameters<RecordingStore['beginPartial']>) =>
           gatedWriter(await target.beginPartial(...args));
       }
-      const value = Reflect.get(target, property, target);
-      return typeof value === 'function' ? value.bind(target) : value;
+      return own(target, property);
     },
   });
   return { store, entered: () => entered, release };
