@@ -138,7 +138,7 @@ test(`fuzz: ${COUNT} generated requests against recgate serve --workers 2`, {
     memory.push(reading);
   }
   let busyMs = 0;
-  /** Sends requests[from, to) over CONCURRENCY clients. */
+  /** Sends the requests from where the last call stopped up to index `to`, over CONCURRENCY clients. */
   async function send(to: number): Promise<void> {
     const started = performance.now();
     await Promise.all(Array.from({ length: CONCURRENCY }, () => client(to)));
