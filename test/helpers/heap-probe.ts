@@ -13,6 +13,8 @@ const PROBE = fileURLToPath(new URL('./heap-probe.mjs', import.meta.url));
 export interface HeapReading {
   pid: number;
   heapUsed: number;
+  /** Of `heapUsed`, the compiled code (V8's code spaces): the optimizer's output, which varies run to run. */
+  codeBytes: number;
   heapTotal: number;
   external: number;
   arrayBuffers: number;
