@@ -133,6 +133,13 @@ export interface CallLog {
   getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined>;
 
   /**
+   * {@link getForBusiness} answered at once, by a call log whose reads never wait (SQLite's are synchronous):
+   * a warm play then needs no promise for it. Same answers; its errors are thrown. Optional: without it,
+   * callers use getForBusiness.
+   */
+  getForBusinessNow?(businessId: string, callSid: CallSid): CallRecord | undefined;
+
+  /**
    * The business each of `callSids` is registered to; calls nobody registered are left out of the map.
    * For tenancy checks on the links between calls (parents, recording owners), one query for a whole page.
    * Takes at most {@link MAX_BUSINESSES_OF} SIDs; throws RECGATE_INVALID_REQUEST for more, and

@@ -179,12 +179,22 @@ export class SqliteCallLog implements CallLog {
     return stmt;
   }
 
-  #run<T>(fn: () => T): Promise<T> {
+  /** `fn()`, or RECGATE_DATABASE_ERROR (a RecgateError it threw passes unchanged), thrown. */
+  #now<T>(fn: () => T): T {
     try {
       if (this.#closed) throw new Error('the call log is closed');
-      return Promise.resolve(fn());
+      return fn();
     } catch (err) {
-      return Promise.reject(databaseError(err));
+      throw databaseError(err);
+    }
+  }
+
+  /** {@link #now} as a promise, for the interface's methods. */
+  #run<T>(fn: () => T): Promise<T> {
+    try {
+      return Promise.resolve(this.#now(fn));
+    } catch (err) {
+      return Promise.reject(err);
     }
   }
 
@@ -222,11 +232,17 @@ export class SqliteCallLog implements CallLog {
   }
 
   getForBusiness(businessId: string, callSid: CallSid): Promise<CallRecord | undefined> {
-    return this.#run(() => {
-      requireBusinessId(businessId);
-      const call = this.#lookup(requireCallSid(callSid));
-      return call?.businessId === businessId ? call : undefined;
-    });
+    return this.#run(() => this.#forBusiness(businessId, callSid));
+  }
+
+  getForBusinessNow(businessId: string, callSid: CallSid): CallRecord | undefined {
+    return this.#now(() => this.#forBusiness(businessId, callSid));
+  }
+
+  #forBusiness(businessId: string, callSid: CallSid): CallRecord | undefined {
+    requireBusinessId(businessId);
+    const call = this.#lookup(requireCallSid(callSid));
+    return call?.businessId === businessId ? call : undefined;
   }
 
   /**

@@ -243,6 +243,35 @@ export function callLogContract(name: string, make: () => Promise<CallLogSubject
       assert.equal((await log.get(callSid))?.businessId, owner, 'get ignores the business');
     });
 
+    test('getForBusinessNow, where a log has it, answers what getForBusiness answers, at once', async (t) => {
+      const { log, second } = await open(t);
+      const now = log.getForBusinessNow?.bind(log);
+      if (now === undefined) {
+        t.diagnostic('this call log answers only with promises');
+        return;
+      }
+      const [acme, globex] = [newBusiness(), newBusiness()];
+      const [callSid, missing] = [newCallSid(), newCallSid()];
+      assert.equal(now(acme, callSid), undefined, 'not yet registered');
+      await log.upsert({ businessId: acme, callSid });
+      const found = now(acme, callSid);
+      assert.equal(found instanceof Promise, false);
+      assert.deepEqual(found, await log.getForBusiness(acme, callSid), 'its own write, at once');
+      assert.equal(now(globex, callSid), undefined, "another business's call, like a missing one");
+      assert.equal(now(acme, missing), undefined);
+      await log.markPurged(callSid, null);
+      assert.notEqual(now(acme, callSid)?.purgedAt, null, 'its own purge');
+      assert.throws(() => now(acme, 'CA1' as CallSid), { code: 'RECGATE_INVALID_CALL_SID' });
+      assert.throws(() => now('', callSid), { code: 'RECGATE_INVALID_REQUEST' });
+      if (second !== undefined) {
+        const other = await second();
+        await other.upsert({ businessId: globex, callSid: missing });
+        assert.equal(now(globex, missing)?.businessId, globex, "another instance's new call");
+      }
+      await log.close();
+      assert.throws(() => now(acme, callSid), { code: 'RECGATE_DATABASE_ERROR' });
+    });
+
     test('businessesOf maps registered calls to their business and leaves out the rest', async (t) => {
       const { log, second } = await open(t);
       const acme = newBusiness();
