@@ -103,3 +103,11 @@ export function lazyChild(parent: Logger, bindings: Bindings): Logger {
   lazy[childOf] = undefined;
   return lazy as unknown as Logger;
 }
+
+/**
+ * Whether a line at `level` is worth putting together for `log`. A host's logger (embedding) may not be
+ * pino's and have no level check: then yes, and its own method decides.
+ */
+export function logsAt(log: Logger, level: 'info' | 'debug'): boolean {
+  return typeof log.isLevelEnabled !== 'function' || log.isLevelEnabled(level);
+}

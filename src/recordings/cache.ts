@@ -109,6 +109,12 @@ export interface RecordingCache {
    */
   open(ref: RecordingRef, options?: OpenOptions): Promise<CachedRecording>;
 
+  /**
+   * Optional. {@link open}'s answer at once when it needs no waiting (a finished file the cache trusts now:
+   * the warm play), with `open`'s errors thrown; `undefined` means "call `open`", not "not cached".
+   */
+  openNow?(ref: RecordingRef, options?: OpenOptions): CachedRecording | undefined;
+
   /** What is on disk for the recording now, for the UI's "cached / downloading n% / not yet fetched". */
   state(ref: RecordingRef): Promise<CacheState>;
 

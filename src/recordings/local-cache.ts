@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { createError } from '../errors.js';
 import { raceAbort, signalOf } from '../io/abort.js';
+import { logsAt } from '../observability/logger.js';
 import type { CallSid } from '../sid.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamGate } from './admission/gate.js';
@@ -85,6 +86,8 @@ export interface SweepResult {
 
 /** {@link RecordingCache} plus the maintenance a deployment runs on its own schedule. */
 export interface LocalRecordingCache extends RecordingCache {
+  openNow(ref: RecordingRef, options?: OpenOptions): CachedRecording | undefined;
+
   /**
    * Removes what no live process uses (the recording's lock is free): generations that are no longer
    * current at once, the current one once it has not changed for `maxAgeMs` (default: the cache's
@@ -124,23 +127,7 @@ export class LocalCache implements LocalRecordingCache {
     let joined = entry !== undefined;
     if (entry === undefined) {
       const final = await this.#final(ref);
-      if (final !== undefined) {
-        // The hit is the warm path: its event is logged with the recording's SIDs as fields, which costs no
-        // child logger, and its fields are not even put together below the line's level.
-        const log = options.log ?? this.#s.logger;
-        if (logsAt(log, 'info')) {
-          log.info({ ...bindingsOf(ref), event: 'cache_hit', size: final.size }, 'Cache hit');
-        }
-        this.#observe({
-          event: 'cache_hit',
-          size: final.size,
-          callSid: cacheKeyOf(ref),
-          recordingSid: ref.recordingSid,
-        });
-        const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
-        const hit = new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
-        return this.#plain(hit, final.identity?.encryption, ref, options);
-      }
+      if (final !== undefined) return this.#hit(ref, final, options);
     }
     const signal = signalOf(options.signal);
     signal?.throwIfAborted();
@@ -170,6 +157,38 @@ export class LocalCache implements LocalRecordingCache {
     const outcome: CacheOutcome = flight.origin === 'hit' ? 'hit' : joined ? 'wait' : flight.origin;
     const recording = new InflightRecording(ref, flight.identity!, outcome, flight, this.#s.store, undefined);
     return this.#plain(recording, flight.encryption, ref, options);
+  }
+
+  /**
+   * {@link open}'s answer at once for a finished file the store trusts now ({@link RecordingStore.statNow}):
+   * the warm play. `undefined` otherwise (a download runs, or the file is due a look): then `open` decides.
+   * Throws what `open` rejects with for such a file.
+   */
+  openNow(ref: RecordingRef, options: OpenOptions = {}): CachedRecording | undefined {
+    if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
+    if (typeof options.signal !== 'function') options.signal?.throwIfAborted();
+    if (this.#running(ref) !== undefined) return undefined;
+    const final = this.#s.store.statNow?.(cacheKeyOf(ref));
+    return final !== undefined && holds(final, ref) ? this.#hit(ref, final, options) : undefined;
+  }
+
+  /** A request served from the finished file `final`, which holds `ref`. */
+  #hit(ref: RecordingRef, final: FinalInfo, options: OpenOptions): CachedRecording {
+    // The hit is the warm path: its event is logged with the recording's SIDs as fields, which costs no child
+    // logger, and its fields are not even put together below the line's level.
+    const log = options.log ?? this.#s.logger;
+    if (logsAt(log, 'info')) {
+      log.info({ ...bindingsOf(ref), event: 'cache_hit', size: final.size }, 'Cache hit');
+    }
+    this.#observe({
+      event: 'cache_hit',
+      size: final.size,
+      callSid: cacheKeyOf(ref),
+      recordingSid: ref.recordingSid,
+    });
+    const identity: Identity = { size: final.size, lastModified: final.mtime, upstreamEtag: null };
+    const hit = new InflightRecording(ref, identity, 'hit', undefined, this.#s.store, final.fileId);
+    return this.#plain(hit, final.identity?.encryption, ref, options);
   }
 
   /** `recording` as the caller reads it: through `decryptStored` when its bytes are kept encrypted. */
@@ -439,14 +458,6 @@ export class LocalCache implements LocalRecordingCache {
       // Metrics must never break serving.
     }
   }
-}
-
-/**
- * Whether a line at `level` is worth putting together for `log`. A host's logger (embedding) may not be
- * pino's and have no level check: then yes, and its own method decides.
- */
-function logsAt(log: Logger, level: 'info' | 'debug'): boolean {
-  return typeof log.isLevelEnabled !== 'function' || log.isLevelEnabled(level);
 }
 
 /** What a recording's log lines carry: its owner call, its SID, and its variant unless canonical. */

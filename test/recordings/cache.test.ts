@@ -407,6 +407,38 @@ describe('recording cache', () => {
     await assert.rejects(cache.open(ref, { signal: gone.signal }), isCode('RECGATE_CLIENT_CLOSED'));
   });
 
+  it('openNow answers a finished file it trusts at once, as open would; else leaves it to open', async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(200_000);
+    const upstream = new FakeUpstream({ data, chunkDelayMs: 5 });
+    const { cache, names } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    assert.equal(cache.openNow(ref), undefined, 'nothing stored: open downloads');
+    const first = await cache.open(ref);
+    assert.equal(cache.openNow(ref), undefined, 'a download runs: open joins it');
+    await readAll(first.createReadStream(0, data.length - 1));
+    await settled(dir, ref);
+    const hit = await cache.open(ref);
+    const now = cache.openNow(ref);
+    assert.ok(now !== undefined && !(now instanceof Promise), 'the file open just found: at once');
+    for (const key of ['outcome', 'complete', 'size', 'etag'] as const) assert.equal(now[key], hit[key], key);
+    assert.equal(now.lastModified.getTime(), hit.lastModified.getTime());
+    assert.deepEqual(now.readNow?.(100, 199), data.subarray(100, 200));
+    assert.deepEqual(await readAll(now.createReadStream(0, data.length - 1)), data);
+    assert.deepEqual(names().slice(-2), ['cache_hit', 'cache_hit'], 'a hit like any other');
+    assert.equal(
+      cache.openNow({ ...ref, recordingSid: newRef().recordingSid }),
+      undefined,
+      'another recording',
+    );
+    const gone = new AbortController();
+    gone.abort(createError('RECGATE_CLIENT_CLOSED'));
+    assert.throws(() => cache.openNow(ref, { signal: gone.signal }), isCode('RECGATE_CLIENT_CLOSED'));
+    assert.equal(upstream.calls.length, 1);
+    await cache.close();
+    assert.throws(() => cache.openNow(ref), isCode('RECGATE_SHUTTING_DOWN'));
+  });
+
   it("logs a hit at info, through a host's logger without a level check too, and not below the level", async (t) => {
     const dir = tempDir(t);
     const data = audioBytes(20_000);

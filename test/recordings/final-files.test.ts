@@ -104,6 +104,40 @@ describe('FinalFiles', () => {
     assert.equal((await files.stat('a', path))?.size, 700, 'a replaced file is seen on the next look');
   });
 
+  it('answers statNow only for a remembered file looked at within revalidateMs, as stat would', async (t) => {
+    const dir = tempDir(t);
+    const [a, b] = [join(dir, 'a.mp3'), join(dir, 'b.mp3')];
+    writeFileSync(a, Buffer.alloc(1000, 1));
+    writeFileSync(b, Buffer.alloc(10, 2));
+    let now = 0;
+    const files = new FinalFiles(2, undefined, 1000, () => now);
+    t.after(() => files.close());
+    assert.equal(files.statNow('a'), undefined, 'never opened: ask stat');
+    const info = await files.stat('a', a);
+    assert.equal(files.statNow('a'), info, 'the same answer, at once');
+    now = 1000;
+    assert.equal(files.statNow('a'), info, 'still trusted at revalidateMs');
+    now = 1001;
+    assert.equal(files.statNow('a'), undefined, 'due a look: stat decides');
+    unlinkSync(a);
+    assert.equal(await files.stat('a', a), undefined, 'stat looked, and the file is gone');
+    assert.equal(files.statNow('a'), undefined, 'and statNow trusts nothing of it');
+    writeFileSync(a, Buffer.alloc(700, 3));
+    assert.equal((await files.stat('a', a))?.size, 700);
+    assert.equal(files.statNow('a')?.size, 700);
+    // A hit counts as a use: with room for two, the file statNow answered stays, the other goes.
+    await files.stat('b', b);
+    files.statNow('a');
+    await files.stat('c', () => {
+      writeFileSync(join(dir, 'c.mp3'), Buffer.alloc(5));
+      return join(dir, 'c.mp3');
+    });
+    assert.equal(files.statNow('a')?.size, 700, 'recently used: kept');
+    assert.equal(files.statNow('b'), undefined, 'least recently used: evicted');
+    files.forget('a');
+    assert.equal(files.statNow('a'), undefined, 'forgotten (a purge): ask stat');
+  });
+
   it('evicts the least recently used, closing a descriptor only when its last reader ends', async (t) => {
     const dir = tempDir(t);
     for (const name of ['a', 'b', 'c']) writeFileSync(join(dir, `${name}.mp3`), Buffer.alloc(200_000, name));

@@ -129,6 +129,16 @@ export class FinalFiles {
   }
 
   /**
+   * What {@link stat} answers without waiting: the remembered file for `key` while its name was last seen to
+   * name it within `revalidateMs`; `undefined` when none is remembered or it is due a look (then `stat`).
+   */
+  statNow(key: string): FinalInfo | undefined {
+    const known = this.#entries.get(key);
+    if (known === undefined || this.#clock() - known.checkedAt > this.#revalidateMs) return undefined;
+    return this.#touch(key)?.info;
+  }
+
+  /**
    * Streams `start..end` from the remembered descriptor, or `undefined` if none is open, or (with `fileId`)
    * the one open is another file.
    */

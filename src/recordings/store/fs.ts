@@ -195,6 +195,10 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     return this.#finals.stat(id, () => this.finalPath(id), options.fresh === true);
   }
 
+  statNow(id: string): FinalInfo | undefined {
+    return this.#finals.statNow(id);
+  }
+
   createReadStream(id: string, start: number, end: number, fileId?: string): Readable {
     return (
       this.#finals.createReadStream(id, start, end, fileId) ??

@@ -240,6 +240,12 @@ export interface RecordingStore {
   stat(id: string, options?: { fresh?: boolean }): Promise<FinalInfo | undefined>;
 
   /**
+   * Optional. What {@link stat} would answer, at once, when the store has it in memory and trusts it now (a
+   * file it keeps open and looked at recently); `undefined` means "ask `stat`", not "no file".
+   */
+  statNow?(id: string): FinalInfo | undefined;
+
+  /**
    * Streams bytes `start..end` (inclusive) of the finished recording in constant memory. With `fileId` (from
    * {@link stat}), the stream errors rather than read another file that replaced that one meanwhile.
    */
