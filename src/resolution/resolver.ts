@@ -109,6 +109,20 @@ export class RecordingResolver {
     return withAccount(await this.#join(call.callSid, shared, signal), target?.account);
   }
 
+  /**
+   * {@link resolve}'s answer at once, when it needs nothing that waits: the call's own recording, stored and
+   * not purged, and the business's account remembered (the warm play). `undefined` otherwise: then
+   * `resolve` decides, errors included.
+   */
+  resolveNow(call: CallRecord): RecordingRef | undefined {
+    if (call.purgedAt !== null || call.recordingState !== 'available') return undefined;
+    const { recordingSid, recordingOwnerCallSid: owner } = call;
+    if (!recordingSid || owner !== call.callSid) return undefined;
+    const target = this.#accounts?.upstreamFor(call.businessId);
+    if (target instanceof Promise) return undefined;
+    return withAccount({ recordingSid, ownerCallSid: owner }, target?.account);
+  }
+
   /** What the stored resolution says, if it is still to be trusted. */
   async #fromRecord(call: CallRecord, log?: Logger): Promise<RecordingRef | undefined> {
     if (call.purgedAt !== null) throw createError('RECGATE_RECORDING_PURGED');

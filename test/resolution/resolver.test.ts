@@ -281,3 +281,78 @@ describe('RecordingResolver: one lookup shared by concurrent callers', () => {
     assert.equal(made, 1);
   });
 });
+
+describe('RecordingResolver.resolveNow: the stored resolution at once, or no answer', () => {
+  it("answers a call's own stored recording at once, exactly as resolve does", async (t) => {
+    const { upstream, resolver, register, current } = await setup(t);
+    const callSid = newCallSid();
+    const rec = upstream.addRecording(callSid);
+    await register({ businessId: 'acme', callSid });
+    assert.equal(resolver.resolveNow(await current(callSid)), undefined, 'nothing stored yet: resolve looks');
+    const ref = await resolver.resolve(await current(callSid));
+    const asked = upstream.asked.length;
+    const now = resolver.resolveNow(await current(callSid));
+    assert.equal(now instanceof Promise, false);
+    assert.deepEqual(now, ref);
+    assert.deepEqual(now, { recordingSid: rec, ownerCallSid: callSid });
+    assert.equal(upstream.asked.length, asked, 'no upstream lookup');
+  });
+
+  it("leaves to resolve a parent's recording, a purge, a deletion and a negative answer", async (t) => {
+    const { log, upstream, resolver, register, current } = await setup(t);
+    const [parent, child, lonely] = [newCallSid(), newCallSid(), newCallSid()];
+    const rec = upstream.addRecording(parent);
+    await register({ businessId: 'acme', callSid: parent });
+    await register({ businessId: 'acme', callSid: child, parentCallSid: parent });
+    await register({ businessId: 'acme', callSid: lonely });
+    await resolver.resolve(await current(child));
+    assert.equal((await current(child)).recordingOwnerCallSid, parent);
+    assert.equal(resolver.resolveNow(await current(child)), undefined, "another call's file: checked again");
+    await assert.rejects(resolver.resolve(await current(lonely)), isNotFound);
+    assert.equal(
+      resolver.resolveNow(await current(lonely)),
+      undefined,
+      'a negative answer: resolve throws it',
+    );
+    await resolver.resolve(await current(parent));
+    assert.ok(resolver.resolveNow(await current(parent)));
+    await log.markPurged(parent, rec);
+    assert.equal(resolver.resolveNow(await current(parent)), undefined, 'purged: resolve throws it');
+    await assert.rejects(resolver.resolve(await current(parent)), { code: 'RECGATE_RECORDING_PURGED' });
+    const gone = newCallSid();
+    const goneRec = upstream.addRecording(gone);
+    await register({ businessId: 'acme', callSid: gone });
+    await resolver.resolve(await current(gone));
+    await log.setResolutionByRecording(goneRec, { recordingState: 'deleted' });
+    assert.equal(resolver.resolveNow(await current(gone)), undefined, 'deleted: resolve throws it');
+  });
+
+  it("names the business's account when the directory remembers it, and waits for nothing it does not", async (t) => {
+    const { log, upstream } = await setup(t);
+    let remembered = false;
+    const accounts = {
+      upstreamFor: (businessId: string) => {
+        const target = { account: `AC-${businessId}`, upstream };
+        return remembered ? target : Promise.resolve(target);
+      },
+    };
+    const resolver = new RecordingResolver({
+      callLog: log,
+      state: new RecordingState(log),
+      upstream,
+      accounts,
+    });
+    const callSid = newCallSid();
+    const rec = upstream.addRecording(callSid);
+    await log.upsert({ businessId: 'acme', callSid });
+    const ref = await resolver.resolve((await log.get(callSid))!);
+    assert.deepEqual(ref, { recordingSid: rec, ownerCallSid: callSid, account: 'AC-acme' });
+    assert.equal(
+      resolver.resolveNow((await log.get(callSid))!),
+      undefined,
+      'the mapping must be loaded first',
+    );
+    remembered = true;
+    assert.deepEqual(resolver.resolveNow((await log.get(callSid))!), ref);
+  });
+});
