@@ -1,9 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import type { CallRecord } from '../../call-log/call-log.js';
 import { createError } from '../../errors.js';
 import { ClientGone } from '../../io/abort.js';
+import { andThen, finallyAfter, type NowOrLater } from '../../io/now-or-later.js';
+import { logsAt } from '../../observability/logger.js';
 import { getMetrics } from '../../observability/metrics.js';
-import { cacheKeyOf, type RecordingRef } from '../../recordings/cache.js';
+import { type CachedRecording, cacheKeyOf, type RecordingRef } from '../../recordings/cache.js';
 import {
   contentTypeOf,
   fileNameOf,
@@ -89,7 +92,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
     url: '/api/calls/:callSid/download',
     exposeHeadRoute: false,
     handler: (request, reply) =>
-      withRecording(deps, request, reply, async (play) => {
+      withRecording(deps, request, reply, (play) => {
         const { callSid, query, variant, businessId, ref, log } = play;
         const attachment = query.download === '1';
         const serveOptions = {
@@ -97,89 +100,103 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
           cacheControl: RECORDING_CACHE_CONTROL,
           contentDisposition: `${attachment ? 'attachment' : 'inline'}; filename="${fileNameOf(variantKey(callSid, variant))}"`,
         };
-        // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored. Equal
-        // HEADs meanwhile share it, and at most --cold-head-concurrency ask at once (see cold-heads.ts).
-        if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
-          const key = [businessId, ref.account ?? '', ref.recordingSid, cacheKeyOf(ref)].join(' ');
-          const head = await coldHeads.run(
-            key,
-            (upstreamSignal) =>
-              upstreamHead(deps, ref, businessId, upstreamSignal).catch(async (err: unknown) => {
-                await deps.state.downloadFailed(ref, err, log);
-                throw err;
-              }),
-            play.signal,
-          );
-          if (head !== undefined) {
-            const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
-            request.log.info(
+        /** The recording's answer, written: from here on nothing waits. */
+        const answer = (recording: CachedRecording): void => {
+          const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
+          // Its fields are not even put together below the line's level (the warm play's usual case).
+          if (logsAt(log, 'info')) {
+            log.info(
               {
                 event: 'serve',
                 callSid,
                 owner: ref.ownerCallSid,
-                outcome: 'head',
+                outcome: recording.outcome,
                 status: result.statusCode,
               },
               'serving recording',
             );
-            return reply.code(result.statusCode).headers(result.headers).send();
           }
-        }
-        let recording: Awaited<ReturnType<typeof deps.cache.open>>;
-        try {
-          recording = await deps.cache.open(ref, {
-            signal: () => play.signal,
-            log,
-            readStart: rangeStartHint(request.headers.range),
-            businessId,
+          if (result.body === undefined && result.stream === undefined) {
+            reply.code(result.statusCode).headers(result.headers).send();
+            return;
+          }
+          // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
+          // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
+          reply.hijack();
+          const length = Number(result.headers['content-length'] ?? 0);
+          writeResult(reply.raw, result, {
+            headers: headersOf(reply),
+            flushHeaders: !recording.complete,
+            // Counted when the whole body went out; an aborted response counts nothing.
+            onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
+            // Every response with a body is a play, with the bytes the client actually took.
+            onClose: (bytes) =>
+              deps.audit.play(
+                {
+                  businessId,
+                  callSid,
+                  recordingSid: ref.recordingSid,
+                  bytes,
+                  status: result.statusCode,
+                  requestId: request.id,
+                },
+                log,
+              ),
+            sendTimeoutMs: deps.config.sendTimeoutMs,
+            onSendTimeout: () => {
+              metrics.connectionsCut.inc({ reason: 'send_timeout' });
+              request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
+            },
           });
-        } catch (err) {
+        };
+        const failed = async (err: unknown): Promise<never> => {
           await deps.state.downloadFailed(ref, err, log);
           throw err;
+        };
+        // The warm play: a finished file the cache trusts now is answered in this turn, HEADs included.
+        let hit: CachedRecording | undefined;
+        try {
+          hit = deps.cache.openNow?.(ref, { log, businessId });
+        } catch (err) {
+          return failed(err);
         }
-        const result = serve({ method: request.method, headers: request.headers }, recording, serveOptions);
-        request.log.info(
-          {
-            event: 'serve',
-            callSid,
-            owner: ref.ownerCallSid,
-            outcome: recording.outcome,
-            status: result.statusCode,
-          },
-          'serving recording',
-        );
-        if (result.body === undefined && result.stream === undefined) {
-          return reply.code(result.statusCode).headers(result.headers).send();
-        }
-        // The body is written by serving/write.ts rather than Fastify's pipe, so read buffers are reused
-        // once flushed (constant memory under hundreds of concurrent downloads). onResponse hooks still run.
-        reply.hijack();
-        const length = Number(result.headers['content-length'] ?? 0);
-        writeResult(reply.raw, result, {
-          headers: headersOf(reply),
-          flushHeaders: !recording.complete,
-          // Counted when the whole body went out; an aborted response counts nothing.
-          onFinish: () => metrics.bytesServed.inc({ status: String(result.statusCode) }, length),
-          // Every response with a body is a play, with the bytes the client actually took.
-          onClose: (bytes) =>
-            deps.audit.play(
-              {
-                businessId,
-                callSid,
-                recordingSid: ref.recordingSid,
-                bytes,
-                status: result.statusCode,
-                requestId: request.id,
-              },
+        if (hit !== undefined) return answer(hit);
+        return (async () => {
+          // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored. Equal
+          // HEADs meanwhile share it, and at most --cold-head-concurrency ask at once (see cold-heads.ts).
+          if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
+            const key = [businessId, ref.account ?? '', ref.recordingSid, cacheKeyOf(ref)].join(' ');
+            const head = await coldHeads.run(
+              key,
+              (upstreamSignal) => upstreamHead(deps, ref, businessId, upstreamSignal).catch(failed),
+              play.signal,
+            );
+            if (head !== undefined) {
+              const result = serve({ method: 'HEAD', headers: request.headers }, head, serveOptions);
+              request.log.info(
+                {
+                  event: 'serve',
+                  callSid,
+                  owner: ref.ownerCallSid,
+                  outcome: 'head',
+                  status: result.statusCode,
+                },
+                'serving recording',
+              );
+              reply.code(result.statusCode).headers(result.headers).send();
+              return;
+            }
+          }
+          const recording = await deps.cache
+            .open(ref, {
+              signal: () => play.signal,
               log,
-            ),
-          sendTimeoutMs: deps.config.sendTimeoutMs,
-          onSendTimeout: () => {
-            metrics.connectionsCut.inc({ reason: 'send_timeout' });
-            request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
-          },
-        });
-        return reply;
+              readStart: rangeStartHint(request.headers.range),
+              businessId,
+            })
+            .catch(failed);
+          answer(recording);
+        })();
       }),
   });
 }
@@ -204,39 +221,54 @@ export interface RecordingRequest {
 /**
  * The steps every route about a call's recording (download, peaks) starts with: the call SID, the variant,
  * the caller (bearer token or the call's playback URL), the call in the caller's business (404 otherwise),
- * and the recording it plays; then `use`, while the client is connected.
+ * and the recording it plays; then `use`, while the client is connected. Each step answers at once when it
+ * has its answer in memory (a remembered token, a call read before, a stored resolution), so a warm play
+ * reaches `use` in the same turn, and `use`'s own answer comes back as it is, value or promise.
  */
-export async function withRecording<T>(
+export function withRecording<T>(
   deps: AppDeps,
   request: FastifyRequest,
   reply: FastifyReply,
-  use: (recording: RecordingRequest) => Promise<T>,
-): Promise<T> {
+  use: (recording: RecordingRequest) => NowOrLater<T>,
+): NowOrLater<T> {
   const callSid = parseCallSid((request.params as { callSid: string }).callSid);
   const query = request.query as Record<string, unknown>;
   const variant = parseVariant(query);
-  const { businessId } = await authenticateDownload(deps, request, callSid);
-  const call = await deps.callLog.getForBusiness(businessId, callSid);
-  if (!call) throw createError('RECGATE_NOT_FOUND');
-  const gone = new ClientGone(reply.raw, clientClosed);
-  try {
-    const log = request.log as Logger;
-    const resolved = await deps.resolver.resolve(call, () => gone.signal, log);
-    const ref: RecordingRef = isCanonical(variant) ? resolved : { ...resolved, variant };
-    return await use({
-      callSid,
-      query,
-      variant,
-      businessId,
-      ref,
-      log,
-      get signal() {
-        return gone.signal;
-      },
-    });
-  } finally {
-    gone.release();
-  }
+  return andThen(authenticateDownload(deps, request, callSid), ({ businessId }) =>
+    andThen(callOf(deps, businessId, callSid), (call) => {
+      if (!call) throw createError('RECGATE_NOT_FOUND');
+      const gone = new ClientGone(reply.raw, clientClosed);
+      const log = request.log as Logger;
+      const play = (resolved: RecordingRef) =>
+        use({
+          callSid,
+          query,
+          variant,
+          businessId,
+          ref: isCanonical(variant) ? resolved : { ...resolved, variant },
+          log,
+          get signal() {
+            return gone.signal;
+          },
+        });
+      return finallyAfter(
+        () =>
+          andThen(
+            deps.resolver.resolveNow(call) ?? deps.resolver.resolve(call, () => gone.signal, log),
+            play,
+          ),
+        () => gone.release(),
+      );
+    }),
+  );
+}
+
+/** The call if it is in the business, at once from a call log that reads synchronously. */
+function callOf(deps: AppDeps, businessId: string, callSid: CallSid): NowOrLater<CallRecord | undefined> {
+  const { callLog } = deps;
+  return callLog.getForBusinessNow !== undefined
+    ? callLog.getForBusinessNow(businessId, callSid)
+    : callLog.getForBusiness(businessId, callSid);
 }
 
 const clientClosed = () => createError('RECGATE_CLIENT_CLOSED');
