@@ -99,7 +99,9 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     range = parseRange(rangeHeader, size, { maxRanges });
   }
 
-  const responseHeaders: Record<string, string> = { ...validatorHeaders, 'Accept-Ranges': 'bytes' };
+  // The validators are the response's first headers; 304 and 412 returned them above.
+  const responseHeaders = validatorHeaders;
+  responseHeaders['Accept-Ranges'] = 'bytes';
   const withBody = method === 'GET';
 
   if (range.kind === 'unsatisfiable') {
@@ -115,7 +117,9 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     responseHeaders['Content-Type'] = contentType;
     responseHeaders['Content-Length'] = String(end - start + 1);
     responseHeaders['Content-Range'] = contentRange(start, end, size);
-    return withStream(206, responseHeaders, withBody ? rangeBody(source, start, end) : undefined);
+    return withBody
+      ? withRange(206, responseHeaders, source, start, end)
+      : { statusCode: 206, headers: responseHeaders };
   }
 
   if (range.kind === 'ranges') {
@@ -123,30 +127,45 @@ export function serve(request: ServeRequest, source: ByteSource, options: ServeO
     const plan = planMultipart(range.ranges, size, contentType, boundary);
     responseHeaders['Content-Type'] = `multipart/byteranges; boundary=${boundary}`;
     responseHeaders['Content-Length'] = String(plan.length);
-    return withStream(
-      206,
-      responseHeaders,
-      withBody ? { open: () => new MultipartStream(source, plan) } : undefined,
-    );
+    return withBody
+      ? { statusCode: 206, headers: responseHeaders, stream: new MultipartStream(source, plan) }
+      : { statusCode: 206, headers: responseHeaders };
   }
 
   responseHeaders['Content-Type'] = contentType;
   responseHeaders['Content-Length'] = String(size);
-  const full: Body = size === 0 ? { open: () => Readable.from([]) } : rangeBody(source, 0, size - 1);
-  return withStream(200, responseHeaders, withBody ? full : undefined);
+  if (!withBody) return { statusCode: 200, headers: responseHeaders };
+  if (size === 0) return { statusCode: 200, headers: responseHeaders, stream: Readable.from([]) };
+  return withRange(200, responseHeaders, source, 0, size - 1);
 }
 
-/** How a response's body is made: a stream, or the bytes at once when the source has them at hand. */
-interface Body {
-  open(): Readable;
-  now?(): Buffer | undefined;
+/** A body of bytes `start..end`: at once when the source has them at hand, else a stream of them. */
+function withRange(
+  statusCode: 200 | 206,
+  headers: Record<string, string>,
+  source: ByteSource,
+  start: number,
+  end: number,
+): ServeResult {
+  const bytes = source.readNow?.(start, end);
+  if (bytes === undefined) return { statusCode, headers, stream: source.createReadStream(start, end) };
+  return new BodyAtHand(statusCode, headers, bytes);
 }
 
-function rangeBody(source: ByteSource, start: number, end: number): Body {
-  return {
-    open: () => source.createReadStream(start, end),
-    now: source.readNow === undefined ? undefined : () => source.readNow?.(start, end),
-  };
+/** A result whose body is one buffer; its stream (of the same bytes) is made only if read. */
+class BodyAtHand implements ServeResult {
+  #stream: Readable | undefined;
+
+  constructor(
+    readonly statusCode: 200 | 206,
+    readonly headers: Record<string, string>,
+    readonly body: Buffer,
+  ) {}
+
+  get stream(): Readable {
+    this.#stream ??= Readable.from([this.body]);
+    return this.#stream;
+  }
 }
 
 /** Formatted Last-Modified dates by Date object: a cached recording's is the same object on every request. */
@@ -162,26 +181,6 @@ function httpDateOf(date: Date): string {
   return known.text;
 }
 
-function withStream(
-  statusCode: 200 | 206,
-  headers: Record<string, string>,
-  body: Body | undefined,
-): ServeResult {
-  if (body === undefined) return { statusCode, headers };
-  const bytes = body.now?.();
-  if (bytes === undefined) return { statusCode, headers, stream: body.open() };
-  let stream: Readable | undefined;
-  return {
-    statusCode,
-    headers,
-    body: bytes,
-    get stream() {
-      stream ??= Readable.from([bytes]);
-      return stream;
-    },
-  };
-}
-
 interface ResolvedOptions {
   contentType: string;
   cacheControl: string | undefined;
@@ -192,24 +191,25 @@ interface ResolvedOptions {
 // Header values must not smuggle CR/LF or other controls into the response (RFC 9110 §5.5).
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+function checkField(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.trim() === '' || !FIELD_VALUE.test(value)) {
+    throw createError('RECGATE_INTERNAL', {
+      message: `options.${name} must be a non-empty string without control characters`,
+    });
+  }
+  return value;
+}
+
 function validateOptions(options: ServeOptions): ResolvedOptions {
-  const check = (name: string, value: string | undefined): string | undefined => {
-    if (value === undefined) return undefined;
-    if (typeof value !== 'string' || value.trim() === '' || !FIELD_VALUE.test(value)) {
-      throw createError('RECGATE_INTERNAL', {
-        message: `options.${name} must be a non-empty string without control characters`,
-      });
-    }
-    return value;
-  };
   const { maxRanges } = options;
   if (maxRanges !== undefined && (!Number.isSafeInteger(maxRanges) || maxRanges < 1)) {
     throw createError('RECGATE_INTERNAL', { message: 'options.maxRanges must be a positive integer' });
   }
   return {
-    contentType: check('contentType', options.contentType) ?? 'application/octet-stream',
-    cacheControl: check('cacheControl', options.cacheControl),
-    contentDisposition: check('contentDisposition', options.contentDisposition),
+    contentType: checkField('contentType', options.contentType) ?? 'application/octet-stream',
+    cacheControl: checkField('cacheControl', options.cacheControl),
+    contentDisposition: checkField('contentDisposition', options.contentDisposition),
     maxRanges,
   };
 }

@@ -45,15 +45,19 @@ export function writeResult(
   result: ServeResult,
   options: WriteOptions & PumpOptions = {},
 ): void {
-  res.writeHead(result.statusCode, { ...options.headers, ...result.headers });
-  if (options.onFinish !== undefined) res.once('finish', options.onFinish);
-  const sent = { bytes: 0 };
-  const onClose = options.onClose;
-  if (onClose !== undefined) res.once('close', () => onClose(sent.bytes, res.writableFinished));
+  res.writeHead(
+    result.statusCode,
+    options.headers === undefined ? result.headers : { ...options.headers, ...result.headers },
+  );
   if (result.body !== undefined) {
-    writeBody(result.body, res, options, sent);
+    writeBody(result.body, res, options);
     return;
   }
+  const sent = { bytes: 0 };
+  // A response emits 'finish' and 'close' once each: plain listeners, without `once`'s wrappers.
+  if (options.onFinish !== undefined) res.on('finish', options.onFinish);
+  const onClose = options.onClose;
+  if (onClose !== undefined) res.on('close', () => onClose(sent.bytes, res.writableFinished));
   if (result.stream === undefined) {
     res.end();
     return;
@@ -71,31 +75,38 @@ function flushHeadersIfIdle(res: ServerResponse): void {
 
 /**
  * Writes a body held in one buffer and ends `res`: with the headers, in one write to the socket. The buffer
- * goes back to the chunk pool once the socket took it. The send timeout runs until then: with one chunk,
- * "no progress" and "not finished" are the same.
+ * goes back to the chunk pool once the socket took it. With one chunk, "no progress" and "not finished" are
+ * the same, so the send timeout runs from the write until 'finish'; it is not even armed when the socket
+ * took every byte at once (the usual warm range), as 'finish' then follows in this turn's callbacks.
  */
-function writeBody(body: Buffer, res: ServerResponse, options: PumpOptions, sent: { bytes: number }): void {
-  const timeoutMs = options.sendTimeoutMs ?? 0;
+function writeBody(body: Buffer, res: ServerResponse, options: WriteOptions & PumpOptions): void {
   const length = body.length;
-  const stall =
-    timeoutMs > 0
-      ? setTimeout(() => {
-          options.onSendTimeout?.();
-          res.destroy();
-        }, timeoutMs)
-      : undefined;
+  let stall: NodeJS.Timeout | undefined;
+  let finished = false;
+  const { onFinish, onClose } = options;
   // 'finish': the socket took the whole response; a response cut short never finishes, and its buffer,
-  // which a pending write may still hold, is left to the garbage collector.
-  res.once('finish', () => {
+  // which a pending write may still hold, is left to the garbage collector. Each fires once per response.
+  res.on('finish', () => {
+    finished = true;
     clearTimeout(stall);
-    sent.bytes += length;
     returnChunk(body);
+    onFinish?.();
   });
-  if (stall !== undefined) res.once('close', () => clearTimeout(stall));
+  res.on('close', () => {
+    clearTimeout(stall);
+    onClose?.(finished ? length : 0, res.writableFinished);
+  });
   // Corked, the headers and the body leave in one writev instead of two writes.
   res.cork();
   res.end(body);
   res.uncork();
+  const timeoutMs = options.sendTimeoutMs ?? 0;
+  if (timeoutMs > 0 && !finished && res.writableLength > 0) {
+    stall = setTimeout(() => {
+      options.onSendTimeout?.();
+      res.destroy();
+    }, timeoutMs);
+  }
 }
 
 /**
