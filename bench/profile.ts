@@ -1,7 +1,7 @@
 /**
  * Profiles one recgate worker under one warm workload, for finding hot spots when a target is missed:
  *
- *   node --import tsx bench/profile.ts range|full [--alloc] [--seconds 8] [--connections 64] [--out DIR]
+ *   node --import tsx bench/profile.ts range|full [--alloc] [--floor] [--seconds 8] [--connections 64] [--out DIR]
  *
  * Runs recgate (built dist/) against an unthrottled emulator and drives it with wrk. By default recgate runs
  * with `node --cpu-prof`, and this prints the profile's heaviest functions (self and inclusive time); the
@@ -9,6 +9,8 @@
  * samples what the measured run allocates in JavaScript (garbage included) after a 2 s warm-up, and prints the
  * bytes per request, overall and by function (self and inclusive); the .heapprofile opens in Chrome DevTools.
  * Allocation varies far less between runs than CPU time on a shared machine, so it can show a small change.
+ * With `--floor` it profiles the warm scenario's Fastify floor (`lib/floor-server.ts`) under the same load
+ * instead: beside recgate's, its profile shows which costs are recgate's own and which Node's and Fastify's.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
@@ -16,9 +18,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startEmulator } from '../src/emulator/index.js';
-import { newRecording } from './lib/context.js';
+import { newRecording, writeRecordingFile } from './lib/context.js';
 import { runLoad } from './lib/loadgen.js';
-import { findBinary, scratchDir, startRecgate } from './lib/peers.js';
+import { findBinary, type Peer, scratchDir, startFastifyFloor, startRecgate } from './lib/peers.js';
 import { summarizeAllocations, summarizeProfile } from './lib/profile-summary.js';
 import { runWrk } from './lib/wrk.js';
 
@@ -38,6 +40,7 @@ async function main(): Promise<void> {
     allowPositionals: true,
     options: {
       alloc: { type: 'boolean', default: false },
+      floor: { type: 'boolean', default: false },
       seconds: { type: 'string', default: '8' },
       connections: { type: 'string', default: '64' },
       out: { type: 'string' },
@@ -46,7 +49,7 @@ async function main(): Promise<void> {
   const kind = positionals[0];
   if (kind !== 'range' && kind !== 'full')
     throw new Error(
-      'usage: bench/profile.ts range|full [--alloc] [--seconds N] [--connections N] [--out DIR]',
+      'usage: bench/profile.ts range|full [--alloc] [--floor] [--seconds N] [--connections N] [--out DIR]',
     );
   const wrk = findBinary('wrk');
   if (!wrk) throw new Error('wrk is required: apt-get install -y wrk');
@@ -56,14 +59,19 @@ async function main(): Promise<void> {
   const upstream = { url: emulator.url, accountSid: emulator.accountSid, authToken: emulator.authToken };
   // The probe writes where the recgate process is told to; startRecgate passes this environment on.
   if (values.alloc) process.env.RECGATE_ALLOC_PROBE_DIR = out;
-  const peer = await startRecgate({
-    workers: 1,
-    upstream,
-    nodeFlags: values.alloc ? ['--import', ALLOC_PROBE] : ['--cpu-prof', `--cpu-prof-dir=${out}`],
-  });
+  const nodeFlags = values.alloc ? ['--import', ALLOC_PROBE] : ['--cpu-prof', `--cpu-prof-dir=${out}`];
+  const rec = await newRecording({ emulator }, 5_000_000);
+  let peer: Peer;
+  if (values.floor) {
+    const filesDir = path.join(out, 'files');
+    await mkdir(filesDir, { recursive: true });
+    await writeRecordingFile({ upstream }, rec, filesDir);
+    peer = await startFastifyFloor({ filesDir, nodeFlags });
+  } else {
+    peer = await startRecgate({ workers: 1, upstream, nodeFlags });
+  }
   let summary: string;
   try {
-    const rec = await newRecording({ emulator } as Parameters<typeof newRecording>[0], 5_000_000);
     const reqPath = await peer.prepare(rec);
     const warm = await runLoad({
       origin: peer.origin,
@@ -73,7 +81,8 @@ async function main(): Promise<void> {
       size: rec.size,
       sha256: rec.sha256,
     });
-    if (warm.failed > 0) throw new Error(`recgate did not serve the recording: ${warm.errors.join('; ')}`);
+    if (warm.failed > 0)
+      throw new Error(`${peer.name} did not serve the recording: ${warm.errors.join('; ')}`);
     const load = (durationS: number) =>
       runWrk({
         binary: wrk,

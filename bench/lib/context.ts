@@ -48,7 +48,7 @@ export function upstreamHeaders(ctx: Pick<BenchContext, 'upstream'>): Record<str
 
 /** Fetches a recording's bytes from the emulator (at its current throttle) and writes them to `dir/{call_sid}.mp3` (for the static peers). */
 export async function writeRecordingFile(
-  ctx: BenchContext,
+  ctx: Pick<BenchContext, 'upstream'>,
   recording: Recording,
   dir: string,
 ): Promise<string> {

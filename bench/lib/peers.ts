@@ -677,17 +677,29 @@ export function startFastifyStatic(options: { filesDir: string; name?: string })
   return startFilesServer(STATIC_CHILD, options.name ?? '@fastify/static', options.filesDir);
 }
 
-/** One Fastify route doing nothing but the bytes (`floor-server.ts`): what Node and Fastify cost alone. */
-export function startFastifyFloor(options: { filesDir: string; name?: string }): Promise<Peer> {
-  return startFilesServer(FLOOR_CHILD, options.name ?? FASTIFY_FLOOR, options.filesDir);
+/**
+ * One Fastify route doing nothing but the bytes (`floor-server.ts`): what Node and Fastify cost alone.
+ * `nodeFlags` go to its Node process (a profiler, say).
+ */
+export function startFastifyFloor(options: {
+  filesDir: string;
+  name?: string;
+  nodeFlags?: readonly string[];
+}): Promise<Peer> {
+  return startFilesServer(FLOOR_CHILD, options.name ?? FASTIFY_FLOOR, options.filesDir, options.nodeFlags);
 }
 export const FASTIFY_FLOOR = 'Fastify floor';
 
 /** A Node process (`entry <files dir> <port>`) serving `{call_sid}.mp3` of `filesDir` under `/files/`. */
-async function startFilesServer(entry: string, name: string, filesDir: string): Promise<Peer> {
+async function startFilesServer(
+  entry: string,
+  name: string,
+  filesDir: string,
+  nodeFlags: readonly string[] = [],
+): Promise<Peer> {
   const port = await freePort();
   const child = fork(entry, [filesDir, String(port)], {
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...nodeFlags],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   await new Promise<void>((resolve, reject) => {
