@@ -119,7 +119,11 @@ export class RecordingResolver {
     const { recordingSid, recordingOwnerCallSid: owner } = call;
     if (!recordingSid || owner !== call.callSid) return undefined;
     const target = this.#accounts?.upstreamFor(call.businessId);
-    if (target instanceof Promise) return undefined;
+    if (target instanceof Promise) {
+      // resolve() asks again and shares the same load; a failure is its to report, not this copy's.
+      target.catch(() => undefined);
+      return undefined;
+    }
     return withAccount({ recordingSid, ownerCallSid: owner }, target?.account);
   }
 

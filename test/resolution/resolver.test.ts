@@ -9,7 +9,7 @@ import { SqliteCallLog } from '../../src/call-log/sqlite.js';
 import { isRecgateError } from '../../src/errors.js';
 import { RecordingResolver } from '../../src/resolution/resolver.js';
 import { RecordingState } from '../../src/resolution/state.js';
-import type { CallSid } from '../../src/sid.js';
+import type { CallSid, RecordingSid } from '../../src/sid.js';
 import { deferred, FakeCallsUpstream, newCallSid } from '../upstream/fakes.js';
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }) {
@@ -354,5 +354,33 @@ describe('RecordingResolver.resolveNow: the stored resolution at once, or no ans
     );
     remembered = true;
     assert.deepEqual(resolver.resolveNow((await log.get(callSid))!), ref);
+  });
+
+  it('leaves a failing account load to resolve, which reports it; no rejection goes unhandled', async (t) => {
+    const { log, upstream } = await setup(t);
+    const failure = new Error('the accounts database is down');
+    const accounts = { upstreamFor: () => Promise.reject(failure) };
+    const resolver = new RecordingResolver({
+      callLog: log,
+      state: new RecordingState(log),
+      upstream,
+      accounts,
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    t.after(() => process.off('unhandledRejection', onUnhandled));
+    const callSid = newCallSid();
+    await log.upsert({ businessId: 'acme', callSid });
+    await log.setResolution(callSid, {
+      recordingState: 'available',
+      recordingSid: `RE${'1'.repeat(32)}` as RecordingSid,
+      recordingOwnerCallSid: callSid,
+    });
+    const call = (await log.get(callSid))!;
+    assert.equal(resolver.resolveNow(call), undefined);
+    await assert.rejects(resolver.resolve(call), failure);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(unhandled, []);
   });
 });
