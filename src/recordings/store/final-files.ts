@@ -110,12 +110,14 @@ export class FinalFiles {
       // A pending open started before the caller asked for a fresh look may have read the old file.
       await this.#opening.get(key)?.catch(() => undefined);
       this.#evict(key);
+    } else {
+      const now = this.statNow(key);
+      if (now !== undefined) return now;
     }
+    // Remembered but due a look: still the file its name names?
     const known = this.#touch(key);
     if (known !== undefined) {
-      if (this.#clock() - known.checkedAt <= this.#revalidateMs || (await this.#stillNamed(known))) {
-        return known.info;
-      }
+      if (await this.#stillNamed(known)) return known.info;
       if (this.#entries.get(key) === known) this.#evict(key);
     }
     let pending = this.#opening.get(key);
