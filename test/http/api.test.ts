@@ -396,7 +396,23 @@ describe('gateway HTTP API', () => {
       recordingSid: deleted.recording_sid as never,
     });
     assertError(await get(dl(deleted.call_sid), auth), 404, 'RECGATE_RECORDING_GONE');
+    // The failed download told the resolution state: the call is marked, and the next play says so at once.
+    assert.equal((await stack.gateway.callLog.get(deleted.call_sid as CallSid))?.recordingState, 'deleted');
     assertError(await get(dl(deleted.call_sid), auth), 404, 'RECGATE_RECORDING_GONE');
+  });
+
+  it('marks a recording deleted at Twilio from a peaks request too', async () => {
+    const deleted = await stack.emulator.createRecording({ status: 'deleted' });
+    await stack.register({
+      businessId: 'acme',
+      callSid: deleted.call_sid as CallSid,
+      recordingSid: deleted.recording_sid as never,
+    });
+    const peaks = await get(`${stack.url}/api/calls/${deleted.call_sid}/peaks`, {
+      authorization: `Bearer ${acme}`,
+    });
+    assertError(peaks, 404, 'RECGATE_RECORDING_GONE');
+    assert.equal((await stack.gateway.callLog.get(deleted.call_sid as CallSid))?.recordingState, 'deleted');
   });
 
   it('turns a dead upstream into 502 and stays up', async () => {

@@ -93,7 +93,7 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
     exposeHeadRoute: false,
     handler: (request, reply) =>
       withRecording(deps, request, reply, (play) => {
-        const { callSid, query, variant, businessId, ref, log } = play;
+        const { callSid, query, variant, businessId, ref, log, failed } = play;
         const attachment = query.download === '1';
         const serveOptions = {
           contentType: contentTypeOf(variant),
@@ -148,10 +148,6 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
               request.log.info({ event: 'send_timeout', callSid }, 'client stopped reading; response cut');
             },
           });
-        };
-        const failed = async (err: unknown): Promise<never> => {
-          await deps.state.downloadFailed(ref, err, log);
-          throw err;
         };
         // The warm play: a finished file the cache trusts now is answered in this turn, HEADs included.
         let hit: CachedRecording | undefined;
@@ -216,6 +212,11 @@ export interface RecordingRequest {
    * first read, so read it only on the way to a wait (not in a destructuring of the whole object).
    */
   readonly signal: AbortSignal;
+  /**
+   * For a failure to get the recording (its download, a HEAD of it at the upstream): tells the resolution
+   * state what it says (a recording deleted at Twilio is remembered, its copies go), then rejects with `err`.
+   */
+  failed(err: unknown): Promise<never>;
 }
 
 /**
@@ -239,18 +240,24 @@ export function withRecording<T>(
       if (!call) throw createError('RECGATE_NOT_FOUND');
       const gone = new ClientGone(reply.raw, clientClosed);
       const log = request.log as Logger;
-      const play = (resolved: RecordingRef) =>
-        use({
+      const play = (resolved: RecordingRef) => {
+        const ref = isCanonical(variant) ? resolved : { ...resolved, variant };
+        return use({
           callSid,
           query,
           variant,
           businessId,
-          ref: isCanonical(variant) ? resolved : { ...resolved, variant },
+          ref,
           log,
           get signal() {
             return gone.signal;
           },
+          failed: async (err) => {
+            await deps.state.downloadFailed(ref, err, log);
+            throw err;
+          },
         });
+      };
       return finallyAfter(
         () =>
           andThen(

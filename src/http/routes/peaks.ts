@@ -31,12 +31,9 @@ function parsePoints(value: unknown): number {
 export function peaksRoutes(app: FastifyInstance, deps: AppDeps): void {
   const waveforms = new Waveforms(deps.cache);
   app.get('/api/calls/:callSid/peaks', (request, reply) =>
-    withRecording(deps, request, reply, async ({ query, businessId, ref, log, signal }) => {
+    withRecording(deps, request, reply, async ({ query, businessId, ref, log, signal, failed }) => {
       const points = parsePoints(query.points);
-      const waveform = await waveforms.get(ref, { signal, log, businessId }).catch(async (err) => {
-        await deps.state.downloadFailed(ref, err, log);
-        throw err;
-      });
+      const waveform = await waveforms.get(ref, { signal, log, businessId }).catch(failed);
       const peaks = resample(waveform.peaks, points);
       void reply.header('cache-control', RECORDING_CACHE_CONTROL);
       return { duration_s: waveform.durationS, points: peaks.length, peaks };
