@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
   onSyncOff,
+  runQueueWaitMs,
   SLOW_SYNC_MS,
   SYNC_BACKOFF_MS,
   SyncGuard,
@@ -13,16 +14,31 @@ import {
 } from '../../src/io/sync-guard.js';
 
 describe('SyncGuard', () => {
-  /** A guard on a fake clock; `call(ms)` is a synchronous call that takes `ms`. */
-  function fake(name?: string) {
+  /**
+   * A guard on a fake clock; `call(ms, waitedMs)` is a synchronous call that takes `ms`, of which the thread
+   * spent `waitedMs` waiting for a CPU. `reads` counts the guard's looks at that wait.
+   */
+  function fake(name?: string, options: { waitKnown?: boolean } = {}) {
     let now = 1000;
-    const guard = new SyncGuard(() => now, name);
-    const call = (ms: number) =>
+    let waited = 50;
+    let reads = 0;
+    const guard = new SyncGuard(
+      () => now,
+      name,
+      options.waitKnown === false
+        ? undefined
+        : () => {
+            reads++;
+            return waited;
+          },
+    );
+    const call = (ms: number, waitedMs = 0) =>
       guard.time(() => {
         now += ms;
+        waited += waitedMs;
         return ms;
       });
-    return { guard, call, advance: (ms: number) => (now += ms) };
+    return { guard, call, advance: (ms: number) => (now += ms), reads: () => reads };
   }
 
   it('stays on through fast calls and one slow call alone', () => {
@@ -52,6 +68,47 @@ describe('SyncGuard', () => {
       for (let i = 0; i < 40; i++) call(0.01);
     }
     assert.equal(guard.on, true);
+  });
+
+  it('once a slow call counts, does not count a call slow only by its wait for a CPU', () => {
+    const { guard, call, reads } = fake();
+    for (let i = 0; i < 50; i++) call(0.01);
+    assert.equal(reads(), 0, 'no look at the wait while no slow call counts');
+    call(5, 4.5);
+    assert.equal(reads(), 0, 'the first slow call counts: nothing was read before it');
+    // Preempted for a scheduler slice each: the calls' own time is well under the threshold.
+    for (let i = 0; i < 5; i++) call(4, 3.8);
+    assert.equal(guard.on, true, 'preempted calls are not a slow disk');
+    assert.equal(reads(), 10, 'before and after each call while the slow one counts');
+    // A slow disk: the thread slept in the calls; it did not wait for a CPU.
+    call(4, 0.5);
+    call(4);
+    assert.equal(guard.on, true);
+    call(4);
+    assert.equal(guard.on, false);
+  });
+
+  it('counts the whole time where the wait for a CPU is not known', () => {
+    const { guard, call } = fake(undefined, { waitKnown: false });
+    call(5, 4.5);
+    call(5, 4.5);
+    call(5, 4.5);
+    assert.equal(guard.on, false);
+  });
+
+  it("reads the thread's wait for a CPU from Linux where it has schedstat", (t) => {
+    const waited = runQueueWaitMs();
+    if (process.platform !== 'linux') {
+      assert.equal(waited, undefined);
+      return;
+    }
+    if (waited === undefined) {
+      t.skip('this kernel has no /proc/thread-self/schedstat');
+      return;
+    }
+    assert.ok(Number.isFinite(waited) && waited >= 0, String(waited));
+    const later = runQueueWaitMs();
+    assert.ok(later !== undefined && later >= waited, 'it only grows');
   });
 
   it('books a call that throws, and passes its error on', () => {

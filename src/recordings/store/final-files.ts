@@ -87,7 +87,7 @@ export class FinalFiles {
     max: number,
     describe: DescribeFinal = async () => undefined,
     revalidateMs = 1000,
-    clock: () => number = () => performance.now(),
+    clock?: () => number,
   ) {
     if (!Number.isInteger(max) || max < 1)
       throw new TypeError('options.maxOpenFiles must be a positive integer');
@@ -96,7 +96,8 @@ export class FinalFiles {
     this.#max = max;
     this.#describe = describe;
     this.#revalidateMs = revalidateMs;
-    this.#clock = clock;
+    this.#clock = clock ?? (() => performance.now());
+    // The guard's own default clock (a fake one here would need a fake CPU wait too: see SyncGuard).
     this.#syncReads = new SyncGuard(clock, 'reads');
   }
 
