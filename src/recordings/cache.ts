@@ -115,6 +115,14 @@ export interface RecordingCache {
    */
   openNow?(ref: RecordingRef, options?: OpenOptions): CachedRecording | undefined;
 
+  /**
+   * Optional. {@link open}'s answer when this process is running (or following) the recording's download
+   * now, without starting one: `undefined` at once when none runs, else once the download's size is known,
+   * with `open`'s errors. For a HEAD, which must not start a download but can share a running one's
+   * response instead of asking the upstream again.
+   */
+  openRunning?(ref: RecordingRef, options?: OpenOptions): Promise<CachedRecording | undefined>;
+
   /** What is on disk for the recording now, for the UI's "cached / downloading n% / not yet fetched". */
   state(ref: RecordingRef): Promise<CacheState>;
 

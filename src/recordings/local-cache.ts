@@ -87,6 +87,7 @@ export interface SweepResult {
 /** {@link RecordingCache} plus the maintenance a deployment runs on its own schedule. */
 export interface LocalRecordingCache extends RecordingCache {
   openNow(ref: RecordingRef, options?: OpenOptions): CachedRecording | undefined;
+  openRunning(ref: RecordingRef, options?: OpenOptions): Promise<CachedRecording | undefined>;
 
   /**
    * Removes what no live process uses (the recording's lock is free): generations that are no longer
@@ -138,7 +139,29 @@ export class LocalCache implements LocalRecordingCache {
       joined = entry !== undefined;
       entry ??= this.#start(ref, base.child(bindingsOf(ref)), options.businessId ?? '');
     }
+    return this.#join(entry, joined, ref, options, signal);
+  }
+
+  async openRunning(ref: RecordingRef, options: OpenOptions = {}): Promise<CachedRecording | undefined> {
+    if (this.#closed) throw createError('RECGATE_SHUTTING_DOWN');
+    if (typeof options.signal !== 'function') options.signal?.throwIfAborted();
+    const entry = this.#running(ref);
+    if (entry === undefined) return undefined;
+    const signal = signalOf(options.signal);
+    signal?.throwIfAborted();
+    return this.#join(entry, true, ref, options, signal);
+  }
+
+  /** Waits, as `open` does, for the size of the download `entry` runs (started by this call unless `joined`). */
+  async #join(
+    entry: Entry,
+    joined: boolean,
+    ref: RecordingRef,
+    options: OpenOptions,
+    signal: AbortSignal | undefined,
+  ): Promise<CachedRecording> {
     const { flight } = entry;
+    const base = options.log ?? this.#s.logger;
     // A joiner makes no child logger (two, through a request's lazy one): under a stampede that was the
     // largest cost of joining, for a line below the usual level.
     if (joined && logsAt(base, 'debug')) {

@@ -26,7 +26,7 @@ describe('upstream breaker', () => {
     const token = await stack.token('biz-a');
     const cached = await coldCall(stack, 'biz-a', 20_000);
     assert.equal((await download(stack, token, cached.callSid)).status, 200);
-    // Cached, not still being committed: a HEAD during the download would ask Twilio's HEAD.
+    // Cached, not still being committed: a HEAD between the download's end and its commit asks Twilio's HEAD.
     const cachedRef = {
       ownerCallSid: cached.callSid as CallSid,
       recordingSid: cached.recordingSid as RecordingSid,
@@ -134,6 +134,42 @@ describe('HEAD on a recording not cached', () => {
     const cachedHead = await download(stack, token, call.callSid, { method: 'HEAD' });
     assert.equal(cachedHead.headers.etag, head.headers.etag);
     assert.equal(stack.emulator.stats().head_requests[call.recordingSid], 2);
+  });
+
+  it("shares the download this process runs: the GET's headers, no upstream HEAD, no second download", async (t) => {
+    const stack = await startStack({ config: { coldDownloadRate: 0 } });
+    t.after(() => stack.close());
+    const token = await stack.token('biz-a');
+    const call = await coldCall(stack, 'biz-a', 200_000);
+    // Headers after 400 ms, the body over about 2 s: HEADs come both before the download's headers (they
+    // wait for them, as a GET waits) and while its body is still coming.
+    stack.emulator.setThrottle({ ttfbMs: 400, bandwidth: 100_000 });
+    const get = download(stack, token, call.callSid);
+    await until(
+      'the download reaches Twilio',
+      () => stack.emulator.stats().media_requests[call.recordingSid] === 1,
+      30_000,
+    );
+    const early = await download(stack, token, call.callSid, { method: 'HEAD' });
+    const ref = { ownerCallSid: call.callSid as CallSid, recordingSid: call.recordingSid as RecordingSid };
+    assert.equal((await stack.gateway.cache.state(ref)).state, 'downloading', 'still downloading');
+    const later = await download(stack, token, call.callSid, {
+      method: 'HEAD',
+      headers: { range: 'bytes=0-99' },
+    });
+    const full = await get;
+    assert.equal(full.status, 200);
+    for (const head of [early, later]) {
+      assert.equal(head.status, 200);
+      assert.equal(head.body.length, 0);
+      assert.equal(head.headers['content-length'], String(call.size));
+      assert.equal(head.headers.etag, full.headers.etag);
+      assert.equal(head.headers['last-modified'], full.headers['last-modified']);
+      assert.equal(head.headers['accept-ranges'], 'bytes');
+    }
+    const stats = stack.emulator.stats();
+    assert.equal(stats.head_requests[call.recordingSid], undefined, 'no upstream HEAD');
+    assert.equal(stats.media_requests[call.recordingSid], 1, 'one download');
   });
 
   it('a cached recording answers a HEAD from disk without asking upstream', async (t) => {

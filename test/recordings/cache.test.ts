@@ -439,6 +439,33 @@ describe('recording cache', () => {
     assert.throws(() => cache.openNow(ref), isCode('RECGATE_SHUTTING_DOWN'));
   });
 
+  it('openRunning joins the download this process runs, and starts none', async (t) => {
+    const dir = tempDir(t);
+    const data = audioBytes(200_000);
+    const upstream = new FakeUpstream({ data, chunkDelayMs: 5 });
+    const { cache } = makeCache(t, dir, upstream);
+    const ref = newRef();
+    assert.equal(await cache.openRunning(ref), undefined, 'nothing runs: nothing started');
+    assert.equal(upstream.calls.length, 0);
+    const first = cache.open(ref);
+    await until('the download starts', () => upstream.calls.length === 1, 5000);
+    const joined = await cache.openRunning(ref);
+    assert.ok(joined !== undefined, 'the running download');
+    const opened = await first;
+    assert.equal(joined.outcome, 'wait');
+    for (const key of ['size', 'etag', 'complete'] as const) assert.equal(joined[key], opened[key], key);
+    assert.equal(joined.lastModified.getTime(), opened.lastModified.getTime());
+    assert.deepEqual(await readAll(joined.createReadStream(0, data.length - 1)), data);
+    await settled(dir, ref);
+    assert.equal(await cache.openRunning(ref), undefined, 'finished: nothing runs');
+    assert.equal(upstream.calls.length, 1);
+    const gone = new AbortController();
+    gone.abort(createError('RECGATE_CLIENT_CLOSED'));
+    await assert.rejects(cache.openRunning(ref, { signal: gone.signal }), isCode('RECGATE_CLIENT_CLOSED'));
+    await cache.close();
+    await assert.rejects(cache.openRunning(ref), isCode('RECGATE_SHUTTING_DOWN'));
+  });
+
   it("logs a hit at info, through a host's logger without a level check too, and not below the level", async (t) => {
     const dir = tempDir(t);
     const data = audioBytes(20_000);

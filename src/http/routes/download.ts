@@ -158,7 +158,16 @@ export function downloadRoutes(app: FastifyInstance, deps: AppDeps): void {
         }
         if (hit !== undefined) return answer(hit);
         return (async () => {
-          // A HEAD on a recording not on disk asks the upstream's HEAD: no download, nothing stored. Equal
+          // A HEAD never starts a download. One this process runs already answers it, as it answers its GETs
+          // (same size and validators), without another request to the upstream: under a stampede the HEADs
+          // come in with the GETs.
+          if (request.method === 'HEAD' && deps.cache.openRunning !== undefined) {
+            const running = await deps.cache
+              .openRunning(ref, { signal: () => play.signal, log, businessId })
+              .catch(failed);
+            if (running !== undefined) return answer(running);
+          }
+          // Else, on a recording not on disk, it asks the upstream's HEAD: no download, nothing stored. Equal
           // HEADs meanwhile share it, and at most --cold-head-concurrency ask at once (see cold-heads.ts).
           if (request.method === 'HEAD' && (await deps.cache.state(ref)).state !== 'cached') {
             const key = [businessId, ref.account ?? '', ref.recordingSid, cacheKeyOf(ref)].join(' ');
