@@ -19,6 +19,7 @@ import { startEmulator } from '../src/emulator/index.js';
 import type { BenchContext, BenchMode, Tools } from './lib/context.js';
 import { startLoadgen } from './lib/loadgen.js';
 import { binaryVersion, ensureBinary, scratchDir, setPeerFilter, startRecgate } from './lib/peers.js';
+import { describeFileSystem, fileSystemOf } from './lib/procfs.js';
 import { type RunReport, renderMarkdown, renderSvg, renderText, type ScenarioResult } from './lib/report.js';
 import { coldMany } from './scenarios/cold-many.js';
 import { coldMixed } from './scenarios/cold-mixed.js';
@@ -77,6 +78,8 @@ function machine(tools: Tools): Record<string, string | number> {
       ? binaryVersion(tools.varnish, ['-V']).replace(/^varnishd \((.*?) revision.*$/, '$1')
       : 'Varnish not run',
     wrk: tools.wrk ? binaryVersion(tools.wrk, ['-v']).replace(/ \[.*$/, '') : 'wrk not used',
+    // Servers' data dirs and caches are made here (scratchDir): its file system shapes every cold figure.
+    scratchFs: describeFileSystem(fileSystemOf(os.tmpdir())),
   };
 }
 
@@ -235,7 +238,7 @@ async function main(argv: string[]): Promise<void> {
   });
   const m = report.machine;
   process.stdout.write(
-    `\nrecgate bench: ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.nginx}, ${m.varnish}, ${m.wrk}; ${Math.round(report.durationS)} s\n`,
+    `\nrecgate bench: ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.nginx}, ${m.varnish}, ${m.wrk}; data dirs on ${m.scratchFs}; ${Math.round(report.durationS)} s\n`,
   );
   process.stdout.write(`${renderText(report)}\n`);
   if (values.out)

@@ -31,7 +31,9 @@ export interface BenchContext {
    * TypeScript sources, with the run's extra node flags (`--cpu-prof`). Resolves once recgate (and every worker)
    * answers; the caller stops it.
    */
-  startRecgate(options: Pick<RecgateOptions, 'workers' | 'name' | 'extraArgs'>): Promise<RecgatePeer>;
+  startRecgate(
+    options: Pick<RecgateOptions, 'workers' | 'name' | 'extraArgs' | 'scratchRoot'>,
+  ): Promise<RecgatePeer>;
   /** A scratch directory that the harness removes at the end. */
   scratch: string;
   log(line: string): void;

@@ -104,9 +104,9 @@ export function setPeerFilter(prefixes: readonly string[] | undefined): void {
   peerFilter = prefixes;
 }
 
-/** A scratch directory the harness removes at the end. */
-export async function scratchDir(prefix: string): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), `recgate-bench-${prefix}-`));
+/** A scratch directory the harness removes at the end, in `root` (the OS's temporary folder by default). */
+export async function scratchDir(prefix: string, root: string = tmpdir()): Promise<string> {
+  const dir = await mkdtemp(path.join(root, `recgate-bench-${prefix}-`));
   // nginx and varnish workers may run as another user when started as root.
   await chmod(dir, 0o755);
   return dir;
@@ -326,6 +326,8 @@ export interface RecgateOptions {
   extraArgs?: string[];
   /** Extra node flags for the serving processes, e.g. `--cpu-prof`. @default [] */
   nodeFlags?: string[];
+  /** Where the data dir is made: another file system than the OS's temporary folder's. @default tmpdir() */
+  scratchRoot?: string;
 }
 
 export interface RecgatePeer extends Peer {
@@ -347,7 +349,7 @@ export async function startRecgate(options: RecgateOptions): Promise<RecgatePeer
   if (!Number.isInteger(options.workers) || options.workers < 1) {
     throw new TypeError('options.workers must be a positive integer');
   }
-  const dataDir = await scratchDir('recgate');
+  const dataDir = await scratchDir('recgate', options.scratchRoot);
   const port = await freePort();
   const entry = cliEntry(options.entry ?? 'dist', experimentFlags());
   const args = [

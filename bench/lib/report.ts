@@ -81,7 +81,7 @@ export function renderMarkdown(report: RunReport): string {
   const m = report.machine;
   const out: string[] = [
     `Measured by \`${report.command}\` on ${report.startedAt.slice(0, 10)} (${report.mode} set, ${Math.round(report.durationS)} s):`,
-    `${m.cpu}, ${m.cores} cores, ${m.memory}; ${m.os}; Node ${m.node}; ${m.nginx}; ${m.varnish}; ${m.wrk}.`,
+    `${m.cpu}, ${m.cores} cores, ${m.memory}; ${m.os}; Node ${m.node}; ${m.nginx}; ${m.varnish}; ${m.wrk}.${m.scratchFs === undefined ? '' : ` Data dirs and caches on ${m.scratchFs}.`}`,
     `Servers, the load generator and the upstream emulator share this machine. ${loadgenPriorityNote(Number(m.loadgenNice ?? 0))}`,
   ];
   for (const s of report.scenarios) {

@@ -3,8 +3,11 @@
  * first byte and 4 MB/s per response. Measures upstream requests (exactly one per recording), the time until the
  * last client has its whole recording against the upstream's own time for the same load at the same
  * concurrency, and the resident memory of the one recgate worker (target: under 150 MiB). recgate runs with one
- * worker, then with two (the machine's two cores) sharing the same upstream cap.
+ * worker, then with two (the machine's two cores) sharing the same upstream cap, then with one again and its data
+ * dir in memory (tmpfs), which shows what the data dir's file system costs beside recgate's own work.
  */
+import { accessSync, constants } from 'node:fs';
+import { tmpdir } from 'node:os';
 import {
   type BenchContext,
   MB,
@@ -15,7 +18,7 @@ import {
 } from '../lib/context.js';
 import type { LoadResult, LoadSpec } from '../lib/loadgen.js';
 import type { Recording } from '../lib/peers.js';
-import { readCpuSeconds, readMemory, sampleMemory } from '../lib/procfs.js';
+import { describeFileSystem, fileSystemOf, readCpuSeconds, readMemory, sampleMemory } from '../lib/procfs.js';
 import type { ScenarioResult, TargetCheck } from '../lib/report.js';
 import { fmtBytes, fmtMs, fmtNum, ratio } from '../lib/stats.js';
 
@@ -88,12 +91,29 @@ function cpuOf(pids: number[]): number | undefined {
   return sum;
 }
 
+/** A writable tmpfs for the in-memory run, unless the data dirs are on one already; else undefined. */
+function memoryRoot(): string | undefined {
+  if (fileSystemOf(tmpdir())?.type === 'tmpfs') return undefined;
+  const root = '/dev/shm';
+  if (fileSystemOf(root)?.type !== 'tmpfs') return undefined;
+  try {
+    accessSync(root, constants.W_OK);
+  } catch {
+    return undefined;
+  }
+  return root;
+}
+
+/** The in-memory run's row. */
+const IN_MEMORY = 'recgate 1w, data dir on tmpfs';
+
 /** CPU seconds over a run as cores busy on average (CPU time ÷ the run's wall time). */
 const cores = (cpuSeconds: number | undefined, run: ManyRun) =>
   cpuSeconds === undefined ? '' : (cpuSeconds / (run.load.elapsedMs / 1000)).toFixed(2);
 
 export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
   const p = params(ctx);
+  const inMemory = memoryRoot();
   ctx.emulator.setThrottle({ ttfbMs: p.ttfbMs, bandwidth: p.bandwidth, rangeSupport: true });
   const notes = [
     `${p.recordings} different uncached ${sizeLabel(p.size)} recordings, one client each, all at once; upstream at ${p.ttfbMs} ms to first byte and ${fmtBytes(p.bandwidth)}/s per response. sha256 checked on 20 bodies, status and length on all.`,
@@ -101,6 +121,7 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
     `The reference is the upstream itself serving the same ${p.recordings} downloads, all at once and ${p.upstreamConcurrency} at a time (the cap recgate runs with): throughput bounded by the upstream means recgate's total time is close to the latter.`,
     'recgate\'s "server CPU" = its CPU time (every thread, user and system) ÷ the run\'s wall time, in cores; "CPU per download" = that CPU time ÷ the downloads. "emulator CPU" (the harness\'s process, where the emulator runs) and "load generator CPU" likewise, in cores: recgate, the emulator and the load generator share two cores, so a sum near 2 means the run was bound by CPU.',
     `"recgate 2w": two workers (node:cluster, the machine's two cores), each with --upstream-concurrency ${slotsPerWorker(p, 2)}, so that the cap in all is the same; its peak RSS is the larger worker's, its CPU both workers' together.`,
+    `The data dirs are on ${describeFileSystem(fileSystemOf(tmpdir()))}.${inMemory === undefined ? '' : ` "${IN_MEMORY}": the one-worker run again with its data dir in ${inMemory}, where creating, renaming and removing a download's files costs the kernel least: the difference between the two one-worker rows is the data dir's file system, not recgate's own work. The targets are judged on the first row.`}`,
     '"sync I/O off" = how many times during the run recgate turned its synchronous file-system calls off for 10 s after slow ones (recgate_sync_io_off_total; src/io/sync-guard.ts): 0 means the cold path\'s small file calls ran synchronously throughout, more means the thread pool served them for a while.',
   ];
   const recordings = async () => {
@@ -178,9 +199,16 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
   let hwm = Number.NaN;
   // Two workers split the cap, as a user keeping to Twilio's limit would set it: `--upstream-concurrency` is
   // per process.
-  for (const workers of [1, 2]) {
+  const configurations: Array<{ workers: number; name?: string; scratchRoot?: string }> = [
+    { workers: 1 },
+    { workers: 2 },
+    ...(inMemory === undefined ? [] : [{ workers: 1, name: IN_MEMORY, scratchRoot: inMemory }]),
+  ];
+  for (const { workers, name, scratchRoot } of configurations) {
     const peer = await ctx.startRecgate({
       workers,
+      ...(name === undefined ? {} : { name }),
+      ...(scratchRoot === undefined ? {} : { scratchRoot }),
       extraArgs: [
         '--upstream-concurrency',
         String(slotsPerWorker(p, workers)),
@@ -194,7 +222,7 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
       for (const rec of recs) paths.push(await peer.prepare(rec));
       const pids = peer.servingPids();
       await measure(
-        `recgate ${workers}w`,
+        name ?? `recgate ${workers}w`,
         p.recordings,
         recs,
         { origin: peer.origin, headers: peer.headers },
@@ -202,7 +230,7 @@ export async function coldMany(ctx: BenchContext): Promise<ScenarioResult> {
         pids,
         peer.syncIoOff,
       );
-      if (workers === 1) hwm = readMemory(pids[0]!)?.hwm ?? Number.NaN;
+      if (name === undefined && workers === 1) hwm = readMemory(pids[0]!)?.hwm ?? Number.NaN;
     } finally {
       await peer.stop();
     }

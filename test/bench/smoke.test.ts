@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { findBinary } from '../../bench/lib/peers.js';
+import { fileSystemOf } from '../../bench/lib/procfs.js';
 import { renderMarkdown, renderSvg, renderText } from '../../bench/lib/report.js';
 import { runBench } from '../../bench/run.js';
 import type { StampedeRow } from '../../bench/scenarios/cold-stampede.js';
@@ -116,6 +117,19 @@ test('bench harness: smoke run of every scenario', { timeout: 180_000 }, async (
   );
   assert.equal(two.notOnce, 0);
   assert.ok(two.cpuSeconds !== undefined && two.cpuSeconds > 0, `recgate 2w CPU ${two.cpuSeconds}`);
+  // One worker again with its data dir on tmpfs, on a machine whose temporary folder is on another file system.
+  const inMemory = many.runs.find((r) => r.peer === 'recgate 1w, data dir on tmpfs');
+  const tmpfsBeside = fileSystemOf(tmpdir())?.type !== 'tmpfs' && fileSystemOf('/dev/shm')?.type === 'tmpfs';
+  assert.equal(
+    inMemory !== undefined,
+    tmpfsBeside,
+    'the in-memory run is there when /dev/shm is a tmpfs beside',
+  );
+  if (inMemory !== undefined) {
+    assert.equal(inMemory.load.failed, 0);
+    assert.equal(inMemory.upstreamRequests, many.params.recordings);
+    assert.equal(inMemory.notOnce, 0);
+  }
   const json = JSON.parse(await readFile(path.join(outDir, 'latest.json'), 'utf8'));
   assert.equal(json.scenarios.length, 7);
   assert.match(
