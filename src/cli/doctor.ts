@@ -7,7 +7,8 @@
  * The checks, in order (a check whose prerequisite failed is reported as skipped, not run):
  * 1. **config**: the settings load and validate;
  * 2. **data dir**: the recordings directory exists or can be made, is writable by this user, and its volume
- *    has room ({@link MIN_FREE_BYTES});
+ *    has room ({@link MIN_FREE_BYTES}); the line names the volume's file system, with a note (still a pass)
+ *    for one that makes cold downloads cost more CPU (`../io/file-system.ts`);
  * 3. **lock**: the download lock really excludes across two processes on this storage: a child process
  *    takes a probe lock, this process must fail to take it, and after the child is killed (no clean-up) it
  *    must get it, because the backend releases a dead holder's lock itself;
@@ -27,6 +28,7 @@ import { POSTGRES_MIGRATIONS } from '../call-log/migrations/postgres-migrations.
 import { SQLITE_MIGRATIONS } from '../call-log/migrations/sqlite-migrations.js';
 import { type Config, type ConfigInput, loadConfig, recordingsDir } from '../config/config.js';
 import { isRecgateError } from '../errors.js';
+import { describeFileSystem, fileSystemOf, slowCreatesNote } from '../io/file-system.js';
 import { ensureWritableDir } from '../recordings/index.js';
 import { FsLocker } from '../recordings/lock/fs.js';
 import type { Locker } from '../recordings/lock/lock.js';
@@ -148,7 +150,11 @@ async function checkDataDir(config: Config): Promise<string> {
       `${dir} is writable but its volume has only ${room} (needs ${formatBytes(MIN_FREE_BYTES)})`,
     );
   }
-  return `${dir} is writable${uid === undefined ? '' : ` by uid ${uid}`}; ${room}`;
+  const fileSystem = fileSystemOf(dir);
+  const note = slowCreatesNote(fileSystem);
+  return `${dir} is writable${uid === undefined ? '' : ` by uid ${uid}`}; ${room}${
+    fileSystem === undefined ? '' : ` on ${describeFileSystem(fileSystem)}`
+  }${note === undefined ? '' : `; note: ${note}`}`;
 }
 
 /** The data dir is writable, but its volume has less than {@link MIN_FREE_BYTES} free. */

@@ -13,6 +13,7 @@ import { JwtAuth } from '../auth/jwt.js';
 import { openCallLog } from '../call-log/index.js';
 import { type Config, recordingsDir } from '../config/config.js';
 import type { Emulator } from '../emulator/index.js';
+import { describeFileSystem, fileSystemOf, slowCreatesNote } from '../io/file-system.js';
 import { createLogger } from '../observability/logger.js';
 import { DirectoryRecordingKeys } from '../recordings/decrypt/keys-dir.js';
 import { ensureWritableDir } from '../recordings/index.js';
@@ -45,6 +46,7 @@ export async function runServe(config: Config, options: ServeOptions = {}): Prom
     ({ config, emulator } = await prepareDemo(config));
   }
   await preflight(config);
+  warnOfFileSystem(recordingsDir(config), logger);
 
   if (config.workers === 1) {
     const gateway = await startGateway(config, { logger });
@@ -89,6 +91,14 @@ async function preflight(config: Config): Promise<void> {
   if (config.workers > 1 && config.recordingKeysDir !== undefined) {
     DirectoryRecordingKeys.open({ dir: config.recordingKeysDir });
   }
+}
+
+/** Says once, at start, when the data dir's file system makes cold downloads cost more (see io/file-system.ts). */
+function warnOfFileSystem(dir: string, logger: Logger): void {
+  const fileSystem = fileSystemOf(dir);
+  const note = slowCreatesNote(fileSystem);
+  if (note === undefined) return;
+  logger.warn({ event: 'storage_slow_creates', dir, fileSystem: describeFileSystem(fileSystem) }, note);
 }
 
 /**

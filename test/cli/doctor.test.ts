@@ -17,6 +17,7 @@ import {
   type Emulator,
   startEmulator,
 } from '../../src/emulator/index.js';
+import { describeFileSystem, fileSystemOf, slowCreatesNote } from '../../src/io/file-system.js';
 import { tempDir } from '../helpers/common.js';
 import { findPostgres, postgresUnavailable } from '../helpers/postgres.js';
 import { mountReadOnly, mountTmpfs } from '../helpers/read-only-mount.js';
@@ -80,6 +81,15 @@ describe('recgate doctor', () => {
       assert.match(line(out, check), /^ok\s/);
     }
     assert.match(line(out, 'lock'), /exclude across processes.*dead holder's lock is released/);
+    // The volume's file system, with a note (still a pass) where new files are slow.
+    const fileSystem = fileSystemOf(path.join(dir, 'recordings'));
+    const note = slowCreatesNote(fileSystem);
+    assert.ok(
+      line(out, 'data dir').endsWith(
+        `${fileSystem === undefined ? '' : ` on ${describeFileSystem(fileSystem)}`}${note === undefined ? '' : `; note: ${note}`}`,
+      ),
+      line(out, 'data dir'),
+    );
     assert.match(
       line(out, 'database'),
       new RegExp(

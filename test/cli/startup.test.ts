@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { mountReadOnly } from '../helpers/read-only-mount.js';
+import { mountExt4, mountReadOnly } from '../helpers/read-only-mount.js';
 import { recgateArgs } from '../helpers/recgate-command.js';
 import { freePort } from '../helpers/serve-process.js';
 import { JWT_SECRET } from '../helpers/stack.js';
@@ -34,7 +34,13 @@ interface Run {
 /** Runs `recgate serve` to its end, or stops it (SIGTERM, then SIGKILL) after `hangMs`. */
 async function serve(
   args: string[],
-  options: { testControls?: boolean; env?: Record<string, string>; hangMs?: number } = {},
+  options: {
+    testControls?: boolean;
+    env?: Record<string, string>;
+    hangMs?: number;
+    /** Stops the run (SIGTERM) as soon as a log line makes this true, instead of waiting for `hangMs`. */
+    stopWhen?: (log: Record<string, unknown>) => boolean;
+  } = {},
 ) {
   const hangMs = options.hangMs ?? HANG_MS;
   const started = Date.now();
@@ -62,8 +68,18 @@ async function serve(
   );
   let stdout = '';
   let stderr = '';
+  let stopping = false;
   child.stdout.on('data', (c: Buffer) => {
+    const from = stdout.lastIndexOf('\n') + 1;
     stdout += c.toString();
+    if (options.stopWhen === undefined || stopping) return;
+    const complete = stdout.slice(from, stdout.lastIndexOf('\n') + 1);
+    for (const l of complete.split('\n')) {
+      if (!l.startsWith('{') || !options.stopWhen(JSON.parse(l) as Record<string, unknown>)) continue;
+      stopping = true;
+      child.kill('SIGTERM');
+      break;
+    }
   });
   child.stderr.on('data', (c: Buffer) => {
     stderr += c.toString();
@@ -203,4 +219,34 @@ describe('recgate serve start-up failures', () => {
       assert.throws(() => process.kill(Number(pid), 0), { code: 'ESRCH' }, `worker ${pid} still runs`);
     }
   });
+});
+
+describe('recgate serve start-up warnings', () => {
+  for (const journal of [false, true]) {
+    it(`${journal ? 'no warning for' : 'warns of'} a data dir on ext4 ${journal ? 'with' : 'without'} a journal`, async (t) => {
+      const dataDir = path.join(root, `ext4-${journal ? 'journal' : 'no-journal'}`);
+      if (!mountExt4(t, dataDir, { journal })) return;
+      const run = await serve(['--port', String(await freePort()), '--data-dir', dataDir], {
+        stopWhen: (l) => String(l.msg).startsWith('Server listening'),
+      });
+      // Stopped as soon as it listened, maybe before its signal handlers were in place: the exit says nothing.
+      assert.ok(
+        run.logs.some((l) => String(l.msg).startsWith('Server listening')),
+        `the gateway started; stderr: ${run.stderr}`,
+      );
+      const warnings = run.logs.filter((l) => l.event === 'storage_slow_creates');
+      if (journal) {
+        assert.deepEqual(warnings, []);
+        return;
+      }
+      assert.equal(warnings.length, 1, JSON.stringify(run.logs));
+      assert.equal(warnings[0]!.level, 40, 'a warning');
+      assert.equal(warnings[0]!.dir, path.join(dataDir, 'recordings'));
+      assert.match(String(warnings[0]!.fileSystem), /^ext4 \(\/dev\/loop\d+, no journal\)$/);
+      assert.match(
+        String(warnings[0]!.msg),
+        /is ext4 without a journal, where creating a file costs more CPU/,
+      );
+    });
+  }
 });

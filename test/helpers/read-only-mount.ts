@@ -1,10 +1,10 @@
 /**
- * tmpfs mounts for storage tests: read-only directories for start-up failure tests, small volumes that
- * fill up, volumes remounted read-only at run time. Tests run as root in CI, and root ignores file modes,
+ * Mounts for storage tests: tmpfs for read-only directories (start-up failure tests), small volumes that
+ * fill up and volumes remounted read-only at run time; small ext4 volumes with or without a journal. Tests run as root in CI, and root ignores file modes,
  * so `chmod` cannot make a directory read-only: a read-only mount can.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -34,6 +34,36 @@ export function mountTmpfs(t: TestContext, dir: string, options: TmpfsOptions = 
     return false;
   }
   t.after(() => unmount(dir));
+  return true;
+}
+
+/**
+ * Mounts a new 16 MiB ext4 volume on `dir` (created if missing), made in an image file beside it, with or
+ * without a journal, and unmounts it and removes the image after the test. Skips or fails as
+ * {@link mountTmpfs} does where `mkfs.ext4` or the loop mount is refused. Returns false when skipped.
+ */
+export function mountExt4(t: TestContext, dir: string, options: { journal: boolean }): boolean {
+  mkdirSync(dir, { recursive: true });
+  const image = `${dir}.ext4`;
+  const steps: Array<[string, string[]]> = [
+    ['truncate', ['-s', '16M', image]],
+    ['mkfs.ext4', ['-q', '-F', '-O', options.journal ? 'has_journal' : '^has_journal', image]],
+    ['mount', ['-o', 'loop', image, dir]],
+  ];
+  for (const [command, args] of steps) {
+    const out = spawnSync(command, args, { encoding: 'utf8' });
+    if (out.status !== 0) {
+      rmSync(image, { force: true });
+      const reason = `needs an ext4 loop mount, and ${command} failed: ${(out.stderr || out.error?.message || '').trim()}`;
+      if (process.env.CI) throw new Error(reason);
+      t.skip(reason);
+      return false;
+    }
+  }
+  t.after(() => {
+    unmount(dir);
+    rmSync(image, { force: true });
+  });
   return true;
 }
 
