@@ -6,7 +6,8 @@
  * that logged `cache_miss` is killed when the emulator has sent a seeded number of the recording's bytes,
  * between 5 % and 95 % of its size; with five points or more, the first two and the last three are edges
  * instead: while the upstream has not answered (its time to first byte is slowed down), at its first
- * bytes, once the worker published the last byte, while it writes the identity record aside, and once the
+ * bytes, once the worker published the last byte, once it wrote the identity record over the generation's
+ * frontier file (before it renames that file to be the record, then the recording), and once the
  * final file appeared (mostly before the commit's clean-up). The edges past the last byte watch the files
  * synchronously, so the kill lands within microseconds. Each point checks:
  *
@@ -66,8 +67,8 @@ type KillAt =
   | 'mid'
   /** The worker published the last byte (its frontier says the whole size): before the rename, mostly. */
   | 'last-byte'
-  /** The worker is writing the identity record aside, right before the rename. */
-  | 'identity-aside'
+  /** The worker wrote the identity record over the frontier file, and has not renamed it or the recording. */
+  | 'identity-written'
   /** The final file appeared: the rename is done, its clean-up may not be. */
   | 'renamed';
 
@@ -102,6 +103,8 @@ interface AtKill {
   renamed: boolean;
   /** The frontier the killed worker had published, or undefined when it had no generation yet. */
   published: number | undefined;
+  /** Whether the frontier file held the identity record (the commit had written it, not renamed it). */
+  record: boolean;
   /** Files of the call other than the final file, its identity record and the lock file. */
   others: string[];
 }
@@ -115,7 +118,7 @@ function planPoint(seed: number, index: number, count: number): Point {
   if (edges && index === 0) killAt = 'before-headers';
   else if (edges && index === 1) killAt = 'first-bytes';
   else if (edges && index === count - 3) killAt = 'last-byte';
-  else if (edges && index === count - 2) killAt = 'identity-aside';
+  else if (edges && index === count - 2) killAt = 'identity-written';
   else if (edges && index === count - 1) killAt = 'renamed';
   const target =
     killAt === 'before-headers'
@@ -314,8 +317,8 @@ async function runPoint(
     assert.equal(requests, 1, `${label}: ${outcome}, upstream requests`);
     assert.deepEqual(takeovers, [], `${label}: nothing to take over`);
   } else if (atKill.published === point.size) {
-    outcome = atKill.others.some((n) => n.startsWith(`.${sid}.mp3.id.tmp-`))
-      ? 'killed writing the identity record aside'
+    outcome = atKill.record
+      ? 'killed with the identity record written over the frontier, before the renames'
       : 'killed after the last byte, before the rename';
     assert.equal(requests, 1, `${label}: ${outcome}, upstream requests`);
     assert.deepEqual(resumed, [point.size], `${label}: the takeover found the download complete`);
@@ -360,32 +363,48 @@ function killConditionMet(emulator: Emulator, recordingSid: string, point: Point
  * else in this process needs to run meanwhile) so the kill lands within a few microseconds of the moment.
  */
 function spinToEdge(dir: string, sid: string, point: Point): void {
-  if (point.killAt !== 'last-byte' && point.killAt !== 'identity-aside' && point.killAt !== 'renamed') return;
+  if (point.killAt !== 'last-byte' && point.killAt !== 'identity-written' && point.killAt !== 'renamed')
+    return;
   const final = path.join(dir, `${sid}.mp3`);
-  const aside = `.${sid}.mp3.id.tmp-`;
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
     // A point that finds the file renamed already is killed at once (and reported as such).
     if (existsSync(final)) return;
     if (point.killAt === 'last-byte' && publishedFrontier(dir, sid) === point.size) return;
-    if (point.killAt === 'identity-aside' && readdirSync(dir).some((n) => n.startsWith(aside))) return;
+    if (point.killAt === 'identity-written' && frontierText(dir, sid)?.startsWith('{')) return;
   }
   throw new Error(`point ${point.index}: the download did not get to its ${point.killAt} edge`);
 }
 
-/** The frontier of the current generation, or undefined when there is none. */
-function publishedFrontier(dir: string, sid: string): number | undefined {
+/** The text of the current generation's frontier file, or undefined when there is none. */
+function frontierText(dir: string, sid: string): string | undefined {
   try {
     const meta = JSON.parse(readFileSync(path.join(dir, `.${sid}.mp3.meta`), 'utf8')) as { fileId: string };
-    const line = readFileSync(path.join(dir, `.${sid}.mp3.${meta.fileId}.frontier`), 'utf8');
-    const match = /^\S+ (\d{16}) (\d{16})\n$/.exec(line);
-    assert.ok(match && match[1] === match[2], `a torn frontier line: ${line}`);
-    return Number(match[1]);
+    return readFileSync(path.join(dir, `.${sid}.mp3.${meta.fileId}.frontier`), 'utf8');
   } catch (err) {
     // A pointer being replaced or a generation being removed reads as none.
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return undefined;
     throw err;
   }
+}
+
+/**
+ * The frontier of the current generation: its line's number, or the size the identity record written over
+ * it at the commit states (every byte is there by then); undefined when there is none.
+ */
+function publishedFrontier(dir: string, sid: string): number | undefined {
+  const text = frontierText(dir, sid);
+  if (text === undefined) return undefined;
+  if (text.startsWith('{')) {
+    try {
+      return (JSON.parse(text) as { size: number }).size;
+    } catch {
+      return undefined;
+    }
+  }
+  const match = /^\S+ (\d{16}) (\d{16})\n$/.exec(text);
+  assert.ok(match && match[1] === match[2], `a torn frontier line: ${text}`);
+  return Number(match[1]);
 }
 
 /** Blocks until `pid` is dead (see {@link isDead}): its file locks are released from then on. */
@@ -423,6 +442,7 @@ function snapshot(emulator: Emulator, dir: string, sid: string, recordingSid: st
     sent: stats.media_bytes[recordingSid] ?? 0,
     renamed: existsSync(path.join(dir, `${sid}.mp3`)),
     published: publishedFrontier(dir, sid),
+    record: frontierText(dir, sid)?.startsWith('{') === true,
     others: readdirSync(dir).filter(
       (n) => n.includes(sid) && n !== `${sid}.mp3` && n !== `.${sid}.mp3.id` && n !== `.${sid}.lock`,
     ),

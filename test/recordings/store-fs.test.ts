@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { it } from 'node:test';
+import { it, type TestContext } from 'node:test';
 import { FsRecordingStore } from '../../src/recordings/store/fs.js';
-import type { PartialMetaInput } from '../../src/recordings/store/store.js';
+import type { PartialMetaInput, PartialWriter } from '../../src/recordings/store/store.js';
 import { hex32, syncCallsOff, tempDir } from './helpers.js';
 import { storeContractTests } from './store-contract.js';
 
@@ -36,6 +36,28 @@ function input(size: number | null): PartialMetaInput {
     acceptsRanges: true,
     startedAt: new Date().toISOString(),
   };
+}
+
+/** A store on a new directory holding one generation of `bytes`, written and not committed. */
+async function writtenGeneration(t: TestContext, bytes: Buffer) {
+  const dir = tempDir(t);
+  const store = new FsRecordingStore({ dir });
+  const id = `CA${hex32()}`;
+  const meta = input(bytes.length);
+  const writer = await store.beginPartial(id, meta);
+  await writer.append(bytes);
+  return { dir, store, id, meta, writer };
+}
+
+/** Commits every byte `writer` wrote as `meta`'s recording, then closes it. */
+async function commitAll(writer: PartialWriter, meta: PartialMetaInput, mtime = new Date()): Promise<void> {
+  await writer.commit({
+    expectedSize: meta.size!,
+    mtime,
+    identity: { recordingSid: meta.recordingSid, etag: meta.etag, lastModified: null },
+    fence: async () => undefined,
+  });
+  await writer.close();
 }
 
 it('fs store: tags partials with this boot, and ignores a torn sidecar', async (t) => {
@@ -88,19 +110,8 @@ it('fs store: a torn frontier line is not trusted; a torn last block-map line is
 });
 
 it('fs store: an identity record that describes another file (or none) gives the file no identity', async (t) => {
-  const dir = tempDir(t);
-  const store = new FsRecordingStore({ dir });
-  const id = `CA${hex32()}`;
-  const meta = input(4);
-  const writer = await store.beginPartial(id, meta);
-  await writer.append(Buffer.from([0xff, 0xfb, 0x90, 0x00]));
-  await writer.commit({
-    expectedSize: 4,
-    mtime: new Date('2025-04-01T10:00:00Z'),
-    identity: { recordingSid: meta.recordingSid, etag: '"e"', lastModified: null },
-    fence: async () => undefined,
-  });
-  await writer.close();
+  const { dir, store, id, meta, writer } = await writtenGeneration(t, Buffer.from([0xff, 0xfb, 0x90, 0x00]));
+  await commitAll(writer, meta, new Date('2025-04-01T10:00:00Z'));
   assert.equal((await store.stat(id))?.identity?.recordingSid, meta.recordingSid);
   // The file replaced by hand (another inode): the record no longer describes it.
   writeFileSync(join(dir, 'other'), Buffer.alloc(4));
@@ -147,22 +158,12 @@ it('fs store: sweeps what the old layout and crashed writers left, and temporary
 });
 
 it('fs store: a pointer left by a commit cut short after its rename is no current generation', async (t) => {
-  const dir = tempDir(t);
-  const store = new FsRecordingStore({ dir });
-  const id = `CA${hex32()}`;
-  const meta = input(10);
-  const writer = await store.beginPartial(id, meta);
-  await writer.append(Buffer.alloc(10, 7));
+  const { dir, store, id, meta, writer } = await writtenGeneration(t, Buffer.alloc(10, 7));
   const frontier = store.generationPath(id, writer.meta.fileId, 'frontier');
   const leftBehind = [store.metaPath(id), frontier].map((path) => [path, readFileSync(path)] as const);
-  await writer.commit({
-    expectedSize: 10,
-    mtime: new Date(),
-    identity: { recordingSid: meta.recordingSid, etag: meta.etag, lastModified: null },
-    fence: async () => undefined,
-  });
-  await writer.close();
-  // The process died after the rename, before it removed the pointer and the frontier.
+  await commitAll(writer, meta);
+  // The process died after the rename, before it removed the pointer (a version before this one also left
+  // the frontier there).
   for (const [path, bytes] of leftBehind) writeFileSync(path, bytes);
   assert.deepEqual(
     (await store.leftovers()).map((l) => [l.id, l.current]),
@@ -174,20 +175,10 @@ it('fs store: a pointer left by a commit cut short after its rename is no curren
 });
 
 it('fs store: a pointer or identity record half written aside is a leftover at once, not after a minute', async (t) => {
-  const dir = tempDir(t);
-  const store = new FsRecordingStore({ dir });
-  const id = `CA${hex32()}`;
-  const meta = input(4);
-  const writer = await store.beginPartial(id, meta);
-  await writer.append(Buffer.alloc(4));
-  await writer.commit({
-    expectedSize: 4,
-    mtime: new Date(),
-    identity: { recordingSid: meta.recordingSid, etag: meta.etag, lastModified: null },
-    fence: async () => undefined,
-  });
-  await writer.close();
-  // A holder killed while it wrote these aside (young files: sweepTemporary keeps them for a minute).
+  const { dir, store, id, meta, writer } = await writtenGeneration(t, Buffer.alloc(4));
+  await commitAll(writer, meta);
+  // A holder killed while it wrote these aside (young files: sweepTemporary keeps them for a minute). This
+  // version writes only the pointer aside; one before 2026-12-03 wrote the identity record aside too.
   writeFileSync(`${store.identityPath(id)}.tmp-0a1b2c3d4e5f`, '{"v":1,');
   writeFileSync(`${store.metaPath(id)}.tmp-0a1b2c3d4e5f`, '{"recordingSid":');
   assert.equal(await store.sweepTemporary(60_000), 0);
@@ -312,4 +303,47 @@ it('fs store: a read handle closed under pending reads closes once they are done
   await closed;
   assert.deepEqual(Buffer.concat(got), bytes);
   await assert.rejects(writer.read(Buffer.alloc(1), 0, 1, 0), { code: 'RECGATE_STORAGE_ERROR' });
+});
+
+it('fs store: a commit writes the identity record over the frontier file, so it makes no file of its own', async (t) => {
+  const { dir, store, id, meta, writer } = await writtenGeneration(t, Buffer.alloc(10, 7));
+  const frontierIno = statSync(store.generationPath(id, writer.meta.fileId, 'frontier')).ino;
+  await commitAll(writer, meta);
+  assert.equal(statSync(store.identityPath(id)).ino, frontierIno, 'the frontier file became the record');
+  assert.deepEqual(readdirSync(dir).sort(), [`.${id}.mp3.id`, `${id}.mp3`]);
+  const record = JSON.parse(readFileSync(store.identityPath(id), 'utf8'));
+  assert.equal(record.size, 10);
+  assert.equal(record.ino, String(statSync(store.finalPath(id)).ino));
+  assert.equal((await store.stat(id, { fresh: true }))?.identity?.recordingSid, meta.recordingSid);
+});
+
+it('fs store: a frontier file holding its identity record (a crash inside a commit) states the whole size', async (t) => {
+  const { store, id, meta, writer } = await writtenGeneration(t, Buffer.alloc(10, 7));
+  const fileId = writer.meta.fileId;
+  const frontier = store.generationPath(id, fileId, 'frontier');
+  assert.equal(await store.readFrontier(id, fileId), 10);
+  // What the commit writes over the frontier before it renames it: every byte is written and flushed then,
+  // so a follower, or a holder taking over after a crash, finds the download complete.
+  const record = {
+    v: 1,
+    recordingSid: meta.recordingSid,
+    etag: meta.etag,
+    lastModified: null,
+    size: 10,
+    ino: '1',
+  };
+  writeFileSync(frontier, JSON.stringify({ ...record, generation: fileId }));
+  assert.equal(await store.readFrontier(id, fileId), 10);
+  // Another generation's record, a record without its size, or a read torn between the line and the record
+  // state nothing.
+  writeFileSync(frontier, JSON.stringify({ ...record, generation: '0123456789abcdef' }));
+  assert.equal(await store.readFrontier(id, fileId), undefined);
+  writeFileSync(frontier, JSON.stringify({ ...record, size: -1, generation: fileId }));
+  assert.equal(await store.readFrontier(id, fileId), undefined);
+  writeFileSync(
+    frontier,
+    `${JSON.stringify({ ...record, generation: fileId }).slice(0, 40)}${fileId} 0000000000000010 0000000000000010\n`,
+  );
+  assert.equal(await store.readFrontier(id, fileId), undefined);
+  await writer.close();
 });

@@ -133,6 +133,14 @@ export class FsPartialWriter extends FsReadHandle implements PartialWriter {
     return this.meta.size === null ? 0 : Math.max(0, this.meta.size - this.#length);
   }
 
+  /**
+   * The generation's frontier file, open for writing: the store's commit writes the identity record over it
+   * once every byte is in, and renames it (see `FsRecordingStore.commit`).
+   */
+  get frontierHandle(): FileHandle {
+    return this.#frontier;
+  }
+
   override async close(): Promise<void> {
     this.#store.forget(this);
     await this.#frontier.close().catch(() => undefined);

@@ -18,11 +18,28 @@ export function formatFrontier(fileId: string, frontier: number): Buffer {
   return Buffer.from(`${fileId} ${n} ${n}\n`);
 }
 
-/** The frontier a line states for generation `fileId`, or `undefined` when it is torn or another's. */
+/**
+ * The frontier the frontier file of generation `fileId` states, or `undefined` when it is torn or another's.
+ * It holds the frontier line, or at the end the identity record of that generation, which the commit writes
+ * over it before renaming it (see `FsRecordingStore.commit`): every byte is written and flushed then, so the
+ * record states the whole size. A reader (a follower, a holder taking over after a crash) that finds the
+ * record therefore knows the download complete.
+ */
 export function parseFrontier(text: string, fileId: string): number | undefined {
   const match = FRONTIER_LINE.exec(text);
-  if (match === null || match[1] !== fileId || match[2] !== match[3]) return undefined;
-  return Number(match[2]);
+  if (match !== null) return match[1] === fileId && match[2] === match[3] ? Number(match[2]) : undefined;
+  if (!text.startsWith('{')) return undefined;
+  const record = parseJsonObject(text);
+  const size = record?.size;
+  if (
+    record?.v !== 1 ||
+    record.generation !== fileId ||
+    !Number.isSafeInteger(size) ||
+    (size as number) < 0
+  ) {
+    return undefined;
+  }
+  return size as number;
 }
 
 export function sameHeader(a: BlockMapHeader, b: BlockMapHeader): boolean {

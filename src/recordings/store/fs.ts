@@ -8,7 +8,8 @@
  * - `{id}.peaks.json`: the waveform computed from the finished recording (`../../waveform/`), written
  *   aside and renamed into place, removed with the recording;
  * - `.{id}.mp3.id`: its identity record, JSON ({@link FinalIdentity} plus the file's size and inode number),
- *   written (flushed, then renamed into place) just before the recording is renamed into place. The inode
+ *   written over the generation's frontier file once every byte is in, flushed, and renamed into place just
+ *   before the recording is (so a commit makes no new file). The inode
  *   number binds the record to the file: a record that names another inode describes a file that is not
  *   there, and the file's identity is unknown. Inode numbers are the server's on NFS, the same on every host;
  * - `.{id}.mp3.meta`: the pointer, the current generation's JSON sidecar ({@link PartialMeta}), replaced
@@ -18,7 +19,9 @@
  *   `{id}.mp3` when complete;
  * - `.{id}.mp3.{gen}.frontier`: how far the holder got, one line `{gen} {n} {n}\n` with `n` as 16 decimal
  *   digits, rewritten in place after every append. The number is written twice because a read racing the
- *   rewrite may see a mix of old and new bytes; a reader trusts the line only when both copies agree;
+ *   rewrite may see a mix of old and new bytes; a reader trusts the line only when both copies agree. At the
+ *   commit the identity record is written over it (it then states the whole size) and it is renamed to be
+ *   the record;
  * - `.{id}.mp3.{gen}.blocks`: the generation's block map, JSON lines: a header ({@link BlockMapHeader}) and
  *   then {@link BlockRecord}s, appended with `O_APPEND` in one write each, so appends from several processes
  *   never interleave and need no lock. It is created with its header in one step (written aside, then
@@ -70,6 +73,7 @@ import {
   statPath,
   unlinkIfPresent,
   type WriterOwner,
+  writeAll,
   writeFrontier,
 } from './fs-files.js';
 import {
@@ -273,7 +277,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       await writeFrontier(frontier!, fileId, length);
       const meta: PartialMeta = { ...input, fileId, bootId: BOOT_ID };
       // The pointer moves last: readers in other processes find the file and its frontier already there.
-      await this.#replace(this.metaPath(id), JSON.stringify(meta), false);
+      await this.#replace(this.metaPath(id), JSON.stringify(meta));
       for (const old of new Set([previous?.fileId, from?.fileId])) {
         if (old !== undefined && old !== fileId && GENERATION.test(old))
           await this.#removeGeneration(id, old);
@@ -475,7 +479,7 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
 
   async writePeaks(id: string, text: string): Promise<void> {
     try {
-      await this.#replace(this.peaksPath(id), text, false);
+      await this.#replace(this.peaksPath(id), text);
     } catch (err) {
       throw storageError(err);
     }
@@ -549,16 +553,19 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
     }
   }
 
-  /** Writes `text` aside and renames it over `path`, so readers see the old or the new text, never a mix. */
-  async #replace(path: string, text: string, flush: boolean): Promise<void> {
+  /**
+   * Writes `text` aside and renames it over `path`, so readers see the old or the new text, never a mix. Not
+   * flushed: its callers' files (a download's pointer, a waveform's peaks) are checked when read, and one a
+   * crash emptied or lost counts as absent (a pointer) or is computed again (peaks).
+   */
+  async #replace(path: string, text: string): Promise<void> {
     const aside = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-    // A small file not flushed (a download's pointer, written while its first bytes wait): synchronously
-    // while the guard allows. A directory removed meanwhile is left to the way below, which recreates it.
-    if (!flush && metadataSync.on && metadataSync.time(() => replaceSync(aside, path, text))) return;
+    // A small file (a download's pointer, written while its first bytes wait): synchronously while the guard
+    // allows. A directory removed meanwhile is left to the way below, which recreates it.
+    if (metadataSync.on && metadataSync.time(() => replaceSync(aside, path, text))) return;
     const handle = await this.#create(aside);
     try {
       await handle.writeFile(text);
-      if (flush) await handle.sync();
     } finally {
       await handle.close();
     }
@@ -737,13 +744,12 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
       await options.fence();
       const identity: FinalIdentity = { ...options.identity, generation: fileId };
       const record = { v: 1, ...identity, size: options.expectedSize, ino: String(st.ino) };
-      await this.#replace(this.identityPath(id), JSON.stringify(record), true);
+      await this.#writeIdentity(id, writer, JSON.stringify(record));
       await rename(this.generationPath(id, fileId, 'part'), this.finalPath(id));
       await this.syncDir();
       this.#writers.delete(writer);
-      for (const file of ['frontier', 'blocks'] as const) {
-        await unlinkIfPresent(this.generationPath(id, fileId, file)).catch(() => undefined);
-      }
+      // The frontier is the identity record now; a block map, if slices made one, goes.
+      await unlinkIfPresent(this.generationPath(id, fileId, 'blocks')).catch(() => undefined);
       if ((await this.readMeta(id).catch(() => undefined))?.fileId === fileId) {
         await unlinkIfPresent(this.metaPath(id)).catch(() => undefined);
       }
@@ -760,6 +766,25 @@ export class FsRecordingStore implements RecordingStore, WriterOwner {
         }
       }
     }
+  }
+
+  /**
+   * Puts the identity record `text`, flushed, under its name, before the recording is renamed into place.
+   * It is written over the generation's frontier file, which has no use left once every byte is written
+   * and flushed, and that file is renamed to the record's name: a commit creates no file and leaves none to
+   * delete (on ext4 without a journal every new file costs CPU; see `../../io/file-system.ts`). Every byte
+   * is written and flushed by then, and a reader of the frontier takes the record of its generation for the
+   * whole size (`parseFrontier`): a follower meanwhile, or a holder taking over after a crash before the
+   * rename, finds the download complete. A read torn between the line and the record parses as neither and
+   * is made again. Readers of the record see it only under its name, whole.
+   */
+  async #writeIdentity(id: string, writer: FsPartialWriter, text: string): Promise<void> {
+    const frontier = writer.frontierHandle;
+    const bytes = Buffer.from(text);
+    await writeAll(frontier, bytes, 0);
+    await frontier.truncate(bytes.length);
+    await frontier.sync();
+    await rename(this.generationPath(id, writer.fileId, 'frontier'), this.identityPath(id));
   }
 
   forget(writer: FsPartialWriter): void {
